@@ -1,0 +1,16 @@
+//! quorate's testbed: the real parts that tests and the sandbox run on loopback.
+//!
+//! - [`cache`]: where built or fetched parts live (`$QUORATE_CACHE`, default `~/.cache/quorate`),
+//!   and progress output for long builds.
+//! - [`process`]: child processes that never outlive the process that started them.
+//! - [`controlplane`]: kube-apiserver, etcd and kube-controller-manager built from Go modules and
+//!   launched on loopback with generated certificates and RBAC on.
+//! - [`zookeeper`]: Apache ZooKeeper resolved from Maven Central, and real ensembles on
+//!   127.0.x.y addresses.
+//! - [`kazoo`]: an independent Python client (kazoo) used as a judge of the data.
+
+pub mod cache;
+pub mod controlplane;
+pub mod kazoo;
+pub mod process;
+pub mod zookeeper;
