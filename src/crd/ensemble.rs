@@ -1,0 +1,351 @@
+//! `MasterEnsemble`: how many ZooKeeper members an ensemble should have and how they run.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Affinity, ResourceRequirements, Toleration};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The desired state of a ZooKeeper ensemble. quorate moves the real members toward it one safe
+/// step at a time through ZooKeeper's dynamic reconfiguration.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "quorate.dev",
+    version = "v1alpha1",
+    kind = "MasterEnsemble",
+    namespaced,
+    status = "MasterEnsembleStatus",
+    shortname = "mens",
+    category = "quorate",
+    doc = "A ZooKeeper ensemble that quorate keeps quorate: members are added, removed, replaced and restarted one safe step at a time.",
+    printcolumn = r#"{"name":"Members","type":"integer","jsonPath":".spec.replicas","description":"Desired number of voting members"}"#,
+    printcolumn = r#"{"name":"Ready","type":"integer","jsonPath":".status.readyMembers","description":"Members serving and synced"}"#,
+    printcolumn = r#"{"name":"Quorum","type":"integer","jsonPath":".status.quorum.majority","description":"Votes needed for a quorum"}"#,
+    printcolumn = r#"{"name":"Tolerance","type":"integer","jsonPath":".status.quorum.tolerance","description":"Voters that may fail without losing the quorum"}"#,
+    printcolumn = r#"{"name":"Leader","type":"integer","jsonPath":".status.leader","description":"Server id of the leader"}"#,
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct MasterEnsembleSpec {
+    /// Number of voting members: odd, from 1 to 9. Even sizes are refused because they add no
+    /// fault tolerance (4 voters tolerate one failure, like 3).
+    #[x_kube(validation = Rule::new("self >= 1 && self <= 9").message("spec.replicas must be between 1 and 9"))]
+    #[x_kube(validation = Rule::new("self % 2 == 1").message("spec.replicas must be odd (1, 3, 5, 7 or 9): an even number of voters adds no fault tolerance"))]
+    pub replicas: i32,
+
+    /// Container image of the ZooKeeper server. Defaults to the image for `version`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+
+    /// ZooKeeper version the image runs (for example `3.9.5`). It selects features such as the
+    /// AdminServer snapshot command used for online backups.
+    #[serde(default = "default_version")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new("self.matches('^3\\\\.[0-9]+\\\\.[0-9]+$')").message("spec.version must look like 3.X.Y"))]
+    pub version: String,
+
+    /// Server settings written to zoo.cfg.
+    #[serde(default)]
+    pub config: ZkServerConfig,
+
+    /// CPU and memory for each member's container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+
+    /// The persistent volume of each member (its dataDir).
+    #[serde(default)]
+    pub storage: StorageSpec,
+
+    /// Scheduling overrides for member Pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_template: Option<PodTemplateOverrides>,
+
+    /// How failed members are handled.
+    #[serde(default)]
+    pub failure: FailurePolicy,
+
+    /// A ZkBackup that must hold a Ready backup taken after a change was requested before any
+    /// membership change or rolling restart starts. Replacing a failed member does not wait.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_before_change: Option<BackupBeforeChange>,
+
+    /// When true, quorate takes no step at all: no member is created, removed, replaced or
+    /// restarted. Status is still observed and reported.
+    #[serde(default)]
+    pub paused: bool,
+
+    /// Credentials. When absent, quorate generates a Secret with a super-user and an operator
+    /// digest user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AuthSpec>,
+}
+
+fn default_version() -> String {
+    "3.9.5".to_string()
+}
+
+/// Settings written to each member's zoo.cfg. Membership lines are never set here: quorate
+/// manages them through dynamic reconfiguration.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ZkServerConfig {
+    /// Length of a ZooKeeper tick in milliseconds.
+    #[serde(default = "default_tick_time")]
+    #[x_kube(validation = Rule::new("self >= 100 && self <= 60000").message("spec.config.tickTime must be between 100 and 60000 milliseconds"))]
+    pub tick_time: i32,
+    /// Ticks a follower may take to connect and sync to the leader.
+    #[serde(default = "default_init_limit")]
+    #[x_kube(validation = Rule::new("self >= 1").message("spec.config.initLimit must be at least 1"))]
+    pub init_limit: i32,
+    /// Ticks a follower may lag behind the leader.
+    #[serde(default = "default_sync_limit")]
+    #[x_kube(validation = Rule::new("self >= 1").message("spec.config.syncLimit must be at least 1"))]
+    pub sync_limit: i32,
+    /// Maximum Java heap of each member in MiB. Size it to 3 to 4 times the data size: a member
+    /// whose heap is too small cannot replay its log on restart.
+    #[serde(default = "default_heap")]
+    #[x_kube(validation = Rule::new("self >= 64").message("spec.config.heapMiB must be at least 64"))]
+    #[serde(rename = "heapMiB")]
+    pub heap_mib: i32,
+    /// Further zoo.cfg keys. Keys that quorate owns (server.N, dynamicConfigFile, dataDir,
+    /// reconfigEnabled, standaloneEnabled, clientPort, skipACL) are refused.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 64))]
+    #[x_kube(validation = Rule::new("self.all(k, !(k.startsWith('server.') || k in ['dynamicConfigFile', 'dataDir', 'dataLogDir', 'reconfigEnabled', 'standaloneEnabled', 'clientPort', 'skipACL']))").message("spec.config.extra must not set keys that quorate owns (server.N, dynamicConfigFile, dataDir, dataLogDir, reconfigEnabled, standaloneEnabled, clientPort, skipACL)"))]
+    pub extra: BTreeMap<String, String>,
+}
+
+fn default_tick_time() -> i32 {
+    2000
+}
+fn default_init_limit() -> i32 {
+    10
+}
+fn default_sync_limit() -> i32 {
+    5
+}
+fn default_heap() -> i32 {
+    256
+}
+
+impl Default for ZkServerConfig {
+    fn default() -> Self {
+        ZkServerConfig {
+            tick_time: default_tick_time(),
+            init_limit: default_init_limit(),
+            sync_limit: default_sync_limit(),
+            heap_mib: default_heap(),
+            extra: BTreeMap::new(),
+        }
+    }
+}
+
+/// The persistent volume claimed for each member.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.storageClassName) == has(oldSelf.storageClassName) && (!has(self.storageClassName) || self.storageClassName == oldSelf.storageClassName)").message("spec.storage.storageClassName is immutable after creation"))]
+pub struct StorageSpec {
+    /// Requested size of each member's volume, as a Kubernetes quantity (for example `1Gi`).
+    /// It cannot be lowered after creation.
+    #[serde(default = "default_storage_size")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new("isQuantity(self) && quantity(self).isGreaterThan(quantity('0'))").message("spec.storage.size must be a positive quantity such as 1Gi"))]
+    #[x_kube(validation = Rule::new("!isQuantity(oldSelf) || !isQuantity(self) || quantity(self).compareTo(quantity(oldSelf)) >= 0").message("spec.storage.size cannot be lowered after creation"))]
+    pub size: String,
+    /// StorageClass of the volumes; the cluster default when absent. Immutable after creation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class_name: Option<String>,
+}
+
+fn default_storage_size() -> String {
+    "1Gi".to_string()
+}
+
+impl Default for StorageSpec {
+    fn default() -> Self {
+        StorageSpec { size: default_storage_size(), storage_class_name: None }
+    }
+}
+
+/// Scheduling overrides applied to every member Pod.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PodTemplateOverrides {
+    /// Extra labels on member Pods.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Extra annotations on member Pods.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    /// Node selector for member Pods.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    /// Affinity rules for member Pods (spread members across nodes and zones).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+    /// Tolerations for member Pods.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+    /// PriorityClass of member Pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority_class_name: Option<String>,
+}
+
+/// How long a member may be down before quorate replaces it with a fresh member.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FailurePolicy {
+    /// Time a voter must be continuously down before it is replaced by a member with a new
+    /// server id, as a duration such as `5m` or `90s`. Replacement needs a healthy majority of
+    /// the remaining voters.
+    #[serde(default = "default_replace_after")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new("self.matches('^([0-9]+(ms|s|m|h))+$') && duration(self) > duration('0s')").message("spec.failure.replaceAfter must be a positive duration such as 90s, 5m or 1h"))]
+    pub replace_after: String,
+}
+
+fn default_replace_after() -> String {
+    "5m".to_string()
+}
+
+impl Default for FailurePolicy {
+    fn default() -> Self {
+        FailurePolicy { replace_after: default_replace_after() }
+    }
+}
+
+/// Requires a fresh backup before any change that the user requests.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupBeforeChange {
+    /// Name of a ZkBackup of this ensemble, in the same namespace.
+    #[schemars(length(min = 1, max = 253))]
+    pub backup_name: String,
+}
+
+/// Where the ZooKeeper credentials come from.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthSpec {
+    /// A Secret in the same namespace with keys `superPassword` and `operatorPassword`.
+    #[schemars(length(min = 1, max = 253))]
+    pub secret_name: String,
+}
+
+/// What quorate last observed of the ensemble, and the step it is carrying out.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MasterEnsembleStatus {
+    /// The spec generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Summary: Creating, Running, Scaling, Replacing, Rolling, Paused, Blocked, Degraded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+    /// Members that are serving and synced.
+    #[serde(default)]
+    pub ready_members: i32,
+    /// Every member quorate runs, voters and joiners.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<MemberStatus>,
+    /// Size of the voting configuration and what it tolerates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quorum: Option<QuorumStatus>,
+    /// Server id of the current leader.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader: Option<i64>,
+    /// Version of the committed ZooKeeper configuration (hex, as in /zookeeper/config).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_version: Option<String>,
+    /// Server ids of the voters in the last configuration quorate read.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub voters: Vec<i64>,
+    /// The one step being carried out, claimed with a compare-and-set before it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_flight: Option<InFlightStep>,
+    /// The last step that completed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_step: Option<InFlightStep>,
+    /// The server id the next new member gets. Ids only grow and are never reused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_server_id: Option<i64>,
+    /// When the change now being carried out was first seen (the spec generation changed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change_requested_at: Option<Time>,
+    /// Why quorate is waiting or blocked, in words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Standard conditions: Available, Progressing, Degraded, QuorumAtRisk.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
+/// One member as quorate last saw it.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberStatus {
+    /// ZooKeeper server id (myid).
+    pub server_id: i64,
+    /// Name of the member's Pod.
+    pub pod: String,
+    /// Pod IP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// Client port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_port: Option<i32>,
+    /// AdminServer port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_port: Option<i32>,
+    /// leader, follower, observer, joiner (not yet a voter) or unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// Serving, Syncing, Starting, Down, Removed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    /// Last processed zxid (hex).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zxid: Option<String>,
+    /// Whether the leader counts this member as synced.
+    #[serde(default)]
+    pub synced: bool,
+    /// Whether the member is a voter in the committed configuration.
+    #[serde(default)]
+    pub voter: bool,
+    /// Since when the member is in its current state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<Time>,
+    /// Hash of the Pod spec the member last served with while healthy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthy_spec_hash: Option<String>,
+}
+
+/// Size of the voting configuration.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct QuorumStatus {
+    /// Voters in the committed configuration.
+    pub voters: i32,
+    /// Votes needed for a quorum.
+    pub majority: i32,
+    /// Voters that may fail without losing the quorum.
+    pub tolerance: i32,
+}
+
+/// A step claimed in status.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InFlightStep {
+    /// Stable step id such as `add-voter/4` or `remove-voter/2`.
+    pub id: String,
+    /// The kind of step: create-member, add-voter, remove-voter, delete-member, fence-member,
+    /// restart-member.
+    pub kind: String,
+    /// Server id of the member the step acts on.
+    pub member: i64,
+    /// When the step was claimed.
+    pub started_at: Time,
+}

@@ -1,0 +1,136 @@
+//! `ZkRestore`: bring an ensemble back from a backup, or only verify a backup.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::EnsembleRef;
+
+/// A restore of one backup into an ensemble. The spec is immutable: a new restore is a new
+/// resource.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "quorate.dev",
+    version = "v1alpha1",
+    kind = "ZkRestore",
+    namespaced,
+    status = "ZkRestoreStatus",
+    shortname = "zkr",
+    category = "quorate",
+    doc = "A restore of a ZkBackup artifact into a MasterEnsemble, offline or online, or a verification only.",
+    printcolumn = r#"{"name":"Ensemble","type":"string","jsonPath":".spec.ensembleRef.name"}"#,
+    printcolumn = r#"{"name":"Mode","type":"string","jsonPath":".spec.mode"}"#,
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self == oldSelf").message("spec of a ZkRestore is immutable: create a new ZkRestore instead"))]
+pub struct ZkRestoreSpec {
+    /// The ensemble to restore into.
+    pub ensemble_ref: EnsembleRef,
+    /// The backup to restore.
+    pub source: RestoreSource,
+    /// `offline`: every member is stopped, the same verified snapshot is placed on each, all
+    /// are started. `online`: the data is replayed through the leader while clients are fenced.
+    #[serde(default)]
+    pub mode: RestoreMode,
+    /// Only verify the artifact: load it into a scratch member, check checksum and counts, and
+    /// change nothing else.
+    #[serde(default)]
+    pub verify_only: bool,
+    /// Allow restoring a backup older than the live data (its zxid is lower than the
+    /// ensemble's). Without it such a restore is refused.
+    #[serde(default)]
+    pub allow_older: bool,
+}
+
+/// `offline` or `online`.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum RestoreMode {
+    /// Stop every member, place the same snapshot on each, start them all.
+    #[default]
+    Offline,
+    /// Replay through the leader while clients are fenced.
+    Online,
+}
+
+/// The backup to restore: exactly one of `backup` or `location`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.backup) != has(self.location)").message("spec.source must set exactly one of backup or location"))]
+pub struct RestoreSource {
+    /// An artifact of a ZkBackup in the same namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BackupArtifactRef>,
+    /// The URL of an artifact in object storage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 4096))]
+    pub location: Option<String>,
+}
+
+/// An artifact of a ZkBackup.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupArtifactRef {
+    /// Name of the ZkBackup.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Artifact id (`<label>-<uuid>`).
+    #[schemars(length(min = 4, max = 80))]
+    pub artifact: String,
+}
+
+/// Progress of a restore.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ZkRestoreStatus {
+    /// Pending, Verifying, Stopping, Restoring, Starting, Ready or Failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<RestorePhase>,
+    /// Progress per member.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<RestoreMemberStatus>,
+    /// What happened, and on failure where it stopped and what was left as it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// When the restore started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Time>,
+    /// When it finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Time>,
+    /// Standard conditions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
+/// Phases of a restore.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum RestorePhase {
+    /// Accepted, not started.
+    Pending,
+    /// Checking checksum, manifest and zxid.
+    Verifying,
+    /// Stopping members.
+    Stopping,
+    /// Placing or replaying data.
+    Restoring,
+    /// Starting members and waiting for a leader.
+    Starting,
+    /// Done.
+    Ready,
+    /// Stopped with an error; see `message`.
+    Failed,
+}
+
+/// One member's restore progress.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreMemberStatus {
+    /// Server id.
+    pub server_id: i64,
+    /// Stopped, Restored, Started, Serving, Untouched.
+    pub state: String,
+}

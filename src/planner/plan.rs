@@ -1,0 +1,311 @@
+//! The planner: `(desired, observed, now) -> Plan`.
+
+use std::collections::BTreeSet;
+
+use jiff::Timestamp;
+use serde::Serialize;
+
+use super::model::{Desired, Member, Observed, ServerId};
+use super::rules::*;
+use super::step::{BlockReason, Decision, Step, WaitReason};
+
+/// The rule that produced a decision (bounded; printed by `quorate plan`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Rule {
+    /// `spec.paused` stops every step.
+    PausedStopsEveryStep,
+    /// A claimed step that has not taken effect and is still safe is carried out again.
+    ClaimedStepIsResumed,
+    /// An empty ensemble starts with one seed member whose configuration is itself.
+    BootstrapStartsOneSeed,
+    /// While no quorum is healthy, nothing changes; recovery starts from the most up-to-date survivor.
+    QuorumMustBeHealthy,
+    /// Every voter in the configuration needs a member quorate owns.
+    VotersNeedMembers,
+    /// A member that is not a voter and not the needed joiner is deleted (removed servers keep serving).
+    StrayMembersAreDeleted,
+    /// When scaling down, an unhealthy voter is removed first.
+    ScaleDownRemovesUnhealthyFirst,
+    /// A voter whose Pod is stale or missing is restarted while the others keep a quorum.
+    UnhealthyStaleMemberIsRestarted,
+    /// A rollout stops at the first member that does not become healthy with the new spec.
+    RolloutStopsAtFirstFailure,
+    /// A voter down for `replaceAfter` is fenced, removed and replaced by a fresh id.
+    FailedVoterIsReplaced,
+    /// A down voter is waited for until it is due for replacement.
+    DownVoterIsWaitedFor,
+    /// No step is taken while any voter is unhealthy.
+    AllVotersMustBeHealthy,
+    /// A joiner becomes a voter only once it is serving and synced.
+    JoinerIsAddedOnceSynced,
+    /// Scale up starts one joiner with the current configuration plus itself.
+    ScaleUpStartsOneJoiner,
+    /// Scale down removes one voter at a time from the configuration.
+    ScaleDownRemovesOneVoter,
+    /// Rolling restarts go one member at a time, followers first, the leader last.
+    RollingRestartLeaderLast,
+    /// backupBeforeChange holds every requested change until a fresh backup exists.
+    BackupBeforeChange,
+    /// Nothing differs from the spec.
+    NothingToDo,
+}
+
+impl Rule {
+    /// The rule's name in snake_case.
+    pub fn name(self) -> String {
+        serde_json::to_value(self).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+    }
+}
+
+/// A decision and the rule behind it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Plan {
+    /// What to do.
+    #[serde(flatten)]
+    pub decision: Decision,
+    /// Why.
+    pub rule: Rule,
+}
+
+fn act(step: Step, rule: Rule) -> Plan {
+    Plan { decision: Decision::Act { step }, rule }
+}
+fn wait(reason: WaitReason, rule: Rule) -> Plan {
+    Plan { decision: Decision::Wait { reason }, rule }
+}
+fn blocked(reason: BlockReason, rule: Rule) -> Plan {
+    Plan { decision: Decision::Blocked { reason }, rule }
+}
+
+/// Decides the one next step for an ensemble. Pure: no I/O and no clock.
+pub fn plan(desired: &Desired, observed: &Observed, now: Timestamp) -> Plan {
+    if desired.paused {
+        return wait(WaitReason::Paused, Rule::PausedStopsEveryStep);
+    }
+    if let Some(claim) = &observed.in_flight {
+        if !step_is_done(&claim.step, observed, desired) && claimed_step_is_still_safe(&claim.step, desired, observed) {
+            return act(claim.step.clone(), Rule::ClaimedStepIsResumed);
+        }
+    }
+    plan_fresh(desired, observed, now)
+}
+
+/// Whether a claimed but unfinished step may be carried out again as it is.
+fn claimed_step_is_still_safe(step: &Step, desired: &Desired, observed: &Observed) -> bool {
+    let voters = observed.voters();
+    let live = observed.config.is_some();
+    let member = observed.members.get(&step.member());
+    match step {
+        Step::CreateMember { member: id, seed } => {
+            if *seed {
+                voters.is_empty() && observed.members.keys().all(|m| m == id)
+            } else {
+                live && quorum_is_healthy(observed, &voters) && !voters.contains(id) && voters.len() < desired.replicas
+            }
+        }
+        Step::AddVoter { member: id } => {
+            live && all_voters_healthy(observed, &voters)
+                && member.is_some_and(joiner_is_synced)
+                && quorum_survives_addition(observed, &voters, *id)
+        }
+        Step::RemoveVoter { member: id } => live && quorum_survives_removal(observed, &voters, *id),
+        Step::DeleteMember { member: id } => live && !voters.contains(id),
+        Step::FenceMember { member: id } => !observed.healthy(*id) && quorum_survives_removal(observed, &voters, *id),
+        Step::RestartMember { member: id } => {
+            live && member.is_some_and(|m| m.volume) && quorum_survives_restart(observed, &voters, *id)
+        }
+    }
+}
+
+fn plan_fresh(desired: &Desired, observed: &Observed, now: Timestamp) -> Plan {
+    let voters = observed.voters();
+
+    // Bootstrap: nothing exists yet.
+    if voters.is_empty() {
+        if observed.members.is_empty() {
+            return act(Step::CreateMember { member: observed.fresh_id(), seed: true }, Rule::BootstrapStartsOneSeed);
+        }
+        // A seed exists but has not served yet: wait for it; a seed that never had a
+        // configuration recorded and lost its Pod is recreated as the same seed.
+        let seed = observed.members.values().next().map(|m| m.id).unwrap_or(observed.fresh_id());
+        let member = &observed.members[&seed];
+        if observed.members.len() == 1 && member.pod.is_none() && member.volume {
+            return act(Step::RestartMember { member: seed }, Rule::BootstrapStartsOneSeed);
+        }
+        return wait(WaitReason::MemberStarting { member: seed }, Rule::BootstrapStartsOneSeed);
+    }
+
+    // Every voter needs a member that quorate owns.
+    let unknown: Vec<ServerId> = voters.iter().copied().filter(|id| !observed.members.contains_key(id)).collect();
+    let healthy = healthy_voters(observed, &voters);
+
+    // Quorum.
+    if healthy.len() < majority(voters.len()) {
+        let starting = voters.iter().filter_map(|id| observed.members.get(id)).any(|m| is_starting(m, now));
+        if starting {
+            return wait(WaitReason::QuorumForming, Rule::QuorumMustBeHealthy);
+        }
+        // A voter whose Pod is gone but whose volume is intact comes back with its data: that
+        // is how a quorum lost to deleted Pods recovers, and it never loses a write.
+        if let Some(m) = voters
+            .iter()
+            .filter_map(|id| observed.members.get(id))
+            .find(|m| m.pod.is_none() && m.volume)
+        {
+            return act(Step::RestartMember { member: m.id }, Rule::QuorumMustBeHealthy);
+        }
+        let survivor = most_up_to_date_survivor(observed, &voters);
+        return blocked(
+            BlockReason::QuorumLost {
+                healthy: healthy.len(),
+                voters: voters.len(),
+                survivor: survivor.map(|s| s.0),
+                zxid: survivor.map(|s| s.1),
+            },
+            Rule::QuorumMustBeHealthy,
+        );
+    }
+    if !unknown.is_empty() && observed.config.is_some() {
+        // A voter with no member at all (its Pod and volume are gone): remove it like a failed
+        // voter, once the rest keeps a healthy majority.
+        let id = unknown[0];
+        if quorum_survives_removal(observed, &voters, id) {
+            return act(Step::RemoveVoter { member: id }, Rule::VotersNeedMembers);
+        }
+        return blocked(BlockReason::UnknownVoters { members: unknown }, Rule::VotersNeedMembers);
+    }
+
+    // Deletions and removals need the live configuration; without it, wait.
+    let Some(_) = &observed.config else {
+        return wait(WaitReason::QuorumForming, Rule::QuorumMustBeHealthy);
+    };
+
+    // Stray members: not voters, and not the one joiner that scaling up needs.
+    let joiner = needed_joiner(desired, observed, &voters);
+    if let Some(stray) = observed.members.values().find(|m| !voters.contains(&m.id) && Some(m.id) != joiner) {
+        return act(Step::DeleteMember { member: stray.id }, Rule::StrayMembersAreDeleted);
+    }
+
+    // Unhealthy voters.
+    let unhealthy: Vec<&Member> =
+        voters.iter().filter(|id| !healthy.contains(id)).filter_map(|id| observed.members.get(id)).collect();
+    for m in &unhealthy {
+        if voters.len() > desired.replicas && quorum_survives_removal(observed, &voters, m.id) {
+            if !backup_is_fresh(desired, observed) {
+                return wait(WaitReason::AwaitingBackup, Rule::BackupBeforeChange);
+            }
+            return act(Step::RemoveVoter { member: m.id }, Rule::ScaleDownRemovesUnhealthyFirst);
+        }
+    }
+    if let Some(m) = unhealthy.first() {
+        let stale = m.spec_hash() != Some(desired.spec_hash.as_str());
+        if (stale || m.pod.is_none()) && m.volume && !m.pod.as_ref().is_some_and(|p| p.terminating) {
+            if quorum_survives_restart(observed, &voters, m.id) {
+                return act(Step::RestartMember { member: m.id }, Rule::UnhealthyStaleMemberIsRestarted);
+            }
+        } else if is_starting(m, now) {
+            return wait(WaitReason::MemberStarting { member: m.id }, Rule::AllVotersMustBeHealthy);
+        } else if rollout_is_at_fault(desired, m) {
+            return blocked(BlockReason::RolloutUnhealthy { member: m.id }, Rule::RolloutStopsAtFirstFailure);
+        }
+        if replace_is_due(desired, m, now) {
+            if !quorum_survives_removal(observed, &voters, m.id) {
+                return blocked(
+                    BlockReason::NoHealthyMajorityForReplacement { member: m.id },
+                    Rule::FailedVoterIsReplaced,
+                );
+            }
+            if m.pod.is_some() {
+                return act(Step::FenceMember { member: m.id }, Rule::FailedVoterIsReplaced);
+            }
+            return act(Step::RemoveVoter { member: m.id }, Rule::FailedVoterIsReplaced);
+        }
+        let since = m.down_since.unwrap_or(now);
+        return wait(
+            WaitReason::MemberDown { member: m.id, replace_at: since + desired.replace_after },
+            Rule::DownVoterIsWaitedFor,
+        );
+    }
+
+    // From here on every voter is healthy (I2).
+    if let Some(j) = joiner.and_then(|id| observed.members.get(&id)) {
+        if joiner_is_synced(j) {
+            if !backup_is_fresh(desired, observed) {
+                return wait(WaitReason::AwaitingBackup, Rule::BackupBeforeChange);
+            }
+            if quorum_survives_addition(observed, &voters, j.id) {
+                return act(Step::AddVoter { member: j.id }, Rule::JoinerIsAddedOnceSynced);
+            }
+        }
+        let created = j.pod.as_ref().map(|p| p.created_at).unwrap_or(now);
+        if created + desired.replace_after <= now {
+            if j.spec_hash() != Some(desired.spec_hash.as_str()) {
+                return act(Step::DeleteMember { member: j.id }, Rule::StrayMembersAreDeleted);
+            }
+            return blocked(BlockReason::JoinerNeverSynced { member: j.id }, Rule::JoinerIsAddedOnceSynced);
+        }
+        return wait(WaitReason::JoinerCatchingUp { member: j.id }, Rule::JoinerIsAddedOnceSynced);
+    }
+
+    if voters.len() < desired.replicas {
+        if !backup_is_fresh(desired, observed) {
+            return wait(WaitReason::AwaitingBackup, Rule::BackupBeforeChange);
+        }
+        return act(Step::CreateMember { member: observed.fresh_id(), seed: false }, Rule::ScaleUpStartsOneJoiner);
+    }
+    if voters.len() > desired.replicas {
+        if !backup_is_fresh(desired, observed) {
+            return wait(WaitReason::AwaitingBackup, Rule::BackupBeforeChange);
+        }
+        if let Some(victim) = choose_voter_to_remove(observed, &voters)
+            && quorum_survives_removal(observed, &voters, victim)
+        {
+            return act(Step::RemoveVoter { member: victim }, Rule::ScaleDownRemovesOneVoter);
+        }
+    }
+
+    let stale: Vec<ServerId> = voters
+        .iter()
+        .copied()
+        .filter(|id| observed.members.get(id).and_then(Member::spec_hash) != Some(desired.spec_hash.as_str()))
+        .collect();
+    if let Some(first) = restart_order(observed, &stale).first() {
+        if !backup_is_fresh(desired, observed) {
+            return wait(WaitReason::AwaitingBackup, Rule::BackupBeforeChange);
+        }
+        if quorum_survives_restart(observed, &voters, *first) {
+            return act(Step::RestartMember { member: *first }, Rule::RollingRestartLeaderLast);
+        }
+    }
+
+    Plan { decision: Decision::Converged, rule: Rule::NothingToDo }
+}
+
+/// The one non-voter that scaling up needs: the newest member that runs a Pod and has never been
+/// a voter, while voters are below the target. A removed voter is never a joiner (I4).
+fn needed_joiner(desired: &Desired, observed: &Observed, voters: &BTreeSet<ServerId>) -> Option<ServerId> {
+    if voters.len() >= desired.replicas {
+        return None;
+    }
+    observed
+        .members
+        .values()
+        .rev()
+        .find(|m| !voters.contains(&m.id) && m.pod.is_some() && !m.was_voter)
+        .map(|m| m.id)
+}
+
+/// Whether the ensemble matches the spec exactly (used by tests of `Converged`).
+pub fn matches_spec(desired: &Desired, observed: &Observed) -> bool {
+    let voters = observed.voters();
+    observed.config.is_some()
+        && voters.len() == desired.replicas
+        && observed.members.len() == voters.len()
+        && voters.iter().all(|id| {
+            observed
+                .members
+                .get(id)
+                .is_some_and(|m| m.is_healthy() && m.spec_hash() == Some(desired.spec_hash.as_str()))
+        })
+}

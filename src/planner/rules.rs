@@ -1,0 +1,148 @@
+//! The safety rules, one named function each. The planner's module doc lists them.
+
+use std::collections::BTreeSet;
+
+use jiff::{SignedDuration, Timestamp};
+
+use super::model::{Desired, Member, Observed, Role, ServerId};
+use super::step::Step;
+
+/// How long a member that was just (re)created counts as starting rather than down.
+pub const STARTUP_GRACE: SignedDuration = SignedDuration::from_secs(120);
+
+/// Votes needed for a quorum of `voters`.
+pub fn majority(voters: usize) -> usize {
+    voters / 2 + 1
+}
+
+/// Voters that may fail without losing the quorum.
+pub fn tolerance(voters: usize) -> usize {
+    voters.saturating_sub(majority(voters))
+}
+
+/// The healthy voters of `voters`.
+pub fn healthy_voters(observed: &Observed, voters: &BTreeSet<ServerId>) -> BTreeSet<ServerId> {
+    voters.iter().copied().filter(|id| observed.healthy(*id)).collect()
+}
+
+/// A quorum exists: a majority of the voters is serving and synced.
+pub fn quorum_is_healthy(observed: &Observed, voters: &BTreeSet<ServerId>) -> bool {
+    !voters.is_empty() && healthy_voters(observed, voters).len() >= majority(voters.len())
+}
+
+/// Every voter of the current configuration is serving and synced (I2).
+pub fn all_voters_healthy(observed: &Observed, voters: &BTreeSet<ServerId>) -> bool {
+    voters.iter().all(|id| observed.healthy(*id))
+}
+
+/// Removing `leaving` leaves a configuration whose healthy voters are still a majority of it,
+/// and never an empty one (I3, I5).
+pub fn quorum_survives_removal(observed: &Observed, voters: &BTreeSet<ServerId>, leaving: ServerId) -> bool {
+    let remaining: BTreeSet<ServerId> = voters.iter().copied().filter(|id| *id != leaving).collect();
+    !remaining.is_empty() && healthy_voters(observed, &remaining).len() >= majority(remaining.len())
+}
+
+/// Adding `joiner` gives a configuration whose healthy members are a majority of it (I3).
+pub fn quorum_survives_addition(observed: &Observed, voters: &BTreeSet<ServerId>, joiner: ServerId) -> bool {
+    let mut next = voters.clone();
+    next.insert(joiner);
+    healthy_voters(observed, &next).len() >= majority(next.len())
+}
+
+/// Taking `member` down for a restart keeps a healthy majority of the other voters; a single
+/// voter may restart (the only way to change it), which is an outage by nature.
+pub fn quorum_survives_restart(observed: &Observed, voters: &BTreeSet<ServerId>, member: ServerId) -> bool {
+    if voters.len() == 1 {
+        return true;
+    }
+    let others: BTreeSet<ServerId> = voters.iter().copied().filter(|id| *id != member).collect();
+    healthy_voters(observed, &others).len() >= majority(voters.len())
+}
+
+/// A joiner may become a voter only when it is running, serving and synced (I3): ZooKeeper
+/// itself would accept a joiner that is not even running.
+pub fn joiner_is_synced(member: &Member) -> bool {
+    member.is_healthy()
+}
+
+/// A voter is due for replacement once it has been down for `replaceAfter`.
+pub fn replace_is_due(desired: &Desired, member: &Member, now: Timestamp) -> bool {
+    member.down_since.is_some_and(|since| since + desired.replace_after <= now)
+}
+
+/// A member's Pod was created within the start-up grace period (after it, a member that is
+/// still not serving counts as down).
+pub fn is_starting(member: &Member, now: Timestamp) -> bool {
+    member.pod.as_ref().is_some_and(|pod| pod.created_at + STARTUP_GRACE > now)
+}
+
+/// A member went down after a restart into the current spec, without ever being healthy with it:
+/// the new spec is at fault, so the member is not replaced (which would only repeat the
+/// failure) and the rollout stops (I6).
+pub fn rollout_is_at_fault(desired: &Desired, member: &Member) -> bool {
+    member.spec_hash() == Some(desired.spec_hash.as_str())
+        && member.healthy_spec_hash.as_deref() != Some(desired.spec_hash.as_str())
+        && member.healthy_spec_hash.is_some()
+}
+
+/// The backup gate: when `backupBeforeChange` is set, a Ready backup must have finished after
+/// the change was requested.
+pub fn backup_is_fresh(desired: &Desired, observed: &Observed) -> bool {
+    if !desired.backup_before_change {
+        return true;
+    }
+    match (observed.latest_backup_at, observed.change_requested_at) {
+        (Some(backup), Some(requested)) => backup >= requested,
+        (Some(_), None) => true,
+        (None, _) => false,
+    }
+}
+
+/// A new member's id must be above every id ever used (I4: ids are never reused).
+pub fn id_is_fresh(observed: &Observed, id: ServerId) -> bool {
+    id >= observed.fresh_id()
+}
+
+/// The voter to remove when scaling down: an unhealthy one first, then the newest follower;
+/// the leader only if nothing else is left.
+pub fn choose_voter_to_remove(observed: &Observed, voters: &BTreeSet<ServerId>) -> Option<ServerId> {
+    let leader = observed.leader();
+    voters
+        .iter()
+        .rev()
+        .copied()
+        .find(|id| !observed.healthy(*id))
+        .or_else(|| voters.iter().rev().copied().find(|id| Some(*id) != leader))
+        .or_else(|| voters.iter().next().copied())
+}
+
+/// The order of a rolling restart: followers by id, the leader last (I6).
+pub fn restart_order(observed: &Observed, stale: &[ServerId]) -> Vec<ServerId> {
+    let mut order: Vec<ServerId> = stale.to_vec();
+    order.sort_by_key(|id| (observed.members.get(id).map(|m| m.zk.role) == Some(Role::Leader), *id));
+    order
+}
+
+/// The survivor with the highest zxid among the voters (I7: recovery starts only from it).
+pub fn most_up_to_date_survivor(observed: &Observed, voters: &BTreeSet<ServerId>) -> Option<(ServerId, u64)> {
+    voters
+        .iter()
+        .filter_map(|id| observed.members.get(id))
+        .filter_map(|m| m.zk.zxid.map(|z| (m.id, z)))
+        .max_by_key(|(id, z)| (*z, std::cmp::Reverse(*id)))
+}
+
+/// Whether a claimed step has taken effect, judged from the observation alone.
+pub fn step_is_done(step: &Step, observed: &Observed, desired: &Desired) -> bool {
+    let member = observed.members.get(&step.member());
+    match step {
+        Step::CreateMember { .. } => member.is_some_and(|m| m.pod.is_some()),
+        Step::AddVoter { member } => observed.config.as_ref().is_some_and(|c| c.voters.contains(member)),
+        Step::RemoveVoter { member } => observed.config.as_ref().is_some_and(|c| !c.voters.contains(member)),
+        Step::DeleteMember { .. } => member.is_none_or(|m| m.pod.is_none() && !m.volume),
+        Step::FenceMember { .. } => member.is_none_or(|m| m.pod.is_none() && !m.volume),
+        Step::RestartMember { .. } => member.is_some_and(|m| {
+            m.pod.as_ref().is_some_and(|p| p.spec_hash == desired.spec_hash && !p.terminating)
+        }),
+    }
+}
