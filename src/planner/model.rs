@@ -280,9 +280,13 @@ fn yes() -> bool {
 }
 
 impl Member {
-    /// Serving and synced, in a running Pod.
+    /// Serving and synced, in a running Pod, on its own volume. A member whose volume is gone
+    /// is not trusted: its data would not survive a restart.
     pub fn is_healthy(&self) -> bool {
-        self.pod.as_ref().is_some_and(|p| p.running && !p.terminating) && self.zk.serving && self.zk.synced
+        self.volume
+            && self.pod.as_ref().is_some_and(|p| p.running && !p.terminating)
+            && self.zk.serving
+            && self.zk.synced
     }
 
     /// The Pod's spec hash, if there is a Pod.

@@ -15,7 +15,7 @@ use super::step::{BlockReason, Decision, Step, WaitReason};
 pub enum Rule {
     /// `spec.paused` stops every step.
     PausedStopsEveryStep,
-    /// A claimed step that has not taken effect and is still safe is carried out again.
+    /// A claimed step that has begun but not finished, and is still safe, is carried on.
     ClaimedStepIsResumed,
     /// An empty ensemble starts with one seed member whose configuration is itself.
     BootstrapStartsOneSeed,
@@ -84,36 +84,44 @@ pub fn plan(desired: &Desired, observed: &Observed, now: Timestamp) -> Plan {
         return wait(WaitReason::Paused, Rule::PausedStopsEveryStep);
     }
     if let Some(claim) = &observed.in_flight {
-        if !step_is_done(&claim.step, observed, desired) && claimed_step_is_still_safe(&claim.step, desired, observed) {
+        if !step_is_done(&claim.step, observed, desired) && claimed_step_must_continue(&claim.step, desired, observed) {
             return act(claim.step.clone(), Rule::ClaimedStepIsResumed);
         }
     }
     plan_fresh(desired, observed, now)
 }
 
-/// Whether a claimed but unfinished step may be carried out again as it is.
-fn claimed_step_is_still_safe(step: &Step, desired: &Desired, observed: &Observed) -> bool {
+/// Whether a claimed step has begun but not finished, and may be carried on as it is. A step
+/// that has not begun is not resumed blindly: the fresh plan decides again (and proposes the
+/// same step when it is still the right one). Reconfigs are atomic in ZooKeeper, so they are
+/// never half-done.
+fn claimed_step_must_continue(step: &Step, desired: &Desired, observed: &Observed) -> bool {
     let voters = observed.voters();
     let live = observed.config.is_some();
     let member = observed.members.get(&step.member());
     match step {
         Step::CreateMember { member: id, seed } => {
-            if *seed {
-                voters.is_empty() && observed.members.keys().all(|m| m == id)
-            } else {
-                live && quorum_is_healthy(observed, &voters) && !voters.contains(id) && voters.len() < desired.replicas
-            }
+            // The claim advanced nextServerId past this id, nothing newer exists, and the
+            // half-done create left only the volume.
+            let half_done = observed.fresh_id() == ServerId(id.0 + 1)
+                && member.is_some_and(|m| m.pod.is_none() && !m.was_voter)
+                && !voters.contains(id);
+            let others_settled = observed.members.values().all(|m| m.id == *id || voters.contains(&m.id));
+            half_done
+                && others_settled
+                && if *seed {
+                    voters.is_empty()
+                } else {
+                    live && all_voters_healthy(observed, &voters) && voters.len() < desired.replicas
+                }
         }
-        Step::AddVoter { member: id } => {
-            live && all_voters_healthy(observed, &voters)
-                && member.is_some_and(joiner_is_synced)
-                && quorum_survives_addition(observed, &voters, *id)
-        }
-        Step::RemoveVoter { member: id } => live && quorum_survives_removal(observed, &voters, *id),
+        Step::AddVoter { .. } | Step::RemoveVoter { .. } => false,
         Step::DeleteMember { member: id } => live && !voters.contains(id),
         Step::FenceMember { member: id } => !observed.healthy(*id) && quorum_survives_removal(observed, &voters, *id),
         Step::RestartMember { member: id } => {
-            live && member.is_some_and(|m| m.volume) && quorum_survives_restart(observed, &voters, *id)
+            live && !observed.healthy(*id)
+                && member.is_some_and(|m| m.volume)
+                && quorum_survives_restart(observed, &voters, *id)
         }
     }
 }
@@ -206,7 +214,7 @@ fn plan_fresh(desired: &Desired, observed: &Observed, now: Timestamp) -> Plan {
             }
         } else if is_starting(m, now) {
             return wait(WaitReason::MemberStarting { member: m.id }, Rule::AllVotersMustBeHealthy);
-        } else if rollout_is_at_fault(desired, m) {
+        } else if rollout_is_at_fault(desired, observed, m) {
             return blocked(BlockReason::RolloutUnhealthy { member: m.id }, Rule::RolloutStopsAtFirstFailure);
         }
         if replace_is_due(desired, m, now) {
@@ -240,7 +248,9 @@ fn plan_fresh(desired: &Desired, observed: &Observed, now: Timestamp) -> Plan {
         }
         let created = j.pod.as_ref().map(|p| p.created_at).unwrap_or(now);
         if created + desired.replace_after <= now {
-            if j.spec_hash() != Some(desired.spec_hash.as_str()) {
+            // A joiner with an old spec, or whose spec other members serve with, is at fault
+            // itself: it is deleted (its id retired) and a fresh one is started.
+            if j.spec_hash() != Some(desired.spec_hash.as_str()) || spec_is_proven(desired, observed, j.id) {
                 return act(Step::DeleteMember { member: j.id }, Rule::StrayMembersAreDeleted);
             }
             return blocked(BlockReason::JoinerNeverSynced { member: j.id }, Rule::JoinerIsAddedOnceSynced);

@@ -76,13 +76,24 @@ pub fn is_starting(member: &Member, now: Timestamp) -> bool {
     member.pod.as_ref().is_some_and(|pod| pod.created_at + STARTUP_GRACE > now)
 }
 
-/// A member went down after a restart into the current spec, without ever being healthy with it:
-/// the new spec is at fault, so the member is not replaced (which would only repeat the
-/// failure) and the rollout stops (I6).
-pub fn rollout_is_at_fault(desired: &Desired, member: &Member) -> bool {
+/// Some member other than `member` has served healthily with the current spec.
+pub fn spec_is_proven(desired: &Desired, observed: &Observed, member: ServerId) -> bool {
+    observed
+        .members
+        .values()
+        .any(|m| m.id != member && m.healthy_spec_hash.as_deref() == Some(desired.spec_hash.as_str()))
+}
+
+/// A member went down after a restart into the current spec, without ever being healthy with it,
+/// and no other member has been healthy with that spec either: the new spec is presumed at
+/// fault, so the member is not replaced (which would only repeat the failure) and the rollout
+/// stops (I6). Once another member has served with the spec, a failure is the member's own.
+pub fn rollout_is_at_fault(desired: &Desired, observed: &Observed, member: &Member) -> bool {
+    let proven = spec_is_proven(desired, observed, member.id);
     member.spec_hash() == Some(desired.spec_hash.as_str())
         && member.healthy_spec_hash.as_deref() != Some(desired.spec_hash.as_str())
         && member.healthy_spec_hash.is_some()
+        && !proven
 }
 
 /// The backup gate: when `backupBeforeChange` is set, a Ready backup must have finished after

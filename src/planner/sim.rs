@@ -149,9 +149,9 @@ impl Sim {
         self.config.iter().copied().filter(|id| self.up(*id)).max_by_key(|id| (self.members[id].zxid, *id))
     }
 
-    /// Serving and synced, in the simulated truth.
+    /// Serving and synced on its own volume, in the simulated truth.
     pub fn healthy(&self, id: ServerId) -> bool {
-        self.has_quorum() && self.up(id) && self.members[&id].synced
+        self.has_quorum() && self.up(id) && self.members[&id].synced && self.members[&id].volume
     }
 
     /// Injects a fault.
@@ -336,7 +336,7 @@ impl Sim {
     fn truth_matches(&self, desired: &Desired) -> bool {
         self.config.len() == desired.replicas
             && self.config.len() % 2 == 1
-            && self.members.len() == self.config.len()
+            && self.members.values().filter(|m| m.pod.is_some() || m.volume).count() == self.config.len()
             && self.config.iter().all(|id| {
                 self.healthy(*id) && self.members[id].pod.as_ref().is_some_and(|p| p.0 == desired.spec_hash)
             })
@@ -363,7 +363,8 @@ impl Sim {
         let others_in_transition = self.non_voter_pods().into_iter().any(|n| n != id);
         match step {
             Step::CreateMember { seed, .. } => {
-                if self.created.iter().any(|c| *c >= id) {
+                let resumed = self.in_flight.as_ref().is_some_and(|c| c.step == *step);
+                if self.created.iter().any(|c| *c > id || (*c == id && !resumed)) {
                     return Err(self.violation("I4", &p, "a server id was reused or went backwards"));
                 }
                 if !seed && (!all_healthy || others_in_transition) {

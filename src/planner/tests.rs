@@ -70,10 +70,19 @@ fn adds_the_joiner_as_a_voter_once_synced() {
 }
 
 #[test]
-fn a_joiner_that_never_syncs_with_the_current_spec_blocks() {
+fn a_joiner_that_never_syncs_with_an_unproven_spec_blocks() {
+    let mut d = desired(5);
+    d.spec_hash = "h2".into();
+    let o = ObservedEnsemble::healthy(3).with_joiner(4, false, SignedDuration::from_mins(10)).with_hash(4, "h2").build();
+    let p = plan(&d, &o, t0());
+    assert_eq!(p.decision, Decision::Blocked { reason: BlockReason::JoinerNeverSynced { member: id(4) } });
+}
+
+#[test]
+fn a_joiner_that_never_syncs_with_a_proven_spec_is_retired_and_replaced() {
     let o = ObservedEnsemble::healthy(3).with_joiner(4, false, SignedDuration::from_mins(10)).build();
     let p = plan(&desired(5), &o, t0());
-    assert_eq!(p.decision, Decision::Blocked { reason: BlockReason::JoinerNeverSynced { member: id(4) } });
+    assert_eq!(p.decision, act(Step::DeleteMember { member: id(4) }));
 }
 
 #[test]
@@ -244,11 +253,25 @@ fn backup_before_change_does_not_hold_the_replacement_of_a_failed_member() {
 }
 
 #[test]
-fn a_claimed_step_that_has_not_taken_effect_is_resumed() {
+fn a_claimed_step_that_has_not_taken_effect_is_taken_again_when_still_right() {
     let mut o = ObservedEnsemble::healthy(3).with_joiner(4, true, SignedDuration::from_secs(30)).build();
     o.in_flight = Some(Claim { step: Step::AddVoter { member: id(4) }, started_at: t0() });
     let p = plan(&desired(5), &o, t0());
     assert_eq!(p.decision, act(Step::AddVoter { member: id(4) }));
+}
+
+#[test]
+fn a_half_done_restart_is_carried_on() {
+    let mut d = desired(3);
+    d.spec_hash = "h2".into();
+    let mut o = ObservedEnsemble::healthy(3).with_leader(1).build();
+    // The operator deleted member 2's Pod and crashed before creating the new one.
+    let m = o.members.get_mut(&id(2)).unwrap();
+    m.pod = None;
+    m.zk = Default::default();
+    o.in_flight = Some(Claim { step: Step::RestartMember { member: id(2) }, started_at: t0() });
+    let p = plan(&d, &o, t0());
+    assert_eq!(p.decision, act(Step::RestartMember { member: id(2) }));
     assert_eq!(p.rule, Rule::ClaimedStepIsResumed);
 }
 
