@@ -1,0 +1,585 @@
+//! The kazoo judge: an independent ZooKeeper client (Python, kazoo 2.11) that writes and checks
+//! data, so tests do not judge quorate with quorate's own client.
+//!
+//! [`ensure_venv`] installs kazoo into a cached virtualenv (`$QUORATE_CACHE/kazoo-venv`);
+//! [`Judge`] runs `e2e/python/zkjudge.py` (embedded in this crate and written into the venv) and
+//! parses its JSON.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::fs::{self, File};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use serde::Deserialize;
+
+use crate::cache::{cache_dir, progress};
+use crate::process::Child;
+use crate::zookeeper::{lock_exclusive, sha1_hex, write_if_changed};
+
+const REQUIREMENTS: &str = include_str!("../python/requirements.txt");
+const SCRIPT: &str = include_str!("../python/zkjudge.py");
+
+/// Errors of the kazoo judge.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Python (3.8+ with `venv`) is missing.
+    #[error("python3 was not found: {0}")]
+    MissingPython(String),
+    /// Creating the venv or installing kazoo failed.
+    #[error("installing kazoo failed: {message}\n{output}")]
+    Install { message: String, output: String },
+    /// A file or process error.
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: io::Error,
+    },
+    /// zkjudge failed (exit status 2, a timeout, or output that is not the expected JSON).
+    #[error("zkjudge {command} failed: {message}; stderr:\n{stderr}")]
+    Judge {
+        command: String,
+        message: String,
+        stderr: String,
+    },
+    /// The testbed's own helpers failed.
+    #[error(transparent)]
+    Testbed(#[from] crate::zookeeper::Error),
+}
+
+fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> Error {
+    let context = context.into();
+    move |source| Error::Io { context, source }
+}
+
+/// The directory of the cached virtualenv.
+pub fn venv_dir() -> PathBuf {
+    cache_dir().join("kazoo-venv")
+}
+
+fn find_python() -> Result<PathBuf, Error> {
+    if let Some(p) = std::env::var_os("QUORATE_PYTHON").filter(|p| !p.is_empty()) {
+        return Ok(PathBuf::from(p));
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|d| d.join("python3"))
+        .find(|p| p.is_file())
+        .ok_or_else(|| Error::MissingPython("install Python 3.8+ with venv (e.g. `apt-get install python3-venv`) or set QUORATE_PYTHON".into()))
+}
+
+fn run_install_step(what: &str, cmd: &mut Command) -> Result<(), Error> {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .map_err(io_err(format!("running {what}")))?;
+    if !out.status.success() {
+        let mut output = String::from_utf8_lossy(&out.stdout).into_owned();
+        output.push_str(&String::from_utf8_lossy(&out.stderr));
+        let tail: Vec<&str> = output.lines().rev().take(30).collect();
+        let tail = tail.into_iter().rev().collect::<Vec<_>>().join("\n");
+        return Err(Error::Install {
+            message: format!("{what}: {}", out.status),
+            output: tail,
+        });
+    }
+    Ok(())
+}
+
+/// Installs kazoo (from `e2e/python/requirements.txt`) into `$QUORATE_CACHE/kazoo-venv`, or reuses
+/// it (a stamp file is written last), writes `zkjudge.py` next to it, and returns the venv's
+/// `python`. Blocking; the first run takes a few seconds.
+pub fn ensure_venv() -> Result<PathBuf, Error> {
+    let dir = venv_dir();
+    let python = dir.join("bin").join("python");
+    let stamp = dir.join("quorate.stamp");
+    let want = format!(
+        "quorate-testbed kazoo venv\nrequirements-sha1 {}\n",
+        sha1_hex(REQUIREMENTS.as_bytes())
+    );
+    let installed = || {
+        python.is_file()
+            && fs::read_to_string(&stamp)
+                .map(|s| s == want)
+                .unwrap_or(false)
+    };
+    if !installed() {
+        let _lock = lock_exclusive(&cache_dir().join("kazoo-venv.lock"))?;
+        if !installed() {
+            let start = Instant::now();
+            progress(
+                "kazoo",
+                start,
+                &format!("installing kazoo into {}", dir.display()),
+            );
+            let system_python = find_python()?;
+            if dir.exists() {
+                fs::remove_dir_all(&dir).map_err(io_err(format!("removing {}", dir.display())))?;
+            }
+            run_install_step(
+                "python3 -m venv",
+                Command::new(&system_python).arg("-m").arg("venv").arg(&dir),
+            )?;
+            let requirements = dir.join("requirements.txt");
+            fs::write(&requirements, REQUIREMENTS).map_err(io_err("writing requirements.txt"))?;
+            run_install_step(
+                "pip install",
+                Command::new(&python)
+                    .args([
+                        "-m",
+                        "pip",
+                        "install",
+                        "--disable-pip-version-check",
+                        "--no-input",
+                        "-q",
+                        "-r",
+                    ])
+                    .arg(&requirements),
+            )?;
+            run_install_step(
+                "import kazoo",
+                Command::new(&python).args(["-c", "import kazoo.client"]),
+            )?;
+            fs::write(&stamp, &want).map_err(io_err("writing the venv stamp"))?;
+            progress("kazoo", start, "kazoo installed");
+        }
+    }
+    write_if_changed(&dir.join("zkjudge.py"), SCRIPT.as_bytes())?;
+    Ok(python)
+}
+
+/// A digest user and password, as the judge's `--auth user:pw`.
+pub type Auth<'a> = Option<(&'a str, &'a str)>;
+
+/// Result of `write`.
+#[derive(Clone, Debug, Deserialize)]
+pub struct WriteReport {
+    pub written: usize,
+    pub prefix: String,
+    pub count: usize,
+    pub size: usize,
+    pub failures: Vec<String>,
+    pub failure_count: usize,
+    pub seconds: f64,
+}
+
+/// Result of `verify` (and of `check-acked`, with `acked` instead of `checked`).
+#[derive(Clone, Debug, Deserialize)]
+pub struct VerifyReport {
+    pub ok: bool,
+    #[serde(default)]
+    pub checked: usize,
+    #[serde(default)]
+    pub children: usize,
+    pub missing_count: usize,
+    pub mismatched_count: usize,
+    /// The first 20 missing paths.
+    pub missing: Vec<String>,
+    /// The first 20 paths with other content.
+    pub mismatched: Vec<String>,
+    pub seconds: f64,
+}
+
+/// Result of `check-acked`.
+#[derive(Clone, Debug, Deserialize)]
+pub struct CheckAckedReport {
+    pub ok: bool,
+    pub acked: usize,
+    pub missing_count: usize,
+    pub mismatched_count: usize,
+    pub missing: Vec<String>,
+    pub mismatched: Vec<String>,
+    pub seconds: f64,
+}
+
+/// Result of `writer`.
+#[derive(Clone, Debug, Deserialize)]
+pub struct WriterReport {
+    /// Acknowledged writes (each recorded in the out file).
+    pub acked: usize,
+    pub attempts: usize,
+    /// Failed attempts by exception name (ConnectionLoss, SessionExpiredError, ...).
+    pub errors: BTreeMap<String, usize>,
+    pub run: String,
+    pub out: String,
+    pub seconds: f64,
+}
+
+/// One ACL entry.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+pub struct AclEntry {
+    pub perms: u32,
+    pub scheme: String,
+    pub id: String,
+}
+
+/// A znode from `dump`, with its subtree.
+#[derive(Clone, Debug, Deserialize)]
+pub struct Znode {
+    pub path: String,
+    /// The data, base64.
+    pub data: String,
+    pub acl: Vec<AclEntry>,
+    pub ephemeral: bool,
+    pub ephemeral_owner: i64,
+    pub version: i64,
+    pub children: Vec<Znode>,
+}
+
+impl Znode {
+    /// The data bytes.
+    pub fn data_bytes(&self) -> Vec<u8> {
+        base64::engine::general_purpose::STANDARD
+            .decode(&self.data)
+            .unwrap_or_default()
+    }
+
+    /// This node and every descendant, depth first.
+    pub fn iter(&self) -> Vec<&Znode> {
+        let mut out = vec![self];
+        for c in &self.children {
+            out.extend(c.iter());
+        }
+        out
+    }
+
+    /// The node at `path` in this subtree.
+    pub fn find(&self, path: &str) -> Option<&Znode> {
+        self.iter().into_iter().find(|n| n.path == path)
+    }
+}
+
+/// Runs zkjudge.py with the cached venv.
+#[derive(Clone, Debug)]
+pub struct Judge {
+    python: PathBuf,
+    script: PathBuf,
+    timeout: Duration,
+}
+
+/// A running bounded `writer`; see [`Judge::writer`].
+#[derive(Debug)]
+pub struct Writer {
+    run: Running,
+    out: PathBuf,
+}
+
+#[derive(Debug)]
+struct Running {
+    command: String,
+    child: Child,
+    stdout: PathBuf,
+    stderr: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Running {
+    async fn wait(mut self, timeout: Duration) -> Result<(i32, String, String), Error> {
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            match self
+                .child
+                .try_wait()
+                .map_err(io_err(format!("waiting for zkjudge {}", self.command)))?
+            {
+                Some(status) => break status,
+                None if Instant::now() >= deadline => {
+                    self.child.kill();
+                    let stderr = fs::read_to_string(&self.stderr).unwrap_or_default();
+                    return Err(Error::Judge {
+                        command: self.command.clone(),
+                        message: format!("timed out after {timeout:?} (killed)"),
+                        stderr: tail(&stderr),
+                    });
+                }
+                None => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        };
+        let stdout = fs::read_to_string(&self.stdout).unwrap_or_default();
+        let stderr = fs::read_to_string(&self.stderr).unwrap_or_default();
+        Ok((status.code().unwrap_or(-1), stdout, stderr))
+    }
+}
+
+fn tail(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
+}
+
+impl Writer {
+    /// The file of acknowledged writes (JSON lines `{"path":..,"data":..}`).
+    pub fn out_file(&self) -> &Path {
+        &self.out
+    }
+
+    /// The writer's process id.
+    pub fn pid(&self) -> u32 {
+        self.run.child.pid()
+    }
+
+    /// Waits for the writer to finish (it stops by itself after its `seconds`).
+    pub async fn wait(self) -> Result<WriterReport, Error> {
+        let command = self.run.command.clone();
+        let (code, stdout, stderr) = self.run.wait(Duration::from_secs(3600)).await?;
+        parse(&command, code, &stdout, &stderr)
+    }
+}
+
+fn parse<T: serde::de::DeserializeOwned>(
+    command: &str,
+    code: i32,
+    stdout: &str,
+    stderr: &str,
+) -> Result<T, Error> {
+    let judge_err = |message: String| Error::Judge {
+        command: command.to_string(),
+        message,
+        stderr: tail(stderr),
+    };
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with('{'));
+    let Some(line) = line else {
+        return Err(judge_err(format!(
+            "exit code {code} and no JSON on stdout: {stdout:?}"
+        )));
+    };
+    let value: serde_json::Value =
+        serde_json::from_str(line).map_err(|e| judge_err(format!("bad JSON ({e}): {line}")))?;
+    if let Some(err) = value.get("error") {
+        return Err(judge_err(format!("exit code {code}: {err}")));
+    }
+    if code != 0 && code != 1 {
+        return Err(judge_err(format!("exit code {code}: {line}")));
+    }
+    serde_json::from_value(value).map_err(|e| judge_err(format!("unexpected JSON ({e}): {line}")))
+}
+
+impl Judge {
+    /// Installs or reuses the venv (on a worker thread) and returns a judge.
+    pub async fn new() -> Result<Judge, Error> {
+        let python = tokio::task::spawn_blocking(ensure_venv)
+            .await
+            .map_err(|e| Error::Io {
+                context: "installing kazoo".into(),
+                source: io::Error::other(e),
+            })??;
+        let script = venv_dir().join("zkjudge.py");
+        Ok(Judge {
+            python,
+            script,
+            timeout: Duration::from_secs(600),
+        })
+    }
+
+    /// The limit for one short command (default 600 s).
+    pub fn with_timeout(mut self, timeout: Duration) -> Judge {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The venv's python.
+    pub fn python(&self) -> &Path {
+        &self.python
+    }
+
+    /// The zkjudge.py that runs.
+    pub fn script(&self) -> &Path {
+        &self.script
+    }
+
+    fn spawn(
+        &self,
+        command: &str,
+        hosts: &str,
+        auth: Auth<'_>,
+        args: &[OsString],
+    ) -> Result<Running, Error> {
+        let dir = tempfile::Builder::new()
+            .prefix("zkjudge-")
+            .tempdir()
+            .map_err(io_err("creating a temp dir"))?;
+        let stdout = dir.path().join("stdout");
+        let stderr = dir.path().join("stderr");
+        let mut cmd = Command::new(&self.python);
+        cmd.arg(&self.script).arg(command).arg("--hosts").arg(hosts);
+        if let Some((user, password)) = auth {
+            cmd.arg("--auth").arg(format!("{user}:{password}"));
+        }
+        cmd.args(args)
+            .stdin(Stdio::null())
+            .stdout(File::create(&stdout).map_err(io_err("creating the stdout file"))?)
+            .stderr(File::create(&stderr).map_err(io_err("creating the stderr file"))?)
+            .env("PYTHONUNBUFFERED", "1");
+        let child = Child::spawn(format!("zkjudge-{command}"), cmd)
+            .map_err(io_err(format!("starting zkjudge {command}")))?;
+        Ok(Running {
+            command: command.to_string(),
+            child,
+            stdout,
+            stderr,
+            _dir: dir,
+        })
+    }
+
+    /// Runs a subcommand to the end and parses its JSON (exit status 0 or 1).
+    pub async fn run<T: serde::de::DeserializeOwned>(
+        &self,
+        command: &str,
+        hosts: &str,
+        auth: Auth<'_>,
+        args: &[OsString],
+    ) -> Result<T, Error> {
+        let (code, stdout, stderr) = self
+            .spawn(command, hosts, auth, args)?
+            .wait(self.timeout)
+            .await?;
+        parse(command, code, &stdout, &stderr)
+    }
+
+    /// Creates `count` znodes `<prefix>/nNNNNNNNN` (64 bytes of known content each; `prefix` is
+    /// created if needed).
+    pub async fn write(
+        &self,
+        hosts: &str,
+        auth: Auth<'_>,
+        prefix: &str,
+        count: usize,
+    ) -> Result<WriteReport, Error> {
+        self.run(
+            "write",
+            hosts,
+            auth,
+            &args(&["--prefix", prefix, "--count", &count.to_string()]),
+        )
+        .await
+    }
+
+    /// Like [`Judge::write`], with `size` bytes per znode and ACL `open` (world:anyone) or
+    /// `creator` (auth).
+    pub async fn write_with(
+        &self,
+        hosts: &str,
+        auth: Auth<'_>,
+        prefix: &str,
+        count: usize,
+        size: usize,
+        acl: &str,
+    ) -> Result<WriteReport, Error> {
+        let a = args(&[
+            "--prefix",
+            prefix,
+            "--count",
+            &count.to_string(),
+            "--size",
+            &size.to_string(),
+            "--acl",
+            acl,
+        ]);
+        self.run("write", hosts, auth, &a).await
+    }
+
+    /// Reads back what [`Judge::write`] created (after a `sync`), checking every byte.
+    pub async fn verify(
+        &self,
+        hosts: &str,
+        auth: Auth<'_>,
+        prefix: &str,
+        count: usize,
+    ) -> Result<VerifyReport, Error> {
+        self.run(
+            "verify",
+            hosts,
+            auth,
+            &args(&["--prefix", prefix, "--count", &count.to_string()]),
+        )
+        .await
+    }
+
+    /// [`Judge::verify`] for znodes of `size` bytes.
+    pub async fn verify_with(
+        &self,
+        hosts: &str,
+        auth: Auth<'_>,
+        prefix: &str,
+        count: usize,
+        size: usize,
+    ) -> Result<VerifyReport, Error> {
+        let a = args(&[
+            "--prefix",
+            prefix,
+            "--count",
+            &count.to_string(),
+            "--size",
+            &size.to_string(),
+        ]);
+        self.run("verify", hosts, auth, &a).await
+    }
+
+    /// The tree under `path`: data, ACLs, ephemeral flag, children. `exclude` leaves subtrees out
+    /// (e.g. `/zookeeper`).
+    pub async fn dump(
+        &self,
+        hosts: &str,
+        auth: Auth<'_>,
+        path: &str,
+        exclude: &[&str],
+    ) -> Result<Znode, Error> {
+        let mut a = args(&["--path", path]);
+        for e in exclude {
+            a.extend(args(&["--exclude", e]));
+        }
+        self.run("dump", hosts, auth, &a).await
+    }
+
+    /// Starts a bounded continuous writer: sequential znodes `<prefix>/w-NNNNNNNNNN` for at most
+    /// `duration` (then it stops by itself), every acknowledged write recorded in `out`;
+    /// connection loss and session expiry are counted and retried.
+    pub fn writer(
+        &self,
+        hosts: &str,
+        auth: Auth<'_>,
+        prefix: &str,
+        duration: Duration,
+        interval: Duration,
+        out: &Path,
+    ) -> Result<Writer, Error> {
+        let mut a = args(&[
+            "--prefix",
+            prefix,
+            "--seconds",
+            &format!("{:.3}", duration.as_secs_f64()),
+        ]);
+        a.extend(args(&[
+            "--interval-ms",
+            &format!("{:.3}", interval.as_secs_f64() * 1000.0),
+        ]));
+        a.push("--out".into());
+        a.push(out.as_os_str().to_owned());
+        let run = self.spawn("writer", hosts, auth, &a)?;
+        Ok(Writer {
+            run,
+            out: out.to_path_buf(),
+        })
+    }
+
+    /// Checks that every write recorded in `file` by a writer is readable with its data.
+    pub async fn check_acked(
+        &self,
+        hosts: &str,
+        auth: Auth<'_>,
+        file: &Path,
+    ) -> Result<CheckAckedReport, Error> {
+        let a = vec![OsString::from("--file"), file.as_os_str().to_owned()];
+        self.run("check-acked", hosts, auth, &a).await
+    }
+}
+
+fn args(list: &[&str]) -> Vec<OsString> {
+    list.iter().map(OsString::from).collect()
+}

@@ -1,0 +1,373 @@
+#!/usr/bin/env python3
+"""zkjudge: an independent ZooKeeper client (kazoo) that judges quorate's work.
+
+Every subcommand prints one JSON object on stdout. Exit status: 0 when the command succeeded and
+(for checks) everything matched, 1 when a check found a problem, 2 on an error (the JSON then has
+an "error" key).
+
+  write        --hosts H [--auth user:pw] --prefix /p --count N [--size B] [--acl open|creator]
+  verify       --hosts H [--auth user:pw] --prefix /p --count N [--size B]
+  dump         --hosts H [--auth user:pw] [--path /] [--exclude /zookeeper ...]
+  writer       --hosts H [--auth user:pw] --prefix /w --seconds S --out FILE [--interval-ms MS]
+  check-acked  --hosts H [--auth user:pw] --file FILE
+
+The content of znode i under a prefix is a pure function of (prefix, i, size), so `verify` can run
+in a later process, against another ensemble (after a restore), with nothing but the arguments.
+"""
+
+import argparse
+import base64
+import hashlib
+import json
+import logging
+import os
+import sys
+import threading
+import time
+
+from kazoo.client import KazooClient
+from kazoo.exceptions import KazooException, NoNodeError
+from kazoo.handlers.threading import KazooTimeoutError
+from kazoo.retry import KazooRetry
+from kazoo.security import ACL, Id, Permissions
+
+BATCH = 256
+
+
+class JudgeError(Exception):
+    pass
+
+
+def content(prefix, i, size):
+    """The data of znode i under prefix: a repeated digest, `size` bytes long."""
+    seed = hashlib.sha256(f"{prefix}#{i}".encode()).hexdigest().encode()
+    reps = size // len(seed) + 1
+    return (seed * reps)[:size]
+
+
+def node_path(prefix, i):
+    return f"{prefix.rstrip('/')}/n{i:08d}"
+
+
+def connect(args, timeout=30.0):
+    auth = []
+    if args.auth:
+        if ":" not in args.auth:
+            raise JudgeError("--auth must be user:password")
+        auth.append(("digest", args.auth))
+    retry = dict(max_tries=-1, delay=0.1, backoff=1.5, max_delay=1.0, deadline=timeout)
+    client = KazooClient(
+        hosts=args.hosts,
+        timeout=args.session_timeout,
+        auth_data=auth,
+        connection_retry=KazooRetry(**retry),
+        command_retry=KazooRetry(**retry),
+    )
+    client.start(timeout=timeout)
+    return client
+
+
+def close(client):
+    try:
+        client.stop()
+        client.close()
+    except Exception:  # noqa: BLE001 - closing is best effort
+        pass
+
+
+def wait_all(pairs):
+    """pairs: [(key, async_result)] -> [(key, value or exception)]."""
+    out = []
+    for key, res in pairs:
+        try:
+            out.append((key, res.get(timeout=30)))
+        except Exception as e:  # noqa: BLE001 - reported per node
+            out.append((key, e))
+    return out
+
+
+def cmd_write(args):
+    client = connect(args)
+    try:
+        started = time.monotonic()
+        acl = None
+        if args.acl == "creator":
+            acl = [ACL(Permissions.ALL, Id("auth", ""))]
+        client.ensure_path(args.prefix, acl=acl)
+        written = 0
+        failures = []
+        for lo in range(0, args.count, BATCH):
+            pending = []
+            for i in range(lo, min(lo + BATCH, args.count)):
+                path = node_path(args.prefix, i)
+                pending.append((path, client.create_async(path, content(args.prefix, i, args.size), acl=acl)))
+            for path, res in wait_all(pending):
+                if isinstance(res, Exception):
+                    failures.append(f"{path}: {type(res).__name__}")
+                else:
+                    written += 1
+        report = {
+            "written": written,
+            "prefix": args.prefix,
+            "count": args.count,
+            "size": args.size,
+            "failures": failures[:20],
+            "failure_count": len(failures),
+            "seconds": round(time.monotonic() - started, 3),
+        }
+        return report, 0 if not failures else 1
+    finally:
+        close(client)
+
+
+def cmd_verify(args):
+    client = connect(args)
+    try:
+        started = time.monotonic()
+        client.sync(args.prefix)
+        missing, mismatched = [], []
+        for lo in range(0, args.count, BATCH):
+            pending = [(i, client.get_async(node_path(args.prefix, i))) for i in range(lo, min(lo + BATCH, args.count))]
+            for i, res in wait_all(pending):
+                path = node_path(args.prefix, i)
+                if isinstance(res, NoNodeError):
+                    missing.append(path)
+                elif isinstance(res, Exception):
+                    raise JudgeError(f"reading {path}: {type(res).__name__}: {res}")
+                elif res[0] != content(args.prefix, i, args.size):
+                    mismatched.append(path)
+        children = client.get_children(args.prefix) if client.exists(args.prefix) else []
+        ok = not missing and not mismatched
+        report = {
+            "ok": ok,
+            "checked": args.count,
+            "children": len(children),
+            "missing_count": len(missing),
+            "mismatched_count": len(mismatched),
+            "missing": missing[:20],
+            "mismatched": mismatched[:20],
+            "seconds": round(time.monotonic() - started, 3),
+        }
+        return report, 0 if ok else 1
+    finally:
+        close(client)
+
+
+def acl_json(acls):
+    return [{"perms": a.perms, "scheme": a.id.scheme, "id": a.id.id} for a in acls]
+
+
+def cmd_dump(args):
+    client = connect(args)
+    try:
+        root = args.path.rstrip("/") or "/"
+        excluded = set(e.rstrip("/") for e in args.exclude)
+        client.sync(root)
+        nodes = {}
+        level = [root]
+        while level:
+            next_level = []
+            for lo in range(0, len(level), BATCH):
+                batch = level[lo:lo + BATCH]
+                got = wait_all([(p, client.get_async(p)) for p in batch])
+                acls = dict(wait_all([(p, client.get_acls_async(p)) for p in batch]))
+                kids = dict(wait_all([(p, client.get_children_async(p)) for p in batch]))
+                for path, res in got:
+                    if isinstance(res, NoNodeError):
+                        continue  # deleted during the walk
+                    if isinstance(res, Exception):
+                        raise JudgeError(f"reading {path}: {type(res).__name__}: {res}")
+                    data, stat = res
+                    acl = acls[path]
+                    if isinstance(acl, Exception):
+                        raise JudgeError(f"reading the ACL of {path}: {type(acl).__name__}: {acl}")
+                    children = kids[path]
+                    if isinstance(children, NoNodeError):
+                        continue
+                    if isinstance(children, Exception):
+                        raise JudgeError(f"listing {path}: {type(children).__name__}: {children}")
+                    owner = stat.ephemeralOwner
+                    nodes[path] = {
+                        "path": path,
+                        "data": base64.b64encode(data or b"").decode(),
+                        "acl": acl_json(acl[0]),
+                        # Container and TTL nodes use special owner values with the high byte set.
+                        "ephemeral": owner != 0 and (owner >> 56) == 0,
+                        "ephemeral_owner": owner,
+                        "version": stat.version,
+                        "children": [],
+                        "_names": sorted(children),
+                    }
+                    for name in sorted(children):
+                        child = ("" if path == "/" else path) + "/" + name
+                        if child not in excluded:
+                            next_level.append(child)
+            level = next_level
+
+        def build(path):
+            node = nodes[path]
+            names = node.pop("_names")
+            for name in names:
+                child = ("" if path == "/" else path) + "/" + name
+                if child in nodes:
+                    node["children"].append(build(child))
+            return node
+
+        if root not in nodes:
+            raise JudgeError(f"{root} does not exist")
+        return build(root), 0
+    finally:
+        close(client)
+
+
+def cmd_writer(args):
+    """Writes sequential znodes for at most --seconds, recording every acknowledged write."""
+    started = time.monotonic()
+    deadline = started + args.seconds
+
+    def watchdog():
+        # Hard bound: whatever kazoo does, this process is gone shortly after the deadline.
+        time.sleep(args.seconds + 30)
+        os._exit(3)
+
+    threading.Thread(target=watchdog, daemon=True).start()
+    run = base64.b32encode(os.urandom(5)).decode().lower()
+    errors = {}
+    attempts = acked = 0
+    client = None
+    with open(args.out, "w", encoding="utf-8") as out:
+        while time.monotonic() < deadline:
+            if client is None:
+                try:
+                    client = connect(args, timeout=max(0.5, min(10.0, deadline - time.monotonic())))
+                    client.ensure_path(args.prefix)
+                except Exception as e:  # noqa: BLE001 - counted, then retried until the deadline
+                    errors[type(e).__name__] = errors.get(type(e).__name__, 0) + 1
+                    if client is not None:
+                        close(client)
+                    client = None
+                    time.sleep(0.2)
+                    continue
+            attempts += 1
+            data = f"{run}:{attempts}".encode()
+            try:
+                remaining = max(0.1, deadline - time.monotonic())
+                path = client.create_async(args.prefix.rstrip("/") + "/w-", data, sequence=True).get(
+                    timeout=min(args.op_timeout, remaining + 1.0)
+                )
+            except (KazooException, KazooTimeoutError) as e:
+                # Not acknowledged (it may or may not have been applied): not recorded.
+                errors[type(e).__name__] = errors.get(type(e).__name__, 0) + 1
+                time.sleep(0.05)
+                continue
+            acked += 1
+            out.write(json.dumps({"path": path, "data": data.decode()}) + "\n")
+            out.flush()
+            if args.interval_ms > 0:
+                time.sleep(args.interval_ms / 1000.0)
+    if client is not None:
+        close(client)
+    report = {
+        "acked": acked,
+        "attempts": attempts,
+        "errors": errors,
+        "run": run,
+        "out": args.out,
+        "seconds": round(time.monotonic() - started, 3),
+    }
+    return report, 0
+
+
+def cmd_check_acked(args):
+    entries = []
+    with open(args.file, encoding="utf-8") as f:
+        for line in f:
+            line = line.strip()
+            if line:
+                entries.append(json.loads(line))
+    client = connect(args)
+    try:
+        started = time.monotonic()
+        parents = sorted({e["path"].rsplit("/", 1)[0] or "/" for e in entries})
+        for parent in parents:
+            client.sync(parent)
+        missing, mismatched = [], []
+        for lo in range(0, len(entries), BATCH):
+            batch = entries[lo:lo + BATCH]
+            for e, res in wait_all([(e, client.get_async(e["path"])) for e in batch]):
+                if isinstance(res, NoNodeError):
+                    missing.append(e["path"])
+                elif isinstance(res, Exception):
+                    raise JudgeError(f"reading {e['path']}: {type(res).__name__}: {res}")
+                elif res[0].decode(errors="replace") != e["data"]:
+                    mismatched.append(e["path"])
+        ok = not missing and not mismatched
+        report = {
+            "ok": ok,
+            "acked": len(entries),
+            "missing_count": len(missing),
+            "mismatched_count": len(mismatched),
+            "missing": missing[:20],
+            "mismatched": mismatched[:20],
+            "seconds": round(time.monotonic() - started, 3),
+        }
+        return report, 0 if ok else 1
+    finally:
+        close(client)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="zkjudge", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p):
+        p.add_argument("--hosts", required=True, help="connect string, e.g. 127.0.0.11:2181,127.0.0.12:2181")
+        p.add_argument("--auth", help="digest user:password")
+        p.add_argument("--session-timeout", type=float, default=10.0, help="session timeout in seconds")
+        return p
+
+    p = common(sub.add_parser("write", help="create N znodes with known content"))
+    p.add_argument("--prefix", required=True)
+    p.add_argument("--count", type=int, required=True)
+    p.add_argument("--size", type=int, default=64)
+    p.add_argument("--acl", choices=["open", "creator"], default="open")
+
+    p = common(sub.add_parser("verify", help="read back znodes made by write"))
+    p.add_argument("--prefix", required=True)
+    p.add_argument("--count", type=int, required=True)
+    p.add_argument("--size", type=int, default=64)
+
+    p = common(sub.add_parser("dump", help="print the tree as JSON"))
+    p.add_argument("--path", default="/")
+    p.add_argument("--exclude", action="append", default=[], help="a subtree to leave out (repeatable)")
+
+    p = common(sub.add_parser("writer", help="bounded continuous writer of sequential znodes"))
+    p.add_argument("--prefix", required=True)
+    p.add_argument("--seconds", type=float, required=True)
+    p.add_argument("--out", required=True, help="file of acknowledged writes (JSON lines)")
+    p.add_argument("--interval-ms", type=float, default=0.0)
+    p.add_argument("--op-timeout", type=float, default=10.0)
+
+    p = common(sub.add_parser("check-acked", help="every acknowledged write is readable"))
+    p.add_argument("--file", required=True)
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handlers = {
+        "write": cmd_write,
+        "verify": cmd_verify,
+        "dump": cmd_dump,
+        "writer": cmd_writer,
+        "check-acked": cmd_check_acked,
+    }
+    try:
+        report, code = handlers[args.command](args)
+    except (JudgeError, KazooException, KazooTimeoutError, OSError) as e:
+        report, code = {"error": f"{type(e).__name__}: {e}"}, 2
+    sys.stdout.write(json.dumps(report) + "\n")
+    sys.stdout.flush()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
