@@ -31,7 +31,11 @@ pub enum Output {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Print the CustomResourceDefinitions as YAML (the files under crds/).
-    Crd,
+    Crd {
+        /// Write one file per CRD into this directory instead of printing them.
+        #[arg(long)]
+        out_dir: Option<PathBuf>,
+    },
     /// Print the decision the planner takes for a spec and an observed ensemble, and the rule
     /// behind it.
     Plan {
@@ -63,6 +67,14 @@ pub enum Error {
         /// Why.
         source: std::io::Error,
     },
+    /// A file could not be written.
+    #[error("cannot write {path}: {source}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// A file is not valid YAML/JSON of the expected shape.
     #[error("{path} is not a valid {what}: {message}")]
     Parse {
@@ -89,13 +101,23 @@ pub enum Error {
 /// Runs the pure subcommands (those that need no cluster) and returns what to print.
 pub fn run_offline(command: &Command, clock_now: Timestamp) -> Result<String, Error> {
     match command {
-        Command::Crd => crate::crd::all_crds_yaml().map_err(|e| Error::Render(e.to_string())),
+        Command::Crd { out_dir: None } => crate::crd::all_crds_yaml().map_err(|e| Error::Render(e.to_string())),
+        Command::Crd { out_dir: Some(dir) } => {
+            let mut written = String::new();
+            for crd in crate::crd::all_crds() {
+                let path = dir.join(crate::crd::crd_file_name(&crd));
+                let yaml = serde_norway::to_string(&crd).map_err(|e| Error::Render(e.to_string()))?;
+                std::fs::write(&path, yaml).map_err(|source| Error::Write { path: path.clone(), source })?;
+                written.push_str(&format!("wrote {}\n", path.display()));
+            }
+            Ok(written)
+        }
         Command::Version => Ok(format!("quorate {}\n", env!("CARGO_PKG_VERSION"))),
         Command::Plan { desired, observed, now, output } => {
             let desired_spec = read_desired(desired)?;
             let observed = read_observed(observed)?;
             let plan = planner::plan(&desired_spec, &observed, now.unwrap_or(clock_now));
-            render_plan(&plan, *output)
+            render_plan(&plan, &desired_spec, *output)
         }
     }
 }
@@ -139,10 +161,21 @@ pub fn read_observed(path: &Path) -> Result<Observed, Error> {
     })
 }
 
-/// Renders a plan as text or JSON.
-pub fn render_plan(plan: &Plan, output: Output) -> Result<String, Error> {
+/// Renders a plan as text or JSON, with the desired spec hash that Pods are compared with.
+pub fn render_plan(plan: &Plan, desired: &Desired, output: Output) -> Result<String, Error> {
     match output {
-        Output::Json => serde_json::to_string_pretty(plan).map(|s| s + "\n").map_err(|e| Error::Render(e.to_string())),
-        Output::Text => Ok(format!("decision: {}\nrule:     {}\n", plan.decision, plan.rule.name())),
+        Output::Json => {
+            let mut value = serde_json::to_value(plan).map_err(|e| Error::Render(e.to_string()))?;
+            if let Some(obj) = value.as_object_mut() {
+                obj.insert("specHash".into(), desired.spec_hash.clone().into());
+            }
+            serde_json::to_string_pretty(&value).map(|s| s + "\n").map_err(|e| Error::Render(e.to_string()))
+        }
+        Output::Text => Ok(format!(
+            "decision:  {}\nrule:      {}\nspec hash: {}\n",
+            plan.decision,
+            plan.rule.name(),
+            desired.spec_hash
+        )),
     }
 }

@@ -29,6 +29,8 @@ pub mod model;
 #[cfg(test)]
 mod properties;
 #[cfg(test)]
+mod simulation;
+#[cfg(test)]
 mod tests;
 mod plan;
 pub mod rules;

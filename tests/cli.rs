@@ -1,0 +1,122 @@
+//! The `quorate` binary on sample files (unit tier: no cluster, no ZooKeeper).
+
+use std::process::Command;
+
+fn quorate(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_quorate")).args(args).output().expect("run quorate");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn plan_json(desired: &str, observed: &str) -> serde_json::Value {
+    let d = format!("{}/tests/plan/{desired}", env!("CARGO_MANIFEST_DIR"));
+    let o = format!("{}/tests/plan/{observed}", env!("CARGO_MANIFEST_DIR"));
+    let (code, out, err) =
+        quorate(&["plan", "--desired", &d, "--observed", &o, "--now", "2026-01-01T12:00:00Z", "-o", "json"]);
+    assert_eq!(code, 0, "quorate plan failed: {err}");
+    serde_json::from_str(&out).expect("plan prints JSON")
+}
+
+fn step_of(v: &serde_json::Value) -> (String, u64) {
+    assert_eq!(v["decision"], "Act", "{v}");
+    (v["step"]["kind"].as_str().unwrap_or_default().to_string(), v["step"]["member"].as_u64().unwrap_or(0))
+}
+
+#[test]
+fn plan_bootstraps_an_empty_ensemble_with_a_seed() {
+    let v = plan_json("ensemble-3.yaml", "observed-empty.yaml");
+    assert_eq!(step_of(&v), ("create-member".into(), 1));
+    assert_eq!(v["step"]["seed"], true);
+    assert_eq!(v["rule"], "bootstrap_starts_one_seed");
+}
+
+#[test]
+fn plan_scales_up_by_starting_one_joiner() {
+    let v = plan_json("ensemble-5.yaml", "observed-3-healthy.yaml");
+    assert_eq!(step_of(&v), ("create-member".into(), 4));
+    assert_eq!(v["rule"], "scale_up_starts_one_joiner");
+}
+
+#[test]
+fn plan_scales_down_by_removing_a_follower_from_the_config() {
+    let v = plan_json("ensemble-3.yaml", "observed-5-healthy.yaml");
+    assert_eq!(step_of(&v), ("remove-voter".into(), 4), "member 5 leads and is kept");
+}
+
+#[test]
+fn plan_replaces_a_member_down_longer_than_replace_after() {
+    let v = plan_json("ensemble-3.yaml", "observed-3-member2-down.yaml");
+    assert_eq!(step_of(&v), ("fence-member".into(), 2));
+    assert_eq!(v["rule"], "failed_voter_is_replaced");
+}
+
+#[test]
+fn plan_rolls_a_follower_first_when_the_config_changes() {
+    let v = plan_json("ensemble-3-tick3000.yaml", "observed-3-healthy.yaml");
+    assert_eq!(step_of(&v), ("restart-member".into(), 2), "member 1 leads and goes last");
+    assert_eq!(v["rule"], "rolling_restart_leader_last");
+}
+
+#[test]
+fn plan_reports_converged_when_nothing_differs() {
+    let v = plan_json("ensemble-3.yaml", "observed-3-healthy.yaml");
+    assert_eq!(v["decision"], "Converged");
+}
+
+#[test]
+fn plan_prints_the_decision_and_the_rule_as_text() {
+    let d = format!("{}/tests/plan/ensemble-5.yaml", env!("CARGO_MANIFEST_DIR"));
+    let o = format!("{}/tests/plan/observed-3-healthy.yaml", env!("CARGO_MANIFEST_DIR"));
+    let (code, out, _) = quorate(&["plan", "--desired", &d, "--observed", &o]);
+    assert_eq!(code, 0);
+    assert!(out.contains("act: create-member/4"), "{out}");
+    assert!(out.contains("rule:      scale_up_starts_one_joiner"), "{out}");
+}
+
+#[test]
+fn a_missing_file_is_a_clear_error_not_a_panic() {
+    let (code, _, err) = quorate(&["plan", "--desired", "/nonexistent/spec.yaml", "--observed", "/nonexistent/o.yaml"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("cannot read /nonexistent/spec.yaml"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn an_even_replica_count_is_refused_naming_the_field_and_the_rule() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec = dir.path().join("even.yaml");
+    std::fs::write(&spec, "replicas: 4\nfailure:\n  replaceAfter: soon\n").expect("write");
+    let o = format!("{}/tests/plan/observed-empty.yaml", env!("CARGO_MANIFEST_DIR"));
+    let (code, _, err) = quorate(&["plan", "--desired", spec.to_str().unwrap(), "--observed", &o]);
+    assert_eq!(code, 1);
+    assert!(err.contains("spec.replicas: must be odd (got 4)"), "{err}");
+    assert!(err.contains("spec.failure.replaceAfter"), "every error is reported at once: {err}");
+}
+
+#[test]
+fn a_malformed_observed_file_is_a_clear_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bad = dir.path().join("observed.yaml");
+    std::fs::write(&bad, "members: [{id: one}]\n").expect("write");
+    let d = format!("{}/tests/plan/ensemble-3.yaml", env!("CARGO_MANIFEST_DIR"));
+    let (code, _, err) = quorate(&["plan", "--desired", &d, "--observed", bad.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(err.contains("is not a valid observed ensemble"), "{err}");
+}
+
+#[test]
+fn an_unknown_argument_exits_non_zero_with_a_message() {
+    let (code, _, err) = quorate(&["plan", "--frobnicate"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("--frobnicate"), "{err}");
+}
+
+#[test]
+fn version_prints_the_crate_version() {
+    let (code, out, _) = quorate(&["version"]);
+    assert_eq!(code, 0);
+    assert_eq!(out.trim(), format!("quorate {}", env!("CARGO_PKG_VERSION")));
+}
