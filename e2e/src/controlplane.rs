@@ -1,0 +1,1028 @@
+//! A real Kubernetes control plane on loopback: etcd, kube-apiserver and (on request)
+//! kube-controller-manager, as plain child processes. No Docker, no cluster.
+//!
+//! The binaries are built from the Go module proxy by `e2e/scripts/build-controlplane.sh` into
+//! the cache ([`crate::cache::cache_dir`]`/controlplane/<version>/`), once; or taken from
+//! `KUBEBUILDER_ASSETS` when that names a directory holding `kube-apiserver`, `etcd` and
+//! `kubectl` (envtest's binaries; `kube-controller-manager` is optional there).
+//!
+//! [`ControlPlane::start`] generates a CA, a serving certificate, an admin client certificate
+//! (group `system:masters`) and a service-account signing key, starts every process on free
+//! `127.0.0.1` ports with RBAC authorization on, and waits for `/readyz`. ServiceAccount tokens
+//! (TokenRequest) authenticate. Each process logs to `<state dir>/logs/<name>.log`; a start
+//! failure carries the tail of that log. Stopping (or dropping) the plane stops every process
+//! and removes the temporary state directory.
+//!
+//! Admission: the `ServiceAccount` plugin is off (nothing mounts tokens into the testbed's Pods,
+//! and without the controller manager nothing would create `default` ServiceAccounts); without
+//! the controller manager `StorageObjectInUseProtection` is off too, since nothing would ever
+//! remove its `kubernetes.io/pvc-protection` finalizer. The service CIDR (`10.0.0.0/24`) is for
+//! ClusterIP allocation only: nothing on this machine answers there, never dial it.
+
+use std::fs;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+
+use crate::cache::{cache_dir, progress};
+use crate::process::Child;
+
+/// The go.mod that pins the versions (the build script reads the same file).
+const CONTROLPLANE_GO_MOD: &str = include_str!("../go/controlplane/go.mod");
+
+/// The service-account issuer and the API audience of every plane.
+pub const SERVICE_ACCOUNT_ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
+
+/// ClusterIP range of every plane: allocations only, never dialled.
+pub const SERVICE_CLUSTER_IP_RANGE: &str = "10.0.0.0/24";
+
+/// The controllers that kube-controller-manager runs unless [`Options::controllers`] says
+/// otherwise: garbage collection (ownerReferences), namespace deletion, PDB status, default
+/// ServiceAccounts and their token Secrets, `kube-root-ca.crt` ConfigMaps, PVC protection
+/// (which removes the `kubernetes.io/pvc-protection` finalizer once no Pod uses the claim), and
+/// ClusterRole aggregation (`aggregationRule`, e.g. `rbac.authorization.k8s.io/aggregate-to-*`).
+pub const DEFAULT_CONTROLLERS: &[&str] = &[
+    "garbage-collector-controller",
+    "namespace-controller",
+    "disruption-controller",
+    "serviceaccount-controller",
+    "serviceaccount-token-controller",
+    "root-ca-certificate-publisher-controller",
+    "persistentvolumeclaim-protection-controller",
+    "clusterrole-aggregation-controller",
+];
+
+/// Errors of the control plane launcher. Every variant says what was being done.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Building (or finding) the binaries failed.
+    #[error("control plane binaries: {0}")]
+    Binaries(String),
+    /// A file or process operation failed.
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Generating a key or certificate failed.
+    #[error("generating {what}: {source}")]
+    Pki {
+        what: String,
+        #[source]
+        source: rcgen::Error,
+    },
+    /// A certificate was asked for that the testbed does not issue (e.g. a user in more than
+    /// two groups).
+    #[error("generating {what}: {reason}")]
+    PkiUnsupported { what: String, reason: String },
+    /// A process did not come up; `log_tail` holds the end of its log.
+    #[error("{process} did not start: {reason}\n--- last lines of {} ---\n{log_tail}", log.display())]
+    Start {
+        process: String,
+        reason: String,
+        log: PathBuf,
+        log_tail: String,
+    },
+    /// Building a kube client failed.
+    #[error("kube client for {who}: {source}")]
+    Client {
+        who: String,
+        #[source]
+        source: kube::Error,
+    },
+    /// Building a kube client from a generated kubeconfig failed.
+    #[error("kubeconfig for {who}: {source}")]
+    Kubeconfig {
+        who: String,
+        #[source]
+        source: kube::config::KubeconfigError,
+    },
+}
+
+fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
+    let context = context.into();
+    move |source| Error::Io { context, source }
+}
+
+fn pki_err(what: &str) -> impl FnOnce(rcgen::Error) -> Error + '_ {
+    move |source| Error::Pki {
+        what: what.to_string(),
+        source,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Binaries
+// ---------------------------------------------------------------------------------------------
+
+/// The control plane's executables and their versions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Binaries {
+    pub kube_apiserver: PathBuf,
+    pub etcd: PathBuf,
+    pub kubectl: PathBuf,
+    /// Always there when built here; may be missing from a `KUBEBUILDER_ASSETS` directory.
+    pub kube_controller_manager: Option<PathBuf>,
+    /// As `/version` reports it, e.g. `v1.36.3`.
+    pub kubernetes_version: String,
+    /// e.g. `v3.6.16`.
+    pub etcd_version: String,
+}
+
+/// The version a consumer go.mod pins for `module`.
+fn pinned_version(go_mod: &str, module: &str) -> String {
+    go_mod
+        .lines()
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            let first = words.next()?;
+            let first = if first == "require" {
+                words.next()?
+            } else {
+                first
+            };
+            let version = words.next()?;
+            (first == module && version.starts_with('v')).then(|| version.to_string())
+        })
+        .next()
+        .unwrap_or_else(|| panic!("e2e/go/controlplane/go.mod pins no version of {module}"))
+}
+
+/// The Kubernetes version the build step produces (from `e2e/go/controlplane/go.mod`).
+pub fn pinned_kubernetes_version() -> String {
+    pinned_version(CONTROLPLANE_GO_MOD, "k8s.io/kubernetes")
+}
+
+/// The etcd version the build step produces (from `e2e/go/controlplane/go.mod`).
+pub fn pinned_etcd_version() -> String {
+    pinned_version(CONTROLPLANE_GO_MOD, "go.etcd.io/etcd/server/v3")
+}
+
+/// The build script (`e2e/scripts/build-controlplane.sh`).
+pub fn build_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("scripts")
+        .join("build-controlplane.sh")
+}
+
+/// Where the build step puts the Kubernetes binaries and etcd.
+pub fn cache_dirs() -> (PathBuf, PathBuf) {
+    let root = cache_dir().join("controlplane");
+    (
+        root.join(pinned_kubernetes_version()),
+        root.join(format!("etcd-{}", pinned_etcd_version())),
+    )
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    fs::metadata(path)
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
+
+/// The built binaries, if the cache holds a complete build (stamp written last).
+fn cached_binaries() -> Option<Binaries> {
+    let (k8s, etcd) = cache_dirs();
+    let binaries = Binaries {
+        kube_apiserver: k8s.join("kube-apiserver"),
+        etcd: etcd.join("etcd"),
+        kubectl: k8s.join("kubectl"),
+        kube_controller_manager: Some(k8s.join("kube-controller-manager")),
+        kubernetes_version: pinned_kubernetes_version(),
+        etcd_version: pinned_etcd_version(),
+    };
+    let complete = k8s.join(".complete").is_file()
+        && etcd.join(".complete").is_file()
+        && [&binaries.kube_apiserver, &binaries.etcd, &binaries.kubectl]
+            .into_iter()
+            .chain(binaries.kube_controller_manager.as_ref())
+            .all(|b| is_executable(b));
+    complete.then_some(binaries)
+}
+
+/// Binaries from an envtest-style directory (`kube-apiserver`, `etcd`, `kubectl`, and
+/// optionally `kube-controller-manager`); versions are asked from the binaries themselves.
+pub fn binaries_from_assets(dir: &Path) -> Result<Binaries, Error> {
+    let need = |name: &str| -> Result<PathBuf, Error> {
+        let path = dir.join(name);
+        if is_executable(&path) {
+            Ok(path)
+        } else {
+            Err(Error::Binaries(format!(
+                "KUBEBUILDER_ASSETS={} has no executable {name}; it needs kube-apiserver, etcd and \
+                 kubectl (kube-controller-manager optional), or unset it to build them",
+                dir.display()
+            )))
+        }
+    };
+    let kube_apiserver = need("kube-apiserver")?;
+    let etcd = need("etcd")?;
+    let kubectl = need("kubectl")?;
+    let kcm = dir.join("kube-controller-manager");
+    let version_of = |bin: &Path, prefix: &str| -> Result<String, Error> {
+        let out = Command::new(bin)
+            .arg("--version")
+            .output()
+            .map_err(io_err(format!("running {} --version", bin.display())))?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(prefix))
+            .map(|v| {
+                let v = v.trim();
+                if v.starts_with('v') {
+                    v.to_string()
+                } else {
+                    format!("v{v}")
+                }
+            })
+            .ok_or_else(|| {
+                Error::Binaries(format!(
+                    "{} --version printed no '{prefix}' line: {text}",
+                    bin.display()
+                ))
+            })
+    };
+    Ok(Binaries {
+        kubernetes_version: version_of(&kube_apiserver, "Kubernetes ")?,
+        etcd_version: version_of(&etcd, "etcd Version:")?,
+        kube_controller_manager: is_executable(&kcm).then_some(kcm),
+        kube_apiserver,
+        etcd,
+        kubectl,
+    })
+}
+
+/// Returns the control plane's binaries: from `KUBEBUILDER_ASSETS` if set, else from the cache,
+/// building them first (minutes, once; progress on stderr) when the cache lacks them. Blocking.
+pub fn ensure_binaries() -> Result<Binaries, Error> {
+    if let Some(dir) = std::env::var_os("KUBEBUILDER_ASSETS").filter(|d| !d.is_empty()) {
+        return binaries_from_assets(Path::new(&dir));
+    }
+    // One build at a time within this process (the script also locks across processes).
+    static BUILD: Mutex<()> = Mutex::new(());
+    let _guard = BUILD.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(binaries) = cached_binaries() {
+        return Ok(binaries);
+    }
+    let script = build_script();
+    let start = Instant::now();
+    progress(
+        "controlplane",
+        start,
+        &format!(
+            "building kube-apiserver, kube-controller-manager, kubectl {} and etcd {} with {} \
+             (once; minutes on a cold machine)",
+            pinned_kubernetes_version(),
+            pinned_etcd_version(),
+            script.display()
+        ),
+    );
+    let mut cmd = Command::new("bash");
+    cmd.arg(&script)
+        .stdin(Stdio::null())
+        .stdout(Stdio::inherit())
+        .stderr(Stdio::inherit());
+    let mut child = Child::spawn("build-controlplane", cmd)
+        .map_err(io_err(format!("running {}", script.display())))?;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) => std::thread::sleep(Duration::from_millis(200)),
+            Err(e) => return Err(io_err(format!("waiting for {}", script.display()))(e)),
+        }
+    };
+    if !status.success() {
+        return Err(Error::Binaries(format!(
+            "{} failed ({status}); see its messages above. It needs Go >= 1.26 (https://go.dev/doc/install) \
+             and the Go module proxy; or set KUBEBUILDER_ASSETS to a directory with kube-apiserver, etcd \
+             and kubectl",
+            script.display()
+        )));
+    }
+    let binaries = cached_binaries().ok_or_else(|| {
+        Error::Binaries(format!(
+            "{} succeeded but {:?} lack the binaries or the .complete stamp",
+            script.display(),
+            cache_dirs()
+        ))
+    })?;
+    progress("controlplane", start, "control plane binaries built");
+    Ok(binaries)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Certificates (rcgen). Kubernetes takes a client certificate's user from the subject's CN and
+// its groups from every O attribute. rcgen's DistinguishedName keeps one value per DnType, but
+// `DnType::CustomDnType` with organizationName's OID is a key of its own that encodes as a
+// second O, so a subject carries up to two groups.
+// ---------------------------------------------------------------------------------------------
+
+/// The attribute types that carry a client certificate's groups, in order. Both encode as
+/// organizationName (2.5.4.10).
+fn group_dn_types() -> [rcgen::DnType; 2] {
+    [
+        rcgen::DnType::OrganizationName,
+        rcgen::DnType::CustomDnType(vec![2, 5, 4, 10]),
+    ]
+}
+
+/// What a leaf certificate is for.
+enum Usage<'a> {
+    /// TLS serving for these subject alternative names (IP addresses or DNS names).
+    Server { sans: &'a [&'a str] },
+    /// TLS client authentication.
+    Client,
+}
+
+/// The certificate authority: signs the serving and client certificates.
+struct Ca {
+    issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+    cert_pem: String,
+}
+
+/// A key pair with its PEM certificate.
+struct Issued {
+    cert_pem: String,
+    key_pem: String,
+}
+
+/// Parameters valid from an hour ago for ten years, with this subject.
+fn cert_params(
+    sans: &[&str],
+    subject: rcgen::DistinguishedName,
+) -> Result<rcgen::CertificateParams, Error> {
+    let sans: Vec<String> = sans.iter().map(|s| s.to_string()).collect();
+    let mut params =
+        rcgen::CertificateParams::new(sans).map_err(pki_err("subject alternative names"))?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let epoch = rcgen::date_time_ymd(1970, 1, 1);
+    params.not_before = epoch + now.saturating_sub(Duration::from_secs(3600));
+    params.not_after = epoch + now + Duration::from_secs(10 * 365 * 86_400);
+    params.distinguished_name = subject;
+    params.use_authority_key_identifier_extension = true;
+    Ok(params)
+}
+
+impl Ca {
+    fn new(common_name: &str) -> Result<Ca, Error> {
+        use rcgen::{BasicConstraints, DnType, IsCa, KeyUsagePurpose};
+        let mut subject = rcgen::DistinguishedName::new();
+        subject.push(DnType::CommonName, common_name);
+        let mut params = cert_params(&[], subject)?;
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+        ];
+        let key = rcgen::KeyPair::generate().map_err(pki_err("the CA key"))?;
+        let issuer = rcgen::CertifiedIssuer::self_signed(params, key)
+            .map_err(pki_err("the CA certificate"))?;
+        Ok(Ca {
+            cert_pem: issuer.pem(),
+            issuer,
+        })
+    }
+
+    /// A certificate with subject CN `common_name` and one O per group (at most two), signed
+    /// by this CA.
+    fn issue(&self, common_name: &str, groups: &[&str], usage: Usage<'_>) -> Result<Issued, Error> {
+        use rcgen::{DnType, ExtendedKeyUsagePurpose, IsCa, KeyUsagePurpose};
+        let what = format!("a certificate for {common_name}");
+        let group_types = group_dn_types();
+        if groups.len() > group_types.len() {
+            return Err(Error::PkiUnsupported {
+                what,
+                reason: format!(
+                    "the testbed supports at most {} groups per certificate user, got {}: {groups:?}",
+                    group_types.len(),
+                    groups.len()
+                ),
+            });
+        }
+        let mut subject = rcgen::DistinguishedName::new();
+        for (ty, group) in group_types.into_iter().zip(groups) {
+            subject.push(ty, *group);
+        }
+        subject.push(DnType::CommonName, common_name);
+        let (sans, purpose): (&[&str], _) = match usage {
+            Usage::Server { sans } => (sans, ExtendedKeyUsagePurpose::ServerAuth),
+            Usage::Client => (&[], ExtendedKeyUsagePurpose::ClientAuth),
+        };
+        let mut params = cert_params(sans, subject)?;
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![purpose];
+        let key = rcgen::KeyPair::generate().map_err(pki_err(&what))?;
+        let cert = params
+            .signed_by(&key, &self.issuer)
+            .map_err(pki_err(&what))?;
+        Ok(Issued {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The control plane
+// ---------------------------------------------------------------------------------------------
+
+/// How to start a [`ControlPlane`].
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Also run kube-controller-manager (garbage collection, namespace deletion, PDB status, ...).
+    pub controller_manager: bool,
+    /// State directory (certificates, kubeconfigs, etcd data, logs). Default: a temporary
+    /// directory that [`ControlPlane::stop`] removes; a given directory is kept.
+    pub dir: Option<PathBuf>,
+    /// kube-controller-manager's `--controllers`; empty means [`DEFAULT_CONTROLLERS`].
+    pub controllers: Vec<String>,
+    /// Extra kube-apiserver flags (`--name=value`), appended last.
+    pub extra_apiserver_args: Vec<String>,
+}
+
+/// Where the state lives: a temporary directory (removed on stop) or the caller's.
+enum StateDir {
+    Temp(tempfile::TempDir),
+    Kept(PathBuf),
+}
+
+impl StateDir {
+    fn path(&self) -> &Path {
+        match self {
+            StateDir::Temp(t) => t.path(),
+            StateDir::Kept(p) => p,
+        }
+    }
+}
+
+/// A running etcd + kube-apiserver (+ kube-controller-manager) on loopback.
+pub struct ControlPlane {
+    binaries: Binaries,
+    // Stopped in this order: controller manager, apiserver, etcd.
+    processes: Vec<Child>,
+    state: Option<StateDir>,
+    dir: PathBuf,
+    port: u16,
+    etcd_port: u16,
+    ca: Ca,
+    admin_kubeconfig: PathBuf,
+    admin_yaml: String,
+    logs: Vec<(String, PathBuf)>,
+}
+
+impl std::fmt::Debug for ControlPlane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControlPlane")
+            .field("server", &self.server_url())
+            .field("dir", &self.dir)
+            .field("pids", &self.pids())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Free loopback ports, held open until the caller drops the listeners.
+fn free_ports(n: usize) -> Result<Vec<(u16, TcpListener)>, Error> {
+    (0..n)
+        .map(|_| {
+            let l = TcpListener::bind("127.0.0.1:0")
+                .map_err(io_err("binding a free 127.0.0.1 port"))?;
+            let port = l
+                .local_addr()
+                .map_err(io_err("reading a bound port"))?
+                .port();
+            Ok((port, l))
+        })
+        .collect()
+}
+
+fn write(path: &Path, contents: &str, mode: u32) -> Result<(), Error> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(path)
+        .map_err(io_err(format!("creating {}", path.display())))?;
+    std::io::Write::write_all(&mut f, contents.as_bytes())
+        .map_err(io_err(format!("writing {}", path.display())))
+}
+
+/// The last `lines` lines of a log file (or why it could not be read).
+pub fn log_tail(path: &Path, lines: usize) -> String {
+    match fs::read(path) {
+        Ok(bytes) => {
+            let text = String::from_utf8_lossy(&bytes);
+            let all: Vec<&str> = text.lines().collect();
+            all[all.len().saturating_sub(lines)..].join("\n")
+        }
+        Err(e) => format!("(cannot read {}: {e})", path.display()),
+    }
+}
+
+fn b64(s: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(s.as_bytes())
+}
+
+/// A kubeconfig with one cluster, one user and one context. `user` holds the YAML lines of the
+/// user entry (indented by 4).
+fn kubeconfig_yaml(server: &str, ca_pem: &str, user_name: &str, user: &str) -> String {
+    let user_name = serde_json::to_string(user_name).expect("a string serializes");
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: quorate-testbed\n  cluster:\n    server: {server}\n    \
+         certificate-authority-data: {ca}\nusers:\n- name: {user_name}\n  user:\n{user}contexts:\n- name: \
+         quorate-testbed\n  context:\n    cluster: quorate-testbed\n    user: {user_name}\n    namespace: default\n\
+         current-context: quorate-testbed\n",
+        ca = b64(ca_pem),
+    )
+}
+
+fn cert_user(issued: &Issued) -> String {
+    format!(
+        "    client-certificate-data: {}\n    client-key-data: {}\n",
+        b64(&issued.cert_pem),
+        b64(&issued.key_pem)
+    )
+}
+
+async fn client_from_yaml(yaml: &str, who: &str) -> Result<kube::Client, Error> {
+    let kubeconfig = Kubeconfig::from_yaml(yaml).map_err(|source| Error::Kubeconfig {
+        who: who.to_string(),
+        source,
+    })?;
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .map_err(|source| Error::Kubeconfig {
+            who: who.to_string(),
+            source,
+        })?;
+    kube::Client::try_from(config).map_err(|source| Error::Client {
+        who: who.to_string(),
+        source,
+    })
+}
+
+/// Answers whether etcd's `/health` says healthy (plain HTTP on loopback).
+async fn etcd_healthy(port: u16) -> bool {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let attempt = async {
+        let mut s = tokio::net::TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], port)))
+            .await
+            .ok()?;
+        s.write_all(b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+            .await
+            .ok()?;
+        let mut body = Vec::new();
+        s.read_to_end(&mut body).await.ok()?;
+        Some(String::from_utf8_lossy(&body).contains("\"health\":\"true\""))
+    };
+    tokio::time::timeout(Duration::from_secs(2), attempt)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(false)
+}
+
+impl ControlPlane {
+    /// Starts etcd, kube-apiserver and (if asked) kube-controller-manager on free loopback ports,
+    /// building the binaries first if needed, and waits until the apiserver is ready.
+    pub async fn start(opts: Options) -> Result<ControlPlane, Error> {
+        let binaries = tokio::task::spawn_blocking(ensure_binaries)
+            .await
+            .map_err(|e| Error::Binaries(format!("the build task failed: {e}")))??;
+        let t0 = Instant::now();
+        if opts.controller_manager && binaries.kube_controller_manager.is_none() {
+            return Err(Error::Binaries(format!(
+                "a controller manager was asked for, but {} has no kube-controller-manager",
+                binaries
+                    .kube_apiserver
+                    .parent()
+                    .unwrap_or(Path::new("?"))
+                    .display()
+            )));
+        }
+        let state = match &opts.dir {
+            Some(dir) => {
+                fs::create_dir_all(dir).map_err(io_err(format!("creating {}", dir.display())))?;
+                StateDir::Kept(dir.clone())
+            }
+            None => StateDir::Temp(
+                tempfile::Builder::new()
+                    .prefix("quorate-controlplane-")
+                    .tempdir()
+                    .map_err(io_err("creating a temporary state directory"))?,
+            ),
+        };
+        let dir = state.path().to_path_buf();
+        for sub in ["pki", "logs", "etcd"] {
+            use std::os::unix::fs::DirBuilderExt;
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir.join(sub))
+                .map_err(io_err(format!("creating {}/{sub}", dir.display())))?;
+        }
+        let pki = dir.join("pki");
+        let logs = dir.join("logs");
+
+        // Certificates and keys.
+        let ca = Ca::new("quorate-testbed-ca")?;
+        let serving = ca.issue(
+            "kube-apiserver",
+            &[],
+            Usage::Server {
+                sans: &[
+                    "127.0.0.1",
+                    "10.0.0.1",
+                    "localhost",
+                    "kubernetes",
+                    "kubernetes.default",
+                    "kubernetes.default.svc",
+                    "kubernetes.default.svc.cluster.local",
+                ],
+            },
+        )?;
+        let admin = ca.issue("quorate-admin", &["system:masters"], Usage::Client)?;
+        let sa_key =
+            rcgen::KeyPair::generate().map_err(pki_err("the service-account signing key"))?;
+        let f = |name: &str| pki.join(name);
+        write(&f("ca.crt"), &ca.cert_pem, 0o644)?;
+        write(&f("ca.key"), &ca.issuer.key().serialize_pem(), 0o600)?;
+        write(&f("apiserver.crt"), &serving.cert_pem, 0o644)?;
+        write(&f("apiserver.key"), &serving.key_pem, 0o600)?;
+        write(&f("sa.key"), &sa_key.serialize_pem(), 0o600)?;
+        write(&f("sa.pub"), &sa_key.public_key_pem(), 0o644)?;
+
+        let mut ports = free_ports(3)?;
+        let (port, etcd_port, etcd_peer_port) = (ports[0].0, ports[1].0, ports[2].0);
+        let server = format!("https://127.0.0.1:{port}");
+        let admin_yaml =
+            kubeconfig_yaml(&server, &ca.cert_pem, "quorate-admin", &cert_user(&admin));
+        let admin_kubeconfig = dir.join("admin.kubeconfig");
+        write(&admin_kubeconfig, &admin_yaml, 0o600)?;
+
+        let mut plane = ControlPlane {
+            binaries,
+            processes: Vec::new(),
+            state: Some(state),
+            dir: dir.clone(),
+            port,
+            etcd_port,
+            ca,
+            admin_kubeconfig,
+            admin_yaml,
+            logs: Vec::new(),
+        };
+
+        // etcd
+        let etcd_client = format!("http://127.0.0.1:{etcd_port}");
+        let etcd_peer = format!("http://127.0.0.1:{etcd_peer_port}");
+        let etcd_args = vec![
+            "--name=testbed".to_string(),
+            format!("--data-dir={}", dir.join("etcd").display()),
+            format!("--listen-client-urls={etcd_client}"),
+            format!("--advertise-client-urls={etcd_client}"),
+            format!("--listen-peer-urls={etcd_peer}"),
+            format!("--initial-advertise-peer-urls={etcd_peer}"),
+            format!("--initial-cluster=testbed={etcd_peer}"),
+            "--unsafe-no-fsync=true".to_string(),
+            "--log-level=warn".to_string(),
+        ];
+        ports.truncate(1); // release the etcd ports, keep the apiserver's a little longer
+        let etcd_bin = plane.binaries.etcd.clone();
+        plane.spawn("etcd", &etcd_bin, &etcd_args, &logs)?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !etcd_healthy(etcd_port).await {
+            plane.check_running("etcd", "waiting for /health")?;
+            if Instant::now() > deadline {
+                return Err(plane.start_error("etcd", "no healthy /health within 30 s"));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        progress(
+            "controlplane",
+            t0,
+            &format!("etcd {} up on {etcd_client}", plane.binaries.etcd_version),
+        );
+
+        // kube-apiserver
+        let mut disabled_admission = vec!["ServiceAccount"];
+        if !opts.controller_manager {
+            disabled_admission.push("StorageObjectInUseProtection");
+        }
+        let p = |name: &str| f(name).display().to_string();
+        let mut api_args = vec![
+            format!("--etcd-servers={etcd_client}"),
+            "--bind-address=127.0.0.1".to_string(),
+            "--advertise-address=127.0.0.1".to_string(),
+            format!("--secure-port={port}"),
+            format!("--cert-dir={}", pki.display()),
+            format!("--tls-cert-file={}", p("apiserver.crt")),
+            format!("--tls-private-key-file={}", p("apiserver.key")),
+            format!("--client-ca-file={}", p("ca.crt")),
+            "--authorization-mode=Node,RBAC".to_string(),
+            format!("--service-account-issuer={SERVICE_ACCOUNT_ISSUER}"),
+            format!("--api-audiences={SERVICE_ACCOUNT_ISSUER}"),
+            format!("--service-account-key-file={}", p("sa.pub")),
+            format!("--service-account-signing-key-file={}", p("sa.key")),
+            format!("--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}"),
+            // The `kubernetes` Service's endpoints would be 127.0.0.1, which validation refuses.
+            "--endpoint-reconciler-type=none".to_string(),
+            "--allow-privileged=true".to_string(),
+            format!(
+                "--disable-admission-plugins={}",
+                disabled_admission.join(",")
+            ),
+            "--profiling=false".to_string(),
+        ];
+        api_args.extend(opts.extra_apiserver_args.iter().cloned());
+        drop(ports);
+        let api_bin = plane.binaries.kube_apiserver.clone();
+        plane.spawn("kube-apiserver", &api_bin, &api_args, &logs)?;
+        let admin_client = client_from_yaml(&plane.admin_yaml, "quorate-admin").await?;
+        let deadline = Instant::now() + Duration::from_secs(90);
+        let mut last;
+        loop {
+            let req = http::Request::get("/readyz")
+                .body(Vec::new())
+                .expect("a valid request");
+            match tokio::time::timeout(Duration::from_secs(5), admin_client.request_text(req)).await
+            {
+                Ok(Ok(body)) if body.trim() == "ok" => break,
+                Ok(Ok(body)) => last = body,
+                Ok(Err(e)) => last = e.to_string(),
+                Err(_) => last = "/readyz took over 5 s".into(),
+            }
+            plane.check_running("kube-apiserver", "waiting for /readyz")?;
+            if Instant::now() > deadline {
+                return Err(plane.start_error(
+                    "kube-apiserver",
+                    &format!("not ready within 90 s; last answer: {last}"),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        progress(
+            "controlplane",
+            t0,
+            &format!(
+                "kube-apiserver {} ready on {server}",
+                plane.binaries.kubernetes_version
+            ),
+        );
+
+        // kube-controller-manager
+        if opts.controller_manager {
+            let controllers: Vec<String> = if opts.controllers.is_empty() {
+                DEFAULT_CONTROLLERS.iter().map(|c| c.to_string()).collect()
+            } else {
+                opts.controllers.clone()
+            };
+            let kcm_args = vec![
+                format!("--kubeconfig={}", plane.admin_kubeconfig.display()),
+                format!("--controllers={}", controllers.join(",")),
+                "--leader-elect=false".to_string(),
+                // Serve nothing (no health or metrics port at all).
+                "--secure-port=0".to_string(),
+                format!("--service-account-private-key-file={}", p("sa.key")),
+                format!("--root-ca-file={}", p("ca.crt")),
+                format!("--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}"),
+                "--use-service-account-credentials=false".to_string(),
+                "--profiling=false".to_string(),
+            ];
+            let kcm_bin = plane
+                .binaries
+                .kube_controller_manager
+                .clone()
+                .expect("checked above");
+            plane.spawn("kube-controller-manager", &kcm_bin, &kcm_args, &logs)?;
+            // Ready enough when its controllers act: the `default` ServiceAccount appears.
+            if controllers.iter().any(|c| c == "serviceaccount-controller") {
+                let sas: kube::Api<k8s_openapi::api::core::v1::ServiceAccount> =
+                    kube::Api::namespaced(admin_client.clone(), "default");
+                let deadline = Instant::now() + Duration::from_secs(60);
+                loop {
+                    if let Ok(Some(_)) = sas.get_opt("default").await {
+                        break;
+                    }
+                    plane
+                        .check_running("kube-controller-manager", "waiting for its controllers")?;
+                    if Instant::now() > deadline {
+                        return Err(plane.start_error(
+                            "kube-controller-manager",
+                            "no `default` ServiceAccount within 60 s",
+                        ));
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            } else {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                plane.check_running("kube-controller-manager", "starting")?;
+            }
+            progress(
+                "controlplane",
+                t0,
+                &format!("kube-controller-manager running: {}", controllers.join(",")),
+            );
+        }
+        progress(
+            "controlplane",
+            t0,
+            &format!(
+                "control plane started in {:.1} s (state in {})",
+                t0.elapsed().as_secs_f64(),
+                plane.dir.display()
+            ),
+        );
+        Ok(plane)
+    }
+
+    fn spawn(&mut self, name: &str, bin: &Path, args: &[String], logs: &Path) -> Result<(), Error> {
+        let log = logs.join(format!("{name}.log"));
+        let file = fs::File::create(&log).map_err(io_err(format!("creating {}", log.display())))?;
+        let err = file
+            .try_clone()
+            .map_err(io_err(format!("opening {}", log.display())))?;
+        let mut cmd = Command::new(bin);
+        cmd.args(args)
+            .stdin(Stdio::null())
+            .stdout(file)
+            .stderr(err)
+            .current_dir(&self.dir);
+        let child =
+            Child::spawn(name, cmd).map_err(io_err(format!("starting {}", bin.display())))?;
+        self.logs.push((name.to_string(), log));
+        self.processes.push(child);
+        Ok(())
+    }
+
+    fn log_of(&self, name: &str) -> PathBuf {
+        self.logs
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, p)| p.clone())
+            .unwrap_or_else(|| self.dir.join("logs").join(format!("{name}.log")))
+    }
+
+    fn start_error(&self, name: &str, reason: &str) -> Error {
+        let log = self.log_of(name);
+        Error::Start {
+            process: name.to_string(),
+            reason: reason.to_string(),
+            log_tail: log_tail(&log, 40),
+            log,
+        }
+    }
+
+    fn check_running(&mut self, name: &str, doing: &str) -> Result<(), Error> {
+        let status = match self.processes.iter_mut().find(|c| c.name() == name) {
+            Some(child) => child.try_wait().ok().flatten(),
+            None => return Ok(()),
+        };
+        match status {
+            None => Ok(()),
+            Some(status) => {
+                // Give the log a moment to be flushed by the dead process's last writes.
+                std::thread::sleep(Duration::from_millis(50));
+                Err(self.start_error(name, &format!("exited ({status}) while {doing}")))
+            }
+        }
+    }
+
+    /// The admin kubeconfig (user `quorate-admin` in group `system:masters`).
+    pub fn kubeconfig_path(&self) -> &Path {
+        &self.admin_kubeconfig
+    }
+
+    /// `https://127.0.0.1:<port>`.
+    pub fn server_url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.port)
+    }
+
+    /// etcd's client URL (`http://127.0.0.1:<port>`).
+    pub fn etcd_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.etcd_port)
+    }
+
+    /// The binaries this plane runs.
+    pub fn binaries(&self) -> &Binaries {
+        &self.binaries
+    }
+
+    /// The state directory (pki/, logs/, etcd/, admin.kubeconfig).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The CA certificate (PEM) that signed the serving and client certificates.
+    pub fn ca_pem(&self) -> &str {
+        &self.ca.cert_pem
+    }
+
+    /// Each running process's name and pid (also its process group), in start order.
+    pub fn pids(&self) -> Vec<(String, u32)> {
+        self.processes
+            .iter()
+            .map(|c| (c.name().to_string(), c.pid()))
+            .collect()
+    }
+
+    /// Each process's log file.
+    pub fn log_paths(&self) -> Vec<(String, PathBuf)> {
+        self.logs.clone()
+    }
+
+    /// A `kubectl` command with the admin kubeconfig.
+    pub fn kubectl(&self) -> Command {
+        let mut cmd = Command::new(&self.binaries.kubectl);
+        cmd.arg(format!("--kubeconfig={}", self.admin_kubeconfig.display()));
+        cmd
+    }
+
+    /// A client as the admin (`system:masters`).
+    pub async fn client(&self) -> Result<kube::Client, Error> {
+        client_from_yaml(&self.admin_yaml, "quorate-admin").await
+    }
+
+    /// The kubeconfig text for a client-certificate user with these groups (the CN is the user
+    /// name, each group an O attribute; at most two groups, more is an [`Error::PkiUnsupported`]).
+    pub fn kubeconfig_for_user(&self, user: &str, groups: &[&str]) -> Result<String, Error> {
+        let issued = self.ca.issue(user, groups, Usage::Client)?;
+        Ok(kubeconfig_yaml(
+            &self.server_url(),
+            &self.ca.cert_pem,
+            user,
+            &cert_user(&issued),
+        ))
+    }
+
+    /// A client authenticated by a fresh client certificate for `user` in `groups` (no RBAC
+    /// rights beyond what the cluster grants every authenticated user).
+    pub async fn client_for_user(
+        &self,
+        user: &str,
+        groups: &[&str],
+    ) -> Result<kube::Client, Error> {
+        client_from_yaml(&self.kubeconfig_for_user(user, groups)?, user).await
+    }
+
+    /// Writes a kubeconfig for a client-certificate user (see [`Self::client_for_user`]).
+    pub fn write_kubeconfig_for_user(
+        &self,
+        user: &str,
+        groups: &[&str],
+        path: &Path,
+    ) -> Result<(), Error> {
+        write(path, &self.kubeconfig_for_user(user, groups)?, 0o600)
+    }
+
+    /// The kubeconfig text for a bearer token (e.g. a ServiceAccount token from TokenRequest).
+    pub fn kubeconfig_for_token(&self, token: &str) -> String {
+        let token = serde_json::to_string(token).expect("a string serializes");
+        kubeconfig_yaml(
+            &self.server_url(),
+            &self.ca.cert_pem,
+            "token-user",
+            &format!("    token: {token}\n"),
+        )
+    }
+
+    /// A client that authenticates with a bearer token.
+    pub async fn client_for_token(&self, token: &str) -> Result<kube::Client, Error> {
+        client_from_yaml(&self.kubeconfig_for_token(token), "a bearer token").await
+    }
+
+    /// Stops kube-controller-manager, kube-apiserver and etcd (SIGTERM, then SIGKILL), reaps
+    /// them, and removes the temporary state directory. Idempotent; also done on drop.
+    pub fn stop(&mut self) {
+        while let Some(mut child) = self.processes.pop() {
+            child.stop(Duration::from_secs(5));
+        }
+        if let Some(StateDir::Temp(t)) = self.state.take() {
+            let path = t.path().to_path_buf();
+            if let Err(e) = t.close() {
+                eprintln!(
+                    "[testbed controlplane] cannot remove {}: {e}",
+                    path.display()
+                );
+            }
+        }
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -1,5 +1,77 @@
-//! `testbed`: prepares (builds or fetches) the real parts into the cache.
-fn main() {
-    eprintln!("testbed: not wired yet");
-    std::process::exit(2);
+//! `testbed`: builds or fetches quorate's real parts into the cache, with progress.
+//!
+//! `testbed prepare` makes sure the control plane binaries, both ZooKeeper distributions and the
+//! kazoo judge are in `$QUORATE_CACHE` (default `~/.cache/quorate`); it reuses what is there.
+
+use std::process::ExitCode;
+use std::time::Instant;
+
+use quorate_testbed::{cache, controlplane, kazoo, zookeeper};
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("prepare") => prepare(),
+        Some("cache-dir") => {
+            println!("{}", cache::cache_dir().display());
+            ExitCode::SUCCESS
+        }
+        _ => {
+            eprintln!("usage: testbed prepare | cache-dir");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn prepare() -> ExitCode {
+    let start = Instant::now();
+    cache::progress(
+        "prepare",
+        start,
+        &format!("cache: {}", cache::cache_dir().display()),
+    );
+    let mut failed = false;
+    match controlplane::ensure_binaries() {
+        Ok(b) => cache::progress(
+            "prepare",
+            start,
+            &format!(
+                "control plane: kubernetes {} and etcd {} ready",
+                b.kubernetes_version, b.etcd_version
+            ),
+        ),
+        Err(e) => {
+            eprintln!("testbed: control plane: {e}");
+            failed = true;
+        }
+    }
+    for version in zookeeper::ZkVersion::ALL {
+        match zookeeper::ensure_distribution(version) {
+            Ok(_) => cache::progress(
+                "prepare",
+                start,
+                &format!("zookeeper {} ready", version.as_str()),
+            ),
+            Err(e) => {
+                eprintln!("testbed: zookeeper {}: {e}", version.as_str());
+                failed = true;
+            }
+        }
+    }
+    match kazoo::ensure_venv() {
+        Ok(python) => cache::progress(
+            "prepare",
+            start,
+            &format!("kazoo judge ready ({})", python.display()),
+        ),
+        Err(e) => {
+            eprintln!("testbed: kazoo: {e}");
+            failed = true;
+        }
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
 }

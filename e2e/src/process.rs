@@ -44,7 +44,14 @@ impl Child {
         // SAFETY: prctl and getppid are async-signal-safe; nothing else runs between fork and exec.
         unsafe {
             cmd.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
+                if libc::prctl(
+                    libc::PR_SET_PDEATHSIG,
+                    libc::SIGKILL as libc::c_ulong,
+                    0,
+                    0,
+                    0,
+                ) != 0
+                {
                     return Err(io::Error::last_os_error());
                 }
                 // The parent may have died between fork and prctl.
@@ -60,8 +67,13 @@ impl Child {
             .map_err(|_| io::Error::other("spawner lock poisoned"))?
             .send((cmd, tx))
             .map_err(|_| io::Error::other("spawner thread is gone"))?;
-        let inner = rx.recv().map_err(|_| io::Error::other("spawner thread is gone"))??;
-        Ok(Child { name: name.into(), inner })
+        let inner = rx
+            .recv()
+            .map_err(|_| io::Error::other("spawner thread is gone"))??;
+        Ok(Child {
+            name: name.into(),
+            inner,
+        })
     }
 
     /// The child's process id (also its process group id).
@@ -78,7 +90,11 @@ impl Child {
     pub fn signal(&self, signal: i32) -> io::Result<()> {
         // SAFETY: kill(2) with a negative pid signals a process group; no memory is touched.
         let rc = unsafe { libc::kill(-(self.inner.id() as libc::pid_t), signal) };
-        if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
     }
 
     /// Returns the exit status if the child has exited.

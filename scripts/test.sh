@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# quorate's whole test suite, from a fresh clone: builds or reuses the real parts (control plane,
+# ZooKeeper 3.9.5 and 3.8.6, the kazoo judge) in $QUORATE_CACHE (default ~/.cache/quorate), then
+# runs every tier: unit, property, simulation, real API server, real ZooKeeper.
+#
+# Needs: cargo, go, java + mvn, python3 (with venv). Knobs: PROPTEST_CASES (default 10000).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export PROPTEST_CASES="${PROPTEST_CASES:-10000}"
+started=$SECONDS
+step() { printf '\n==> %s  [%ds]\n' "$1" "$((SECONDS - started))"; }
+
+for tool in cargo go java mvn python3; do
+  command -v "$tool" >/dev/null || { echo "quorate tests need $tool on PATH (see README: Requirements)" >&2; exit 1; }
+done
+
+step "build (cargo, all targets)"
+cargo build --workspace --all-targets
+
+step "prepare real parts (cached in ${QUORATE_CACHE:-$HOME/.cache/quorate})"
+cargo run -q -p quorate-testbed --bin testbed -- prepare
+
+step "tests (PROPTEST_CASES=$PROPTEST_CASES)"
+cargo test --workspace --no-fail-fast
+
+step "done"
