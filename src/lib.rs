@@ -13,5 +13,8 @@
 #![forbid(unsafe_code)]
 
 pub mod cli;
+pub mod constants;
 pub mod crd;
+pub mod executor;
 pub mod planner;
+pub mod zk;

@@ -12,7 +12,7 @@ fn rust_files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
 }
 
 #[test]
-fn planner_and_crd_import_no_io_and_never_read_the_clock() {
+fn planner_crd_and_resource_builders_import_no_io_and_never_read_the_clock() {
     let forbidden = [
         "kube::Client",
         "kube::Api",
@@ -33,6 +33,7 @@ fn planner_and_crd_import_no_io_and_never_read_the_clock() {
     let mut files = Vec::new();
     rust_files(&root.join("planner"), &mut files);
     rust_files(&root.join("crd"), &mut files);
+    rust_files(&root.join("executor").join("resources"), &mut files);
     assert!(files.len() >= 8, "found the planner and crd sources: {files:?}");
     let mut hits = Vec::new();
     for file in files {

@@ -83,10 +83,11 @@ pub fn plan(desired: &Desired, observed: &Observed, now: Timestamp) -> Plan {
     if desired.paused {
         return wait(WaitReason::Paused, Rule::PausedStopsEveryStep);
     }
-    if let Some(claim) = &observed.in_flight {
-        if !step_is_done(&claim.step, observed, desired) && claimed_step_must_continue(&claim.step, desired, observed) {
-            return act(claim.step.clone(), Rule::ClaimedStepIsResumed);
-        }
+    if let Some(claim) = &observed.in_flight
+        && !step_is_done(&claim.step, observed, desired)
+        && claimed_step_must_continue(&claim.step, desired, observed)
+    {
+        return act(claim.step.clone(), Rule::ClaimedStepIsResumed);
     }
     plan_fresh(desired, observed, now)
 }

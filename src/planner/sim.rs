@@ -206,10 +206,11 @@ impl Sim {
                     continue;
                 }
             }
-            if let (Process::Starting(at), Some((hash, _))) = (&m.process, &m.pod) {
-                if *at <= now && !bad.contains(hash) {
-                    m.process = Process::Up;
-                }
+            if let (Process::Starting(at), Some((hash, _))) = (&m.process, &m.pod)
+                && *at <= now
+                && !bad.contains(hash)
+            {
+                m.process = Process::Up;
             }
         }
         if self.config.is_empty() {

@@ -1,0 +1,39 @@
+//! Names that must agree everywhere: the field manager, label keys, annotation keys, ports and
+//! the paths inside member containers.
+
+/// The field manager of every server-side apply quorate makes.
+pub const FIELD_MANAGER: &str = "quorate";
+/// The finalizer on resources whose cleanup quorate orders itself.
+pub const FINALIZER: &str = "quorate.dev/cleanup";
+
+/// Label: the ensemble a member belongs to.
+pub const LABEL_ENSEMBLE: &str = "quorate.dev/ensemble";
+/// Label: a member's ZooKeeper server id.
+pub const LABEL_SERVER_ID: &str = "quorate.dev/server-id";
+/// Label: what the object is to quorate (`member`, `config`, `client`, ...).
+pub const LABEL_COMPONENT: &str = "app.kubernetes.io/component";
+/// Label: managed by quorate.
+pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+/// Label: the application.
+pub const LABEL_NAME: &str = "app.kubernetes.io/name";
+/// Label: the instance (the ensemble's name).
+pub const LABEL_INSTANCE: &str = "app.kubernetes.io/instance";
+
+/// Annotation on member Pods: the hash of the member spec they were built from.
+pub const ANNOTATION_SPEC_HASH: &str = "quorate.dev/spec-hash";
+/// Annotation on member Pods and PVCs: the member has been a voter (it never joins again).
+pub const ANNOTATION_WAS_VOTER: &str = "quorate.dev/was-voter";
+
+/// ZooKeeper client port.
+pub const CLIENT_PORT: u16 = 2181;
+/// Quorum (follower to leader) port.
+pub const QUORUM_PORT: u16 = 2888;
+/// Leader election port.
+pub const ELECTION_PORT: u16 = 3888;
+/// AdminServer port.
+pub const ADMIN_PORT: u16 = 8080;
+
+/// Where a member's volume is mounted in its containers (ZooKeeper's dataDir lives below it).
+pub const DATA_MOUNT: &str = "/var/lib/zookeeper";
+/// Where the ensemble's ConfigMap is mounted (read-only templates).
+pub const CONFIG_MOUNT: &str = "/etc/quorate/config";

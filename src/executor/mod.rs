@@ -1,0 +1,3 @@
+//! Carrying out one step. `resources/` holds the pure builders of every object quorate owns.
+
+pub mod resources;

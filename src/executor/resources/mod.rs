@@ -1,0 +1,5 @@
+//! Pure builders of the objects quorate owns for an ensemble: names, labels and ZooKeeper's
+//! configuration files. No I/O.
+
+pub mod names;
+pub mod zoo_cfg;

@@ -1,0 +1,705 @@
+//! Reading and changing the membership: `getConfig` and incremental `reconfig` through
+//! `zookeeper-client`, authenticated as a digest user (the operator user with `rwa` on
+//! `/zookeeper/config`, or super).
+//!
+//! Every change is idempotent and decided from the committed configuration, never from the
+//! reply alone:
+//!
+//! 1. connect (bounded), `sync`, read `/zookeeper/config`;
+//! 2. if the change is already in place (the joiner is a voter with the same line; the leaving
+//!    server is not in the configuration), succeed without a reconfig;
+//! 3. before an add, observe the ensemble and refuse a joiner that is not a serving, synced
+//!    follower (ZooKeeper itself commits a dead joiner when the old voters form a quorum);
+//! 4. send the reconfig conditioned on the version read in 1;
+//! 5. on `BadVersion` go back to 1; on a connection loss, a timeout or an expired session, drop
+//!    the session, reconnect, and go back to 1, which decides whether the change committed. (A
+//!    leader that removes itself drops every connection once the change commits; measured on
+//!    3.9.5, the reply usually arrives first, but not always.)
+//!
+//! Every request has its own timeout, and the whole operation a deadline.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use tracing::{debug, info, warn};
+use zookeeper_client as zkc;
+
+use super::admin::{AdminProbe, Mode};
+use super::config::{EnsembleConfig, ParseError, ServerEntry};
+use super::ensemble::observe_ensemble;
+use super::{DEFAULT_ADMIN_PORT, MemberAddr, MemberProbe, MembershipControl};
+use crate::planner::ServerId;
+
+/// ZooKeeper's `NewConfigNoQuorum` (not mapped by `zookeeper-client`).
+const NEW_CONFIG_NO_QUORUM: i32 = -13;
+/// ZooKeeper's `ReconfigInProgress` (not mapped by `zookeeper-client`).
+const RECONFIG_IN_PROGRESS: i32 = -14;
+
+/// Errors of reading or changing the membership. `op` is the operation, such as
+/// `add server.4` or `remove server.2`.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No session could be established.
+    #[error("connecting to ZooKeeper at {connect}: {source}")]
+    Connect {
+        /// The connect string.
+        connect: String,
+        /// What the client said.
+        #[source]
+        source: zkc::Error,
+    },
+    /// Reading `/zookeeper/config` failed for a reason other than the connection.
+    #[error("reading /zookeeper/config through {connect}: {source}")]
+    ReadConfig {
+        /// The connect string.
+        connect: String,
+        /// What the client said.
+        #[source]
+        source: zkc::Error,
+    },
+    /// `/zookeeper/config` (or a reconfig reply) could not be parsed.
+    #[error("the configuration ZooKeeper returned is not understood: {source}")]
+    BadConfig {
+        /// The parse error, naming the line.
+        #[source]
+        source: ParseError,
+    },
+    /// The session's user may not reconfigure.
+    #[error(
+        "reconfig needs the operator credentials: {op} was refused (NoAuth) for {who}; the user needs \
+         rwa on /zookeeper/config (or to be the super user)"
+    )]
+    NoAuth {
+        /// The operation.
+        op: String,
+        /// The digest user, or "an unauthenticated session".
+        who: String,
+    },
+    /// The joiner is not a serving, synced follower, so it must not become a voter.
+    #[error("refusing to add server.{id} as a voter: {reason}")]
+    JoinerNotReady {
+        /// The joiner.
+        id: ServerId,
+        /// Why, with what was observed.
+        reason: String,
+    },
+    /// The id is in the configuration with another line.
+    #[error(
+        "cannot add server.{id}: the configuration has {existing:?}, not {wanted:?}; remove it first"
+    )]
+    ConflictingEntry {
+        /// The server id.
+        id: ServerId,
+        /// The line in the configuration.
+        existing: String,
+        /// The line asked for.
+        wanted: String,
+    },
+    /// Removing the only voter is impossible (ZooKeeper answers BadArguments).
+    #[error("refusing to remove server.{id}: it is the only voter")]
+    LastVoter {
+        /// The server id.
+        id: ServerId,
+    },
+    /// The new configuration would have no quorum of connected, synced members.
+    #[error(
+        "{op}: no quorum of the new configuration is connected and synced with the leader \
+         (NewConfigNoQuorum); start and sync the new members first"
+    )]
+    NewConfigNoQuorum {
+        /// The operation.
+        op: String,
+    },
+    /// The servers run with `reconfigEnabled=false`.
+    #[error("{op}: dynamic reconfiguration is disabled on the servers (set reconfigEnabled=true)")]
+    ReconfigDisabled {
+        /// The operation.
+        op: String,
+    },
+    /// The server does not implement reconfig: it runs standalone.
+    #[error(
+        "{op}: the server does not implement reconfig (Unimplemented); it runs standalone (set standaloneEnabled=false)"
+    )]
+    Standalone {
+        /// The operation.
+        op: String,
+    },
+    /// ZooKeeper rejected the reconfig for another reason.
+    #[error("{op}: ZooKeeper rejected the reconfig: {source}")]
+    Rejected {
+        /// The operation.
+        op: String,
+        /// What the client said.
+        #[source]
+        source: zkc::Error,
+    },
+    /// The operation did not finish before its deadline (connection losses, conflicts, an
+    /// election that takes long, ...).
+    #[error("{op} did not finish within {deadline:?} ({attempts} attempts); last problem: {last}")]
+    GaveUp {
+        /// The operation.
+        op: String,
+        /// The deadline.
+        deadline: Duration,
+        /// How many rounds were tried.
+        attempts: u32,
+        /// The last problem seen.
+        last: String,
+    },
+}
+
+impl Error {
+    /// Whether retrying later may succeed without anyone changing anything.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Error::Connect { .. }
+                | Error::GaveUp { .. }
+                | Error::NewConfigNoQuorum { .. }
+                | Error::JoinerNotReady { .. }
+        ) || matches!(self, Error::ReadConfig { source, .. } if is_connection_problem(source))
+    }
+}
+
+/// The failures after which the session is dropped and the configuration read again.
+fn is_connection_problem(e: &zkc::Error) -> bool {
+    matches!(
+        e,
+        zkc::Error::ConnectionLoss
+            | zkc::Error::SessionExpired
+            | zkc::Error::ClientClosed
+            | zkc::Error::Timeout
+            | zkc::Error::NoHosts
+            | zkc::Error::SessionMoved
+    )
+}
+
+/// A digest user (`user:password`). The password never appears in `Debug` output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    user: String,
+    password: String,
+}
+
+impl Credentials {
+    /// Digest credentials.
+    pub fn digest(user: impl Into<String>, password: impl Into<String>) -> Credentials {
+        Credentials {
+            user: user.into(),
+            password: password.into(),
+        }
+    }
+
+    /// The user name.
+    pub fn user(&self) -> &str {
+        &self.user
+    }
+
+    fn auth_bytes(&self) -> Vec<u8> {
+        format!("{}:{}", self.user, self.password).into_bytes()
+    }
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field("user", &self.user)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Timeouts of [`ZkMembership`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Establishing a session.
+    pub connect: Duration,
+    /// The session timeout negotiated with the servers.
+    pub session: Duration,
+    /// One request (`sync`, `getConfig`, `reconfig`).
+    pub request: Duration,
+    /// Observing the ensemble before an add (per member, all at once).
+    pub probe: Duration,
+    /// A whole add or remove, retries included.
+    pub operation: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: Duration::from_secs(10),
+            session: Duration::from_secs(10),
+            request: Duration::from_secs(10),
+            probe: Duration::from_secs(3),
+            operation: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The result of an add or remove that succeeded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReconfigOutcome {
+    /// The committed configuration afterwards.
+    pub config: EnsembleConfig,
+    /// This call sent a reconfig before it found the change in place; false when the change was
+    /// already in place (a no-op).
+    pub changed: bool,
+    /// Connection losses (or timeouts) recovered from by reconnecting and re-reading.
+    pub connection_losses: u32,
+    /// `BadVersion` answers recovered from by re-reading.
+    pub version_conflicts: u32,
+}
+
+/// Why reading `/zookeeper/config` failed.
+enum ReadError {
+    Zk(zkc::Error),
+    Parse(ParseError),
+}
+
+/// The change asked for.
+enum Goal<'a> {
+    Add(&'a ServerEntry),
+    Remove(ServerId),
+}
+
+/// Whether the change is in a configuration.
+enum Progress {
+    Done,
+    Pending,
+}
+
+impl Goal<'_> {
+    fn op(&self) -> String {
+        match self {
+            Goal::Add(e) => format!("add server.{}", e.id),
+            Goal::Remove(id) => format!("remove server.{id}"),
+        }
+    }
+
+    fn progress(&self, config: &EnsembleConfig) -> Result<Progress, Error> {
+        match self {
+            Goal::Add(joiner) => match config.get(joiner.id) {
+                Some(existing) if existing == *joiner => Ok(Progress::Done),
+                Some(existing) => Err(Error::ConflictingEntry {
+                    id: joiner.id,
+                    existing: existing.line(),
+                    wanted: joiner.line(),
+                }),
+                None => Ok(Progress::Pending),
+            },
+            Goal::Remove(id) => match config.get(*id) {
+                None => Ok(Progress::Done),
+                Some(_) if config.voters() == BTreeSet::from([*id]) => {
+                    Err(Error::LastVoter { id: *id })
+                }
+                Some(_) => Ok(Progress::Pending),
+            },
+        }
+    }
+}
+
+/// Reads and changes the membership of one ensemble through `zookeeper-client`.
+pub struct ZkMembership<P = AdminProbe> {
+    connect: String,
+    credentials: Option<Credentials>,
+    timeouts: Timeouts,
+    admin_port: u16,
+    probe: P,
+    client: tokio::sync::Mutex<Option<zkc::Client>>,
+}
+
+impl<P> fmt::Debug for ZkMembership<P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ZkMembership")
+            .field("connect", &self.connect)
+            .field("credentials", &self.credentials)
+            .field("timeouts", &self.timeouts)
+            .field("admin_port", &self.admin_port)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ZkMembership<AdminProbe> {
+    /// A client of the ensemble at `connect` (`host:port,host:port,...`), authenticated with
+    /// `credentials` (none: reconfig will be refused), probing joiners with an [`AdminProbe`].
+    pub fn new(
+        connect: impl Into<String>,
+        credentials: Option<Credentials>,
+    ) -> Result<ZkMembership<AdminProbe>, super::admin::Error> {
+        let timeouts = Timeouts::default();
+        Ok(ZkMembership {
+            connect: connect.into(),
+            credentials,
+            timeouts,
+            admin_port: DEFAULT_ADMIN_PORT,
+            probe: AdminProbe::new(timeouts.probe)?,
+            client: tokio::sync::Mutex::new(None),
+        })
+    }
+}
+
+impl<P: MemberProbe> ZkMembership<P> {
+    /// Uses `probe` to check joiners.
+    pub fn with_probe<Q: MemberProbe>(self, probe: Q) -> ZkMembership<Q> {
+        ZkMembership {
+            connect: self.connect,
+            credentials: self.credentials,
+            timeouts: self.timeouts,
+            admin_port: self.admin_port,
+            probe,
+            client: self.client,
+        }
+    }
+
+    /// Other timeouts.
+    pub fn with_timeouts(mut self, timeouts: Timeouts) -> Self {
+        self.timeouts = timeouts;
+        self
+    }
+
+    /// The members' AdminServer port (default 8080), on the host of their configuration line.
+    pub fn with_admin_port(mut self, port: u16) -> Self {
+        self.admin_port = port;
+        self
+    }
+
+    /// The connect string.
+    pub fn connect_string(&self) -> &str {
+        &self.connect
+    }
+
+    /// The members of `config` (and `extra`) as probe addresses.
+    pub fn member_addrs<'a>(
+        &self,
+        config: &'a EnsembleConfig,
+        extra: impl IntoIterator<Item = &'a ServerEntry>,
+    ) -> Vec<MemberAddr> {
+        config
+            .servers
+            .values()
+            .chain(extra)
+            .filter_map(|e| MemberAddr::from_entry(e, self.admin_port))
+            .collect()
+    }
+
+    async fn call<T>(
+        &self,
+        request: impl Future<Output = Result<T, zkc::Error>>,
+    ) -> Result<T, zkc::Error> {
+        tokio::time::timeout(self.timeouts.request, request)
+            .await
+            .unwrap_or(Err(zkc::Error::Timeout))
+    }
+
+    /// The cached session, or a new one.
+    async fn session(&self) -> Result<zkc::Client, Error> {
+        let mut cached = self.client.lock().await;
+        if let Some(client) = cached.as_ref() {
+            return Ok(client.clone());
+        }
+        let mut connector = zkc::Client::connector().with_session_timeout(self.timeouts.session);
+        if let Some(c) = &self.credentials {
+            connector = connector.with_auth("digest", &c.auth_bytes());
+        }
+        let client = tokio::time::timeout(self.timeouts.connect, connector.connect(&self.connect))
+            .await
+            .unwrap_or(Err(zkc::Error::Timeout))
+            .map_err(|source| Error::Connect {
+                connect: self.connect.clone(),
+                source,
+            })?;
+        debug!(connect = %self.connect, session = ?client.session_id(), "connected");
+        *cached = Some(client.clone());
+        Ok(client)
+    }
+
+    /// Drops the session; the next call connects again.
+    async fn forget_session(&self) {
+        self.client.lock().await.take();
+    }
+
+    async fn read_with(&self, client: &zkc::Client) -> Result<EnsembleConfig, ReadError> {
+        // The server this session uses may lag; sync makes it catch up with the leader.
+        self.call(client.sync("/")).await.map_err(ReadError::Zk)?;
+        let (data, stat) = self
+            .call(client.get_config())
+            .await
+            .map_err(ReadError::Zk)?;
+        parse_config(&data, stat.mzxid).map_err(ReadError::Parse)
+    }
+
+    fn read_error(&self, e: ReadError) -> Error {
+        match e {
+            ReadError::Zk(source) => Error::ReadConfig {
+                connect: self.connect.clone(),
+                source,
+            },
+            ReadError::Parse(source) => Error::BadConfig { source },
+        }
+    }
+
+    /// The committed configuration (after a `sync`), reconnecting once after a connection
+    /// problem.
+    pub async fn read_config(&self) -> Result<EnsembleConfig, Error> {
+        let mut last = zkc::Error::ConnectionLoss;
+        for _ in 0..2 {
+            let client = self.session().await?;
+            match self.read_with(&client).await {
+                Ok(config) => return Ok(config),
+                Err(ReadError::Zk(e)) if is_connection_problem(&e) => {
+                    self.forget_session().await;
+                    last = e;
+                }
+                Err(e) => return Err(self.read_error(e)),
+            }
+        }
+        Err(self.read_error(ReadError::Zk(last)))
+    }
+
+    /// Refuses a joiner that is not a serving follower the leader has synced.
+    pub async fn check_joiner(
+        &self,
+        config: &EnsembleConfig,
+        joiner: &ServerEntry,
+    ) -> Result<(), Error> {
+        let not_ready = |reason: String| Error::JoinerNotReady {
+            id: joiner.id,
+            reason,
+        };
+        if MemberAddr::from_entry(joiner, self.admin_port).is_none() {
+            return Err(not_ready(format!(
+                "its line {:?} names no host to probe",
+                joiner.line()
+            )));
+        }
+        let addrs = self.member_addrs(config, [joiner]);
+        let seen = observe_ensemble(&self.probe, &addrs, self.timeouts.probe).await;
+        let Some(obs) = seen.members.get(&joiner.id) else {
+            return Err(not_ready("it was not observed".into()));
+        };
+        let describe = seen.describe(joiner.id);
+        if !obs.serving {
+            return Err(not_ready(format!(
+                "it is not running or not serving ({describe})"
+            )));
+        }
+        if obs.mode != Some(Mode::Follower) {
+            return Err(not_ready(format!("it is not a follower ({describe})")));
+        }
+        if !seen.is_synced(joiner.id) {
+            let leader = match seen.leader {
+                Some(l) => format!("leader server.{l}"),
+                None => "no leader".into(),
+            };
+            let notes = if seen.notes.is_empty() {
+                String::new()
+            } else {
+                format!("; {}", seen.notes.join("; "))
+            };
+            return Err(not_ready(format!(
+                "it is not synced with the {leader} ({describe}{notes})"
+            )));
+        }
+        Ok(())
+    }
+
+    async fn reconfigure(&self, goal: Goal<'_>) -> Result<ReconfigOutcome, Error> {
+        let op = goal.op();
+        let started = Instant::now();
+        let deadline = started + self.timeouts.operation;
+        let mut outcome = ReconfigOutcome {
+            config: EnsembleConfig::default(),
+            changed: false,
+            connection_losses: 0,
+            version_conflicts: 0,
+        };
+        let mut attempts = 0u32;
+        let mut last = String::from("none");
+        loop {
+            if attempts > 0 {
+                let pause = Duration::from_millis(100 * u64::from(attempts.min(10)));
+                if Instant::now() + pause >= deadline {
+                    return Err(Error::GaveUp {
+                        op,
+                        deadline: self.timeouts.operation,
+                        attempts,
+                        last,
+                    });
+                }
+                tokio::time::sleep(pause).await;
+            }
+            attempts += 1;
+            let client = match self.session().await {
+                Ok(c) => c,
+                Err(e) => {
+                    last = e.to_string();
+                    continue;
+                }
+            };
+            let config = match self.read_with(&client).await {
+                Ok(c) => c,
+                Err(ReadError::Zk(e)) if is_connection_problem(&e) => {
+                    last = format!("reading the configuration: {e}");
+                    self.forget_session().await;
+                    continue;
+                }
+                Err(e) => return Err(self.read_error(e)),
+            };
+            if let Progress::Done = goal.progress(&config)? {
+                info!(%op, version = config.version, changed = outcome.changed, "membership change in place");
+                outcome.config = config;
+                return Ok(outcome);
+            }
+            if let Goal::Add(joiner) = &goal {
+                self.check_joiner(&config, joiner).await?;
+            }
+            let line;
+            let id_text;
+            let (joining, leaving): (Vec<&str>, Vec<&str>) = match &goal {
+                Goal::Add(joiner) => {
+                    line = joiner.line();
+                    (vec![line.as_str()], Vec::new())
+                }
+                Goal::Remove(id) => {
+                    id_text = id.to_string();
+                    (Vec::new(), vec![id_text.as_str()])
+                }
+            };
+            let update = zkc::EnsembleUpdate::Incremental {
+                joinings: joining.into_iter(),
+                leavings: leaving.into_iter(),
+            };
+            let expected = i64::try_from(config.version).ok();
+            outcome.changed = true;
+            info!(%op, version = config.version, "reconfig");
+            match self.call(client.update_ensemble(update, expected)).await {
+                Ok((data, stat)) => {
+                    let new = parse_config(&data, stat.mzxid)
+                        .map_err(|source| Error::BadConfig { source })?;
+                    if let Progress::Done = goal.progress(&new)? {
+                        info!(%op, version = new.version, elapsed = ?started.elapsed(), "reconfig committed");
+                        outcome.config = new;
+                        return Ok(outcome);
+                    }
+                    last = format!(
+                        "the reconfig reply lacks the change: {}",
+                        new.to_text().replace('\n', " ")
+                    );
+                }
+                Err(zkc::Error::BadVersion) => {
+                    outcome.version_conflicts += 1;
+                    last = format!("version {:x} was stale (BadVersion)", config.version);
+                    debug!(%op, "{last}");
+                }
+                Err(e) if is_connection_problem(&e) => {
+                    outcome.connection_losses += 1;
+                    last = format!("reconfig: {e}");
+                    warn!(%op, error = %e, "lost the connection during reconfig; re-reading the configuration");
+                    self.forget_session().await;
+                }
+                Err(zkc::Error::UnexpectedErrorCode(RECONFIG_IN_PROGRESS)) => {
+                    last = "another reconfig is in progress".into();
+                }
+                Err(zkc::Error::UnexpectedErrorCode(NEW_CONFIG_NO_QUORUM)) => {
+                    return Err(Error::NewConfigNoQuorum { op });
+                }
+                Err(zkc::Error::NoAuth) => {
+                    let who = match &self.credentials {
+                        Some(c) => format!("digest user {:?}", c.user()),
+                        None => "an unauthenticated session".into(),
+                    };
+                    return Err(Error::NoAuth { op, who });
+                }
+                Err(zkc::Error::ReconfigDisabled) => return Err(Error::ReconfigDisabled { op }),
+                Err(zkc::Error::Unimplemented) => return Err(Error::Standalone { op }),
+                Err(source) => return Err(Error::Rejected { op, source }),
+            }
+        }
+    }
+}
+
+fn parse_config(data: &[u8], mzxid: i64) -> Result<EnsembleConfig, ParseError> {
+    let text = String::from_utf8_lossy(data);
+    EnsembleConfig::parse_with_fallback(&text, u64::try_from(mzxid).ok())
+}
+
+impl<P: MemberProbe> MembershipControl for ZkMembership<P> {
+    async fn read_config(&self) -> Result<EnsembleConfig, Error> {
+        ZkMembership::read_config(self).await
+    }
+
+    async fn add_voter(&self, joiner: &ServerEntry) -> Result<ReconfigOutcome, Error> {
+        self.reconfigure(Goal::Add(joiner)).await
+    }
+
+    async fn remove_voter(&self, id: ServerId) -> Result<ReconfigOutcome, Error> {
+        self.reconfigure(Goal::Remove(id)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_never_print_the_password() {
+        let c = Credentials::digest("quorate", "s3cret");
+        assert!(!format!("{c:?}").contains("s3cret"));
+        assert_eq!(c.user(), "quorate");
+    }
+
+    #[test]
+    fn an_add_is_done_when_the_same_line_is_there_and_conflicts_with_another() {
+        let config = EnsembleConfig::parse(
+            "server.1=a:2888:3888:participant;a:2181\nserver.2=b:2888:3888:observer;b:2181\nversion=5",
+        )
+        .unwrap();
+        let same: ServerEntry = "server.1=a:2888:3888;a:2181".parse().unwrap();
+        assert!(matches!(
+            Goal::Add(&same).progress(&config),
+            Ok(Progress::Done)
+        ));
+        let as_voter: ServerEntry = "server.2=b:2888:3888:participant;b:2181".parse().unwrap();
+        let err = Goal::Add(&as_voter).progress(&config).err().unwrap();
+        assert!(
+            err.to_string()
+                .contains("server.2=b:2888:3888:observer;b:2181"),
+            "{err}"
+        );
+        let new: ServerEntry = "server.3=c:2888:3888;c:2181".parse().unwrap();
+        assert!(matches!(
+            Goal::Add(&new).progress(&config),
+            Ok(Progress::Pending)
+        ));
+    }
+
+    #[test]
+    fn a_remove_is_done_when_the_server_is_gone_and_refused_for_the_last_voter() {
+        let config =
+            EnsembleConfig::parse("server.1=a:2888:3888:participant;a:2181\nversion=5").unwrap();
+        assert!(matches!(
+            Goal::Remove(ServerId(7)).progress(&config),
+            Ok(Progress::Done)
+        ));
+        assert!(matches!(
+            Goal::Remove(ServerId(1)).progress(&config),
+            Err(Error::LastVoter { id: ServerId(1) })
+        ));
+    }
+
+    #[test]
+    fn the_no_auth_error_says_what_is_needed() {
+        let e = Error::NoAuth {
+            op: "add server.4".into(),
+            who: "an unauthenticated session".into(),
+        };
+        let text = e.to_string();
+        assert!(
+            text.starts_with("reconfig needs the operator credentials: add server.4"),
+            "{text}"
+        );
+        assert!(text.contains("/zookeeper/config"));
+    }
+}
