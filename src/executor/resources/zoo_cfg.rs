@@ -88,7 +88,7 @@ mod tests {
         c.extra.insert("maxClientCnxns".into(), "100".into());
         c.extra.insert("reconfigEnabled".into(), "false".into());
         let cfg = render_static(&c);
-        let last = cfg.lines().filter(|l| l.starts_with("reconfigEnabled=")).last();
+        let last = cfg.lines().rfind(|l| l.starts_with("reconfigEnabled="));
         assert_eq!(last, Some("reconfigEnabled=true"), "ZooKeeper takes the last value");
         assert!(cfg.contains("maxClientCnxns=100"));
     }
