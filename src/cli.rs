@@ -101,19 +101,30 @@ pub enum Error {
 /// Runs the pure subcommands (those that need no cluster) and returns what to print.
 pub fn run_offline(command: &Command, clock_now: Timestamp) -> Result<String, Error> {
     match command {
-        Command::Crd { out_dir: None } => crate::crd::all_crds_yaml().map_err(|e| Error::Render(e.to_string())),
+        Command::Crd { out_dir: None } => {
+            crate::crd::all_crds_yaml().map_err(|e| Error::Render(e.to_string()))
+        }
         Command::Crd { out_dir: Some(dir) } => {
             let mut written = String::new();
             for crd in crate::crd::all_crds() {
                 let path = dir.join(crate::crd::crd_file_name(&crd));
-                let yaml = serde_norway::to_string(&crd).map_err(|e| Error::Render(e.to_string()))?;
-                std::fs::write(&path, yaml).map_err(|source| Error::Write { path: path.clone(), source })?;
+                let yaml =
+                    serde_norway::to_string(&crd).map_err(|e| Error::Render(e.to_string()))?;
+                std::fs::write(&path, yaml).map_err(|source| Error::Write {
+                    path: path.clone(),
+                    source,
+                })?;
                 written.push_str(&format!("wrote {}\n", path.display()));
             }
             Ok(written)
         }
         Command::Version => Ok(format!("quorate {}\n", env!("CARGO_PKG_VERSION"))),
-        Command::Plan { desired, observed, now, output } => {
+        Command::Plan {
+            desired,
+            observed,
+            now,
+            output,
+        } => {
             let desired_spec = read_desired(desired)?;
             let observed = read_observed(observed)?;
             let plan = planner::plan(&desired_spec, &observed, now.unwrap_or(clock_now));
@@ -123,7 +134,10 @@ pub fn run_offline(command: &Command, clock_now: Timestamp) -> Result<String, Er
 }
 
 fn read(path: &Path) -> Result<String, Error> {
-    std::fs::read_to_string(path).map_err(|source| Error::Read { path: path.to_path_buf(), source })
+    std::fs::read_to_string(path).map_err(|source| Error::Read {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// Reads a MasterEnsemble manifest or bare spec and validates it into [`Desired`].
@@ -148,7 +162,10 @@ pub fn read_desired(path: &Path) -> Result<Desired, Error> {
             message: e.to_string(),
         })?
     };
-    Desired::try_from(&spec).map_err(|source| Error::Spec { path: path.to_path_buf(), source })
+    Desired::try_from(&spec).map_err(|source| Error::Spec {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// Reads an observed ensemble.
@@ -169,7 +186,9 @@ pub fn render_plan(plan: &Plan, desired: &Desired, output: Output) -> Result<Str
             if let Some(obj) = value.as_object_mut() {
                 obj.insert("specHash".into(), desired.spec_hash.clone().into());
             }
-            serde_json::to_string_pretty(&value).map(|s| s + "\n").map_err(|e| Error::Render(e.to_string()))
+            serde_json::to_string_pretty(&value)
+                .map(|s| s + "\n")
+                .map_err(|e| Error::Render(e.to_string()))
         }
         Output::Text => Ok(format!(
             "decision:  {}\nrule:      {}\nspec hash: {}\n",

@@ -11,7 +11,9 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, PersistentVolumeClaim, Pod, ServiceAccount};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Namespace, PersistentVolumeClaim, Pod, ServiceAccount,
+};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleRef, Subject};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -31,16 +33,30 @@ struct Ctx {
 
 impl Ctx {
     async fn client(&self) -> Result<Client, Failed> {
-        self.plane.client().await.map_err(|e| Failed::from(format!("admin client: {e}")))
+        self.plane
+            .client()
+            .await
+            .map_err(|e| Failed::from(format!("admin client: {e}")))
     }
 
     /// A fresh namespace for one test.
     async fn namespace(&self, name: &str) -> Result<(Client, String), Failed> {
         let client = self.client().await?;
-        let ns = format!("t-{}", name.replace('_', "-").chars().take(50).collect::<String>());
+        let ns = format!(
+            "t-{}",
+            name.replace('_', "-").chars().take(50).collect::<String>()
+        );
         let api: Api<Namespace> = Api::all(client.clone());
-        let obj = Namespace { metadata: ObjectMeta { name: Some(ns.clone()), ..Default::default() }, ..Default::default() };
-        api.create(&PostParams::default(), &obj).await.map_err(|e| Failed::from(format!("create namespace {ns}: {e}")))?;
+        let obj = Namespace {
+            metadata: ObjectMeta {
+                name: Some(ns.clone()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        api.create(&PostParams::default(), &obj)
+            .await
+            .map_err(|e| Failed::from(format!("create namespace {ns}: {e}")))?;
         Ok((client, ns))
     }
 }
@@ -50,7 +66,8 @@ fn fail(msg: impl Into<String>) -> Failed {
 }
 
 fn ensemble(name: &str, replicas: i32) -> MasterEnsemble {
-    let spec: MasterEnsembleSpec = serde_json::from_value(serde_json::json!({ "replicas": replicas })).expect("spec");
+    let spec: MasterEnsembleSpec =
+        serde_json::from_value(serde_json::json!({ "replicas": replicas })).expect("spec");
     MasterEnsemble::new(name, spec)
 }
 
@@ -77,16 +94,25 @@ fn restore(name: &str) -> ZkRestore {
 }
 
 /// Expects the API server to refuse `result` with HTTP 422 and a message containing `needle`.
-fn expect_rejected<T: std::fmt::Debug>(result: Result<T, kube::Error>, needle: &str, what: &str) -> TestResult {
+fn expect_rejected<T: std::fmt::Debug>(
+    result: Result<T, kube::Error>,
+    needle: &str,
+    what: &str,
+) -> TestResult {
     match result {
         Err(kube::Error::Api(status)) if status.code == 422 => {
             if status.message.contains(needle) {
                 Ok(())
             } else {
-                Err(fail(format!("{what}: rejected, but the message lacks {needle:?}: {}", status.message)))
+                Err(fail(format!(
+                    "{what}: rejected, but the message lacks {needle:?}: {}",
+                    status.message
+                )))
             }
         }
-        Err(e) => Err(fail(format!("{what}: expected 422 mentioning {needle:?}, got {e}"))),
+        Err(e) => Err(fail(format!(
+            "{what}: expected 422 mentioning {needle:?}, got {e}"
+        ))),
         Ok(v) => Err(fail(format!("{what}: the API server accepted it: {v:?}"))),
     }
 }
@@ -95,7 +121,10 @@ async fn crds_install_and_become_established(ctx: Arc<Ctx>) -> TestResult {
     let api: Api<CustomResourceDefinition> = Api::all(ctx.client().await?);
     for crd in all_crds() {
         let name = crd.metadata.name.clone().unwrap_or_default();
-        let got = api.get(&name).await.map_err(|e| fail(format!("get {name}: {e}")))?;
+        let got = api
+            .get(&name)
+            .await
+            .map_err(|e| fail(format!("get {name}: {e}")))?;
         let established = got
             .status
             .and_then(|s| s.conditions)
@@ -120,13 +149,21 @@ async fn the_server_rejects_bad_replica_counts(ctx: Arc<Ctx>) -> TestResult {
         (11, "spec.replicas must be between 1 and 9"),
         (-1, "spec.replicas must be between 1 and 9"),
     ] {
-        let r = api.create(&PostParams::default(), &ensemble(&format!("r{}", replicas + 1), replicas)).await;
+        let r = api
+            .create(
+                &PostParams::default(),
+                &ensemble(&format!("r{}", replicas + 1), replicas),
+            )
+            .await;
         expect_rejected(r, needle, &format!("replicas {replicas}"))?;
     }
     for replicas in [1, 3, 5, 7, 9] {
-        api.create(&PostParams::default(), &ensemble(&format!("ok{replicas}"), replicas))
-            .await
-            .map_err(|e| fail(format!("replicas {replicas} must be accepted: {e}")))?;
+        api.create(
+            &PostParams::default(),
+            &ensemble(&format!("ok{replicas}"), replicas),
+        )
+        .await
+        .map_err(|e| fail(format!("replicas {replicas} must be accepted: {e}")))?;
     }
     Ok(())
 }
@@ -139,19 +176,32 @@ async fn the_server_rejects_bad_backup_labels(ctx: Arc<Ctx>) -> TestResult {
         ("ab", "spec.label must be between 3 and 25 characters long"),
         (long.as_str(), "spec.label"),
         ("...abc", "spec.label cannot start with ..."),
-        ("a b", "spec.label must be composed of the characters [A-Za-z0-9_.-]"),
-        ("a/b", "spec.label must be composed of the characters [A-Za-z0-9_.-]"),
+        (
+            "a b",
+            "spec.label must be composed of the characters [A-Za-z0-9_.-]",
+        ),
+        (
+            "a/b",
+            "spec.label must be composed of the characters [A-Za-z0-9_.-]",
+        ),
     ]
     .into_iter()
     .enumerate()
     {
-        let r = api.create(&PostParams::default(), &backup(&format!("b{i}"), label)).await;
+        let r = api
+            .create(&PostParams::default(), &backup(&format!("b{i}"), label))
+            .await;
         expect_rejected(r, needle, &format!("label {label:?}"))?;
     }
     // The 26-character label names the limit too.
-    let r = api.create(&PostParams::default(), &backup("b-long", &long)).await;
+    let r = api
+        .create(&PostParams::default(), &backup("b-long", &long))
+        .await;
     expect_rejected(r, "25", "26-character label")?;
-    for (i, label) in ["nightly", "a.b-c_d", "x".repeat(25).as_str(), "..ok"].into_iter().enumerate() {
+    for (i, label) in ["nightly", "a.b-c_d", "x".repeat(25).as_str(), "..ok"]
+        .into_iter()
+        .enumerate()
+    {
         api.create(&PostParams::default(), &backup(&format!("ok-{i}"), label))
             .await
             .map_err(|e| fail(format!("label {label:?} must be accepted: {e}")))?;
@@ -166,14 +216,34 @@ async fn the_server_rejects_other_bad_specs_with_the_field_and_rule(ctx: Arc<Ctx
     let ensembles: Api<MasterEnsemble> = Api::namespaced(client, &ns);
 
     let mut b = backup("keep-zero", "nightly");
-    b.spec.retention = Some(Retention { keep_last: Some(0), max_age: None });
-    expect_rejected(backups.create(&PostParams::default(), &b).await, "spec.retention.keepLast must be at least 1", "keepLast 0")?;
+    b.spec.retention = Some(Retention {
+        keep_last: Some(0),
+        max_age: None,
+    });
+    expect_rejected(
+        backups.create(&PostParams::default(), &b).await,
+        "spec.retention.keepLast must be at least 1",
+        "keepLast 0",
+    )?;
     let mut b = backup("age-zero", "nightly");
-    b.spec.retention = Some(Retention { keep_last: None, max_age: Some("0s".into()) });
-    expect_rejected(backups.create(&PostParams::default(), &b).await, "spec.retention.maxAge must be a positive duration", "maxAge 0s")?;
+    b.spec.retention = Some(Retention {
+        keep_last: None,
+        max_age: Some("0s".into()),
+    });
+    expect_rejected(
+        backups.create(&PostParams::default(), &b).await,
+        "spec.retention.maxAge must be a positive duration",
+        "maxAge 0s",
+    )?;
     let mut b = backup("both", "nightly");
-    b.spec.destination.filesystem = Some(FilesystemDestination { path: "/backups".into() });
-    expect_rejected(backups.create(&PostParams::default(), &b).await, "exactly one of s3 or filesystem", "two destinations")?;
+    b.spec.destination.filesystem = Some(FilesystemDestination {
+        path: "/backups".into(),
+    });
+    expect_rejected(
+        backups.create(&PostParams::default(), &b).await,
+        "exactly one of s3 or filesystem",
+        "two destinations",
+    )?;
 
     let bad_mode: Result<ZkRestore, kube::Error> = {
         let mut v = serde_json::to_value(restore("sideways")).expect("json");
@@ -184,19 +254,36 @@ async fn the_server_rejects_other_bad_specs_with_the_field_and_rule(ctx: Arc<Ctx
             &kube::api::ApiResource::erase::<ZkRestore>(&()),
         );
         let obj: kube::api::DynamicObject = serde_json::from_value(v).expect("dynamic");
-        raw.create(&PostParams::default(), &obj).await.map(|_| restore("unused"))
+        raw.create(&PostParams::default(), &obj)
+            .await
+            .map(|_| restore("unused"))
     };
     expect_rejected(bad_mode, "spec.mode", "restore mode sideways")?;
     let mut r = restore("two-sources");
     r.spec.source.location = Some("s3://bucket/x".into());
-    expect_rejected(restores.create(&PostParams::default(), &r).await, "exactly one of backup or location", "two sources")?;
+    expect_rejected(
+        restores.create(&PostParams::default(), &r).await,
+        "exactly one of backup or location",
+        "two sources",
+    )?;
 
     let mut e = ensemble("fast-replace", 3);
     e.spec.failure.replace_after = "soon".into();
-    expect_rejected(ensembles.create(&PostParams::default(), &e).await, "spec.failure.replaceAfter must be a positive duration", "replaceAfter soon")?;
+    expect_rejected(
+        ensembles.create(&PostParams::default(), &e).await,
+        "spec.failure.replaceAfter must be a positive duration",
+        "replaceAfter soon",
+    )?;
     let mut e = ensemble("owns-keys", 3);
-    e.spec.config.extra.insert("server.7".into(), "127.0.0.7:2888:3888".into());
-    expect_rejected(ensembles.create(&PostParams::default(), &e).await, "spec.config.extra must not set keys that quorate owns", "server.N in extra")?;
+    e.spec
+        .config
+        .extra
+        .insert("server.7".into(), "127.0.0.7:2888:3888".into());
+    expect_rejected(
+        ensembles.create(&PostParams::default(), &e).await,
+        "spec.config.extra must not set keys that quorate owns",
+        "server.N in extra",
+    )?;
     Ok(())
 }
 
@@ -206,62 +293,134 @@ async fn immutable_fields_cannot_change(ctx: Arc<Ctx>) -> TestResult {
     let mut e = ensemble("masters", 3);
     e.spec.storage.storage_class_name = Some("fast".into());
     e.spec.storage.size = "2Gi".into();
-    let created = ensembles.create(&PostParams::default(), &e).await.map_err(|e| fail(format!("create: {e}")))?;
+    let created = ensembles
+        .create(&PostParams::default(), &e)
+        .await
+        .map_err(|e| fail(format!("create: {e}")))?;
 
     let mut changed = created.clone();
     changed.spec.storage.storage_class_name = Some("slow".into());
-    expect_rejected(ensembles.replace("masters", &PostParams::default(), &changed).await, "spec.storage.storageClassName is immutable", "storage class change")?;
+    expect_rejected(
+        ensembles
+            .replace("masters", &PostParams::default(), &changed)
+            .await,
+        "spec.storage.storageClassName is immutable",
+        "storage class change",
+    )?;
     let mut changed = created.clone();
     changed.spec.storage.storage_class_name = None;
-    expect_rejected(ensembles.replace("masters", &PostParams::default(), &changed).await, "spec.storage.storageClassName is immutable", "storage class removal")?;
+    expect_rejected(
+        ensembles
+            .replace("masters", &PostParams::default(), &changed)
+            .await,
+        "spec.storage.storageClassName is immutable",
+        "storage class removal",
+    )?;
     let mut changed = created.clone();
     changed.spec.storage.size = "1Gi".into();
-    expect_rejected(ensembles.replace("masters", &PostParams::default(), &changed).await, "spec.storage.size cannot be lowered", "storage shrink")?;
+    expect_rejected(
+        ensembles
+            .replace("masters", &PostParams::default(), &changed)
+            .await,
+        "spec.storage.size cannot be lowered",
+        "storage shrink",
+    )?;
     // Growing the volume and scaling are allowed.
     let mut changed = created.clone();
     changed.spec.storage.size = "4Gi".into();
     changed.spec.replicas = 5;
-    ensembles.replace("masters", &PostParams::default(), &changed).await.map_err(|e| fail(format!("grow and scale must be accepted: {e}")))?;
+    ensembles
+        .replace("masters", &PostParams::default(), &changed)
+        .await
+        .map_err(|e| fail(format!("grow and scale must be accepted: {e}")))?;
 
     let backups: Api<ZkBackup> = Api::namespaced(client.clone(), &ns);
-    let b = backups.create(&PostParams::default(), &backup("nightly", "nightly")).await.map_err(|e| fail(format!("{e}")))?;
+    let b = backups
+        .create(&PostParams::default(), &backup("nightly", "nightly"))
+        .await
+        .map_err(|e| fail(format!("{e}")))?;
     let mut changed = b.clone();
     changed.spec.label = "weekly".into();
-    expect_rejected(backups.replace("nightly", &PostParams::default(), &changed).await, "spec.label is immutable", "label change")?;
+    expect_rejected(
+        backups
+            .replace("nightly", &PostParams::default(), &changed)
+            .await,
+        "spec.label is immutable",
+        "label change",
+    )?;
     let mut changed = b.clone();
     changed.spec.ensemble_ref.name = "other".into();
-    expect_rejected(backups.replace("nightly", &PostParams::default(), &changed).await, "spec.ensembleRef is immutable", "ensembleRef change")?;
+    expect_rejected(
+        backups
+            .replace("nightly", &PostParams::default(), &changed)
+            .await,
+        "spec.ensembleRef is immutable",
+        "ensembleRef change",
+    )?;
 
     let restores: Api<ZkRestore> = Api::namespaced(client, &ns);
-    let r = restores.create(&PostParams::default(), &restore("once")).await.map_err(|e| fail(format!("{e}")))?;
+    let r = restores
+        .create(&PostParams::default(), &restore("once"))
+        .await
+        .map_err(|e| fail(format!("{e}")))?;
     let mut changed = r.clone();
     changed.spec.allow_older = true;
-    expect_rejected(restores.replace("once", &PostParams::default(), &changed).await, "spec of a ZkRestore is immutable", "restore change")?;
+    expect_rejected(
+        restores
+            .replace("once", &PostParams::default(), &changed)
+            .await,
+        "spec of a ZkRestore is immutable",
+        "restore change",
+    )?;
     Ok(())
 }
 
 async fn status_is_a_subresource(ctx: Arc<Ctx>) -> TestResult {
     let (client, ns) = ctx.namespace("status").await?;
     let api: Api<MasterEnsemble> = Api::namespaced(client, &ns);
-    api.create(&PostParams::default(), &ensemble("masters", 3)).await.map_err(|e| fail(format!("{e}")))?;
+    api.create(&PostParams::default(), &ensemble("masters", 3))
+        .await
+        .map_err(|e| fail(format!("{e}")))?;
     // A status write does not change the spec.
     let mut obj = api.get("masters").await.map_err(|e| fail(format!("{e}")))?;
     obj.spec.replicas = 9;
-    obj.status = Some(MasterEnsembleStatus { phase: Some("Running".into()), ready_members: 3, ..Default::default() });
-    let after = api.replace_status("masters", &PostParams::default(), &obj).await.map_err(|e| fail(format!("{e}")))?;
-    if after.spec.replicas != 3 || after.status.as_ref().and_then(|s| s.phase.as_deref()) != Some("Running") {
-        return Err(fail(format!("status write changed spec or lost status: {after:?}")));
+    obj.status = Some(MasterEnsembleStatus {
+        phase: Some("Running".into()),
+        ready_members: 3,
+        ..Default::default()
+    });
+    let after = api
+        .replace_status("masters", &PostParams::default(), &obj)
+        .await
+        .map_err(|e| fail(format!("{e}")))?;
+    if after.spec.replicas != 3
+        || after.status.as_ref().and_then(|s| s.phase.as_deref()) != Some("Running")
+    {
+        return Err(fail(format!(
+            "status write changed spec or lost status: {after:?}"
+        )));
     }
     // A spec write does not change the status.
     let mut obj = api.get("masters").await.map_err(|e| fail(format!("{e}")))?;
     obj.spec.replicas = 5;
-    obj.status = Some(MasterEnsembleStatus { phase: Some("Bogus".into()), ..Default::default() });
-    let after = api.replace("masters", &PostParams::default(), &obj).await.map_err(|e| fail(format!("{e}")))?;
-    if after.spec.replicas != 5 || after.status.as_ref().and_then(|s| s.phase.as_deref()) != Some("Running") {
+    obj.status = Some(MasterEnsembleStatus {
+        phase: Some("Bogus".into()),
+        ..Default::default()
+    });
+    let after = api
+        .replace("masters", &PostParams::default(), &obj)
+        .await
+        .map_err(|e| fail(format!("{e}")))?;
+    if after.spec.replicas != 5
+        || after.status.as_ref().and_then(|s| s.phase.as_deref()) != Some("Running")
+    {
         return Err(fail(format!("spec write changed status: {after:?}")));
     }
     if after.metadata.generation != Some(2) {
-        return Err(fail(format!("a spec change bumps the generation: {:?}", after.metadata.generation)));
+        return Err(fail(format!(
+            "a spec change bumps the generation: {:?}",
+            after.metadata.generation
+        )));
     }
     Ok(())
 }
@@ -269,7 +428,9 @@ async fn status_is_a_subresource(ctx: Arc<Ctx>) -> TestResult {
 async fn the_in_flight_claim_is_a_compare_and_set(ctx: Arc<Ctx>) -> TestResult {
     let (client, ns) = ctx.namespace("claim").await?;
     let api: Api<MasterEnsemble> = Api::namespaced(client, &ns);
-    api.create(&PostParams::default(), &ensemble("masters", 3)).await.map_err(|e| fail(format!("{e}")))?;
+    api.create(&PostParams::default(), &ensemble("masters", 3))
+        .await
+        .map_err(|e| fail(format!("{e}")))?;
     let base = api.get("masters").await.map_err(|e| fail(format!("{e}")))?;
     // Two operators read the same resourceVersion and claim different steps.
     let claim = |member: i64| {
@@ -287,21 +448,35 @@ async fn the_in_flight_claim_is_a_compare_and_set(ctx: Arc<Ctx>) -> TestResult {
         obj
     };
     let (a, b) = (claim(4), claim(5));
-    let (api_a, api_b): (Api<MasterEnsemble>, Api<MasterEnsemble>) =
-        (Api::namespaced(ctx.client().await?, &ns), Api::namespaced(ctx.client().await?, &ns));
+    let (api_a, api_b): (Api<MasterEnsemble>, Api<MasterEnsemble>) = (
+        Api::namespaced(ctx.client().await?, &ns),
+        Api::namespaced(ctx.client().await?, &ns),
+    );
     let pp = PostParams::default();
-    let (ra, rb) =
-        tokio::join!(api_a.replace_status("masters", &pp, &a), api_b.replace_status("masters", &pp, &b));
-    let conflicts = [&ra, &rb].iter().filter(|r| matches!(r, Err(kube::Error::Api(s)) if s.code == 409)).count();
+    let (ra, rb) = tokio::join!(
+        api_a.replace_status("masters", &pp, &a),
+        api_b.replace_status("masters", &pp, &b)
+    );
+    let conflicts = [&ra, &rb]
+        .iter()
+        .filter(|r| matches!(r, Err(kube::Error::Api(s)) if s.code == 409))
+        .count();
     let wins = [&ra, &rb].iter().filter(|r| r.is_ok()).count();
     if wins != 1 || conflicts != 1 {
-        return Err(fail(format!("expected one claim to win and one to conflict: {ra:?} / {rb:?}")));
+        return Err(fail(format!(
+            "expected one claim to win and one to conflict: {ra:?} / {rb:?}"
+        )));
     }
-    let now = api.get_status("masters").await.map_err(|e| fail(format!("{e}")))?;
+    let now = api
+        .get_status("masters")
+        .await
+        .map_err(|e| fail(format!("{e}")))?;
     let claimed = now.status.and_then(|s| s.in_flight).map(|s| s.member);
     let winner = if ra.is_ok() { 4 } else { 5 };
     if claimed != Some(winner) {
-        return Err(fail(format!("stored claim {claimed:?} is not the winner's {winner}")));
+        return Err(fail(format!(
+            "stored claim {claimed:?} is not the winner's {winner}"
+        )));
     }
     Ok(())
 }
@@ -310,36 +485,64 @@ async fn watches_deliver_create_update_and_delete_for_every_kind(ctx: Arc<Ctx>) 
     let (client, ns) = ctx.namespace("watch").await?;
     async fn check<K>(client: Client, ns: &str, obj: K, mutate: fn(&mut K)) -> TestResult
     where
-        K: kube::Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + serde::Serialize + Send + 'static,
+        K: kube::Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+            + Clone
+            + std::fmt::Debug
+            + serde::de::DeserializeOwned
+            + serde::Serialize
+            + Send
+            + 'static,
     {
         let api: Api<K> = Api::namespaced(client, ns);
         let name = obj.meta().name.clone().unwrap_or_default();
         let mut stream = watcher::watch_object(api.clone(), &name).boxed();
         // The first event is the initial state (absent).
-        let first = tokio::time::timeout(Duration::from_secs(10), stream.next()).await.map_err(|_| fail("no initial watch event"))?;
+        let first = tokio::time::timeout(Duration::from_secs(10), stream.next())
+            .await
+            .map_err(|_| fail("no initial watch event"))?;
         if !matches!(first, Some(Ok(None))) {
             return Err(fail(format!("initial event should be absent: {first:?}")));
         }
-        api.create(&PostParams::default(), &obj).await.map_err(|e| fail(format!("create: {e}")))?;
-        let created = tokio::time::timeout(Duration::from_secs(10), stream.next()).await.map_err(|_| fail("no create event"))?;
-        let Some(Ok(Some(created))) = created else { return Err(fail(format!("create event: {created:?}"))) };
+        api.create(&PostParams::default(), &obj)
+            .await
+            .map_err(|e| fail(format!("create: {e}")))?;
+        let created = tokio::time::timeout(Duration::from_secs(10), stream.next())
+            .await
+            .map_err(|_| fail("no create event"))?;
+        let Some(Ok(Some(created))) = created else {
+            return Err(fail(format!("create event: {created:?}")));
+        };
         let mut changed = created.clone();
         mutate(&mut changed);
-        api.replace(&name, &PostParams::default(), &changed).await.map_err(|e| fail(format!("update: {e}")))?;
-        let updated = tokio::time::timeout(Duration::from_secs(10), stream.next()).await.map_err(|_| fail("no update event"))?;
+        api.replace(&name, &PostParams::default(), &changed)
+            .await
+            .map_err(|e| fail(format!("update: {e}")))?;
+        let updated = tokio::time::timeout(Duration::from_secs(10), stream.next())
+            .await
+            .map_err(|_| fail("no update event"))?;
         match &updated {
             Some(Ok(Some(u))) if u.meta().resource_version != created.meta().resource_version => {}
             other => return Err(fail(format!("update event: {other:?}"))),
         }
-        api.delete(&name, &DeleteParams::default()).await.map_err(|e| fail(format!("delete: {e}")))?;
-        let deleted = tokio::time::timeout(Duration::from_secs(10), stream.next()).await.map_err(|_| fail("no delete event"))?;
+        api.delete(&name, &DeleteParams::default())
+            .await
+            .map_err(|e| fail(format!("delete: {e}")))?;
+        let deleted = tokio::time::timeout(Duration::from_secs(10), stream.next())
+            .await
+            .map_err(|_| fail("no delete event"))?;
         if !matches!(deleted, Some(Ok(None))) {
             return Err(fail(format!("delete event: {deleted:?}")));
         }
         Ok(())
     }
-    check(client.clone(), &ns, ensemble("masters", 3), |e| e.spec.replicas = 5).await?;
-    check(client.clone(), &ns, backup("nightly", "nightly"), |b| b.spec.suspend = true).await?;
+    check(client.clone(), &ns, ensemble("masters", 3), |e| {
+        e.spec.replicas = 5
+    })
+    .await?;
+    check(client.clone(), &ns, backup("nightly", "nightly"), |b| {
+        b.spec.suspend = true
+    })
+    .await?;
     check(client, &ns, restore("once"), |r| {
         r.metadata.labels = Some([("touched".to_string(), "yes".to_string())].into());
     })
@@ -349,25 +552,63 @@ async fn watches_deliver_create_update_and_delete_for_every_kind(ctx: Arc<Ctx>) 
 async fn the_operator_role_is_enough_and_nothing_less_is(ctx: Arc<Ctx>) -> TestResult {
     let (client, ns) = ctx.namespace("rbac").await?;
     // The ClusterRole from deploy/operator-rbac.yaml, bound to one ServiceAccount.
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/operator-rbac.yaml")).map_err(|e| fail(format!("{e}")))?;
-    let mut role: ClusterRole = serde_norway::from_str(&text).map_err(|e| fail(format!("parse role: {e}")))?;
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/operator-rbac.yaml"
+    ))
+    .map_err(|e| fail(format!("{e}")))?;
+    let mut role: ClusterRole =
+        serde_norway::from_str(&text).map_err(|e| fail(format!("parse role: {e}")))?;
     role.metadata.name = Some(format!("quorate-operator-{ns}"));
-    Api::<ClusterRole>::all(client.clone()).create(&PostParams::default(), &role).await.map_err(|e| fail(format!("create role: {e}")))?;
+    Api::<ClusterRole>::all(client.clone())
+        .create(&PostParams::default(), &role)
+        .await
+        .map_err(|e| fail(format!("create role: {e}")))?;
     let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), &ns);
     for sa in ["operator", "nobody"] {
-        let obj = ServiceAccount { metadata: ObjectMeta { name: Some(sa.into()), ..Default::default() }, ..Default::default() };
-        sas.create(&PostParams::default(), &obj).await.map_err(|e| fail(format!("create sa: {e}")))?;
+        let obj = ServiceAccount {
+            metadata: ObjectMeta {
+                name: Some(sa.into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        sas.create(&PostParams::default(), &obj)
+            .await
+            .map_err(|e| fail(format!("create sa: {e}")))?;
     }
     let binding = ClusterRoleBinding {
-        metadata: ObjectMeta { name: Some(format!("quorate-operator-{ns}")), ..Default::default() },
-        role_ref: RoleRef { api_group: Some("rbac.authorization.k8s.io".into()), kind: "ClusterRole".into(), name: format!("quorate-operator-{ns}") },
-        subjects: Some(vec![Subject { kind: "ServiceAccount".into(), name: "operator".into(), namespace: Some(ns.clone()), ..Default::default() }]),
+        metadata: ObjectMeta {
+            name: Some(format!("quorate-operator-{ns}")),
+            ..Default::default()
+        },
+        role_ref: RoleRef {
+            api_group: Some("rbac.authorization.k8s.io".into()),
+            kind: "ClusterRole".into(),
+            name: format!("quorate-operator-{ns}"),
+        },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".into(),
+            name: "operator".into(),
+            namespace: Some(ns.clone()),
+            ..Default::default()
+        }]),
     };
-    Api::<ClusterRoleBinding>::all(client.clone()).create(&PostParams::default(), &binding).await.map_err(|e| fail(format!("bind: {e}")))?;
+    Api::<ClusterRoleBinding>::all(client.clone())
+        .create(&PostParams::default(), &binding)
+        .await
+        .map_err(|e| fail(format!("bind: {e}")))?;
     let token = |sa: &'static str| {
         let sas = sas.clone();
         async move {
-            let req = TokenRequest { spec: Some(TokenRequestSpec { audiences: Some(vec![]), expiration_seconds: Some(600), ..Default::default() }), ..Default::default() };
+            let req = TokenRequest {
+                spec: Some(TokenRequestSpec {
+                    audiences: Some(vec![]),
+                    expiration_seconds: Some(600),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            };
             sas.create_token_request(sa, &PostParams::default(), &req)
                 .await
                 .map_err(|e| fail(format!("token for {sa}: {e}")))?
@@ -376,8 +617,16 @@ async fn the_operator_role_is_enough_and_nothing_less_is(ctx: Arc<Ctx>) -> TestR
                 .ok_or_else(|| fail("no token"))
         }
     };
-    let operator = ctx.plane.client_for_token(&token("operator").await?).await.map_err(|e| fail(format!("{e}")))?;
-    let nobody = ctx.plane.client_for_token(&token("nobody").await?).await.map_err(|e| fail(format!("{e}")))?;
+    let operator = ctx
+        .plane
+        .client_for_token(&token("operator").await?)
+        .await
+        .map_err(|e| fail(format!("{e}")))?;
+    let nobody = ctx
+        .plane
+        .client_for_token(&token("nobody").await?)
+        .await
+        .map_err(|e| fail(format!("{e}")))?;
 
     // RBAC grants can take a moment to reach the authorizer's cache.
     let ens: Api<MasterEnsemble> = Api::namespaced(operator.clone(), &ns);
@@ -390,40 +639,95 @@ async fn the_operator_role_is_enough_and_nothing_less_is(ctx: Arc<Ctx>) -> TestR
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     if !allowed {
-        return Err(fail("the operator's ServiceAccount cannot list MasterEnsembles"));
+        return Err(fail(
+            "the operator's ServiceAccount cannot list MasterEnsembles",
+        ));
     }
     // The operator's reads and writes.
-    Api::<MasterEnsemble>::namespaced(client.clone(), &ns).create(&PostParams::default(), &ensemble("masters", 3)).await.map_err(|e| fail(format!("{e}")))?;
+    Api::<MasterEnsemble>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &ensemble("masters", 3))
+        .await
+        .map_err(|e| fail(format!("{e}")))?;
     let status = serde_json::json!({"status": {"phase": "Creating"}});
-    ens.patch_status("masters", &PatchParams::default(), &Patch::Merge(&status)).await.map_err(|e| fail(format!("operator status patch: {e}")))?;
+    ens.patch_status("masters", &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .map_err(|e| fail(format!("operator status patch: {e}")))?;
     let pod: Pod = serde_json::from_value(serde_json::json!({
         "metadata": {"name": "masters-1"},
         "spec": {"containers": [{"name": "zookeeper", "image": "zookeeper:3.9.5"}]}
-    })).map_err(|e| fail(format!("{e}")))?;
-    Api::<Pod>::namespaced(operator.clone(), &ns).create(&PostParams::default(), &pod).await.map_err(|e| fail(format!("operator creates a Pod: {e}")))?;
+    }))
+    .map_err(|e| fail(format!("{e}")))?;
+    Api::<Pod>::namespaced(operator.clone(), &ns)
+        .create(&PostParams::default(), &pod)
+        .await
+        .map_err(|e| fail(format!("operator creates a Pod: {e}")))?;
     let pvc: PersistentVolumeClaim = serde_json::from_value(serde_json::json!({
         "metadata": {"name": "data-masters-1"},
         "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}
-    })).map_err(|e| fail(format!("{e}")))?;
-    Api::<PersistentVolumeClaim>::namespaced(operator.clone(), &ns).create(&PostParams::default(), &pvc).await.map_err(|e| fail(format!("operator creates a PVC: {e}")))?;
-    let cm = ConfigMap { metadata: ObjectMeta { name: Some("masters-config".into()), ..Default::default() }, ..Default::default() };
-    Api::<ConfigMap>::namespaced(operator.clone(), &ns).create(&PostParams::default(), &cm).await.map_err(|e| fail(format!("operator creates a ConfigMap: {e}")))?;
-    let lease = Lease { metadata: ObjectMeta { name: Some("quorate-leader".into()), ..Default::default() }, ..Default::default() };
-    Api::<Lease>::namespaced(operator.clone(), &ns).create(&PostParams::default(), &lease).await.map_err(|e| fail(format!("operator creates its Lease: {e}")))?;
-    Api::<Pod>::namespaced(operator.clone(), &ns).delete("masters-1", &DeleteParams::default()).await.map_err(|e| fail(format!("operator deletes a Pod: {e}")))?;
+    }))
+    .map_err(|e| fail(format!("{e}")))?;
+    Api::<PersistentVolumeClaim>::namespaced(operator.clone(), &ns)
+        .create(&PostParams::default(), &pvc)
+        .await
+        .map_err(|e| fail(format!("operator creates a PVC: {e}")))?;
+    let cm = ConfigMap {
+        metadata: ObjectMeta {
+            name: Some("masters-config".into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    Api::<ConfigMap>::namespaced(operator.clone(), &ns)
+        .create(&PostParams::default(), &cm)
+        .await
+        .map_err(|e| fail(format!("operator creates a ConfigMap: {e}")))?;
+    let lease = Lease {
+        metadata: ObjectMeta {
+            name: Some("quorate-leader".into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    Api::<Lease>::namespaced(operator.clone(), &ns)
+        .create(&PostParams::default(), &lease)
+        .await
+        .map_err(|e| fail(format!("operator creates its Lease: {e}")))?;
+    Api::<Pod>::namespaced(operator.clone(), &ns)
+        .delete("masters-1", &DeleteParams::default())
+        .await
+        .map_err(|e| fail(format!("operator deletes a Pod: {e}")))?;
     // The operator cannot do what it has no business doing.
-    match Api::<Namespace>::all(operator).delete(&ns, &DeleteParams::default()).await {
+    match Api::<Namespace>::all(operator)
+        .delete(&ns, &DeleteParams::default())
+        .await
+    {
         Err(kube::Error::Api(s)) if s.code == 403 => {}
-        other => return Err(fail(format!("deleting a namespace must be Forbidden: {other:?}"))),
+        other => {
+            return Err(fail(format!(
+                "deleting a namespace must be Forbidden: {other:?}"
+            )));
+        }
     }
     // Without the role, everything is Forbidden.
-    match Api::<MasterEnsemble>::namespaced(nobody.clone(), &ns).list(&Default::default()).await {
+    match Api::<MasterEnsemble>::namespaced(nobody.clone(), &ns)
+        .list(&Default::default())
+        .await
+    {
         Err(kube::Error::Api(s)) if s.code == 403 => {}
-        other => return Err(fail(format!("a ServiceAccount without the role must get Forbidden: {other:?}"))),
+        other => {
+            return Err(fail(format!(
+                "a ServiceAccount without the role must get Forbidden: {other:?}"
+            )));
+        }
     }
-    match Api::<Pod>::namespaced(nobody, &ns).create(&PostParams::default(), &pod).await {
+    match Api::<Pod>::namespaced(nobody, &ns)
+        .create(&PostParams::default(), &pod)
+        .await
+    {
         Err(kube::Error::Api(s)) if s.code == 403 => Ok(()),
-        other => Err(fail(format!("a ServiceAccount without the role must not create Pods: {other:?}"))),
+        other => Err(fail(format!(
+            "a ServiceAccount without the role must not create Pods: {other:?}"
+        ))),
     }
 }
 
@@ -431,14 +735,21 @@ async fn install_crds(client: Client) -> Result<(), String> {
     let api: Api<CustomResourceDefinition> = Api::all(client);
     for crd in [MasterEnsemble::crd(), ZkBackup::crd(), ZkRestore::crd()] {
         let name = crd.metadata.name.clone().unwrap_or_default();
-        api.patch(&name, &PatchParams::apply("quorate-tests").force(), &Patch::Apply(&crd))
-            .await
-            .map_err(|e| format!("install {name}: {e}"))?;
+        api.patch(
+            &name,
+            &PatchParams::apply("quorate-tests").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .map_err(|e| format!("install {name}: {e}"))?;
         let cond = kube::runtime::conditions::is_crd_established();
-        tokio::time::timeout(Duration::from_secs(30), kube::runtime::wait::await_condition(api.clone(), &name, cond))
-            .await
-            .map_err(|_| format!("{name} did not become Established in 30 s"))?
-            .map_err(|e| format!("wait for {name}: {e}"))?;
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            kube::runtime::wait::await_condition(api.clone(), &name, cond),
+        )
+        .await
+        .map_err(|_| format!("{name} did not become Established in 30 s"))?
+        .map_err(|e| format!("wait for {name}: {e}"))?;
     }
     Ok(())
 }
@@ -446,26 +757,52 @@ async fn install_crds(client: Client) -> Result<(), String> {
 fn main() -> std::process::ExitCode {
     let args = Arguments::from_args();
     let tests: Vec<(&str, TestFn)> = vec![
-        ("crds_install_and_become_established", |c| Box::pin(crds_install_and_become_established(c))),
-        ("the_server_rejects_bad_replica_counts", |c| Box::pin(the_server_rejects_bad_replica_counts(c))),
-        ("the_server_rejects_bad_backup_labels", |c| Box::pin(the_server_rejects_bad_backup_labels(c))),
-        ("the_server_rejects_other_bad_specs_with_the_field_and_rule", |c| {
-            Box::pin(the_server_rejects_other_bad_specs_with_the_field_and_rule(c))
+        ("crds_install_and_become_established", |c| {
+            Box::pin(crds_install_and_become_established(c))
         }),
-        ("immutable_fields_cannot_change", |c| Box::pin(immutable_fields_cannot_change(c))),
-        ("status_is_a_subresource", |c| Box::pin(status_is_a_subresource(c))),
-        ("the_in_flight_claim_is_a_compare_and_set", |c| Box::pin(the_in_flight_claim_is_a_compare_and_set(c))),
-        ("watches_deliver_create_update_and_delete_for_every_kind", |c| {
-            Box::pin(watches_deliver_create_update_and_delete_for_every_kind(c))
+        ("the_server_rejects_bad_replica_counts", |c| {
+            Box::pin(the_server_rejects_bad_replica_counts(c))
         }),
-        ("the_operator_role_is_enough_and_nothing_less_is", |c| Box::pin(the_operator_role_is_enough_and_nothing_less_is(c))),
+        ("the_server_rejects_bad_backup_labels", |c| {
+            Box::pin(the_server_rejects_bad_backup_labels(c))
+        }),
+        (
+            "the_server_rejects_other_bad_specs_with_the_field_and_rule",
+            |c| {
+                Box::pin(the_server_rejects_other_bad_specs_with_the_field_and_rule(
+                    c,
+                ))
+            },
+        ),
+        ("immutable_fields_cannot_change", |c| {
+            Box::pin(immutable_fields_cannot_change(c))
+        }),
+        ("status_is_a_subresource", |c| {
+            Box::pin(status_is_a_subresource(c))
+        }),
+        ("the_in_flight_claim_is_a_compare_and_set", |c| {
+            Box::pin(the_in_flight_claim_is_a_compare_and_set(c))
+        }),
+        (
+            "watches_deliver_create_update_and_delete_for_every_kind",
+            |c| Box::pin(watches_deliver_create_update_and_delete_for_every_kind(c)),
+        ),
+        ("the_operator_role_is_enough_and_nothing_less_is", |c| {
+            Box::pin(the_operator_role_is_enough_and_nothing_less_is(c))
+        }),
     ];
     // Listing tests needs no control plane.
     if args.list {
-        let trials = tests.iter().map(|(name, _)| Trial::test(*name, || Ok(()))).collect();
+        let trials = tests
+            .iter()
+            .map(|(name, _)| Trial::test(*name, || Ok(())))
+            .collect();
         return libtest_mimic::run(&args, trials).exit_code();
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     let started = std::time::Instant::now();
     let plane = match runtime.block_on(ControlPlane::start(Options::default())) {
         Ok(p) => p,
@@ -474,9 +811,15 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    eprintln!("control plane ready in {:.1}s at {}", started.elapsed().as_secs_f64(), plane.server_url());
+    eprintln!(
+        "control plane ready in {:.1}s at {}",
+        started.elapsed().as_secs_f64(),
+        plane.server_url()
+    );
     let ctx = Arc::new(Ctx { plane });
-    if let Err(e) = runtime.block_on(async { install_crds(ctx.client().await.map_err(|e| format!("{e:?}"))?).await }) {
+    if let Err(e) = runtime
+        .block_on(async { install_crds(ctx.client().await.map_err(|e| format!("{e:?}"))?).await })
+    {
         eprintln!("{e}");
         return std::process::ExitCode::FAILURE;
     }

@@ -3,7 +3,10 @@
 use std::process::Command;
 
 fn quorate(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_quorate")).args(args).output().expect("run quorate");
+    let out = Command::new(env!("CARGO_BIN_EXE_quorate"))
+        .args(args)
+        .output()
+        .expect("run quorate");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -14,15 +17,27 @@ fn quorate(args: &[&str]) -> (i32, String, String) {
 fn plan_json(desired: &str, observed: &str) -> serde_json::Value {
     let d = format!("{}/tests/plan/{desired}", env!("CARGO_MANIFEST_DIR"));
     let o = format!("{}/tests/plan/{observed}", env!("CARGO_MANIFEST_DIR"));
-    let (code, out, err) =
-        quorate(&["plan", "--desired", &d, "--observed", &o, "--now", "2026-01-01T12:00:00Z", "-o", "json"]);
+    let (code, out, err) = quorate(&[
+        "plan",
+        "--desired",
+        &d,
+        "--observed",
+        &o,
+        "--now",
+        "2026-01-01T12:00:00Z",
+        "-o",
+        "json",
+    ]);
     assert_eq!(code, 0, "quorate plan failed: {err}");
     serde_json::from_str(&out).expect("plan prints JSON")
 }
 
 fn step_of(v: &serde_json::Value) -> (String, u64) {
     assert_eq!(v["decision"], "Act", "{v}");
-    (v["step"]["kind"].as_str().unwrap_or_default().to_string(), v["step"]["member"].as_u64().unwrap_or(0))
+    (
+        v["step"]["kind"].as_str().unwrap_or_default().to_string(),
+        v["step"]["member"].as_u64().unwrap_or(0),
+    )
 }
 
 #[test]
@@ -43,7 +58,11 @@ fn plan_scales_up_by_starting_one_joiner() {
 #[test]
 fn plan_scales_down_by_removing_a_follower_from_the_config() {
     let v = plan_json("ensemble-3.yaml", "observed-5-healthy.yaml");
-    assert_eq!(step_of(&v), ("remove-voter".into(), 4), "member 5 leads and is kept");
+    assert_eq!(
+        step_of(&v),
+        ("remove-voter".into(), 4),
+        "member 5 leads and is kept"
+    );
 }
 
 #[test]
@@ -56,7 +75,11 @@ fn plan_replaces_a_member_down_longer_than_replace_after() {
 #[test]
 fn plan_rolls_a_follower_first_when_the_config_changes() {
     let v = plan_json("ensemble-3-tick3000.yaml", "observed-3-healthy.yaml");
-    assert_eq!(step_of(&v), ("restart-member".into(), 2), "member 1 leads and goes last");
+    assert_eq!(
+        step_of(&v),
+        ("restart-member".into(), 2),
+        "member 1 leads and goes last"
+    );
     assert_eq!(v["rule"], "rolling_restart_leader_last");
 }
 
@@ -69,16 +92,28 @@ fn plan_reports_converged_when_nothing_differs() {
 #[test]
 fn plan_prints_the_decision_and_the_rule_as_text() {
     let d = format!("{}/tests/plan/ensemble-5.yaml", env!("CARGO_MANIFEST_DIR"));
-    let o = format!("{}/tests/plan/observed-3-healthy.yaml", env!("CARGO_MANIFEST_DIR"));
+    let o = format!(
+        "{}/tests/plan/observed-3-healthy.yaml",
+        env!("CARGO_MANIFEST_DIR")
+    );
     let (code, out, _) = quorate(&["plan", "--desired", &d, "--observed", &o]);
     assert_eq!(code, 0);
     assert!(out.contains("act: create-member/4"), "{out}");
-    assert!(out.contains("rule:      scale_up_starts_one_joiner"), "{out}");
+    assert!(
+        out.contains("rule:      scale_up_starts_one_joiner"),
+        "{out}"
+    );
 }
 
 #[test]
 fn a_missing_file_is_a_clear_error_not_a_panic() {
-    let (code, _, err) = quorate(&["plan", "--desired", "/nonexistent/spec.yaml", "--observed", "/nonexistent/o.yaml"]);
+    let (code, _, err) = quorate(&[
+        "plan",
+        "--desired",
+        "/nonexistent/spec.yaml",
+        "--observed",
+        "/nonexistent/o.yaml",
+    ]);
     assert_eq!(code, 1);
     assert!(err.contains("cannot read /nonexistent/spec.yaml"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
@@ -89,11 +124,23 @@ fn an_even_replica_count_is_refused_naming_the_field_and_the_rule() {
     let dir = tempfile::tempdir().expect("tempdir");
     let spec = dir.path().join("even.yaml");
     std::fs::write(&spec, "replicas: 4\nfailure:\n  replaceAfter: soon\n").expect("write");
-    let o = format!("{}/tests/plan/observed-empty.yaml", env!("CARGO_MANIFEST_DIR"));
-    let (code, _, err) = quorate(&["plan", "--desired", spec.to_str().unwrap(), "--observed", &o]);
+    let o = format!(
+        "{}/tests/plan/observed-empty.yaml",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let (code, _, err) = quorate(&[
+        "plan",
+        "--desired",
+        spec.to_str().unwrap(),
+        "--observed",
+        &o,
+    ]);
     assert_eq!(code, 1);
     assert!(err.contains("spec.replicas: must be odd (got 4)"), "{err}");
-    assert!(err.contains("spec.failure.replaceAfter"), "every error is reported at once: {err}");
+    assert!(
+        err.contains("spec.failure.replaceAfter"),
+        "every error is reported at once: {err}"
+    );
 }
 
 #[test]

@@ -14,7 +14,10 @@ fn committed_crds_match_the_types() {
         let committed = std::fs::read_to_string(&path)
             .unwrap_or_else(|e| panic!("crds/{name} is missing ({e}); {REGENERATE}"));
         let generated = serde_norway::to_string(&crd).expect("render CRD");
-        assert!(committed == generated, "crds/{name} differs from the types; {REGENERATE}");
+        assert!(
+            committed == generated,
+            "crds/{name} differs from the types; {REGENERATE}"
+        );
     }
     // `quorate crd` prints the same documents, in the same order.
     let mut joined = String::new();
@@ -22,7 +25,10 @@ fn committed_crds_match_the_types() {
         joined.push_str("---\n");
         joined.push_str(&std::fs::read_to_string(dir.join(crd_file_name(&crd))).expect("read"));
     }
-    assert!(joined == quorate::crd::all_crds_yaml().expect("render"), "quorate crd differs from crds/; {REGENERATE}");
+    assert!(
+        joined == quorate::crd::all_crds_yaml().expect("render"),
+        "quorate crd differs from crds/; {REGENERATE}"
+    );
 }
 
 #[test]
@@ -31,7 +37,10 @@ fn every_field_has_a_description_for_kubectl_explain() {
         if let Some(props) = schema.get("properties").and_then(|p| p.as_object()) {
             for (name, sub) in props {
                 let here = format!("{path}.{name}");
-                let is_k8s_type = here.contains(".affinity.") || here.contains(".tolerations") || here.contains(".resources.") || here.contains(".conditions");
+                let is_k8s_type = here.contains(".affinity.")
+                    || here.contains(".tolerations")
+                    || here.contains(".resources.")
+                    || here.contains(".conditions");
                 if sub.get("description").is_none() && !is_k8s_type {
                     missing.push(here.clone());
                 }
@@ -50,19 +59,36 @@ fn every_field_has_a_description_for_kubectl_explain() {
         let mut missing = Vec::new();
         walk("spec", &schema["spec"], &mut missing);
         walk("status", &schema["status"], &mut missing);
-        assert!(missing.is_empty(), "{} fields without a description: {missing:?}", crd.metadata.name.unwrap_or_default());
+        assert!(
+            missing.is_empty(),
+            "{} fields without a description: {missing:?}",
+            crd.metadata.name.unwrap_or_default()
+        );
     }
 }
 
 #[test]
 fn the_resources_have_their_short_names_status_and_printer_columns() {
-    for (crd, short) in [(MasterEnsemble::crd(), "mens"), (ZkBackup::crd(), "zkb"), (ZkRestore::crd(), "zkr")] {
+    for (crd, short) in [
+        (MasterEnsemble::crd(), "mens"),
+        (ZkBackup::crd(), "zkb"),
+        (ZkRestore::crd(), "zkr"),
+    ] {
         assert_eq!(crd.spec.group, "quorate.dev");
         assert_eq!(crd.spec.scope, "Namespaced");
-        assert_eq!(crd.spec.names.short_names.clone().unwrap_or_default(), vec![short.to_string()]);
+        assert_eq!(
+            crd.spec.names.short_names.clone().unwrap_or_default(),
+            vec![short.to_string()]
+        );
         let v = &crd.spec.versions[0];
         assert_eq!(v.name, "v1alpha1");
-        assert!(v.subresources.as_ref().and_then(|s| s.status.as_ref()).is_some(), "{short} has a status subresource");
+        assert!(
+            v.subresources
+                .as_ref()
+                .and_then(|s| s.status.as_ref())
+                .is_some(),
+            "{short} has a status subresource"
+        );
     }
     let mens = MasterEnsemble::crd();
     let cols: Vec<String> = mens.spec.versions[0]
@@ -72,5 +98,16 @@ fn the_resources_have_their_short_names_status_and_printer_columns() {
         .into_iter()
         .map(|c| c.name)
         .collect();
-    assert_eq!(cols, ["Members", "Ready", "Quorum", "Tolerance", "Leader", "Phase", "Age"]);
+    assert_eq!(
+        cols,
+        [
+            "Members",
+            "Ready",
+            "Quorum",
+            "Tolerance",
+            "Leader",
+            "Phase",
+            "Age"
+        ]
+    );
 }

@@ -34,7 +34,10 @@ fn planner_crd_and_resource_builders_import_no_io_and_never_read_the_clock() {
     rust_files(&root.join("planner"), &mut files);
     rust_files(&root.join("crd"), &mut files);
     rust_files(&root.join("executor").join("resources"), &mut files);
-    assert!(files.len() >= 8, "found the planner and crd sources: {files:?}");
+    assert!(
+        files.len() >= 8,
+        "found the planner and crd sources: {files:?}"
+    );
     let mut hits = Vec::new();
     for file in files {
         let text = std::fs::read_to_string(&file).expect("read source");
@@ -49,5 +52,9 @@ fn planner_crd_and_resource_builders_import_no_io_and_never_read_the_clock() {
             }
         }
     }
-    assert!(hits.is_empty(), "pure modules use I/O or the clock:\n{}", hits.join("\n"));
+    assert!(
+        hits.is_empty(),
+        "pure modules use I/O or the clock:\n{}",
+        hits.join("\n")
+    );
 }

@@ -166,7 +166,10 @@ fn default_storage_size() -> String {
 
 impl Default for StorageSpec {
     fn default() -> Self {
-        StorageSpec { size: default_storage_size(), storage_class_name: None }
+        StorageSpec {
+            size: default_storage_size(),
+            storage_class_name: None,
+        }
     }
 }
 
@@ -213,7 +216,9 @@ fn default_replace_after() -> String {
 
 impl Default for FailurePolicy {
     fn default() -> Self {
-        FailurePolicy { replace_after: default_replace_after() }
+        FailurePolicy {
+            replace_after: default_replace_after(),
+        }
     }
 }
 

@@ -45,7 +45,8 @@ pub struct EnsembleRef {
 }
 
 /// Every CRD quorate defines, in a stable order.
-pub fn all_crds() -> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>
+pub fn all_crds()
+-> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>
 {
     vec![MasterEnsemble::crd(), ZkBackup::crd(), ZkRestore::crd()]
 }
@@ -61,6 +62,8 @@ pub fn all_crds_yaml() -> Result<String, serde_norway::Error> {
 }
 
 /// The file name under `crds/` for one CRD.
-pub fn crd_file_name(crd: &k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition) -> String {
+pub fn crd_file_name(
+    crd: &k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+) -> String {
     format!("{}.yaml", crd.metadata.name.clone().unwrap_or_default())
 }

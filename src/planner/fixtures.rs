@@ -33,7 +33,12 @@ pub fn healthy_member(id: u32) -> Member {
             terminating: false,
         }),
         volume: true,
-        zk: ZkState { serving: true, role: Role::Follower, zxid: Some(0x1_0000_0010), synced: true },
+        zk: ZkState {
+            serving: true,
+            role: Role::Follower,
+            zxid: Some(0x1_0000_0010),
+            synced: true,
+        },
         down_since: None,
         healthy_spec_hash: Some("h1".into()),
         was_voter: true,
@@ -47,12 +52,18 @@ pub struct ObservedEnsemble(pub Observed);
 impl ObservedEnsemble {
     /// `n` healthy voters 1..=n, member 1 leading.
     pub fn healthy(n: u32) -> Self {
-        let mut o = Observed { next_server_id: ServerId(n + 1), ..Default::default() };
+        let mut o = Observed {
+            next_server_id: ServerId(n + 1),
+            ..Default::default()
+        };
         for id in 1..=n {
             o.members.insert(ServerId(id), healthy_member(id));
         }
         let voters: BTreeSet<ServerId> = (1..=n).map(ServerId).collect();
-        o.config = Some(Membership { version: 0x1_0000_0000, voters: voters.clone() });
+        o.config = Some(Membership {
+            version: 0x1_0000_0000,
+            voters: voters.clone(),
+        });
         o.recorded_voters = voters;
         ObservedEnsemble(o).with_leader(1)
     }
@@ -61,7 +72,11 @@ impl ObservedEnsemble {
     pub fn with_leader(mut self, id: u32) -> Self {
         for m in self.0.members.values_mut() {
             if m.zk.serving {
-                m.zk.role = if m.id == ServerId(id) { Role::Leader } else { Role::Follower };
+                m.zk.role = if m.id == ServerId(id) {
+                    Role::Leader
+                } else {
+                    Role::Follower
+                };
             }
         }
         self
@@ -103,7 +118,12 @@ impl ObservedEnsemble {
 
     /// Member `id` runs a Pod with spec hash `hash`.
     pub fn with_hash(mut self, id: u32, hash: &str) -> Self {
-        if let Some(p) = self.0.members.get_mut(&ServerId(id)).and_then(|m| m.pod.as_mut()) {
+        if let Some(p) = self
+            .0
+            .members
+            .get_mut(&ServerId(id))
+            .and_then(|m| m.pod.as_mut())
+        {
             p.spec_hash = hash.into();
         }
         self

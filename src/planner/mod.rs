@@ -26,16 +26,16 @@
 #[cfg(test)]
 pub mod fixtures;
 pub mod model;
+mod plan;
 #[cfg(test)]
 mod properties;
-#[cfg(test)]
-mod simulation;
-#[cfg(test)]
-mod tests;
-mod plan;
 pub mod rules;
 pub mod sim;
+#[cfg(test)]
+mod simulation;
 pub mod step;
+#[cfg(test)]
+mod tests;
 
 pub use model::{Claim, Desired, Member, Membership, Observed, PodInfo, Role, ServerId, ZkState};
 pub use plan::{Plan, Rule, matches_spec, plan};

@@ -77,7 +77,9 @@ pub fn parse_duration(text: &str) -> Result<SignedDuration, String> {
         if digits == 0 {
             return Err(format!("{text:?} is not a duration such as 90s, 5m or 1h"));
         }
-        let number: i64 = rest[..digits].parse().map_err(|_| format!("{text:?} is too large"))?;
+        let number: i64 = rest[..digits]
+            .parse()
+            .map_err(|_| format!("{text:?} is too large"))?;
         rest = &rest[digits..];
         let (unit, len) = if rest.starts_with("ms") {
             (SignedDuration::from_millis(1), 2)
@@ -91,7 +93,9 @@ pub fn parse_duration(text: &str) -> Result<SignedDuration, String> {
             return Err(format!("{text:?} has no unit (ms, s, m or h)"));
         };
         rest = &rest[len..];
-        let part = unit.checked_mul(number as i32).filter(|_| number <= i32::MAX as i64);
+        let part = unit
+            .checked_mul(number as i32)
+            .filter(|_| number <= i32::MAX as i64);
         total = part
             .and_then(|p| total.checked_add(p))
             .ok_or_else(|| format!("{text:?} is too large"))?;
@@ -146,36 +150,60 @@ impl TryFrom<&MasterEnsembleSpec> for Desired {
     fn try_from(spec: &MasterEnsembleSpec) -> Result<Self, SpecErrors> {
         let mut errors = Vec::new();
         if !(1..=9).contains(&spec.replicas) {
-            errors.push(SpecError { field: "spec.replicas", rule: format!("must be between 1 and 9 (got {})", spec.replicas) });
+            errors.push(SpecError {
+                field: "spec.replicas",
+                rule: format!("must be between 1 and 9 (got {})", spec.replicas),
+            });
         } else if spec.replicas % 2 == 0 {
             errors.push(SpecError {
                 field: "spec.replicas",
-                rule: format!("must be odd (got {}): an even number of voters adds no fault tolerance", spec.replicas),
+                rule: format!(
+                    "must be odd (got {}): an even number of voters adds no fault tolerance",
+                    spec.replicas
+                ),
             });
         }
         let replace_after = match parse_duration(&spec.failure.replace_after) {
             Ok(d) if d > SignedDuration::ZERO => d,
             Ok(_) => {
-                errors.push(SpecError { field: "spec.failure.replaceAfter", rule: "must be a positive duration".into() });
+                errors.push(SpecError {
+                    field: "spec.failure.replaceAfter",
+                    rule: "must be a positive duration".into(),
+                });
                 SignedDuration::ZERO
             }
             Err(e) => {
-                errors.push(SpecError { field: "spec.failure.replaceAfter", rule: e });
+                errors.push(SpecError {
+                    field: "spec.failure.replaceAfter",
+                    rule: e,
+                });
                 SignedDuration::ZERO
             }
         };
         if !valid_version(&spec.version) {
-            errors.push(SpecError { field: "spec.version", rule: format!("must look like 3.X.Y (got {:?})", spec.version) });
+            errors.push(SpecError {
+                field: "spec.version",
+                rule: format!("must look like 3.X.Y (got {:?})", spec.version),
+            });
         }
         if spec.config.heap_mib < 64 {
-            errors.push(SpecError { field: "spec.config.heapMiB", rule: "must be at least 64".into() });
+            errors.push(SpecError {
+                field: "spec.config.heapMiB",
+                rule: "must be at least 64".into(),
+            });
         }
         if spec.config.tick_time < 100 || spec.config.tick_time > 60_000 {
-            errors.push(SpecError { field: "spec.config.tickTime", rule: "must be between 100 and 60000 milliseconds".into() });
+            errors.push(SpecError {
+                field: "spec.config.tickTime",
+                rule: "must be between 100 and 60000 milliseconds".into(),
+            });
         }
         for key in spec.config.extra.keys() {
             if key.starts_with("server.") || RESERVED_KEYS.contains(&key.as_str()) {
-                errors.push(SpecError { field: "spec.config.extra", rule: format!("must not set {key:?}: quorate owns it") });
+                errors.push(SpecError {
+                    field: "spec.config.extra",
+                    rule: format!("must not set {key:?}: quorate owns it"),
+                });
             }
         }
         if !errors.is_empty() {
@@ -192,12 +220,23 @@ impl TryFrom<&MasterEnsembleSpec> for Desired {
 }
 
 /// zoo.cfg keys that quorate writes itself.
-pub const RESERVED_KEYS: &[&str] =
-    &["dynamicConfigFile", "dataDir", "dataLogDir", "reconfigEnabled", "standaloneEnabled", "clientPort", "skipACL"];
+pub const RESERVED_KEYS: &[&str] = &[
+    "dynamicConfigFile",
+    "dataDir",
+    "dataLogDir",
+    "reconfigEnabled",
+    "standaloneEnabled",
+    "clientPort",
+    "skipACL",
+];
 
 fn valid_version(v: &str) -> bool {
     let parts: Vec<&str> = v.split('.').collect();
-    parts.len() == 3 && parts[0] == "3" && parts.iter().all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
+    parts.len() == 3
+        && parts[0] == "3"
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
 }
 
 /// The role a member reports.
@@ -284,7 +323,10 @@ impl Member {
     /// is not trusted: its data would not survive a restart.
     pub fn is_healthy(&self) -> bool {
         self.volume
-            && self.pod.as_ref().is_some_and(|p| p.running && !p.terminating)
+            && self
+                .pod
+                .as_ref()
+                .is_some_and(|p| p.running && !p.terminating)
             && self.zk.serving
             && self.zk.synced
     }
@@ -354,10 +396,15 @@ mod members_as_list {
 
     use super::{Member, ServerId};
 
-    pub fn serialize<S: Serializer>(m: &BTreeMap<ServerId, Member>, s: S) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: Serializer>(
+        m: &BTreeMap<ServerId, Member>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
         m.values().collect::<Vec<_>>().serialize(s)
     }
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<ServerId, Member>, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<ServerId, Member>, D::Error> {
         let list = Vec::<Member>::deserialize(d)?;
         let mut map = BTreeMap::new();
         for m in list {
@@ -381,7 +428,12 @@ impl Observed {
     /// The smallest id that no member, voter or earlier claim has used.
     pub fn fresh_id(&self) -> ServerId {
         let mut next = self.next_server_id.0.max(1);
-        for id in self.members.keys().chain(self.voters().iter()).chain(self.recorded_voters.iter()) {
+        for id in self
+            .members
+            .keys()
+            .chain(self.voters().iter())
+            .chain(self.recorded_voters.iter())
+        {
             next = next.max(id.0 + 1);
         }
         ServerId(next)
@@ -389,7 +441,10 @@ impl Observed {
 
     /// The member that leads, if any.
     pub fn leader(&self) -> Option<ServerId> {
-        self.members.values().find(|m| m.zk.role == Role::Leader && m.zk.serving).map(|m| m.id)
+        self.members
+            .values()
+            .find(|m| m.zk.role == Role::Leader && m.zk.serving)
+            .map(|m| m.id)
     }
 
     /// Whether member `id` is healthy.

@@ -54,7 +54,10 @@ pub enum Rule {
 impl Rule {
     /// The rule's name in snake_case.
     pub fn name(self) -> String {
-        serde_json::to_value(self).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+        serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default()
     }
 }
 
@@ -69,13 +72,22 @@ pub struct Plan {
 }
 
 fn act(step: Step, rule: Rule) -> Plan {
-    Plan { decision: Decision::Act { step }, rule }
+    Plan {
+        decision: Decision::Act { step },
+        rule,
+    }
 }
 fn wait(reason: WaitReason, rule: Rule) -> Plan {
-    Plan { decision: Decision::Wait { reason }, rule }
+    Plan {
+        decision: Decision::Wait { reason },
+        rule,
+    }
 }
 fn blocked(reason: BlockReason, rule: Rule) -> Plan {
-    Plan { decision: Decision::Blocked { reason }, rule }
+    Plan {
+        decision: Decision::Blocked { reason },
+        rule,
+    }
 }
 
 /// Decides the one next step for an ensemble. Pure: no I/O and no clock.
@@ -107,7 +119,10 @@ fn claimed_step_must_continue(step: &Step, desired: &Desired, observed: &Observe
             let half_done = observed.fresh_id() == ServerId(id.0 + 1)
                 && member.is_some_and(|m| m.pod.is_none() && !m.was_voter)
                 && !voters.contains(id);
-            let others_settled = observed.members.values().all(|m| m.id == *id || voters.contains(&m.id));
+            let others_settled = observed
+                .members
+                .values()
+                .all(|m| m.id == *id || voters.contains(&m.id));
             half_done
                 && others_settled
                 && if *seed {
@@ -118,7 +133,9 @@ fn claimed_step_must_continue(step: &Step, desired: &Desired, observed: &Observe
         }
         Step::AddVoter { .. } | Step::RemoveVoter { .. } => false,
         Step::DeleteMember { member: id } => live && !voters.contains(id),
-        Step::FenceMember { member: id } => !observed.healthy(*id) && quorum_survives_removal(observed, &voters, *id),
+        Step::FenceMember { member: id } => {
+            !observed.healthy(*id) && quorum_survives_removal(observed, &voters, *id)
+        }
         Step::RestartMember { member: id } => {
             live && !observed.healthy(*id)
                 && member.is_some_and(|m| m.volume)
@@ -133,25 +150,49 @@ fn plan_fresh(desired: &Desired, observed: &Observed, now: Timestamp) -> Plan {
     // Bootstrap: nothing exists yet.
     if voters.is_empty() {
         if observed.members.is_empty() {
-            return act(Step::CreateMember { member: observed.fresh_id(), seed: true }, Rule::BootstrapStartsOneSeed);
+            return act(
+                Step::CreateMember {
+                    member: observed.fresh_id(),
+                    seed: true,
+                },
+                Rule::BootstrapStartsOneSeed,
+            );
         }
         // A seed exists but has not served yet: wait for it; a seed that never had a
         // configuration recorded and lost its Pod is recreated as the same seed.
-        let seed = observed.members.values().next().map(|m| m.id).unwrap_or(observed.fresh_id());
+        let seed = observed
+            .members
+            .values()
+            .next()
+            .map(|m| m.id)
+            .unwrap_or(observed.fresh_id());
         let member = &observed.members[&seed];
         if observed.members.len() == 1 && member.pod.is_none() && member.volume {
-            return act(Step::RestartMember { member: seed }, Rule::BootstrapStartsOneSeed);
+            return act(
+                Step::RestartMember { member: seed },
+                Rule::BootstrapStartsOneSeed,
+            );
         }
-        return wait(WaitReason::MemberStarting { member: seed }, Rule::BootstrapStartsOneSeed);
+        return wait(
+            WaitReason::MemberStarting { member: seed },
+            Rule::BootstrapStartsOneSeed,
+        );
     }
 
     // Every voter needs a member that quorate owns.
-    let unknown: Vec<ServerId> = voters.iter().copied().filter(|id| !observed.members.contains_key(id)).collect();
+    let unknown: Vec<ServerId> = voters
+        .iter()
+        .copied()
+        .filter(|id| !observed.members.contains_key(id))
+        .collect();
     let healthy = healthy_voters(observed, &voters);
 
     // Quorum.
     if healthy.len() < majority(voters.len()) {
-        let starting = voters.iter().filter_map(|id| observed.members.get(id)).any(|m| is_starting(m, now));
+        let starting = voters
+            .iter()
+            .filter_map(|id| observed.members.get(id))
+            .any(|m| is_starting(m, now));
         if starting {
             return wait(WaitReason::QuorumForming, Rule::QuorumMustBeHealthy);
         }
@@ -162,7 +203,10 @@ fn plan_fresh(desired: &Desired, observed: &Observed, now: Timestamp) -> Plan {
             .filter_map(|id| observed.members.get(id))
             .find(|m| m.pod.is_none() && m.volume)
         {
-            return act(Step::RestartMember { member: m.id }, Rule::QuorumMustBeHealthy);
+            return act(
+                Step::RestartMember { member: m.id },
+                Rule::QuorumMustBeHealthy,
+            );
         }
         let survivor = most_up_to_date_survivor(observed, &voters);
         return blocked(
@@ -182,7 +226,10 @@ fn plan_fresh(desired: &Desired, observed: &Observed, now: Timestamp) -> Plan {
         if quorum_survives_removal(observed, &voters, id) {
             return act(Step::RemoveVoter { member: id }, Rule::VotersNeedMembers);
         }
-        return blocked(BlockReason::UnknownVoters { members: unknown }, Rule::VotersNeedMembers);
+        return blocked(
+            BlockReason::UnknownVoters { members: unknown },
+            Rule::VotersNeedMembers,
+        );
     }
 
     // Deletions and removals need the live configuration; without it, wait.
@@ -192,31 +239,54 @@ fn plan_fresh(desired: &Desired, observed: &Observed, now: Timestamp) -> Plan {
 
     // Stray members: not voters, and not the one joiner that scaling up needs.
     let joiner = needed_joiner(desired, observed, &voters);
-    if let Some(stray) = observed.members.values().find(|m| !voters.contains(&m.id) && Some(m.id) != joiner) {
-        return act(Step::DeleteMember { member: stray.id }, Rule::StrayMembersAreDeleted);
+    if let Some(stray) = observed
+        .members
+        .values()
+        .find(|m| !voters.contains(&m.id) && Some(m.id) != joiner)
+    {
+        return act(
+            Step::DeleteMember { member: stray.id },
+            Rule::StrayMembersAreDeleted,
+        );
     }
 
     // Unhealthy voters.
-    let unhealthy: Vec<&Member> =
-        voters.iter().filter(|id| !healthy.contains(id)).filter_map(|id| observed.members.get(id)).collect();
+    let unhealthy: Vec<&Member> = voters
+        .iter()
+        .filter(|id| !healthy.contains(id))
+        .filter_map(|id| observed.members.get(id))
+        .collect();
     for m in &unhealthy {
         if voters.len() > desired.replicas && quorum_survives_removal(observed, &voters, m.id) {
             if !backup_is_fresh(desired, observed) {
                 return wait(WaitReason::AwaitingBackup, Rule::BackupBeforeChange);
             }
-            return act(Step::RemoveVoter { member: m.id }, Rule::ScaleDownRemovesUnhealthyFirst);
+            return act(
+                Step::RemoveVoter { member: m.id },
+                Rule::ScaleDownRemovesUnhealthyFirst,
+            );
         }
     }
     if let Some(m) = unhealthy.first() {
         let stale = m.spec_hash() != Some(desired.spec_hash.as_str());
-        if (stale || m.pod.is_none()) && m.volume && !m.pod.as_ref().is_some_and(|p| p.terminating) {
+        if (stale || m.pod.is_none()) && m.volume && !m.pod.as_ref().is_some_and(|p| p.terminating)
+        {
             if quorum_survives_restart(observed, &voters, m.id) {
-                return act(Step::RestartMember { member: m.id }, Rule::UnhealthyStaleMemberIsRestarted);
+                return act(
+                    Step::RestartMember { member: m.id },
+                    Rule::UnhealthyStaleMemberIsRestarted,
+                );
             }
         } else if is_starting(m, now) {
-            return wait(WaitReason::MemberStarting { member: m.id }, Rule::AllVotersMustBeHealthy);
+            return wait(
+                WaitReason::MemberStarting { member: m.id },
+                Rule::AllVotersMustBeHealthy,
+            );
         } else if rollout_is_at_fault(desired, observed, m) {
-            return blocked(BlockReason::RolloutUnhealthy { member: m.id }, Rule::RolloutStopsAtFirstFailure);
+            return blocked(
+                BlockReason::RolloutUnhealthy { member: m.id },
+                Rule::RolloutStopsAtFirstFailure,
+            );
         }
         if replace_is_due(desired, m, now) {
             if !quorum_survives_removal(observed, &voters, m.id) {
@@ -226,13 +296,22 @@ fn plan_fresh(desired: &Desired, observed: &Observed, now: Timestamp) -> Plan {
                 );
             }
             if m.pod.is_some() {
-                return act(Step::FenceMember { member: m.id }, Rule::FailedVoterIsReplaced);
+                return act(
+                    Step::FenceMember { member: m.id },
+                    Rule::FailedVoterIsReplaced,
+                );
             }
-            return act(Step::RemoveVoter { member: m.id }, Rule::FailedVoterIsReplaced);
+            return act(
+                Step::RemoveVoter { member: m.id },
+                Rule::FailedVoterIsReplaced,
+            );
         }
         let since = m.down_since.unwrap_or(now);
         return wait(
-            WaitReason::MemberDown { member: m.id, replace_at: since + desired.replace_after },
+            WaitReason::MemberDown {
+                member: m.id,
+                replace_at: since + desired.replace_after,
+            },
             Rule::DownVoterIsWaitedFor,
         );
     }
@@ -244,26 +323,46 @@ fn plan_fresh(desired: &Desired, observed: &Observed, now: Timestamp) -> Plan {
                 return wait(WaitReason::AwaitingBackup, Rule::BackupBeforeChange);
             }
             if quorum_survives_addition(observed, &voters, j.id) {
-                return act(Step::AddVoter { member: j.id }, Rule::JoinerIsAddedOnceSynced);
+                return act(
+                    Step::AddVoter { member: j.id },
+                    Rule::JoinerIsAddedOnceSynced,
+                );
             }
         }
         let created = j.pod.as_ref().map(|p| p.created_at).unwrap_or(now);
         if created + desired.replace_after <= now {
             // A joiner with an old spec, or whose spec other members serve with, is at fault
             // itself: it is deleted (its id retired) and a fresh one is started.
-            if j.spec_hash() != Some(desired.spec_hash.as_str()) || spec_is_proven(desired, observed, j.id) {
-                return act(Step::DeleteMember { member: j.id }, Rule::StrayMembersAreDeleted);
+            if j.spec_hash() != Some(desired.spec_hash.as_str())
+                || spec_is_proven(desired, observed, j.id)
+            {
+                return act(
+                    Step::DeleteMember { member: j.id },
+                    Rule::StrayMembersAreDeleted,
+                );
             }
-            return blocked(BlockReason::JoinerNeverSynced { member: j.id }, Rule::JoinerIsAddedOnceSynced);
+            return blocked(
+                BlockReason::JoinerNeverSynced { member: j.id },
+                Rule::JoinerIsAddedOnceSynced,
+            );
         }
-        return wait(WaitReason::JoinerCatchingUp { member: j.id }, Rule::JoinerIsAddedOnceSynced);
+        return wait(
+            WaitReason::JoinerCatchingUp { member: j.id },
+            Rule::JoinerIsAddedOnceSynced,
+        );
     }
 
     if voters.len() < desired.replicas {
         if !backup_is_fresh(desired, observed) {
             return wait(WaitReason::AwaitingBackup, Rule::BackupBeforeChange);
         }
-        return act(Step::CreateMember { member: observed.fresh_id(), seed: false }, Rule::ScaleUpStartsOneJoiner);
+        return act(
+            Step::CreateMember {
+                member: observed.fresh_id(),
+                seed: false,
+            },
+            Rule::ScaleUpStartsOneJoiner,
+        );
     }
     if voters.len() > desired.replicas {
         if !backup_is_fresh(desired, observed) {
@@ -272,30 +371,45 @@ fn plan_fresh(desired: &Desired, observed: &Observed, now: Timestamp) -> Plan {
         if let Some(victim) = choose_voter_to_remove(observed, &voters)
             && quorum_survives_removal(observed, &voters, victim)
         {
-            return act(Step::RemoveVoter { member: victim }, Rule::ScaleDownRemovesOneVoter);
+            return act(
+                Step::RemoveVoter { member: victim },
+                Rule::ScaleDownRemovesOneVoter,
+            );
         }
     }
 
     let stale: Vec<ServerId> = voters
         .iter()
         .copied()
-        .filter(|id| observed.members.get(id).and_then(Member::spec_hash) != Some(desired.spec_hash.as_str()))
+        .filter(|id| {
+            observed.members.get(id).and_then(Member::spec_hash) != Some(desired.spec_hash.as_str())
+        })
         .collect();
     if let Some(first) = restart_order(observed, &stale).first() {
         if !backup_is_fresh(desired, observed) {
             return wait(WaitReason::AwaitingBackup, Rule::BackupBeforeChange);
         }
         if quorum_survives_restart(observed, &voters, *first) {
-            return act(Step::RestartMember { member: *first }, Rule::RollingRestartLeaderLast);
+            return act(
+                Step::RestartMember { member: *first },
+                Rule::RollingRestartLeaderLast,
+            );
         }
     }
 
-    Plan { decision: Decision::Converged, rule: Rule::NothingToDo }
+    Plan {
+        decision: Decision::Converged,
+        rule: Rule::NothingToDo,
+    }
 }
 
 /// The one non-voter that scaling up needs: the newest member that runs a Pod and has never been
 /// a voter, while voters are below the target. A removed voter is never a joiner (I4).
-fn needed_joiner(desired: &Desired, observed: &Observed, voters: &BTreeSet<ServerId>) -> Option<ServerId> {
+fn needed_joiner(
+    desired: &Desired,
+    observed: &Observed,
+    voters: &BTreeSet<ServerId>,
+) -> Option<ServerId> {
     if voters.len() >= desired.replicas {
         return None;
     }
@@ -314,9 +428,8 @@ pub fn matches_spec(desired: &Desired, observed: &Observed) -> bool {
         && voters.len() == desired.replicas
         && observed.members.len() == voters.len()
         && voters.iter().all(|id| {
-            observed
-                .members
-                .get(id)
-                .is_some_and(|m| m.is_healthy() && m.spec_hash() == Some(desired.spec_hash.as_str()))
+            observed.members.get(id).is_some_and(|m| {
+                m.is_healthy() && m.spec_hash() == Some(desired.spec_hash.as_str())
+            })
         })
 }

@@ -7,15 +7,24 @@ use jiff::SignedDuration;
 use proptest::prelude::*;
 
 use super::fixtures::{desired, t0};
-use super::model::{Claim, Desired, Member, Membership, Observed, PodInfo, Role, ServerId, ZkState};
+use super::model::{
+    Claim, Desired, Member, Membership, Observed, PodInfo, Role, ServerId, ZkState,
+};
 use super::rules::{majority, quorum_survives_removal, quorum_survives_restart};
 use super::sim::{Fault, Sim};
 use super::step::{BlockReason, Decision, Step};
 use super::{matches_spec, plan};
 
 fn config() -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
-    ProptestConfig { cases, failure_persistence: None, ..ProptestConfig::default() }
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
+    ProptestConfig {
+        cases,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    }
 }
 
 fn odd_replicas() -> impl Strategy<Value = usize> {
@@ -193,27 +202,46 @@ proptest! {
 
 fn arbitrary_member(id: u32) -> impl Strategy<Value = Member> {
     (
-        prop::option::weighted(0.85, (any::<bool>(), any::<bool>(), 0i64..40, prop_oneof![Just("h1"), Just("h0")])),
+        prop::option::weighted(
+            0.85,
+            (
+                any::<bool>(),
+                any::<bool>(),
+                0i64..40,
+                prop_oneof![Just("h1"), Just("h0")],
+            ),
+        ),
         prop::bool::weighted(0.9),
-        (prop::bool::weighted(0.8), prop::bool::weighted(0.8), prop::option::of(0u64..100)),
+        (
+            prop::bool::weighted(0.8),
+            prop::bool::weighted(0.8),
+            prop::option::of(0u64..100),
+        ),
         prop::option::of(0i64..40),
         any::<bool>(),
         prop::bool::weighted(0.7),
     )
-        .prop_map(move |(pod, volume, (serving, synced, zxid), down, was_voter, healthy_h1)| Member {
-            id: ServerId(id),
-            pod: pod.map(|(running, terminating, age, hash)| PodInfo {
-                spec_hash: hash.into(),
-                running,
-                created_at: t0() - SignedDuration::from_mins(age),
-                terminating: terminating && age % 7 == 0,
-            }),
-            volume,
-            zk: ZkState { serving, role: Role::Follower, zxid, synced },
-            down_since: down.map(|m| t0() - SignedDuration::from_mins(m)),
-            healthy_spec_hash: Some(if healthy_h1 { "h1" } else { "h0" }.into()),
-            was_voter,
-        })
+        .prop_map(
+            move |(pod, volume, (serving, synced, zxid), down, was_voter, healthy_h1)| Member {
+                id: ServerId(id),
+                pod: pod.map(|(running, terminating, age, hash)| PodInfo {
+                    spec_hash: hash.into(),
+                    running,
+                    created_at: t0() - SignedDuration::from_mins(age),
+                    terminating: terminating && age % 7 == 0,
+                }),
+                volume,
+                zk: ZkState {
+                    serving,
+                    role: Role::Follower,
+                    zxid,
+                    synced,
+                },
+                down_since: down.map(|m| t0() - SignedDuration::from_mins(m)),
+                healthy_spec_hash: Some(if healthy_h1 { "h1" } else { "h0" }.into()),
+                was_voter,
+            },
+        )
 }
 
 fn arbitrary_observed() -> impl Strategy<Value = Observed> {
@@ -247,22 +275,42 @@ fn arbitrary_observed() -> impl Strategy<Value = Observed> {
                 map.insert(id, m);
             }
             let quorum = !voters.is_empty()
-                && voters.iter().filter(|id| map.get(*id).is_some_and(Member::is_healthy)).count() >= majority(voters.len());
+                && voters
+                    .iter()
+                    .filter(|id| map.get(*id).is_some_and(Member::is_healthy))
+                    .count()
+                    >= majority(voters.len());
             let next = ServerId(map.keys().map(|i| i.0).max().unwrap_or(0) + 1 + gap);
             let in_flight = claim.map(|(kind, member)| Claim {
                 step: match kind {
-                    0 => Step::CreateMember { member: ServerId(member), seed: false },
-                    1 => Step::AddVoter { member: ServerId(member) },
-                    2 => Step::RemoveVoter { member: ServerId(member) },
-                    3 => Step::DeleteMember { member: ServerId(member) },
-                    4 => Step::FenceMember { member: ServerId(member) },
-                    _ => Step::RestartMember { member: ServerId(member) },
+                    0 => Step::CreateMember {
+                        member: ServerId(member),
+                        seed: false,
+                    },
+                    1 => Step::AddVoter {
+                        member: ServerId(member),
+                    },
+                    2 => Step::RemoveVoter {
+                        member: ServerId(member),
+                    },
+                    3 => Step::DeleteMember {
+                        member: ServerId(member),
+                    },
+                    4 => Step::FenceMember {
+                        member: ServerId(member),
+                    },
+                    _ => Step::RestartMember {
+                        member: ServerId(member),
+                    },
                 },
                 started_at: t0(),
             });
             Observed {
                 members: map,
-                config: (live && quorum).then(|| Membership { version: 7, voters: voters.clone() }),
+                config: (live && quorum).then(|| Membership {
+                    version: 7,
+                    voters: voters.clone(),
+                }),
                 recorded_voters: voters,
                 in_flight,
                 next_server_id: next,

@@ -22,7 +22,11 @@ pub fn tolerance(voters: usize) -> usize {
 
 /// The healthy voters of `voters`.
 pub fn healthy_voters(observed: &Observed, voters: &BTreeSet<ServerId>) -> BTreeSet<ServerId> {
-    voters.iter().copied().filter(|id| observed.healthy(*id)).collect()
+    voters
+        .iter()
+        .copied()
+        .filter(|id| observed.healthy(*id))
+        .collect()
 }
 
 /// A quorum exists: a majority of the voters is serving and synced.
@@ -37,13 +41,22 @@ pub fn all_voters_healthy(observed: &Observed, voters: &BTreeSet<ServerId>) -> b
 
 /// Removing `leaving` leaves a configuration whose healthy voters are still a majority of it,
 /// and never an empty one (I3, I5).
-pub fn quorum_survives_removal(observed: &Observed, voters: &BTreeSet<ServerId>, leaving: ServerId) -> bool {
-    let remaining: BTreeSet<ServerId> = voters.iter().copied().filter(|id| *id != leaving).collect();
+pub fn quorum_survives_removal(
+    observed: &Observed,
+    voters: &BTreeSet<ServerId>,
+    leaving: ServerId,
+) -> bool {
+    let remaining: BTreeSet<ServerId> =
+        voters.iter().copied().filter(|id| *id != leaving).collect();
     !remaining.is_empty() && healthy_voters(observed, &remaining).len() >= majority(remaining.len())
 }
 
 /// Adding `joiner` gives a configuration whose healthy members are a majority of it (I3).
-pub fn quorum_survives_addition(observed: &Observed, voters: &BTreeSet<ServerId>, joiner: ServerId) -> bool {
+pub fn quorum_survives_addition(
+    observed: &Observed,
+    voters: &BTreeSet<ServerId>,
+    joiner: ServerId,
+) -> bool {
     let mut next = voters.clone();
     next.insert(joiner);
     healthy_voters(observed, &next).len() >= majority(next.len())
@@ -51,7 +64,11 @@ pub fn quorum_survives_addition(observed: &Observed, voters: &BTreeSet<ServerId>
 
 /// Taking `member` down for a restart keeps a healthy majority of the other voters; a single
 /// voter may restart (the only way to change it), which is an outage by nature.
-pub fn quorum_survives_restart(observed: &Observed, voters: &BTreeSet<ServerId>, member: ServerId) -> bool {
+pub fn quorum_survives_restart(
+    observed: &Observed,
+    voters: &BTreeSet<ServerId>,
+    member: ServerId,
+) -> bool {
     if voters.len() == 1 {
         return true;
     }
@@ -67,21 +84,25 @@ pub fn joiner_is_synced(member: &Member) -> bool {
 
 /// A voter is due for replacement once it has been down for `replaceAfter`.
 pub fn replace_is_due(desired: &Desired, member: &Member, now: Timestamp) -> bool {
-    member.down_since.is_some_and(|since| since + desired.replace_after <= now)
+    member
+        .down_since
+        .is_some_and(|since| since + desired.replace_after <= now)
 }
 
 /// A member's Pod was created within the start-up grace period (after it, a member that is
 /// still not serving counts as down).
 pub fn is_starting(member: &Member, now: Timestamp) -> bool {
-    member.pod.as_ref().is_some_and(|pod| pod.created_at + STARTUP_GRACE > now)
+    member
+        .pod
+        .as_ref()
+        .is_some_and(|pod| pod.created_at + STARTUP_GRACE > now)
 }
 
 /// Some member other than `member` has served healthily with the current spec.
 pub fn spec_is_proven(desired: &Desired, observed: &Observed, member: ServerId) -> bool {
-    observed
-        .members
-        .values()
-        .any(|m| m.id != member && m.healthy_spec_hash.as_deref() == Some(desired.spec_hash.as_str()))
+    observed.members.values().any(|m| {
+        m.id != member && m.healthy_spec_hash.as_deref() == Some(desired.spec_hash.as_str())
+    })
 }
 
 /// A member went down after a restart into the current spec, without ever being healthy with it,
@@ -116,7 +137,10 @@ pub fn id_is_fresh(observed: &Observed, id: ServerId) -> bool {
 
 /// The voter to remove when scaling down: an unhealthy one first, then the newest follower;
 /// the leader only if nothing else is left.
-pub fn choose_voter_to_remove(observed: &Observed, voters: &BTreeSet<ServerId>) -> Option<ServerId> {
+pub fn choose_voter_to_remove(
+    observed: &Observed,
+    voters: &BTreeSet<ServerId>,
+) -> Option<ServerId> {
     let leader = observed.leader();
     voters
         .iter()
@@ -130,12 +154,20 @@ pub fn choose_voter_to_remove(observed: &Observed, voters: &BTreeSet<ServerId>) 
 /// The order of a rolling restart: followers by id, the leader last (I6).
 pub fn restart_order(observed: &Observed, stale: &[ServerId]) -> Vec<ServerId> {
     let mut order: Vec<ServerId> = stale.to_vec();
-    order.sort_by_key(|id| (observed.members.get(id).map(|m| m.zk.role) == Some(Role::Leader), *id));
+    order.sort_by_key(|id| {
+        (
+            observed.members.get(id).map(|m| m.zk.role) == Some(Role::Leader),
+            *id,
+        )
+    });
     order
 }
 
 /// The survivor with the highest zxid among the voters (I7: recovery starts only from it).
-pub fn most_up_to_date_survivor(observed: &Observed, voters: &BTreeSet<ServerId>) -> Option<(ServerId, u64)> {
+pub fn most_up_to_date_survivor(
+    observed: &Observed,
+    voters: &BTreeSet<ServerId>,
+) -> Option<(ServerId, u64)> {
     voters
         .iter()
         .filter_map(|id| observed.members.get(id))
@@ -148,12 +180,20 @@ pub fn step_is_done(step: &Step, observed: &Observed, desired: &Desired) -> bool
     let member = observed.members.get(&step.member());
     match step {
         Step::CreateMember { .. } => member.is_some_and(|m| m.pod.is_some()),
-        Step::AddVoter { member } => observed.config.as_ref().is_some_and(|c| c.voters.contains(member)),
-        Step::RemoveVoter { member } => observed.config.as_ref().is_some_and(|c| !c.voters.contains(member)),
+        Step::AddVoter { member } => observed
+            .config
+            .as_ref()
+            .is_some_and(|c| c.voters.contains(member)),
+        Step::RemoveVoter { member } => observed
+            .config
+            .as_ref()
+            .is_some_and(|c| !c.voters.contains(member)),
         Step::DeleteMember { .. } => member.is_none_or(|m| m.pod.is_none() && !m.volume),
         Step::FenceMember { .. } => member.is_none_or(|m| m.pod.is_none() && !m.volume),
         Step::RestartMember { .. } => member.is_some_and(|m| {
-            m.pod.as_ref().is_some_and(|p| p.spec_hash == desired.spec_hash && !p.terminating)
+            m.pod
+                .as_ref()
+                .is_some_and(|p| p.spec_hash == desired.spec_hash && !p.terminating)
         }),
     }
 }

@@ -10,7 +10,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use jiff::{SignedDuration, Timestamp};
 
-use super::model::{Claim, Desired, Member, Membership, Observed, PodInfo, Role, ServerId, ZkState};
+use super::model::{
+    Claim, Desired, Member, Membership, Observed, PodInfo, Role, ServerId, ZkState,
+};
 use super::plan::{Plan, matches_spec, plan};
 use super::rules::majority;
 use super::step::{Decision, Step};
@@ -133,12 +135,15 @@ impl Sim {
     }
 
     fn up(&self, id: ServerId) -> bool {
-        self.members.get(&id).is_some_and(|m| m.pod.is_some() && m.process == Process::Up)
+        self.members
+            .get(&id)
+            .is_some_and(|m| m.pod.is_some() && m.process == Process::Up)
     }
 
     /// A quorum of the configuration is up.
     pub fn has_quorum(&self) -> bool {
-        !self.config.is_empty() && self.config.iter().filter(|id| self.up(**id)).count() >= majority(self.config.len())
+        !self.config.is_empty()
+            && self.config.iter().filter(|id| self.up(**id)).count() >= majority(self.config.len())
     }
 
     /// The leader: the up voter with the highest zxid, then the highest id.
@@ -146,7 +151,11 @@ impl Sim {
         if !self.has_quorum() {
             return None;
         }
-        self.config.iter().copied().filter(|id| self.up(*id)).max_by_key(|id| (self.members[id].zxid, *id))
+        self.config
+            .iter()
+            .copied()
+            .filter(|id| self.up(*id))
+            .max_by_key(|id| (self.members[id].zxid, *id))
     }
 
     /// Serving and synced on its own volume, in the simulated truth.
@@ -215,7 +224,11 @@ impl Sim {
         }
         if self.config.is_empty() {
             // A seed forms its own configuration once it is up.
-            if let Some(seed) = self.members.values().find(|m| m.pod.is_some() && m.process == Process::Up) {
+            if let Some(seed) = self
+                .members
+                .values()
+                .find(|m| m.pod.is_some() && m.process == Process::Up)
+            {
                 self.config = BTreeSet::from([seed.id]);
                 self.config_version += 1;
             }
@@ -243,7 +256,12 @@ impl Sim {
     pub fn observe(&mut self) -> Observed {
         let live = self.has_quorum();
         let leader = self.leader();
-        let healthy: BTreeSet<ServerId> = self.members.keys().copied().filter(|id| self.healthy(*id)).collect();
+        let healthy: BTreeSet<ServerId> = self
+            .members
+            .keys()
+            .copied()
+            .filter(|id| self.healthy(*id))
+            .collect();
         let now = self.now;
         let mut members = BTreeMap::new();
         for m in self.members.values_mut() {
@@ -279,7 +297,11 @@ impl Sim {
                         } else {
                             Role::Follower
                         },
-                        zxid: if m.process == Process::Up { Some(m.zxid) } else { None },
+                        zxid: if m.process == Process::Up {
+                            Some(m.zxid)
+                        } else {
+                            None
+                        },
                         synced: serving && m.synced,
                     },
                     down_since: m.down_since,
@@ -293,7 +315,10 @@ impl Sim {
         }
         Observed {
             members,
-            config: live.then(|| Membership { version: self.config_version, voters: self.config.clone() }),
+            config: live.then(|| Membership {
+                version: self.config_version,
+                voters: self.config.clone(),
+            }),
             recorded_voters: self.recorded_voters.clone(),
             in_flight: self.in_flight.clone(),
             next_server_id: self.next_server_id,
@@ -312,7 +337,10 @@ impl Sim {
                 if let Step::CreateMember { member, .. } = step {
                     self.next_server_id = ServerId(self.next_server_id.0.max(member.0 + 1));
                 }
-                self.in_flight = Some(Claim { step: step.clone(), started_at: self.now });
+                self.in_flight = Some(Claim {
+                    step: step.clone(),
+                    started_at: self.now,
+                });
                 match self.operator_fault.take() {
                     Some(Fault::OperatorCrashAfterClaim) => {}
                     Some(Fault::OperatorCrashMidStep) => self.execute(desired, step, true),
@@ -325,7 +353,11 @@ impl Sim {
             Decision::Converged => {
                 self.in_flight = None;
                 if !matches_spec(desired, &observed) || !self.truth_matches(desired) {
-                    return Err(self.violation("Converged", &p, "the planner said converged but the ensemble differs from the spec"));
+                    return Err(self.violation(
+                        "Converged",
+                        &p,
+                        "the planner said converged but the ensemble differs from the spec",
+                    ));
                 }
             }
             _ => self.in_flight = None,
@@ -337,14 +369,28 @@ impl Sim {
     fn truth_matches(&self, desired: &Desired) -> bool {
         self.config.len() == desired.replicas
             && self.config.len() % 2 == 1
-            && self.members.values().filter(|m| m.pod.is_some() || m.volume).count() == self.config.len()
+            && self
+                .members
+                .values()
+                .filter(|m| m.pod.is_some() || m.volume)
+                .count()
+                == self.config.len()
             && self.config.iter().all(|id| {
-                self.healthy(*id) && self.members[id].pod.as_ref().is_some_and(|p| p.0 == desired.spec_hash)
+                self.healthy(*id)
+                    && self.members[id]
+                        .pod
+                        .as_ref()
+                        .is_some_and(|p| p.0 == desired.spec_hash)
             })
     }
 
     fn violation(&self, invariant: &'static str, p: &Plan, detail: &str) -> Violation {
-        Violation { invariant, at: self.now, what: p.decision.to_string(), detail: detail.to_string() }
+        Violation {
+            invariant,
+            at: self.now,
+            what: p.decision.to_string(),
+            detail: detail.to_string(),
+        }
     }
 
     fn healthy_in(&self, set: &BTreeSet<ServerId>) -> usize {
@@ -352,12 +398,19 @@ impl Sim {
     }
 
     fn non_voter_pods(&self) -> Vec<ServerId> {
-        self.members.values().filter(|m| m.pod.is_some() && !self.config.contains(&m.id)).map(|m| m.id).collect()
+        self.members
+            .values()
+            .filter(|m| m.pod.is_some() && !self.config.contains(&m.id))
+            .map(|m| m.id)
+            .collect()
     }
 
     /// Checks a step against the simulated truth before it runs.
     fn check_step(&self, desired: &Desired, step: &Step) -> Result<(), Violation> {
-        let p = Plan { decision: Decision::Act { step: step.clone() }, rule: super::plan::Rule::NothingToDo };
+        let p = Plan {
+            decision: Decision::Act { step: step.clone() },
+            rule: super::plan::Rule::NothingToDo,
+        };
         let id = step.member();
         let voters = self.config.clone();
         let all_healthy = voters.iter().all(|v| self.healthy(*v));
@@ -365,8 +418,16 @@ impl Sim {
         match step {
             Step::CreateMember { seed, .. } => {
                 let resumed = self.in_flight.as_ref().is_some_and(|c| c.step == *step);
-                if self.created.iter().any(|c| *c > id || (*c == id && !resumed)) {
-                    return Err(self.violation("I4", &p, "a server id was reused or went backwards"));
+                if self
+                    .created
+                    .iter()
+                    .any(|c| *c > id || (*c == id && !resumed))
+                {
+                    return Err(self.violation(
+                        "I4",
+                        &p,
+                        "a server id was reused or went backwards",
+                    ));
                 }
                 if !seed && (!all_healthy || others_in_transition) {
                     return Err(self.violation("I1/I2", &p, "a member was created while another was in transition or a voter was unhealthy"));
@@ -374,10 +435,18 @@ impl Sim {
             }
             Step::AddVoter { .. } => {
                 if !self.healthy(id) {
-                    return Err(self.violation("I3", &p, "a joiner that is not serving and synced was added"));
+                    return Err(self.violation(
+                        "I3",
+                        &p,
+                        "a joiner that is not serving and synced was added",
+                    ));
                 }
                 if !all_healthy {
-                    return Err(self.violation("I2", &p, "a voter was added while a voter was unhealthy"));
+                    return Err(self.violation(
+                        "I2",
+                        &p,
+                        "a voter was added while a voter was unhealthy",
+                    ));
                 }
                 if self.members.get(&id).is_some_and(|m| m.was_voter) && !voters.contains(&id) {
                     return Err(self.violation("I4", &p, "a removed voter was added again"));
@@ -386,13 +455,23 @@ impl Sim {
             Step::RemoveVoter { .. } => {
                 let mut next = voters.clone();
                 next.remove(&id);
-                if voters.contains(&id) && (next.is_empty() || self.healthy_in(&next) < majority(next.len())) {
-                    return Err(self.violation("I5", &p, "the next configuration would have no healthy majority"));
+                if voters.contains(&id)
+                    && (next.is_empty() || self.healthy_in(&next) < majority(next.len()))
+                {
+                    return Err(self.violation(
+                        "I5",
+                        &p,
+                        "the next configuration would have no healthy majority",
+                    ));
                 }
             }
             Step::DeleteMember { .. } => {
                 if voters.contains(&id) {
-                    return Err(self.violation("I3", &p, "a voter's Pod and volume were deleted before it left the configuration"));
+                    return Err(self.violation(
+                        "I3",
+                        &p,
+                        "a voter's Pod and volume were deleted before it left the configuration",
+                    ));
                 }
             }
             Step::FenceMember { .. } => {
@@ -402,28 +481,52 @@ impl Sim {
                 let mut next = voters.clone();
                 next.remove(&id);
                 if self.healthy_in(&next) < majority(next.len().max(1)) {
-                    return Err(self.violation("I2", &p, "a member was fenced without a healthy majority of the rest"));
+                    return Err(self.violation(
+                        "I2",
+                        &p,
+                        "a member was fenced without a healthy majority of the rest",
+                    ));
                 }
             }
             Step::RestartMember { .. } => {
                 let m = &self.members[&id];
                 if !m.volume {
-                    return Err(self.violation("I4", &p, "a member was restarted without its data"));
+                    return Err(self.violation(
+                        "I4",
+                        &p,
+                        "a member was restarted without its data",
+                    ));
                 }
                 let mut others = voters.clone();
                 others.remove(&id);
                 let planned = self.healthy(id);
-                if voters.len() > 1 && self.has_quorum() && self.healthy_in(&others) < majority(voters.len()) {
+                if voters.len() > 1
+                    && self.has_quorum()
+                    && self.healthy_in(&others) < majority(voters.len())
+                {
                     return Err(self.violation("I6", &p, "a restart would lose the quorum"));
                 }
                 if planned {
                     if !all_healthy || others_in_transition {
-                        return Err(self.violation("I1/I6", &p, "a planned restart while another member was in transition"));
+                        return Err(self.violation(
+                            "I1/I6",
+                            &p,
+                            "a planned restart while another member was in transition",
+                        ));
                     }
                     let leader_first = self.leader() == Some(id)
-                        && others.iter().any(|o| self.members[o].pod.as_ref().is_some_and(|p| p.0 != desired.spec_hash));
+                        && others.iter().any(|o| {
+                            self.members[o]
+                                .pod
+                                .as_ref()
+                                .is_some_and(|p| p.0 != desired.spec_hash)
+                        });
                     if leader_first {
-                        return Err(self.violation("I6", &p, "the leader was restarted before a stale follower"));
+                        return Err(self.violation(
+                            "I6",
+                            &p,
+                            "the leader was restarted before a stale follower",
+                        ));
                     }
                 }
             }
@@ -478,7 +581,8 @@ impl Sim {
                 next.insert(id);
                 // ZooKeeper: a quorum of the new configuration must be synced with the leader.
                 let synced = next.iter().filter(|v| self.healthy(**v)).count();
-                if !self.config.contains(&id) && self.has_quorum() && synced >= majority(next.len()) {
+                if !self.config.contains(&id) && self.has_quorum() && synced >= majority(next.len())
+                {
                     self.config = next;
                     self.config_version += 1;
                     if let Some(m) = self.members.get_mut(&id) {
@@ -490,7 +594,11 @@ impl Sim {
                 let mut next = self.config.clone();
                 next.remove(&id);
                 let synced = next.iter().filter(|v| self.healthy(**v)).count();
-                if self.config.contains(&id) && !next.is_empty() && self.has_quorum() && synced >= majority(next.len()) {
+                if self.config.contains(&id)
+                    && !next.is_empty()
+                    && self.has_quorum()
+                    && synced >= majority(next.len())
+                {
                     self.config = next;
                     self.config_version += 1;
                 }

@@ -161,17 +161,31 @@ impl fmt::Display for WaitReason {
             WaitReason::Paused => write!(f, "spec.paused is true: no step is taken"),
             WaitReason::MemberStarting { member } => write!(f, "member {member} is starting"),
             WaitReason::JoinerCatchingUp { member } => {
-                write!(f, "member {member} is catching up with the leader before it becomes a voter")
+                write!(
+                    f,
+                    "member {member} is catching up with the leader before it becomes a voter"
+                )
             }
             WaitReason::VoterUnhealthy { member } => {
-                write!(f, "voter {member} is not serving and synced; no step is taken until it is")
+                write!(
+                    f,
+                    "voter {member} is not serving and synced; no step is taken until it is"
+                )
             }
             WaitReason::MemberDown { member, replace_at } => {
-                write!(f, "voter {member} is down; it will be replaced if still down at {replace_at}")
+                write!(
+                    f,
+                    "voter {member} is down; it will be replaced if still down at {replace_at}"
+                )
             }
-            WaitReason::QuorumForming => write!(f, "members are starting and no quorum has formed yet"),
+            WaitReason::QuorumForming => {
+                write!(f, "members are starting and no quorum has formed yet")
+            }
             WaitReason::AwaitingBackup => {
-                write!(f, "backupBeforeChange: waiting for a Ready backup newer than the requested change")
+                write!(
+                    f,
+                    "backupBeforeChange: waiting for a Ready backup newer than the requested change"
+                )
             }
         }
     }
@@ -224,7 +238,9 @@ impl BlockReason {
     pub fn code(&self) -> &'static str {
         match self {
             BlockReason::QuorumLost { .. } => "QuorumLost",
-            BlockReason::NoHealthyMajorityForReplacement { .. } => "NoHealthyMajorityForReplacement",
+            BlockReason::NoHealthyMajorityForReplacement { .. } => {
+                "NoHealthyMajorityForReplacement"
+            }
             BlockReason::RolloutUnhealthy { .. } => "RolloutUnhealthy",
             BlockReason::JoinerNeverSynced { .. } => "JoinerNeverSynced",
             BlockReason::UnknownVoters { .. } => "UnknownVoters",
@@ -235,7 +251,12 @@ impl BlockReason {
 impl fmt::Display for BlockReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            BlockReason::QuorumLost { healthy, voters, survivor, zxid } => {
+            BlockReason::QuorumLost {
+                healthy,
+                voters,
+                survivor,
+                zxid,
+            } => {
                 write!(f, "quorum lost: {healthy} of {voters} voters healthy")?;
                 match (survivor, zxid) {
                     (Some(s), Some(z)) => write!(
@@ -259,7 +280,11 @@ impl fmt::Display for BlockReason {
             ),
             BlockReason::UnknownVoters { members } => {
                 let ids: Vec<String> = members.iter().map(ToString::to_string).collect();
-                write!(f, "the configuration names voters quorate has no member for: {}", ids.join(", "))
+                write!(
+                    f,
+                    "the configuration names voters quorate has no member for: {}",
+                    ids.join(", ")
+                )
             }
         }
     }

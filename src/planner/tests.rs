@@ -26,7 +26,13 @@ fn quorum_table_matches_the_mesos_table() {
 #[test]
 fn bootstraps_an_empty_ensemble_with_one_seed() {
     let p = plan(&desired(3), &Observed::default(), t0());
-    assert_eq!(p.decision, act(Step::CreateMember { member: id(1), seed: true }));
+    assert_eq!(
+        p.decision,
+        act(Step::CreateMember {
+            member: id(1),
+            seed: true
+        })
+    );
     assert_eq!(p.rule, Rule::BootstrapStartsOneSeed);
 }
 
@@ -36,14 +42,28 @@ fn waits_for_the_seed_to_serve_before_growing() {
     o.recorded_voters.clear();
     o.members.get_mut(&id(1)).unwrap().zk = Default::default();
     let p = plan(&desired(3), &o, t0());
-    assert!(matches!(p.decision, Decision::Wait { reason: WaitReason::MemberStarting { .. } }), "{p:?}");
+    assert!(
+        matches!(
+            p.decision,
+            Decision::Wait {
+                reason: WaitReason::MemberStarting { .. }
+            }
+        ),
+        "{p:?}"
+    );
 }
 
 #[test]
 fn scale_up_starts_one_joiner_with_a_fresh_id() {
     let o = ObservedEnsemble::healthy(3).build();
     let p = plan(&desired(5), &o, t0());
-    assert_eq!(p.decision, act(Step::CreateMember { member: id(4), seed: false }));
+    assert_eq!(
+        p.decision,
+        act(Step::CreateMember {
+            member: id(4),
+            seed: false
+        })
+    );
 }
 
 #[test]
@@ -51,19 +71,34 @@ fn never_reuses_a_server_id() {
     let mut o = ObservedEnsemble::healthy(3).build();
     o.next_server_id = id(9); // ids 4..8 were used by members since removed
     let p = plan(&desired(5), &o, t0());
-    assert_eq!(p.decision, act(Step::CreateMember { member: id(9), seed: false }));
+    assert_eq!(
+        p.decision,
+        act(Step::CreateMember {
+            member: id(9),
+            seed: false
+        })
+    );
 }
 
 #[test]
 fn waits_while_the_joiner_is_catching_up() {
-    let o = ObservedEnsemble::healthy(3).with_joiner(4, false, SignedDuration::from_secs(30)).build();
+    let o = ObservedEnsemble::healthy(3)
+        .with_joiner(4, false, SignedDuration::from_secs(30))
+        .build();
     let p = plan(&desired(5), &o, t0());
-    assert_eq!(p.decision, Decision::Wait { reason: WaitReason::JoinerCatchingUp { member: id(4) } });
+    assert_eq!(
+        p.decision,
+        Decision::Wait {
+            reason: WaitReason::JoinerCatchingUp { member: id(4) }
+        }
+    );
 }
 
 #[test]
 fn adds_the_joiner_as_a_voter_once_synced() {
-    let o = ObservedEnsemble::healthy(3).with_joiner(4, true, SignedDuration::from_secs(30)).build();
+    let o = ObservedEnsemble::healthy(3)
+        .with_joiner(4, true, SignedDuration::from_secs(30))
+        .build();
     let p = plan(&desired(5), &o, t0());
     assert_eq!(p.decision, act(Step::AddVoter { member: id(4) }));
     assert_eq!(p.rule, Rule::JoinerIsAddedOnceSynced);
@@ -73,14 +108,24 @@ fn adds_the_joiner_as_a_voter_once_synced() {
 fn a_joiner_that_never_syncs_with_an_unproven_spec_blocks() {
     let mut d = desired(5);
     d.spec_hash = "h2".into();
-    let o = ObservedEnsemble::healthy(3).with_joiner(4, false, SignedDuration::from_mins(10)).with_hash(4, "h2").build();
+    let o = ObservedEnsemble::healthy(3)
+        .with_joiner(4, false, SignedDuration::from_mins(10))
+        .with_hash(4, "h2")
+        .build();
     let p = plan(&d, &o, t0());
-    assert_eq!(p.decision, Decision::Blocked { reason: BlockReason::JoinerNeverSynced { member: id(4) } });
+    assert_eq!(
+        p.decision,
+        Decision::Blocked {
+            reason: BlockReason::JoinerNeverSynced { member: id(4) }
+        }
+    );
 }
 
 #[test]
 fn a_joiner_that_never_syncs_with_a_proven_spec_is_retired_and_replaced() {
-    let o = ObservedEnsemble::healthy(3).with_joiner(4, false, SignedDuration::from_mins(10)).build();
+    let o = ObservedEnsemble::healthy(3)
+        .with_joiner(4, false, SignedDuration::from_mins(10))
+        .build();
     let p = plan(&desired(5), &o, t0());
     assert_eq!(p.decision, act(Step::DeleteMember { member: id(4) }));
 }
@@ -89,7 +134,11 @@ fn a_joiner_that_never_syncs_with_a_proven_spec_is_retired_and_replaced() {
 fn scale_down_removes_the_newest_follower_from_the_config_first() {
     let o = ObservedEnsemble::healthy(5).with_leader(5).build();
     let p = plan(&desired(3), &o, t0());
-    assert_eq!(p.decision, act(Step::RemoveVoter { member: id(4) }), "the leader (5) is kept");
+    assert_eq!(
+        p.decision,
+        act(Step::RemoveVoter { member: id(4) }),
+        "the leader (5) is kept"
+    );
 }
 
 #[test]
@@ -99,8 +148,20 @@ fn a_removed_voter_is_deleted_only_after_it_left_the_config() {
     let p = plan(&desired(3), &o, t0());
     assert_eq!(p.decision, act(Step::DeleteMember { member: id(5) }));
     // Without a live configuration nothing is deleted.
-    let p = plan(&desired(3), &ObservedEnsemble(o).without_live_config().build(), t0());
-    assert!(!matches!(p.decision, Decision::Act { step: Step::DeleteMember { .. } }), "{p:?}");
+    let p = plan(
+        &desired(3),
+        &ObservedEnsemble(o).without_live_config().build(),
+        t0(),
+    );
+    assert!(
+        !matches!(
+            p.decision,
+            Decision::Act {
+                step: Step::DeleteMember { .. }
+            }
+        ),
+        "{p:?}"
+    );
 }
 
 #[test]
@@ -116,7 +177,13 @@ fn a_removed_voter_never_becomes_a_joiner_again() {
 fn grows_from_one_to_three_without_a_wipe() {
     let o = ObservedEnsemble::healthy(1).build();
     let p = plan(&desired(3), &o, t0());
-    assert_eq!(p.decision, act(Step::CreateMember { member: id(2), seed: false }));
+    assert_eq!(
+        p.decision,
+        act(Step::CreateMember {
+            member: id(2),
+            seed: false
+        })
+    );
 }
 
 #[test]
@@ -128,32 +195,51 @@ fn shrinks_three_to_one_one_voter_at_a_time() {
 
 #[test]
 fn waits_for_a_down_voter_until_replace_after() {
-    let o = ObservedEnsemble::healthy(3).down(2, t0() - SignedDuration::from_mins(1)).build();
+    let o = ObservedEnsemble::healthy(3)
+        .down(2, t0() - SignedDuration::from_mins(1))
+        .build();
     let p = plan(&desired(3), &o, t0());
     assert_eq!(
         p.decision,
         Decision::Wait {
-            reason: WaitReason::MemberDown { member: id(2), replace_at: t0() + SignedDuration::from_mins(4) }
+            reason: WaitReason::MemberDown {
+                member: id(2),
+                replace_at: t0() + SignedDuration::from_mins(4)
+            }
         }
     );
 }
 
 #[test]
 fn replaces_a_voter_down_longer_than_replace_after_by_fencing_it_first() {
-    let o = ObservedEnsemble::healthy(3).down(2, t0() - SignedDuration::from_mins(6)).build();
+    let o = ObservedEnsemble::healthy(3)
+        .down(2, t0() - SignedDuration::from_mins(6))
+        .build();
     let p = plan(&desired(3), &o, t0());
     assert_eq!(p.decision, act(Step::FenceMember { member: id(2) }));
     // Fenced (Pod and volume gone): removed from the config next.
     let mut o2 = o.clone();
     o2.members.get_mut(&id(2)).unwrap().pod = None;
     o2.members.get_mut(&id(2)).unwrap().volume = false;
-    assert_eq!(plan(&desired(3), &o2, t0()).decision, act(Step::RemoveVoter { member: id(2) }));
+    assert_eq!(
+        plan(&desired(3), &o2, t0()).decision,
+        act(Step::RemoveVoter { member: id(2) })
+    );
     // Removed: its volume is deleted and its id retired.
     o2.config.as_mut().unwrap().voters.remove(&id(2));
-    assert_eq!(plan(&desired(3), &o2, t0()).decision, act(Step::DeleteMember { member: id(2) }));
+    assert_eq!(
+        plan(&desired(3), &o2, t0()).decision,
+        act(Step::DeleteMember { member: id(2) })
+    );
     // Gone: a fresh id joins.
     o2.members.remove(&id(2));
-    assert_eq!(plan(&desired(3), &o2, t0()).decision, act(Step::CreateMember { member: id(4), seed: false }));
+    assert_eq!(
+        plan(&desired(3), &o2, t0()).decision,
+        act(Step::CreateMember {
+            member: id(4),
+            seed: false
+        })
+    );
 }
 
 #[test]
@@ -184,10 +270,19 @@ fn quorum_lost_names_the_survivor_with_the_highest_zxid() {
     assert_eq!(
         p.decision,
         Decision::Blocked {
-            reason: BlockReason::QuorumLost { healthy: 0, voters: 3, survivor: Some(id(3)), zxid: Some(0x2_0000_0005) }
+            reason: BlockReason::QuorumLost {
+                healthy: 0,
+                voters: 3,
+                survivor: Some(id(3)),
+                zxid: Some(0x2_0000_0005)
+            }
         }
     );
-    assert!(p.decision.to_string().contains("member 3"), "{}", p.decision);
+    assert!(
+        p.decision.to_string().contains("member 3"),
+        "{}",
+        p.decision
+    );
 }
 
 #[test]
@@ -195,8 +290,14 @@ fn rolls_followers_first_and_the_leader_last() {
     let mut d = desired(3);
     d.spec_hash = "h2".into();
     let o = ObservedEnsemble::healthy(3).with_leader(1).build();
-    assert_eq!(plan(&d, &o, t0()).decision, act(Step::RestartMember { member: id(2) }));
-    let o = ObservedEnsemble(o).with_hash(2, "h2").with_hash(3, "h2").build();
+    assert_eq!(
+        plan(&d, &o, t0()).decision,
+        act(Step::RestartMember { member: id(2) })
+    );
+    let o = ObservedEnsemble(o)
+        .with_hash(2, "h2")
+        .with_hash(3, "h2")
+        .build();
     let p = plan(&d, &o, t0());
     assert_eq!(p.decision, act(Step::RestartMember { member: id(1) }));
     assert_eq!(p.rule, Rule::RollingRestartLeaderLast);
@@ -206,19 +307,41 @@ fn rolls_followers_first_and_the_leader_last() {
 fn waits_for_a_restarted_member_before_the_next() {
     let mut d = desired(3);
     d.spec_hash = "h2".into();
-    let mut o = ObservedEnsemble::healthy(3).with_hash(2, "h2").lagging(2).build();
-    o.members.get_mut(&id(2)).unwrap().pod.as_mut().unwrap().created_at = t0() - SignedDuration::from_secs(20);
+    let mut o = ObservedEnsemble::healthy(3)
+        .with_hash(2, "h2")
+        .lagging(2)
+        .build();
+    o.members
+        .get_mut(&id(2))
+        .unwrap()
+        .pod
+        .as_mut()
+        .unwrap()
+        .created_at = t0() - SignedDuration::from_secs(20);
     let p = plan(&d, &o, t0());
-    assert_eq!(p.decision, Decision::Wait { reason: WaitReason::MemberStarting { member: id(2) } });
+    assert_eq!(
+        p.decision,
+        Decision::Wait {
+            reason: WaitReason::MemberStarting { member: id(2) }
+        }
+    );
 }
 
 #[test]
 fn a_member_that_fails_with_the_new_spec_blocks_the_roll_and_is_not_replaced() {
     let mut d = desired(3);
     d.spec_hash = "bad".into();
-    let o = ObservedEnsemble::healthy(3).with_hash(2, "bad").down(2, t0() - SignedDuration::from_mins(30)).build();
+    let o = ObservedEnsemble::healthy(3)
+        .with_hash(2, "bad")
+        .down(2, t0() - SignedDuration::from_mins(30))
+        .build();
     let p = plan(&d, &o, t0());
-    assert_eq!(p.decision, Decision::Blocked { reason: BlockReason::RolloutUnhealthy { member: id(2) } });
+    assert_eq!(
+        p.decision,
+        Decision::Blocked {
+            reason: BlockReason::RolloutUnhealthy { member: id(2) }
+        }
+    );
     // Reverting the spec restarts the failed member with the old spec.
     let p = plan(&desired(3), &o, t0());
     assert_eq!(p.decision, act(Step::RestartMember { member: id(2) }));
@@ -229,7 +352,12 @@ fn paused_stops_every_step() {
     let mut d = desired(5);
     d.paused = true;
     let p = plan(&d, &ObservedEnsemble::healthy(3).build(), t0());
-    assert_eq!(p.decision, Decision::Wait { reason: WaitReason::Paused });
+    assert_eq!(
+        p.decision,
+        Decision::Wait {
+            reason: WaitReason::Paused
+        }
+    );
 }
 
 #[test]
@@ -239,23 +367,44 @@ fn backup_before_change_holds_scaling_until_a_fresh_backup() {
     let mut o = ObservedEnsemble::healthy(3).build();
     o.change_requested_at = Some(t0() - SignedDuration::from_mins(1));
     o.latest_backup_at = Some(t0() - SignedDuration::from_mins(2));
-    assert_eq!(plan(&d, &o, t0()).decision, Decision::Wait { reason: WaitReason::AwaitingBackup });
+    assert_eq!(
+        plan(&d, &o, t0()).decision,
+        Decision::Wait {
+            reason: WaitReason::AwaitingBackup
+        }
+    );
     o.latest_backup_at = Some(t0());
-    assert_eq!(plan(&d, &o, t0()).decision, act(Step::CreateMember { member: id(4), seed: false }));
+    assert_eq!(
+        plan(&d, &o, t0()).decision,
+        act(Step::CreateMember {
+            member: id(4),
+            seed: false
+        })
+    );
 }
 
 #[test]
 fn backup_before_change_does_not_hold_the_replacement_of_a_failed_member() {
     let mut d = desired(3);
     d.backup_before_change = true;
-    let o = ObservedEnsemble::healthy(3).down(3, t0() - SignedDuration::from_mins(6)).build();
-    assert_eq!(plan(&d, &o, t0()).decision, act(Step::FenceMember { member: id(3) }));
+    let o = ObservedEnsemble::healthy(3)
+        .down(3, t0() - SignedDuration::from_mins(6))
+        .build();
+    assert_eq!(
+        plan(&d, &o, t0()).decision,
+        act(Step::FenceMember { member: id(3) })
+    );
 }
 
 #[test]
 fn a_claimed_step_that_has_not_taken_effect_is_taken_again_when_still_right() {
-    let mut o = ObservedEnsemble::healthy(3).with_joiner(4, true, SignedDuration::from_secs(30)).build();
-    o.in_flight = Some(Claim { step: Step::AddVoter { member: id(4) }, started_at: t0() });
+    let mut o = ObservedEnsemble::healthy(3)
+        .with_joiner(4, true, SignedDuration::from_secs(30))
+        .build();
+    o.in_flight = Some(Claim {
+        step: Step::AddVoter { member: id(4) },
+        started_at: t0(),
+    });
     let p = plan(&desired(5), &o, t0());
     assert_eq!(p.decision, act(Step::AddVoter { member: id(4) }));
 }
@@ -269,7 +418,10 @@ fn a_half_done_restart_is_carried_on() {
     let m = o.members.get_mut(&id(2)).unwrap();
     m.pod = None;
     m.zk = Default::default();
-    o.in_flight = Some(Claim { step: Step::RestartMember { member: id(2) }, started_at: t0() });
+    o.in_flight = Some(Claim {
+        step: Step::RestartMember { member: id(2) },
+        started_at: t0(),
+    });
     let p = plan(&d, &o, t0());
     assert_eq!(p.decision, act(Step::RestartMember { member: id(2) }));
     assert_eq!(p.rule, Rule::ClaimedStepIsResumed);
@@ -278,17 +430,36 @@ fn a_half_done_restart_is_carried_on() {
 #[test]
 fn a_claimed_step_that_took_effect_is_confirmed_not_repeated() {
     let mut o = ObservedEnsemble::healthy(4).build();
-    o.in_flight = Some(Claim { step: Step::AddVoter { member: id(4) }, started_at: t0() });
+    o.in_flight = Some(Claim {
+        step: Step::AddVoter { member: id(4) },
+        started_at: t0(),
+    });
     let p = plan(&desired(5), &o, t0());
-    assert_eq!(p.decision, act(Step::CreateMember { member: id(5), seed: false }));
+    assert_eq!(
+        p.decision,
+        act(Step::CreateMember {
+            member: id(5),
+            seed: false
+        })
+    );
 }
 
 #[test]
 fn a_claimed_add_of_a_joiner_that_died_is_not_resumed() {
-    let mut o = ObservedEnsemble::healthy(3).with_joiner(4, false, SignedDuration::from_secs(30)).build();
-    o.in_flight = Some(Claim { step: Step::AddVoter { member: id(4) }, started_at: t0() });
+    let mut o = ObservedEnsemble::healthy(3)
+        .with_joiner(4, false, SignedDuration::from_secs(30))
+        .build();
+    o.in_flight = Some(Claim {
+        step: Step::AddVoter { member: id(4) },
+        started_at: t0(),
+    });
     let p = plan(&desired(5), &o, t0());
-    assert_eq!(p.decision, Decision::Wait { reason: WaitReason::JoinerCatchingUp { member: id(4) } });
+    assert_eq!(
+        p.decision,
+        Decision::Wait {
+            reason: WaitReason::JoinerCatchingUp { member: id(4) }
+        }
+    );
 }
 
 #[test]

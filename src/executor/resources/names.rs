@@ -37,7 +37,11 @@ pub fn credentials_secret(ensemble: &str) -> String {
 
 /// The stable DNS name of member `id` (through the headless Service).
 pub fn member_host(ensemble: &str, namespace: &str, id: ServerId, cluster_domain: &str) -> String {
-    format!("{}.{}.{namespace}.svc.{cluster_domain}", member_pod(ensemble, id), members_service(ensemble))
+    format!(
+        "{}.{}.{namespace}.svc.{cluster_domain}",
+        member_pod(ensemble, id),
+        members_service(ensemble)
+    )
 }
 
 /// Labels on every object of an ensemble.
@@ -60,7 +64,12 @@ pub fn member_labels(ensemble: &str, id: ServerId) -> BTreeMap<String, String> {
 
 /// The server id in a member's labels, if it is one of quorate's members.
 pub fn server_id_of(labels: &BTreeMap<String, String>) -> Option<ServerId> {
-    labels.get(LABEL_SERVER_ID)?.parse::<u32>().ok().filter(|id| *id > 0).map(ServerId)
+    labels
+        .get(LABEL_SERVER_ID)?
+        .parse::<u32>()
+        .ok()
+        .filter(|id| *id > 0)
+        .map(ServerId)
 }
 
 #[cfg(test)]
@@ -84,7 +93,11 @@ mod tests {
         assert_eq!(labels[LABEL_ENSEMBLE], "masters");
         let mut bad = labels.clone();
         bad.insert(LABEL_SERVER_ID.into(), "0".into());
-        assert_eq!(server_id_of(&bad), None, "server id 0 is not valid in ZooKeeper");
+        assert_eq!(
+            server_id_of(&bad),
+            None,
+            "server id 0 is not valid in ZooKeeper"
+        );
         bad.insert(LABEL_SERVER_ID.into(), "x".into());
         assert_eq!(server_id_of(&bad), None);
     }

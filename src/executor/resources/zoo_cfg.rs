@@ -19,7 +19,8 @@ pub fn render_static(config: &ZkServerConfig) -> String {
     for (k, v) in &config.extra {
         keys.insert(k.as_str(), v.clone());
     }
-    let mut out = String::from("# Rendered by quorate. Membership is managed by dynamic reconfiguration.\n");
+    let mut out =
+        String::from("# Rendered by quorate. Membership is managed by dynamic reconfiguration.\n");
     for (k, v) in &keys {
         let _ = writeln!(out, "{k}={v}");
     }
@@ -28,13 +29,19 @@ pub fn render_static(config: &ZkServerConfig) -> String {
         ("initLimit", config.init_limit.to_string()),
         ("syncLimit", config.sync_limit.to_string()),
         ("dataDir", format!("{DATA_MOUNT}/data")),
-        ("dynamicConfigFile", format!("{DATA_MOUNT}/conf/zoo.cfg.dynamic")),
+        (
+            "dynamicConfigFile",
+            format!("{DATA_MOUNT}/conf/zoo.cfg.dynamic"),
+        ),
         ("reconfigEnabled", "true".into()),
         ("standaloneEnabled", "false".into()),
         ("skipACL", "no".into()),
         ("admin.enableServer", "true".into()),
         ("admin.serverPort", ADMIN_PORT.to_string()),
-        ("4lw.commands.whitelist", "srvr,stat,mntr,conf,ruok,isro".into()),
+        (
+            "4lw.commands.whitelist",
+            "srvr,stat,mntr,conf,ruok,isro".into(),
+        ),
         ("autopurge.snapRetainCount", "5".into()),
         ("autopurge.purgeInterval", "1".into()),
     ];
@@ -53,9 +60,15 @@ pub fn server_line(id: ServerId, host: &str) -> String {
 
 /// The initial dynamic configuration of a new member: the committed voters plus itself. A seed
 /// (bootstrap) has itself alone.
-pub fn initial_dynamic(voters: &BTreeMap<ServerId, String>, joiner: ServerId, joiner_host: &str) -> String {
-    let mut lines: BTreeMap<ServerId, String> =
-        voters.iter().map(|(id, host)| (*id, server_line(*id, host))).collect();
+pub fn initial_dynamic(
+    voters: &BTreeMap<ServerId, String>,
+    joiner: ServerId,
+    joiner_host: &str,
+) -> String {
+    let mut lines: BTreeMap<ServerId, String> = voters
+        .iter()
+        .map(|(id, host)| (*id, server_line(*id, host)))
+        .collect();
     lines.insert(joiner, server_line(joiner, joiner_host));
     lines.into_values().map(|l| l + "\n").collect()
 }
@@ -76,10 +89,19 @@ mod tests {
     #[test]
     fn the_static_config_turns_on_reconfig_and_never_standalone() {
         let cfg = render_static(&ZkServerConfig::default());
-        for line in ["reconfigEnabled=true", "standaloneEnabled=false", "skipACL=no", "admin.enableServer=true", "tickTime=2000"] {
+        for line in [
+            "reconfigEnabled=true",
+            "standaloneEnabled=false",
+            "skipACL=no",
+            "admin.enableServer=true",
+            "tickTime=2000",
+        ] {
             assert!(cfg.lines().any(|l| l == line), "missing {line} in\n{cfg}");
         }
-        assert!(!cfg.contains("server."), "no membership in the static config");
+        assert!(
+            !cfg.contains("server."),
+            "no membership in the static config"
+        );
     }
 
     #[test]
@@ -89,13 +111,20 @@ mod tests {
         c.extra.insert("reconfigEnabled".into(), "false".into());
         let cfg = render_static(&c);
         let last = cfg.lines().rfind(|l| l.starts_with("reconfigEnabled="));
-        assert_eq!(last, Some("reconfigEnabled=true"), "ZooKeeper takes the last value");
+        assert_eq!(
+            last,
+            Some("reconfigEnabled=true"),
+            "ZooKeeper takes the last value"
+        );
         assert!(cfg.contains("maxClientCnxns=100"));
     }
 
     #[test]
     fn a_joiner_starts_with_the_committed_voters_plus_itself() {
-        let voters = BTreeMap::from([(ServerId(1), "m-1".to_string()), (ServerId(2), "m-2".to_string())]);
+        let voters = BTreeMap::from([
+            (ServerId(1), "m-1".to_string()),
+            (ServerId(2), "m-2".to_string()),
+        ]);
         let dynamic = initial_dynamic(&voters, ServerId(5), "m-5");
         assert_eq!(
             dynamic,
@@ -103,11 +132,17 @@ mod tests {
              server.2=m-2:2888:3888:participant;m-2:2181\n\
              server.5=m-5:2888:3888:participant;m-5:2181\n"
         );
-        assert_eq!(ids_in_dynamic(&dynamic), BTreeSet::from([ServerId(1), ServerId(2), ServerId(5)]));
+        assert_eq!(
+            ids_in_dynamic(&dynamic),
+            BTreeSet::from([ServerId(1), ServerId(2), ServerId(5)])
+        );
     }
 
     #[test]
     fn a_seed_starts_with_itself_alone() {
-        assert_eq!(ids_in_dynamic(&initial_dynamic(&BTreeMap::new(), ServerId(1), "m-1")), BTreeSet::from([ServerId(1)]));
+        assert_eq!(
+            ids_in_dynamic(&initial_dynamic(&BTreeMap::new(), ServerId(1), "m-1")),
+            BTreeSet::from([ServerId(1)])
+        );
     }
 }
