@@ -23,6 +23,9 @@ use crate::zookeeper::{lock_exclusive, sha1_hex, write_if_changed};
 const REQUIREMENTS: &str = include_str!("../python/requirements.txt");
 const SCRIPT: &str = include_str!("../python/zkjudge.py");
 
+/// Bytes per znode that `zkjudge.py write` uses unless told otherwise.
+const DEFAULT_SIZE: usize = 64;
+
 /// Errors of the kazoo judge.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -442,8 +445,8 @@ impl Judge {
         parse(command, code, &stdout, &stderr)
     }
 
-    /// Creates `count` znodes `<prefix>/nNNNNNNNN` (64 bytes of known content each; `prefix` is
-    /// created if needed).
+    /// Creates `count` znodes `<prefix>/nNNNNNNNN` (64 bytes of known content each, open ACL;
+    /// `prefix` is created if needed).
     pub async fn write(
         &self,
         hosts: &str,
@@ -451,13 +454,8 @@ impl Judge {
         prefix: &str,
         count: usize,
     ) -> Result<WriteReport, Error> {
-        self.run(
-            "write",
-            hosts,
-            auth,
-            &args(&["--prefix", prefix, "--count", &count.to_string()]),
-        )
-        .await
+        self.write_with(hosts, auth, prefix, count, DEFAULT_SIZE, "open")
+            .await
     }
 
     /// Like [`Judge::write`], with `size` bytes per znode and ACL `open` (world:anyone) or
@@ -492,13 +490,8 @@ impl Judge {
         prefix: &str,
         count: usize,
     ) -> Result<VerifyReport, Error> {
-        self.run(
-            "verify",
-            hosts,
-            auth,
-            &args(&["--prefix", prefix, "--count", &count.to_string()]),
-        )
-        .await
+        self.verify_with(hosts, auth, prefix, count, DEFAULT_SIZE)
+            .await
     }
 
     /// [`Judge::verify`] for znodes of `size` bytes.

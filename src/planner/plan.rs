@@ -83,6 +83,15 @@ fn wait(reason: WaitReason, rule: Rule) -> Plan {
         rule,
     }
 }
+/// A step the user asked for (scaling, rolling): `backupBeforeChange` holds it until a fresh
+/// Ready backup exists.
+fn requested(desired: &Desired, observed: &Observed, step: Step, rule: Rule) -> Plan {
+    if backup_is_fresh(desired, observed) {
+        act(step, rule)
+    } else {
+        wait(WaitReason::AwaitingBackup, Rule::BackupBeforeChange)
+    }
+}
 fn blocked(reason: BlockReason, rule: Rule) -> Plan {
     Plan {
         decision: Decision::Blocked { reason },
@@ -258,10 +267,9 @@ fn plan_fresh(desired: &Desired, observed: &Observed, now: Timestamp) -> Plan {
         .collect();
     for m in &unhealthy {
         if voters.len() > desired.replicas && quorum_survives_removal(observed, &voters, m.id) {
-            if !backup_is_fresh(desired, observed) {
-                return wait(WaitReason::AwaitingBackup, Rule::BackupBeforeChange);
-            }
-            return act(
+            return requested(
+                desired,
+                observed,
                 Step::RemoveVoter { member: m.id },
                 Rule::ScaleDownRemovesUnhealthyFirst,
             );
@@ -318,16 +326,13 @@ fn plan_fresh(desired: &Desired, observed: &Observed, now: Timestamp) -> Plan {
 
     // From here on every voter is healthy (I2).
     if let Some(j) = joiner.and_then(|id| observed.members.get(&id)) {
-        if joiner_is_synced(j) {
-            if !backup_is_fresh(desired, observed) {
-                return wait(WaitReason::AwaitingBackup, Rule::BackupBeforeChange);
-            }
-            if quorum_survives_addition(observed, &voters, j.id) {
-                return act(
-                    Step::AddVoter { member: j.id },
-                    Rule::JoinerIsAddedOnceSynced,
-                );
-            }
+        if joiner_is_synced(j) && quorum_survives_addition(observed, &voters, j.id) {
+            return requested(
+                desired,
+                observed,
+                Step::AddVoter { member: j.id },
+                Rule::JoinerIsAddedOnceSynced,
+            );
         }
         let created = j.pod.as_ref().map(|p| p.created_at).unwrap_or(now);
         if created + desired.replace_after <= now {
@@ -353,10 +358,9 @@ fn plan_fresh(desired: &Desired, observed: &Observed, now: Timestamp) -> Plan {
     }
 
     if voters.len() < desired.replicas {
-        if !backup_is_fresh(desired, observed) {
-            return wait(WaitReason::AwaitingBackup, Rule::BackupBeforeChange);
-        }
-        return act(
+        return requested(
+            desired,
+            observed,
             Step::CreateMember {
                 member: observed.fresh_id(),
                 seed: false,
@@ -364,18 +368,16 @@ fn plan_fresh(desired: &Desired, observed: &Observed, now: Timestamp) -> Plan {
             Rule::ScaleUpStartsOneJoiner,
         );
     }
-    if voters.len() > desired.replicas {
-        if !backup_is_fresh(desired, observed) {
-            return wait(WaitReason::AwaitingBackup, Rule::BackupBeforeChange);
-        }
-        if let Some(victim) = choose_voter_to_remove(observed, &voters)
-            && quorum_survives_removal(observed, &voters, victim)
-        {
-            return act(
-                Step::RemoveVoter { member: victim },
-                Rule::ScaleDownRemovesOneVoter,
-            );
-        }
+    if voters.len() > desired.replicas
+        && let Some(victim) = choose_voter_to_remove(observed, &voters)
+        && quorum_survives_removal(observed, &voters, victim)
+    {
+        return requested(
+            desired,
+            observed,
+            Step::RemoveVoter { member: victim },
+            Rule::ScaleDownRemovesOneVoter,
+        );
     }
 
     let stale: Vec<ServerId> = voters
@@ -385,16 +387,15 @@ fn plan_fresh(desired: &Desired, observed: &Observed, now: Timestamp) -> Plan {
             observed.members.get(id).and_then(Member::spec_hash) != Some(desired.spec_hash.as_str())
         })
         .collect();
-    if let Some(first) = restart_order(observed, &stale).first() {
-        if !backup_is_fresh(desired, observed) {
-            return wait(WaitReason::AwaitingBackup, Rule::BackupBeforeChange);
-        }
-        if quorum_survives_restart(observed, &voters, *first) {
-            return act(
-                Step::RestartMember { member: *first },
-                Rule::RollingRestartLeaderLast,
-            );
-        }
+    if let Some(first) = restart_order(observed, &stale).first()
+        && quorum_survives_restart(observed, &voters, *first)
+    {
+        return requested(
+            desired,
+            observed,
+            Step::RestartMember { member: *first },
+            Rule::RollingRestartLeaderLast,
+        );
     }
 
     Plan {
