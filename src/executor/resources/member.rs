@@ -1,0 +1,467 @@
+//! Pure builders of the objects that make up an ensemble: each member's Pod and PVC, the
+//! headless and client Services, the ConfigMap, the PodDisruptionBudget.
+//!
+//! The member Pod runs ZooKeeper from the image's own distribution
+//! (`/apache-zookeeper-<version>-bin`, as in the official image). An init container copies the
+//! static configuration from the ConfigMap onto the member's volume (ZooKeeper rewrites it on
+//! every reconfig, so it cannot stay a read-only mount), writes `myid`, writes the member's
+//! initial dynamic configuration on its first start only, and binds the AdminServer to the Pod's
+//! IP. Membership is never decided there: the initial dynamic configuration comes from the
+//! operator (the committed voters plus the member itself) and every later change is a reconfig.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource,
+    HTTPGetAction, ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec,
+    PersistentVolumeClaimVolumeSource, Pod, PodSpec, Probe, Service, ServicePort, ServiceSpec,
+    Volume, VolumeMount, VolumeResourceRequirements,
+};
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::names::*;
+use super::zoo_cfg::render_static;
+use crate::constants::*;
+use crate::crd::MasterEnsembleSpec;
+use crate::planner::ServerId;
+
+/// What every builder needs to know about the ensemble.
+#[derive(Clone, Debug)]
+pub struct EnsembleContext<'a> {
+    /// The ensemble's name.
+    pub name: &'a str,
+    /// Its namespace.
+    pub namespace: &'a str,
+    /// Its spec.
+    pub spec: &'a MasterEnsembleSpec,
+    /// The owner reference that ties every object to the MasterEnsemble.
+    pub owner: OwnerReference,
+}
+
+/// The image a member runs: `spec.image`, or the official image of `spec.version`.
+pub fn member_image(spec: &MasterEnsembleSpec) -> String {
+    spec.image
+        .clone()
+        .unwrap_or_else(|| format!("docker.io/library/zookeeper:{}", spec.version))
+}
+
+/// Where the image keeps ZooKeeper's jars.
+pub fn install_dir(version: &str) -> String {
+    format!("/apache-zookeeper-{version}-bin")
+}
+
+/// The init container's script: configuration files only, no membership decisions.
+pub const PREPARE_SCRIPT: &str = r#"set -eu
+D=/var/lib/zookeeper
+mkdir -p "$D/data" "$D/conf"
+echo "$ZK_SERVER_ID" > "$D/data/myid"
+if [ ! -f "$D/conf/zoo.cfg" ]; then
+  printf '%s\n' "$ZK_INITIAL_DYNAMIC" > "$D/conf/zoo.cfg.dynamic"
+  cp /etc/quorate/config/zoo.cfg "$D/conf/zoo.cfg"
+fi
+# Static settings come from the current spec; the dynamic file ZooKeeper last wrote is kept.
+dyn=$(grep '^dynamicConfigFile=' "$D/conf/zoo.cfg" || true)
+grep -v -e '^dynamicConfigFile=' -e '^admin.serverAddress=' /etc/quorate/config/zoo.cfg > "$D/conf/zoo.cfg.next"
+echo "${dyn:-dynamicConfigFile=$D/conf/zoo.cfg.dynamic}" >> "$D/conf/zoo.cfg.next"
+echo "admin.serverAddress=$POD_IP" >> "$D/conf/zoo.cfg.next"
+mv "$D/conf/zoo.cfg.next" "$D/conf/zoo.cfg"
+"#;
+
+fn meta(ctx: &EnsembleContext<'_>, name: String, labels: BTreeMap<String, String>) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name),
+        namespace: Some(ctx.namespace.to_string()),
+        labels: Some(labels),
+        owner_references: Some(vec![ctx.owner.clone()]),
+        ..Default::default()
+    }
+}
+
+fn env(name: &str, value: impl Into<String>) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: Some(value.into()),
+        ..Default::default()
+    }
+}
+
+fn port(name: &str, number: u16) -> ContainerPort {
+    ContainerPort {
+        name: Some(name.into()),
+        container_port: number.into(),
+        ..Default::default()
+    }
+}
+
+/// The Pod of member `id`. `initial_dynamic` is its first dynamic configuration (the committed
+/// voters plus itself; itself alone for a seed); `spec_hash` is recorded in an annotation.
+pub fn build_member_pod(
+    ctx: &EnsembleContext<'_>,
+    id: ServerId,
+    initial_dynamic: &str,
+    spec_hash: &str,
+) -> Pod {
+    let spec = ctx.spec;
+    let image = member_image(spec);
+    let mut labels = member_labels(ctx.name, id);
+    let mut annotations =
+        BTreeMap::from([(ANNOTATION_SPEC_HASH.to_string(), spec_hash.to_string())]);
+    if let Some(t) = &spec.pod_template {
+        for (k, v) in &t.labels {
+            labels.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+        annotations.extend(t.annotations.clone());
+    }
+    let mut metadata = meta(ctx, member_pod(ctx.name, id), labels);
+    metadata.annotations = Some(annotations);
+    let envs = vec![
+        env("ZK_SERVER_ID", id.to_string()),
+        EnvVar {
+            name: "POD_IP".into(),
+            value_from: Some(EnvVarSource {
+                field_ref: Some(ObjectFieldSelector {
+                    field_path: "status.podIP".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        env("ZK_INITIAL_DYNAMIC", initial_dynamic.trim_end()),
+        env(
+            "JVM_OPTS",
+            format!(
+                "-Xmx{}m -Xms{}m",
+                spec.config.heap_mib,
+                spec.config.heap_mib.min(64)
+            ),
+        ),
+    ];
+    let mounts = vec![
+        VolumeMount {
+            name: "data".into(),
+            mount_path: DATA_MOUNT.into(),
+            ..Default::default()
+        },
+        VolumeMount {
+            name: "config".into(),
+            mount_path: CONFIG_MOUNT.into(),
+            read_only: Some(true),
+            ..Default::default()
+        },
+    ];
+    let run = format!(
+        "exec java $JVM_OPTS -cp '{}/lib/*' org.apache.zookeeper.server.quorum.QuorumPeerMain {DATA_MOUNT}/conf/zoo.cfg",
+        install_dir(&spec.version)
+    );
+    let prepare = Container {
+        name: "prepare".into(),
+        image: Some(image.clone()),
+        command: Some(vec!["/bin/sh".into(), "-c".into(), PREPARE_SCRIPT.into()]),
+        env: Some(envs.clone()),
+        volume_mounts: Some(mounts.clone()),
+        ..Default::default()
+    };
+    let zookeeper = Container {
+        name: "zookeeper".into(),
+        image: Some(image),
+        command: Some(vec!["/bin/sh".into(), "-c".into(), run]),
+        env: Some(envs),
+        ports: Some(vec![
+            port("client", CLIENT_PORT),
+            port("quorum", QUORUM_PORT),
+            port("election", ELECTION_PORT),
+            port("admin", ADMIN_PORT),
+        ]),
+        // The AdminServer's `monitor` answers 200 only while the member serves (has a quorum).
+        readiness_probe: Some(Probe {
+            http_get: Some(HTTPGetAction {
+                path: Some("/commands/monitor".into()),
+                port: IntOrString::Int(ADMIN_PORT.into()),
+                ..Default::default()
+            }),
+            period_seconds: Some(2),
+            timeout_seconds: Some(2),
+            failure_threshold: Some(3),
+            ..Default::default()
+        }),
+        resources: spec.resources.clone(),
+        volume_mounts: Some(mounts),
+        ..Default::default()
+    };
+    let template = spec.pod_template.clone().unwrap_or_default();
+    Pod {
+        metadata,
+        spec: Some(PodSpec {
+            hostname: Some(member_pod(ctx.name, id)),
+            subdomain: Some(members_service(ctx.name)),
+            init_containers: Some(vec![prepare]),
+            containers: vec![zookeeper],
+            restart_policy: Some("Always".into()),
+            termination_grace_period_seconds: Some(30),
+            volumes: Some(vec![
+                Volume {
+                    name: "data".into(),
+                    persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                        claim_name: member_pvc(ctx.name, id),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+                Volume {
+                    name: "config".into(),
+                    config_map: Some(ConfigMapVolumeSource {
+                        name: config_map(ctx.name),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+            ]),
+            affinity: template.affinity,
+            tolerations: (!template.tolerations.is_empty()).then_some(template.tolerations),
+            node_selector: (!template.node_selector.is_empty()).then_some(template.node_selector),
+            priority_class_name: template.priority_class_name,
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+/// The PVC of member `id`.
+pub fn build_member_pvc(ctx: &EnsembleContext<'_>, id: ServerId) -> PersistentVolumeClaim {
+    PersistentVolumeClaim {
+        metadata: meta(ctx, member_pvc(ctx.name, id), member_labels(ctx.name, id)),
+        spec: Some(PersistentVolumeClaimSpec {
+            access_modes: Some(vec!["ReadWriteOnce".into()]),
+            storage_class_name: ctx.spec.storage.storage_class_name.clone(),
+            resources: Some(VolumeResourceRequirements {
+                requests: Some(BTreeMap::from([(
+                    "storage".to_string(),
+                    Quantity(ctx.spec.storage.size.clone()),
+                )])),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+/// The ConfigMap with the static zoo.cfg.
+pub fn build_config_map(ctx: &EnsembleContext<'_>) -> ConfigMap {
+    ConfigMap {
+        metadata: meta(
+            ctx,
+            config_map(ctx.name),
+            ensemble_labels(ctx.name, "config"),
+        ),
+        data: Some(BTreeMap::from([(
+            "zoo.cfg".to_string(),
+            render_static(&ctx.spec.config),
+        )])),
+        ..Default::default()
+    }
+}
+
+fn member_selector(ctx: &EnsembleContext<'_>) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (LABEL_ENSEMBLE.to_string(), ctx.name.to_string()),
+        (LABEL_COMPONENT.to_string(), "member".to_string()),
+    ])
+}
+
+/// The headless Service that gives each member its DNS name. Not-ready members are published
+/// too: a joiner must be reachable before it serves.
+pub fn build_members_service(ctx: &EnsembleContext<'_>) -> Service {
+    Service {
+        metadata: meta(
+            ctx,
+            members_service(ctx.name),
+            ensemble_labels(ctx.name, "members"),
+        ),
+        spec: Some(ServiceSpec {
+            cluster_ip: Some("None".into()),
+            publish_not_ready_addresses: Some(true),
+            selector: Some(member_selector(ctx)),
+            ports: Some(
+                [
+                    ("client", CLIENT_PORT),
+                    ("quorum", QUORUM_PORT),
+                    ("election", ELECTION_PORT),
+                    ("admin", ADMIN_PORT),
+                ]
+                .into_iter()
+                .map(|(name, p)| ServicePort {
+                    name: Some(name.into()),
+                    port: p.into(),
+                    ..Default::default()
+                })
+                .collect(),
+            ),
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+/// The client Service (ready members only).
+pub fn build_client_service(ctx: &EnsembleContext<'_>) -> Service {
+    Service {
+        metadata: meta(
+            ctx,
+            client_service(ctx.name),
+            ensemble_labels(ctx.name, "client"),
+        ),
+        spec: Some(ServiceSpec {
+            selector: Some(member_selector(ctx)),
+            ports: Some(vec![ServicePort {
+                name: Some("client".into()),
+                port: CLIENT_PORT.into(),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+/// The PodDisruptionBudget: at most one member down by voluntary disruption.
+pub fn build_pdb(ctx: &EnsembleContext<'_>) -> PodDisruptionBudget {
+    PodDisruptionBudget {
+        metadata: meta(ctx, ctx.name.to_string(), ensemble_labels(ctx.name, "pdb")),
+        spec: Some(PodDisruptionBudgetSpec {
+            max_unavailable: Some(IntOrString::Int(1)),
+            selector: Some(LabelSelector {
+                match_labels: Some(member_selector(ctx)),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::executor::resources::zoo_cfg::{ids_in_dynamic, initial_dynamic};
+
+    fn spec() -> MasterEnsembleSpec {
+        serde_json::from_value(serde_json::json!({"replicas": 3})).expect("spec")
+    }
+
+    fn ctx(spec: &MasterEnsembleSpec) -> EnsembleContext<'_> {
+        EnsembleContext {
+            name: "masters",
+            namespace: "prod",
+            spec,
+            owner: OwnerReference {
+                api_version: "quorate.dev/v1alpha1".into(),
+                kind: "MasterEnsemble".into(),
+                name: "masters".into(),
+                uid: "u-1".into(),
+                controller: Some(true),
+                block_owner_deletion: Some(true),
+            },
+        }
+    }
+
+    #[test]
+    fn a_member_pod_carries_its_id_hash_owner_and_initial_configuration() {
+        let s = spec();
+        let dynamic = initial_dynamic(
+            &BTreeMap::from([(ServerId(1), "m-1".into())]),
+            ServerId(4),
+            "m-4",
+        );
+        let pod = build_member_pod(&ctx(&s), ServerId(4), &dynamic, "abc");
+        assert_eq!(pod.metadata.name.as_deref(), Some("masters-4"));
+        assert_eq!(
+            pod.metadata.labels.as_ref().and_then(|l| server_id_of(l)),
+            Some(ServerId(4))
+        );
+        assert_eq!(
+            pod.metadata.annotations.as_ref().unwrap()[ANNOTATION_SPEC_HASH],
+            "abc"
+        );
+        assert_eq!(
+            pod.metadata.owner_references.as_ref().unwrap()[0].kind,
+            "MasterEnsemble"
+        );
+        let spec = pod.spec.unwrap();
+        assert_eq!(spec.subdomain.as_deref(), Some("masters-members"));
+        let main = &spec.containers[0];
+        assert_eq!(
+            main.image.as_deref(),
+            Some("docker.io/library/zookeeper:3.9.5")
+        );
+        assert!(main.command.as_ref().unwrap()[2].contains("/apache-zookeeper-3.9.5-bin/lib/*"));
+        let envs = main.env.as_ref().unwrap();
+        let initial = envs
+            .iter()
+            .find(|e| e.name == "ZK_INITIAL_DYNAMIC")
+            .and_then(|e| e.value.clone())
+            .unwrap();
+        assert_eq!(
+            ids_in_dynamic(&initial).len(),
+            2,
+            "the committed voter plus itself"
+        );
+        assert!(
+            envs.iter()
+                .any(|e| e.name == "POD_IP" && e.value_from.is_some())
+        );
+        let probe = main
+            .readiness_probe
+            .as_ref()
+            .and_then(|p| p.http_get.as_ref())
+            .unwrap();
+        assert_eq!(probe.path.as_deref(), Some("/commands/monitor"));
+        let claim = spec.volumes.unwrap()[0]
+            .persistent_volume_claim
+            .clone()
+            .unwrap()
+            .claim_name;
+        assert_eq!(claim, "data-masters-4");
+    }
+
+    #[test]
+    fn the_prepare_script_never_decides_membership() {
+        assert!(
+            !PREPARE_SCRIPT.contains("server."),
+            "no server.N lines are derived in the Pod"
+        );
+        assert!(
+            PREPARE_SCRIPT.contains("if [ ! -f \"$D/conf/zoo.cfg\" ]"),
+            "the initial dynamic file is written once"
+        );
+    }
+
+    #[test]
+    fn a_spec_image_overrides_the_default() {
+        let mut s = spec();
+        s.image = Some("registry.example/zk:3.9.5-custom".into());
+        assert_eq!(member_image(&s), "registry.example/zk:3.9.5-custom");
+    }
+
+    #[test]
+    fn the_services_and_budget_select_only_this_ensembles_members() {
+        let s = spec();
+        let c = ctx(&s);
+        let headless = build_members_service(&c).spec.unwrap();
+        assert_eq!(headless.cluster_ip.as_deref(), Some("None"));
+        assert_eq!(headless.publish_not_ready_addresses, Some(true));
+        assert_eq!(
+            headless.selector.as_ref().unwrap()[LABEL_ENSEMBLE],
+            "masters"
+        );
+        let pdb = build_pdb(&c).spec.unwrap();
+        assert_eq!(pdb.max_unavailable, Some(IntOrString::Int(1)));
+        let pvc = build_member_pvc(&c, ServerId(2)).spec.unwrap();
+        assert_eq!(pvc.resources.unwrap().requests.unwrap()["storage"].0, "1Gi");
+        assert!(build_config_map(&c).data.unwrap()["zoo.cfg"].contains("reconfigEnabled=true"));
+    }
+}
