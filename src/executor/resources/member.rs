@@ -380,7 +380,7 @@ mod tests {
         let pod = build_member_pod(&ctx(&s), ServerId(4), &dynamic, "abc");
         assert_eq!(pod.metadata.name.as_deref(), Some("masters-4"));
         assert_eq!(
-            pod.metadata.labels.as_ref().and_then(|l| server_id_of(l)),
+            pod.metadata.labels.as_ref().and_then(server_id_of),
             Some(ServerId(4))
         );
         assert_eq!(
