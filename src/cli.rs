@@ -54,6 +54,12 @@ pub enum Command {
     },
     /// Print the version.
     Version,
+    /// Run the operator against the cluster of the usual kubeconfig (or in-cluster config).
+    Run {
+        /// Log as JSON lines.
+        #[arg(long)]
+        log_json: bool,
+    },
 }
 
 /// Errors of the command line, each with the file or argument it concerns.
@@ -119,6 +125,9 @@ pub fn run_offline(command: &Command, clock_now: Timestamp) -> Result<String, Er
             Ok(written)
         }
         Command::Version => Ok(format!("quorate {}\n", env!("CARGO_PKG_VERSION"))),
+        Command::Run { .. } => Err(Error::Render(
+            "`run` needs a cluster; call run_online".into(),
+        )),
         Command::Plan {
             desired,
             observed,
@@ -196,5 +205,39 @@ pub fn render_plan(plan: &Plan, desired: &Desired, output: Output) -> Result<Str
             plan.rule.name(),
             desired.spec_hash
         )),
+    }
+}
+
+/// Runs the subcommands that talk to a cluster.
+pub async fn run_online(command: &Command) -> Result<(), String> {
+    match command {
+        Command::Run { log_json } => {
+            init_logging(*log_json);
+            let client = kube::Client::try_default()
+                .await
+                .map_err(|e| format!("cannot reach the cluster: {e}"))?;
+            crate::controller::run(client)
+                .await
+                .map_err(|e| e.to_string())
+        }
+        _ => Err("not an online command".into()),
+    }
+}
+
+/// Whether `command` needs a cluster.
+pub fn is_online(command: &Command) -> bool {
+    matches!(command, Command::Run { .. })
+}
+
+fn init_logging(json: bool) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
     }
 }

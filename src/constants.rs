@@ -37,3 +37,12 @@ pub const ADMIN_PORT: u16 = 8080;
 pub const DATA_MOUNT: &str = "/var/lib/zookeeper";
 /// Where the ensemble's ConfigMap is mounted (read-only templates).
 pub const CONFIG_MOUNT: &str = "/etc/quorate/config";
+
+/// Key of the super user's password in the ensemble's credentials Secret.
+pub const SECRET_SUPER_PASSWORD: &str = "superPassword";
+/// Key of the super user's digest (`super:base64(sha1(super:password))`), given to the servers.
+pub const SECRET_SUPER_DIGEST: &str = "superDigest";
+/// The ZooKeeper super user's name.
+pub const SUPER_USER: &str = "super";
+/// The cluster's DNS domain.
+pub const CLUSTER_DOMAIN: &str = "cluster.local";

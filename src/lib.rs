@@ -14,6 +14,7 @@
 
 pub mod cli;
 pub mod constants;
+pub mod controller;
 pub mod crd;
 pub mod executor;
 pub mod planner;

@@ -7,6 +7,20 @@ use quorate::cli::{Cli, run_offline};
 
 fn main() {
     let cli = Cli::parse();
+    if quorate::cli::is_online(&cli.command) {
+        let runtime = match tokio::runtime::Runtime::new() {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("quorate: cannot start the async runtime: {e}");
+                std::process::exit(1);
+            }
+        };
+        if let Err(e) = runtime.block_on(quorate::cli::run_online(&cli.command)) {
+            eprintln!("quorate: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
     match run_offline(&cli.command, jiff::Timestamp::now()) {
         Ok(out) => {
             // A closed pipe (`quorate crd | head`) is not an error worth a panic.

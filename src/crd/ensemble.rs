@@ -320,6 +320,9 @@ pub struct MemberStatus {
     /// Whether the member is a voter in the committed configuration.
     #[serde(default)]
     pub voter: bool,
+    /// Whether the member has ever been a voter. A removed voter never becomes one again.
+    #[serde(default)]
+    pub was_voter: bool,
     /// Since when the member is in its current state.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since: Option<Time>,

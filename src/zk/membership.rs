@@ -18,6 +18,7 @@
 //!
 //! Every request has its own timeout, and the whole operation a deadline.
 
+use std::collections::BTreeMap;
 use std::collections::BTreeSet;
 use std::fmt;
 use std::future::Future;
@@ -306,6 +307,9 @@ pub struct ZkMembership<P = AdminProbe> {
     credentials: Option<Credentials>,
     timeouts: Timeouts,
     admin_port: u16,
+    /// Where to probe a member instead of the host of its configuration line (the operator
+    /// knows each member's Pod IP; the DNS names in the lines may not resolve where it runs).
+    hosts: BTreeMap<ServerId, String>,
     probe: P,
     client: tokio::sync::Mutex<Option<zkc::Client>>,
 }
@@ -334,6 +338,7 @@ impl ZkMembership<AdminProbe> {
             credentials,
             timeouts,
             admin_port: DEFAULT_ADMIN_PORT,
+            hosts: BTreeMap::new(),
             probe: AdminProbe::new(timeouts.probe)?,
             client: tokio::sync::Mutex::new(None),
         })
@@ -348,6 +353,7 @@ impl<P: MemberProbe> ZkMembership<P> {
             credentials: self.credentials,
             timeouts: self.timeouts,
             admin_port: self.admin_port,
+            hosts: self.hosts,
             probe,
             client: self.client,
         }
@@ -362,6 +368,12 @@ impl<P: MemberProbe> ZkMembership<P> {
     /// The members' AdminServer port (default 8080), on the host of their configuration line.
     pub fn with_admin_port(mut self, port: u16) -> Self {
         self.admin_port = port;
+        self
+    }
+
+    /// Probes member `id` at `host` rather than at the host of its configuration line.
+    pub fn with_member_hosts(mut self, hosts: BTreeMap<ServerId, String>) -> Self {
+        self.hosts = hosts;
         self
     }
 
@@ -380,7 +392,13 @@ impl<P: MemberProbe> ZkMembership<P> {
             .servers
             .values()
             .chain(extra)
-            .filter_map(|e| MemberAddr::from_entry(e, self.admin_port))
+            .filter_map(|e| {
+                let mut addr = MemberAddr::from_entry(e, self.admin_port)?;
+                if let Some(host) = self.hosts.get(&e.id) {
+                    addr.host = host.clone();
+                }
+                Some(addr)
+            })
             .collect()
     }
 
@@ -468,7 +486,9 @@ impl<P: MemberProbe> ZkMembership<P> {
             id: joiner.id,
             reason,
         };
-        if MemberAddr::from_entry(joiner, self.admin_port).is_none() {
+        if MemberAddr::from_entry(joiner, self.admin_port).is_none()
+            && !self.hosts.contains_key(&joiner.id)
+        {
             return Err(not_ready(format!(
                 "its line {:?} names no host to probe",
                 joiner.line()

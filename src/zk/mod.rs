@@ -163,3 +163,27 @@ pub trait MembershipControl: Sync {
         id: ServerId,
     ) -> impl Future<Output = Result<ReconfigOutcome, membership::Error>> + Send;
 }
+
+/// ZooKeeper's digest of a user and password: `user:base64(sha1("user:password"))`, as the
+/// servers' `superDigest` and digest ACLs expect it.
+pub fn digest(user: &str, password: &str) -> String {
+    use base64::Engine as _;
+    use sha1::Digest as _;
+    let hash = sha1::Sha1::digest(format!("{user}:{password}").as_bytes());
+    format!(
+        "{user}:{}",
+        base64::engine::general_purpose::STANDARD.encode(hash)
+    )
+}
+
+#[cfg(test)]
+mod digest_tests {
+    #[test]
+    fn digest_matches_zookeepers_own_generator() {
+        // From `DigestAuthenticationProvider super:superpw` (notes/zookeeper-and-stack.md).
+        assert_eq!(
+            super::digest("super", "superpw"),
+            "super:g9oN2HttPfn8MMWJZ2r45Np/LIA="
+        );
+    }
+}

@@ -14,8 +14,8 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{
     ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource,
     HTTPGetAction, ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec,
-    PersistentVolumeClaimVolumeSource, Pod, PodSpec, Probe, Service, ServicePort, ServiceSpec,
-    Volume, VolumeMount, VolumeResourceRequirements,
+    PersistentVolumeClaimVolumeSource, Pod, PodSpec, Probe, SecretKeySelector, Service,
+    ServicePort, ServiceSpec, Volume, VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -131,6 +131,18 @@ pub fn build_member_pod(
             ..Default::default()
         },
         env("ZK_INITIAL_DYNAMIC", initial_dynamic.trim_end()),
+        EnvVar {
+            name: "ZK_SUPER_DIGEST".into(),
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector {
+                    name: credentials_secret(ctx.name),
+                    key: SECRET_SUPER_DIGEST.into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
         env(
             "JVM_OPTS",
             format!(
@@ -154,7 +166,7 @@ pub fn build_member_pod(
         },
     ];
     let run = format!(
-        "exec java $JVM_OPTS -cp '{}/lib/*' org.apache.zookeeper.server.quorum.QuorumPeerMain {DATA_MOUNT}/conf/zoo.cfg",
+        "exec java $JVM_OPTS \"-Dzookeeper.DigestAuthenticationProvider.superDigest=$ZK_SUPER_DIGEST\" -cp '{}/lib/*' org.apache.zookeeper.server.quorum.QuorumPeerMain {DATA_MOUNT}/conf/zoo.cfg",
         install_dir(&spec.version)
     );
     let prepare = Container {

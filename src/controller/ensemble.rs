@@ -1,0 +1,333 @@
+//! The reconcile of one MasterEnsemble.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use jiff::Timestamp;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+use kube::{Api, Resource, ResourceExt};
+use rand::distr::{Alphanumeric, SampleString};
+use tracing::{info, instrument, warn};
+
+use super::observe::{Observation, observe};
+use super::status::{build_status, in_flight_step};
+use super::{Context, Error};
+use crate::constants::*;
+use crate::crd::{MasterEnsemble, MasterEnsembleStatus};
+use crate::executor::resources::member::{
+    EnsembleContext, build_client_service, build_config_map, build_members_service, build_pdb,
+};
+use crate::executor::resources::names::{credentials_secret, ensemble_labels};
+use crate::planner::{Claim, Decision, Desired, Plan, Step, plan};
+use crate::zk::Credentials;
+
+/// One pass over one ensemble.
+#[instrument(skip_all, fields(ensemble = %ens.name_any()))]
+pub async fn reconcile(ens: Arc<MasterEnsemble>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let now = Timestamp::now();
+    let ns = ens.namespace().unwrap_or_default();
+    let name = ens.name_any();
+    let api: Api<MasterEnsemble> = Api::namespaced(ctx.client.clone(), &ns);
+    let desired = match Desired::try_from(&ens.spec) {
+        Ok(d) => d,
+        Err(e) => {
+            warn!(error = %e, "invalid spec");
+            let status = serde_json::json!({"status": {"phase": "Invalid", "message": e.to_string(), "observedGeneration": ens.metadata.generation}});
+            api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
+                .await
+                .map_err(Error::kube(format!("record invalid spec of {ns}/{name}")))?;
+            return Ok(Action::await_change());
+        }
+    };
+    let Some(owner) = ens.controller_owner_ref(&()) else {
+        return Err(Error::Inconsistent(format!("{ns}/{name} has no uid yet")));
+    };
+    let ectx = EnsembleContext {
+        name: &name,
+        namespace: &ns,
+        spec: &ens.spec,
+        owner,
+    };
+    ensure_support_objects(&ctx, &ectx).await?;
+    let credentials = ensure_credentials(&ctx, &ectx).await?;
+
+    let obs = observe(&ctx, &ens, &desired, &credentials, now).await?;
+    let mut previous = ens.status.clone().unwrap_or_default();
+    if previous.observed_generation != ens.metadata.generation {
+        // A new spec: this is when the change was requested (backupBeforeChange compares with it).
+        previous.change_requested_at = Some(Time(now));
+    }
+    let plan = plan(&desired, &obs.observed, now);
+    info!(decision = %plan.decision, rule = %plan.rule.name(), "planned");
+
+    match &plan.decision {
+        Decision::Act { step } => {
+            let claim = Claim {
+                step: step.clone(),
+                started_at: now,
+            };
+            let resumed = obs
+                .observed
+                .in_flight
+                .as_ref()
+                .is_some_and(|c| c.step == *step);
+            // The claim: a status write conditioned on the resourceVersion this pass read.
+            let claimed = Claim {
+                started_at: if resumed {
+                    obs.observed
+                        .in_flight
+                        .as_ref()
+                        .map(|c| c.started_at)
+                        .unwrap_or(now)
+                } else {
+                    now
+                },
+                ..claim
+            };
+            let status = build_status(
+                &name,
+                &previous,
+                ens.metadata.generation,
+                &obs,
+                &plan,
+                Some(&claimed),
+                now,
+            );
+            let mut obj = (*ens).clone();
+            obj.status = Some(status.clone());
+            api.replace_status(
+                &name,
+                &PostParams {
+                    field_manager: Some(FIELD_MANAGER.into()),
+                    ..Default::default()
+                },
+                &obj,
+            )
+            .await
+            .map_err(|e| match e {
+                kube::Error::Api(s) if s.code == 409 => Error::Conflict {
+                    step: step.to_string(),
+                },
+                e => Error::kube(format!("claim {step} on {ns}/{name}"))(e),
+            })?;
+            if !resumed {
+                publish(
+                    &ctx,
+                    &ens,
+                    EventType::Normal,
+                    &format!("Started/{}", step.kind()),
+                    &format!("{step}: {}", plan.rule.name()),
+                )
+                .await;
+            }
+            let result =
+                super::execute::execute(&ctx, &ens, &ectx, &desired, step, &obs, &credentials)
+                    .await;
+            if let Err(e) = &result {
+                publish(
+                    &ctx,
+                    &ens,
+                    EventType::Warning,
+                    &format!("Failed/{}", step.kind()),
+                    &e.to_string(),
+                )
+                .await;
+                return Err(result.unwrap_err());
+            }
+            Ok(Action::requeue(ctx.settle))
+        }
+        other => {
+            if let Some(done) = &obs.observed.in_flight
+                && crate::planner::rules::step_is_done(&done.step, &obs.observed, &desired)
+            {
+                publish(
+                    &ctx,
+                    &ens,
+                    EventType::Normal,
+                    &format!("Completed/{}", done.step.kind()),
+                    &done.step.to_string(),
+                )
+                .await;
+            }
+            if let Decision::Blocked { reason } = other
+                && previous.phase.as_deref() != Some("Blocked")
+            {
+                publish(
+                    &ctx,
+                    &ens,
+                    EventType::Warning,
+                    &format!("Blocked/{}", reason.code()),
+                    &reason.to_string(),
+                )
+                .await;
+            }
+            record(&ctx, &api, &name, &previous, &ens, &obs, &plan, now).await?;
+            Ok(match other {
+                Decision::Converged => Action::requeue(std::time::Duration::from_secs(30)),
+                Decision::Blocked { .. } => Action::requeue(std::time::Duration::from_secs(10)),
+                _ => Action::requeue(ctx.settle),
+            })
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn record(
+    _ctx: &Context,
+    api: &Api<MasterEnsemble>,
+    name: &str,
+    previous: &MasterEnsembleStatus,
+    ens: &MasterEnsemble,
+    obs: &Observation,
+    plan: &Plan,
+    now: Timestamp,
+) -> Result<(), Error> {
+    let status = build_status(
+        name,
+        previous,
+        ens.metadata.generation,
+        obs,
+        plan,
+        None,
+        now,
+    );
+    let patch = serde_json::json!({
+        "apiVersion": "quorate.dev/v1alpha1",
+        "kind": "MasterEnsemble",
+        "status": status,
+    });
+    api.patch_status(
+        name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(Error::kube(format!("record status of {name}")))?;
+    Ok(())
+}
+
+async fn publish(ctx: &Context, ens: &MasterEnsemble, type_: EventType, reason: &str, note: &str) {
+    let event = Event {
+        type_,
+        reason: reason.split('/').next().unwrap_or(reason).to_string(),
+        note: Some(note.chars().take(1000).collect()),
+        action: reason.to_string(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &ens.object_ref(&())).await {
+        warn!(error = %e, "cannot publish Event");
+    }
+}
+
+async fn apply<K>(ctx: &Context, ns: &str, obj: &K) -> Result<(), Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::Serialize
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
+    let name = obj.meta().name.clone().unwrap_or_default();
+    let mut value = serde_json::to_value(obj)
+        .map_err(|e| Error::Inconsistent(format!("render {name}: {e}")))?;
+    value["apiVersion"] = K::api_version(&()).into();
+    value["kind"] = K::kind(&()).into();
+    api.patch(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&value),
+    )
+    .await
+    .map_err(Error::kube(format!("apply {} {ns}/{name}", K::kind(&()))))?;
+    Ok(())
+}
+
+/// The ConfigMap, both Services and the PodDisruptionBudget, applied every pass.
+async fn ensure_support_objects(ctx: &Context, ectx: &EnsembleContext<'_>) -> Result<(), Error> {
+    apply::<ConfigMap>(ctx, ectx.namespace, &build_config_map(ectx)).await?;
+    apply::<Service>(ctx, ectx.namespace, &build_members_service(ectx)).await?;
+    apply::<Service>(ctx, ectx.namespace, &build_client_service(ectx)).await?;
+    apply::<PodDisruptionBudget>(ctx, ectx.namespace, &build_pdb(ectx)).await
+}
+
+/// The super user's credentials: generated once into `<ensemble>-credentials`, or taken from
+/// the Secret named by `spec.auth` and copied there with their digest.
+async fn ensure_credentials(
+    ctx: &Context,
+    ectx: &EnsembleContext<'_>,
+) -> Result<Credentials, Error> {
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ectx.namespace);
+    let own = credentials_secret(ectx.name);
+    let read = |s: &Secret, key: &str| {
+        s.data
+            .as_ref()
+            .and_then(|d| d.get(key))
+            .and_then(|b| String::from_utf8(b.0.clone()).ok())
+    };
+    let password = match &ectx.spec.auth {
+        Some(auth) => {
+            let user = api
+                .get(&auth.secret_name)
+                .await
+                .map_err(Error::kube(format!(
+                    "read Secret {} named by spec.auth",
+                    auth.secret_name
+                )))?;
+            read(&user, SECRET_SUPER_PASSWORD).ok_or_else(|| {
+                Error::Inconsistent(format!(
+                    "Secret {} has no key {SECRET_SUPER_PASSWORD}",
+                    auth.secret_name
+                ))
+            })?
+        }
+        None => match api
+            .get_opt(&own)
+            .await
+            .map_err(Error::kube(format!("read Secret {own}")))?
+        {
+            Some(s) if read(&s, SECRET_SUPER_PASSWORD).is_some() => {
+                read(&s, SECRET_SUPER_PASSWORD).unwrap_or_default()
+            }
+            _ => Alphanumeric.sample_string(&mut rand::rng(), 32),
+        },
+    };
+    let secret = Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some(own.clone()),
+            namespace: Some(ectx.namespace.into()),
+            labels: Some(ensemble_labels(ectx.name, "credentials")),
+            owner_references: Some(vec![ectx.owner.clone()]),
+            ..Default::default()
+        },
+        data: Some(BTreeMap::from([
+            (
+                SECRET_SUPER_PASSWORD.to_string(),
+                ByteString(password.clone().into_bytes()),
+            ),
+            (
+                SECRET_SUPER_DIGEST.to_string(),
+                ByteString(crate::zk::digest(SUPER_USER, &password).into_bytes()),
+            ),
+        ])),
+        ..Default::default()
+    };
+    apply::<Secret>(ctx, ectx.namespace, &secret).await?;
+    Ok(Credentials::digest(SUPER_USER, password))
+}
+
+/// Steps that carry a member id, for logs.
+pub fn describe(step: &Step) -> String {
+    step.to_string()
+}
+
+/// The in-flight record of a step (re-exported for the CLI).
+pub fn claim_record(step: &Step, at: Timestamp) -> crate::crd::InFlightStep {
+    in_flight_step(step, at)
+}

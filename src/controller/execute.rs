@@ -1,0 +1,234 @@
+//! Carrying out one step. Each `ensure_*` is safe to run again after a crash at any `.await`:
+//! "already created", "already a voter", "already removed" and "already gone" count as done.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+use kube::api::{DeleteParams, PostParams};
+use kube::{Api, ResourceExt};
+
+use super::observe::Observation;
+use super::{Context, Error};
+use crate::constants::*;
+use crate::crd::MasterEnsemble;
+use crate::executor::resources::member::{EnsembleContext, build_member_pod, build_member_pvc};
+use crate::executor::resources::names::{member_host, member_pod, member_pvc};
+use crate::executor::resources::zoo_cfg::{initial_dynamic, server_line};
+use crate::planner::{Desired, ServerId, Step};
+use crate::zk::{Credentials, MembershipControl, ServerEntry};
+
+/// Runs `step` once.
+pub async fn execute(
+    ctx: &Context,
+    ens: &MasterEnsemble,
+    ectx: &EnsembleContext<'_>,
+    desired: &Desired,
+    step: &Step,
+    obs: &Observation,
+    credentials: &Credentials,
+) -> Result<(), Error> {
+    match step {
+        Step::CreateMember { member, seed } => {
+            ensure_member_created(ctx, ectx, desired, *member, *seed, obs).await
+        }
+        Step::AddVoter { member } => {
+            ensure_voter_added(ens, ectx, *member, obs, credentials, step).await
+        }
+        Step::RemoveVoter { member } => {
+            ensure_voter_removed(ens, *member, obs, credentials, step).await
+        }
+        Step::DeleteMember { member } => ensure_member_deleted(ctx, ectx, *member, true).await,
+        Step::FenceMember { member } => ensure_member_deleted(ctx, ectx, *member, true).await,
+        Step::RestartMember { member } => {
+            ensure_member_restarted(ctx, ectx, desired, *member, obs).await
+        }
+    }
+}
+
+fn host(ectx: &EnsembleContext<'_>, id: ServerId) -> String {
+    member_host(ectx.name, ectx.namespace, id, CLUSTER_DOMAIN)
+}
+
+/// The first dynamic configuration of member `id`: the committed voters plus itself (a seed:
+/// itself alone).
+fn first_config(ectx: &EnsembleContext<'_>, id: ServerId, seed: bool, obs: &Observation) -> String {
+    let voters: BTreeMap<ServerId, String> = if seed {
+        BTreeMap::new()
+    } else {
+        obs.observed
+            .voters()
+            .into_iter()
+            .filter(|v| *v != id)
+            .map(|v| (v, host(ectx, v)))
+            .collect()
+    };
+    initial_dynamic(&voters, id, &host(ectx, id))
+}
+
+async fn create_if_missing<K>(api: &Api<K>, obj: &K, what: String) -> Result<(), Error>
+where
+    K: kube::Resource + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    match api
+        .create(
+            &PostParams {
+                field_manager: Some(FIELD_MANAGER.into()),
+                ..Default::default()
+            },
+            obj,
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+        Err(e) => Err(Error::kube(what)(e)),
+    }
+}
+
+/// Creates the member's volume, then its Pod.
+async fn ensure_member_created(
+    ctx: &Context,
+    ectx: &EnsembleContext<'_>,
+    desired: &Desired,
+    id: ServerId,
+    seed: bool,
+    obs: &Observation,
+) -> Result<(), Error> {
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), ectx.namespace);
+    create_if_missing(
+        &pvcs,
+        &build_member_pvc(ectx, id),
+        format!("create PVC {}", member_pvc(ectx.name, id)),
+    )
+    .await?;
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ectx.namespace);
+    let pod = build_member_pod(
+        ectx,
+        id,
+        &first_config(ectx, id, seed, obs),
+        &desired.spec_hash,
+    );
+    create_if_missing(
+        &pods,
+        &pod,
+        format!("create Pod {}", member_pod(ectx.name, id)),
+    )
+    .await
+}
+
+/// Deletes the member's Pod and, with `volume`, its PVC (the id is retired).
+async fn ensure_member_deleted(
+    ctx: &Context,
+    ectx: &EnsembleContext<'_>,
+    id: ServerId,
+    volume: bool,
+) -> Result<(), Error> {
+    fn gone<T>(r: Result<T, kube::Error>, what: String) -> Result<(), Error> {
+        match r {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+            Err(e) => Err(Error::kube(what)(e)),
+        }
+    }
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ectx.namespace);
+    gone(
+        pods.delete(&member_pod(ectx.name, id), &DeleteParams::default())
+            .await,
+        format!("delete Pod of member {id}"),
+    )?;
+    if volume {
+        let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), ectx.namespace);
+        gone(
+            pvcs.delete(&member_pvc(ectx.name, id), &DeleteParams::default())
+                .await,
+            format!("delete PVC of member {id}"),
+        )?;
+    }
+    Ok(())
+}
+
+/// Deletes a Pod built from another spec (keeping the volume), and recreates it from the
+/// current spec once it is gone.
+async fn ensure_member_restarted(
+    ctx: &Context,
+    ectx: &EnsembleContext<'_>,
+    desired: &Desired,
+    id: ServerId,
+    obs: &Observation,
+) -> Result<(), Error> {
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ectx.namespace);
+    match obs.pods.get(&id) {
+        Some(pod) if pod.metadata.deletion_timestamp.is_some() => Ok(()),
+        Some(pod)
+            if pod.annotations().get(ANNOTATION_SPEC_HASH) != Some(&desired.spec_hash)
+                || !obs.zk.is_synced(id) =>
+        {
+            ensure_member_deleted(ctx, ectx, id, false).await
+        }
+        Some(_) => Ok(()),
+        None => {
+            let pod = build_member_pod(
+                ectx,
+                id,
+                &first_config(ectx, id, false, obs),
+                &desired.spec_hash,
+            );
+            create_if_missing(
+                &pods,
+                &pod,
+                format!("recreate Pod {}", member_pod(ectx.name, id)),
+            )
+            .await
+        }
+    }
+}
+
+async fn ensure_voter_added(
+    ens: &MasterEnsemble,
+    ectx: &EnsembleContext<'_>,
+    id: ServerId,
+    obs: &Observation,
+    credentials: &Credentials,
+    step: &Step,
+) -> Result<(), Error> {
+    let membership = obs.membership(credentials.clone()).ok_or_else(|| {
+        Error::Inconsistent(format!(
+            "{step}: no member serves, the configuration cannot change"
+        ))
+    })?;
+    let entry: ServerEntry = server_line(id, &host(ectx, id))
+        .parse()
+        .map_err(|e| Error::Inconsistent(format!("{step}: bad server line: {e}")))?;
+    membership
+        .add_voter(&entry)
+        .await
+        .map(|_| ())
+        .map_err(|source| Error::Membership {
+            step: step.to_string(),
+            ensemble: ens.name_any(),
+            source,
+        })
+}
+
+async fn ensure_voter_removed(
+    ens: &MasterEnsemble,
+    id: ServerId,
+    obs: &Observation,
+    credentials: &Credentials,
+    step: &Step,
+) -> Result<(), Error> {
+    let membership = obs.membership(credentials.clone()).ok_or_else(|| {
+        Error::Inconsistent(format!(
+            "{step}: no member serves, the configuration cannot change"
+        ))
+    })?;
+    membership
+        .remove_voter(id)
+        .await
+        .map(|_| ())
+        .map_err(|source| Error::Membership {
+            step: step.to_string(),
+            ensemble: ens.name_any(),
+            source,
+        })
+}

@@ -1,0 +1,140 @@
+//! Wiring: one reconcile per MasterEnsemble, on kube-runtime's Controller.
+//!
+//! ```text
+//! observe (Pods, PVCs, ZooKeeper, status) -> plan (pure) -> claim (status CAS)
+//!   -> execute ONE step (idempotent ensure_*) -> record (status, Event) -> requeue
+//! ```
+
+pub mod ensemble;
+pub mod execute;
+pub mod observe;
+pub mod status;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::watcher;
+use kube::{Api, Client};
+use tracing::{info, warn};
+
+use crate::crd::MasterEnsemble;
+use crate::zk::AdminProbe;
+
+/// Errors of a reconcile, each with its context.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A call to the API server failed.
+    #[error("{what}: {source}")]
+    Kube {
+        /// What was being done.
+        what: String,
+        /// The client's error.
+        source: kube::Error,
+    },
+    /// Another writer changed the ensemble between the read and the claim.
+    #[error("claiming {step} lost a compare-and-set race; retrying")]
+    Conflict {
+        /// The step.
+        step: String,
+    },
+    /// A ZooKeeper membership change failed.
+    #[error("{step} on {ensemble}: {source}")]
+    Membership {
+        /// The step.
+        step: String,
+        /// The ensemble.
+        ensemble: String,
+        /// ZooKeeper's answer.
+        source: crate::zk::membership::Error,
+    },
+    /// The AdminServer probe could not be built.
+    #[error("AdminServer probe: {0}")]
+    Probe(#[from] crate::zk::admin::Error),
+    /// Something about the ensemble's objects is not as quorate left it.
+    #[error("{0}")]
+    Inconsistent(String),
+}
+
+impl Error {
+    /// A bounded category for metrics, Event reasons and the error policy.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Error::Kube {
+                source: kube::Error::Api(s),
+                ..
+            } if s.code == 409 => "conflict",
+            Error::Kube { .. } => "kube",
+            Error::Conflict { .. } => "conflict",
+            Error::Membership { .. } => "zookeeper",
+            Error::Probe(_) => "probe",
+            Error::Inconsistent(_) => "inconsistent",
+        }
+    }
+
+    pub(crate) fn kube(what: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
+        let what = what.into();
+        move |source| Error::Kube { what, source }
+    }
+}
+
+/// Shared state of every reconcile.
+pub struct Context {
+    /// The API client.
+    pub client: Client,
+    /// Probes members over their AdminServer.
+    pub probe: AdminProbe,
+    /// Publishes Events.
+    pub recorder: Recorder,
+    /// How long a pass waits before it looks again while a step settles.
+    pub settle: Duration,
+}
+
+impl Context {
+    /// A context for `client`.
+    pub fn new(client: Client) -> Result<Context, Error> {
+        let reporter = Reporter {
+            controller: "quorate".into(),
+            instance: std::env::var("HOSTNAME").ok(),
+        };
+        Ok(Context {
+            recorder: Recorder::new(client.clone(), reporter),
+            probe: AdminProbe::new(Duration::from_secs(2))?,
+            client,
+            settle: Duration::from_secs(2),
+        })
+    }
+}
+
+fn error_policy(ens: Arc<MasterEnsemble>, error: &Error, _ctx: Arc<Context>) -> Action {
+    warn!(ensemble = %kube::ResourceExt::name_any(ens.as_ref()), category = error.category(), %error, "reconcile failed");
+    match error.category() {
+        "conflict" => Action::requeue(Duration::from_secs(1)),
+        _ => Action::requeue(Duration::from_secs(5)),
+    }
+}
+
+/// Runs the MasterEnsemble controller until the process is stopped.
+pub async fn run(client: Client) -> Result<(), Error> {
+    let ctx = Arc::new(Context::new(client.clone())?);
+    let ensembles: Api<MasterEnsemble> = Api::all(client.clone());
+    let pods: Api<Pod> = Api::all(client.clone());
+    let pvcs: Api<PersistentVolumeClaim> = Api::all(client.clone());
+    let members = watcher::Config::default().labels(crate::constants::LABEL_ENSEMBLE);
+    info!("quorate controller starting");
+    Controller::new(ensembles, watcher::Config::default())
+        .owns(pods, members.clone())
+        .owns(pvcs, members)
+        .shutdown_on_signal()
+        .run(ensemble::reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "reconcile error");
+            }
+        })
+        .await;
+    Ok(())
+}

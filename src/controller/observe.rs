@@ -1,0 +1,232 @@
+//! Observe (read-only I/O): the ensemble's Pods and PVCs, ZooKeeper through the zk module, and
+//! what status recorded, turned into the planner's [`Observed`].
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+use kube::api::ListParams;
+use kube::{Api, ResourceExt};
+
+use super::{Context, Error};
+use crate::constants::*;
+use crate::crd::{ArtifactPhase, MasterEnsemble, MemberStatus, ZkBackup};
+use crate::executor::resources::names::server_id_of;
+use crate::planner::{Claim, Desired, Member, Membership, Observed, PodInfo, ServerId, Step};
+use crate::zk::{
+    Credentials, EnsembleConfig, EnsembleObservation, MemberAddr, ZkMembership, observe_ensemble,
+};
+
+/// Everything one pass saw.
+pub struct Observation {
+    /// The planner's view.
+    pub observed: Observed,
+    /// Member Pods by server id.
+    pub pods: BTreeMap<ServerId, Pod>,
+    /// Member PVCs by server id.
+    pub pvcs: BTreeMap<ServerId, PersistentVolumeClaim>,
+    /// ZooKeeper's answers.
+    pub zk: EnsembleObservation,
+    /// The committed configuration, when a serving member answered.
+    pub config: Option<EnsembleConfig>,
+    /// Pod IPs by server id.
+    pub addresses: BTreeMap<ServerId, String>,
+}
+
+impl Observation {
+    /// A membership client for the serving members, probing members at their Pod IPs.
+    pub fn membership(&self, credentials: Credentials) -> Option<ZkMembership> {
+        let serving = self.zk.serving();
+        let connect: Vec<String> = serving
+            .iter()
+            .filter_map(|id| self.addresses.get(id))
+            .map(|ip| format!("{ip}:{CLIENT_PORT}"))
+            .collect();
+        if connect.is_empty() {
+            return None;
+        }
+        ZkMembership::new(connect.join(","), Some(credentials))
+            .ok()
+            .map(|m| m.with_member_hosts(self.addresses.clone()))
+    }
+}
+
+fn member_of(labels: &BTreeMap<String, String>) -> Option<ServerId> {
+    server_id_of(labels)
+}
+
+/// Reads the ensemble's state. `credentials` authenticate the config read.
+pub async fn observe(
+    ctx: &Context,
+    ens: &MasterEnsemble,
+    desired: &Desired,
+    credentials: &Credentials,
+    now: Timestamp,
+) -> Result<Observation, Error> {
+    let ns = ens.namespace().unwrap_or_default();
+    let name = ens.name_any();
+    let selector = ListParams::default().labels(&format!("{LABEL_ENSEMBLE}={name}"));
+    let pod_list = Api::<Pod>::namespaced(ctx.client.clone(), &ns)
+        .list(&selector)
+        .await
+        .map_err(Error::kube(format!("list Pods of {ns}/{name}")))?;
+    let pvc_list = Api::<PersistentVolumeClaim>::namespaced(ctx.client.clone(), &ns)
+        .list(&selector)
+        .await
+        .map_err(Error::kube(format!("list PVCs of {ns}/{name}")))?;
+    let pods: BTreeMap<ServerId, Pod> = pod_list
+        .items
+        .into_iter()
+        .filter_map(|p| Some((member_of(p.labels())?, p)))
+        .collect();
+    let pvcs: BTreeMap<ServerId, PersistentVolumeClaim> = pvc_list
+        .items
+        .into_iter()
+        .filter_map(|p| Some((member_of(p.labels())?, p)))
+        .collect();
+
+    let addresses: BTreeMap<ServerId, String> = pods
+        .iter()
+        .filter_map(|(id, p)| Some((*id, p.status.as_ref()?.pod_ip.clone()?)))
+        .collect();
+    let addrs: Vec<MemberAddr> = addresses
+        .iter()
+        .map(|(id, ip)| MemberAddr::new(*id, ip.clone()))
+        .collect();
+    let zk = observe_ensemble(&ctx.probe, &addrs, Duration::from_secs(3)).await;
+
+    let mut obs = Observation {
+        observed: Observed::default(),
+        pods,
+        pvcs,
+        zk,
+        config: None,
+        addresses,
+    };
+    if let Some(membership) = obs.membership(credentials.clone()) {
+        match membership.read_config().await {
+            Ok(config) => obs.config = Some(config),
+            Err(e) => tracing::info!(ensemble = %name, error = %e, "configuration not readable"),
+        }
+    }
+
+    let status = ens.status.clone().unwrap_or_default();
+    let recorded: BTreeMap<ServerId, &MemberStatus> = status
+        .members
+        .iter()
+        .map(|m| (ServerId(m.server_id as u32), m))
+        .collect();
+    let config: Option<Membership> = obs.config.as_ref().map(Membership::from);
+    let voters_now: BTreeSet<ServerId> = config
+        .as_ref()
+        .map(|c| c.voters.clone())
+        .unwrap_or_default();
+    let ids: BTreeSet<ServerId> = obs.pods.keys().chain(obs.pvcs.keys()).copied().collect();
+    let mut members = BTreeMap::new();
+    for id in ids {
+        let pod = obs.pods.get(&id).map(|p| pod_info(p, desired));
+        let volume = obs
+            .pvcs
+            .get(&id)
+            .is_some_and(|c| c.metadata.deletion_timestamp.is_none());
+        let zk = obs.zk.zk_state(id).unwrap_or_default();
+        let before = recorded.get(&id);
+        let mut member = Member {
+            id,
+            pod,
+            volume,
+            zk,
+            down_since: None,
+            healthy_spec_hash: before.and_then(|m| m.healthy_spec_hash.clone()),
+            was_voter: before.is_some_and(|m| m.was_voter || m.voter) || voters_now.contains(&id),
+        };
+        if member.is_healthy() {
+            member.healthy_spec_hash = member.spec_hash().map(str::to_string);
+        } else {
+            let was_down = before
+                .and_then(|m| m.state.as_deref())
+                .is_some_and(|s| s != "Serving");
+            member.down_since = before
+                .filter(|_| was_down)
+                .and_then(|m| m.since.as_ref().map(|t| t.0))
+                .or(Some(now));
+        }
+        members.insert(id, member);
+    }
+    let in_flight = status.in_flight.as_ref().and_then(|s| {
+        let member = ServerId(u32::try_from(s.member).ok()?);
+        let seed = s.kind == "create-member" && status.voters.is_empty();
+        Some(Claim {
+            step: Step::from_kind(&s.kind, member, seed)?,
+            started_at: s.started_at.0,
+        })
+    });
+    obs.observed = Observed {
+        members,
+        config,
+        recorded_voters: status
+            .voters
+            .iter()
+            .filter_map(|v| u32::try_from(*v).ok())
+            .map(ServerId)
+            .collect(),
+        in_flight,
+        next_server_id: ServerId(
+            status
+                .next_server_id
+                .and_then(|n| u32::try_from(n).ok())
+                .unwrap_or(1),
+        ),
+        change_requested_at: status.change_requested_at.as_ref().map(|t| t.0),
+        latest_backup_at: latest_backup(ctx, ens).await?,
+    };
+    Ok(obs)
+}
+
+fn pod_info(pod: &Pod, desired: &Desired) -> PodInfo {
+    let status = pod.status.clone().unwrap_or_default();
+    let running = status.phase.as_deref() == Some("Running");
+    PodInfo {
+        spec_hash: pod
+            .annotations()
+            .get(ANNOTATION_SPEC_HASH)
+            .cloned()
+            .unwrap_or_else(|| format!("unknown-not-{}", desired.spec_hash)),
+        running,
+        created_at: pod
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map(|t| t.0)
+            .unwrap_or(Timestamp::UNIX_EPOCH),
+        terminating: pod.metadata.deletion_timestamp.is_some(),
+    }
+}
+
+/// When the newest Ready backup of the `backupBeforeChange` ZkBackup finished.
+async fn latest_backup(ctx: &Context, ens: &MasterEnsemble) -> Result<Option<Timestamp>, Error> {
+    let Some(gate) = &ens.spec.backup_before_change else {
+        return Ok(None);
+    };
+    let ns = ens.namespace().unwrap_or_default();
+    let api: Api<ZkBackup> = Api::namespaced(ctx.client.clone(), &ns);
+    let Some(backup) = api
+        .get_opt(&gate.backup_name)
+        .await
+        .map_err(Error::kube(format!(
+            "read ZkBackup {ns}/{}",
+            gate.backup_name
+        )))?
+    else {
+        return Ok(None);
+    };
+    Ok(backup
+        .status
+        .map(|s| s.artifacts)
+        .unwrap_or_default()
+        .iter()
+        .filter(|a| a.phase == ArtifactPhase::Ready)
+        .filter_map(|a| a.finished_at.as_ref().map(|t| t.0))
+        .max())
+}

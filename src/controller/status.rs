@@ -1,0 +1,251 @@
+//! Record: the status of a MasterEnsemble built from one pass (pure), and its conditions.
+
+use std::collections::BTreeSet;
+
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+use super::observe::Observation;
+use crate::constants::*;
+use crate::crd::{InFlightStep, MasterEnsembleStatus, MemberStatus, QuorumStatus, condition};
+use crate::executor::resources::names::member_pod;
+use crate::planner::rules::{majority, tolerance};
+use crate::planner::{Claim, Decision, Plan, Role, Step};
+
+/// A claim as stored in status.
+pub fn in_flight_step(step: &Step, at: Timestamp) -> InFlightStep {
+    InFlightStep {
+        id: step.id(),
+        kind: step.kind().into(),
+        member: i64::from(step.member().0),
+        started_at: Time(at),
+    }
+}
+
+fn claim_step(c: &Claim) -> InFlightStep {
+    in_flight_step(&c.step, c.started_at)
+}
+
+/// The status after a pass that decided `plan`. `claimed` is the step claimed in this pass.
+pub fn build_status(
+    name: &str,
+    previous: &MasterEnsembleStatus,
+    generation: Option<i64>,
+    obs: &Observation,
+    plan: &Plan,
+    claimed: Option<&Claim>,
+    now: Timestamp,
+) -> MasterEnsembleStatus {
+    let voters = obs.observed.voters();
+    let leader = obs.zk.leader;
+    let mut members = Vec::new();
+    let mut ready = 0;
+    for m in obs.observed.members.values() {
+        let healthy = m.is_healthy();
+        ready += i32::from(healthy);
+        let state = if healthy {
+            "Serving"
+        } else if !voters.contains(&m.id) && m.was_voter {
+            "Removed"
+        } else if m.pod.is_none() {
+            "Down"
+        } else if m.zk.serving {
+            "Syncing"
+        } else if m.pod.as_ref().is_some_and(|p| p.running) {
+            "Starting"
+        } else {
+            "Down"
+        };
+        let before = previous
+            .members
+            .iter()
+            .find(|p| p.server_id == i64::from(m.id.0));
+        let since = match before {
+            Some(b) if b.state.as_deref() == Some(state) => b.since.clone(),
+            _ => Some(Time(now)),
+        };
+        let role = match (m.zk.role, voters.contains(&m.id)) {
+            (Role::Leader, _) => "leader",
+            (_, false) if m.pod.is_some() => "joiner",
+            (Role::Follower, _) => "follower",
+            (Role::Observer, _) => "observer",
+            _ => "unknown",
+        };
+        members.push(MemberStatus {
+            server_id: i64::from(m.id.0),
+            pod: member_pod(name, m.id),
+            address: obs.addresses.get(&m.id).cloned(),
+            client_port: Some(CLIENT_PORT.into()),
+            admin_port: Some(ADMIN_PORT.into()),
+            role: Some(role.into()),
+            state: Some(state.into()),
+            zxid: m.zk.zxid.map(|z| format!("0x{z:x}")),
+            synced: m.zk.synced,
+            voter: voters.contains(&m.id),
+            was_voter: m.was_voter,
+            since,
+            healthy_spec_hash: m.healthy_spec_hash.clone(),
+        });
+    }
+    let in_flight = claimed.map(claim_step);
+    let last_step = match (&obs.observed.in_flight, claimed) {
+        (Some(old), Some(new)) if old.step != new.step => Some(claim_step(old)),
+        (Some(old), None) => Some(claim_step(old)),
+        _ => previous.last_step.clone(),
+    };
+    let next_server_id = claimed
+        .and_then(|c| match c.step {
+            Step::CreateMember { member, .. } => Some(i64::from(member.0) + 1),
+            _ => None,
+        })
+        .or(previous.next_server_id)
+        .max(Some(i64::from(obs.observed.fresh_id().0)));
+    let healthy_voters = voters.iter().filter(|v| obs.observed.healthy(**v)).count();
+    let quorum = (!voters.is_empty()).then(|| QuorumStatus {
+        voters: voters.len() as i32,
+        majority: majority(voters.len()) as i32,
+        tolerance: tolerance(voters.len()) as i32,
+    });
+    let (phase, message) = phase_of(plan, claimed);
+    let available = !voters.is_empty() && healthy_voters >= majority(voters.len());
+    let at_risk = available && healthy_voters <= majority(voters.len());
+    let degraded = matches!(plan.decision, Decision::Blocked { .. })
+        || voters.iter().any(|v| !obs.observed.healthy(*v));
+    let reason = reason_of(plan);
+    let conds = vec![
+        cond(
+            previous,
+            condition::AVAILABLE,
+            available,
+            if available {
+                "QuorumHealthy"
+            } else {
+                "NoQuorum"
+            },
+            &format!(
+                "{healthy_voters} of {} voters serving and synced",
+                voters.len()
+            ),
+            generation,
+            now,
+        ),
+        cond(
+            previous,
+            condition::PROGRESSING,
+            !matches!(plan.decision, Decision::Converged),
+            &reason,
+            &message,
+            generation,
+            now,
+        ),
+        cond(
+            previous,
+            condition::DEGRADED,
+            degraded,
+            if degraded { &reason } else { "AllHealthy" },
+            &message,
+            generation,
+            now,
+        ),
+        cond(
+            previous,
+            condition::QUORUM_AT_RISK,
+            at_risk,
+            if at_risk { "NoTolerance" } else { "Tolerant" },
+            &format!(
+                "{} more failures tolerated",
+                healthy_voters.saturating_sub(majority(voters.len().max(1)))
+            ),
+            generation,
+            now,
+        ),
+    ];
+    MasterEnsembleStatus {
+        observed_generation: generation,
+        phase: Some(phase.into()),
+        ready_members: ready,
+        members,
+        quorum,
+        leader: leader.map(|l| i64::from(l.0)),
+        config_version: obs.config.as_ref().map(|c| format!("0x{:x}", c.version)),
+        voters: voters
+            .iter()
+            .map(|v| i64::from(v.0))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect(),
+        in_flight,
+        last_step,
+        next_server_id,
+        change_requested_at: previous.change_requested_at.clone(),
+        message: Some(message),
+        conditions: conds,
+    }
+}
+
+fn reason_of(plan: &Plan) -> String {
+    match &plan.decision {
+        Decision::Act { step } => format!("Step{}", camel(step.kind())),
+        Decision::Wait { reason } => reason.code().into(),
+        Decision::Converged => "Converged".into(),
+        Decision::Blocked { reason } => reason.code().into(),
+    }
+}
+
+fn camel(kind: &str) -> String {
+    kind.split('-')
+        .map(|w| {
+            let mut c = w.chars();
+            c.next()
+                .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
+fn phase_of(plan: &Plan, claimed: Option<&Claim>) -> (&'static str, String) {
+    match (&plan.decision, claimed) {
+        (Decision::Act { step }, _) => {
+            let phase = match step {
+                Step::CreateMember { seed: true, .. } => "Creating",
+                Step::CreateMember { .. } | Step::AddVoter { .. } => "Scaling",
+                Step::RemoveVoter { .. } | Step::DeleteMember { .. } => "Scaling",
+                Step::FenceMember { .. } => "Replacing",
+                Step::RestartMember { .. } => "Rolling",
+            };
+            (phase, format!("carrying out {step} ({})", plan.rule.name()))
+        }
+        (Decision::Wait { reason }, _) if reason.code() == "Paused" => {
+            ("Paused", reason.to_string())
+        }
+        (Decision::Wait { reason }, _) => ("Progressing", reason.to_string()),
+        (Decision::Converged, _) => ("Running", "the ensemble matches the spec".into()),
+        (Decision::Blocked { reason }, _) => ("Blocked", reason.to_string()),
+    }
+}
+
+fn cond(
+    previous: &MasterEnsembleStatus,
+    type_: &str,
+    status: bool,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Condition {
+    let status = if status { "True" } else { "False" };
+    let last = previous
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == status)
+        .map(|c| c.last_transition_time.clone())
+        .unwrap_or(Time(now));
+    Condition {
+        type_: type_.into(),
+        status: status.into(),
+        reason: reason.into(),
+        message: message.into(),
+        observed_generation: generation,
+        last_transition_time: last,
+    }
+}
