@@ -12,5 +12,6 @@
 pub mod cache;
 pub mod controlplane;
 pub mod kazoo;
+pub mod nodeagent;
 pub mod process;
 pub mod zookeeper;

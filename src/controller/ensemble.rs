@@ -121,7 +121,7 @@ pub async fn reconcile(ens: Arc<MasterEnsemble>, ctx: Arc<Context>) -> Result<Ac
                     &ctx,
                     &ens,
                     EventType::Normal,
-                    &format!("Started/{}", step.kind()),
+                    &format!("Started/{step}"),
                     &format!("{step}: {}", plan.rule.name()),
                 )
                 .await;
@@ -134,7 +134,7 @@ pub async fn reconcile(ens: Arc<MasterEnsemble>, ctx: Arc<Context>) -> Result<Ac
                     &ctx,
                     &ens,
                     EventType::Warning,
-                    &format!("Failed/{}", step.kind()),
+                    &format!("Failed/{step}"),
                     &e.to_string(),
                 )
                 .await;
@@ -150,7 +150,7 @@ pub async fn reconcile(ens: Arc<MasterEnsemble>, ctx: Arc<Context>) -> Result<Ac
                     &ctx,
                     &ens,
                     EventType::Normal,
-                    &format!("Completed/{}", done.step.kind()),
+                    &format!("Completed/{}", done.step),
                     &done.step.to_string(),
                 )
                 .await;

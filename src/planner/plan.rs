@@ -201,7 +201,7 @@ fn plan_fresh(desired: &Desired, observed: &Observed, now: Timestamp) -> Plan {
         let starting = voters
             .iter()
             .filter_map(|id| observed.members.get(id))
-            .any(|m| is_starting(m, now));
+            .any(|m| is_starting(desired, m, now));
         if starting {
             return wait(WaitReason::QuorumForming, Rule::QuorumMustBeHealthy);
         }
@@ -285,7 +285,7 @@ fn plan_fresh(desired: &Desired, observed: &Observed, now: Timestamp) -> Plan {
                     Rule::UnhealthyStaleMemberIsRestarted,
                 );
             }
-        } else if is_starting(m, now) {
+        } else if is_starting(desired, m, now) {
             return wait(
                 WaitReason::MemberStarting { member: m.id },
                 Rule::AllVotersMustBeHealthy,

@@ -89,13 +89,15 @@ pub fn replace_is_due(desired: &Desired, member: &Member, now: Timestamp) -> boo
         .is_some_and(|since| since + desired.replace_after <= now)
 }
 
-/// A member's Pod was created within the start-up grace period (after it, a member that is
-/// still not serving counts as down).
-pub fn is_starting(member: &Member, now: Timestamp) -> bool {
+/// A member's Pod was created within the start-up grace period: [`STARTUP_GRACE`], or
+/// `replaceAfter` when that is shorter (after it, a member that is still not serving counts as
+/// down).
+pub fn is_starting(desired: &Desired, member: &Member, now: Timestamp) -> bool {
+    let grace = STARTUP_GRACE.min(desired.replace_after);
     member
         .pod
         .as_ref()
-        .is_some_and(|pod| pod.created_at + STARTUP_GRACE > now)
+        .is_some_and(|pod| pod.created_at + grace > now)
 }
 
 /// Some member other than `member` has served healthily with the current spec.

@@ -1,0 +1,850 @@
+//! Tests of the node agent against a real control plane and real ZooKeeper.
+//!
+//! Each test starts its own plane and agent; the tests run one at a time (ZooKeeper is heavy on
+//! two cores). The member Pods are shaped like the ones quorate's operator builds: an init
+//! container that prepares the data volume from a ConfigMap and the environment, and a
+//! ZooKeeper container that binds its client port to its DNS name, its quorum and election
+//! ports to its server line's address, and its AdminServer to its Pod IP.
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, PersistentVolumeClaim, Pod, Service};
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::{Api, Client};
+use quorate_testbed::controlplane::{ControlPlane, Options};
+use quorate_testbed::nodeagent::{AgentOptions, NodeAgent, REASON_IMAGE_NOT_RUNNABLE};
+use serde_json::json;
+
+/// One test at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+const NS: &str = "zk";
+const IMAGE: &str = "docker.io/library/zookeeper:3.9.5";
+
+/// The init container's script: the operator's `prepare` step.
+const PREPARE: &str = r#"set -eu
+mkdir -p /var/lib/zookeeper/data /var/lib/zookeeper/conf
+echo "$ZK_SERVER_ID" > /var/lib/zookeeper/data/myid
+if [ ! -f /var/lib/zookeeper/conf/zoo.cfg ]; then
+  cp /etc/quorate/config/zoo.cfg /var/lib/zookeeper/conf/zoo.cfg
+  printf '%s\n' "$ZK_INITIAL_DYNAMIC" > /var/lib/zookeeper/conf/zoo.cfg.dynamic
+fi
+sed -i '/^admin\.serverAddress=/d' /var/lib/zookeeper/conf/zoo.cfg
+echo "admin.serverAddress=$POD_IP" >> /var/lib/zookeeper/conf/zoo.cfg
+"#;
+
+const ZOO_CFG: &str = "tickTime=2000
+initLimit=10
+syncLimit=5
+dataDir=/var/lib/zookeeper/data
+dynamicConfigFile=/var/lib/zookeeper/conf/zoo.cfg.dynamic
+reconfigEnabled=true
+standaloneEnabled=false
+admin.enableServer=true
+admin.serverPort=8080
+4lw.commands.whitelist=srvr,stat,mntr,conf,ruok,isro
+";
+
+/// A control plane, an admin client and a node agent.
+struct Bed {
+    plane: ControlPlane,
+    client: Client,
+    agent: Option<NodeAgent>,
+}
+
+impl Bed {
+    async fn start() -> Bed {
+        Bed::start_with(AgentOptions::default()).await
+    }
+
+    async fn start_with(opts: AgentOptions) -> Bed {
+        let plane = ControlPlane::start(Options::default())
+            .await
+            .expect("control plane starts");
+        let client = plane.client().await.expect("admin client");
+        let ns: Namespace =
+            serde_json::from_value(json!({"metadata": {"name": NS}})).expect("namespace");
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &ns)
+            .await
+            .expect("create namespace");
+        let agent = NodeAgent::start(client.clone(), opts)
+            .await
+            .expect("node agent starts");
+        Bed {
+            plane,
+            client,
+            agent: Some(agent),
+        }
+    }
+
+    fn agent(&self) -> &NodeAgent {
+        self.agent.as_ref().expect("agent running")
+    }
+
+    fn pods(&self) -> Api<Pod> {
+        Api::namespaced(self.client.clone(), NS)
+    }
+
+    async fn create<K>(&self, value: serde_json::Value) -> K
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + serde::de::DeserializeOwned
+            + serde::Serialize
+            + std::fmt::Debug,
+    {
+        let obj: K = serde_json::from_value(value).expect("valid object");
+        Api::<K>::namespaced(self.client.clone(), NS)
+            .create(&PostParams::default(), &obj)
+            .await
+            .expect("create object")
+    }
+
+    /// The tails of every container log, for failure messages.
+    fn logs(&self) -> String {
+        let Some(agent) = &self.agent else {
+            return String::new();
+        };
+        let mut out = String::new();
+        let dir = agent.state_dir().join("logs");
+        let mut entries: Vec<_> = std::fs::read_dir(&dir)
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        entries.sort();
+        for path in entries {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = lines[lines.len().saturating_sub(25)..].join("\n");
+            out.push_str(&format!("\n--- {} ---\n{tail}\n", path.display()));
+        }
+        out
+    }
+
+    /// Polls `check` every 250 ms until it returns Some; panics after `timeout` with the logs.
+    async fn eventually<T, F, Fut>(&self, what: &str, timeout: Duration, mut check: F) -> T
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Option<T>>,
+    {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(v) = check().await {
+                return v;
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "timed out after {timeout:?} waiting for {what}\n{}",
+                    self.logs()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    async fn pod(&self, name: &str) -> Option<Pod> {
+        self.pods().get_opt(name).await.expect("get pod")
+    }
+
+    /// Waits until the Pod is Ready; returns it.
+    async fn ready(&self, name: &str, timeout: Duration) -> Pod {
+        self.eventually(&format!("pod {name} Ready"), timeout, || async {
+            self.pod(name).await.filter(is_ready)
+        })
+        .await
+    }
+
+    /// Creates the ConfigMap and the headless Service of an ensemble.
+    async fn ensemble_objects(&self, ens: &str) {
+        self.create::<ConfigMap>(json!({
+            "metadata": {"name": format!("{ens}-config")},
+            "data": {"zoo.cfg": ZOO_CFG},
+        }))
+        .await;
+        self.create::<Service>(json!({
+            "metadata": {"name": format!("{ens}-members")},
+            "spec": {
+                "clusterIP": "None",
+                "publishNotReadyAddresses": true,
+                "selector": {"app.kubernetes.io/name": "zookeeper", "app.kubernetes.io/instance": ens},
+                "ports": [
+                    {"name": "client", "port": 2181},
+                    {"name": "quorum", "port": 2888},
+                    {"name": "election", "port": 3888},
+                ],
+            },
+        }))
+        .await;
+    }
+
+    /// Creates a member's claim and Pod.
+    async fn member(&self, ens: &str, id: u32, ids: &[u32]) {
+        if self
+            .pvcs()
+            .get_opt(&format!("data-{ens}-{id}"))
+            .await
+            .expect("get pvc")
+            .is_none()
+        {
+            self.create::<PersistentVolumeClaim>(json!({
+                "metadata": {"name": format!("data-{ens}-{id}")},
+                "spec": {
+                    "accessModes": ["ReadWriteOnce"],
+                    "resources": {"requests": {"storage": "1Gi"}},
+                },
+            }))
+            .await;
+        }
+        self.create::<Pod>(member_pod(ens, id, ids)).await;
+    }
+
+    fn pvcs(&self) -> Api<PersistentVolumeClaim> {
+        Api::namespaced(self.client.clone(), NS)
+    }
+}
+
+fn dns_name(ens: &str, id: u32) -> String {
+    format!("{ens}-{id}.{ens}-members.{NS}.svc.cluster.local")
+}
+
+/// A member Pod as quorate's operator builds it.
+fn member_pod(ens: &str, id: u32, ids: &[u32]) -> serde_json::Value {
+    let dynamic: Vec<String> = ids
+        .iter()
+        .map(|&i| {
+            let dns = dns_name(ens, i);
+            format!("server.{i}={dns}:2888:3888:participant;{dns}:2181")
+        })
+        .collect();
+    let env = json!([
+        {"name": "ZK_SERVER_ID", "value": id.to_string()},
+        {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+        {"name": "ZK_INITIAL_DYNAMIC", "value": dynamic.join("\n")},
+        {"name": "JVM_OPTS", "value": "-Xmx256m -XX:TieredStopAtLevel=1"},
+    ]);
+    let mounts = json!([
+        {"name": "data", "mountPath": "/var/lib/zookeeper"},
+        {"name": "config", "mountPath": "/etc/quorate/config"},
+    ]);
+    json!({
+        "metadata": {
+            "name": format!("{ens}-{id}"),
+            "labels": {"app.kubernetes.io/name": "zookeeper", "app.kubernetes.io/instance": ens},
+        },
+        "spec": {
+            "hostname": format!("{ens}-{id}"),
+            "subdomain": format!("{ens}-members"),
+            "restartPolicy": "Always",
+            "terminationGracePeriodSeconds": 30,
+            "volumes": [
+                {"name": "data", "persistentVolumeClaim": {"claimName": format!("data-{ens}-{id}")}},
+                {"name": "config", "configMap": {"name": format!("{ens}-config")}},
+            ],
+            "initContainers": [{
+                "name": "prepare",
+                "image": IMAGE,
+                "command": ["/bin/sh", "-c", PREPARE],
+                "env": env,
+                "volumeMounts": mounts,
+            }],
+            "containers": [{
+                "name": "zookeeper",
+                "image": IMAGE,
+                "command": ["/bin/sh", "-c",
+                    "exec java $JVM_OPTS -Dlogback.configurationFile=/conf/logback.xml \
+                     -cp '/apache-zookeeper-3.9.5-bin/lib/*' \
+                     org.apache.zookeeper.server.quorum.QuorumPeerMain /var/lib/zookeeper/conf/zoo.cfg"],
+                "env": env,
+                "ports": [
+                    {"name": "client", "containerPort": 2181},
+                    {"name": "quorum", "containerPort": 2888},
+                    {"name": "election", "containerPort": 3888},
+                    {"name": "admin", "containerPort": 8080},
+                ],
+                "readinessProbe": {
+                    "httpGet": {"port": 8080, "path": "/commands/monitor"},
+                    "periodSeconds": 1,
+                },
+                "volumeMounts": mounts,
+            }],
+        },
+    })
+}
+
+fn is_ready(pod: &Pod) -> bool {
+    condition(pod, "Ready") == Some("True")
+}
+
+fn condition<'a>(pod: &'a Pod, type_: &str) -> Option<&'a str> {
+    pod.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| c.status.as_str())
+}
+
+fn pod_ip(pod: &Pod) -> Ipv4Addr {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.pod_ip.as_deref())
+        .expect("pod IP")
+        .parse()
+        .expect("an IPv4 pod IP")
+}
+
+fn main_status_opt(pod: &Pod) -> Option<k8s_openapi::api::core::v1::ContainerStatus> {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|s| s.first().cloned())
+}
+
+fn main_status(pod: &Pod) -> k8s_openapi::api::core::v1::ContainerStatus {
+    main_status_opt(pod).expect("a container status")
+}
+
+fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(3))
+        .build()
+        .expect("http client")
+}
+
+/// GET `/commands/<command>` on a member's AdminServer.
+async fn admin(ip: Ipv4Addr, command: &str) -> Option<serde_json::Value> {
+    let resp = http()
+        .get(format!("http://{ip}:8080/commands/{command}"))
+        .send()
+        .await
+        .ok()?;
+    resp.json().await.ok()
+}
+
+/// A four-letter word on a member's client port.
+async fn four_letter(ip: Ipv4Addr, word: &str) -> Option<String> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let talk = async {
+        let mut stream = tokio::net::TcpStream::connect((ip, 2181)).await.ok()?;
+        stream.write_all(word.as_bytes()).await.ok()?;
+        let mut out = String::new();
+        stream.read_to_string(&mut out).await.ok()?;
+        Some(out)
+    };
+    tokio::time::timeout(Duration::from_secs(3), talk)
+        .await
+        .ok()
+        .flatten()
+}
+
+fn process_exists(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Pids of processes whose environment mentions `needle`.
+fn processes_mentioning(needle: &str) -> Vec<u32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == std::process::id() {
+            continue;
+        }
+        if let Ok(env) = std::fs::read(entry.path().join("environ"))
+            && String::from_utf8_lossy(&env).contains(needle)
+        {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_stays_ready_and_an_unknown_image_stays_pending_with_a_clear_reason() {
+    let _serial = SERIAL.lock().await;
+    let bed = Bed::start_with(AgentOptions {
+        heartbeat: Duration::from_secs(1),
+        ..AgentOptions::default()
+    })
+    .await;
+    let leases: Api<Lease> = Api::namespaced(bed.client.clone(), "kube-node-lease");
+    let renewed = |lease: Lease| lease.spec.and_then(|s| s.renew_time);
+    let first = renewed(
+        leases
+            .get(bed.agent().node_name())
+            .await
+            .expect("the node's lease"),
+    );
+    assert!(first.is_some());
+    bed.eventually(
+        "the lease to be renewed",
+        Duration::from_secs(10),
+        || async {
+            let now = renewed(leases.get(bed.agent().node_name()).await.ok()?);
+            (now > first).then_some(())
+        },
+    )
+    .await;
+
+    let node = Api::<Node>::all(bed.client.clone())
+        .get(bed.agent().node_name())
+        .await
+        .expect("the node is registered");
+    let ready = node
+        .status
+        .and_then(|s| s.conditions)
+        .unwrap_or_default()
+        .into_iter()
+        .any(|c| c.type_ == "Ready" && c.status == "True");
+    assert!(ready, "the node is Ready");
+
+    bed.create::<Pod>(json!({
+        "metadata": {"name": "busy"},
+        "spec": {"containers": [{"name": "main", "image": "busybox:1.36", "command": ["sleep", "3600"]}]},
+    }))
+    .await;
+    let pod = bed
+        .eventually(
+            "the image to be refused",
+            Duration::from_secs(30),
+            || async {
+                bed.pod("busy").await.filter(|p| {
+                    main_status_opt(p)
+                        .and_then(|s| s.state)
+                        .and_then(|s| s.waiting)
+                        .and_then(|w| w.reason)
+                        .as_deref()
+                        == Some(REASON_IMAGE_NOT_RUNNABLE)
+                })
+            },
+        )
+        .await;
+    let spec = pod.spec.as_ref().expect("spec");
+    assert_eq!(spec.node_name.as_deref(), Some(bed.agent().node_name()));
+    let waiting = main_status(&pod)
+        .state
+        .and_then(|s| s.waiting)
+        .expect("waiting");
+    let message = waiting.message.unwrap_or_default();
+    assert!(message.contains("busybox:1.36"), "{message}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let pod = bed.pod("busy").await.expect("pod");
+    assert_eq!(
+        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Pending")
+    );
+    assert!(!is_ready(&pod));
+
+    let events: Api<Event> = Api::namespaced(bed.client.clone(), NS);
+    let event = bed
+        .eventually(
+            "an ImageNotRunnable event",
+            Duration::from_secs(10),
+            || async {
+                events
+                    .list(&ListParams::default())
+                    .await
+                    .ok()?
+                    .items
+                    .into_iter()
+                    .find(|e| e.reason.as_deref() == Some(REASON_IMAGE_NOT_RUNNABLE))
+            },
+        )
+        .await;
+    assert!(
+        event.note.unwrap_or_default().contains("busybox:1.36"),
+        "the event names the image"
+    );
+
+    // A failing init container holds the Pod in Pending and is retried with back-off.
+    bed.create::<Pod>(json!({
+        "metadata": {"name": "bad-init"},
+        "spec": {
+            "initContainers": [{"name": "fail", "image": IMAGE, "command": ["/bin/sh", "-c", "exit 3"]}],
+            "containers": [{"name": "main", "image": IMAGE, "command": ["sleep", "3600"]}],
+        },
+    }))
+    .await;
+    let pod = bed
+        .eventually(
+            "the init container to be retried",
+            Duration::from_secs(30),
+            || async {
+                bed.pod("bad-init").await.filter(|p| {
+                    p.status
+                        .as_ref()
+                        .and_then(|s| s.init_container_statuses.as_ref())
+                        .and_then(|s| s.first())
+                        .is_some_and(|s| s.restart_count >= 2)
+                })
+            },
+        )
+        .await;
+    let status = pod.status.as_ref().expect("status");
+    assert_eq!(status.phase.as_deref(), Some("Pending"));
+    assert_eq!(condition(&pod, "Initialized"), Some("False"));
+    let init = &status.init_container_statuses.as_ref().expect("init")[0];
+    let last = init
+        .last_state
+        .as_ref()
+        .and_then(|s| s.terminated.as_ref())
+        .expect("last state");
+    assert_eq!(last.exit_code, 3);
+    assert!(
+        main_status(&pod)
+            .state
+            .and_then(|s| s.waiting)
+            .is_some_and(|w| w.reason.as_deref() == Some("PodInitializing"))
+    );
+
+    let described = bed
+        .plane
+        .kubectl()
+        .args(["describe", "pod", "-n", NS, "busy"])
+        .output()
+        .expect("kubectl describe");
+    let text = String::from_utf8_lossy(&described.stdout);
+    assert!(text.contains(REASON_IMAGE_NOT_RUNNABLE), "{text}");
+    assert!(text.contains("busybox:1.36"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_pod_is_bound_runs_becomes_ready_and_serves_at_its_pod_ip() {
+    let _serial = SERIAL.lock().await;
+    let bed = Bed::start().await;
+    bed.ensemble_objects("solo").await;
+    let started = Instant::now();
+    bed.member("solo", 1, &[1]).await;
+
+    let pod = bed.ready("solo-1", Duration::from_secs(120)).await;
+    eprintln!("solo-1 Ready {:?} after creation", started.elapsed());
+    let ip = pod_ip(&pod);
+    assert_eq!(ip.octets()[0..2], [127, 0]);
+    assert_eq!(Some(ip), bed.agent().pod_ip(NS, "solo-1"));
+    let status = pod.status.as_ref().expect("status");
+    assert_eq!(status.phase.as_deref(), Some("Running"));
+    assert_eq!(
+        status.host_ip.as_deref(),
+        Some(bed.agent().node_ip().to_string().as_str())
+    );
+    assert_eq!(
+        pod.spec.as_ref().and_then(|s| s.node_name.as_deref()),
+        Some(bed.agent().node_name())
+    );
+    for c in ["PodScheduled", "Initialized", "ContainersReady", "Ready"] {
+        assert_eq!(condition(&pod, c), Some("True"), "{c}");
+    }
+    let init = &status
+        .init_container_statuses
+        .as_ref()
+        .expect("init statuses")[0];
+    let done = init
+        .state
+        .as_ref()
+        .and_then(|s| s.terminated.as_ref())
+        .expect("init container terminated");
+    assert_eq!(done.exit_code, 0);
+    assert!(main_status(&pod).state.and_then(|s| s.running).is_some());
+
+    // The AdminServer on the Pod IP, the client port on the DNS name (which is the Pod IP).
+    let srvr = admin(ip, "srvr").await.expect("AdminServer answers");
+    assert_eq!(
+        srvr.pointer("/server_stats/server_state")
+            .and_then(|s| s.as_str()),
+        Some("leader"),
+        "{srvr}"
+    );
+    let word = four_letter(ip, "srvr").await.expect("client port answers");
+    assert!(word.contains("Mode: leader"), "{word}");
+    let hosts = std::fs::read_to_string(bed.agent().hosts_file()).expect("hosts file");
+    assert!(
+        hosts.contains(&format!("{ip} {}", dns_name("solo", 1))),
+        "{hosts}"
+    );
+
+    // ConfigMap volumes follow the object.
+    let configs: Api<ConfigMap> = Api::namespaced(bed.client.clone(), NS);
+    let mut cm = configs.get("solo-config").await.expect("configmap");
+    cm.data
+        .get_or_insert_default()
+        .insert("zoo.cfg".into(), format!("{ZOO_CFG}# edited\n"));
+    configs
+        .replace("solo-config", &PostParams::default(), &cm)
+        .await
+        .expect("update configmap");
+    bed.eventually(
+        "the ConfigMap volume to follow",
+        Duration::from_secs(10),
+        || async {
+            let out = bed
+                .agent()
+                .exec(
+                    NS,
+                    "solo-1",
+                    None,
+                    &["cat", "/etc/quorate/config/zoo.cfg"],
+                    Duration::from_secs(10),
+                )
+                .await
+                .ok()?;
+            String::from_utf8_lossy(&out.stdout)
+                .ends_with("# edited\n")
+                .then_some(())
+        },
+    )
+    .await;
+
+    // The claim looks healthy, and its volume is mounted where the container expects it.
+    let pvc = bed.pvcs().get("data-solo-1").await.expect("pvc");
+    assert_eq!(pvc.status.and_then(|s| s.phase).as_deref(), Some("Bound"));
+    let myid = bed
+        .agent()
+        .exec(
+            NS,
+            "solo-1",
+            None,
+            &["cat", "/var/lib/zookeeper/data/myid"],
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("exec");
+    assert_eq!(String::from_utf8_lossy(&myid.stdout).trim(), "1");
+    assert!(
+        bed.agent()
+            .volume_path(NS, "data-solo-1")
+            .join("data/myid")
+            .is_file()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_members_find_each_other_by_dns_name_and_elect_a_leader() {
+    let _serial = SERIAL.lock().await;
+    let bed = Bed::start().await;
+    bed.ensemble_objects("ens").await;
+    // Members 2 and 3 first: they form a quorum while member 1's name does not resolve yet.
+    // When member 1 comes, they must resolve its name anew to connect to it (ZooKeeper keeps
+    // the connection that the higher id opens), which the agent's cache settings allow at once.
+    let started = Instant::now();
+    for id in [2, 3] {
+        bed.member("ens", id, &[1, 2, 3]).await;
+    }
+    for id in [2, 3] {
+        bed.ready(&format!("ens-{id}"), Duration::from_secs(120))
+            .await;
+    }
+    eprintln!(
+        "members 2 and 3 Ready {:?} after creation",
+        started.elapsed()
+    );
+    let late = Instant::now();
+    bed.member("ens", 1, &[1, 2, 3]).await;
+    // With Java's default 10 s cache of failed lookups this takes about 15 s.
+    bed.ready("ens-1", Duration::from_secs(10)).await;
+    let mut ips = Vec::new();
+    for id in 1..=3 {
+        ips.push(pod_ip(
+            &bed.ready(&format!("ens-{id}"), Duration::from_secs(60))
+                .await,
+        ));
+    }
+    eprintln!("member 1 Ready {:?} after creation", late.elapsed());
+    let distinct: std::collections::BTreeSet<_> = ips.iter().collect();
+    assert_eq!(distinct.len(), 3, "{ips:?}");
+
+    let leader = bed
+        .eventually(
+            "one leader that all members follow",
+            Duration::from_secs(60),
+            || {
+                let ips = ips.clone();
+                async move {
+                    let mut leaders = Vec::new();
+                    let mut ids = Vec::new();
+                    for ip in &ips {
+                        let v = admin(*ip, "leader").await?;
+                        if v.get("is_leader")?.as_bool()? {
+                            leaders.push(*ip);
+                        }
+                        ids.push(v.get("leader_id")?.as_u64()?);
+                    }
+                    (leaders.len() == 1 && ids.iter().all(|i| *i == ids[0]))
+                        .then(|| (leaders[0], ids[0]))
+                }
+            },
+        )
+        .await;
+    eprintln!(
+        "leader: server.{} at {}; all agree {:?} after member 1's creation",
+        leader.1,
+        leader.0,
+        late.elapsed()
+    );
+    let voting = admin(ips[0], "voting_view").await.expect("voting_view");
+    let members = voting
+        .get("current_config")
+        .and_then(|c| c.as_object())
+        .expect("current_config");
+    assert_eq!(members.len(), 3, "{voting}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_pod_stops_and_disappears_and_its_successor_keeps_ip_and_data() {
+    let _serial = SERIAL.lock().await;
+    let bed = Bed::start().await;
+    bed.ensemble_objects("solo").await;
+    bed.member("solo", 1, &[1]).await;
+    let pod = bed.ready("solo-1", Duration::from_secs(120)).await;
+    let ip = pod_ip(&pod);
+    let volume = bed.agent().volume_path(NS, "data-solo-1");
+    std::fs::write(volume.join("marker"), "kept").expect("write into the volume");
+    let pids: Vec<u32> = bed.agent().pids().into_iter().map(|(_, p)| p).collect();
+    assert_eq!(pids.len(), 1, "one running container: {pids:?}");
+
+    let deleting = Instant::now();
+    bed.pods()
+        .delete("solo-1", &DeleteParams::default())
+        .await
+        .expect("delete pod");
+    bed.eventually(
+        "the pod object to disappear",
+        Duration::from_secs(40),
+        || async { bed.pod("solo-1").await.is_none().then_some(()) },
+    )
+    .await;
+    eprintln!("deleted in {:?}", deleting.elapsed());
+    assert!(!process_exists(pids[0]), "the container process is gone");
+    assert!(bed.agent().pids().is_empty());
+    assert!(admin(ip, "ruok").await.is_none(), "nothing answers at {ip}");
+
+    bed.member("solo", 1, &[1]).await;
+    let again = bed.ready("solo-1", Duration::from_secs(120)).await;
+    assert_eq!(pod_ip(&again), ip, "the same name gets the same address");
+    let marker = bed
+        .agent()
+        .exec(
+            NS,
+            "solo-1",
+            None,
+            &["cat", "/var/lib/zookeeper/marker"],
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("exec");
+    assert_eq!(String::from_utf8_lossy(&marker.stdout), "kept");
+    let zoo_cfg = std::fs::read_to_string(volume.join("conf/zoo.cfg")).expect("zoo.cfg");
+    assert_eq!(
+        zoo_cfg.matches("admin.serverAddress=").count(),
+        1,
+        "{zoo_cfg}"
+    );
+
+    // Once the Pod is gone, deleting the claim removes its data.
+    bed.pods()
+        .delete("solo-1", &DeleteParams::default())
+        .await
+        .expect("delete pod");
+    bed.eventually(
+        "the pod object to disappear",
+        Duration::from_secs(40),
+        || async { bed.pod("solo-1").await.is_none().then_some(()) },
+    )
+    .await;
+    assert!(volume.join("marker").exists());
+    bed.pvcs()
+        .delete("data-solo-1", &DeleteParams::default())
+        .await
+        .expect("delete pvc");
+    bed.eventually(
+        "the volume to be removed",
+        Duration::from_secs(20),
+        || async { (!volume.exists()).then_some(()) },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_container_restarts_and_a_paused_one_turns_unready() {
+    let _serial = SERIAL.lock().await;
+    let bed = Bed::start().await;
+    bed.ensemble_objects("solo").await;
+    bed.member("solo", 1, &[1]).await;
+    let pod = bed.ready("solo-1", Duration::from_secs(120)).await;
+    assert_eq!(main_status(&pod).restart_count, 0);
+
+    bed.agent().kill(NS, "solo-1").expect("kill");
+    let killed = Instant::now();
+    let pod = bed
+        .eventually(
+            "the restart count to increment",
+            Duration::from_secs(30),
+            || async {
+                bed.pod("solo-1")
+                    .await
+                    .filter(|p| main_status_opt(p).is_some_and(|s| s.restart_count == 1))
+            },
+        )
+        .await;
+    let last = main_status(&pod)
+        .last_state
+        .and_then(|s| s.terminated)
+        .expect("last state terminated");
+    assert_eq!(last.exit_code, 137, "SIGKILL");
+    bed.ready("solo-1", Duration::from_secs(60)).await;
+    eprintln!("Ready again {:?} after the kill", killed.elapsed());
+
+    bed.agent().pause(NS, "solo-1").expect("pause");
+    let paused = Instant::now();
+    bed.eventually(
+        "the paused pod to turn unready",
+        Duration::from_secs(30),
+        || async { bed.pod("solo-1").await.filter(|p| !is_ready(p)) },
+    )
+    .await;
+    eprintln!("unready {:?} after the pause", paused.elapsed());
+    let pod = bed.pod("solo-1").await.expect("pod");
+    assert!(main_status(&pod).state.and_then(|s| s.running).is_some());
+    assert_eq!(
+        main_status(&pod).restart_count,
+        1,
+        "a pause is not a restart"
+    );
+
+    bed.agent().resume(NS, "solo-1").expect("resume");
+    bed.ready("solo-1", Duration::from_secs(30)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_the_agent_leaves_no_process_behind() {
+    let _serial = SERIAL.lock().await;
+    let mut bed = Bed::start().await;
+    bed.ensemble_objects("solo").await;
+    bed.member("solo", 1, &[1]).await;
+    bed.ready("solo-1", Duration::from_secs(120)).await;
+    let agent = bed.agent.take().expect("agent");
+    let state = agent.state_dir().to_path_buf();
+    let pids: Vec<u32> = agent.pids().into_iter().map(|(_, p)| p).collect();
+    assert!(!pids.is_empty());
+    let needle = state.display().to_string();
+    assert!(
+        !processes_mentioning(&needle).is_empty(),
+        "the container's environment names the state directory"
+    );
+    agent.stop().await;
+    for pid in pids {
+        assert!(!process_exists(pid), "process {pid} outlived the agent");
+    }
+    assert_eq!(processes_mentioning(&needle), Vec::<u32>::new());
+    assert!(!state.exists(), "the temporary state directory is removed");
+}
