@@ -81,6 +81,10 @@ struct Checker {
     last_config: Option<BTreeSet<u32>>,
     max_non_voters: usize,
     max_voters: usize,
+    /// Most member Pods running but not serving at once (members in transition, I1).
+    max_in_transition: usize,
+    /// Whether every voter served at the previous sample.
+    voters_served: bool,
 }
 
 async fn admin_json(http: &reqwest::Client, ip: &str, cmd: &str) -> Option<serde_json::Value> {
@@ -136,6 +140,7 @@ async fn sample(
     }
     let Ok(mut st) = state.lock() else { return };
     st.samples += 1;
+    st.max_in_transition = st.max_in_transition.max(running.len() - serving.len());
     let Some(config) = config else { return };
     let non_voters: Vec<u32> = serving
         .iter()
@@ -157,6 +162,11 @@ async fn sample(
                 "I3: the configuration changed by more than one voter: {prev:?} -> {config:?}"
             ));
         }
+        if !added.is_empty() && !st.voters_served {
+            st.violations.push(format!(
+                "I2: a voter was added while a voter of {prev:?} was not serving"
+            ));
+        }
         for id in &added {
             if st.removed.contains(id) {
                 st.violations
@@ -166,6 +176,7 @@ async fn sample(
         st.removed.extend(left);
     }
     st.max_voters = st.max_voters.max(config.len());
+    st.voters_served = config.iter().all(|id| serving.contains(id));
     st.last_config = Some(config);
 }
 
@@ -327,8 +338,8 @@ async fn checked_scenario(bed: &Bed, ns: &str, steps: &[i32]) -> TestResult {
     }
     let st = checker.lock().map_err(|_| fail("lock"))?;
     eprintln!(
-        "{ns}: {} checker samples, {} acknowledged writes readable, at most {} non-voter(s) at once; before-data: {verify:?}",
-        st.samples, acked.acked, st.max_non_voters
+        "{ns}: {} checker samples, {} acknowledged writes readable, at most {} non-voter(s) and {} member(s) in transition at once; before-data: {verify:?}",
+        st.samples, acked.acked, st.max_non_voters, st.max_in_transition
     );
     if !st.violations.is_empty() {
         return Err(fail(format!(
@@ -340,6 +351,12 @@ async fn checked_scenario(bed: &Bed, ns: &str, steps: &[i32]) -> TestResult {
         return Err(fail(format!(
             "the checker took only {} samples",
             st.samples
+        )));
+    }
+    if st.max_in_transition > 1 {
+        return Err(fail(format!(
+            "I1: {} members were in transition at once",
+            st.max_in_transition
         )));
     }
     let peak = steps.iter().copied().max().unwrap_or(0) as usize;
