@@ -40,11 +40,15 @@ pub enum Command {
     /// behind it.
     Plan {
         /// A MasterEnsemble manifest (or its bare spec) in YAML or JSON.
-        #[arg(long)]
-        desired: PathBuf,
+        #[arg(long, requires = "observed", conflicts_with = "ensemble")]
+        desired: Option<PathBuf>,
         /// An observed ensemble in YAML or JSON (members, config, inFlight, nextServerId, ...).
-        #[arg(long)]
-        observed: PathBuf,
+        #[arg(long, requires = "desired", conflicts_with = "ensemble")]
+        observed: Option<PathBuf>,
+        /// A live ensemble, NAMESPACE/NAME: observe it and print the step the controller would
+        /// take next, without taking it.
+        #[arg(long, required_unless_present = "desired")]
+        ensemble: Option<String>,
         /// The time to plan at (RFC 3339); the current time when absent.
         #[arg(long)]
         now: Option<Timestamp>,
@@ -60,6 +64,45 @@ pub enum Command {
         #[arg(long)]
         log_json: bool,
     },
+    /// Live ensembles.
+    Ensemble {
+        /// What to do.
+        #[command(subcommand)]
+        command: EnsembleCommand,
+    },
+    /// The local sandbox: real control plane, node agent, ZooKeeper and the operator.
+    Sandbox {
+        /// What to do.
+        #[command(subcommand)]
+        command: SandboxCommand,
+    },
+}
+
+/// `quorate ensemble ...`
+#[derive(Debug, Subcommand)]
+pub enum EnsembleCommand {
+    /// Members, roles, quorum, the step in flight and the conditions of NAMESPACE/NAME.
+    Status {
+        /// NAMESPACE/NAME (or NAME in the kubeconfig's namespace).
+        target: String,
+        /// Output format.
+        #[arg(short = 'o', long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+}
+
+/// `quorate sandbox ...`
+#[derive(Debug, Subcommand)]
+pub enum SandboxCommand {
+    /// Build or reuse what is needed, start everything, apply a sample ensemble, and run in the
+    /// foreground until Ctrl-C. Prints `export KUBECONFIG=<path>` once ready.
+    Up {
+        /// A MasterEnsemble manifest to apply instead of samples/masters.yaml.
+        #[arg(long)]
+        sample: Option<PathBuf>,
+    },
+    /// Stop a sandbox running elsewhere.
+    Down,
 }
 
 /// Errors of the command line, each with the file or argument it concerns.
@@ -125,20 +168,19 @@ pub fn run_offline(command: &Command, clock_now: Timestamp) -> Result<String, Er
             Ok(written)
         }
         Command::Version => Ok(format!("quorate {}\n", env!("CARGO_PKG_VERSION"))),
-        Command::Run { .. } => Err(Error::Render(
-            "`run` needs a cluster; call run_online".into(),
-        )),
         Command::Plan {
-            desired,
-            observed,
+            desired: Some(desired),
+            observed: Some(observed),
             now,
             output,
+            ..
         } => {
             let desired_spec = read_desired(desired)?;
             let observed = read_observed(observed)?;
             let plan = planner::plan(&desired_spec, &observed, now.unwrap_or(clock_now));
             render_plan(&plan, &desired_spec, *output)
         }
+        _ => Err(Error::Render("this command needs a cluster".into())),
     }
 }
 
@@ -208,25 +250,83 @@ pub fn render_plan(plan: &Plan, desired: &Desired, output: Output) -> Result<Str
     }
 }
 
-/// Runs the subcommands that talk to a cluster.
-pub async fn run_online(command: &Command) -> Result<(), String> {
+/// Runs the subcommands that talk to a cluster (or start one) and returns what to print.
+pub async fn run_online(command: &Command) -> Result<String, String> {
     match command {
         Command::Run { log_json } => {
             init_logging(*log_json);
-            let client = kube::Client::try_default()
-                .await
-                .map_err(|e| format!("cannot reach the cluster: {e}"))?;
+            let client = client().await?;
             crate::controller::run(client)
                 .await
-                .map_err(|e| e.to_string())
+                .map_err(|e| e.to_string())?;
+            Ok(String::new())
+        }
+        Command::Ensemble {
+            command: EnsembleCommand::Status { target, output },
+        } => crate::inspect::ensemble_status(&client().await?, target, *output).await,
+        Command::Plan {
+            ensemble: Some(target),
+            now,
+            output,
+            ..
+        } => crate::inspect::plan_live(&client().await?, target, *now, *output).await,
+        #[cfg(feature = "sandbox")]
+        Command::Sandbox {
+            command: SandboxCommand::Up { sample },
+        } => {
+            init_logging_to_file(&crate::sandbox::sandbox_dir().join("operator.log"))?;
+            crate::sandbox::up(sample.clone())
+                .await
+                .map(|_| String::new())
+        }
+        #[cfg(feature = "sandbox")]
+        Command::Sandbox {
+            command: SandboxCommand::Down,
+        } => crate::sandbox::down().map(|_| String::new()),
+        #[cfg(not(feature = "sandbox"))]
+        Command::Sandbox { .. } => {
+            Err("this build of quorate has no sandbox (feature `sandbox`)".into())
         }
         _ => Err("not an online command".into()),
     }
 }
 
+async fn client() -> Result<kube::Client, String> {
+    kube::Client::try_default()
+        .await
+        .map_err(|e| format!("cannot reach the cluster (KUBECONFIG or in-cluster config): {e}"))
+}
+
 /// Whether `command` needs a cluster.
 pub fn is_online(command: &Command) -> bool {
-    matches!(command, Command::Run { .. })
+    matches!(
+        command,
+        Command::Run { .. }
+            | Command::Ensemble { .. }
+            | Command::Sandbox { .. }
+            | Command::Plan {
+                ensemble: Some(_),
+                ..
+            }
+    )
+}
+
+#[cfg(feature = "sandbox")]
+fn init_logging_to_file(path: &Path) -> Result<(), String> {
+    use tracing_subscriber::EnvFilter;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+    }
+    let file =
+        std::fs::File::create(path).map_err(|e| format!("create {}: {e}", path.display()))?;
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,kube=warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false)
+        .with_writer(std::sync::Mutex::new(file))
+        .init();
+    Ok(())
 }
 
 fn init_logging(json: bool) {

@@ -17,5 +17,8 @@ pub mod constants;
 pub mod controller;
 pub mod crd;
 pub mod executor;
+pub mod inspect;
 pub mod planner;
+#[cfg(feature = "sandbox")]
+pub mod sandbox;
 pub mod zk;

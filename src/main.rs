@@ -15,9 +15,14 @@ fn main() {
                 std::process::exit(1);
             }
         };
-        if let Err(e) = runtime.block_on(quorate::cli::run_online(&cli.command)) {
-            eprintln!("quorate: {e}");
-            std::process::exit(1);
+        match runtime.block_on(quorate::cli::run_online(&cli.command)) {
+            Ok(out) => {
+                let _ = std::io::stdout().write_all(out.as_bytes());
+            }
+            Err(e) => {
+                eprintln!("quorate: {e}");
+                std::process::exit(1);
+            }
         }
         return;
     }

@@ -717,6 +717,79 @@ async fn deleting_the_ensemble_removes_everything_it_owned(bed: &Bed, ns: &str) 
     .await
 }
 
+async fn the_cli_reports_a_live_ensemble_also_as_a_kubectl_plugin(
+    bed: &Bed,
+    ns: &str,
+) -> TestResult {
+    create_and_converge(bed, ns, ensemble("masters", 3)).await?;
+    let target = format!("{ns}/masters");
+    // `kubectl quorate ...` runs a `kubectl-quorate` found on PATH.
+    let plugins = tempfile::tempdir().map_err(|e| fail(e.to_string()))?;
+    std::os::unix::fs::symlink(
+        env!("CARGO_BIN_EXE_quorate"),
+        plugins.path().join("kubectl-quorate"),
+    )
+    .map_err(|e| fail(e.to_string()))?;
+    let path = format!(
+        "{}:{}",
+        plugins.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = Command::new(&bed.plane.binaries().kubectl)
+        .args(["quorate", "ensemble", "status", &target, "-o", "json"])
+        .env("KUBECONFIG", bed.plane.kubeconfig_path())
+        .env("PATH", &path)
+        .output()
+        .map_err(|e| fail(format!("kubectl quorate: {e}")))?;
+    if !out.status.success() {
+        return Err(fail(format!(
+            "kubectl quorate failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )));
+    }
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).map_err(|e| fail(format!("JSON: {e}")))?;
+    let members = v["status"]["members"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let complete = members.len() == 3
+        && members.iter().all(|m| {
+            m["serverId"].is_i64()
+                && m["pod"].is_string()
+                && m["address"].as_str().is_some_and(|a| a.starts_with("127."))
+                && m["clientPort"] == 2181
+                && m["adminPort"] == 8080
+                && m["role"].is_string()
+                && m["zxid"].as_str().is_some_and(|z| z.starts_with("0x"))
+                && m["synced"] == true
+        });
+    if !complete
+        || v["status"]["conditions"]
+            .as_array()
+            .is_none_or(|c| c.is_empty())
+    {
+        return Err(fail(format!("incomplete status JSON: {v}")));
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_quorate"))
+        .args(["plan", "--ensemble", &target, "-o", "json"])
+        .env("KUBECONFIG", bed.plane.kubeconfig_path())
+        .output()
+        .map_err(|e| fail(format!("quorate plan: {e}")))?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|e| {
+        fail(format!(
+            "plan JSON: {e}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    })?;
+    if v["decision"] != "Converged" {
+        return Err(fail(format!(
+            "plan --ensemble on a converged ensemble: {v}"
+        )));
+    }
+    Ok(())
+}
+
 type Scenario = for<'a> fn(
     &'a Bed,
     &'a str,
@@ -756,6 +829,14 @@ fn scenarios() -> Vec<(&'static str, Scenario)> {
         ("even_replicas_are_rejected_and_nothing_changes", |b, n| {
             Box::pin(even_replicas_are_rejected_and_nothing_changes(b, n))
         }),
+        (
+            "the_cli_reports_a_live_ensemble_also_as_a_kubectl_plugin",
+            |b, n| {
+                Box::pin(the_cli_reports_a_live_ensemble_also_as_a_kubectl_plugin(
+                    b, n,
+                ))
+            },
+        ),
         (
             "deleting_the_ensemble_removes_everything_it_owned",
             |b, n| Box::pin(deleting_the_ensemble_removes_everything_it_owned(b, n)),

@@ -116,6 +116,7 @@ pub async fn reconcile(ens: Arc<MasterEnsemble>, ctx: Arc<Context>) -> Result<Ac
                 },
                 e => Error::kube(format!("claim {step} on {ns}/{name}"))(e),
             })?;
+            announce_completed(&ctx, &ens, &obs, &desired).await;
             if !resumed {
                 publish(
                     &ctx,
@@ -143,18 +144,7 @@ pub async fn reconcile(ens: Arc<MasterEnsemble>, ctx: Arc<Context>) -> Result<Ac
             Ok(Action::requeue(ctx.settle))
         }
         other => {
-            if let Some(done) = &obs.observed.in_flight
-                && crate::planner::rules::step_is_done(&done.step, &obs.observed, &desired)
-            {
-                publish(
-                    &ctx,
-                    &ens,
-                    EventType::Normal,
-                    &format!("Completed/{}", done.step),
-                    &done.step.to_string(),
-                )
-                .await;
-            }
+            announce_completed(&ctx, &ens, &obs, &desired).await;
             if let Decision::Blocked { reason } = other
                 && previous.phase.as_deref() != Some("Blocked")
             {
@@ -197,19 +187,41 @@ async fn record(
         None,
         now,
     );
-    let patch = serde_json::json!({
-        "apiVersion": "quorate.dev/v1alpha1",
-        "kind": "MasterEnsemble",
-        "status": status,
-    });
-    api.patch_status(
+    // A compare-and-set like the claim: a status written from a stale read never erases a
+    // step another operator claimed meanwhile.
+    let mut obj = ens.clone();
+    obj.status = Some(status);
+    api.replace_status(
         name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
+        &PostParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..Default::default()
+        },
+        &obj,
     )
     .await
-    .map_err(Error::kube(format!("record status of {name}")))?;
+    .map_err(|e| match e {
+        kube::Error::Api(s) if s.code == 409 => Error::Conflict {
+            step: "record status".into(),
+        },
+        e => Error::kube(format!("record status of {name}"))(e),
+    })?;
     Ok(())
+}
+
+/// An Event for the step claimed earlier once it has taken effect.
+async fn announce_completed(
+    ctx: &Context,
+    ens: &MasterEnsemble,
+    obs: &Observation,
+    desired: &Desired,
+) {
+    if let Some(done) = &obs.observed.in_flight
+        && crate::planner::rules::step_is_done(&done.step, &obs.observed, desired)
+    {
+        let action = format!("Completed/{}", done.step);
+        publish(ctx, ens, EventType::Normal, &action, &done.step.to_string()).await;
+    }
 }
 
 async fn publish(ctx: &Context, ens: &MasterEnsemble, type_: EventType, reason: &str, note: &str) {

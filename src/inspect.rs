@@ -1,0 +1,135 @@
+//! Read-only commands on live ensembles: `quorate ensemble status` and `quorate plan --ensemble`.
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Secret;
+use kube::{Api, Client};
+
+use crate::cli::Output;
+use crate::constants::{SECRET_SUPER_PASSWORD, SUPER_USER};
+use crate::crd::MasterEnsemble;
+use crate::executor::resources::names::credentials_secret;
+use crate::planner::{Desired, plan};
+use crate::zk::Credentials;
+
+fn split(client: &Client, target: &str) -> (String, String) {
+    match target.split_once('/') {
+        Some((ns, name)) => (ns.to_string(), name.to_string()),
+        None => (client.default_namespace().to_string(), target.to_string()),
+    }
+}
+
+async fn get(client: &Client, target: &str) -> Result<(String, String, MasterEnsemble), String> {
+    let (ns, name) = split(client, target);
+    let ens = Api::<MasterEnsemble>::namespaced(client.clone(), &ns)
+        .get(&name)
+        .await
+        .map_err(|e| format!("MasterEnsemble {ns}/{name}: {e}"))?;
+    Ok((ns, name, ens))
+}
+
+/// Members, roles, quorum, the step in flight and the conditions.
+pub async fn ensemble_status(
+    client: &Client,
+    target: &str,
+    output: Output,
+) -> Result<String, String> {
+    let (ns, name, ens) = get(client, target).await?;
+    let status = ens.status.clone().unwrap_or_default();
+    if output == Output::Json {
+        let value = serde_json::json!({
+            "namespace": ns, "name": name, "replicas": ens.spec.replicas,
+            "generation": ens.metadata.generation, "status": status,
+        });
+        return serde_json::to_string_pretty(&value)
+            .map(|s| s + "\n")
+            .map_err(|e| e.to_string());
+    }
+    let mut out = format!(
+        "{ns}/{name}: {} of {} members ready, phase {}\n",
+        status.ready_members,
+        ens.spec.replicas,
+        status.phase.as_deref().unwrap_or("-")
+    );
+    if let Some(q) = &status.quorum {
+        out += &format!(
+            "quorum: {} voters, majority {}, tolerates {}; leader {}; config {}\n",
+            q.voters,
+            q.majority,
+            q.tolerance,
+            status.leader.map(|l| l.to_string()).unwrap_or("-".into()),
+            status.config_version.as_deref().unwrap_or("-")
+        );
+    }
+    out += &format!(
+        "{:<4} {:<16} {:<15} {:<9} {:<9} {:<6} {:<14}\n",
+        "ID", "POD", "ADDRESS", "ROLE", "STATE", "SYNCED", "ZXID"
+    );
+    for m in &status.members {
+        out += &format!(
+            "{:<4} {:<16} {:<15} {:<9} {:<9} {:<6} {:<14}\n",
+            m.server_id,
+            m.pod,
+            m.address.as_deref().unwrap_or("-"),
+            m.role.as_deref().unwrap_or("-"),
+            m.state.as_deref().unwrap_or("-"),
+            m.synced,
+            m.zxid.as_deref().unwrap_or("-")
+        );
+    }
+    match &status.in_flight {
+        Some(s) => out += &format!("in flight: {} since {}\n", s.id, s.started_at.0),
+        None => out += "in flight: none\n",
+    }
+    if let Some(s) = &status.last_step {
+        out += &format!("last step: {}\n", s.id);
+    }
+    if let Some(m) = &status.message {
+        out += &format!("message: {m}\n");
+    }
+    for c in &status.conditions {
+        out += &format!(
+            "condition {:<13} {:<5} {}: {}\n",
+            c.type_, c.status, c.reason, c.message
+        );
+    }
+    Ok(out)
+}
+
+/// Observes a live ensemble as the controller does and prints the decision, without acting.
+pub async fn plan_live(
+    client: &Client,
+    target: &str,
+    now: Option<Timestamp>,
+    output: Output,
+) -> Result<String, String> {
+    let (ns, name, ens) = get(client, target).await?;
+    let desired = Desired::try_from(&ens.spec).map_err(|e| format!("{ns}/{name}: {e}"))?;
+    let secret = Api::<Secret>::namespaced(client.clone(), &ns)
+        .get(&credentials_secret(&name))
+        .await
+        .map_err(|e| format!("read the credentials of {ns}/{name}: {e}"))?;
+    let password = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(SECRET_SUPER_PASSWORD))
+        .and_then(|b| String::from_utf8(b.0.clone()).ok())
+        .ok_or_else(|| {
+            format!(
+                "{} has no {SECRET_SUPER_PASSWORD}",
+                credentials_secret(&name)
+            )
+        })?;
+    let ctx = crate::controller::Context::new(client.clone()).map_err(|e| e.to_string())?;
+    let now = now.unwrap_or_else(Timestamp::now);
+    let obs = crate::controller::observe::observe(
+        &ctx,
+        &ens,
+        &desired,
+        &Credentials::digest(SUPER_USER, password),
+        now,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    let p = plan(&desired, &obs.observed, now);
+    crate::cli::render_plan(&p, &desired, output).map_err(|e| e.to_string())
+}

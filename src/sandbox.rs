@@ -1,0 +1,178 @@
+//! `quorate sandbox`: quorate on real parts with nothing but this repository: a real
+//! kube-apiserver, etcd and kube-controller-manager, the testbed's node agent running ZooKeeper
+//! members as local processes, the operator, and a sample ensemble. Everything listens on
+//! loopback and stops on Ctrl-C.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use kube::api::{Api, Patch, PatchParams};
+use quorate_testbed::cache::cache_dir;
+use quorate_testbed::controlplane::{self, ControlPlane, Options};
+use quorate_testbed::nodeagent::{AgentOptions, NodeAgent};
+use quorate_testbed::zookeeper::{self, ZkVersion};
+
+use crate::crd::{MasterEnsemble, all_crds};
+
+/// Where a running sandbox keeps its kubeconfig, pid and logs.
+pub fn sandbox_dir() -> PathBuf {
+    cache_dir().join("sandbox")
+}
+
+fn step(start: Instant, what: &str) {
+    eprintln!("[sandbox {:>6.1}s] {what}", start.elapsed().as_secs_f64());
+}
+
+/// Starts the sandbox in the foreground and runs until SIGINT or SIGTERM.
+pub async fn up(sample: Option<PathBuf>) -> Result<(), String> {
+    let start = Instant::now();
+    let dir = sandbox_dir();
+    std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+    let pid_file = dir.join("pid");
+    if let Ok(pid) = std::fs::read_to_string(&pid_file)
+        && std::path::Path::new(&format!("/proc/{}", pid.trim())).exists()
+    {
+        return Err(format!(
+            "a sandbox is already running (pid {}); stop it with `quorate sandbox down`",
+            pid.trim()
+        ));
+    }
+    step(
+        start,
+        "building or reusing the control plane and ZooKeeper (minutes on a cold machine)",
+    );
+    let binaries = tokio::task::spawn_blocking(|| -> Result<_, String> {
+        let b = controlplane::ensure_binaries().map_err(|e| e.to_string())?;
+        zookeeper::ensure_distribution(ZkVersion::V3_9_5).map_err(|e| e.to_string())?;
+        Ok(b)
+    })
+    .await
+    .map_err(|e| e.to_string())??;
+    step(
+        start,
+        "starting etcd, kube-apiserver and kube-controller-manager",
+    );
+    let mut plane = ControlPlane::start(Options {
+        controller_manager: true,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| format!("control plane: {e}"))?;
+    let kubeconfig = dir.join("kubeconfig");
+    std::fs::copy(plane.kubeconfig_path(), &kubeconfig)
+        .map_err(|e| format!("write {}: {e}", kubeconfig.display()))?;
+    std::fs::write(&pid_file, std::process::id().to_string())
+        .map_err(|e| format!("write pid file: {e}"))?;
+    let client = plane.client().await.map_err(|e| e.to_string())?;
+    for crd in all_crds() {
+        let name = crd.metadata.name.clone().unwrap_or_default();
+        Api::<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>::all(
+            client.clone(),
+        )
+        .patch(&name, &PatchParams::apply("quorate-sandbox").force(), &Patch::Apply(&crd))
+        .await
+        .map_err(|e| format!("install {name}: {e}"))?;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    step(start, "starting the node agent");
+    let agent = NodeAgent::start(
+        client.clone(),
+        AgentOptions {
+            state_dir: Some(dir.join("node")),
+            subnet: Some(90),
+            ..Default::default()
+        },
+    )
+    .await
+    .map_err(|e| format!("node agent: {e}"))?;
+    step(
+        start,
+        &format!(
+            "starting the operator (log: {})",
+            dir.join("operator.log").display()
+        ),
+    );
+    let operator_client = client.clone();
+    let operator = tokio::spawn(async move { crate::controller::run(operator_client).await });
+    let sample = sample.unwrap_or_else(|| {
+        PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/samples/masters.yaml"))
+    });
+    let text =
+        std::fs::read_to_string(&sample).map_err(|e| format!("read {}: {e}", sample.display()))?;
+    let ens: MasterEnsemble =
+        serde_norway::from_str(&text).map_err(|e| format!("{}: {e}", sample.display()))?;
+    let ns = ens
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
+    let name = ens.metadata.name.clone().unwrap_or_default();
+    Api::<MasterEnsemble>::namespaced(client.clone(), &ns)
+        .patch(
+            &name,
+            &PatchParams::apply("quorate-sandbox").force(),
+            &Patch::Apply(&ens),
+        )
+        .await
+        .map_err(|e| format!("apply {}: {e}", sample.display()))?;
+    step(
+        start,
+        &format!(
+            "applied {} ({ns}/{name}); the operator builds it one member at a time",
+            sample.display()
+        ),
+    );
+    let kubectl = binaries.kubectl.display();
+    eprintln!(
+        "\nThe sandbox is up. In another shell:\n\
+         \n  export KUBECONFIG={kc}\
+         \n  alias kubectl={kubectl}\
+         \n  kubectl get mens -w                                   # watch it step by step\
+         \n  quorate ensemble status {ns}/{name}                   # members, roles, quorum, in-flight step\
+         \n  kubectl patch mens {name} --type merge -p '{{\"spec\":{{\"replicas\":5}}}}'   # scale\
+         \n  kubectl get events --field-selector involvedObject.name={name}\
+         \n\nCtrl-C here (or `quorate sandbox down`) stops everything.\n",
+        kc = kubeconfig.display()
+    );
+    println!("export KUBECONFIG={}", kubeconfig.display());
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| format!("signal handler: {e}"))?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+        r = operator => eprintln!("the operator stopped: {r:?}"),
+    }
+    step(
+        start,
+        "stopping the node agent, ZooKeeper members and the control plane",
+    );
+    agent.stop().await;
+    plane.stop();
+    let _ = std::fs::remove_file(&pid_file);
+    step(start, "stopped");
+    Ok(())
+}
+
+/// Stops a sandbox running in another process.
+pub fn down() -> Result<(), String> {
+    let pid_file = sandbox_dir().join("pid");
+    let pid =
+        std::fs::read_to_string(&pid_file).map_err(|_| "no sandbox is running".to_string())?;
+    let pid = pid.trim();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", pid])
+        .status()
+        .map_err(|e| format!("kill {pid}: {e}"))?;
+    if !status.success() {
+        let _ = std::fs::remove_file(&pid_file);
+        return Err(format!("no sandbox process {pid} (stale pid file removed)"));
+    }
+    for _ in 0..120 {
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            eprintln!("sandbox {pid} stopped");
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    Err(format!("sandbox {pid} did not stop within 30 s"))
+}
