@@ -99,23 +99,7 @@ pub async fn reconcile(ens: Arc<MasterEnsemble>, ctx: Arc<Context>) -> Result<Ac
                 Some(&claimed),
                 now,
             );
-            let mut obj = (*ens).clone();
-            obj.status = Some(status.clone());
-            api.replace_status(
-                &name,
-                &PostParams {
-                    field_manager: Some(FIELD_MANAGER.into()),
-                    ..Default::default()
-                },
-                &obj,
-            )
-            .await
-            .map_err(|e| match e {
-                kube::Error::Api(s) if s.code == 409 => Error::Conflict {
-                    step: step.to_string(),
-                },
-                e => Error::kube(format!("claim {step} on {ns}/{name}"))(e),
-            })?;
+            write_status(&api, &ens, status, &step.to_string()).await?;
             announce_completed(&ctx, &ens, &obs, &desired).await;
             if !resumed {
                 publish(
@@ -189,24 +173,32 @@ async fn record(
     );
     // A compare-and-set like the claim: a status written from a stale read never erases a
     // step another operator claimed meanwhile.
+    write_status(api, ens, status, "record status").await?;
+    Ok(())
+}
+
+/// Replaces the status, conditioned on the resourceVersion this pass read (a compare-and-set);
+/// losing the race is [`Error::Conflict`].
+async fn write_status(
+    api: &Api<MasterEnsemble>,
+    ens: &MasterEnsemble,
+    status: MasterEnsembleStatus,
+    what: &str,
+) -> Result<(), Error> {
     let mut obj = ens.clone();
     obj.status = Some(status);
-    api.replace_status(
-        name,
-        &PostParams {
-            field_manager: Some(FIELD_MANAGER.into()),
-            ..Default::default()
-        },
-        &obj,
-    )
-    .await
-    .map_err(|e| match e {
-        kube::Error::Api(s) if s.code == 409 => Error::Conflict {
-            step: "record status".into(),
-        },
-        e => Error::kube(format!("record status of {name}"))(e),
-    })?;
-    Ok(())
+    let params = PostParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..Default::default()
+    };
+    let name = ens.name_any();
+    api.replace_status(&name, &params, &obj)
+        .await
+        .map(|_| ())
+        .map_err(|e| match e {
+            kube::Error::Api(s) if s.code == 409 => Error::Conflict { step: what.into() },
+            e => Error::kube(format!("{what} on {name}"))(e),
+        })
 }
 
 /// An Event for the step claimed earlier once it has taken effect.

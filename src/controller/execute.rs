@@ -32,10 +32,11 @@ pub async fn execute(
             ensure_member_created(ctx, ectx, desired, *member, *seed, obs).await
         }
         Step::AddVoter { member } => {
-            ensure_voter_added(ens, ectx, *member, obs, credentials, step).await
+            let entry = joiner_entry(ectx, *member, step)?;
+            ensure_reconfig(ens, *member, Some(entry), obs, credentials, step).await
         }
         Step::RemoveVoter { member } => {
-            ensure_voter_removed(ens, *member, obs, credentials, step).await
+            ensure_reconfig(ens, *member, None, obs, credentials, step).await
         }
         Step::DeleteMember { member } => ensure_member_deleted(ctx, ectx, *member, true).await,
         Step::FenceMember { member } => ensure_member_deleted(ctx, ectx, *member, true).await,
@@ -101,6 +102,18 @@ async fn ensure_member_created(
         format!("create PVC {}", member_pvc(ectx.name, id)),
     )
     .await?;
+    ensure_pod(ctx, ectx, desired, id, seed, obs).await
+}
+
+/// Creates member `id`'s Pod from the current spec unless it exists.
+async fn ensure_pod(
+    ctx: &Context,
+    ectx: &EnsembleContext<'_>,
+    desired: &Desired,
+    id: ServerId,
+    seed: bool,
+    obs: &Observation,
+) -> Result<(), Error> {
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ectx.namespace);
     let pod = build_member_pod(
         ectx,
@@ -156,7 +169,6 @@ async fn ensure_member_restarted(
     id: ServerId,
     obs: &Observation,
 ) -> Result<(), Error> {
-    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ectx.namespace);
     match obs.pods.get(&id) {
         Some(pod) if pod.metadata.deletion_timestamp.is_some() => Ok(()),
         Some(pod)
@@ -166,27 +178,16 @@ async fn ensure_member_restarted(
             ensure_member_deleted(ctx, ectx, id, false).await
         }
         Some(_) => Ok(()),
-        None => {
-            let pod = build_member_pod(
-                ectx,
-                id,
-                &first_config(ectx, id, false, obs),
-                &desired.spec_hash,
-            );
-            create_if_missing(
-                &pods,
-                &pod,
-                format!("recreate Pod {}", member_pod(ectx.name, id)),
-            )
-            .await
-        }
+        None => ensure_pod(ctx, ectx, desired, id, false, obs).await,
     }
 }
 
-async fn ensure_voter_added(
+/// Adds (with `Some(entry)`) or removes member `id` as a voter through ZooKeeper's own
+/// reconfig, which the zk module makes idempotent and refuses for unsynced joiners.
+async fn ensure_reconfig(
     ens: &MasterEnsemble,
-    ectx: &EnsembleContext<'_>,
     id: ServerId,
+    join: Option<ServerEntry>,
     obs: &Observation,
     credentials: &Credentials,
     step: &Step,
@@ -196,39 +197,24 @@ async fn ensure_voter_added(
             "{step}: no member serves, the configuration cannot change"
         ))
     })?;
-    let entry: ServerEntry = server_line(id, &host(ectx, id))
-        .parse()
-        .map_err(|e| Error::Inconsistent(format!("{step}: bad server line: {e}")))?;
-    membership
-        .add_voter(&entry)
-        .await
-        .map(|_| ())
-        .map_err(|source| Error::Membership {
-            step: step.to_string(),
-            ensemble: ens.name_any(),
-            source,
-        })
+    let outcome = match &join {
+        Some(entry) => membership.add_voter(entry).await,
+        None => membership.remove_voter(id).await,
+    };
+    outcome.map(|_| ()).map_err(|source| Error::Membership {
+        step: step.to_string(),
+        ensemble: ens.name_any(),
+        source,
+    })
 }
 
-async fn ensure_voter_removed(
-    ens: &MasterEnsemble,
+/// The `server.N` line a joiner is added with.
+fn joiner_entry(
+    ectx: &EnsembleContext<'_>,
     id: ServerId,
-    obs: &Observation,
-    credentials: &Credentials,
     step: &Step,
-) -> Result<(), Error> {
-    let membership = obs.membership(credentials.clone()).ok_or_else(|| {
-        Error::Inconsistent(format!(
-            "{step}: no member serves, the configuration cannot change"
-        ))
-    })?;
-    membership
-        .remove_voter(id)
-        .await
-        .map(|_| ())
-        .map_err(|source| Error::Membership {
-            step: step.to_string(),
-            ensemble: ens.name_any(),
-            source,
-        })
+) -> Result<ServerEntry, Error> {
+    server_line(id, &host(ectx, id))
+        .parse()
+        .map_err(|e| Error::Inconsistent(format!("{step}: bad server line: {e}")))
 }
