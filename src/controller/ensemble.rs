@@ -16,7 +16,7 @@ use rand::distr::{Alphanumeric, SampleString};
 use tracing::{info, instrument, warn};
 
 use super::observe::{Observation, observe};
-use super::status::{build_status, in_flight_step};
+use super::status::build_status;
 use super::{Context, Error};
 use crate::constants::*;
 use crate::crd::{MasterEnsemble, MasterEnsembleStatus};
@@ -24,7 +24,7 @@ use crate::executor::resources::member::{
     EnsembleContext, build_client_service, build_config_map, build_members_service, build_pdb,
 };
 use crate::executor::resources::names::{credentials_secret, ensemble_labels};
-use crate::planner::{Claim, Decision, Desired, Plan, Step, plan};
+use crate::planner::{Claim, Decision, Desired, Plan, plan};
 use crate::zk::Credentials;
 
 /// One pass over one ensemble.
@@ -141,7 +141,7 @@ pub async fn reconcile(ens: Arc<MasterEnsemble>, ctx: Arc<Context>) -> Result<Ac
                 )
                 .await;
             }
-            record(&ctx, &api, &name, &previous, &ens, &obs, &plan, now).await?;
+            record(&api, &name, &previous, &ens, &obs, &plan, now).await?;
             Ok(match other {
                 Decision::Converged => Action::requeue(std::time::Duration::from_secs(30)),
                 Decision::Blocked { .. } => Action::requeue(std::time::Duration::from_secs(10)),
@@ -151,9 +151,7 @@ pub async fn reconcile(ens: Arc<MasterEnsemble>, ctx: Arc<Context>) -> Result<Ac
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn record(
-    _ctx: &Context,
     api: &Api<MasterEnsemble>,
     name: &str,
     previous: &MasterEnsembleStatus,
@@ -324,14 +322,4 @@ async fn ensure_credentials(
     };
     apply::<Secret>(ctx, ectx.namespace, &secret).await?;
     Ok(Credentials::digest(SUPER_USER, password))
-}
-
-/// Steps that carry a member id, for logs.
-pub fn describe(step: &Step) -> String {
-    step.to_string()
-}
-
-/// The in-flight record of a step (re-exported for the CLI).
-pub fn claim_record(step: &Step, at: Timestamp) -> crate::crd::InFlightStep {
-    in_flight_step(step, at)
 }

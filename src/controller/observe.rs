@@ -52,10 +52,6 @@ impl Observation {
     }
 }
 
-fn member_of(labels: &BTreeMap<String, String>) -> Option<ServerId> {
-    server_id_of(labels)
-}
-
 /// Reads the ensemble's state. `credentials` authenticate the config read.
 pub async fn observe(
     ctx: &Context,
@@ -78,12 +74,12 @@ pub async fn observe(
     let pods: BTreeMap<ServerId, Pod> = pod_list
         .items
         .into_iter()
-        .filter_map(|p| Some((member_of(p.labels())?, p)))
+        .filter_map(|p| Some((server_id_of(p.labels())?, p)))
         .collect();
     let pvcs: BTreeMap<ServerId, PersistentVolumeClaim> = pvc_list
         .items
         .into_iter()
-        .filter_map(|p| Some((member_of(p.labels())?, p)))
+        .filter_map(|p| Some((server_id_of(p.labels())?, p)))
         .collect();
 
     let addresses: BTreeMap<ServerId, String> = pods

@@ -197,7 +197,7 @@ fn plan_fresh(desired: &Desired, observed: &Observed, now: Timestamp) -> Plan {
     let healthy = healthy_voters(observed, &voters);
 
     // Quorum.
-    if healthy.len() < majority(voters.len()) {
+    if !quorum_is_healthy(observed, &voters) {
         let starting = voters
             .iter()
             .filter_map(|id| observed.members.get(id))

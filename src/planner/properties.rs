@@ -10,7 +10,7 @@ use super::fixtures::{desired, t0};
 use super::model::{
     Claim, Desired, Member, Membership, Observed, PodInfo, Role, ServerId, ZkState,
 };
-use super::rules::{majority, quorum_survives_removal, quorum_survives_restart};
+use super::rules::{id_is_fresh, majority, quorum_survives_removal, quorum_survives_restart};
 use super::sim::{Fault, Sim};
 use super::step::{BlockReason, Decision, Step};
 use super::{matches_spec, plan};
@@ -161,7 +161,7 @@ proptest! {
                     let resumed = observed.in_flight.as_ref().is_some_and(|c| c.step == *step)
                         && observed.fresh_id() == ServerId(id.0 + 1)
                         && observed.members.get(&id).is_none_or(|m| m.pod.is_none() && !m.was_voter);
-                    prop_assert!(id >= observed.fresh_id() || resumed, "id {} reused (fresh is {})", id, observed.fresh_id());
+                    prop_assert!(id_is_fresh(&observed, id) || resumed, "id {} reused (fresh is {})", id, observed.fresh_id());
                     if !seed {
                         prop_assert!(voters.iter().all(healthy), "created a member while a voter is unhealthy");
                         prop_assert_eq!(strays, 0, "created a member while another is in transition");
