@@ -12,6 +12,7 @@
 //! - [`cli`]: the `quorate` command line.
 #![forbid(unsafe_code)]
 
+pub mod backup;
 pub mod cli;
 pub mod constants;
 pub mod controller;
