@@ -8,10 +8,14 @@
 //! - [`zookeeper`]: Apache ZooKeeper resolved from Maven Central, and real ensembles on
 //!   127.0.x.y addresses.
 //! - [`kazoo`]: an independent Python client (kazoo) used as a judge of the data.
+//! - [`objectstore`]: a real S3-compatible object store (versitygw, built from Go modules) on
+//!   loopback, for backups and restores.
+//! - [`nodeagent`]: the kubelet's part, running member Pods as local processes.
 
 pub mod cache;
 pub mod controlplane;
 pub mod kazoo;
 pub mod nodeagent;
+pub mod objectstore;
 pub mod process;
 pub mod zookeeper;

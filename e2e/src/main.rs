@@ -1,12 +1,13 @@
 //! `testbed`: builds or fetches quorate's real parts into the cache, with progress.
 //!
-//! `testbed prepare` makes sure the control plane binaries, both ZooKeeper distributions and the
-//! kazoo judge are in `$QUORATE_CACHE` (default `~/.cache/quorate`); it reuses what is there.
+//! `testbed prepare` makes sure the control plane binaries, both ZooKeeper distributions, the
+//! kazoo judge and the S3 server (versitygw) are in `$QUORATE_CACHE` (default
+//! `~/.cache/quorate`); it reuses what is there.
 
 use std::process::ExitCode;
 use std::time::Instant;
 
-use quorate_testbed::{cache, controlplane, kazoo, zookeeper};
+use quorate_testbed::{cache, controlplane, kazoo, objectstore, zookeeper};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -66,6 +67,21 @@ fn prepare() -> ExitCode {
         ),
         Err(e) => {
             eprintln!("testbed: kazoo: {e}");
+            failed = true;
+        }
+    }
+    match objectstore::ensure_binary() {
+        Ok(binary) => cache::progress(
+            "prepare",
+            start,
+            &format!(
+                "S3 server: versitygw {} ready ({})",
+                objectstore::VERSITYGW_VERSION,
+                binary.display()
+            ),
+        ),
+        Err(e) => {
+            eprintln!("testbed: S3 server: {e}");
             failed = true;
         }
     }
