@@ -16,7 +16,9 @@ use k8s_openapi::api::events::v1::Event;
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, Client};
 use quorate_testbed::controlplane::{ControlPlane, Options};
-use quorate_testbed::nodeagent::{AgentOptions, NodeAgent, REASON_IMAGE_NOT_RUNNABLE};
+use quorate_testbed::nodeagent::{
+    AgentOptions, NodeAgent, QUORATE_BIN_MOUNT, REASON_IMAGE_NOT_RUNNABLE,
+};
 use serde_json::json;
 
 /// One test at a time.
@@ -847,4 +849,182 @@ async fn stopping_the_agent_leaves_no_process_behind() {
     }
     assert_eq!(processes_mentioning(&needle), Vec::<u32>::new());
     assert!(!state.exists(), "the temporary state directory is removed");
+}
+
+/// A stand-in for the quorate binary: records how it was run into the Pod's shared volume.
+const FAKE_QUORATE: &str = r#"#!/bin/sh
+set -eu
+printf '%s\n' "$0" "$@" > /work/args
+printf '%s\n' "$QUORATE_RESTORE_ID" > /work/env
+if touch /opt/quorate/bin/written 2>/dev/null; then echo writable; else echo read-only; fi > /work/mount
+"#;
+
+/// The main container's check: what the init container left, exactly.
+const CHECK_RESTORE: &str = r#"set -eu
+expected_args='/opt/quorate/bin/quorate
+restore
+--from
+s3://backups/default/masters/0001
+--to
+/var/lib/zookeeper'
+test "$(cat /work/args)" = "$expected_args"
+test "$(cat /work/env)" = "r-42"
+test "$(cat /work/mount)" = "read-only"
+echo "main saw the restore: $(tr '\n' ' ' < /work/args)"
+"#;
+
+/// A Pod shaped like a member whose data quorate restores: an init container of quorate's own
+/// image runs `/opt/quorate/bin/quorate restore ...`, then the ZooKeeper container starts.
+fn restore_pod(image: &str) -> serde_json::Value {
+    let work = json!([{"name": "work", "mountPath": "/work"}]);
+    json!({
+        "metadata": {"name": "restore"},
+        "spec": {
+            "restartPolicy": "Never",
+            "volumes": [{"name": "work", "emptyDir": {}}],
+            "initContainers": [{
+                "name": "restore",
+                "image": image,
+                "command": ["/opt/quorate/bin/quorate"],
+                "args": ["restore", "--from", "s3://backups/default/masters/0001", "--to", "/var/lib/zookeeper"],
+                "env": [{"name": "QUORATE_RESTORE_ID", "value": "r-42"}],
+                "volumeMounts": work,
+            }],
+            "containers": [{
+                "name": "main",
+                "image": IMAGE,
+                "command": ["/bin/sh", "-c", CHECK_RESTORE],
+                "volumeMounts": work,
+            }],
+        },
+    })
+}
+
+fn phase(pod: &Pod) -> Option<&str> {
+    pod.status.as_ref().and_then(|s| s.phase.as_deref())
+}
+
+fn init_status(pod: &Pod) -> Option<k8s_openapi::api::core::v1::ContainerStatus> {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.init_container_statuses.as_ref())
+        .and_then(|s| s.first().cloned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quorate_init_container_runs_the_binary_from_the_agents_bin_dir() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let _serial = SERIAL.lock().await;
+    let bin = tempfile::tempdir().expect("a bin directory");
+    let fake = bin.path().join("quorate");
+    std::fs::write(&fake, FAKE_QUORATE).expect("write the fake binary");
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let bed = Bed::start_with(AgentOptions {
+        quorate_bin_dir: Some(bin.path().to_path_buf()),
+        ..AgentOptions::default()
+    })
+    .await;
+    assert_eq!(QUORATE_BIN_MOUNT, "/opt/quorate/bin");
+    bed.create::<Pod>(restore_pod("quorate:test")).await;
+    let pod = bed
+        .eventually(
+            "the restore Pod to finish",
+            Duration::from_secs(90),
+            || async {
+                bed.pod("restore")
+                    .await
+                    .filter(|p| matches!(phase(p), Some("Succeeded" | "Failed")))
+            },
+        )
+        .await;
+    assert_eq!(phase(&pod), Some("Succeeded"), "{}", bed.logs());
+    let init = init_status(&pod).expect("the init container's status");
+    assert_eq!(init.image_id, "quorate-testbed/quorate:test");
+    let done = init
+        .state
+        .and_then(|s| s.terminated)
+        .expect("the init container terminated");
+    assert_eq!(done.exit_code, 0);
+    let log = std::fs::read_to_string(bed.agent().log_path(NS, "restore", "main"))
+        .expect("the main container's log");
+    assert!(
+        log.contains(
+            "main saw the restore: /opt/quorate/bin/quorate restore --from \
+             s3://backups/default/masters/0001 --to /var/lib/zookeeper"
+        ),
+        "{log}"
+    );
+    // The mount was read-only: nothing was written into the host's directory.
+    assert!(!bin.path().join("written").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quorate_image_on_an_agent_without_a_bin_dir_stays_pending_with_a_clear_reason() {
+    let _serial = SERIAL.lock().await;
+    let bed = Bed::start_with(AgentOptions {
+        quorate_bin_dir: None,
+        ..AgentOptions::default()
+    })
+    .await;
+    // A directory that does not exist is refused when an agent starts.
+    let refused = NodeAgent::start(
+        bed.client.clone(),
+        AgentOptions {
+            node_name: "quorate-node-2".into(),
+            quorate_bin_dir: Some("/nonexistent/quorate-bin".into()),
+            ..AgentOptions::default()
+        },
+    )
+    .await;
+    let message = refused
+        .expect_err("a missing bin dir is refused")
+        .to_string();
+    assert!(message.contains("/nonexistent/quorate-bin"), "{message}");
+
+    bed.create::<Pod>(restore_pod("ghcr.io/quorate/quorate:0.1.0"))
+        .await;
+    let pod = bed
+        .eventually(
+            "the quorate image to be refused",
+            Duration::from_secs(30),
+            || async {
+                bed.pod("restore").await.filter(|p| {
+                    init_status(p)
+                        .and_then(|s| s.state)
+                        .and_then(|s| s.waiting)
+                        .and_then(|w| w.reason)
+                        .as_deref()
+                        == Some(REASON_IMAGE_NOT_RUNNABLE)
+                })
+            },
+        )
+        .await;
+    let waiting = init_status(&pod)
+        .and_then(|s| s.state)
+        .and_then(|s| s.waiting)
+        .expect("waiting");
+    let message = waiting.message.unwrap_or_default();
+    for needle in [
+        "ghcr.io/quorate/quorate:0.1.0",
+        "quorate binary directory",
+        "QUORATE_AGENT_BIN_DIR",
+        "/opt/quorate/bin",
+    ] {
+        assert!(message.contains(needle), "{needle:?} in {message}");
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let pod = bed.pod("restore").await.expect("pod");
+    assert_eq!(phase(&pod), Some("Pending"));
+    assert_eq!(condition(&pod, "Initialized"), Some("False"));
+    assert!(
+        main_status(&pod)
+            .state
+            .and_then(|s| s.waiting)
+            .is_some_and(|w| w.reason.as_deref() == Some("PodInitializing"))
+    );
+    assert_eq!(
+        init_status(&pod).map(|s| s.restart_count),
+        Some(0),
+        "nothing ran"
+    );
 }

@@ -12,10 +12,15 @@
 //!   not to `0.0.0.0`.
 //! - **Images.** `zookeeper:<version>` (any registry prefix; 3.9.5 and 3.8.6) is the testbed's
 //!   ZooKeeper distribution, laid out as in the official image
-//!   (`/apache-zookeeper-<version>-bin/lib/*.jar`, `/conf/logback.xml`); the rest of the
-//!   container's file system is the host's (its `/bin/sh`, its `java`). Any other image leaves
-//!   the Pod `Pending`, the container waiting with reason [`REASON_IMAGE_NOT_RUNNABLE`] and a
-//!   message (and a Warning Event) naming the image.
+//!   (`/apache-zookeeper-<version>-bin/lib/*.jar`, `/conf/logback.xml`). `quorate:<tag>` (any
+//!   registry prefix and tag, e.g. `ghcr.io/quorate/quorate:0.1.0`) is the operator's own image,
+//!   which its restores run in member Pods as `/opt/quorate/bin/quorate`: the agent's quorate
+//!   binary directory ([`AgentOptions::quorate_bin_dir`], default `$QUORATE_AGENT_BIN_DIR`) is
+//!   bind-mounted read-only at [`QUORATE_BIN_MOUNT`], whatever the tag; without that directory
+//!   the image is not runnable, and a directory without an executable `quorate` is an
+//!   `ErrImagePull`, retried. The rest of the container's file system is the host's (its
+//!   `/bin/sh`, its `java`). Any other image leaves the Pod `Pending`, the container waiting with
+//!   reason [`REASON_IMAGE_NOT_RUNNABLE`] and a message (and a Warning Event) naming the image.
 //! - **Containers** run in a private mount namespace where the image's directories and the Pod's
 //!   volumes are bind-mounted at their paths, then `exec` the container's `command` + `args`
 //!   (`$(VAR)` expanded). The image's entrypoint cannot run: a command is required. Environment:
@@ -86,7 +91,10 @@ use crate::zookeeper::SubnetLease;
 use hosts::PodKey;
 use pod::{PodRuntime, Worker, lock};
 
-pub use image::REASON_IMAGE_NOT_RUNNABLE;
+pub use image::{QUORATE_BIN_MOUNT, REASON_IMAGE_NOT_RUNNABLE};
+
+/// The environment variable that gives [`AgentOptions::quorate_bin_dir`] its default.
+pub const QUORATE_AGENT_BIN_DIR_ENV: &str = "QUORATE_AGENT_BIN_DIR";
 
 /// The Event reporter and field manager of the agent.
 pub const AGENT_NAME: &str = "quorate-node-agent";
@@ -161,6 +169,11 @@ pub struct AgentOptions {
     pub backoff_max: Duration,
     /// How often each Pod's worker looks at its processes (default 250 ms).
     pub sync_period: Duration,
+    /// The host directory holding the `quorate` binary that `quorate:<tag>` images run: it is
+    /// bind-mounted read-only at [`QUORATE_BIN_MOUNT`] (`/opt/quorate/bin`) in their containers.
+    /// Default: `$QUORATE_AGENT_BIN_DIR` when set and not empty, else `None`, and such images
+    /// are not runnable. [`NodeAgent::start`] refuses a path that is not a directory.
+    pub quorate_bin_dir: Option<PathBuf>,
 }
 
 impl Default for AgentOptions {
@@ -176,6 +189,9 @@ impl Default for AgentOptions {
             backoff_initial: Duration::from_secs(1),
             backoff_max: Duration::from_secs(20),
             sync_period: Duration::from_millis(250),
+            quorate_bin_dir: std::env::var_os(QUORATE_AGENT_BIN_DIR_ENV)
+                .filter(|d| !d.is_empty())
+                .map(PathBuf::from),
         }
     }
 }
@@ -381,6 +397,25 @@ impl NodeAgent {
         if opts.node_name.is_empty() {
             return Err(Error::Invalid("the node name is empty".into()));
         }
+        // Absolute, since containers mount it from `/`.
+        let quorate_bin_dir = match &opts.quorate_bin_dir {
+            Some(dir) => match std::fs::canonicalize(dir) {
+                Ok(abs) if abs.is_dir() => Some(abs),
+                Ok(_) => {
+                    return Err(Error::Invalid(format!(
+                        "the quorate binary directory {} is not a directory",
+                        dir.display()
+                    )));
+                }
+                Err(e) => {
+                    return Err(Error::Invalid(format!(
+                        "the quorate binary directory {}: {e}",
+                        dir.display()
+                    )));
+                }
+            },
+            None => None,
+        };
         let (state, state_tmp) = match &opts.state_dir {
             Some(dir) => (dir.clone(), None),
             None => {
@@ -473,7 +508,7 @@ impl NodeAgent {
             client: client.clone(),
             node_ip,
             ipam: Mutex::new(ipam::Ipam::load(state.join("ips.json"), subnet)),
-            images: image::Images::new(state.join("images")),
+            images: image::Images::new(state.join("images"), quorate_bin_dir),
             state,
             machine_hostname,
             path_env: std::env::var("PATH").unwrap_or_else(|_| {

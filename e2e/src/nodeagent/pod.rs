@@ -214,9 +214,7 @@ impl ContainerRt {
         ContainerStatus {
             name: self.name.clone(),
             image: self.image.clone(),
-            image_id: image::parse(&self.image)
-                .map(|v| format!("quorate-testbed/zookeeper:{v}"))
-                .unwrap_or_default(),
+            image_id: image::image_id(&self.image),
             container_id: self
                 .run
                 .as_ref()
