@@ -188,6 +188,16 @@ pub fn ensure_binary() -> Result<PathBuf, Error> {
     if let Some(binary) = cached_binary() {
         return Ok(binary);
     }
+    // Holding the lock, no build runs: temporary directories left are from interrupted ones.
+    for entry in fs::read_dir(&root).into_iter().flatten().flatten() {
+        if entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with(".build-tmp-")
+        {
+            let _ = fs::remove_dir_all(entry.path());
+        }
+    }
     let go = go_command()?;
     let start = Instant::now();
     let package = format!("{VERSITYGW_MODULE}/cmd/versitygw@{VERSITYGW_VERSION}");
