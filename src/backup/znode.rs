@@ -98,6 +98,24 @@ impl Stat {
         }
     }
 
+    /// `ephemeral_owner` as clients see it in a `Stat`: the session of an ephemeral node, 0 for
+    /// every other kind (ZooKeeper hides the container and TTL markers from clients).
+    pub fn client_ephemeral_owner(&self) -> i64 {
+        match self.kind() {
+            NodeKind::Ephemeral => self.ephemeral_owner,
+            _ => 0,
+        }
+    }
+
+    /// `cversion` as clients see it in a `Stat`, for a node with `children` children: ZooKeeper
+    /// persists a count of child creations and reports `2 * cversion - children` (each child
+    /// gone was one create and one delete).
+    pub fn client_cversion(&self, children: usize) -> i32 {
+        self.cversion
+            .wrapping_mul(2)
+            .wrapping_sub(i32::try_from(children).unwrap_or(i32::MAX))
+    }
+
     /// The newest zxid this node's own state records (create, data change, children change).
     pub fn newest_zxid(&self) -> i64 {
         self.czxid.max(self.mzxid).max(self.pzxid)
@@ -155,6 +173,14 @@ mod tests {
         assert_eq!(stat(0x1000_0000_0000_0042).kind(), NodeKind::Ephemeral);
         assert_eq!(stat(i64::MIN).kind(), NodeKind::Container);
         assert_eq!(stat(0xFF00_0000_0000_1000_u64 as i64).kind(), NodeKind::Ttl);
+        assert_eq!(stat(i64::MIN).client_ephemeral_owner(), 0);
+        assert_eq!(stat(0x42).client_ephemeral_owner(), 0x42);
+        let parent = Stat {
+            cversion: 2,
+            ..Stat::default()
+        };
+        assert_eq!(parent.client_cversion(3), 1);
+        assert_eq!(parent.client_cversion(0), 4);
     }
 
     #[test]
