@@ -70,6 +70,40 @@ pub enum Command {
         #[command(subcommand)]
         command: EnsembleCommand,
     },
+    /// Backups, as in the DC/OS backup CLI: create, list, show, delete, restore.
+    Backup {
+        /// What to do.
+        #[command(subcommand)]
+        command: BackupCommand,
+    },
+    /// Used by restores inside member Pods: place a verified artifact on this member's volume
+    /// (the ensemble's Pods run it as an init container from the operator's image).
+    RestoreMember {
+        /// The ZkBackup's `spec.destination`, as JSON.
+        #[arg(long)]
+        destination: String,
+        /// NAMESPACE/ZKBACKUP/ARTIFACT-ID.
+        #[arg(long)]
+        artifact: String,
+        /// `zookeeper-snapshot` or `quorate-tree-v1`.
+        #[arg(long)]
+        format: String,
+        /// The snapshot's zxid (hex).
+        #[arg(long)]
+        zxid: String,
+        /// Expected size of the data in bytes.
+        #[arg(long)]
+        bytes: u64,
+        /// Expected SHA-256 of the data (hex).
+        #[arg(long)]
+        sha256: String,
+        /// ZooKeeper's dataDir on the member's volume.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// The restore's id (names the marker and the kept old data).
+        #[arg(long)]
+        restore_id: String,
+    },
     /// The local sandbox: real control plane, node agent, ZooKeeper and the operator.
     Sandbox {
         /// What to do.
@@ -89,6 +123,116 @@ pub enum EnsembleCommand {
         #[arg(short = 'o', long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
+}
+
+/// `quorate backup ...`
+#[derive(Debug, Subcommand)]
+pub enum BackupCommand {
+    /// Take a backup now, labelled LABEL: through the ZkBackup of that label, or a new one
+    /// with the destination of another ZkBackup of the ensemble (`--from`) or a directory.
+    Create {
+        /// 3 to 25 characters of [A-Za-z0-9_.-], not starting with `...`.
+        #[arg(long)]
+        label: String,
+        /// NAMESPACE/NAME of the ensemble (the only one in the namespace when absent).
+        #[arg(long)]
+        ensemble: Option<String>,
+        /// A ZkBackup whose destination a new ZkBackup uses.
+        #[arg(long, conflicts_with = "filesystem")]
+        from: Option<String>,
+        /// A directory on the operator's filesystem as the destination (development).
+        #[arg(long)]
+        filesystem: Option<String>,
+        /// How to read the data.
+        #[arg(long, value_enum, default_value_t = MethodArg::Auto)]
+        method: MethodArg,
+        /// Wait until the backup is Ready (or Error), showing progress.
+        #[arg(long)]
+        wait: bool,
+        /// Output format.
+        #[arg(short = 'o', long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// List backups, optionally only those whose id starts with PREFIX (a label).
+    List {
+        /// Id prefix, such as a label.
+        prefix: Option<String>,
+        /// Namespace (the kubeconfig's when absent).
+        #[arg(short = 'n', long)]
+        namespace: Option<String>,
+        /// Every namespace.
+        #[arg(short = 'A', long)]
+        all_namespaces: bool,
+        /// Output format.
+        #[arg(short = 'o', long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Show one backup and the restores made from it.
+    Show {
+        /// The backup id (`<label>-<uuid>`).
+        id: String,
+        /// Namespace (the kubeconfig's when absent).
+        #[arg(short = 'n', long)]
+        namespace: Option<String>,
+        /// Output format.
+        #[arg(short = 'o', long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Delete one backup from the store and from its ZkBackup.
+    Delete {
+        /// The backup id.
+        id: String,
+        /// Namespace (the kubeconfig's when absent).
+        #[arg(short = 'n', long)]
+        namespace: Option<String>,
+    },
+    /// Restore one backup (a ZkRestore): offline by default.
+    Restore {
+        /// The backup id.
+        id: String,
+        /// Namespace (the kubeconfig's when absent).
+        #[arg(short = 'n', long)]
+        namespace: Option<String>,
+        /// Restore into this ensemble (NAME in the backup's namespace) instead of the backup's.
+        #[arg(long)]
+        ensemble: Option<String>,
+        /// `offline` (stop every member, place the snapshot on each) or `online` (replay
+        /// through the leader).
+        #[arg(long, value_enum, default_value_t = ModeArg::Offline)]
+        mode: ModeArg,
+        /// Restore even if the backup is older than the live data.
+        #[arg(long)]
+        allow_older: bool,
+        /// Only verify the backup in a scratch member; change nothing.
+        #[arg(long)]
+        verify_only: bool,
+        /// Wait until the restore is Ready (or Failed), showing progress.
+        #[arg(long)]
+        wait: bool,
+        /// Output format.
+        #[arg(short = 'o', long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+}
+
+/// `--method`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum MethodArg {
+    /// Snapshot where supported, otherwise tree.
+    Auto,
+    /// The AdminServer snapshot (3.9.4+).
+    Snapshot,
+    /// A tree walk.
+    Tree,
+}
+
+/// `--mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ModeArg {
+    /// Stop every member and place the data on each.
+    Offline,
+    /// Replay through the leader.
+    Online,
 }
 
 /// `quorate sandbox ...`
@@ -270,6 +414,29 @@ pub async fn run_online(command: &Command) -> Result<String, String> {
             output,
             ..
         } => crate::inspect::plan_live(&client().await?, target, *now, *output).await,
+        Command::Backup { command } => run_backup_command(command).await,
+        Command::RestoreMember {
+            destination,
+            artifact,
+            format,
+            zxid,
+            bytes,
+            sha256,
+            data_dir,
+            restore_id,
+        } => {
+            crate::backup_commands::restore_member(&crate::backup_commands::RestoreMemberArgs {
+                destination: destination.clone(),
+                artifact: artifact.clone(),
+                format: format.clone(),
+                zxid: zxid.clone(),
+                bytes: *bytes,
+                sha256: sha256.clone(),
+                data_dir: data_dir.clone(),
+                restore_id: restore_id.clone(),
+            })
+            .await
+        }
         #[cfg(feature = "sandbox")]
         Command::Sandbox {
             command: SandboxCommand::Up { sample },
@@ -291,6 +458,89 @@ pub async fn run_online(command: &Command) -> Result<String, String> {
     }
 }
 
+async fn run_backup_command(command: &BackupCommand) -> Result<String, String> {
+    use crate::backup_commands as b;
+    let client = client().await?;
+    match command {
+        BackupCommand::Create {
+            label,
+            ensemble,
+            from,
+            filesystem,
+            method,
+            wait,
+            output,
+        } => {
+            b::create(
+                &client,
+                &b::CreateArgs {
+                    label: label.clone(),
+                    ensemble: ensemble.clone(),
+                    from: from.clone(),
+                    filesystem: filesystem.clone(),
+                    method: match method {
+                        MethodArg::Auto => crate::crd::BackupMethod::Auto,
+                        MethodArg::Snapshot => crate::crd::BackupMethod::Snapshot,
+                        MethodArg::Tree => crate::crd::BackupMethod::Tree,
+                    },
+                    wait: *wait,
+                    output: *output,
+                },
+            )
+            .await
+        }
+        BackupCommand::List {
+            prefix,
+            namespace,
+            all_namespaces,
+            output,
+        } => {
+            b::list(
+                &client,
+                prefix.as_deref(),
+                namespace,
+                *all_namespaces,
+                *output,
+            )
+            .await
+        }
+        BackupCommand::Show {
+            id,
+            namespace,
+            output,
+        } => b::show(&client, id, namespace, *output).await,
+        BackupCommand::Delete { id, namespace } => b::delete(&client, id, namespace).await,
+        BackupCommand::Restore {
+            id,
+            namespace,
+            ensemble,
+            mode,
+            allow_older,
+            verify_only,
+            wait,
+            output,
+        } => {
+            b::restore(
+                &client,
+                &b::RestoreArgs {
+                    id: id.clone(),
+                    namespace: namespace.clone(),
+                    ensemble: ensemble.clone(),
+                    mode: match mode {
+                        ModeArg::Offline => crate::crd::RestoreMode::Offline,
+                        ModeArg::Online => crate::crd::RestoreMode::Online,
+                    },
+                    allow_older: *allow_older,
+                    verify_only: *verify_only,
+                    wait: *wait,
+                    output: *output,
+                },
+            )
+            .await
+        }
+    }
+}
+
 async fn client() -> Result<kube::Client, String> {
     kube::Client::try_default()
         .await
@@ -303,6 +553,8 @@ pub fn is_online(command: &Command) -> bool {
         command,
         Command::Run { .. }
             | Command::Ensemble { .. }
+            | Command::Backup { .. }
+            | Command::RestoreMember { .. }
             | Command::Sandbox { .. }
             | Command::Plan {
                 ensemble: Some(_),

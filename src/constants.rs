@@ -46,3 +46,30 @@ pub const SECRET_SUPER_DIGEST: &str = "superDigest";
 pub const SUPER_USER: &str = "super";
 /// The cluster's DNS domain.
 pub const CLUSTER_DOMAIN: &str = "cluster.local";
+
+/// Annotation on a MasterEnsemble while a ZkRestore owns its members (value: the ZkRestore's
+/// name). The ensemble controller takes no step while it is set.
+pub const ANNOTATION_RESTORING: &str = "quorate.dev/restoring";
+/// Annotation on a ZkBackup asking for one backup now (value: RFC 3339 time of the request).
+/// Set by `backupBeforeChange` and by `quorate backup create` on an existing ZkBackup.
+pub const ANNOTATION_BACKUP_REQUESTED: &str = "quorate.dev/backup-requested-at";
+/// Key of the access key id in an S3 credentials Secret.
+pub const SECRET_S3_ACCESS_KEY_ID: &str = "accessKeyId";
+/// Key of the secret access key in an S3 credentials Secret.
+pub const SECRET_S3_SECRET_ACCESS_KEY: &str = "secretAccessKey";
+/// Environment variable naming the operator's own image (restores run it in member Pods).
+pub const ENV_OPERATOR_IMAGE: &str = "QUORATE_IMAGE";
+/// Where the operator's image keeps the binary.
+pub const OPERATOR_BINARY: &str = "/opt/quorate/bin/quorate";
+/// Environment variables the restore init container reads the S3 keys from.
+pub const ENV_S3_ACCESS_KEY_ID: &str = "QUORATE_S3_ACCESS_KEY_ID";
+/// See [`ENV_S3_ACCESS_KEY_ID`].
+pub const ENV_S3_SECRET_ACCESS_KEY: &str = "QUORATE_S3_SECRET_ACCESS_KEY";
+
+/// The operator's image: `$QUORATE_IMAGE`, or `quorate:<version>`.
+pub fn operator_image() -> String {
+    std::env::var(ENV_OPERATOR_IMAGE)
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| format!("quorate:{}", env!("CARGO_PKG_VERSION")))
+}

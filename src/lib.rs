@@ -13,6 +13,7 @@
 #![forbid(unsafe_code)]
 
 pub mod backup;
+pub mod backup_commands;
 pub mod cli;
 pub mod constants;
 pub mod controller;

@@ -1,7 +1,7 @@
 //! `quorate sandbox`: quorate on real parts with nothing but this repository: a real
 //! kube-apiserver, etcd and kube-controller-manager, the testbed's node agent running ZooKeeper
-//! members as local processes, the operator, and a sample ensemble. Everything listens on
-//! loopback and stops on Ctrl-C.
+//! members as local processes, an S3-compatible server, the operator, a sample ensemble and a
+//! daily ZkBackup of it. Everything listens on loopback and stops on Ctrl-C.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -10,9 +10,10 @@ use kube::api::{Api, Patch, PatchParams};
 use quorate_testbed::cache::cache_dir;
 use quorate_testbed::controlplane::{self, ControlPlane, Options};
 use quorate_testbed::nodeagent::{AgentOptions, NodeAgent};
+use quorate_testbed::objectstore::ObjectStore;
 use quorate_testbed::zookeeper::{self, ZkVersion};
 
-use crate::crd::{MasterEnsemble, all_crds};
+use crate::crd::{MasterEnsemble, ZkBackup, all_crds};
 
 /// Where a running sandbox keeps its kubeconfig, pid and logs.
 pub fn sandbox_dir() -> PathBuf {
@@ -74,12 +75,27 @@ pub async fn up(sample: Option<PathBuf>) -> Result<(), String> {
         .map_err(|e| format!("install {name}: {e}"))?;
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
+    step(
+        start,
+        "starting the S3 server (built once from the Go module proxy)",
+    );
+    let mut s3 = ObjectStore::start()
+        .await
+        .map_err(|e| format!("S3 server: {e}"))?;
+    s3.create_bucket(SANDBOX_BUCKET)
+        .await
+        .map_err(|e| format!("S3 bucket: {e}"))?;
     step(start, "starting the node agent");
+    // Restores run the operator's own image in member Pods: here, this very binary.
+    let bin_dir = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(PathBuf::from));
     let agent = NodeAgent::start(
         client.clone(),
         AgentOptions {
             state_dir: Some(dir.join("node")),
             subnet: Some(90),
+            quorate_bin_dir: bin_dir,
             ..Default::default()
         },
     )
@@ -122,6 +138,14 @@ pub async fn up(sample: Option<PathBuf>) -> Result<(), String> {
             sample.display()
         ),
     );
+    apply_sample_backup(&client, &ns, &name, &s3).await?;
+    step(
+        start,
+        &format!(
+            "applied ZkBackup {ns}/{name}-nightly (S3 at {}, daily at 02:00 UTC)",
+            s3.endpoint()
+        ),
+    );
     let kubectl = binaries.kubectl.display();
     eprintln!(
         "\nThe sandbox is up. In another shell:\n\
@@ -147,9 +171,63 @@ pub async fn up(sample: Option<PathBuf>) -> Result<(), String> {
         "stopping the node agent, ZooKeeper members and the control plane",
     );
     agent.stop().await;
+    s3.stop();
     plane.stop();
     let _ = std::fs::remove_file(&pid_file);
     step(start, "stopped");
+    Ok(())
+}
+
+/// The sandbox's bucket.
+const SANDBOX_BUCKET: &str = "sandbox-backups";
+
+/// The S3 keys Secret and a daily ZkBackup of the sample ensemble, into the sandbox's bucket.
+async fn apply_sample_backup(
+    client: &kube::Client,
+    ns: &str,
+    ensemble: &str,
+    s3: &ObjectStore,
+) -> Result<(), String> {
+    let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "sandbox-s3-keys", "namespace": ns},
+        "stringData": {
+            crate::constants::SECRET_S3_ACCESS_KEY_ID: s3.access_key(),
+            crate::constants::SECRET_S3_SECRET_ACCESS_KEY: s3.secret_key(),
+        },
+    }))
+    .map_err(|e| e.to_string())?;
+    Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), ns)
+        .patch(
+            "sandbox-s3-keys",
+            &PatchParams::apply("quorate-sandbox").force(),
+            &Patch::Apply(&secret),
+        )
+        .await
+        .map_err(|e| format!("apply the S3 Secret: {e}"))?;
+    let backup: ZkBackup = serde_json::from_value(serde_json::json!({
+        "apiVersion": "quorate.dev/v1alpha1", "kind": "ZkBackup",
+        "metadata": {"name": format!("{ensemble}-nightly"), "namespace": ns},
+        "spec": {
+            "ensembleRef": {"name": ensemble},
+            "label": "nightly",
+            "schedule": "0 2 * * *",
+            "retention": {"keepLast": 7},
+            "destination": {"s3": {
+                "endpoint": s3.endpoint(), "bucket": SANDBOX_BUCKET, "region": s3.region(),
+                "credentialsSecret": "sandbox-s3-keys",
+            }},
+        },
+    }))
+    .map_err(|e| e.to_string())?;
+    Api::<ZkBackup>::namespaced(client.clone(), ns)
+        .patch(
+            &format!("{ensemble}-nightly"),
+            &PatchParams::apply("quorate-sandbox").force(),
+            &Patch::Apply(&backup),
+        )
+        .await
+        .map_err(|e| format!("apply the sample ZkBackup: {e}"))?;
     Ok(())
 }
 

@@ -3,74 +3,21 @@
 //! samples each member's AdminServer and the API server, and by a kazoo writer whose every
 //! acknowledged write must be readable afterwards.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Namespace, Pod};
-use kube::api::{Api, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
-use kube::{Client, CustomResourceExt};
-use libtest_mimic::{Arguments, Failed, Trial};
+use common::*;
+use k8s_openapi::api::core::v1::Pod;
+use kube::Client;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use libtest_mimic::Failed;
 use quorate::constants::LABEL_ENSEMBLE;
-use quorate::crd::{MasterEnsemble, MasterEnsembleSpec};
-use quorate_testbed::controlplane::{ControlPlane, Options};
-use quorate_testbed::kazoo::Judge;
-use quorate_testbed::nodeagent::{AgentOptions, NodeAgent};
-use quorate_testbed::process::Child;
-
-type TestResult = Result<(), Failed>;
-
-fn fail(msg: impl Into<String>) -> Failed {
-    Failed::from(msg.into())
-}
-
-struct Bed {
-    plane: ControlPlane,
-    agent: Mutex<Option<NodeAgent>>,
-    operator: Mutex<Option<Child>>,
-    judge: Judge,
-    runtime: tokio::runtime::Handle,
-}
-
-impl Bed {
-    async fn client(&self) -> Result<Client, Failed> {
-        self.plane
-            .client()
-            .await
-            .map_err(|e| fail(format!("client: {e}")))
-    }
-
-    fn start_operator(&self) -> Result<(), Failed> {
-        let log = std::fs::File::create(self.plane.dir().join("operator.log"))
-            .map_err(|e| fail(e.to_string()))?;
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_quorate"));
-        cmd.arg("run")
-            .env("KUBECONFIG", self.plane.kubeconfig_path())
-            .env("RUST_LOG", "info,kube=warn")
-            .stdout(Stdio::null())
-            .stderr(log);
-        let child = Child::spawn("quorate-operator", cmd)
-            .map_err(|e| fail(format!("start operator: {e}")))?;
-        *self.operator.lock().map_err(|_| fail("lock"))? = Some(child);
-        Ok(())
-    }
-
-    fn kill_operator(&self) {
-        if let Ok(mut op) = self.operator.lock()
-            && let Some(mut c) = op.take()
-        {
-            c.kill();
-        }
-    }
-
-    fn operator_log_tail(&self) -> String {
-        let text =
-            std::fs::read_to_string(self.plane.dir().join("operator.log")).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
-    }
-}
+use quorate::crd::MasterEnsemble;
+use quorate_testbed::nodeagent::AgentOptions;
 
 /// What the independent checker saw; violations fail the scenario.
 #[derive(Default)]
@@ -205,86 +152,6 @@ fn spawn_checker(
     (state, tx)
 }
 
-fn ensemble(name: &str, replicas: i32) -> MasterEnsemble {
-    let spec: MasterEnsembleSpec = serde_json::from_value(serde_json::json!({
-        "replicas": replicas,
-        "config": {"tickTime": 500, "heapMiB": 128},
-        "failure": {"replaceAfter": "20s"},
-    }))
-    .expect("spec");
-    MasterEnsemble::new(name, spec)
-}
-
-async fn namespace(client: &Client, ns: &str) -> TestResult {
-    let api: Api<Namespace> = Api::all(client.clone());
-    let obj = Namespace {
-        metadata: ObjectMeta {
-            name: Some(ns.into()),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    api.create(&PostParams::default(), &obj)
-        .await
-        .map_err(|e| fail(format!("namespace {ns}: {e}")))?;
-    Ok(())
-}
-
-/// Waits until the ensemble reports `ready` members, `voters` voters, phase Running.
-async fn wait_converged(
-    bed: &Bed,
-    api: &Api<MasterEnsemble>,
-    name: &str,
-    voters: i32,
-    timeout: Duration,
-) -> TestResult {
-    let start = Instant::now();
-    let mut last = String::new();
-    while start.elapsed() < timeout {
-        if let Ok(e) = api.get_status(name).await {
-            let s = e.status.unwrap_or_default();
-            last = format!(
-                "phase {:?} ready {} voters {:?} message {:?}",
-                s.phase, s.ready_members, s.voters, s.message
-            );
-            if s.phase.as_deref() == Some("Running")
-                && s.voters.len() as i32 == voters
-                && s.ready_members == voters
-            {
-                return Ok(());
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    Err(fail(format!(
-        "not converged to {voters} voters in {timeout:?}: {last}\noperator log:\n{}",
-        bed.operator_log_tail()
-    )))
-}
-
-async fn set_replicas(api: &Api<MasterEnsemble>, name: &str, replicas: i32) -> TestResult {
-    let patch = serde_json::json!({"spec": {"replicas": replicas}});
-    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .map_err(|e| fail(format!("scale to {replicas}: {e}")))?;
-    Ok(())
-}
-
-async fn member_hosts(client: &Client, ns: &str, name: &str) -> Result<String, Failed> {
-    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
-    let list = pods
-        .list(&ListParams::default().labels(&format!("{LABEL_ENSEMBLE}={name}")))
-        .await
-        .map_err(|e| fail(e.to_string()))?;
-    let hosts: Vec<String> = list
-        .items
-        .iter()
-        .filter_map(|p| p.status.as_ref()?.pod_ip.clone())
-        .map(|ip| format!("{ip}:2181"))
-        .collect();
-    Ok(hosts.join(","))
-}
-
 async fn checked_scenario(bed: &Bed, ns: &str, steps: &[i32]) -> TestResult {
     let client = bed.client().await?;
     namespace(&client, ns).await?;
@@ -383,44 +250,6 @@ async fn create_and_converge(
         .map_err(|e| fail(format!("create: {e}")))?;
     wait_converged(bed, &api, "masters", replicas, Duration::from_secs(180)).await?;
     Ok((client, api))
-}
-
-/// quorate's Events in `ns` as (reason, action, note), oldest first.
-async fn events(client: &Client, ns: &str) -> Result<Vec<(String, String, String)>, Failed> {
-    let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), ns);
-    let mut list = api
-        .list(&ListParams::default())
-        .await
-        .map_err(|e| fail(format!("events: {e}")))?
-        .items;
-    list.sort_by_key(|e| e.event_time.as_ref().map(|t| t.0));
-    Ok(list
-        .into_iter()
-        .filter(|e| e.reporting_controller.as_deref() == Some("quorate"))
-        .map(|e| {
-            (
-                e.reason.unwrap_or_default(),
-                e.action.unwrap_or_default(),
-                e.note.unwrap_or_default(),
-            )
-        })
-        .collect())
-}
-
-async fn wait_for<F>(what: &str, timeout: Duration, mut check: F) -> TestResult
-where
-    F: AsyncFnMut() -> Result<bool, Failed>,
-{
-    let start = Instant::now();
-    while start.elapsed() < timeout {
-        if check().await? {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    Err(fail(format!(
-        "timed out after {timeout:?} waiting for {what}"
-    )))
 }
 
 fn server_ids(list: &[Pod]) -> BTreeSet<u32> {
@@ -790,12 +619,6 @@ async fn the_cli_reports_a_live_ensemble_also_as_a_kubectl_plugin(
     Ok(())
 }
 
-type Scenario = for<'a> fn(
-    &'a Bed,
-    &'a str,
-)
-    -> std::pin::Pin<Box<dyn std::future::Future<Output = TestResult> + 'a>>;
-
 fn scenarios() -> Vec<(&'static str, Scenario)> {
     vec![
         ("creates_three_and_scales_to_five_and_back", |b, n| {
@@ -845,78 +668,5 @@ fn scenarios() -> Vec<(&'static str, Scenario)> {
 }
 
 fn main() -> std::process::ExitCode {
-    let args = Arguments::from_args();
-    let scenarios = scenarios();
-    if args.list {
-        let trials = scenarios
-            .iter()
-            .map(|(n, _)| Trial::test(*n, || Ok(())))
-            .collect();
-        return libtest_mimic::run(&args, trials).exit_code();
-    }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let bed = runtime.block_on(async {
-        let plane = ControlPlane::start(Options { controller_manager: true, ..Default::default() })
-            .await
-            .map_err(|e| format!("control plane: {e}"))?;
-        let client = plane.client().await.map_err(|e| format!("{e}"))?;
-        let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
-            Api::all(client.clone());
-        for crd in quorate::crd::all_crds() {
-            let name = crd.metadata.name.clone().unwrap_or_default();
-            crds.patch(&name, &PatchParams::apply("quorate-tests").force(), &Patch::Apply(&crd))
-                .await
-                .map_err(|e| format!("install {name}: {e}"))?;
-        }
-        let _ = MasterEnsemble::crd();
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        let agent = NodeAgent::start(client, AgentOptions::default()).await.map_err(|e| format!("node agent: {e}"))?;
-        let judge = Judge::new().await.map_err(|e| format!("kazoo: {e}"))?;
-        Ok::<_, String>(Bed {
-            plane,
-            agent: Mutex::new(Some(agent)),
-            operator: Mutex::new(None),
-            judge,
-            runtime: tokio::runtime::Handle::current(),
-        })
-    });
-    let bed = match bed {
-        Ok(b) => Arc::new(b),
-        Err(e) => {
-            eprintln!("cannot start the testbed: {e}");
-            return std::process::ExitCode::FAILURE;
-        }
-    };
-    if let Err(e) = bed.start_operator() {
-        eprintln!("{e:?}");
-        return std::process::ExitCode::FAILURE;
-    }
-    // Scenarios run one after another: each starts several JVMs on 2 cores.
-    let args = Arguments {
-        test_threads: Some(1),
-        ..args
-    };
-    let trials = scenarios
-        .into_iter()
-        .enumerate()
-        .map(|(i, (name, scenario))| {
-            let bed = bed.clone();
-            Trial::test(name, move || {
-                let ns = format!("e2e-{i}");
-                bed.runtime.clone().block_on(scenario(&bed, &ns))
-            })
-        })
-        .collect();
-    let conclusion = libtest_mimic::run(&args, trials);
-    bed.kill_operator();
-    if let Ok(mut bed) = Arc::try_unwrap(bed) {
-        if let Some(agent) = bed.agent.get_mut().ok().and_then(Option::take) {
-            runtime.block_on(agent.stop());
-        }
-        bed.plane.stop();
-    }
-    conclusion.exit_code()
+    common::run("e2e", scenarios(), AgentOptions::default(), vec![])
 }

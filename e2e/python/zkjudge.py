@@ -10,6 +10,12 @@ an "error" key).
   dump         --hosts H [--auth user:pw] [--path /] [--exclude /zookeeper ...]
   writer       --hosts H [--auth user:pw] --prefix /w --seconds S --out FILE [--interval-ms MS]
   check-acked  --hosts H [--auth user:pw] --file FILE
+  populate     --hosts H [--auth user:pw] --prefix /p --count N [--size B]
+               a varied tree of about N znodes under /p: nested paths, binary data, a subtree
+               readable only by digest user `app`, persistent-sequential children, an empty and
+               a zero-length node
+  create-seq   --hosts H [--auth user:pw] --path /parent/name-
+               create one persistent-sequential node; prints the path the server gave it
 
 The content of znode i under a prefix is a pure function of (prefix, i, size), so `verify` can run
 in a later process, against another ensemble (after a restore), with nothing but the arguments.
@@ -187,14 +193,20 @@ def cmd_dump(args):
                     if isinstance(children, Exception):
                         raise JudgeError(f"listing {path}: {type(children).__name__}: {children}")
                     owner = stat.ephemeralOwner
+                    # A session id carries its server's id in the high byte; container nodes are
+                    # 0x80 followed by zeros, TTL nodes have the high byte 0xFF.
+                    unsigned = owner & 0xFFFFFFFFFFFFFFFF
+                    ephemeral = owner != 0 and unsigned != 0x8000000000000000 and (unsigned >> 56) != 0xFF
                     nodes[path] = {
                         "path": path,
                         "data": base64.b64encode(data or b"").decode(),
                         "acl": acl_json(acl[0]),
-                        # Container and TTL nodes use special owner values with the high byte set.
-                        "ephemeral": owner != 0 and (owner >> 56) == 0,
+                        "ephemeral": ephemeral,
                         "ephemeral_owner": owner,
                         "version": stat.version,
+                        "czxid": stat.czxid,
+                        "mzxid": stat.mzxid,
+                        "pzxid": stat.pzxid,
                         "children": [],
                         "_names": sorted(children),
                     }
@@ -216,6 +228,62 @@ def cmd_dump(args):
         if root not in nodes:
             raise JudgeError(f"{root} does not exist")
         return build(root), 0
+    finally:
+        close(client)
+
+
+def binary(prefix, i, size):
+    """Deterministic binary data (every byte value occurs) for node i."""
+    seed = hashlib.sha256(f"bin:{prefix}#{i}".encode()).digest()
+    reps = size // len(seed) + 1
+    return (seed * reps)[:size]
+
+
+def cmd_populate(args):
+    client = connect(args)
+    try:
+        base = args.prefix.rstrip("/")
+        app = ACL(Permissions.READ | Permissions.WRITE, Id("digest", "app:" + base64.b64encode(hashlib.sha1(b"app:app-password").digest()).decode()))
+        client.ensure_path(base)
+        made = 1
+        # Nested paths: base/tree/dDD/eEE/nNNNN, binary data of varied sizes.
+        leaves = max(args.count - 200, 10)
+        dirs = set()
+        pairs = []
+        for i in range(leaves):
+            d = f"{base}/tree/d{i % 20:02d}/e{(i // 20) % 25:02d}"
+            dirs.add(d)
+            pairs.append((f"{d}/n{i:06d}", binary(base, i, 1 + (i * 37) % args.size)))
+        for d in sorted(dirs):
+            client.ensure_path(d)
+        made += len(dirs) + 20 + 1
+        for lo in range(0, len(pairs), BATCH):
+            wait_all([(p, client.create_async(p, data)) for p, data in pairs[lo:lo + BATCH]])
+        made += len(pairs)
+        # A restricted subtree: only digest user app (and super) can read it.
+        client.create(f"{base}/secret", b"top secret", acl=[app])
+        client.create(f"{base}/secret/key", b"\x00\x01\x02", acl=[app])
+        made += 2
+        # Sequential children: the parent's counter must survive a restore.
+        client.ensure_path(f"{base}/queue")
+        for i in range(50):
+            client.create(f"{base}/queue/item-", f"item {i}".encode(), sequence=True)
+        # Delete a few so the counter is above the count of children.
+        for name in sorted(client.get_children(f"{base}/queue"))[:5]:
+            client.delete(f"{base}/queue/{name}")
+        made += 1 + 45
+        client.create(f"{base}/empty", b"")
+        made += 1
+        return {"created": made, "prefix": base}, 0
+    finally:
+        close(client)
+
+
+def cmd_create_seq(args):
+    client = connect(args)
+    try:
+        path = client.create(args.path, b"after restore", sequence=True)
+        return {"path": path}, 0
     finally:
         close(client)
 
@@ -351,6 +419,14 @@ def main(argv=None):
     p = common(sub.add_parser("check-acked", help="every acknowledged write is readable"))
     p.add_argument("--file", required=True)
 
+    p = common(sub.add_parser("populate", help="a varied tree of about N znodes"))
+    p.add_argument("--prefix", required=True)
+    p.add_argument("--count", type=int, required=True)
+    p.add_argument("--size", type=int, default=512)
+
+    p = common(sub.add_parser("create-seq", help="create one persistent-sequential node"))
+    p.add_argument("--path", required=True)
+
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     handlers = {
@@ -359,6 +435,8 @@ def main(argv=None):
         "dump": cmd_dump,
         "writer": cmd_writer,
         "check-acked": cmd_check_acked,
+        "populate": cmd_populate,
+        "create-seq": cmd_create_seq,
     }
     try:
         report, code = handlers[args.command](args)

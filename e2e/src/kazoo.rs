@@ -230,6 +230,13 @@ pub struct Znode {
     pub ephemeral: bool,
     pub ephemeral_owner: i64,
     pub version: i64,
+    /// zxids of the create, the last data change and the last change to the children.
+    #[serde(default)]
+    pub czxid: i64,
+    #[serde(default)]
+    pub mzxid: i64,
+    #[serde(default)]
+    pub pzxid: i64,
     pub children: Vec<Znode>,
 }
 
@@ -570,6 +577,57 @@ impl Judge {
     ) -> Result<CheckAckedReport, Error> {
         let a = vec![OsString::from("--file"), file.as_os_str().to_owned()];
         self.run("check-acked", hosts, auth, &a).await
+    }
+}
+
+/// What `populate` made.
+#[derive(Clone, Debug, Deserialize)]
+pub struct PopulateReport {
+    /// Znodes created (about the count asked for).
+    pub created: u64,
+    /// The subtree's root.
+    pub prefix: String,
+}
+
+/// What `create-seq` made.
+#[derive(Clone, Debug, Deserialize)]
+pub struct CreatedPath {
+    /// The path the server gave the node.
+    pub path: String,
+}
+
+impl Judge {
+    /// A varied tree of about `count` znodes under `prefix`: nested paths, binary data up to
+    /// `size` bytes, a subtree readable only by digest user `app`, persistent-sequential
+    /// children (some deleted), an empty node.
+    pub async fn populate(
+        &self,
+        hosts: &str,
+        auth: Auth<'_>,
+        prefix: &str,
+        count: usize,
+        size: usize,
+    ) -> Result<PopulateReport, Error> {
+        let a = args(&[
+            "--prefix",
+            prefix,
+            "--count",
+            &count.to_string(),
+            "--size",
+            &size.to_string(),
+        ]);
+        self.run("populate", hosts, auth, &a).await
+    }
+
+    /// Creates one persistent-sequential node `path` (a prefix such as `/q/item-`).
+    pub async fn create_sequential(
+        &self,
+        hosts: &str,
+        auth: Auth<'_>,
+        path: &str,
+    ) -> Result<CreatedPath, Error> {
+        self.run("create-seq", hosts, auth, &args(&["--path", path]))
+            .await
     }
 }
 

@@ -56,6 +56,15 @@ pub async fn reconcile(ens: Arc<MasterEnsemble>, ctx: Arc<Context>) -> Result<Ac
     };
     ensure_support_objects(&ctx, &ectx).await?;
     let credentials = ensure_credentials(&ctx, &ectx).await?;
+    if let Some(restore) = ens.annotations().get(ANNOTATION_RESTORING) {
+        // A ZkRestore owns the members: no step until it is done.
+        info!(%restore, "a restore owns the members; no step");
+        let status = serde_json::json!({"status": {"phase": "Restoring", "message": format!("ZkRestore {restore} owns the members")}});
+        api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
+            .await
+            .map_err(Error::kube(format!("record the restore of {ns}/{name}")))?;
+        return Ok(Action::requeue(std::time::Duration::from_secs(5)));
+    }
 
     let obs = observe(&ctx, &ens, &desired, &credentials, now).await?;
     let mut previous = ens.status.clone().unwrap_or_default();
@@ -65,6 +74,14 @@ pub async fn reconcile(ens: Arc<MasterEnsemble>, ctx: Arc<Context>) -> Result<Ac
     }
     let plan = plan(&desired, &obs.observed, now);
     info!(decision = %plan.decision, rule = %plan.rule.name(), "planned");
+    if let (Decision::Wait { reason, .. }, Some(gate), Some(at)) = (
+        &plan.decision,
+        &ens.spec.backup_before_change,
+        previous.change_requested_at.as_ref(),
+    ) && *reason == crate::planner::WaitReason::AwaitingBackup
+    {
+        request_backup(&ctx, &ns, &gate.backup_name, at.0).await;
+    }
 
     match &plan.decision {
         Decision::Act { step } => {
@@ -148,6 +165,37 @@ pub async fn reconcile(ens: Arc<MasterEnsemble>, ctx: Arc<Context>) -> Result<Ac
                 _ => Action::requeue(ctx.settle),
             })
         }
+    }
+}
+
+/// Asks the `backupBeforeChange` ZkBackup for a backup taken after `at` (an annotation its
+/// controller acts on), unless it was asked already.
+async fn request_backup(ctx: &Context, ns: &str, backup: &str, at: Timestamp) {
+    let api: Api<crate::crd::ZkBackup> = Api::namespaced(ctx.client.clone(), ns);
+    let asked = match api.get_opt(backup).await {
+        Ok(Some(b)) => b
+            .annotations()
+            .get(ANNOTATION_BACKUP_REQUESTED)
+            .and_then(|v| v.parse::<Timestamp>().ok()),
+        Ok(None) => {
+            warn!(%backup, "spec.backupBeforeChange names a ZkBackup that does not exist");
+            return;
+        }
+        Err(e) => {
+            warn!(%backup, error = %e, "cannot read the backupBeforeChange ZkBackup");
+            return;
+        }
+    };
+    if asked.is_some_and(|a| a >= at) {
+        return;
+    }
+    let patch = serde_json::json!({"metadata": {"annotations": {ANNOTATION_BACKUP_REQUESTED: at.to_string()}}});
+    match api
+        .patch(backup, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        Ok(_) => info!(%backup, "asked for a backup before the change"),
+        Err(e) => warn!(%backup, error = %e, "cannot ask for a backup"),
     }
 }
 

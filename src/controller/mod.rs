@@ -5,9 +5,11 @@
 //!   -> execute ONE step (idempotent ensure_*) -> record (status, Event) -> requeue
 //! ```
 
+pub mod backup;
 pub mod ensemble;
 pub mod execute;
 pub mod observe;
+pub mod restore;
 pub mod status;
 
 use std::sync::Arc;
@@ -21,7 +23,7 @@ use kube::runtime::watcher;
 use kube::{Api, Client};
 use tracing::{info, warn};
 
-use crate::crd::MasterEnsemble;
+use crate::crd::{MasterEnsemble, ZkBackup, ZkRestore};
 use crate::zk::AdminProbe;
 
 /// Errors of a reconcile, each with its context.
@@ -57,6 +59,9 @@ pub enum Error {
     /// Something about the ensemble's objects is not as quorate left it.
     #[error("{0}")]
     Inconsistent(String),
+    /// A backup store or artifact could not be used.
+    #[error("{0}")]
+    Backup(String),
 }
 
 impl Error {
@@ -72,6 +77,7 @@ impl Error {
             Error::Membership { .. } => "zookeeper",
             Error::Probe(_) => "probe",
             Error::Inconsistent(_) => "inconsistent",
+            Error::Backup(_) => "backup",
         }
     }
 
@@ -91,6 +97,8 @@ pub struct Context {
     pub recorder: Recorder,
     /// How long a pass waits before it looks again while a step settles.
     pub settle: Duration,
+    /// Backups running in this process.
+    pub backups: Arc<backup::Running>,
 }
 
 impl Context {
@@ -105,12 +113,13 @@ impl Context {
             probe: AdminProbe::new(Duration::from_secs(2))?,
             client,
             settle: Duration::from_secs(2),
+            backups: Arc::default(),
         })
     }
 }
 
-fn error_policy(ens: Arc<MasterEnsemble>, error: &Error, _ctx: Arc<Context>) -> Action {
-    warn!(ensemble = %kube::ResourceExt::name_any(ens.as_ref()), category = error.category(), %error, "reconcile failed");
+fn error_policy<K: kube::Resource>(obj: Arc<K>, error: &Error, _ctx: Arc<Context>) -> Action {
+    warn!(object = %kube::ResourceExt::name_any(obj.as_ref()), category = error.category(), %error, "reconcile failed");
     match error.category() {
         "conflict" => Action::requeue(Duration::from_secs(1)),
         _ => Action::requeue(Duration::from_secs(5)),
@@ -125,16 +134,42 @@ pub async fn run(client: Client) -> Result<(), Error> {
     let pvcs: Api<PersistentVolumeClaim> = Api::all(client.clone());
     let members = watcher::Config::default().labels(crate::constants::LABEL_ENSEMBLE);
     info!("quorate controller starting");
-    Controller::new(ensembles, watcher::Config::default())
+    let ensembles = Controller::new(ensembles, watcher::Config::default())
         .owns(pods, members.clone())
         .owns(pvcs, members)
         .shutdown_on_signal()
-        .run(ensemble::reconcile, error_policy, ctx)
+        .run(ensemble::reconcile, error_policy, ctx.clone())
         .for_each(|result| async move {
             if let Err(e) = result {
                 tracing::debug!(error = %e, "reconcile error");
             }
-        })
-        .await;
+        });
+    let backups = Controller::new(
+        Api::<ZkBackup>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .shutdown_on_signal()
+    .run(backup::reconcile, error_policy, ctx.clone())
+    .for_each(|result| async move {
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "backup reconcile error");
+        }
+    });
+    let restores = Controller::new(
+        Api::<ZkRestore>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .owns(
+        Api::<Pod>::all(client.clone()),
+        watcher::Config::default().labels("quorate.dev/restore"),
+    )
+    .shutdown_on_signal()
+    .run(restore::reconcile, error_policy, ctx)
+    .for_each(|result| async move {
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "restore reconcile error");
+        }
+    });
+    futures::join!(ensembles, backups, restores);
     Ok(())
 }

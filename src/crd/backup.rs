@@ -63,6 +63,26 @@ pub struct ZkBackupSpec {
     pub method: BackupMethod,
 }
 
+/// Checks a backup label with the rules of `spec.label` (and of the DC/OS backup CLI): every
+/// broken rule, in the words the API server uses.
+pub fn label_errors(label: &str) -> Vec<&'static str> {
+    let mut errors = Vec::new();
+    let len = label.chars().count();
+    if !(3..=25).contains(&len) {
+        errors.push("label must be between 3 and 25 characters long");
+    }
+    if !label
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+    {
+        errors.push("label must be composed of the characters [A-Za-z0-9_.-]");
+    }
+    if label.starts_with("...") {
+        errors.push("label cannot start with ...");
+    }
+    errors
+}
+
 /// How a backup reads the data.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -207,4 +227,20 @@ pub enum ArtifactPhase {
     Ready,
     /// The backup failed; `message` says why.
     Error,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::label_errors;
+
+    #[test]
+    fn labels_follow_the_dcos_rules() {
+        assert!(label_errors("nightly").is_empty());
+        assert!(label_errors("a.b-c_D9").is_empty());
+        assert_eq!(label_errors("ab").len(), 1);
+        assert_eq!(label_errors(&"x".repeat(26)).len(), 1);
+        assert_eq!(label_errors("bad label").len(), 1);
+        assert_eq!(label_errors("....x"), vec!["label cannot start with ..."]);
+        assert_eq!(label_errors("a$").len(), 2);
+    }
 }

@@ -101,9 +101,43 @@ pub struct ZkRestoreStatus {
     /// When it finished.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<Time>,
+    /// The artifact as verified before any member was touched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact: Option<VerifiedArtifact>,
+    /// The live data's newest zxid when the restore was checked against it (hex).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live_data_zxid: Option<String>,
     /// Standard conditions.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+}
+
+/// What verification found in the artifact: later phases restore exactly these bytes.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VerifiedArtifact {
+    /// Artifact id.
+    pub id: String,
+    /// Namespace of the ZkBackup that took it (part of its location).
+    pub namespace: String,
+    /// The ZkBackup that took it.
+    pub backup: String,
+    /// `zookeeper-snapshot` or `quorate-tree-v1`.
+    pub format: String,
+    /// SHA-256 of the data (hex).
+    pub sha256: String,
+    /// Size of the data.
+    pub bytes: i64,
+    /// The snapshot's zxid (hex).
+    pub zxid: String,
+    /// The newest change to user data it holds (hex).
+    pub data_zxid: String,
+    /// Znodes it holds.
+    pub znodes: i64,
+    /// Znodes a restore brings back.
+    pub user_znodes: i64,
+    /// Where it is.
+    pub location: String,
 }
 
 /// Phases of a restore.

@@ -3,4 +3,5 @@
 
 pub mod member;
 pub mod names;
+pub mod restore;
 pub mod zoo_cfg;

@@ -1,0 +1,865 @@
+//! quorate's tree dump (`quorate-tree-v1`): the data tree read through the client protocol, for
+//! servers without the AdminServer `snapshot` command (3.8) or when `method: tree` is asked for,
+//! and the replay of a tree (from either format) into a live ensemble.
+//!
+//! Format, all integers big-endian:
+//!
+//! ```text
+//! "QTREE1\n"                                   magic
+//! repeated: u8 1, node                         one record per znode, parents before children
+//!   node = str path, i32 data length (-1: null) + bytes, u32 acl count,
+//!          acl* = (i32 perms, str scheme, str id),
+//!          stat = i64 czxid, i64 mzxid, i64 ctime, i64 mtime, i32 version, i32 cversion,
+//!                 i32 aversion, i64 ephemeralOwner, i64 pzxid
+//!   str  = u32 length + UTF-8 bytes
+//! u8 0, u64 record count                        end (a dump without it is truncated)
+//! ```
+//!
+//! The walk is not a point-in-time snapshot: each znode is read at a different zxid (the
+//! manifest says so). It skips `/zookeeper` and ephemeral nodes, keeps data and ACLs exactly, and
+//! records the stat as read; a replay cannot restore stat (zxids, versions, times), so it raises
+//! each parent's child counter above its highest sequential child instead.
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::Read;
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use futures::{StreamExt, stream};
+use zookeeper_client as zkc;
+
+use super::znode::{Acl, NodeKind, Stat, Znode, is_restorable, is_system_path, parent_of};
+
+/// The dump's magic bytes.
+pub const MAGIC: &[u8; 7] = b"QTREE1\n";
+/// Longest path, data or identity accepted when reading (jute.maxbuffer-sized).
+pub const MAX_FIELD: u32 = 16 * 1024 * 1024;
+/// How many requests a walk or replay keeps in flight on its session.
+pub const IN_FLIGHT: usize = 64;
+/// Name of the scratch child a replay creates and deletes to raise a parent's counter.
+const SEQUENCE_BUMP: &str = ".quorate-sequence-";
+
+/// Errors of reading a dump, walking a tree or replaying one.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The bytes are not a tree dump.
+    #[error("not a quorate tree dump (bad magic)")]
+    Magic,
+    /// The dump ends early.
+    #[error("tree dump truncated after {records} records ({context})")]
+    Truncated {
+        /// Records read.
+        records: u64,
+        /// What was being read.
+        context: &'static str,
+    },
+    /// A field is out of range.
+    #[error("tree dump corrupt at record {record}: {message}")]
+    Corrupt {
+        /// Record number.
+        record: u64,
+        /// What is wrong.
+        message: String,
+    },
+    /// Reading the underlying stream failed.
+    #[error("reading the tree dump: {0}")]
+    Io(#[source] std::io::Error),
+    /// A ZooKeeper request failed.
+    #[error("{op} {path}: {source}")]
+    Zk {
+        /// The request.
+        op: &'static str,
+        /// Its path.
+        path: String,
+        /// ZooKeeper's answer.
+        source: zkc::Error,
+    },
+    /// Connecting failed.
+    #[error("connect to {hosts}: {message}")]
+    Connect {
+        /// The connect string.
+        hosts: String,
+        /// Why.
+        message: String,
+    },
+    /// The receiver of the dump went away.
+    #[error("the backup stream was closed")]
+    Closed,
+}
+
+fn zk<'a>(op: &'static str, path: &'a str) -> impl FnOnce(zkc::Error) -> Error + 'a {
+    move |source| Error::Zk {
+        op,
+        path: path.into(),
+        source,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Encoding
+
+fn put_str(out: &mut BytesMut, s: &str) {
+    out.put_u32(s.len() as u32);
+    out.put_slice(s.as_bytes());
+}
+
+/// Appends one record.
+pub fn encode(out: &mut BytesMut, node: &Znode) {
+    out.put_u8(1);
+    put_str(out, &node.path);
+    match &node.data {
+        None => out.put_i32(-1),
+        Some(d) => {
+            out.put_i32(d.len() as i32);
+            out.put_slice(d);
+        }
+    }
+    out.put_u32(node.acl.len() as u32);
+    for a in &node.acl {
+        out.put_i32(a.perms);
+        put_str(out, &a.scheme);
+        put_str(out, &a.id);
+    }
+    let s = &node.stat;
+    for v in [s.czxid, s.mzxid, s.ctime, s.mtime] {
+        out.put_i64(v);
+    }
+    for v in [s.version, s.cversion, s.aversion] {
+        out.put_i32(v);
+    }
+    out.put_i64(s.ephemeral_owner);
+    out.put_i64(s.pzxid);
+}
+
+/// The end marker after `records` records.
+pub fn encode_end(out: &mut BytesMut, records: u64) {
+    out.put_u8(0);
+    out.put_u64(records);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Decoding
+
+/// Reads a dump record by record; memory holds one znode.
+pub struct TreeReader<R: Read> {
+    input: R,
+    records: u64,
+    ended: bool,
+}
+
+impl<R: Read> TreeReader<R> {
+    /// Checks the magic.
+    pub fn new(mut input: R) -> Result<TreeReader<R>, Error> {
+        let mut magic = [0u8; 7];
+        read_exact(&mut input, &mut magic, 0, "magic")?;
+        if &magic != MAGIC {
+            return Err(Error::Magic);
+        }
+        Ok(TreeReader {
+            input,
+            records: 0,
+            ended: false,
+        })
+    }
+
+    fn bytes(&mut self, n: usize, context: &'static str) -> Result<Vec<u8>, Error> {
+        let mut v = vec![0u8; n];
+        read_exact(&mut self.input, &mut v, self.records, context)?;
+        Ok(v)
+    }
+
+    fn u8(&mut self, c: &'static str) -> Result<u8, Error> {
+        Ok(self.bytes(1, c)?[0])
+    }
+    fn u32(&mut self, c: &'static str) -> Result<u32, Error> {
+        let b = self.bytes(4, c)?;
+        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+    fn i32(&mut self, c: &'static str) -> Result<i32, Error> {
+        Ok(self.u32(c)? as i32)
+    }
+    fn i64(&mut self, c: &'static str) -> Result<i64, Error> {
+        let b = self.bytes(8, c)?;
+        let mut a = [0u8; 8];
+        a.copy_from_slice(&b);
+        Ok(i64::from_be_bytes(a))
+    }
+    fn len(&mut self, c: &'static str) -> Result<usize, Error> {
+        let n = self.u32(c)?;
+        if n > MAX_FIELD {
+            return Err(Error::Corrupt {
+                record: self.records,
+                message: format!("{c} length {n} exceeds {MAX_FIELD}"),
+            });
+        }
+        Ok(n as usize)
+    }
+    fn string(&mut self, c: &'static str) -> Result<String, Error> {
+        let n = self.len(c)?;
+        let b = self.bytes(n, c)?;
+        String::from_utf8(b).map_err(|_| Error::Corrupt {
+            record: self.records,
+            message: format!("{c} is not UTF-8"),
+        })
+    }
+
+    /// The next znode, or `None` at the end marker.
+    pub fn next_node(&mut self) -> Result<Option<Znode>, Error> {
+        if self.ended {
+            return Ok(None);
+        }
+        match self.u8("record tag")? {
+            0 => {
+                let count = self.i64("record count")? as u64;
+                if count != self.records {
+                    return Err(Error::Corrupt {
+                        record: self.records,
+                        message: format!("end marker says {count} records"),
+                    });
+                }
+                self.ended = true;
+                Ok(None)
+            }
+            1 => {
+                let path = self.string("path")?;
+                if !path.starts_with('/') {
+                    return Err(Error::Corrupt {
+                        record: self.records,
+                        message: format!("path {path:?} is not absolute"),
+                    });
+                }
+                let dlen = self.i32("data length")?;
+                let data = if dlen < 0 {
+                    None
+                } else if dlen as u32 > MAX_FIELD {
+                    return Err(Error::Corrupt {
+                        record: self.records,
+                        message: format!("data length {dlen} exceeds {MAX_FIELD}"),
+                    });
+                } else {
+                    Some(self.bytes(dlen as usize, "data")?)
+                };
+                let acls = self.len("acl count")?;
+                let mut acl = Vec::with_capacity(acls.min(64));
+                for _ in 0..acls {
+                    let perms = self.i32("acl perms")?;
+                    let scheme = self.string("acl scheme")?;
+                    let id = self.string("acl id")?;
+                    acl.push(Acl { perms, scheme, id });
+                }
+                let stat = Stat {
+                    czxid: self.i64("stat")?,
+                    mzxid: self.i64("stat")?,
+                    ctime: self.i64("stat")?,
+                    mtime: self.i64("stat")?,
+                    version: self.i32("stat")?,
+                    cversion: self.i32("stat")?,
+                    aversion: self.i32("stat")?,
+                    ephemeral_owner: self.i64("stat")?,
+                    pzxid: self.i64("stat")?,
+                };
+                self.records += 1;
+                Ok(Some(Znode {
+                    path,
+                    data,
+                    acl,
+                    stat,
+                }))
+            }
+            t => Err(Error::Corrupt {
+                record: self.records,
+                message: format!("unknown record tag {t}"),
+            }),
+        }
+    }
+
+    /// Records read so far.
+    pub fn records(&self) -> u64 {
+        self.records
+    }
+}
+
+fn read_exact<R: Read>(
+    input: &mut R,
+    buf: &mut [u8],
+    records: u64,
+    context: &'static str,
+) -> Result<(), Error> {
+    input.read_exact(buf).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            Error::Truncated { records, context }
+        } else {
+            Error::Io(e)
+        }
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// What both formats summarise to
+
+/// Counts and zxids of a tree, from either format.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TreeSummary {
+    /// Every record.
+    pub znodes: u64,
+    /// Records a restore brings back.
+    pub user_znodes: u64,
+    /// Highest czxid/mzxid/pzxid over user znodes, and the root's pzxid.
+    pub data_zxid: i64,
+    /// Ephemeral nodes seen (and skipped by restores).
+    pub ephemerals: u64,
+    /// Container nodes.
+    pub containers: u64,
+    /// TTL nodes.
+    pub ttls: u64,
+}
+
+impl TreeSummary {
+    /// Counts one znode.
+    pub fn add(&mut self, node: &Znode) {
+        self.znodes += 1;
+        if node.path == "/" {
+            self.data_zxid = self.data_zxid.max(node.stat.pzxid);
+            return;
+        }
+        if is_system_path(&node.path) {
+            return;
+        }
+        match node.stat.kind() {
+            NodeKind::Ephemeral => self.ephemerals += 1,
+            NodeKind::Container => self.containers += 1,
+            NodeKind::Ttl => self.ttls += 1,
+            NodeKind::Persistent => {}
+        }
+        if is_restorable(node) {
+            self.user_znodes += 1;
+        }
+        self.data_zxid = self.data_zxid.max(node.stat.newest_zxid());
+    }
+}
+
+/// Reads a whole dump, checking its structure, and summarises it.
+pub fn summarize<R: Read>(input: R) -> Result<TreeSummary, Error> {
+    let mut reader = TreeReader::new(input)?;
+    let mut summary = TreeSummary::default();
+    while let Some(node) = reader.next_node()? {
+        summary.add(&node);
+    }
+    Ok(summary)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Conversions to and from the client's types
+
+fn perms_of(p: zkc::Permission) -> i32 {
+    [
+        (zkc::Permission::READ, 1),
+        (zkc::Permission::WRITE, 2),
+        (zkc::Permission::CREATE, 4),
+        (zkc::Permission::DELETE, 8),
+        (zkc::Permission::ADMIN, 16),
+    ]
+    .iter()
+    .filter(|(bit, _)| p.has(*bit))
+    .map(|(_, v)| v)
+    .sum()
+}
+
+fn permission(bits: i32) -> zkc::Permission {
+    [
+        (zkc::Permission::READ, 1),
+        (zkc::Permission::WRITE, 2),
+        (zkc::Permission::CREATE, 4),
+        (zkc::Permission::DELETE, 8),
+        (zkc::Permission::ADMIN, 16),
+    ]
+    .iter()
+    .filter(|(_, v)| bits & v != 0)
+    .fold(zkc::Permission::NONE, |acc, (bit, _)| acc | *bit)
+}
+
+fn acl_of(a: &zkc::Acl) -> Acl {
+    Acl {
+        perms: perms_of(a.permission()),
+        scheme: a.scheme().into(),
+        id: a.id().into(),
+    }
+}
+
+fn client_acl(a: &Acl) -> zkc::Acl {
+    zkc::Acl::new(permission(a.perms), zkc::AuthId::new(&a.scheme, &a.id))
+}
+
+fn stat_of(s: &zkc::Stat) -> Stat {
+    Stat {
+        czxid: s.czxid,
+        mzxid: s.mzxid,
+        ctime: s.ctime,
+        mtime: s.mtime,
+        version: s.version,
+        cversion: s.cversion,
+        aversion: s.aversion,
+        ephemeral_owner: s.ephemeral_owner,
+        pzxid: s.pzxid,
+    }
+}
+
+/// Connects as `auth` (`user:password` digest) with a session timeout fit for long walks.
+pub async fn connect(hosts: &str, auth: Option<(&str, &str)>) -> Result<zkc::Client, Error> {
+    let mut connector = zkc::Client::connector().with_session_timeout(Duration::from_secs(30));
+    if let Some((user, password)) = auth {
+        connector = connector.with_auth("digest", format!("{user}:{password}").as_bytes());
+    }
+    tokio::time::timeout(Duration::from_secs(15), connector.connect(hosts))
+        .await
+        .map_err(|_| Error::Connect {
+            hosts: hosts.into(),
+            message: "timed out".into(),
+        })?
+        .map_err(|e| Error::Connect {
+            hosts: hosts.into(),
+            message: e.to_string(),
+        })
+}
+
+// ---------------------------------------------------------------------------------------------
+// The walk
+
+/// What a walk saw.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WalkReport {
+    /// Counts and zxids of what was written.
+    pub summary: TreeSummary,
+    /// Nodes that disappeared between listing and reading.
+    pub vanished: u64,
+    /// Ephemeral nodes skipped.
+    pub skipped_ephemerals: u64,
+}
+
+/// One node as fetched: the record (unless skipped) and its children.
+struct Fetched {
+    node: Option<Znode>,
+    children: Vec<String>,
+    vanished: bool,
+}
+
+async fn fetch(client: &zkc::Client, path: String) -> Result<Fetched, Error> {
+    let (data, stat) = match client.get_data(&path).await {
+        Ok(v) => v,
+        Err(zkc::Error::NoNode) => {
+            return Ok(Fetched {
+                node: None,
+                children: vec![],
+                vanished: true,
+            });
+        }
+        Err(e) => return Err(zk("get_data", &path)(e)),
+    };
+    let acl = match client.get_acl(&path).await {
+        Ok((acl, _)) => acl.iter().map(acl_of).collect(),
+        Err(zkc::Error::NoNode) => {
+            return Ok(Fetched {
+                node: None,
+                children: vec![],
+                vanished: true,
+            });
+        }
+        Err(e) => return Err(zk("get_acl", &path)(e)),
+    };
+    let children = if stat.num_children > 0 {
+        match client.list_children(&path).await {
+            Ok(mut c) => {
+                c.sort();
+                c
+            }
+            Err(zkc::Error::NoNode) => vec![],
+            Err(e) => return Err(zk("list_children", &path)(e)),
+        }
+    } else {
+        vec![]
+    };
+    Ok(Fetched {
+        node: Some(Znode {
+            path,
+            data: Some(data),
+            acl,
+            stat: stat_of(&stat),
+        }),
+        children,
+        vanished: false,
+    })
+}
+
+fn child_path(parent: &str, name: &str) -> String {
+    if parent == "/" {
+        format!("/{name}")
+    } else {
+        format!("{parent}/{name}")
+    }
+}
+
+/// Walks the tree level by level (parents before children), `IN_FLIGHT` requests at a time,
+/// and sends the dump in chunks of about `chunk` bytes to `out`. Skips `/zookeeper` and
+/// ephemeral nodes. Memory holds one level's paths and one chunk.
+pub async fn walk(
+    client: &zkc::Client,
+    out: &tokio::sync::mpsc::Sender<Bytes>,
+    chunk: usize,
+) -> Result<WalkReport, Error> {
+    let mut report = WalkReport::default();
+    let mut buf = BytesMut::with_capacity(chunk + 4096);
+    buf.put_slice(MAGIC);
+    let mut level = vec!["/".to_string()];
+    while !level.is_empty() {
+        let mut next = Vec::new();
+        let mut fetched =
+            stream::iter(level.into_iter().map(|p| fetch(client, p))).buffered(IN_FLIGHT);
+        while let Some(f) = fetched.next().await {
+            let f = f?;
+            if f.vanished {
+                report.vanished += 1;
+                continue;
+            }
+            let Some(node) = f.node else { continue };
+            if node.stat.kind() == NodeKind::Ephemeral {
+                report.skipped_ephemerals += 1;
+                continue;
+            }
+            for c in &f.children {
+                let p = child_path(&node.path, c);
+                if !is_system_path(&p) {
+                    next.push(p);
+                }
+            }
+            report.summary.add(&node);
+            encode(&mut buf, &node);
+            if buf.len() >= chunk {
+                out.send(buf.split().freeze())
+                    .await
+                    .map_err(|_| Error::Closed)?;
+            }
+        }
+        level = next;
+    }
+    encode_end(&mut buf, report.summary.znodes);
+    out.send(buf.freeze()).await.map_err(|_| Error::Closed)?;
+    Ok(report)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The replay
+
+/// What a replay did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReplayReport {
+    /// Znodes created.
+    pub created: u64,
+    /// Existing znodes whose data and ACL were set.
+    pub updated: u64,
+    /// Live znodes not in the artifact, deleted (online restores).
+    pub deleted: u64,
+    /// Parents whose child counter was raised above their highest sequential child.
+    pub counters_raised: u64,
+    /// TTL nodes restored as persistent nodes.
+    pub ttl_as_persistent: u64,
+}
+
+/// The 10-digit sequence suffix of a sequential node's name.
+pub fn sequence_suffix(name: &str) -> Option<i64> {
+    if name.len() < 10 {
+        return None;
+    }
+    let tail = &name[name.len() - 10..];
+    tail.bytes()
+        .all(|b| b.is_ascii_digit())
+        .then(|| tail.parse().ok())
+        .flatten()
+}
+
+async fn upsert(client: &zkc::Client, node: &Znode) -> Result<(bool, bool), Error> {
+    let acl: Vec<zkc::Acl> = node.acl.iter().map(client_acl).collect();
+    let acl = if acl.is_empty() {
+        vec![client_acl(&Acl::open())]
+    } else {
+        acl
+    };
+    let data = node.data.as_deref().unwrap_or(&[]);
+    if node.path != "/" {
+        let (mode, ttl) = match node.stat.kind() {
+            NodeKind::Container => (zkc::CreateMode::Container, true),
+            NodeKind::Ttl => (zkc::CreateMode::Persistent, false),
+            _ => (zkc::CreateMode::Persistent, true),
+        };
+        let options = mode.with_acls(zkc::Acls::new(&acl));
+        match client.create(&node.path, data, &options).await {
+            Ok(_) => return Ok((true, !ttl)),
+            Err(zkc::Error::NodeExists) => {}
+            Err(e) => return Err(zk("create", &node.path)(e)),
+        }
+    }
+    client
+        .set_data(&node.path, data, None)
+        .await
+        .map_err(zk("set_data", &node.path))?;
+    client
+        .set_acl(&node.path, &acl, None)
+        .await
+        .map_err(zk("set_acl", &node.path))?;
+    Ok((false, node.stat.kind() == NodeKind::Ttl))
+}
+
+/// Makes the next sequential child of `parent` get a number above `above`: creates and deletes
+/// scratch sequential children until the server hands out `above` or more. (The number comes
+/// from the parent's count of creations, which a replay cannot set, and which is not the
+/// client-visible `cversion`, which also counts deletions.)
+async fn raise_counter(client: &zkc::Client, parent: &str, above: i64) -> Result<bool, Error> {
+    let prefix = child_path(parent, SEQUENCE_BUMP);
+    let options = zkc::CreateMode::PersistentSequential.with_acls(zkc::Acls::anyone_all());
+    let mut raised = false;
+    loop {
+        let (_, seq) = match client.create(&prefix, &[], &options).await {
+            Ok(v) => v,
+            Err(zkc::Error::NoNode) => return Ok(raised),
+            Err(e) => return Err(zk("create", &prefix)(e)),
+        };
+        let number = seq.into_i64();
+        let made = format!("{prefix}{seq}");
+        client
+            .delete(&made, None)
+            .await
+            .map_err(zk("delete", &made))?;
+        if number >= above {
+            return Ok(raised);
+        }
+        raised = true;
+    }
+}
+
+/// Replays znodes from `nodes` (parents before children) into the ensemble behind `client`:
+/// creates what is missing, sets data and ACL of what exists, raises sequence counters; with
+/// `prune`, then deletes every live user znode that the artifact does not hold (deepest first).
+/// The root's data and ACL are set; `/zookeeper` and ephemerals are never touched.
+pub async fn replay(
+    client: &zkc::Client,
+    mut nodes: tokio::sync::mpsc::Receiver<Znode>,
+    prune: bool,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<ReplayReport, Error> {
+    let mut report = ReplayReport::default();
+    let mut kept: HashSet<String> = HashSet::new();
+    let mut highest: BTreeMap<String, i64> = BTreeMap::new();
+    let mut pending = futures::stream::FuturesOrdered::new();
+    let mut done = 0u64;
+    loop {
+        let next = if pending.len() >= IN_FLIGHT {
+            None
+        } else {
+            tokio::select! {
+                biased;
+                n = nodes.recv() => Some(n),
+                r = pending.next(), if !pending.is_empty() => {
+                    account(&mut report, r, &mut done, progress)?;
+                    continue;
+                }
+            }
+        };
+        match next {
+            Some(Some(node)) => {
+                if node.path != "/" && !is_restorable(&node) {
+                    continue;
+                }
+                if let Some(parent) = parent_of(&node.path) {
+                    let name = &node.path[node.path.rfind('/').map(|i| i + 1).unwrap_or(0)..];
+                    if let Some(seq) = sequence_suffix(name) {
+                        let e = highest.entry(parent.to_string()).or_insert(seq);
+                        *e = (*e).max(seq);
+                    }
+                }
+                if prune {
+                    kept.insert(node.path.clone());
+                }
+                pending.push_back(async move { upsert(client, &node).await });
+            }
+            Some(None) => break,
+            None => {
+                if let Some(r) = pending.next().await {
+                    account(&mut report, Some(r), &mut done, progress)?;
+                }
+            }
+        }
+    }
+    while let Some(r) = pending.next().await {
+        account(&mut report, Some(r), &mut done, progress)?;
+    }
+    for (parent, above) in &highest {
+        if raise_counter(client, parent, *above).await? {
+            report.counters_raised += 1;
+        }
+    }
+    if prune {
+        report.deleted = prune_missing(client, &kept).await?;
+    }
+    Ok(report)
+}
+
+fn account(
+    report: &mut ReplayReport,
+    r: Option<Result<(bool, bool), Error>>,
+    done: &mut u64,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<(), Error> {
+    if let Some(r) = r {
+        let (created, ttl) = r?;
+        if created {
+            report.created += 1;
+        } else {
+            report.updated += 1;
+        }
+        if ttl {
+            report.ttl_as_persistent += 1;
+        }
+        *done += 1;
+        if (*done).is_multiple_of(1000) {
+            progress(*done);
+        }
+    }
+    Ok(())
+}
+
+/// Deletes live user znodes (not ephemeral, not `/zookeeper`) whose path is not in `kept`,
+/// children before parents.
+async fn prune_missing(client: &zkc::Client, kept: &HashSet<String>) -> Result<u64, Error> {
+    let mut doomed: Vec<String> = Vec::new();
+    let mut level = vec!["/".to_string()];
+    while !level.is_empty() {
+        let mut next = Vec::new();
+        for parent in level {
+            let children = match client.list_children(&parent).await {
+                Ok(c) => c,
+                Err(zkc::Error::NoNode) => continue,
+                Err(e) => return Err(zk("list_children", &parent)(e)),
+            };
+            for c in children {
+                let p = child_path(&parent, &c);
+                if is_system_path(&p) {
+                    continue;
+                }
+                if !kept.contains(&p) {
+                    doomed.push(p.clone());
+                }
+                next.push(p);
+            }
+        }
+        level = next;
+    }
+    let mut deleted = 0;
+    for p in doomed.iter().rev() {
+        match client.delete(p, None).await {
+            Ok(()) => deleted += 1,
+            Err(zkc::Error::NoNode) => {}
+            Err(e) => return Err(zk("delete", p)(e)),
+        }
+    }
+    Ok(deleted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(path: &str, data: Option<&[u8]>, owner: i64) -> Znode {
+        Znode {
+            path: path.into(),
+            data: data.map(<[u8]>::to_vec),
+            acl: vec![
+                Acl::open(),
+                Acl {
+                    perms: 3,
+                    scheme: "digest".into(),
+                    id: "app:abc=".into(),
+                },
+            ],
+            stat: Stat {
+                czxid: 5,
+                mzxid: 9,
+                pzxid: 7,
+                cversion: 4,
+                ephemeral_owner: owner,
+                ..Stat::default()
+            },
+        }
+    }
+
+    fn dump(nodes: &[Znode]) -> Vec<u8> {
+        let mut b = BytesMut::new();
+        b.put_slice(MAGIC);
+        for n in nodes {
+            encode(&mut b, n);
+        }
+        encode_end(&mut b, nodes.len() as u64);
+        b.to_vec()
+    }
+
+    #[test]
+    fn records_round_trip_with_null_empty_and_binary_data() {
+        let nodes = vec![
+            node("/", None, 0),
+            node("/a", Some(b""), 0),
+            node("/a/b", Some(&[0, 255, 1, 2]), 0),
+            node("/a/c", None, i64::MIN),
+        ];
+        let bytes = dump(&nodes);
+        let mut r = TreeReader::new(&bytes[..]).unwrap();
+        let mut back = vec![];
+        while let Some(n) = r.next_node().unwrap() {
+            back.push(n);
+        }
+        assert_eq!(back, nodes);
+    }
+
+    #[test]
+    fn a_dump_cut_anywhere_is_an_error_never_a_panic() {
+        let bytes = dump(&[node("/", None, 0), node("/a", Some(b"xyz"), 0)]);
+        for cut in 0..bytes.len() {
+            assert!(summarize(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+        assert!(summarize(&bytes[..]).is_ok());
+    }
+
+    #[test]
+    fn a_huge_length_is_refused_without_allocating() {
+        let mut bytes = MAGIC.to_vec();
+        bytes.push(1);
+        bytes.extend_from_slice(&u32::MAX.to_be_bytes());
+        assert!(matches!(summarize(&bytes[..]), Err(Error::Corrupt { .. })));
+    }
+
+    #[test]
+    fn summaries_count_user_nodes_and_the_newest_user_change() {
+        let mut root = node("/", None, 0);
+        root.stat.pzxid = 11;
+        let mut sys = node("/zookeeper", None, 0);
+        sys.stat.mzxid = 99;
+        let nodes = vec![root, sys, node("/a", Some(b"1"), 0), node("/e", None, 42)];
+        let s = summarize(&dump(&nodes)[..]).unwrap();
+        assert_eq!(s.znodes, 4);
+        assert_eq!(s.user_znodes, 1);
+        assert_eq!(s.ephemerals, 1);
+        assert_eq!(s.data_zxid, 11, "the root's pzxid, not /zookeeper's mzxid");
+    }
+
+    #[test]
+    fn sequence_suffixes_are_ten_digits() {
+        assert_eq!(sequence_suffix("lock-0000000042"), Some(42));
+        assert_eq!(sequence_suffix("0000000007"), Some(7));
+        assert_eq!(sequence_suffix("node-12"), None);
+        assert_eq!(sequence_suffix("lock-00000x0042"), None);
+    }
+
+    #[test]
+    fn permissions_convert_both_ways() {
+        for bits in 0..32 {
+            assert_eq!(perms_of(permission(bits)), bits);
+        }
+    }
+}

@@ -1,0 +1,743 @@
+//! The reconcile of one ZkBackup: one backup now (no schedule), or one per schedule tick, or one
+//! on request (`backupBeforeChange`, `quorate backup create`); never two of one ensemble at
+//! once; retention applied to status and to the store.
+//!
+//! ```text
+//! interrupted artifacts -> Error (their objects removed) -> due? -> claim (status CAS, BackingUp)
+//!   -> stream the backup (data, manifest, marker) -> record Ready or Error -> retention -> requeue
+//! ```
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::api::PostParams;
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+use kube::{Api, Resource, ResourceExt};
+use tracing::{info, instrument, warn};
+
+use super::{Context, Error};
+use crate::backup::artifact::{self, Format};
+use crate::backup::engine::{self, BackupJob};
+use crate::backup::schedule::{self, Kept, KeptState, Schedule};
+use crate::backup::store::{S3Credentials, Store};
+use crate::constants::*;
+use crate::crd::{
+    ArtifactPhase, BackupArtifact, BackupMethod, Destination, MasterEnsemble, ZkBackup,
+    ZkBackupStatus, condition,
+};
+use crate::executor::resources::names::credentials_secret;
+use crate::planner::ServerId;
+use crate::zk::MemberAddr;
+
+/// Backups running in this process, by artifact id and by ensemble (`ns/name`).
+#[derive(Default)]
+pub struct Running {
+    artifacts: Mutex<HashSet<String>>,
+    ensembles: Mutex<HashSet<String>>,
+}
+
+impl Running {
+    fn lock<'a>(m: &'a Mutex<HashSet<String>>) -> std::sync::MutexGuard<'a, HashSet<String>> {
+        m.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether artifact `id` is being taken by this process.
+    pub fn has_artifact(&self, id: &str) -> bool {
+        Self::lock(&self.artifacts).contains(id)
+    }
+
+    /// Claims the ensemble for one backup; `None` when one already runs.
+    fn claim(self: &Arc<Self>, ensemble: &str, id: &str) -> Option<RunningGuard> {
+        if !Self::lock(&self.ensembles).insert(ensemble.to_string()) {
+            return None;
+        }
+        Self::lock(&self.artifacts).insert(id.to_string());
+        Some(RunningGuard {
+            running: self.clone(),
+            ensemble: ensemble.to_string(),
+            id: id.to_string(),
+        })
+    }
+}
+
+/// Releases a claim when the backup ends, however it ends.
+struct RunningGuard {
+    running: Arc<Running>,
+    ensemble: String,
+    id: String,
+}
+
+impl Drop for RunningGuard {
+    fn drop(&mut self) {
+        Running::lock(&self.running.ensembles).remove(&self.ensemble);
+        Running::lock(&self.running.artifacts).remove(&self.id);
+    }
+}
+
+/// Reads the S3 keys of a destination from its Secret (none for a filesystem destination).
+pub async fn s3_credentials(
+    client: &kube::Client,
+    namespace: &str,
+    dest: &Destination,
+) -> Result<Option<S3Credentials>, Error> {
+    let Some(s3) = &dest.s3 else {
+        return Ok(None);
+    };
+    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let secret = api
+        .get(&s3.credentials_secret)
+        .await
+        .map_err(Error::kube(format!(
+            "read Secret {namespace}/{} named by spec.destination.s3.credentialsSecret",
+            s3.credentials_secret
+        )))?;
+    let key = |k: &str| {
+        secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(k))
+            .and_then(|b| String::from_utf8(b.0.clone()).ok())
+            .ok_or_else(|| {
+                Error::Inconsistent(format!(
+                    "Secret {namespace}/{} has no key {k}",
+                    s3.credentials_secret
+                ))
+            })
+    };
+    Ok(Some(S3Credentials {
+        access_key_id: key(SECRET_S3_ACCESS_KEY_ID)?,
+        secret_access_key: key(SECRET_S3_SECRET_ACCESS_KEY)?,
+    }))
+}
+
+/// The store of a destination, with its keys read from the Secret.
+pub async fn store_for(
+    client: &kube::Client,
+    namespace: &str,
+    dest: &Destination,
+) -> Result<Store, Error> {
+    let creds = s3_credentials(client, namespace, dest).await?;
+    Store::from_destination(dest, creds.as_ref()).map_err(|e| Error::Backup(e.to_string()))
+}
+
+/// The super user's password of an ensemble (from `<ensemble>-credentials`).
+pub async fn super_password(
+    client: &kube::Client,
+    namespace: &str,
+    ensemble: &str,
+) -> Result<String, Error> {
+    let name = credentials_secret(ensemble);
+    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let secret = api
+        .get(&name)
+        .await
+        .map_err(Error::kube(format!("read Secret {namespace}/{name}")))?;
+    secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(SECRET_SUPER_PASSWORD))
+        .and_then(|b| String::from_utf8(b.0.clone()).ok())
+        .ok_or_else(|| {
+            Error::Inconsistent(format!(
+                "Secret {namespace}/{name} has no key {SECRET_SUPER_PASSWORD}"
+            ))
+        })
+}
+
+/// Serving members of an ensemble as its status lists them, followers first.
+pub fn serving_members(ens: &MasterEnsemble) -> Vec<(MemberAddr, Option<String>)> {
+    let mut members: Vec<_> = ens
+        .status
+        .iter()
+        .flat_map(|s| s.members.iter())
+        .filter(|m| m.state.as_deref() == Some("Serving"))
+        .filter_map(|m| {
+            let ip = m.address.clone()?;
+            let id = u32::try_from(m.server_id).ok()?;
+            let mut addr = MemberAddr::new(ServerId(id), ip);
+            if let Some(p) = m.client_port.and_then(|p| u16::try_from(p).ok()) {
+                addr.client_port = p;
+            }
+            if let Some(p) = m.admin_port.and_then(|p| u16::try_from(p).ok()) {
+                addr.admin_port = p;
+            }
+            Some((addr, m.role.clone()))
+        })
+        .collect();
+    members.sort_by_key(|(a, role)| (role.as_deref() == Some("Leader"), a.id));
+    members
+}
+
+/// The ZooKeeper version triple from a version string such as `3.9.5-abc, built on ...`.
+pub fn version_triple(v: &str) -> Option<(u32, u32, u32)> {
+    let core = v.split(['-', ',', ' ']).next()?;
+    let mut it = core.split('.').map(|p| p.parse::<u32>().ok());
+    Some((it.next()??, it.next()??, it.next().flatten().unwrap_or(0)))
+}
+
+/// The format a backup takes: the AdminServer snapshot from 3.9.4 on (`auto`, `snapshot`), a
+/// tree walk otherwise or when asked.
+pub fn format_for(method: BackupMethod, version: Option<&str>) -> Result<Format, String> {
+    let has_snapshot = version
+        .and_then(version_triple)
+        .is_some_and(|v| v >= (3, 9, 4));
+    match method {
+        BackupMethod::Tree => Ok(Format::Tree),
+        BackupMethod::Auto if has_snapshot => Ok(Format::Snapshot),
+        BackupMethod::Auto => Ok(Format::Tree),
+        BackupMethod::Snapshot if has_snapshot => Ok(Format::Snapshot),
+        BackupMethod::Snapshot => Err(format!(
+            "spec.method snapshot needs ZooKeeper 3.9.4 or newer (the AdminServer snapshot command); the source member runs {}",
+            version.unwrap_or("an unknown version")
+        )),
+    }
+}
+
+/// Replaces the status after `change`, re-reading and retrying on a compare-and-set conflict.
+pub async fn update_backup_status(
+    api: &Api<ZkBackup>,
+    name: &str,
+    mut change: impl FnMut(&mut ZkBackupStatus),
+) -> Result<ZkBackup, Error> {
+    for _ in 0..10 {
+        let mut obj = api
+            .get(name)
+            .await
+            .map_err(Error::kube(format!("read ZkBackup {name}")))?;
+        let mut status = obj.status.clone().unwrap_or_default();
+        change(&mut status);
+        obj.status = Some(status);
+        match api
+            .replace_status(
+                name,
+                &PostParams {
+                    field_manager: Some(FIELD_MANAGER.into()),
+                    ..Default::default()
+                },
+                &obj,
+            )
+            .await
+        {
+            Ok(o) => return Ok(o),
+            Err(kube::Error::Api(s)) if s.code == 409 => continue,
+            Err(e) => return Err(Error::kube(format!("write status of ZkBackup {name}"))(e)),
+        }
+    }
+    Err(Error::Conflict {
+        step: format!("status of ZkBackup {name}"),
+    })
+}
+
+fn set_condition(
+    conditions: &mut Vec<Condition>,
+    type_: &str,
+    ok: bool,
+    reason: &str,
+    message: &str,
+    now: Timestamp,
+) {
+    let status = if ok { "True" } else { "False" };
+    if let Some(c) = conditions.iter_mut().find(|c| c.type_ == type_) {
+        if c.status != status {
+            c.last_transition_time = Time(now);
+        }
+        c.status = status.into();
+        c.reason = reason.into();
+        c.message = message.into();
+        return;
+    }
+    conditions.push(Condition {
+        type_: type_.into(),
+        status: status.into(),
+        reason: reason.into(),
+        message: message.into(),
+        last_transition_time: Time(now),
+        observed_generation: None,
+    });
+}
+
+/// Sets a condition (public for the restore controller).
+pub fn record_condition(
+    conditions: &mut Vec<Condition>,
+    type_: &str,
+    ok: bool,
+    reason: &str,
+    message: &str,
+    now: Timestamp,
+) {
+    set_condition(conditions, type_, ok, reason, message, now);
+}
+
+async fn publish<K: Resource<DynamicType = ()>>(
+    ctx: &Context,
+    obj: &K,
+    type_: EventType,
+    action: &str,
+    note: &str,
+) {
+    let event = Event {
+        type_,
+        reason: action.split('/').next().unwrap_or(action).to_string(),
+        note: Some(note.chars().take(1000).collect()),
+        action: action.to_string(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &obj.object_ref(&())).await {
+        warn!(error = %e, "cannot publish Event");
+    }
+}
+
+/// Publishes an Event on any object (public for the restore controller).
+pub async fn publish_event<K: Resource<DynamicType = ()>>(
+    ctx: &Context,
+    obj: &K,
+    type_: EventType,
+    action: &str,
+    note: &str,
+) {
+    publish(ctx, obj, type_, action, note).await;
+}
+
+/// Why a backup starts now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Trigger {
+    /// No schedule and never run.
+    Once,
+    /// A schedule tick.
+    Tick(Timestamp),
+    /// The request annotation.
+    Requested,
+}
+
+fn requested_at(zkb: &ZkBackup) -> Option<Timestamp> {
+    zkb.annotations()
+        .get(ANNOTATION_BACKUP_REQUESTED)
+        .and_then(|v| v.parse().ok())
+}
+
+/// One pass over one ZkBackup.
+#[instrument(skip_all, fields(backup = %zkb.name_any()))]
+pub async fn reconcile(zkb: Arc<ZkBackup>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let now = Timestamp::now();
+    let ns = zkb.namespace().unwrap_or_default();
+    let name = zkb.name_any();
+    let api: Api<ZkBackup> = Api::namespaced(ctx.client.clone(), &ns);
+    let status = zkb.status.clone().unwrap_or_default();
+
+    // An artifact BackingUp that this process is not taking was interrupted (the operator
+    // stopped mid-backup): it never got its completion marker; say so and remove its objects.
+    let interrupted: Vec<BackupArtifact> = status
+        .artifacts
+        .iter()
+        .filter(|a| a.phase == ArtifactPhase::BackingUp && !ctx.backups.has_artifact(&a.id))
+        .cloned()
+        .collect();
+    if !interrupted.is_empty() {
+        if let Ok(store) = store_for(&ctx.client, &ns, &zkb.spec.destination).await {
+            for a in &interrupted {
+                let paths = store.artifact(&ns, &name, &a.id);
+                if let Err(e) = store.delete_artifact(&paths).await {
+                    warn!(artifact = %a.id, error = %e, "cannot remove an interrupted backup's objects");
+                }
+            }
+        }
+        let ids: HashSet<String> = interrupted.iter().map(|a| a.id.clone()).collect();
+        update_backup_status(&api, &name, |s| {
+            for a in s.artifacts.iter_mut().filter(|a| ids.contains(&a.id)) {
+                if a.phase == ArtifactPhase::BackingUp {
+                    a.phase = ArtifactPhase::Error;
+                    a.finished_at = Some(Time(now));
+                    a.message = Some(
+                        "interrupted: the operator stopped while this backup ran; its partial data was removed and it was never complete".into(),
+                    );
+                }
+            }
+        })
+        .await?;
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
+
+    let schedule = match zkb
+        .spec
+        .schedule
+        .as_deref()
+        .map(Schedule::parse)
+        .transpose()
+    {
+        Ok(s) => s,
+        Err(e) => {
+            update_backup_status(&api, &name, |s| {
+                set_condition(
+                    &mut s.conditions,
+                    condition::READY,
+                    false,
+                    "InvalidSchedule",
+                    &e.to_string(),
+                    now,
+                );
+                s.observed_generation = zkb.metadata.generation;
+            })
+            .await?;
+            return Ok(Action::await_change());
+        }
+    };
+    let created = zkb
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .map(|t| t.0)
+        .unwrap_or(now);
+    let last_scheduled = status.last_schedule_time.as_ref().map(|t| t.0);
+    let newest_start = status
+        .artifacts
+        .iter()
+        .filter_map(|a| a.started_at.as_ref().map(|t| t.0))
+        .max();
+    let due = schedule
+        .as_ref()
+        .map(|s| schedule::due(s, last_scheduled, created, now));
+    let trigger = if requested_at(&zkb).is_some_and(|r| newest_start.is_none_or(|n| r > n)) {
+        Some(Trigger::Requested)
+    } else if schedule.is_none() && status.artifacts.is_empty() && last_scheduled.is_none() {
+        Some(Trigger::Once)
+    } else if !zkb.spec.suspend {
+        due.and_then(|d| d.run).map(Trigger::Tick)
+    } else {
+        None
+    };
+
+    if let Some(trigger) = trigger {
+        let busy = status
+            .artifacts
+            .iter()
+            .any(|a| a.phase == ArtifactPhase::BackingUp);
+        if !busy {
+            run_one(&ctx, &zkb, &api, trigger, now).await?;
+            return Ok(Action::requeue(Duration::from_secs(1)));
+        }
+    }
+
+    apply_retention(&ctx, &zkb, &api, now).await?;
+    let next = due.and_then(|d| d.next);
+    let newest = status
+        .artifacts
+        .iter()
+        .filter(|a| a.phase != ArtifactPhase::BackingUp)
+        .max_by_key(|a| a.started_at.as_ref().map(|t| t.0));
+    update_backup_status(&api, &name, |s| {
+        s.next_schedule_time = next.filter(|_| !zkb.spec.suspend).map(Time);
+        s.observed_generation = zkb.metadata.generation;
+        match newest {
+            Some(a) if a.phase == ArtifactPhase::Ready => set_condition(
+                &mut s.conditions,
+                condition::READY,
+                true,
+                "BackupReady",
+                &format!("newest backup {} is Ready", a.id),
+                now,
+            ),
+            Some(a) => set_condition(
+                &mut s.conditions,
+                condition::READY,
+                false,
+                "BackupFailed",
+                &format!(
+                    "newest backup {} failed: {}",
+                    a.id,
+                    a.message.clone().unwrap_or_default()
+                ),
+                now,
+            ),
+            None => set_condition(
+                &mut s.conditions,
+                condition::READY,
+                false,
+                "NoBackupYet",
+                "no backup has finished yet",
+                now,
+            ),
+        }
+    })
+    .await?;
+    let wait = next
+        .map(|n| n.duration_since(now).unsigned_abs())
+        .unwrap_or(Duration::from_secs(300))
+        .clamp(Duration::from_secs(1), Duration::from_secs(300));
+    Ok(Action::requeue(wait))
+}
+
+/// Claims, takes and records one backup.
+async fn run_one(
+    ctx: &Arc<Context>,
+    zkb: &ZkBackup,
+    api: &Api<ZkBackup>,
+    trigger: Trigger,
+    now: Timestamp,
+) -> Result<(), Error> {
+    let ns = zkb.namespace().unwrap_or_default();
+    let name = zkb.name_any();
+    let ens_name = &zkb.spec.ensemble_ref.name;
+    let ens_key = format!("{ns}/{ens_name}");
+    let id = artifact::new_id(&zkb.spec.label);
+    let Some(_guard) = ctx.backups.claim(&ens_key, &id) else {
+        info!(ensemble = %ens_key, "another backup of this ensemble is running; waiting");
+        return Ok(());
+    };
+    let ens = Api::<MasterEnsemble>::namespaced(ctx.client.clone(), &ns)
+        .get_opt(ens_name)
+        .await
+        .map_err(Error::kube(format!("read MasterEnsemble {ens_key}")))?;
+    let fail_early = |message: String| BackupArtifact {
+        id: id.clone(),
+        phase: ArtifactPhase::Error,
+        started_at: Some(Time(now)),
+        finished_at: Some(Time(now)),
+        message: Some(message),
+        ..Default::default()
+    };
+    let tick = match trigger {
+        Trigger::Tick(t) => Some(t),
+        _ => None,
+    };
+    let record_early = |a: BackupArtifact| {
+        let name = name.clone();
+        async move {
+            update_backup_status(api, &name, |s| {
+                s.artifacts.push(a.clone());
+                if let Some(t) = tick {
+                    s.last_schedule_time = Some(Time(t));
+                }
+            })
+            .await
+            .map(|_| ())
+        }
+    };
+    let Some(ens) = ens else {
+        return record_early(fail_early(format!(
+            "MasterEnsemble {ens_key} (spec.ensembleRef) does not exist"
+        )))
+        .await;
+    };
+    let members = serving_members(&ens);
+    let Some((member, _)) = members.first().cloned() else {
+        return record_early(fail_early(format!(
+            "no member of {ens_key} is serving; nothing to back up"
+        )))
+        .await;
+    };
+    let observed = ctx.probe.command(&member, "monitor").await.ok();
+    let version = observed
+        .as_ref()
+        .and_then(|v| v.get("version"))
+        .and_then(|v| v.as_str())
+        .map(|v| v.split(['-', ',']).next().unwrap_or(v).to_string());
+    let format = match format_for(zkb.spec.method, version.as_deref()) {
+        Ok(f) => f,
+        Err(message) => return record_early(fail_early(message)).await,
+    };
+    let zxid_before = ctx
+        .probe
+        .command(&member, "server_stats")
+        .await
+        .ok()
+        .and_then(|v| v["server_stats"]["last_processed_zxid"].as_i64());
+    let store = match store_for(&ctx.client, &ns, &zkb.spec.destination).await {
+        Ok(s) => s,
+        Err(e) => return record_early(fail_early(e.to_string())).await,
+    };
+    let password = super_password(&ctx.client, &ns, ens_name).await?;
+    let paths = store.artifact(&ns, &name, &id);
+    let started = BackupArtifact {
+        id: id.clone(),
+        phase: ArtifactPhase::BackingUp,
+        started_at: Some(Time(now)),
+        location: Some(paths.location.clone()),
+        source_member: Some(i64::from(member.id.0)),
+        method: Some(format.method()),
+        ..Default::default()
+    };
+    // The claim: the artifact is listed BackingUp before any byte is read.
+    update_backup_status(api, &name, |s| {
+        s.artifacts.push(started.clone());
+        if let Some(t) = tick {
+            s.last_schedule_time = Some(Time(t));
+        }
+    })
+    .await?;
+    publish(
+        ctx,
+        zkb,
+        EventType::Normal,
+        &format!("Started/backup/{id}"),
+        &format!("backing up {ens_key} from {member} ({format:?})"),
+    )
+    .await;
+    info!(artifact = %id, %member, ?format, "backup started");
+    let job = BackupJob {
+        id: id.clone(),
+        namespace: ns.clone(),
+        ensemble: ens_name.clone(),
+        backup: name.clone(),
+        member,
+        format,
+        user: SUPER_USER.into(),
+        password,
+        zookeeper_version: version,
+        zxid_before,
+        started_at: now,
+    };
+    let progress = |bytes: u64| info!(artifact = %id, bytes, "backup progress");
+    let result = engine::run_backup(&store, &job, Timestamp::now, &progress).await;
+    let finished = Timestamp::now();
+    match result {
+        Ok(m) => {
+            info!(artifact = %id, bytes = m.bytes, znodes = m.znodes, "backup ready");
+            let message = (!m.not_preserved.is_empty())
+                .then(|| format!("not preserved: {}", m.not_preserved.join("; ")));
+            update_backup_status(api, &name, |s| {
+                if let Some(a) = s.artifacts.iter_mut().find(|a| a.id == id) {
+                    a.phase = ArtifactPhase::Ready;
+                    a.finished_at = Some(Time(m.finished_at));
+                    a.zxid = Some(artifact::zxid_hex(m.zxid));
+                    a.znodes = Some(m.znodes as i64);
+                    a.bytes = Some(m.bytes as i64);
+                    a.sha256 = Some(m.sha256.clone());
+                    a.message = message.clone();
+                }
+            })
+            .await?;
+            publish(
+                ctx,
+                zkb,
+                EventType::Normal,
+                &format!("Completed/backup/{id}"),
+                &format!(
+                    "{} bytes, {} znodes, zxid {}",
+                    m.bytes,
+                    m.znodes,
+                    artifact::zxid_hex(m.zxid)
+                ),
+            )
+            .await;
+        }
+        Err(e) => {
+            warn!(artifact = %id, error = %e, "backup failed");
+            let paths = store.artifact(&ns, &name, &id);
+            let cleanup = store.delete_artifact(&paths).await.err();
+            let message = match cleanup {
+                None => format!("{e}"),
+                Some(c) => format!("{e} (its partial objects could not be removed: {c})"),
+            };
+            update_backup_status(api, &name, |s| {
+                if let Some(a) = s.artifacts.iter_mut().find(|a| a.id == id) {
+                    a.phase = ArtifactPhase::Error;
+                    a.finished_at = Some(Time(finished));
+                    a.message = Some(message.clone());
+                }
+            })
+            .await?;
+            publish(
+                ctx,
+                zkb,
+                EventType::Warning,
+                &format!("Failed/backup/{id}"),
+                &message,
+            )
+            .await;
+        }
+    }
+    Ok(())
+}
+
+/// Removes the artifacts retention no longer keeps: objects first (marker first), then status.
+async fn apply_retention(
+    ctx: &Context,
+    zkb: &ZkBackup,
+    api: &Api<ZkBackup>,
+    now: Timestamp,
+) -> Result<(), Error> {
+    let status = zkb.status.clone().unwrap_or_default();
+    let retention = zkb.spec.retention.clone().unwrap_or_default();
+    let keep_last = retention.keep_last.and_then(|k| u32::try_from(k).ok());
+    let max_age = retention.max_age.as_deref().and_then(schedule::parse_age);
+    let kept: Vec<Kept> = status
+        .artifacts
+        .iter()
+        .map(|a| Kept {
+            id: a.id.clone(),
+            state: match a.phase {
+                ArtifactPhase::Ready => KeptState::Ready,
+                ArtifactPhase::Error => KeptState::Error,
+                ArtifactPhase::BackingUp => KeptState::Running,
+            },
+            started_at: a.started_at.as_ref().map(|t| t.0).unwrap_or(now),
+        })
+        .collect();
+    let expired = schedule::expired(&kept, keep_last, max_age, now);
+    if expired.is_empty() {
+        return Ok(());
+    }
+    let ns = zkb.namespace().unwrap_or_default();
+    let name = zkb.name_any();
+    let store = store_for(&ctx.client, &ns, &zkb.spec.destination).await?;
+    let mut removed = HashSet::new();
+    for id in &expired {
+        match store.delete_artifact(&store.artifact(&ns, &name, id)).await {
+            Ok(()) => {
+                info!(artifact = %id, "retention removed a backup");
+                removed.insert(id.clone());
+            }
+            Err(e) => {
+                warn!(artifact = %id, error = %e, "retention could not delete a backup; it stays listed")
+            }
+        }
+    }
+    update_backup_status(api, &name, |s| {
+        s.artifacts.retain(|a| !removed.contains(&a.id))
+    })
+    .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshots_need_3_9_4() {
+        assert_eq!(
+            format_for(BackupMethod::Auto, Some("3.9.5")),
+            Ok(Format::Snapshot)
+        );
+        assert_eq!(
+            format_for(BackupMethod::Auto, Some("3.9.4")),
+            Ok(Format::Snapshot)
+        );
+        assert_eq!(
+            format_for(BackupMethod::Auto, Some("3.8.6")),
+            Ok(Format::Tree)
+        );
+        assert_eq!(format_for(BackupMethod::Auto, None), Ok(Format::Tree));
+        assert_eq!(
+            format_for(BackupMethod::Tree, Some("3.9.5")),
+            Ok(Format::Tree)
+        );
+        let e = format_for(BackupMethod::Snapshot, Some("3.8.6")).unwrap_err();
+        assert!(e.contains("spec.method") && e.contains("3.8.6"), "{e}");
+    }
+
+    #[test]
+    fn versions_parse_from_what_servers_report() {
+        assert_eq!(
+            version_triple("3.9.5-293c895a, built on 2026-02-11"),
+            Some((3, 9, 5))
+        );
+        assert_eq!(version_triple("3.8.0-${mvngit.commit.id}"), Some((3, 8, 0)));
+        assert_eq!(version_triple("garbage"), None);
+    }
+}

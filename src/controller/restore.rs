@@ -1,0 +1,977 @@
+//! The reconcile of one ZkRestore: a state machine in `status.phase`, one phase per pass.
+//!
+//! ```text
+//! Pending -> Verifying (marker, manifest, every byte's SHA-256, counts; the zxid check of I7)
+//!   offline:    Stopping (ensemble fenced by annotation, every member Pod deleted, volumes kept)
+//!               -> Restoring (each member recreated with the restore init container)
+//!               -> Starting (all serve, a leader; tree artifacts replayed; counts checked) -> Ready
+//!   online:     Restoring (replayed through the leader, extra znodes pruned) -> Starting -> Ready
+//!   verifyOnly: Restoring (a scratch member loads the artifact) -> Starting (counts and zxid
+//!               compared, the scratch member deleted) -> Ready
+//! any failure -> Failed, with where it stopped and what was left as it was.
+//! ```
+//!
+//! Nothing touches a member before Verifying has passed: a corrupt or incomplete artifact, or
+//! one older than the live data without `allowOlder`, fails the restore with every member as it
+//! was.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::{Api, Resource, ResourceExt};
+use tracing::{info, instrument, warn};
+
+use super::backup::{publish_event, record_condition, serving_members, store_for, super_password};
+use super::{Context, Error};
+use crate::backup::artifact::{self, Format, parse_zxid, zxid_hex};
+use crate::backup::engine::{self, Verified};
+use crate::backup::store::Store;
+use crate::constants::*;
+use crate::crd::{
+    MasterEnsemble, RestoreMemberStatus, RestoreMode, RestorePhase, VerifiedArtifact, ZkBackup,
+    ZkRestore, ZkRestoreStatus, condition,
+};
+use crate::executor::resources::member::{EnsembleContext, build_member_pod};
+use crate::executor::resources::names::{member_host, member_pod, server_id_of};
+use crate::executor::resources::restore::{
+    RestoreInit, build_scratch_pod, is_restore_pod, scratch_pod, with_restore,
+};
+use crate::executor::resources::zoo_cfg::initial_dynamic;
+use crate::planner::{Desired, ServerId};
+use crate::zk::{MemberAddr, observe_ensemble};
+
+/// How long members may take to serve after a restore before it is declared failed.
+pub const START_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Replaces the status after `change`, retrying on conflicts.
+async fn update(
+    api: &Api<ZkRestore>,
+    name: &str,
+    mut change: impl FnMut(&mut ZkRestoreStatus),
+) -> Result<(), Error> {
+    for _ in 0..10 {
+        let mut obj = api
+            .get(name)
+            .await
+            .map_err(Error::kube(format!("read ZkRestore {name}")))?;
+        let mut status = obj.status.clone().unwrap_or_default();
+        change(&mut status);
+        obj.status = Some(status);
+        match api
+            .replace_status(
+                name,
+                &PostParams {
+                    field_manager: Some(FIELD_MANAGER.into()),
+                    ..Default::default()
+                },
+                &obj,
+            )
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 409 => continue,
+            Err(e) => return Err(Error::kube(format!("write status of ZkRestore {name}"))(e)),
+        }
+    }
+    Err(Error::Conflict {
+        step: format!("status of ZkRestore {name}"),
+    })
+}
+
+/// The restore's view of where its artifact is.
+struct Source {
+    store: Store,
+    backup: ZkBackup,
+    id: String,
+}
+
+async fn resolve_source(ctx: &Context, zkr: &ZkRestore) -> Result<Source, String> {
+    let ns = zkr.namespace().unwrap_or_default();
+    let backups: Api<ZkBackup> = Api::namespaced(ctx.client.clone(), &ns);
+    if let Some(r) = &zkr.spec.source.backup {
+        let backup = backups
+            .get_opt(&r.name)
+            .await
+            .map_err(|e| format!("read ZkBackup {ns}/{}: {e}", r.name))?
+            .ok_or_else(|| {
+                format!(
+                    "spec.source.backup: ZkBackup {ns}/{} does not exist",
+                    r.name
+                )
+            })?;
+        let store = store_for(&ctx.client, &ns, &backup.spec.destination)
+            .await
+            .map_err(|e| e.to_string())?;
+        return Ok(Source {
+            store,
+            backup,
+            id: r.artifact.clone(),
+        });
+    }
+    let location = zkr.spec.source.location.clone().unwrap_or_default();
+    let list = backups
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| format!("list ZkBackups in {ns}: {e}"))?;
+    for backup in list.items {
+        let Ok(store) = store_for(&ctx.client, &ns, &backup.spec.destination).await else {
+            continue;
+        };
+        if let Some((_, b, id)) = store.artifact_at(&location)
+            && b == backup.name_any()
+        {
+            return Ok(Source { store, backup, id });
+        }
+    }
+    Err(format!(
+        "spec.source.location {location}: no ZkBackup in {ns} stores artifacts there (its credentials come from the ZkBackup's destination)"
+    ))
+}
+
+fn verified_status(v: &Verified, location: &str) -> VerifiedArtifact {
+    let m = &v.manifest;
+    VerifiedArtifact {
+        id: m.id.clone(),
+        namespace: m.namespace.clone(),
+        backup: m.backup.clone(),
+        format: match m.format {
+            Format::Snapshot => "zookeeper-snapshot".into(),
+            Format::Tree => "quorate-tree-v1".into(),
+        },
+        sha256: m.sha256.clone(),
+        bytes: m.bytes as i64,
+        zxid: zxid_hex(m.zxid),
+        data_zxid: zxid_hex(m.data_zxid),
+        znodes: m.znodes as i64,
+        user_znodes: m.user_znodes as i64,
+        location: location.into(),
+    }
+}
+
+fn format_of(a: &VerifiedArtifact) -> Format {
+    if a.format == "quorate-tree-v1" {
+        Format::Tree
+    } else {
+        Format::Snapshot
+    }
+}
+
+fn hosts_of(members: &[(MemberAddr, Option<String>)]) -> String {
+    members
+        .iter()
+        .map(|(a, _)| a.client_address())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// One pass over one ZkRestore.
+#[instrument(skip_all, fields(restore = %zkr.name_any()))]
+pub async fn reconcile(zkr: Arc<ZkRestore>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let now = Timestamp::now();
+    let ns = zkr.namespace().unwrap_or_default();
+    let name = zkr.name_any();
+    let api: Api<ZkRestore> = Api::namespaced(ctx.client.clone(), &ns);
+    let status = zkr.status.clone().unwrap_or_default();
+    let fail = |phase_was: &str, message: String, reason: &'static str| {
+        let api = api.clone();
+        let name = name.clone();
+        let phase_was = phase_was.to_string();
+        async move {
+            warn!(%message, "restore failed");
+            update(&api, &name, |s| {
+                s.phase = Some(RestorePhase::Failed);
+                s.finished_at = Some(Time(Timestamp::now()));
+                s.message = Some(format!("failed while {phase_was}: {message}"));
+                record_condition(
+                    &mut s.conditions,
+                    condition::READY,
+                    false,
+                    reason,
+                    &message,
+                    Timestamp::now(),
+                );
+            })
+            .await
+        }
+    };
+    match status.phase {
+        None => {
+            update(&api, &name, |s| {
+                s.phase = Some(RestorePhase::Pending);
+                s.started_at = Some(Time(now));
+                s.message = Some("accepted".into());
+            })
+            .await?;
+            Ok(Action::requeue(Duration::from_millis(200)))
+        }
+        Some(RestorePhase::Pending) => {
+            update(&api, &name, |s| {
+                s.phase = Some(RestorePhase::Verifying);
+                s.message = Some("verifying the artifact before touching any member".into());
+            })
+            .await?;
+            Ok(Action::requeue(Duration::from_millis(200)))
+        }
+        Some(RestorePhase::Verifying) => verify(&ctx, &zkr, &api, fail).await,
+        Some(RestorePhase::Stopping) => stop_members(&ctx, &zkr, &api).await,
+        Some(RestorePhase::Restoring) => restore_members(&ctx, &zkr, &api, fail).await,
+        Some(RestorePhase::Starting) => finish(&ctx, &zkr, &api, fail).await,
+        Some(RestorePhase::Ready) | Some(RestorePhase::Failed) => Ok(Action::await_change()),
+    }
+}
+
+async fn verify<F, Fut>(
+    ctx: &Context,
+    zkr: &ZkRestore,
+    api: &Api<ZkRestore>,
+    fail: F,
+) -> Result<Action, Error>
+where
+    F: Fn(&str, String, &'static str) -> Fut,
+    Fut: std::future::Future<Output = Result<(), Error>>,
+{
+    let ns = zkr.namespace().unwrap_or_default();
+    let name = zkr.name_any();
+    let untouched = "; no member was touched";
+    let source = match resolve_source(ctx, zkr).await {
+        Ok(s) => s,
+        Err(e) => {
+            fail("verifying", format!("{e}{untouched}"), "SourceNotFound").await?;
+            return Ok(Action::await_change());
+        }
+    };
+    let bname = source.backup.name_any();
+    let paths = source.store.artifact(&ns, &bname, &source.id);
+    info!(artifact = %source.id, location = %paths.location, "verifying");
+    let verified = match engine::verify_artifact(&source.store, &source.id, &paths).await {
+        Ok(v) => v,
+        Err(e) => {
+            let reason = match &e {
+                engine::Error::Invalid(artifact::Invalid::Incomplete { .. }) => {
+                    "ArtifactIncomplete"
+                }
+                engine::Error::Invalid(_) => "ArtifactCorrupt",
+                _ => "VerificationFailed",
+            };
+            publish_event(
+                ctx,
+                zkr,
+                EventType::Warning,
+                &format!("Refused/{reason}"),
+                &e.to_string(),
+            )
+            .await;
+            fail("verifying", format!("refused: {e}{untouched}"), reason).await?;
+            return Ok(Action::await_change());
+        }
+    };
+    let record = verified_status(&verified, &paths.location);
+    let ens_api: Api<MasterEnsemble> = Api::namespaced(ctx.client.clone(), &ns);
+    let ens_name = &zkr.spec.ensemble_ref.name;
+    let Some(ens) = ens_api
+        .get_opt(ens_name)
+        .await
+        .map_err(Error::kube(format!("read MasterEnsemble {ns}/{ens_name}")))?
+    else {
+        fail(
+            "verifying",
+            format!("MasterEnsemble {ns}/{ens_name} does not exist{untouched}"),
+            "EnsembleNotFound",
+        )
+        .await?;
+        return Ok(Action::await_change());
+    };
+    let members = serving_members(&ens);
+    let mut live = None;
+    // A verification never talks to the live ensemble: even a read session is a transaction
+    // (createSession, closeSession) that moves the live zxid.
+    if !members.is_empty() && !zkr.spec.verify_only {
+        let password = super_password(&ctx.client, &ns, ens_name).await?;
+        match engine::live_data_zxid(&hosts_of(&members), (SUPER_USER, &password)).await {
+            Ok(z) => live = Some(z),
+            Err(e) => {
+                fail(
+                    "verifying",
+                    format!("cannot read the live data to compare zxids: {e}{untouched}"),
+                    "LiveDataUnreadable",
+                )
+                .await?;
+                return Ok(Action::await_change());
+            }
+        }
+    }
+    let backup_zxid = verified.manifest.data_zxid;
+    let older = live.is_some_and(|(z, user)| user > 0 && z > backup_zxid);
+    if older && !zkr.spec.verify_only && !zkr.spec.allow_older {
+        let (z, _) = live.unwrap_or_default();
+        let message = format!(
+            "refused: the backup's newest data (zxid {}) is older than the live data of {ns}/{ens_name} (zxid {}); restoring it would overwrite newer data. Set spec.allowOlder: true in a new ZkRestore to restore it anyway{untouched}",
+            zxid_hex(backup_zxid),
+            zxid_hex(z)
+        );
+        publish_event(
+            ctx,
+            zkr,
+            EventType::Warning,
+            "Refused/OlderThanLive",
+            &message,
+        )
+        .await;
+        update(api, &name, |s| s.live_data_zxid = Some(zxid_hex(z))).await?;
+        fail("verifying", message, "OlderThanLive").await?;
+        return Ok(Action::await_change());
+    }
+    let next = if zkr.spec.verify_only || zkr.spec.mode == RestoreMode::Online {
+        RestorePhase::Restoring
+    } else {
+        RestorePhase::Stopping
+    };
+    let note = if older {
+        " (older than the live data; allowOlder is set)"
+    } else {
+        ""
+    };
+    update(api, &name, |s| {
+        s.artifact = Some(record.clone());
+        s.live_data_zxid = live.map(|(z, _)| zxid_hex(z));
+        s.phase = Some(next);
+        s.message = Some(format!(
+            "verified {} ({} bytes, sha256 {}, {} znodes){note}",
+            record.id, record.bytes, record.sha256, record.znodes
+        ));
+    })
+    .await?;
+    publish_event(
+        ctx,
+        zkr,
+        EventType::Normal,
+        "Verified/artifact",
+        &format!("{} verified", record.id),
+    )
+    .await;
+    Ok(Action::requeue(Duration::from_millis(200)))
+}
+
+async fn member_objects(
+    ctx: &Context,
+    ns: &str,
+    ensemble: &str,
+) -> Result<(BTreeMap<ServerId, Pod>, BTreeSet<ServerId>), Error> {
+    let selector = ListParams::default().labels(&format!("{LABEL_ENSEMBLE}={ensemble}"));
+    let pods = Api::<Pod>::namespaced(ctx.client.clone(), ns)
+        .list(&selector)
+        .await
+        .map_err(Error::kube(format!("list Pods of {ns}/{ensemble}")))?;
+    let pvcs = Api::<PersistentVolumeClaim>::namespaced(ctx.client.clone(), ns)
+        .list(&selector)
+        .await
+        .map_err(Error::kube(format!("list PVCs of {ns}/{ensemble}")))?;
+    Ok((
+        pods.items
+            .into_iter()
+            .filter_map(|p| Some((server_id_of(p.labels())?, p)))
+            .collect(),
+        pvcs.items
+            .iter()
+            .filter(|c| c.metadata.deletion_timestamp.is_none())
+            .filter_map(|c| server_id_of(c.labels()))
+            .collect(),
+    ))
+}
+
+fn progress(ids: &BTreeSet<ServerId>, state: &str) -> Vec<RestoreMemberStatus> {
+    ids.iter()
+        .map(|id| RestoreMemberStatus {
+            server_id: i64::from(id.0),
+            state: state.into(),
+        })
+        .collect()
+}
+
+async fn fence_ensemble(
+    ctx: &Context,
+    ns: &str,
+    ensemble: &str,
+    restore: Option<&str>,
+) -> Result<(), Error> {
+    let api: Api<MasterEnsemble> = Api::namespaced(ctx.client.clone(), ns);
+    let patch = serde_json::json!({"metadata": {"annotations": {ANNOTATION_RESTORING: restore}}});
+    api.patch(ensemble, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(Error::kube(format!(
+            "annotate MasterEnsemble {ns}/{ensemble}"
+        )))?;
+    Ok(())
+}
+
+/// Offline: fence the ensemble, then delete every member Pod (the volumes stay).
+async fn stop_members(
+    ctx: &Context,
+    zkr: &ZkRestore,
+    api: &Api<ZkRestore>,
+) -> Result<Action, Error> {
+    let ns = zkr.namespace().unwrap_or_default();
+    let name = zkr.name_any();
+    let ens = &zkr.spec.ensemble_ref.name;
+    fence_ensemble(ctx, &ns, ens, Some(&name)).await?;
+    let (pods, volumes) = member_objects(ctx, &ns, ens).await?;
+    let uid = zkr.uid().unwrap_or_default();
+    let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    let mut remaining = 0;
+    for (id, pod) in &pods {
+        if is_restore_pod(pod, &uid) {
+            continue;
+        }
+        remaining += 1;
+        if pod.metadata.deletion_timestamp.is_none() {
+            info!(member = id.0, "stopping member for the restore");
+            match pods_api
+                .delete(&pod.name_any(), &DeleteParams::default())
+                .await
+            {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(e) => return Err(Error::kube(format!("delete Pod of member {id}"))(e)),
+            }
+        }
+    }
+    if remaining > 0 {
+        update(api, &name, |s| {
+            s.message = Some(format!(
+                "stopping {remaining} members (their volumes are kept)"
+            ));
+        })
+        .await?;
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
+    update(api, &name, |s| {
+        s.phase = Some(RestorePhase::Restoring);
+        s.members = progress(&volumes, "Stopped");
+        s.message = Some(format!("{} members stopped", volumes.len()));
+    })
+    .await?;
+    Ok(Action::requeue(Duration::from_millis(200)))
+}
+
+fn restore_init<'a>(
+    source: &'a ZkBackup,
+    artifact: &'a VerifiedArtifact,
+    image: &'a str,
+    uid: &'a str,
+) -> RestoreInit<'a> {
+    RestoreInit {
+        image,
+        destination: &source.spec.destination,
+        artifact,
+        restore_id: uid,
+    }
+}
+
+async fn restore_members<F, Fut>(
+    ctx: &Context,
+    zkr: &ZkRestore,
+    api: &Api<ZkRestore>,
+    fail: F,
+) -> Result<Action, Error>
+where
+    F: Fn(&str, String, &'static str) -> Fut,
+    Fut: std::future::Future<Output = Result<(), Error>>,
+{
+    let ns = zkr.namespace().unwrap_or_default();
+    let name = zkr.name_any();
+    let ens_name = zkr.spec.ensemble_ref.name.clone();
+    let status = zkr.status.clone().unwrap_or_default();
+    let Some(artifact) = status.artifact.clone() else {
+        fail(
+            "restoring",
+            "no verified artifact recorded".into(),
+            "Inconsistent",
+        )
+        .await?;
+        return Ok(Action::await_change());
+    };
+    let ens_api: Api<MasterEnsemble> = Api::namespaced(ctx.client.clone(), &ns);
+    let ens = ens_api
+        .get(&ens_name)
+        .await
+        .map_err(Error::kube(format!("read MasterEnsemble {ns}/{ens_name}")))?;
+    let source = resolve_source(ctx, zkr).await.map_err(Error::Backup)?;
+    let uid = zkr.uid().unwrap_or_default();
+    let image = operator_image();
+    let init = restore_init(&source.backup, &artifact, &image, &uid);
+    let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+
+    if zkr.spec.mode == RestoreMode::Online && !zkr.spec.verify_only {
+        let members = serving_members(&ens);
+        let Some(leader) = members
+            .iter()
+            .find(|(_, r)| r.as_deref() == Some("Leader"))
+            .or(members.first())
+        else {
+            fail(
+                "restoring",
+                format!("no member of {ns}/{ens_name} serves; nothing was changed"),
+                "NotServing",
+            )
+            .await?;
+            return Ok(Action::await_change());
+        };
+        let password = super_password(&ctx.client, &ns, &ens_name).await?;
+        let paths = source
+            .store
+            .artifact(&artifact.namespace, &artifact.backup, &artifact.id);
+        let verified = match engine::verify_artifact(&source.store, &artifact.id, &paths).await {
+            Ok(v) if v.manifest.sha256 == artifact.sha256 => v,
+            Ok(_) => {
+                fail(
+                    "restoring",
+                    "the artifact changed since it was verified; nothing was changed".into(),
+                    "ArtifactChanged",
+                )
+                .await?;
+                return Ok(Action::await_change());
+            }
+            Err(e) => {
+                fail(
+                    "restoring",
+                    format!("refused: {e}; nothing was changed"),
+                    "ArtifactCorrupt",
+                )
+                .await?;
+                return Ok(Action::await_change());
+            }
+        };
+        info!(leader = %leader.0, "replaying through the leader");
+        let report = engine::load_artifact(
+            &source.store,
+            &verified,
+            &paths,
+            &leader.0.client_address(),
+            (SUPER_USER, &password),
+            true,
+            &|n| info!(znodes = n, "restore progress"),
+        )
+        .await;
+        match report {
+            Ok(r) => {
+                update(api, &name, |s| {
+                    s.phase = Some(RestorePhase::Starting);
+                    s.message = Some(format!(
+                        "replayed through server.{}: {} created, {} updated, {} deleted, {} sequence counters raised",
+                        leader.0.id, r.created, r.updated, r.deleted, r.counters_raised
+                    ));
+                })
+                .await?;
+            }
+            Err(e) => {
+                fail("restoring", format!("the replay through server.{} stopped: {e}; the live data is partly restored (created and updated znodes stay, nothing was pruned yet)", leader.0.id), "ReplayFailed").await?;
+                return Ok(Action::await_change());
+            }
+        }
+        return Ok(Action::requeue(Duration::from_millis(200)));
+    }
+
+    let desired = Desired::try_from(&ens.spec).map_err(|e| Error::Inconsistent(e.to_string()))?;
+    let Some(owner) = ens.controller_owner_ref(&()) else {
+        return Err(Error::Inconsistent(format!("{ns}/{ens_name} has no uid")));
+    };
+    let ectx = EnsembleContext {
+        name: &ens_name,
+        namespace: &ns,
+        spec: &ens.spec,
+        owner,
+    };
+    let host = |id: ServerId| member_host(&ens_name, &ns, id, CLUSTER_DOMAIN);
+    let voters: BTreeMap<ServerId, String> = ens
+        .status
+        .iter()
+        .flat_map(|s| s.voters.iter())
+        .filter_map(|v| u32::try_from(*v).ok())
+        .map(|v| (ServerId(v), host(ServerId(v))))
+        .collect();
+
+    if zkr.spec.verify_only {
+        let first = voters.keys().next().copied().unwrap_or(ServerId(1));
+        let member = build_member_pod(
+            &ectx,
+            first,
+            &initial_dynamic(&voters, first, &host(first)),
+            &desired.spec_hash,
+        );
+        let Some(restore_owner) = zkr.controller_owner_ref(&()) else {
+            return Err(Error::Inconsistent(format!("{ns}/{name} has no uid")));
+        };
+        let pod = build_scratch_pod(member, &name, &ens_name, restore_owner, &init);
+        match pods_api.create(&PostParams::default(), &pod).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            Err(e) => {
+                return Err(Error::kube(format!(
+                    "create scratch Pod {}",
+                    scratch_pod(&name)
+                ))(e));
+            }
+        }
+        update(api, &name, |s| {
+            s.phase = Some(RestorePhase::Starting);
+            s.message = Some(format!(
+                "loading {} into the scratch member {}",
+                artifact.id,
+                scratch_pod(&name)
+            ));
+        })
+        .await?;
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
+
+    let (pods, volumes) = member_objects(ctx, &ns, &ens_name).await?;
+    for id in &volumes {
+        if pods.contains_key(id) {
+            continue;
+        }
+        let pod = with_restore(
+            build_member_pod(
+                &ectx,
+                *id,
+                &initial_dynamic(&voters, *id, &host(*id)),
+                &desired.spec_hash,
+            ),
+            &init,
+        );
+        match pods_api.create(&PostParams::default(), &pod).await {
+            Ok(_) => info!(member = id.0, "member recreated with the restore"),
+            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            Err(e) => {
+                return Err(Error::kube(format!(
+                    "create Pod {}",
+                    member_pod(&ens_name, *id)
+                ))(e));
+            }
+        }
+    }
+    update(api, &name, |s| {
+        s.phase = Some(RestorePhase::Starting);
+        s.members = progress(&volumes, "Restoring");
+        s.message = Some(format!(
+            "placing {} on {} members",
+            artifact.id,
+            volumes.len()
+        ));
+    })
+    .await?;
+    Ok(Action::requeue(Duration::from_secs(1)))
+}
+
+/// The exit code and reason of a failed restore init container, if it failed.
+fn init_failure(pod: &Pod) -> Option<String> {
+    let statuses = pod.status.as_ref()?.init_container_statuses.as_ref()?;
+    let s = statuses.iter().find(|s| s.name == "restore")?;
+    let terminated = s
+        .state
+        .as_ref()
+        .and_then(|st| st.terminated.clone())
+        .or_else(|| s.last_state.as_ref().and_then(|st| st.terminated.clone()))?;
+    (terminated.exit_code != 0).then(|| {
+        format!(
+            "exit code {}{}",
+            terminated.exit_code,
+            terminated
+                .message
+                .map(|m| format!(": {m}"))
+                .unwrap_or_default()
+        )
+    })
+}
+
+fn pod_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+async fn finish<F, Fut>(
+    ctx: &Context,
+    zkr: &ZkRestore,
+    api: &Api<ZkRestore>,
+    fail: F,
+) -> Result<Action, Error>
+where
+    F: Fn(&str, String, &'static str) -> Fut,
+    Fut: std::future::Future<Output = Result<(), Error>>,
+{
+    let ns = zkr.namespace().unwrap_or_default();
+    let name = zkr.name_any();
+    let ens_name = zkr.spec.ensemble_ref.name.clone();
+    let status = zkr.status.clone().unwrap_or_default();
+    let Some(artifact) = status.artifact.clone() else {
+        fail(
+            "starting",
+            "no verified artifact recorded".into(),
+            "Inconsistent",
+        )
+        .await?;
+        return Ok(Action::await_change());
+    };
+    let started = status
+        .started_at
+        .as_ref()
+        .map(|t| t.0)
+        .unwrap_or_else(Timestamp::now);
+    let late = Timestamp::now().duration_since(started).unsigned_abs() > START_TIMEOUT;
+    let password = super_password(&ctx.client, &ns, &ens_name).await?;
+    let format = format_of(&artifact);
+    let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+
+    // The members to check: the scratch member, or the ensemble's.
+    let targets: Vec<(ServerId, Pod)> = if zkr.spec.verify_only {
+        match pods_api
+            .get_opt(&scratch_pod(&name))
+            .await
+            .map_err(Error::kube("read scratch Pod"))?
+        {
+            Some(p) => vec![(ServerId(1), p)],
+            None => vec![],
+        }
+    } else if zkr.spec.mode == RestoreMode::Online {
+        vec![]
+    } else {
+        member_objects(ctx, &ns, &ens_name)
+            .await?
+            .0
+            .into_iter()
+            .collect()
+    };
+    for (id, pod) in &targets {
+        if let Some(why) = init_failure(pod) {
+            let what = if zkr.spec.verify_only {
+                format!(
+                    "the scratch member could not load the artifact ({why}); nothing else was touched"
+                )
+            } else {
+                format!(
+                    "member {id} could not place the artifact ({why}); members whose restore container finished hold the restored data, the others still hold their own data (kept in version-2.before-{} on each volume); the ensemble stays fenced (annotation {ANNOTATION_RESTORING}) for an operator to decide",
+                    zkr.uid().unwrap_or_default()
+                )
+            };
+            cleanup_scratch(ctx, zkr).await;
+            fail("starting", what, "PlacementFailed").await?;
+            return Ok(Action::await_change());
+        }
+    }
+    let ready = !targets.is_empty() && targets.iter().all(|(_, p)| pod_ready(p));
+    if !targets.is_empty() && !ready {
+        if late {
+            cleanup_scratch(ctx, zkr).await;
+            fail(
+                "starting",
+                format!("members did not serve within {}s", START_TIMEOUT.as_secs()),
+                "StartTimeout",
+            )
+            .await?;
+            return Ok(Action::await_change());
+        }
+        let states: Vec<RestoreMemberStatus> = targets
+            .iter()
+            .map(|(id, p)| RestoreMemberStatus {
+                server_id: i64::from(id.0),
+                state: if pod_ready(p) {
+                    "Serving".into()
+                } else {
+                    "Starting".into()
+                },
+            })
+            .collect();
+        if !zkr.spec.verify_only {
+            update(api, &name, |s| s.members = states.clone()).await?;
+        }
+        return Ok(Action::requeue(Duration::from_secs(2)));
+    }
+    // Everyone serves. Where to talk to.
+    let addrs: Vec<MemberAddr> = targets
+        .iter()
+        .filter_map(|(id, p)| Some(MemberAddr::new(*id, p.status.as_ref()?.pod_ip.clone()?)))
+        .collect();
+    let hosts = if zkr.spec.mode == RestoreMode::Online && !zkr.spec.verify_only {
+        let ens = Api::<MasterEnsemble>::namespaced(ctx.client.clone(), &ns)
+            .get(&ens_name)
+            .await
+            .map_err(Error::kube(format!("read MasterEnsemble {ns}/{ens_name}")))?;
+        hosts_of(&serving_members(&ens))
+    } else {
+        let obs = observe_ensemble(&ctx.probe, &addrs, Duration::from_secs(3)).await;
+        if obs.leader.is_none() || obs.synced.len() < addrs.len() {
+            if late {
+                cleanup_scratch(ctx, zkr).await;
+                fail(
+                    "starting",
+                    "no leader was elected with every member synced".into(),
+                    "NoLeader",
+                )
+                .await?;
+                return Ok(Action::await_change());
+            }
+            return Ok(Action::requeue(Duration::from_secs(2)));
+        }
+        addrs
+            .iter()
+            .map(MemberAddr::client_address)
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    // Tree artifacts placed nothing on the volumes: replay them now (into empty members).
+    let source = resolve_source(ctx, zkr).await.map_err(Error::Backup)?;
+    let paths = source
+        .store
+        .artifact(&artifact.namespace, &artifact.backup, &artifact.id);
+    if format == Format::Tree && (zkr.spec.mode == RestoreMode::Offline || zkr.spec.verify_only) {
+        let loaded = match engine::verify_artifact(&source.store, &artifact.id, &paths).await {
+            Ok(v) => {
+                engine::load_artifact(
+                    &source.store,
+                    &v,
+                    &paths,
+                    &hosts,
+                    (SUPER_USER, &password),
+                    true,
+                    &|n| info!(znodes = n, "restore progress"),
+                )
+                .await
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = loaded {
+            cleanup_scratch(ctx, zkr).await;
+            fail(
+                "starting",
+                format!("replaying the tree into the restarted members failed: {e}"),
+                "ReplayFailed",
+            )
+            .await?;
+            return Ok(Action::await_change());
+        }
+    }
+    // The judgement: what the members hold now against the manifest.
+    let (live_zxid, live_user) = match engine::live_data_zxid(&hosts, (SUPER_USER, &password)).await
+    {
+        Ok(v) => v,
+        Err(e) => {
+            if late {
+                cleanup_scratch(ctx, zkr).await;
+                fail(
+                    "starting",
+                    format!("cannot read the restored data: {e}"),
+                    "Unreadable",
+                )
+                .await?;
+                return Ok(Action::await_change());
+            }
+            return Ok(Action::requeue(Duration::from_secs(2)));
+        }
+    };
+    let want_user = artifact.user_znodes as u64;
+    let want_zxid = parse_zxid(&artifact.data_zxid).unwrap_or_default();
+    let mut problems = vec![];
+    if live_user != want_user {
+        problems.push(format!(
+            "{live_user} user znodes where the artifact holds {want_user}"
+        ));
+    }
+    // A placed snapshot keeps its zxids; sessions restored with it expire and delete their
+    // ephemerals, which moves a parent's pzxid on: the data is as new as the artifact's or
+    // newer. (A replay writes new zxids of the target's own history: nothing to compare.)
+    let placed = format == Format::Snapshot
+        && (zkr.spec.verify_only || zkr.spec.mode == RestoreMode::Offline);
+    if placed && live_zxid < want_zxid {
+        problems.push(format!(
+            "newest data zxid {} is older than the artifact's {}",
+            zxid_hex(live_zxid),
+            artifact.data_zxid
+        ));
+    }
+    cleanup_scratch(ctx, zkr).await;
+    if !problems.is_empty() {
+        fail(
+            "starting",
+            format!(
+                "the restored data does not match the artifact: {}",
+                problems.join("; ")
+            ),
+            "CountMismatch",
+        )
+        .await?;
+        return Ok(Action::await_change());
+    }
+    if !zkr.spec.verify_only && zkr.spec.mode == RestoreMode::Offline {
+        fence_ensemble(ctx, &ns, &ens_name, None).await?;
+    }
+    let ids: BTreeSet<ServerId> = targets.iter().map(|(id, _)| *id).collect();
+    let message = if zkr.spec.verify_only {
+        format!(
+            "verified {}: checksum and manifest match, and a scratch member loaded it with {live_user} user znodes (newest data zxid {}); nothing else was changed",
+            artifact.id,
+            zxid_hex(live_zxid)
+        )
+    } else {
+        format!(
+            "restored {} into {ns}/{ens_name}: {live_user} user znodes, every member serving with a leader",
+            artifact.id
+        )
+    };
+    update(api, &name, |s| {
+        s.phase = Some(RestorePhase::Ready);
+        s.finished_at = Some(Time(Timestamp::now()));
+        if !zkr.spec.verify_only {
+            s.members = progress(&ids, "Serving");
+        }
+        s.message = Some(message.clone());
+        record_condition(
+            &mut s.conditions,
+            condition::READY,
+            true,
+            if zkr.spec.verify_only {
+                "Verified"
+            } else {
+                "Restored"
+            },
+            &message,
+            Timestamp::now(),
+        );
+    })
+    .await?;
+    publish_event(
+        ctx,
+        zkr,
+        EventType::Normal,
+        if zkr.spec.verify_only {
+            "Completed/verify"
+        } else {
+            "Completed/restore"
+        },
+        &message,
+    )
+    .await;
+    Ok(Action::await_change())
+}
+
+async fn cleanup_scratch(ctx: &Context, zkr: &ZkRestore) {
+    if !zkr.spec.verify_only {
+        return;
+    }
+    let ns = zkr.namespace().unwrap_or_default();
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    if let Err(e) = pods
+        .delete(&scratch_pod(&zkr.name_any()), &DeleteParams::default())
+        .await
+        && !matches!(&e, kube::Error::Api(s) if s.code == 404)
+    {
+        warn!(error = %e, "cannot delete the scratch member");
+    }
+}

@@ -1,0 +1,1217 @@
+//! End-to-end tier for backups and restores: the operator (as its own process), the node agent
+//! running ZooKeeper members and quorate's own image (for the restore init container), real
+//! ZooKeeper 3.9.5 and 3.8.6, a real S3-compatible server on loopback, on a real control plane.
+//! The data is judged by kazoo (an independent Python client), never by quorate's own client.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use common::*;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::api::{Api, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use libtest_mimic::Failed;
+use quorate::constants::LABEL_ENSEMBLE;
+use quorate::crd::{
+    ArtifactPhase, BackupArtifact, MasterEnsemble, RestorePhase, ZkBackup, ZkBackupSpec, ZkRestore,
+    ZkRestoreSpec,
+};
+use quorate_testbed::kazoo::Znode;
+use quorate_testbed::nodeagent::AgentOptions;
+use quorate_testbed::objectstore::ObjectStore;
+
+const BUCKET: &str = "quorate-backups";
+
+/// Where the S3 server of this binary is (one for every scenario).
+struct S3Info {
+    endpoint: String,
+    access_key: String,
+    secret_key: String,
+    region: String,
+    root_dir: std::path::PathBuf,
+}
+
+impl S3Info {
+    fn endpoint(&self) -> String {
+        self.endpoint.clone()
+    }
+    fn access_key(&self) -> &str {
+        &self.access_key
+    }
+    fn secret_key(&self) -> &str {
+        &self.secret_key
+    }
+    fn region(&self) -> &str {
+        &self.region
+    }
+    fn root_dir(&self) -> &std::path::Path {
+        &self.root_dir
+    }
+}
+
+static S3: std::sync::OnceLock<S3Info> = std::sync::OnceLock::new();
+
+fn s3() -> &'static S3Info {
+    S3.get().expect("the S3 server started in main")
+}
+
+async fn super_password(client: &Client, ns: &str, ensemble: &str) -> Result<String, Failed> {
+    let secret = Api::<Secret>::namespaced(client.clone(), ns)
+        .get(&format!("{ensemble}-credentials"))
+        .await
+        .map_err(|e| fail(format!("credentials of {ensemble}: {e}")))?;
+    secret
+        .data
+        .and_then(|d| d.get("superPassword").cloned())
+        .and_then(|b| String::from_utf8(b.0).ok())
+        .ok_or_else(|| fail("no superPassword"))
+}
+
+async fn s3_secret(client: &Client, ns: &str) -> TestResult {
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some("s3-keys".into()),
+            ..Default::default()
+        },
+        data: Some(BTreeMap::from([
+            (
+                "accessKeyId".into(),
+                ByteString(s3().access_key().as_bytes().to_vec()),
+            ),
+            (
+                "secretAccessKey".into(),
+                ByteString(s3().secret_key().as_bytes().to_vec()),
+            ),
+        ])),
+        ..Default::default()
+    };
+    Api::<Secret>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &secret)
+        .await
+        .map_err(|e| fail(format!("s3 secret: {e}")))?;
+    Ok(())
+}
+
+fn backup_spec(ensemble: &str, label: &str, extra: serde_json::Value) -> ZkBackupSpec {
+    let mut spec = serde_json::json!({
+        "ensembleRef": {"name": ensemble},
+        "label": label,
+        "destination": {"s3": {
+            "endpoint": s3().endpoint(),
+            "bucket": BUCKET,
+            "prefix": "e2e",
+            "region": s3().region(),
+            "credentialsSecret": "s3-keys",
+        }},
+    });
+    if let (Some(obj), Some(more)) = (spec.as_object_mut(), extra.as_object()) {
+        for (k, v) in more {
+            obj.insert(k.clone(), v.clone());
+        }
+    }
+    serde_json::from_value(spec).expect("ZkBackup spec")
+}
+
+async fn create_backup(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    spec: ZkBackupSpec,
+) -> Result<Api<ZkBackup>, Failed> {
+    let api: Api<ZkBackup> = Api::namespaced(client.clone(), ns);
+    api.create(&PostParams::default(), &ZkBackup::new(name, spec))
+        .await
+        .map_err(|e| fail(format!("create ZkBackup {name}: {e}")))?;
+    Ok(api)
+}
+
+/// Waits until ZkBackup `name` lists an artifact that is no longer BackingUp, newer than the
+/// ones in `seen`, and returns it.
+async fn next_artifact(
+    bed: &Bed,
+    api: &Api<ZkBackup>,
+    name: &str,
+    seen: &[String],
+    timeout: Duration,
+) -> Result<BackupArtifact, Failed> {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if let Ok(b) = api.get(name).await
+            && let Some(a) = b
+                .status
+                .unwrap_or_default()
+                .artifacts
+                .into_iter()
+                .find(|a| a.phase != ArtifactPhase::BackingUp && !seen.contains(&a.id))
+        {
+            return Ok(a);
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    Err(fail(format!(
+        "no finished backup of {name} in {timeout:?}\noperator log:\n{}",
+        bed.operator_log_tail()
+    )))
+}
+
+fn restore_spec(
+    ensemble: &str,
+    backup: &str,
+    artifact: &str,
+    extra: serde_json::Value,
+) -> ZkRestoreSpec {
+    let mut spec = serde_json::json!({
+        "ensembleRef": {"name": ensemble},
+        "source": {"backup": {"name": backup, "artifact": artifact}},
+    });
+    if let (Some(obj), Some(more)) = (spec.as_object_mut(), extra.as_object()) {
+        for (k, v) in more {
+            obj.insert(k.clone(), v.clone());
+        }
+    }
+    serde_json::from_value(spec).expect("ZkRestore spec")
+}
+
+/// Creates a ZkRestore and waits until it is Ready or Failed.
+async fn run_restore(
+    bed: &Bed,
+    client: &Client,
+    ns: &str,
+    name: &str,
+    spec: ZkRestoreSpec,
+) -> Result<quorate::crd::ZkRestoreStatus, Failed> {
+    let api: Api<ZkRestore> = Api::namespaced(client.clone(), ns);
+    api.create(&PostParams::default(), &ZkRestore::new(name, spec))
+        .await
+        .map_err(|e| fail(format!("create ZkRestore {name}: {e}")))?;
+    let start = Instant::now();
+    let mut last = String::new();
+    while start.elapsed() < Duration::from_secs(300) {
+        if let Ok(r) = api.get(name).await {
+            let s = r.status.unwrap_or_default();
+            let line = format!("{:?} {:?}", s.phase, s.message);
+            if line != last {
+                eprintln!("  {name}: {line}");
+                last = line;
+            }
+            if matches!(
+                s.phase,
+                Some(RestorePhase::Ready) | Some(RestorePhase::Failed)
+            ) {
+                return Ok(s);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    Err(fail(format!(
+        "restore {name} did not finish: {last}\noperator log:\n{}",
+        bed.operator_log_tail()
+    )))
+}
+
+/// Path -> (data, sorted ACL, sorted child names) of every non-ephemeral znode outside
+/// `/zookeeper`, as kazoo reads it.
+type Tree = BTreeMap<String, (Vec<u8>, Vec<(u32, String, String)>, Vec<String>)>;
+
+fn flatten(root: &Znode) -> Tree {
+    root.iter()
+        .into_iter()
+        .filter(|n| !n.ephemeral && n.path != "/zookeeper" && !n.path.starts_with("/zookeeper/"))
+        .map(|n| {
+            let mut acl: Vec<(u32, String, String)> = n
+                .acl
+                .iter()
+                .map(|a| (a.perms, a.scheme.clone(), a.id.clone()))
+                .collect();
+            acl.sort();
+            let mut kids: Vec<String> = n
+                .children
+                .iter()
+                .filter(|c| !c.ephemeral)
+                .map(|c| c.path.clone())
+                .collect();
+            kids.sort();
+            (n.path.clone(), (n.data_bytes(), acl, kids))
+        })
+        .collect()
+}
+
+async fn tree_of(bed: &Bed, hosts: &str, password: &str) -> Result<Tree, Failed> {
+    let root = bed
+        .judge
+        .dump(hosts, Some(("super", password)), "/", &["/zookeeper"])
+        .await
+        .map_err(|e| fail(format!("kazoo dump: {e}")))?;
+    Ok(flatten(&root))
+}
+
+/// Every znode's data, ACL and children equal; the first differences otherwise.
+fn same_trees(a: &Tree, b: &Tree) -> TestResult {
+    let mut diffs = vec![];
+    for (path, node) in a {
+        match b.get(path) {
+            None => diffs.push(format!("{path}: missing after the restore")),
+            Some(other) if other != node => diffs.push(format!("{path}: differs")),
+            _ => {}
+        }
+    }
+    for path in b.keys() {
+        if !a.contains_key(path) {
+            diffs.push(format!("{path}: not in the source"));
+        }
+    }
+    if diffs.is_empty() {
+        Ok(())
+    } else {
+        Err(fail(format!(
+            "{} differences, first: {:?}",
+            diffs.len(),
+            &diffs[..diffs.len().min(10)]
+        )))
+    }
+}
+
+async fn converged(
+    bed: &Bed,
+    client: &Client,
+    ns: &str,
+    name: &str,
+    replicas: i32,
+    version: Option<&str>,
+) -> Result<Api<MasterEnsemble>, Failed> {
+    let api: Api<MasterEnsemble> = Api::namespaced(client.clone(), ns);
+    let mut e = ensemble(name, replicas);
+    if let Some(v) = version {
+        e.spec.version = v.into();
+    }
+    api.create(&PostParams::default(), &e)
+        .await
+        .map_err(|e| fail(format!("create {name}: {e}")))?;
+    wait_converged(bed, &api, name, replicas, Duration::from_secs(240)).await?;
+    Ok(api)
+}
+
+/// The leader's last processed zxid, from its AdminServer.
+async fn live_zxid(client: &Client, ns: &str, ensemble: &str) -> Result<i64, Failed> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let list = pods
+        .list(&ListParams::default().labels(&format!("{LABEL_ENSEMBLE}={ensemble}")))
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    let http = reqwest::Client::new();
+    let mut best = None;
+    for p in list.items {
+        let Some(ip) = p.status.and_then(|s| s.pod_ip) else {
+            continue;
+        };
+        let v: serde_json::Value = http
+            .get(format!("http://{ip}:8080/commands/srvr"))
+            .send()
+            .await
+            .map_err(|e| fail(e.to_string()))?
+            .json()
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        if let Some(z) = v["server_stats"]["last_processed_zxid"].as_i64() {
+            best = best.max(Some(z));
+        }
+    }
+    best.ok_or_else(|| fail("no member answered srvr"))
+}
+
+/// The newest change to the live data, as kazoo reads it: the highest czxid, mzxid or pzxid of
+/// a non-ephemeral znode outside `/zookeeper`, and the root's pzxid.
+async fn data_zxid(bed: &Bed, hosts: &str, password: &str) -> Result<i64, Failed> {
+    let root = bed
+        .judge
+        .dump(hosts, Some(("super", password)), "/", &["/zookeeper"])
+        .await
+        .map_err(|e| fail(format!("kazoo dump: {e}")))?;
+    Ok(root
+        .iter()
+        .into_iter()
+        .filter(|n| !n.ephemeral)
+        .map(|n| {
+            if n.path == "/" {
+                n.pzxid
+            } else {
+                n.czxid.max(n.mzxid).max(n.pzxid)
+            }
+        })
+        .max()
+        .unwrap_or(0))
+}
+
+async fn pod_uids(client: &Client, ns: &str, ensemble: &str) -> Result<Vec<String>, Failed> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let mut uids: Vec<String> = pods
+        .list(&ListParams::default().labels(&format!("{LABEL_ENSEMBLE}={ensemble}")))
+        .await
+        .map_err(|e| fail(e.to_string()))?
+        .items
+        .iter()
+        .filter_map(|p| p.uid())
+        .collect();
+    uids.sort();
+    Ok(uids)
+}
+
+/// The objects stored for one artifact (names relative to its directory).
+fn stored_objects(ns: &str, backup: &str, id: &str) -> Vec<String> {
+    let dir = s3()
+        .root_dir()
+        .join(BUCKET)
+        .join("e2e")
+        .join(ns)
+        .join(backup)
+        .join(id);
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+fn stored_ids(ns: &str, backup: &str) -> Vec<String> {
+    let dir = s3()
+        .root_dir()
+        .join(BUCKET)
+        .join("e2e")
+        .join(ns)
+        .join(backup);
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .filter(|e| e.path().join("COMPLETE").exists())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+async fn backs_up_a_varied_tree_and_restores_it_offline_into_a_fresh_ensemble(
+    bed: &Bed,
+    ns: &str,
+) -> TestResult {
+    let client = bed.client().await?;
+    namespace(&client, ns).await?;
+    s3_secret(&client, ns).await?;
+    converged(bed, &client, ns, "source", 3, None).await?;
+    let hosts = member_hosts(&client, ns, "source").await?;
+    let password = super_password(&client, ns, "source").await?;
+    let made = bed
+        .judge
+        .populate(&hosts, Some(("super", &password)), "/data", 10_000, 600)
+        .await
+        .map_err(|e| fail(format!("populate: {e}")))?;
+    // An ephemeral node of a live session: it belongs to the session, not to the data.
+    let session = zookeeper_client::Client::connector()
+        .with_session_timeout(Duration::from_secs(4))
+        .connect(&hosts)
+        .await
+        .map_err(|e| fail(format!("connect: {e}")))?;
+    session
+        .create(
+            "/data/alive",
+            b"ephemeral",
+            &zookeeper_client::CreateMode::Ephemeral
+                .with_acls(zookeeper_client::Acls::anyone_all()),
+        )
+        .await
+        .map_err(|e| fail(format!("ephemeral: {e}")))?;
+    let before = tree_of(bed, &hosts, &password).await?;
+    eprintln!(
+        "populated {} znodes ({} in the source tree)",
+        made.created,
+        before.len()
+    );
+    if before.len() < 10_000 {
+        return Err(fail(format!("only {} znodes to back up", before.len())));
+    }
+
+    let api = create_backup(
+        &client,
+        ns,
+        "nightly",
+        backup_spec("source", "nightly", serde_json::json!({})),
+    )
+    .await?;
+    let a = next_artifact(bed, &api, "nightly", &[], Duration::from_secs(120)).await?;
+    if a.phase != ArtifactPhase::Ready {
+        return Err(fail(format!("backup failed: {:?}", a.message)));
+    }
+    eprintln!(
+        "artifact {} {:?} bytes {:?} znodes {:?} zxid {:?}",
+        a.id, a.method, a.bytes, a.znodes, a.zxid
+    );
+    if !a.id.starts_with("nightly-") || a.sha256.as_ref().is_none_or(|s| s.len() != 64) {
+        return Err(fail(format!("artifact id or checksum malformed: {a:?}")));
+    }
+    if a.method != Some(quorate::crd::BackupMethod::Snapshot)
+        || a.source_member.is_none()
+        || a.zxid.is_none()
+    {
+        return Err(fail(format!(
+            "3.9.5 is backed up by its snapshot command, from a named member: {a:?}"
+        )));
+    }
+    if a.znodes.unwrap_or(0) < before.len() as i64 {
+        return Err(fail(format!(
+            "artifact holds {:?} znodes, the tree {}",
+            a.znodes,
+            before.len()
+        )));
+    }
+    let objects = stored_objects(ns, "nightly", &a.id);
+    if objects != ["COMPLETE", "data", "manifest.json"] {
+        return Err(fail(format!("stored objects: {objects:?}")));
+    }
+    if let Some(loc) = &a.location
+        && (loc.contains(s3().secret_key()) || loc.contains(s3().access_key()))
+    {
+        return Err(fail("the location carries credentials"));
+    }
+    drop(session);
+
+    // A fresh ensemble, restored offline: every member stopped, the snapshot placed on each.
+    converged(bed, &client, ns, "target", 3, None).await?;
+    let target_uids = pod_uids(&client, ns, "target").await?;
+    let s = run_restore(
+        bed,
+        &client,
+        ns,
+        "into-target",
+        restore_spec(
+            "target",
+            "nightly",
+            &a.id,
+            serde_json::json!({"mode": "offline"}),
+        ),
+    )
+    .await?;
+    if s.phase != Some(RestorePhase::Ready) {
+        return Err(fail(format!(
+            "restore failed: {:?}\n{}",
+            s.message,
+            bed.operator_log_tail()
+        )));
+    }
+    if pod_uids(&client, ns, "target").await? == target_uids {
+        return Err(fail("an offline restore restarts every member"));
+    }
+    if s.members.len() != 3 || s.members.iter().any(|m| m.state != "Serving") {
+        return Err(fail(format!("per-member progress: {:?}", s.members)));
+    }
+    let target_api: Api<MasterEnsemble> = Api::namespaced(client.clone(), ns);
+    wait_converged(bed, &target_api, "target", 3, Duration::from_secs(120)).await?;
+    let target_hosts = member_hosts(&client, ns, "target").await?;
+    let target_password = super_password(&client, ns, "target").await?;
+    let after = tree_of(bed, &target_hosts, &target_password).await?;
+    same_trees(&before, &after)?;
+    // The restored parent's counter continues above its children.
+    let created = bed
+        .judge
+        .create_sequential(
+            &target_hosts,
+            Some(("super", &target_password)),
+            "/data/queue/item-",
+        )
+        .await
+        .map_err(|e| fail(format!("create-seq: {e}")))?;
+    let highest = after
+        .keys()
+        .filter_map(|p| p.strip_prefix("/data/queue/item-"))
+        .filter_map(|n| n.parse::<u64>().ok())
+        .max()
+        .unwrap_or(0);
+    let got: u64 = created
+        .path
+        .rsplit('-')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    if got <= highest {
+        return Err(fail(format!(
+            "new sequential node {} is not above {highest}",
+            created.path
+        )));
+    }
+    // The ensemble is the target's own: its configuration names its members, and it scales.
+    set_replicas(&target_api, "target", 5).await?;
+    wait_converged(bed, &target_api, "target", 5, Duration::from_secs(240)).await?;
+    eprintln!(
+        "restored {} znodes; sequential node {}",
+        after.len(),
+        created.path
+    );
+    Ok(())
+}
+
+async fn a_tree_backup_of_3_8_restores_online_into_a_fresh_ensemble(
+    bed: &Bed,
+    ns: &str,
+) -> TestResult {
+    let client = bed.client().await?;
+    namespace(&client, ns).await?;
+    s3_secret(&client, ns).await?;
+    converged(bed, &client, ns, "old", 1, Some("3.8.6")).await?;
+    let hosts = member_hosts(&client, ns, "old").await?;
+    let password = super_password(&client, ns, "old").await?;
+    bed.judge
+        .populate(&hosts, Some(("super", &password)), "/data", 2_000, 300)
+        .await
+        .map_err(|e| fail(format!("populate: {e}")))?;
+    let before = tree_of(bed, &hosts, &password).await?;
+    let api = create_backup(
+        &client,
+        ns,
+        "weekly",
+        backup_spec("old", "weekly", serde_json::json!({})),
+    )
+    .await?;
+    let a = next_artifact(bed, &api, "weekly", &[], Duration::from_secs(120)).await?;
+    if a.phase != ArtifactPhase::Ready || a.method != Some(quorate::crd::BackupMethod::Tree) {
+        return Err(fail(format!("3.8.6 is backed up by a tree walk: {a:?}")));
+    }
+    if !a
+        .message
+        .as_deref()
+        .is_some_and(|m| m.contains("not preserved"))
+    {
+        return Err(fail(format!(
+            "a tree backup says what it cannot preserve: {:?}",
+            a.message
+        )));
+    }
+    converged(bed, &client, ns, "fresh", 1, Some("3.8.6")).await?;
+    let s = run_restore(
+        bed,
+        &client,
+        ns,
+        "online",
+        restore_spec(
+            "fresh",
+            "weekly",
+            &a.id,
+            serde_json::json!({"mode": "online"}),
+        ),
+    )
+    .await?;
+    if s.phase != Some(RestorePhase::Ready) {
+        return Err(fail(format!("restore failed: {:?}", s.message)));
+    }
+    let fresh_hosts = member_hosts(&client, ns, "fresh").await?;
+    let fresh_password = super_password(&client, ns, "fresh").await?;
+    let after = tree_of(bed, &fresh_hosts, &fresh_password).await?;
+    same_trees(&before, &after)?;
+    let created = bed
+        .judge
+        .create_sequential(
+            &fresh_hosts,
+            Some(("super", &fresh_password)),
+            "/data/queue/item-",
+        )
+        .await
+        .map_err(|e| fail(format!("a sequential create after a tree restore: {e}")))?;
+    if after.contains_key(&created.path) {
+        return Err(fail(format!("{} reused a restored number", created.path)));
+    }
+    Ok(())
+}
+
+async fn restores_are_checked_before_any_member_is_touched(bed: &Bed, ns: &str) -> TestResult {
+    let client = bed.client().await?;
+    namespace(&client, ns).await?;
+    s3_secret(&client, ns).await?;
+    converged(bed, &client, ns, "live", 1, None).await?;
+    let hosts = member_hosts(&client, ns, "live").await?;
+    let password = super_password(&client, ns, "live").await?;
+    let auth = Some(("super", password.as_str()));
+    bed.judge
+        .write(&hosts, auth, "/first", 200)
+        .await
+        .map_err(|e| fail(format!("write: {e}")))?;
+    let api = create_backup(
+        &client,
+        ns,
+        "daily",
+        backup_spec("live", "daily", serde_json::json!({})),
+    )
+    .await?;
+    let old = next_artifact(bed, &api, "daily", &[], Duration::from_secs(120)).await?;
+    if old.phase != ArtifactPhase::Ready {
+        return Err(fail(format!("backup failed: {:?}", old.message)));
+    }
+    // Newer data after the backup.
+    bed.judge
+        .write(&hosts, auth, "/second", 100)
+        .await
+        .map_err(|e| fail(format!("write: {e}")))?;
+    let uids = pod_uids(&client, ns, "live").await?;
+    let zxid = live_zxid(&client, ns, "live").await?;
+    // The live data's newest zxid, read by kazoo (sessions, the operator's own included, are
+    // transactions too: the server's last zxid moves without any data changing).
+    let live_data = data_zxid(bed, &hosts, &password).await?;
+
+    // verifyOnly: a scratch member loads it; the live ensemble is not touched.
+    let s = run_restore(
+        bed,
+        &client,
+        ns,
+        "verify",
+        restore_spec(
+            "live",
+            "daily",
+            &old.id,
+            serde_json::json!({"verifyOnly": true}),
+        ),
+    )
+    .await?;
+    if s.phase != Some(RestorePhase::Ready) {
+        return Err(fail(format!("verifyOnly failed: {:?}", s.message)));
+    }
+    if data_zxid(bed, &hosts, &password).await? != live_data
+        || pod_uids(&client, ns, "live").await? != uids
+    {
+        return Err(fail("verifyOnly changed the live ensemble"));
+    }
+    let scratch = Api::<Pod>::namespaced(client.clone(), ns)
+        .get_opt("verify-scratch")
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    if scratch.is_some_and(|p| p.metadata.deletion_timestamp.is_none()) {
+        return Err(fail("the scratch member was left running"));
+    }
+
+    // Older than the live data: refused without allowOlder, nothing touched.
+    let s = run_restore(
+        bed,
+        &client,
+        ns,
+        "older",
+        restore_spec("live", "daily", &old.id, serde_json::json!({})),
+    )
+    .await?;
+    let refused = s.conditions.iter().any(|c| c.reason == "OlderThanLive");
+    if s.phase != Some(RestorePhase::Failed)
+        || !refused
+        || !s
+            .message
+            .as_deref()
+            .is_some_and(|m| m.contains("allowOlder"))
+    {
+        return Err(fail(format!(
+            "an older backup was not refused: {:?} {:?}",
+            s.phase, s.message
+        )));
+    }
+    if data_zxid(bed, &hosts, &password).await? != live_data
+        || pod_uids(&client, ns, "live").await? != uids
+    {
+        return Err(fail("a refused restore touched the ensemble"));
+    }
+
+    // One byte changed in the stored data: refused before any member is touched.
+    let data = s3()
+        .root_dir()
+        .join(BUCKET)
+        .join("e2e")
+        .join(ns)
+        .join("daily")
+        .join(&old.id)
+        .join("data");
+    let mut bytes =
+        std::fs::read(&data).map_err(|e| fail(format!("read {}: {e}", data.display())))?;
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x01;
+    std::fs::write(&data, &bytes).map_err(|e| fail(e.to_string()))?;
+    let s = run_restore(
+        bed,
+        &client,
+        ns,
+        "corrupt",
+        restore_spec(
+            "live",
+            "daily",
+            &old.id,
+            serde_json::json!({"allowOlder": true}),
+        ),
+    )
+    .await?;
+    if s.phase != Some(RestorePhase::Failed)
+        || !s.message.as_deref().is_some_and(|m| m.contains("checksum"))
+    {
+        return Err(fail(format!(
+            "a corrupt artifact was not refused: {:?}",
+            s.message
+        )));
+    }
+    if data_zxid(bed, &hosts, &password).await? != live_data
+        || pod_uids(&client, ns, "live").await? != uids
+    {
+        return Err(fail("a corrupt artifact touched the ensemble"));
+    }
+    bytes[at] ^= 0x01;
+    std::fs::write(&data, &bytes).map_err(|e| fail(e.to_string()))?;
+
+    // With allowOlder the older data is restored: /second is gone, /first is back.
+    let s = run_restore(
+        bed,
+        &client,
+        ns,
+        "allowed",
+        restore_spec(
+            "live",
+            "daily",
+            &old.id,
+            serde_json::json!({"allowOlder": true}),
+        ),
+    )
+    .await?;
+    if s.phase != Some(RestorePhase::Ready) {
+        return Err(fail(format!("allowOlder restore failed: {:?}", s.message)));
+    }
+    let live_api: Api<MasterEnsemble> = Api::namespaced(client.clone(), ns);
+    wait_converged(bed, &live_api, "live", 1, Duration::from_secs(120)).await?;
+    let hosts = member_hosts(&client, ns, "live").await?;
+    let verified = bed
+        .judge
+        .verify(&hosts, auth, "/first", 200)
+        .await
+        .map_err(|e| fail(format!("verify: {e}")))?;
+    if !verified.ok {
+        return Err(fail(format!(
+            "the restored data is not the backup's: {verified:?}"
+        )));
+    }
+    let tree = tree_of(bed, &hosts, &password).await?;
+    if tree.contains_key("/second") {
+        return Err(fail(
+            "data newer than the backup survived an allowOlder restore",
+        ));
+    }
+    // New writes after the restore are above every zxid the ensemble issued before.
+    bed.judge
+        .write(&hosts, auth, "/third", 1)
+        .await
+        .map_err(|e| fail(format!("write after restore: {e}")))?;
+    let after = live_zxid(&client, ns, "live").await?;
+    if after <= zxid {
+        return Err(fail(format!(
+            "zxid after the restore {after:#x} is not above {zxid:#x}"
+        )));
+    }
+    Ok(())
+}
+
+async fn a_schedule_every_minute_keeps_the_newest_backups(bed: &Bed, ns: &str) -> TestResult {
+    let client = bed.client().await?;
+    namespace(&client, ns).await?;
+    s3_secret(&client, ns).await?;
+    converged(bed, &client, ns, "sched", 1, None).await?;
+    let api = create_backup(
+        &client,
+        ns,
+        "minutely",
+        backup_spec(
+            "sched",
+            "minutely",
+            serde_json::json!({"schedule": "* * * * *", "retention": {"keepLast": 2}}),
+        ),
+    )
+    .await?;
+    let mut seen: Vec<String> = vec![];
+    while seen.len() < 3 {
+        let a = next_artifact(bed, &api, "minutely", &seen, Duration::from_secs(150)).await?;
+        if a.phase != ArtifactPhase::Ready {
+            return Err(fail(format!("scheduled backup failed: {:?}", a.message)));
+        }
+        seen.push(a.id);
+    }
+    let mut listed = vec![];
+    wait_for(
+        "retention to keep two",
+        Duration::from_secs(30),
+        async || {
+            let b = api.get("minutely").await.map_err(|e| fail(e.to_string()))?;
+            listed = b
+                .status
+                .unwrap_or_default()
+                .artifacts
+                .iter()
+                .map(|a| a.id.clone())
+                .collect();
+            listed.sort();
+            Ok(listed.len() == 2 && stored_ids(ns, "minutely").len() == 2)
+        },
+    )
+    .await?;
+    if listed.contains(&seen[0]) || stored_ids(ns, "minutely").contains(&seen[0]) {
+        return Err(fail(format!(
+            "the oldest backup {} was kept: {listed:?}",
+            seen[0]
+        )));
+    }
+    let mut stored = stored_ids(ns, "minutely");
+    stored.sort();
+    if stored != listed {
+        return Err(fail(format!(
+            "status lists {listed:?}, the bucket holds {stored:?}"
+        )));
+    }
+    let b = api.get("minutely").await.map_err(|e| fail(e.to_string()))?;
+    let st = b.status.unwrap_or_default();
+    if st.next_schedule_time.is_none() || st.last_schedule_time.is_none() {
+        return Err(fail("lastScheduleTime and nextScheduleTime are reported"));
+    }
+    Ok(())
+}
+
+async fn killing_the_operator_mid_backup_leaves_no_incomplete_ready_artifact(
+    bed: &Bed,
+    ns: &str,
+) -> TestResult {
+    let client = bed.client().await?;
+    namespace(&client, ns).await?;
+    s3_secret(&client, ns).await?;
+    converged(bed, &client, ns, "big", 1, None).await?;
+    let hosts = member_hosts(&client, ns, "big").await?;
+    let password = super_password(&client, ns, "big").await?;
+    bed.judge
+        .write_with(
+            &hosts,
+            Some(("super", &password)),
+            "/bulk",
+            20_000,
+            1024,
+            "open",
+        )
+        .await
+        .map_err(|e| fail(format!("write: {e}")))?;
+    // A tree walk of 20,000 znodes takes long enough to be interrupted.
+    let api = create_backup(
+        &client,
+        ns,
+        "slow",
+        backup_spec("big", "slow", serde_json::json!({"method": "tree"})),
+    )
+    .await?;
+    let mut running = None;
+    let start = Instant::now();
+    while running.is_none() && start.elapsed() < Duration::from_secs(60) {
+        if let Ok(b) = api.get("slow").await {
+            running = b
+                .status
+                .unwrap_or_default()
+                .artifacts
+                .into_iter()
+                .find(|a| a.phase == ArtifactPhase::BackingUp);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let Some(running) = running else {
+        return Err(fail("never saw the backup BackingUp"));
+    };
+    bed.kill_operator();
+    let complete_after_kill =
+        stored_objects(ns, "slow", &running.id).contains(&"COMPLETE".to_string());
+    bed.start_operator()?;
+    let a = next_artifact(bed, &api, "slow", &[], Duration::from_secs(60)).await?;
+    if a.id != running.id {
+        return Err(fail(format!("another artifact {} finished first", a.id)));
+    }
+    if complete_after_kill {
+        // The backup had already finished when the kill landed: it must be Ready and whole.
+        if a.phase != ArtifactPhase::Ready {
+            return Err(fail(format!("a complete backup was marked {:?}", a.phase)));
+        }
+        eprintln!("the backup finished before the kill; nothing to interrupt");
+        return Ok(());
+    }
+    if a.phase != ArtifactPhase::Error
+        || !a
+            .message
+            .as_deref()
+            .is_some_and(|m| m.contains("interrupted"))
+    {
+        return Err(fail(format!(
+            "an interrupted backup is {:?}: {:?}",
+            a.phase, a.message
+        )));
+    }
+    if stored_objects(ns, "slow", &a.id).contains(&"COMPLETE".to_string()) {
+        return Err(fail("an interrupted backup has a completion marker"));
+    }
+    Ok(())
+}
+
+async fn backup_before_change_holds_a_scale_up_until_a_fresh_backup_is_ready(
+    bed: &Bed,
+    ns: &str,
+) -> TestResult {
+    let client = bed.client().await?;
+    namespace(&client, ns).await?;
+    s3_secret(&client, ns).await?;
+    let ens_api = converged(bed, &client, ns, "gated", 1, None).await?;
+    // A scheduled ZkBackup that would not run for hours.
+    let api = create_backup(
+        &client,
+        ns,
+        "gate",
+        backup_spec(
+            "gated",
+            "gate",
+            serde_json::json!({"schedule": "0 0 1 1 *"}),
+        ),
+    )
+    .await?;
+    let patch =
+        serde_json::json!({"spec": {"backupBeforeChange": {"backupName": "gate"}, "replicas": 3}});
+    let asked = jiff::Timestamp::now();
+    ens_api
+        .patch("gated", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    let a = next_artifact(bed, &api, "gate", &[], Duration::from_secs(120)).await?;
+    if a.phase != ArtifactPhase::Ready {
+        return Err(fail(format!("the gate's backup failed: {:?}", a.message)));
+    }
+    let finished = a
+        .finished_at
+        .map(|t| t.0)
+        .ok_or_else(|| fail("no finishedAt"))?;
+    if finished < asked {
+        return Err(fail("the backup is older than the change"));
+    }
+    wait_converged(bed, &ens_api, "gated", 3, Duration::from_secs(240)).await?;
+    // The first step of the scale-up started only after the backup was Ready.
+    let evs = events(&client, ns).await?;
+    let first_step = Api::<k8s_openapi::api::events::v1::Event>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| fail(e.to_string()))?
+        .items
+        .into_iter()
+        .filter(|e| {
+            e.action
+                .as_deref()
+                .is_some_and(|x| x.starts_with("Started/create-member/"))
+        })
+        .filter_map(|e| e.event_time.map(|t| t.0))
+        .filter(|t| *t >= asked)
+        .min()
+        .ok_or_else(|| fail(format!("no create-member step: {evs:?}")))?;
+    if first_step < finished {
+        return Err(fail(format!(
+            "the scale-up started at {first_step} before the backup finished at {finished}"
+        )));
+    }
+    Ok(())
+}
+
+async fn the_backup_cli_creates_lists_shows_restores_and_deletes(
+    bed: &Bed,
+    ns: &str,
+) -> TestResult {
+    let client = bed.client().await?;
+    namespace(&client, ns).await?;
+    s3_secret(&client, ns).await?;
+    converged(bed, &client, ns, "cli", 1, None).await?;
+    create_backup(
+        &client,
+        ns,
+        "base",
+        backup_spec(
+            "cli",
+            "base",
+            serde_json::json!({"suspend": true, "schedule": "0 0 1 1 *"}),
+        ),
+    )
+    .await?;
+    let target = format!("{ns}/cli");
+    for (label, rule) in [
+        ("ab", "between 3 and 25"),
+        ("...abc", "cannot start with ..."),
+        ("bad label", "[A-Za-z0-9_.-]"),
+    ] {
+        let bad = bed.cli(&["backup", "create", "--label", label, "--ensemble", &target])?;
+        let stderr = String::from_utf8_lossy(&bad.stderr);
+        if bad.status.success() || !stderr.contains(rule) {
+            return Err(fail(format!(
+                "label {label:?} is refused with the rule {rule:?}: {stderr}"
+            )));
+        }
+    }
+    let made = bed.cli(&[
+        "backup",
+        "create",
+        "--label",
+        "manual-1",
+        "--ensemble",
+        &target,
+        "--from",
+        "base",
+        "--wait",
+        "-o",
+        "json",
+    ])?;
+    if !made.status.success() {
+        return Err(fail(format!(
+            "backup create: {}",
+            String::from_utf8_lossy(&made.stderr)
+        )));
+    }
+    let made: serde_json::Value =
+        serde_json::from_slice(&made.stdout).map_err(|e| fail(e.to_string()))?;
+    let id = made["id"]
+        .as_str()
+        .ok_or_else(|| fail(format!("no id: {made}")))?
+        .to_string();
+    if made["phase"] != "Ready" || !id.starts_with("manual-1-") {
+        return Err(fail(format!("created: {made}")));
+    }
+    let listed = bed.cli(&["backup", "list", "manual", "-n", ns])?;
+    let text = String::from_utf8_lossy(&listed.stdout);
+    if !listed.status.success() || !text.contains(&id) || !text.starts_with("ID") {
+        return Err(fail(format!("backup list: {text}")));
+    }
+    let shown = bed.cli(&["backup", "show", &id, "-n", ns, "-o", "json"])?;
+    let shown: serde_json::Value =
+        serde_json::from_slice(&shown.stdout).map_err(|e| fail(e.to_string()))?;
+    if shown["backup"]["sha256"]
+        .as_str()
+        .is_none_or(|s| s.len() != 64)
+    {
+        return Err(fail(format!("backup show: {shown}")));
+    }
+    let verify = bed.cli(&[
+        "backup",
+        "restore",
+        &id,
+        "-n",
+        ns,
+        "--verify-only",
+        "--wait",
+    ])?;
+    if !verify.status.success() {
+        return Err(fail(format!(
+            "backup restore --verify-only: {}",
+            String::from_utf8_lossy(&verify.stderr)
+        )));
+    }
+    let deleted = bed.cli(&["backup", "delete", &id, "-n", ns])?;
+    if !deleted.status.success() {
+        return Err(fail(format!(
+            "backup delete: {}",
+            String::from_utf8_lossy(&deleted.stderr)
+        )));
+    }
+    if !stored_objects(ns, "manual-1", &id).is_empty() {
+        return Err(fail("delete left objects in the bucket"));
+    }
+    let gone = bed.cli(&["backup", "show", &id, "-n", ns])?;
+    if gone.status.success() {
+        return Err(fail("a deleted backup is still shown"));
+    }
+    Ok(())
+}
+
+fn scenarios() -> Vec<(&'static str, Scenario)> {
+    vec![
+        (
+            "backs_up_a_varied_tree_and_restores_it_offline_into_a_fresh_ensemble",
+            |b, n| {
+                Box::pin(backs_up_a_varied_tree_and_restores_it_offline_into_a_fresh_ensemble(b, n))
+            },
+        ),
+        (
+            "a_tree_backup_of_3_8_restores_online_into_a_fresh_ensemble",
+            |b, n| {
+                Box::pin(a_tree_backup_of_3_8_restores_online_into_a_fresh_ensemble(
+                    b, n,
+                ))
+            },
+        ),
+        (
+            "restores_are_checked_before_any_member_is_touched",
+            |b, n| Box::pin(restores_are_checked_before_any_member_is_touched(b, n)),
+        ),
+        (
+            "a_schedule_every_minute_keeps_the_newest_backups",
+            |b, n| Box::pin(a_schedule_every_minute_keeps_the_newest_backups(b, n)),
+        ),
+        (
+            "killing_the_operator_mid_backup_leaves_no_incomplete_ready_artifact",
+            |b, n| {
+                Box::pin(killing_the_operator_mid_backup_leaves_no_incomplete_ready_artifact(b, n))
+            },
+        ),
+        (
+            "backup_before_change_holds_a_scale_up_until_a_fresh_backup_is_ready",
+            |b, n| {
+                Box::pin(backup_before_change_holds_a_scale_up_until_a_fresh_backup_is_ready(b, n))
+            },
+        ),
+        (
+            "the_backup_cli_creates_lists_shows_restores_and_deletes",
+            |b, n| {
+                Box::pin(the_backup_cli_creates_lists_shows_restores_and_deletes(
+                    b, n,
+                ))
+            },
+        ),
+    ]
+}
+
+fn main() -> std::process::ExitCode {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let started = runtime.block_on(async {
+        let store = ObjectStore::start()
+            .await
+            .map_err(|e| format!("cannot start the S3 server: {e}"))?;
+        store
+            .create_bucket(BUCKET)
+            .await
+            .map_err(|e| format!("cannot create the bucket: {e}"))?;
+        Ok::<_, String>(store)
+    });
+    let mut store = match started {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let _ = S3.set(S3Info {
+        endpoint: store.endpoint(),
+        access_key: store.access_key().into(),
+        secret_key: store.secret_key().into(),
+        region: store.region().into(),
+        root_dir: store.root_dir().to_path_buf(),
+    });
+    let bin_dir = std::path::Path::new(env!("CARGO_BIN_EXE_quorate"))
+        .parent()
+        .expect("the binary's directory")
+        .to_path_buf();
+    let agent = AgentOptions {
+        quorate_bin_dir: Some(bin_dir),
+        ..AgentOptions::default()
+    };
+    let code = common::run(
+        "bk",
+        scenarios(),
+        agent,
+        vec![("QUORATE_IMAGE".into(), "quorate:test".into())],
+    );
+    store.stop();
+    code
+}
