@@ -1,4 +1,5 @@
-//! The committed CRDs under crds/ are exactly what the types generate (unit tier).
+//! The committed CRDs under crds/ are exactly what the types generate, and the Helm chart ships
+//! the same files (unit tier).
 
 use kube::CustomResourceExt;
 use quorate::crd::{MasterEnsemble, ZkBackup, ZkRestore, all_crds, crd_file_name};
@@ -110,4 +111,32 @@ fn the_resources_have_their_short_names_status_and_printer_columns() {
             "Age"
         ]
     );
+}
+
+#[test]
+fn the_chart_ships_exactly_the_repository_crds() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let files = |dir: &str| -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(root.join(dir))
+            .unwrap_or_else(|e| panic!("{dir}: {e}"))
+            .map(|entry| entry.expect("a directory entry").file_name())
+            .map(|name| name.to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    const COPY: &str = "copy them: cp crds/*.yaml charts/quorate/crds/";
+    let repository = files("crds");
+    assert_eq!(
+        repository,
+        files("charts/quorate/crds"),
+        "charts/quorate/crds holds other files than crds/; {COPY}"
+    );
+    for name in &repository {
+        let read = |dir: &str| std::fs::read(root.join(dir).join(name)).expect("read a CRD");
+        assert!(
+            read("crds") == read("charts/quorate/crds"),
+            "charts/quorate/crds/{name} differs from crds/{name}; {COPY}"
+        );
+    }
 }

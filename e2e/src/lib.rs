@@ -5,6 +5,7 @@
 //! - [`process`]: child processes that never outlive the process that started them.
 //! - [`controlplane`]: kube-apiserver, etcd and kube-controller-manager built from Go modules and
 //!   launched on loopback with generated certificates and RBAC on.
+//! - [`helm`]: helm built from the Go module proxy into the cache, for the chart's tests.
 //! - [`zookeeper`]: Apache ZooKeeper resolved from Maven Central, and real ensembles on
 //!   127.0.x.y addresses.
 //! - [`kazoo`]: an independent Python client (kazoo) used as a judge of the data.
@@ -14,6 +15,7 @@
 
 pub mod cache;
 pub mod controlplane;
+pub mod helm;
 pub mod kazoo;
 pub mod nodeagent;
 pub mod objectstore;

@@ -1,24 +1,35 @@
 //! `testbed`: builds or fetches quorate's real parts into the cache, with progress.
 //!
-//! `testbed prepare` makes sure the control plane binaries, both ZooKeeper distributions, the
-//! kazoo judge and the S3 server (versitygw) are in `$QUORATE_CACHE` (default
-//! `~/.cache/quorate`); it reuses what is there.
+//! `testbed prepare` makes sure the control plane binaries, helm, both ZooKeeper distributions,
+//! the kazoo judge and the S3 server (versitygw) are in `$QUORATE_CACHE` (default
+//! `~/.cache/quorate`); it reuses what is there. `testbed helm` makes sure of helm alone and
+//! prints its path.
 
 use std::process::ExitCode;
 use std::time::Instant;
 
-use quorate_testbed::{cache, controlplane, kazoo, objectstore, zookeeper};
+use quorate_testbed::{cache, controlplane, helm, kazoo, objectstore, zookeeper};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("prepare") => prepare(),
+        Some("helm") => match helm::ensure_helm() {
+            Ok(path) => {
+                println!("{}", path.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("testbed: helm: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Some("cache-dir") => {
             println!("{}", cache::cache_dir().display());
             ExitCode::SUCCESS
         }
         _ => {
-            eprintln!("usage: testbed prepare | cache-dir");
+            eprintln!("usage: testbed prepare | helm | cache-dir");
             ExitCode::from(2)
         }
     }
@@ -43,6 +54,17 @@ fn prepare() -> ExitCode {
         ),
         Err(e) => {
             eprintln!("testbed: control plane: {e}");
+            failed = true;
+        }
+    }
+    match helm::ensure_helm() {
+        Ok(path) => cache::progress(
+            "prepare",
+            start,
+            &format!("helm {} ready ({})", helm::HELM_VERSION, path.display()),
+        ),
+        Err(e) => {
+            eprintln!("testbed: helm: {e}");
             failed = true;
         }
     }

@@ -1,0 +1,1366 @@
+//! Real API server tier: the Helm chart in charts/quorate, rendered and installed by a real helm
+//! (built from the Go module proxy by the testbed) against a real kube-apiserver and etcd.
+//!
+//! What is proved: `helm lint` passes; the rendered manifests of both RBAC modes (cluster-wide
+//! and a list of namespaces) pass the API server's server-side dry run; the operator's Pod
+//! template is admitted in a namespace that enforces Pod Security `restricted` (and the same
+//! template without its security contexts is refused there); the RBAC has no wildcards, grants
+//! what deploy/operator-rbac.yaml grants, and in namespaced mode grants Secrets only in the
+//! watched namespaces; `helm install` creates the CRDs, ServiceAccount, RBAC, Deployment and
+//! metrics Service, a token of the chart's ServiceAccount can do the operator's reads and writes
+//! and nothing it should not, and `helm uninstall` removes all of it but the CRDs (Helm never
+//! deletes the CRDs of a chart's crds/ directory).
+//!
+//! One control plane (no controller manager, no node agent) is shared by every test, each with
+//! its own namespaces and release; the Deployment's Pods are never scheduled or run. Every helm
+//! and kubectl call has a timeout.
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Namespace, PersistentVolumeClaim, Pod, Secret, Service, ServiceAccount,
+};
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::{Client, Resource};
+use libtest_mimic::{Arguments, Failed, Trial};
+use quorate::crd::{MasterEnsemble, ZkBackup};
+use quorate_testbed::controlplane::{ControlPlane, Options};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+type TestResult = Result<(), Failed>;
+type TestFn = fn(Arc<Ctx>) -> Pin<Box<dyn Future<Output = TestResult> + Send>>;
+
+/// How long one helm or kubectl command may take.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
+/// The image the tests render; nothing pulls it.
+const IMAGE_SET: &str = "image.repository=registry.example/quorate,image.tag=9.9.9";
+const IMAGE: &str = "registry.example/quorate:9.9.9";
+
+struct Ctx {
+    plane: ControlPlane,
+    helm: PathBuf,
+    /// HELM_CACHE_HOME, HELM_CONFIG_HOME and HELM_DATA_HOME, so helm writes nothing under $HOME.
+    helm_home: tempfile::TempDir,
+    /// Installs one at a time: each install also creates the CRDs.
+    installs: tokio::sync::Mutex<()>,
+}
+
+fn fail(msg: impl Into<String>) -> Failed {
+    Failed::from(msg.into())
+}
+
+fn chart_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("charts/quorate")
+}
+
+fn is_forbidden<T>(r: &Result<T, kube::Error>) -> bool {
+    matches!(r, Err(kube::Error::Api(s)) if s.code == 403)
+}
+
+/// Polls `check` every 100 ms until it returns Some, or fails after `timeout`.
+async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<T, Failed>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return Ok(v);
+        }
+        if Instant::now() > deadline {
+            return Err(fail(format!("timed out after {timeout:?}: {what}")));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Runs a command with a timeout and optional stdin; Ok(stdout) when it succeeds.
+async fn run(
+    mut cmd: tokio::process::Command,
+    stdin: Option<&str>,
+    what: &str,
+) -> Result<String, Failed> {
+    use tokio::io::AsyncWriteExt as _;
+    cmd.stdin(if stdin.is_some() {
+        std::process::Stdio::piped()
+    } else {
+        std::process::Stdio::null()
+    })
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .kill_on_drop(true);
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| fail(format!("{what}: cannot start: {e}")))?;
+    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        pipe.write_all(text.as_bytes())
+            .await
+            .map_err(|e| fail(format!("{what}: writing stdin: {e}")))?;
+    }
+    let out = tokio::time::timeout(COMMAND_TIMEOUT, child.wait_with_output())
+        .await
+        .map_err(|_| fail(format!("{what}: no answer within {COMMAND_TIMEOUT:?}")))?
+        .map_err(|e| fail(format!("{what}: {e}")))?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    if out.status.success() {
+        Ok(stdout)
+    } else {
+        Err(fail(format!(
+            "{what} failed ({}):\n{stdout}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        )))
+    }
+}
+
+impl Ctx {
+    async fn client(&self) -> Result<Client, Failed> {
+        self.plane
+            .client()
+            .await
+            .map_err(|e| fail(format!("admin client: {e}")))
+    }
+
+    /// helm with the plane's admin kubeconfig and private helm directories.
+    async fn helm(&self, args: &[&str]) -> Result<String, Failed> {
+        let mut cmd = tokio::process::Command::new(&self.helm);
+        let home = self.helm_home.path();
+        cmd.args(args)
+            .arg(format!(
+                "--kubeconfig={}",
+                self.plane.kubeconfig_path().display()
+            ))
+            .env("HELM_CACHE_HOME", home.join("cache"))
+            .env("HELM_CONFIG_HOME", home.join("config"))
+            .env("HELM_DATA_HOME", home.join("data"));
+        run(cmd, None, &format!("helm {}", args.join(" "))).await
+    }
+
+    /// `helm template` of the chart: every rendered object (CRDs included when asked).
+    async fn render(
+        &self,
+        release: &str,
+        ns: &str,
+        set: &[&str],
+        crds: bool,
+    ) -> Result<Vec<Value>, Failed> {
+        let chart = chart_dir();
+        let chart = chart.to_string_lossy();
+        let mut args = vec![
+            "template",
+            release,
+            &chart,
+            "--namespace",
+            ns,
+            "--set",
+            IMAGE_SET,
+        ];
+        for s in set {
+            args.extend(["--set", s]);
+        }
+        if crds {
+            args.push("--include-crds");
+        }
+        let text = self.helm(&args).await?;
+        documents(&text)
+    }
+
+    /// Creates namespaces (as the admin), with labels.
+    async fn namespaces(&self, names: &[&str], labels: &[(&str, &str)]) -> Result<(), Failed> {
+        let api: Api<Namespace> = Api::all(self.client().await?);
+        for name in names {
+            let obj = Namespace {
+                metadata: ObjectMeta {
+                    name: Some(name.to_string()),
+                    labels: Some(
+                        labels
+                            .iter()
+                            .map(|(k, v)| (k.to_string(), v.to_string()))
+                            .collect(),
+                    ),
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
+            api.create(&PostParams::default(), &obj)
+                .await
+                .map_err(|e| fail(format!("create namespace {name}: {e}")))?;
+        }
+        Ok(())
+    }
+
+    /// A client authenticated as a ServiceAccount, with a TokenRequest token.
+    async fn service_account_client(&self, ns: &str, sa: &str) -> Result<Client, Failed> {
+        let sas: Api<ServiceAccount> = Api::namespaced(self.client().await?, ns);
+        let req = TokenRequest {
+            spec: Some(TokenRequestSpec {
+                audiences: Some(vec![]),
+                expiration_seconds: Some(600),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let token = sas
+            .create_token_request(sa, &PostParams::default(), &req)
+            .await
+            .map_err(|e| fail(format!("token for {ns}/{sa}: {e}")))?
+            .status
+            .and_then(|s| s.token)
+            .ok_or_else(|| fail("TokenRequest returned no token"))?;
+        self.plane
+            .client_for_token(&token)
+            .await
+            .map_err(|e| fail(format!("client for {ns}/{sa}: {e}")))
+    }
+}
+
+/// The documents of a multi-document YAML stream, empty ones left out.
+fn documents(text: &str) -> Result<Vec<Value>, Failed> {
+    let mut docs = Vec::new();
+    for doc in serde_norway::Deserializer::from_str(text) {
+        let value = Value::deserialize(doc).map_err(|e| fail(format!("rendered YAML: {e}")))?;
+        if !value.is_null() {
+            docs.push(value);
+        }
+    }
+    Ok(docs)
+}
+
+fn of_kind<'a>(docs: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    docs.iter().filter(|d| d["kind"] == kind).collect()
+}
+
+fn typed<T: serde::de::DeserializeOwned>(doc: &Value) -> Result<T, Failed> {
+    serde_json::from_value(doc.clone())
+        .map_err(|e| fail(format!("{} {}: {e}", doc["kind"], doc["metadata"]["name"])))
+}
+
+/// The (apiGroup, resource, verb) triples of a set of rules.
+fn grants(rules: &[&Value]) -> BTreeSet<(String, String, String)> {
+    let mut out = BTreeSet::new();
+    for rule in rules {
+        let list = |key: &str| -> Vec<String> {
+            rule[key]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        for group in list("apiGroups") {
+            for resource in list("resources") {
+                for verb in list("verbs") {
+                    out.insert((group.clone(), resource.clone(), verb));
+                }
+            }
+        }
+    }
+    out
+}
+
+fn rules_of<'a>(docs: &'a [Value], kinds: &[&str]) -> Vec<&'a Value> {
+    docs.iter()
+        .filter(|d| kinds.iter().any(|k| d["kind"] == *k))
+        .flat_map(|d| d["rules"].as_array().into_iter().flatten())
+        .collect()
+}
+
+/// The Pod Security `restricted` fields of a Pod spec (JSON), as a list of what is wrong.
+fn restricted_violations(spec: &Value) -> Vec<String> {
+    let mut wrong = Vec::new();
+    let pod = &spec["securityContext"];
+    let containers = spec["containers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .chain(spec["initContainers"].as_array().into_iter().flatten());
+    for c in containers {
+        let name = c["name"].as_str().unwrap_or("?");
+        let sc = &c["securityContext"];
+        let either = |key: &str| {
+            if sc[key].is_null() {
+                &pod[key]
+            } else {
+                &sc[key]
+            }
+        };
+        if either("runAsNonRoot") != true {
+            wrong.push(format!("{name}: runAsNonRoot is not true"));
+        }
+        match either("runAsUser").as_i64() {
+            Some(0) => wrong.push(format!("{name}: runAsUser is 0")),
+            None => wrong.push(format!(
+                "{name}: no numeric runAsUser (the image's user must be non-root)"
+            )),
+            Some(_) => {}
+        }
+        if sc["readOnlyRootFilesystem"] != true {
+            wrong.push(format!("{name}: readOnlyRootFilesystem is not true"));
+        }
+        if sc["allowPrivilegeEscalation"] != false {
+            wrong.push(format!("{name}: allowPrivilegeEscalation is not false"));
+        }
+        if sc["privileged"] == true {
+            wrong.push(format!("{name}: privileged"));
+        }
+        let drops: Vec<&str> = sc["capabilities"]["drop"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_str())
+            .collect();
+        if !drops.contains(&"ALL") {
+            wrong.push(format!("{name}: capabilities do not drop ALL"));
+        }
+        if sc["capabilities"]["add"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty())
+        {
+            wrong.push(format!("{name}: capabilities are added"));
+        }
+        if either("seccompProfile")["type"] != "RuntimeDefault" {
+            wrong.push(format!("{name}: seccompProfile is not RuntimeDefault"));
+        }
+    }
+    for key in ["hostNetwork", "hostPID", "hostIPC"] {
+        if spec[key] == true {
+            wrong.push(format!("pod: {key}"));
+        }
+    }
+    if spec["volumes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|v| !v["hostPath"].is_null())
+    {
+        wrong.push("pod: a hostPath volume".into());
+    }
+    wrong
+}
+
+const NAMESPACED: &str = "watchNamespaces={team-a,team-b}";
+
+// ---------------------------------------------------------------------------------------------
+// Rendering and lint
+// ---------------------------------------------------------------------------------------------
+
+async fn helm_lint_passes_in_both_modes(ctx: Arc<Ctx>) -> TestResult {
+    let chart = chart_dir();
+    let chart = chart.to_string_lossy();
+    ctx.helm(&["lint", "--strict", &chart]).await?;
+    ctx.helm(&["lint", "--strict", &chart, "--set", NAMESPACED])
+        .await?;
+    Ok(())
+}
+
+async fn a_bad_namespace_list_is_refused_at_render_time(ctx: Arc<Ctx>) -> TestResult {
+    for (set, needle) in [
+        ("watchNamespaces={Team_A}", "is not a namespace name"),
+        ("watchNamespaces={a,a}", "is listed twice"),
+    ] {
+        match ctx.render("bad", "default", &[set], false).await {
+            Ok(_) => return Err(fail(format!("{set} rendered"))),
+            Err(e) if e.message().is_some_and(|m| m.contains(needle)) => {}
+            Err(e) => return Err(fail(format!("{set}: expected {needle:?}, got {e:?}"))),
+        }
+    }
+    Ok(())
+}
+
+async fn the_deployment_runs_the_operator_as_the_chart_promises(ctx: Arc<Ctx>) -> TestResult {
+    for (set, watched) in [(&[][..], ""), (&[NAMESPACED][..], "team-a,team-b")] {
+        let docs = ctx.render("q", "quorate-system", set, false).await?;
+        let deployments = of_kind(&docs, "Deployment");
+        let [deployment] = deployments.as_slice() else {
+            return Err(fail(format!(
+                "one Deployment expected, got {}",
+                deployments.len()
+            )));
+        };
+        let d: Deployment = typed(deployment)?;
+        let spec = d.spec;
+        if spec.replicas != Some(2) {
+            return Err(fail(format!("replicas {:?}, want 2", spec.replicas)));
+        }
+        let pod = spec.template.spec.ok_or_else(|| fail("no pod spec"))?;
+        if pod.service_account_name.as_deref() != Some("q-quorate") {
+            return Err(fail(format!(
+                "serviceAccountName {:?}",
+                pod.service_account_name
+            )));
+        }
+        let [c] = pod.containers.as_slice() else {
+            return Err(fail("one container expected"));
+        };
+        if c.image.as_deref() != Some(IMAGE) {
+            return Err(fail(format!("image {:?}", c.image)));
+        }
+        if c.args.as_deref() != Some(&["run".to_string(), "--log-json".to_string()][..]) {
+            return Err(fail(format!("args {:?}", c.args)));
+        }
+        let port = |name: &str| {
+            c.ports
+                .iter()
+                .flatten()
+                .find(|p| p.name.as_deref() == Some(name))
+                .map(|p| p.container_port)
+        };
+        if port("http") != Some(8081) || port("metrics") != Some(8080) {
+            return Err(fail(format!("ports {:?}", c.ports)));
+        }
+        let probe_path = |p: &Option<k8s_openapi::api::core::v1::Probe>| {
+            p.as_ref()
+                .and_then(|p| p.http_get.as_ref())
+                .map(|h| (h.path.clone(), h.port.clone()))
+        };
+        let http = IntOrString::String("http".into());
+        if probe_path(&c.liveness_probe) != Some((Some("/healthz".into()), http.clone()))
+            || probe_path(&c.readiness_probe) != Some((Some("/readyz".into()), http))
+        {
+            return Err(fail(format!(
+                "probes {:?} / {:?}",
+                c.liveness_probe, c.readiness_probe
+            )));
+        }
+        let env = c.env.clone().unwrap_or_default();
+        let field = |name: &str| {
+            env.iter()
+                .find(|e| e.name == name)
+                .and_then(|e| e.value_from.as_ref())
+                .and_then(|v| v.field_ref.as_ref())
+                .map(|f| f.field_path.clone())
+        };
+        let value = |name: &str| {
+            env.iter()
+                .find(|e| e.name == name)
+                .and_then(|e| e.value.clone())
+        };
+        if field("POD_NAME").as_deref() != Some("metadata.name")
+            || field("POD_NAMESPACE").as_deref() != Some("metadata.namespace")
+        {
+            return Err(fail(format!(
+                "POD_NAME/POD_NAMESPACE from the downward API: {env:?}"
+            )));
+        }
+        if value("QUORATE_IMAGE").as_deref() != Some(IMAGE) {
+            return Err(fail(format!(
+                "QUORATE_IMAGE is not the operator image: {env:?}"
+            )));
+        }
+        if value("WATCH_NAMESPACES").as_deref() != Some(watched) {
+            return Err(fail(format!(
+                "WATCH_NAMESPACES {:?}, want {watched:?}",
+                value("WATCH_NAMESPACES")
+            )));
+        }
+        // The metrics Service selects the operator Pods on the metrics port.
+        let services = of_kind(&docs, "Service");
+        let [service] = services.as_slice() else {
+            return Err(fail("one Service expected"));
+        };
+        let svc: Service = typed(service)?;
+        let svc_spec = svc.spec.ok_or_else(|| fail("no Service spec"))?;
+        let pod_labels = spec
+            .template
+            .metadata
+            .and_then(|m| m.labels)
+            .unwrap_or_default();
+        let selects = svc_spec
+            .selector
+            .unwrap_or_default()
+            .iter()
+            .all(|(k, v)| pod_labels.get(k) == Some(v));
+        let target = svc_spec
+            .ports
+            .unwrap_or_default()
+            .first()
+            .and_then(|p| p.target_port.clone());
+        if !selects || target != Some(IntOrString::String("metrics".into())) {
+            return Err(fail(format!(
+                "the metrics Service does not reach the metrics port: {service}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+async fn every_pod_template_meets_pod_security_restricted_fields(ctx: Arc<Ctx>) -> TestResult {
+    for set in [&[][..], &[NAMESPACED][..]] {
+        let docs = ctx.render("q", "quorate-system", set, false).await?;
+        let templates: Vec<&Value> = docs
+            .iter()
+            .filter_map(|d| match d["kind"].as_str() {
+                Some("Pod") => Some(&d["spec"]),
+                Some("Deployment" | "StatefulSet" | "DaemonSet" | "Job" | "ReplicaSet") => {
+                    Some(&d["spec"]["template"]["spec"])
+                }
+                Some("CronJob") => Some(&d["spec"]["jobTemplate"]["spec"]["template"]["spec"]),
+                _ => None,
+            })
+            .collect();
+        if templates.is_empty() {
+            return Err(fail("no Pod template rendered"));
+        }
+        for spec in templates {
+            let wrong = restricted_violations(spec);
+            if !wrong.is_empty() {
+                return Err(fail(format!("not restricted ({set:?}): {wrong:?}")));
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn the_rbac_has_no_wildcards_and_matches_deploy_operator_rbac(ctx: Arc<Ctx>) -> TestResult {
+    let cluster = ctx.render("q", "quorate-system", &[], false).await?;
+    let namespaced = ctx
+        .render("q", "quorate-system", &[NAMESPACED], false)
+        .await?;
+    for docs in [&cluster, &namespaced] {
+        for rule in rules_of(docs, &["ClusterRole", "Role"]) {
+            for key in ["apiGroups", "resources", "verbs"] {
+                if rule[key]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|v| v.as_str().is_some_and(|s| s.contains('*')))
+                {
+                    return Err(fail(format!("a wildcard in {key}: {rule}")));
+                }
+            }
+            if !rule["nonResourceURLs"].is_null() || !rule["resourceNames"].is_null() {
+                return Err(fail(format!("unexpected rule shape: {rule}")));
+            }
+        }
+    }
+    // Cluster-wide mode grants exactly what deploy/operator-rbac.yaml grants (the chart only
+    // moves the Lease rule into a Role in the release namespace).
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/operator-rbac.yaml"),
+    )
+    .map_err(|e| fail(format!("deploy/operator-rbac.yaml: {e}")))?;
+    let deploy = documents(&text)?;
+    let want = grants(&rules_of(&deploy, &["ClusterRole"]));
+    let got = grants(&rules_of(&cluster, &["ClusterRole", "Role"]));
+    let secrets = |g: &BTreeSet<(String, String, String)>| {
+        g.iter()
+            .filter(|(group, resource, _)| group.is_empty() && resource == "secrets")
+            .count()
+    };
+    if secrets(&want) == 0 || secrets(&got) == 0 {
+        return Err(fail(
+            "no Secret rule found: the comparison would prove nothing",
+        ));
+    }
+    if want != got {
+        return Err(fail(format!(
+            "the chart and deploy/operator-rbac.yaml differ:\n only in the chart: {:?}\n only in deploy/: {:?}",
+            got.difference(&want).collect::<Vec<_>>(),
+            want.difference(&got).collect::<Vec<_>>()
+        )));
+    }
+    // Namespaced mode: a Role per watched namespace with the same managed rules, Secrets in no
+    // ClusterRole, and only reads of quorate's resources cluster-wide.
+    let cluster_wide = grants(&rules_of(&namespaced, &["ClusterRole"]));
+    if cluster_wide
+        .iter()
+        .any(|(g, _, v)| g != "quorate.dev" || !["get", "list", "watch"].contains(&v.as_str()))
+    {
+        return Err(fail(format!(
+            "namespaced mode grants more than reads cluster-wide: {cluster_wide:?}"
+        )));
+    }
+    let roles = of_kind(&namespaced, "Role");
+    let managed = grants(&rules_of(&cluster, &["ClusterRole"]));
+    for ns in ["team-a", "team-b"] {
+        let role = roles
+            .iter()
+            .find(|r| r["metadata"]["namespace"] == ns)
+            .ok_or_else(|| fail(format!("no Role in {ns}")))?;
+        let rules: Vec<&Value> = role["rules"].as_array().into_iter().flatten().collect();
+        if grants(&rules) != managed {
+            return Err(fail(format!("the Role in {ns} is not the managed rules")));
+        }
+    }
+    let bindings = of_kind(&namespaced, "RoleBinding");
+    for ns in ["team-a", "team-b", "quorate-system"] {
+        if !bindings.iter().any(|b| b["metadata"]["namespace"] == ns) {
+            return Err(fail(format!("no RoleBinding in {ns}")));
+        }
+    }
+    if roles.len() != 3
+        || bindings.len() != 3
+        || !of_kind(&namespaced, "ClusterRoleBinding")
+            .iter()
+            .all(|b| b["roleRef"]["name"] == "q-quorate-read")
+    {
+        return Err(fail(
+            "namespaced mode renders other Roles or bindings than expected",
+        ));
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// The real API server
+// ---------------------------------------------------------------------------------------------
+
+/// Renders with `set`, creates the namespaces the output needs, and applies it with a
+/// server-side dry run; every object must come back.
+async fn dry_run(
+    ctx: &Ctx,
+    release: &str,
+    ns: &str,
+    set: &[&str],
+    extra_namespaces: &[&str],
+) -> TestResult {
+    let docs = ctx.render(release, ns, set, true).await?;
+    let mut needed: Vec<&str> = vec![ns];
+    needed.extend(extra_namespaces);
+    ctx.namespaces(&needed, &[]).await?;
+    let stream: String = docs
+        .iter()
+        .map(|d| format!("---\n{}", serde_norway::to_string(d).unwrap_or_default()))
+        .collect();
+    let mut cmd = tokio::process::Command::from(ctx.plane.kubectl());
+    cmd.args(["apply", "--dry-run=server", "-o", "name", "-f", "-"]);
+    let out = run(cmd, Some(&stream), "kubectl apply --dry-run=server").await?;
+    let applied = out.lines().filter(|l| !l.trim().is_empty()).count();
+    if applied != docs.len() {
+        return Err(fail(format!(
+            "{} objects rendered, {applied} accepted:\n{out}",
+            docs.len()
+        )));
+    }
+    for kind in [
+        "CustomResourceDefinition",
+        "ServiceAccount",
+        "ClusterRole",
+        "Deployment",
+        "Service",
+    ] {
+        if of_kind(&docs, kind).is_empty() {
+            return Err(fail(format!("no {kind} rendered")));
+        }
+    }
+    Ok(())
+}
+
+async fn cluster_wide_manifests_pass_a_server_side_dry_run(ctx: Arc<Ctx>) -> TestResult {
+    dry_run(&ctx, "dry", "dry-cluster", &[], &[]).await
+}
+
+async fn namespaced_manifests_pass_a_server_side_dry_run(ctx: Arc<Ctx>) -> TestResult {
+    dry_run(
+        &ctx,
+        "dry",
+        "dry-namespaced",
+        &["watchNamespaces={dry-team-a,dry-team-b}"],
+        &["dry-team-a", "dry-team-b"],
+    )
+    .await
+}
+
+async fn the_operator_pod_is_admitted_under_enforced_restricted_pod_security(
+    ctx: Arc<Ctx>,
+) -> TestResult {
+    let ns = "restricted";
+    ctx.namespaces(
+        &[ns],
+        &[
+            ("pod-security.kubernetes.io/enforce", "restricted"),
+            ("pod-security.kubernetes.io/enforce-version", "latest"),
+        ],
+    )
+    .await?;
+    let pods: Api<Pod> = Api::namespaced(ctx.client().await?, ns);
+    let dry = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    for set in [&[][..], &[NAMESPACED][..]] {
+        let docs = ctx.render("q", ns, set, false).await?;
+        for deployment in of_kind(&docs, "Deployment") {
+            let template = &deployment["spec"]["template"];
+            let mut pod = json!({
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": template["metadata"].clone(),
+                "spec": template["spec"].clone(),
+            });
+            pod["metadata"]["name"] = "operator-from-template".into();
+            let pod: Pod = typed(&pod)?;
+            pods.create(&dry, &pod).await.map_err(|e| {
+                fail(format!(
+                    "the operator's Pod template is refused under restricted: {e}"
+                ))
+            })?;
+            // The namespace does enforce: the same Pod without its security contexts is refused.
+            let mut bare = pod.clone();
+            if let Some(spec) = bare.spec.as_mut() {
+                spec.security_context = None;
+                for c in &mut spec.containers {
+                    c.security_context = None;
+                }
+            }
+            match pods.create(&dry, &bare).await {
+                Err(kube::Error::Api(s))
+                    if s.code == 403 && s.message.contains("violates PodSecurity") => {}
+                other => {
+                    return Err(fail(format!(
+                        "a Pod without security contexts must be refused in {ns}: {other:?}"
+                    )));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn gone<K>(api: &Api<K>, name: &str) -> Result<(), Failed>
+where
+    K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned,
+{
+    eventually(
+        &format!("{name} to be deleted"),
+        Duration::from_secs(30),
+        || async { matches!(api.get_opt(name).await, Ok(None)).then_some(()) },
+    )
+    .await
+}
+
+async fn exists<K>(api: &Api<K>, name: &str) -> Result<K, Failed>
+where
+    K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned,
+{
+    api.get_opt(name)
+        .await
+        .map_err(|e| fail(format!("get {name}: {e}")))?
+        .ok_or_else(|| {
+            fail(format!(
+                "{} {name} was not created",
+                std::any::type_name::<K>()
+            ))
+        })
+}
+
+/// The operator's writes in a managed namespace `ns`, as `sa`: each must succeed.
+async fn operator_can_work_in(admin: &Client, sa: &Client, ns: &str) -> TestResult {
+    let step = |what: &'static str| {
+        move |e: kube::Error| fail(format!("in {ns}, the operator must be able to {what}: {e}"))
+    };
+    // An ensemble (created by a user) whose status the operator writes.
+    let ens: MasterEnsemble = serde_json::from_value(json!({
+        "apiVersion": "quorate.dev/v1alpha1", "kind": "MasterEnsemble",
+        "metadata": {"name": "masters"}, "spec": {"replicas": 3}
+    }))
+    .map_err(|e| fail(format!("{e}")))?;
+    Api::<MasterEnsemble>::namespaced(admin.clone(), ns)
+        .create(&PostParams::default(), &ens)
+        .await
+        .map_err(|e| fail(format!("admin creates an ensemble in {ns}: {e}")))?;
+    let ensembles: Api<MasterEnsemble> = Api::namespaced(sa.clone(), ns);
+    ensembles
+        .patch_status(
+            "masters",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"status": {"phase": "Creating"}})),
+        )
+        .await
+        .map_err(step("patch a MasterEnsemble's status"))?;
+    let mut current = ensembles
+        .get_status("masters")
+        .await
+        .map_err(step("get a MasterEnsemble's status"))?;
+    current
+        .status
+        .get_or_insert_with(Default::default)
+        .next_server_id = Some(1);
+    ensembles
+        .replace_status("masters", &PostParams::default(), &current)
+        .await
+        .map_err(step("update a MasterEnsemble's status (the claim)"))?;
+    Api::<ZkBackup>::namespaced(sa.clone(), ns)
+        .list(&ListParams::default())
+        .await
+        .map_err(step("list ZkBackups"))?;
+    // Members: a Pod and its PVC, created and deleted.
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "masters-1"},
+        "spec": {"containers": [{"name": "zookeeper", "image": "zookeeper:3.9.5"}]}
+    }))
+    .map_err(|e| fail(format!("{e}")))?;
+    let pods: Api<Pod> = Api::namespaced(sa.clone(), ns);
+    pods.create(&PostParams::default(), &pod)
+        .await
+        .map_err(step("create a Pod"))?;
+    pods.list(&ListParams::default())
+        .await
+        .map_err(step("list Pods"))?;
+    pods.delete("masters-1", &DeleteParams::default())
+        .await
+        .map_err(step("delete a Pod"))?;
+    let pvc: PersistentVolumeClaim = serde_json::from_value(json!({
+        "metadata": {"name": "data-masters-1"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}
+    }))
+    .map_err(|e| fail(format!("{e}")))?;
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(sa.clone(), ns);
+    pvcs.create(&PostParams::default(), &pvc)
+        .await
+        .map_err(step("create a PVC"))?;
+    pvcs.delete("data-masters-1", &DeleteParams::default())
+        .await
+        .map_err(step("delete a PVC"))?;
+    // The support objects and the credentials Secret are server-side applies that create.
+    let apply = PatchParams::apply("quorate").force();
+    let body = |api_version: &str, kind: &str, name: &str, rest: Value| {
+        let mut v = json!({"apiVersion": api_version, "kind": kind, "metadata": {"name": name}});
+        if let (Some(obj), Value::Object(more)) = (v.as_object_mut(), rest) {
+            obj.extend(more);
+        }
+        Patch::Apply(v)
+    };
+    let config = json!({"data": {"zoo.cfg": "tickTime=2000\n"}});
+    Api::<ConfigMap>::namespaced(sa.clone(), ns)
+        .patch(
+            "masters-config",
+            &apply,
+            &body("v1", "ConfigMap", "masters-config", config),
+        )
+        .await
+        .map_err(step("apply a ConfigMap"))?;
+    let members =
+        json!({"spec": {"clusterIP": "None", "ports": [{"name": "client", "port": 2181}]}});
+    Api::<Service>::namespaced(sa.clone(), ns)
+        .patch(
+            "masters-members",
+            &apply,
+            &body("v1", "Service", "masters-members", members),
+        )
+        .await
+        .map_err(step("apply a Service"))?;
+    let pdb = json!({"spec": {"maxUnavailable": 1, "selector": {"matchLabels": {"quorate.dev/ensemble": "masters"}}}});
+    Api::<PodDisruptionBudget>::namespaced(sa.clone(), ns)
+        .patch(
+            "masters",
+            &apply,
+            &body("policy/v1", "PodDisruptionBudget", "masters", pdb),
+        )
+        .await
+        .map_err(step("apply a PodDisruptionBudget"))?;
+    let secrets: Api<Secret> = Api::namespaced(sa.clone(), ns);
+    let credentials = json!({"stringData": {"super-password": "x"}});
+    secrets
+        .patch(
+            "masters-credentials",
+            &apply,
+            &body("v1", "Secret", "masters-credentials", credentials),
+        )
+        .await
+        .map_err(step("apply the credentials Secret"))?;
+    // A user's Secret named by spec.auth is read by name.
+    let user_secret: Secret = serde_json::from_value(
+        json!({"metadata": {"name": "zk-auth"}, "stringData": {"super-password": "y"}}),
+    )
+    .map_err(|e| fail(format!("{e}")))?;
+    Api::<Secret>::namespaced(admin.clone(), ns)
+        .create(&PostParams::default(), &user_secret)
+        .await
+        .map_err(|e| fail(format!("admin creates a Secret in {ns}: {e}")))?;
+    secrets
+        .get("zk-auth")
+        .await
+        .map_err(step("read a Secret by name"))?;
+    // An Event (events.k8s.io, as kube's Recorder publishes them).
+    let event: Event = serde_json::from_value(json!({
+        "metadata": {"name": "masters.step-1"},
+        "eventTime": "2026-01-01T00:00:00.000000Z",
+        "reportingController": "quorate", "reportingInstance": "quorate-0",
+        "action": "Started/create-member/1", "reason": "Started", "type": "Normal",
+        "regarding": {"apiVersion": "quorate.dev/v1alpha1", "kind": "MasterEnsemble", "name": "masters", "namespace": ns}
+    }))
+    .map_err(|e| fail(format!("{e}")))?;
+    Api::<Event>::namespaced(sa.clone(), ns)
+        .create(&PostParams::default(), &event)
+        .await
+        .map_err(step("publish an Event"))?;
+    Ok(())
+}
+
+/// What the operator must not do in any namespace.
+async fn operator_cannot_overreach(sa: &Client, ns: &str) -> TestResult {
+    if !is_forbidden(
+        &Api::<Secret>::namespaced(sa.clone(), ns)
+            .list(&ListParams::default())
+            .await,
+    ) {
+        return Err(fail(format!("listing Secrets in {ns} must be Forbidden")));
+    }
+    if !is_forbidden(
+        &Api::<ConfigMap>::namespaced(sa.clone(), ns)
+            .list(&ListParams::default())
+            .await,
+    ) {
+        return Err(fail(format!(
+            "listing ConfigMaps in {ns} must be Forbidden"
+        )));
+    }
+    if !is_forbidden(
+        &Api::<Namespace>::all(sa.clone())
+            .delete(ns, &DeleteParams::default())
+            .await,
+    ) {
+        return Err(fail(format!("deleting namespace {ns} must be Forbidden")));
+    }
+    let lease = Lease {
+        metadata: ObjectMeta {
+            name: Some("quorate-leader".into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    if !is_forbidden(
+        &Api::<Lease>::namespaced(sa.clone(), ns)
+            .create(&PostParams::default(), &lease)
+            .await,
+    ) {
+        return Err(fail(format!(
+            "a Lease outside the release namespace ({ns}) must be Forbidden"
+        )));
+    }
+    Ok(())
+}
+
+/// The operator's leader-election Lease in the release namespace: created, read and renewed.
+async fn operator_can_hold_its_lease(sa: &Client, release_ns: &str) -> TestResult {
+    let leases: Api<Lease> = Api::namespaced(sa.clone(), release_ns);
+    let lease = Lease {
+        metadata: ObjectMeta {
+            name: Some("quorate-leader".into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    leases
+        .create(&PostParams::default(), &lease)
+        .await
+        .map_err(|e| {
+            fail(format!(
+                "the operator creates its Lease in {release_ns}: {e}"
+            ))
+        })?;
+    let mut held = leases
+        .get("quorate-leader")
+        .await
+        .map_err(|e| fail(format!("the operator reads its Lease: {e}")))?;
+    held.spec
+        .get_or_insert_with(Default::default)
+        .holder_identity = Some("quorate-0".into());
+    leases
+        .replace("quorate-leader", &PostParams::default(), &held)
+        .await
+        .map_err(|e| fail(format!("the operator renews its Lease: {e}")))?;
+    Ok(())
+}
+
+/// Waits until the ServiceAccount's grants reach the authorizer: it can list MasterEnsembles in
+/// every namespace.
+async fn lists_ensembles_cluster_wide(sa: &Client) -> TestResult {
+    let all: Api<MasterEnsemble> = Api::all(sa.clone());
+    eventually(
+        "the chart's ServiceAccount to list MasterEnsembles cluster-wide",
+        Duration::from_secs(10),
+        || async { all.list(&ListParams::default()).await.ok().map(|_| ()) },
+    )
+    .await
+}
+
+async fn crds_are_established(admin: &Client) -> TestResult {
+    let api: Api<CustomResourceDefinition> = Api::all(admin.clone());
+    for name in [
+        "masterensembles.quorate.dev",
+        "zkbackups.quorate.dev",
+        "zkrestores.quorate.dev",
+    ] {
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            kube::runtime::wait::await_condition(
+                api.clone(),
+                name,
+                kube::runtime::conditions::is_crd_established(),
+            ),
+        )
+        .await
+        .map_err(|_| fail(format!("{name} not Established within 30 s")))?
+        .map_err(|e| fail(format!("waiting for {name}: {e}")))?;
+    }
+    Ok(())
+}
+
+/// Everything a release renders outside the CRDs, by kind.
+struct Installed {
+    release_ns: String,
+    fullname: String,
+    /// (namespace, Role name) of every Role.
+    roles: Vec<(String, String)>,
+    cluster_roles: Vec<String>,
+}
+
+async fn check_installed(admin: &Client, i: &Installed) -> TestResult {
+    let ns = &i.release_ns;
+    exists(
+        &Api::<ServiceAccount>::namespaced(admin.clone(), ns),
+        &i.fullname,
+    )
+    .await?;
+    let d = exists(
+        &Api::<Deployment>::namespaced(admin.clone(), ns),
+        &i.fullname,
+    )
+    .await?;
+    if d.spec.replicas != Some(2) {
+        return Err(fail("the installed Deployment does not have 2 replicas"));
+    }
+    exists(
+        &Api::<Service>::namespaced(admin.clone(), ns),
+        &format!("{}-metrics", i.fullname),
+    )
+    .await?;
+    for name in &i.cluster_roles {
+        exists(&Api::<ClusterRole>::all(admin.clone()), name).await?;
+        exists(&Api::<ClusterRoleBinding>::all(admin.clone()), name).await?;
+    }
+    for (role_ns, name) in &i.roles {
+        exists(&Api::<Role>::namespaced(admin.clone(), role_ns), name).await?;
+        exists(
+            &Api::<RoleBinding>::namespaced(admin.clone(), role_ns),
+            name,
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+async fn check_uninstalled(admin: &Client, i: &Installed) -> TestResult {
+    let ns = &i.release_ns;
+    gone(
+        &Api::<ServiceAccount>::namespaced(admin.clone(), ns),
+        &i.fullname,
+    )
+    .await?;
+    gone(
+        &Api::<Deployment>::namespaced(admin.clone(), ns),
+        &i.fullname,
+    )
+    .await?;
+    gone(
+        &Api::<Service>::namespaced(admin.clone(), ns),
+        &format!("{}-metrics", i.fullname),
+    )
+    .await?;
+    for name in &i.cluster_roles {
+        gone(&Api::<ClusterRole>::all(admin.clone()), name).await?;
+        gone(&Api::<ClusterRoleBinding>::all(admin.clone()), name).await?;
+    }
+    for (role_ns, name) in &i.roles {
+        gone(&Api::<Role>::namespaced(admin.clone(), role_ns), name).await?;
+        gone(
+            &Api::<RoleBinding>::namespaced(admin.clone(), role_ns),
+            name,
+        )
+        .await?;
+    }
+    // Helm keeps the CRDs of crds/ (and so every MasterEnsemble) on uninstall, by design.
+    let crds: Api<CustomResourceDefinition> = Api::all(admin.clone());
+    exists(&crds, "masterensembles.quorate.dev").await?;
+    Ok(())
+}
+
+async fn install(ctx: &Ctx, release: &str, ns: &str, set: &[&str]) -> TestResult {
+    let chart = chart_dir();
+    let chart = chart.to_string_lossy();
+    let mut args = vec![
+        "install",
+        release,
+        &chart,
+        "--namespace",
+        ns,
+        "--create-namespace",
+        "--set",
+        IMAGE_SET,
+    ];
+    for s in set {
+        args.extend(["--set", s]);
+    }
+    ctx.helm(&args).await.map(|_| ())
+}
+
+async fn install_in_cluster_wide_mode_grants_the_operator_what_it_needs_and_uninstall_removes_it(
+    ctx: Arc<Ctx>,
+) -> TestResult {
+    let _one = ctx.installs.lock().await;
+    let admin = ctx.client().await?;
+    let (release, release_ns) = ("wide", "quorate-wide");
+    ctx.namespaces(&["app-1"], &[]).await?;
+    install(&ctx, release, release_ns, &[]).await?;
+    crds_are_established(&admin).await?;
+    let installed = Installed {
+        release_ns: release_ns.into(),
+        fullname: "wide-quorate".into(),
+        roles: vec![(release_ns.into(), "wide-quorate-leader-election".into())],
+        cluster_roles: vec!["wide-quorate".into()],
+    };
+    check_installed(&admin, &installed).await?;
+
+    let sa = ctx
+        .service_account_client(release_ns, "wide-quorate")
+        .await?;
+    lists_ensembles_cluster_wide(&sa).await?;
+    operator_can_work_in(&admin, &sa, "app-1").await?;
+    operator_can_hold_its_lease(&sa, release_ns).await?;
+    operator_cannot_overreach(&sa, "app-1").await?;
+
+    ctx.helm(&["uninstall", release, "--namespace", release_ns])
+        .await?;
+    check_uninstalled(&admin, &installed).await
+}
+
+async fn install_in_namespaced_mode_confines_the_operator_to_its_namespaces(
+    ctx: Arc<Ctx>,
+) -> TestResult {
+    let _one = ctx.installs.lock().await;
+    let admin = ctx.client().await?;
+    let (release, release_ns) = ("scoped", "quorate-scoped");
+    let (managed, unmanaged) = (["team-a", "team-b"], "team-z");
+    ctx.namespaces(&[managed[0], managed[1], unmanaged], &[])
+        .await?;
+    install(&ctx, release, release_ns, &[NAMESPACED]).await?;
+    crds_are_established(&admin).await?;
+    let installed = Installed {
+        release_ns: release_ns.into(),
+        fullname: "scoped-quorate".into(),
+        roles: vec![
+            (release_ns.into(), "scoped-quorate-leader-election".into()),
+            ("team-a".into(), "scoped-quorate".into()),
+            ("team-b".into(), "scoped-quorate".into()),
+        ],
+        cluster_roles: vec!["scoped-quorate-read".into()],
+    };
+    check_installed(&admin, &installed).await?;
+    if Api::<ClusterRole>::all(admin.clone())
+        .get_opt("scoped-quorate")
+        .await
+        .ok()
+        .flatten()
+        .is_some()
+    {
+        return Err(fail(
+            "namespaced mode must not create the cluster-wide ClusterRole",
+        ));
+    }
+    if Api::<Role>::namespaced(admin.clone(), unmanaged)
+        .get_opt("scoped-quorate")
+        .await
+        .ok()
+        .flatten()
+        .is_some()
+    {
+        return Err(fail("no Role belongs in an unmanaged namespace"));
+    }
+
+    let sa = ctx
+        .service_account_client(release_ns, "scoped-quorate")
+        .await?;
+    lists_ensembles_cluster_wide(&sa).await?;
+    for ns in managed {
+        operator_can_work_in(&admin, &sa, ns).await?;
+        operator_cannot_overreach(&sa, ns).await?;
+    }
+    operator_can_hold_its_lease(&sa, release_ns).await?;
+
+    // Outside the watched namespaces: no Secrets, no Pods, no status writes.
+    let secret: Secret =
+        serde_json::from_value(json!({"metadata": {"name": "private"}, "stringData": {"k": "v"}}))
+            .map_err(|e| fail(format!("{e}")))?;
+    Api::<Secret>::namespaced(admin.clone(), unmanaged)
+        .create(&PostParams::default(), &secret)
+        .await
+        .map_err(|e| fail(format!("admin creates a Secret in {unmanaged}: {e}")))?;
+    if !is_forbidden(
+        &Api::<Secret>::namespaced(sa.clone(), unmanaged)
+            .get("private")
+            .await,
+    ) {
+        return Err(fail(format!(
+            "reading a Secret in the unmanaged {unmanaged} must be Forbidden"
+        )));
+    }
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "intruder"},
+        "spec": {"containers": [{"name": "c", "image": "busybox"}]}
+    }))
+    .map_err(|e| fail(format!("{e}")))?;
+    if !is_forbidden(
+        &Api::<Pod>::namespaced(sa.clone(), unmanaged)
+            .create(&PostParams::default(), &pod)
+            .await,
+    ) {
+        return Err(fail(format!(
+            "creating a Pod in the unmanaged {unmanaged} must be Forbidden"
+        )));
+    }
+    let ens: MasterEnsemble = serde_json::from_value(json!({
+        "apiVersion": "quorate.dev/v1alpha1", "kind": "MasterEnsemble",
+        "metadata": {"name": "theirs"}, "spec": {"replicas": 1}
+    }))
+    .map_err(|e| fail(format!("{e}")))?;
+    Api::<MasterEnsemble>::namespaced(admin.clone(), unmanaged)
+        .create(&PostParams::default(), &ens)
+        .await
+        .map_err(|e| fail(format!("admin creates an ensemble in {unmanaged}: {e}")))?;
+    let status = Patch::Merge(json!({"status": {"phase": "Creating"}}));
+    if !is_forbidden(
+        &Api::<MasterEnsemble>::namespaced(sa.clone(), unmanaged)
+            .patch_status("theirs", &PatchParams::default(), &status)
+            .await,
+    ) {
+        return Err(fail(format!(
+            "writing an ensemble's status in the unmanaged {unmanaged} must be Forbidden"
+        )));
+    }
+
+    ctx.helm(&["uninstall", release, "--namespace", release_ns])
+        .await?;
+    check_uninstalled(&admin, &installed).await
+}
+
+fn main() -> std::process::ExitCode {
+    let args = Arguments::from_args();
+    let tests: Vec<(&str, TestFn)> = vec![
+        ("helm_lint_passes_in_both_modes", |c| {
+            Box::pin(helm_lint_passes_in_both_modes(c))
+        }),
+        ("a_bad_namespace_list_is_refused_at_render_time", |c| {
+            Box::pin(a_bad_namespace_list_is_refused_at_render_time(c))
+        }),
+        (
+            "the_deployment_runs_the_operator_as_the_chart_promises",
+            |c| Box::pin(the_deployment_runs_the_operator_as_the_chart_promises(c)),
+        ),
+        (
+            "every_pod_template_meets_pod_security_restricted_fields",
+            |c| Box::pin(every_pod_template_meets_pod_security_restricted_fields(c)),
+        ),
+        (
+            "the_rbac_has_no_wildcards_and_matches_deploy_operator_rbac",
+            |c| {
+                Box::pin(the_rbac_has_no_wildcards_and_matches_deploy_operator_rbac(
+                    c,
+                ))
+            },
+        ),
+        ("cluster_wide_manifests_pass_a_server_side_dry_run", |c| {
+            Box::pin(cluster_wide_manifests_pass_a_server_side_dry_run(c))
+        }),
+        ("namespaced_manifests_pass_a_server_side_dry_run", |c| {
+            Box::pin(namespaced_manifests_pass_a_server_side_dry_run(c))
+        }),
+        (
+            "the_operator_pod_is_admitted_under_enforced_restricted_pod_security",
+            |c| Box::pin(the_operator_pod_is_admitted_under_enforced_restricted_pod_security(c)),
+        ),
+        (
+            "install_in_cluster_wide_mode_grants_the_operator_what_it_needs_and_uninstall_removes_it",
+            |c| {
+                Box::pin(install_in_cluster_wide_mode_grants_the_operator_what_it_needs_and_uninstall_removes_it(c))
+            },
+        ),
+        (
+            "install_in_namespaced_mode_confines_the_operator_to_its_namespaces",
+            |c| Box::pin(install_in_namespaced_mode_confines_the_operator_to_its_namespaces(c)),
+        ),
+    ];
+    // Listing tests needs neither helm nor a control plane.
+    if args.list {
+        let trials = tests
+            .iter()
+            .map(|(name, _)| Trial::test(*name, || Ok(())))
+            .collect();
+        return libtest_mimic::run(&args, trials).exit_code();
+    }
+    let started = Instant::now();
+    let helm = match quorate_testbed::helm::ensure_helm() {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("cannot get helm: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let helm_home = match tempfile::Builder::new()
+        .prefix("quorate-helm-home-")
+        .tempdir()
+    {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("cannot create helm's home: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let plane = match runtime.block_on(ControlPlane::start(Options::default())) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("cannot start the control plane: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    eprintln!(
+        "helm {} and the control plane ready in {:.1}s at {}",
+        helm.display(),
+        started.elapsed().as_secs_f64(),
+        plane.server_url()
+    );
+    let ctx = Arc::new(Ctx {
+        plane,
+        helm,
+        helm_home,
+        installs: tokio::sync::Mutex::new(()),
+    });
+    let handle = runtime.handle().clone();
+    let trials = tests
+        .into_iter()
+        .map(|(name, f)| {
+            let ctx = ctx.clone();
+            let handle = handle.clone();
+            Trial::test(name, move || handle.block_on(f(ctx)))
+        })
+        .collect();
+    let conclusion = libtest_mimic::run(&args, trials);
+    // Stop the control plane before exiting, whatever the outcome.
+    if let Ok(mut ctx) = Arc::try_unwrap(ctx) {
+        ctx.plane.stop();
+    }
+    drop(runtime);
+    conclusion.exit_code()
+}
