@@ -14,7 +14,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use kube::api::PostParams;
+
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::{Api, Resource, ResourceExt};
@@ -198,39 +198,13 @@ pub fn format_for(method: BackupMethod, version: Option<&str>) -> Result<Format,
     }
 }
 
-/// Replaces the status after `change`, re-reading and retrying on a compare-and-set conflict.
+/// Replaces a ZkBackup's status after `change` (see [`super::update_status`]).
 pub async fn update_backup_status(
     api: &Api<ZkBackup>,
     name: &str,
-    mut change: impl FnMut(&mut ZkBackupStatus),
+    change: impl FnMut(&mut ZkBackupStatus),
 ) -> Result<ZkBackup, Error> {
-    for _ in 0..10 {
-        let mut obj = api
-            .get(name)
-            .await
-            .map_err(Error::kube(format!("read ZkBackup {name}")))?;
-        let mut status = obj.status.clone().unwrap_or_default();
-        change(&mut status);
-        obj.status = Some(status);
-        match api
-            .replace_status(
-                name,
-                &PostParams {
-                    field_manager: Some(FIELD_MANAGER.into()),
-                    ..Default::default()
-                },
-                &obj,
-            )
-            .await
-        {
-            Ok(o) => return Ok(o),
-            Err(kube::Error::Api(s)) if s.code == 409 => continue,
-            Err(e) => return Err(Error::kube(format!("write status of ZkBackup {name}"))(e)),
-        }
-    }
-    Err(Error::Conflict {
-        step: format!("status of ZkBackup {name}"),
-    })
+    super::update_status(api, name, change).await
 }
 
 fn set_condition(

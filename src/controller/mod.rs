@@ -87,6 +87,44 @@ impl Error {
     }
 }
 
+/// Replaces an object's status after `change`, re-reading and retrying on a compare-and-set
+/// conflict (the write is conditioned on the resourceVersion just read).
+pub async fn update_status<K>(
+    api: &Api<K>,
+    name: &str,
+    mut change: impl FnMut(&mut K::Status),
+) -> Result<K, Error>
+where
+    K: kube::Resource<DynamicType = ()>
+        + kube::core::object::HasStatus
+        + Clone
+        + serde::Serialize
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+    K::Status: Default,
+{
+    let kind = K::kind(&()).to_string();
+    for _ in 0..10 {
+        let mut obj = api
+            .get(name)
+            .await
+            .map_err(Error::kube(format!("read {kind} {name}")))?;
+        change(obj.status_mut().get_or_insert_with(Default::default));
+        let params = kube::api::PostParams {
+            field_manager: Some(crate::constants::FIELD_MANAGER.into()),
+            ..Default::default()
+        };
+        match api.replace_status(name, &params, &obj).await {
+            Ok(o) => return Ok(o),
+            Err(kube::Error::Api(s)) if s.code == 409 => continue,
+            Err(e) => return Err(Error::kube(format!("write status of {kind} {name}"))(e)),
+        }
+    }
+    Err(Error::Conflict {
+        step: format!("status of {kind} {name}"),
+    })
+}
+
 /// Shared state of every reconcile.
 pub struct Context {
     /// The API client.

@@ -50,39 +50,13 @@ use crate::zk::{MemberAddr, observe_ensemble};
 /// How long members may take to serve after a restore before it is declared failed.
 pub const START_TIMEOUT: Duration = Duration::from_secs(600);
 
-/// Replaces the status after `change`, retrying on conflicts.
+/// Replaces a ZkRestore's status after `change` (see [`super::update_status`]).
 async fn update(
     api: &Api<ZkRestore>,
     name: &str,
-    mut change: impl FnMut(&mut ZkRestoreStatus),
+    change: impl FnMut(&mut ZkRestoreStatus),
 ) -> Result<(), Error> {
-    for _ in 0..10 {
-        let mut obj = api
-            .get(name)
-            .await
-            .map_err(Error::kube(format!("read ZkRestore {name}")))?;
-        let mut status = obj.status.clone().unwrap_or_default();
-        change(&mut status);
-        obj.status = Some(status);
-        match api
-            .replace_status(
-                name,
-                &PostParams {
-                    field_manager: Some(FIELD_MANAGER.into()),
-                    ..Default::default()
-                },
-                &obj,
-            )
-            .await
-        {
-            Ok(_) => return Ok(()),
-            Err(kube::Error::Api(s)) if s.code == 409 => continue,
-            Err(e) => return Err(Error::kube(format!("write status of ZkRestore {name}"))(e)),
-        }
-    }
-    Err(Error::Conflict {
-        step: format!("status of ZkRestore {name}"),
-    })
+    super::update_status(api, name, change).await.map(|_| ())
 }
 
 /// The restore's view of where its artifact is.
