@@ -16,8 +16,8 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType};
-use kube::{Api, Resource, ResourceExt};
+use kube::runtime::events::EventType;
+use kube::{Api, ResourceExt};
 use tracing::{info, instrument, warn};
 
 use super::{Context, Error};
@@ -96,22 +96,9 @@ pub async fn s3_credentials(
             "read Secret {namespace}/{} named by spec.destination.s3.credentialsSecret",
             s3.credentials_secret
         )))?;
-    let key = |k: &str| {
-        secret
-            .data
-            .as_ref()
-            .and_then(|d| d.get(k))
-            .and_then(|b| String::from_utf8(b.0.clone()).ok())
-            .ok_or_else(|| {
-                Error::Inconsistent(format!(
-                    "Secret {namespace}/{} has no key {k}",
-                    s3.credentials_secret
-                ))
-            })
-    };
     Ok(Some(S3Credentials {
-        access_key_id: key(SECRET_S3_ACCESS_KEY_ID)?,
-        secret_access_key: key(SECRET_S3_SECRET_ACCESS_KEY)?,
+        access_key_id: secret_key(&secret, namespace, SECRET_S3_ACCESS_KEY_ID)?,
+        secret_access_key: secret_key(&secret, namespace, SECRET_S3_SECRET_ACCESS_KEY)?,
     }))
 }
 
@@ -137,14 +124,20 @@ pub async fn super_password(
         .get(&name)
         .await
         .map_err(Error::kube(format!("read Secret {namespace}/{name}")))?;
+    secret_key(&secret, namespace, SECRET_SUPER_PASSWORD)
+}
+
+/// The UTF-8 value of `key` in a Secret, or an error naming the Secret and the key.
+fn secret_key(secret: &Secret, namespace: &str, key: &str) -> Result<String, Error> {
     secret
         .data
         .as_ref()
-        .and_then(|d| d.get(SECRET_SUPER_PASSWORD))
+        .and_then(|d| d.get(key))
         .and_then(|b| String::from_utf8(b.0.clone()).ok())
         .ok_or_else(|| {
             Error::Inconsistent(format!(
-                "Secret {namespace}/{name} has no key {SECRET_SUPER_PASSWORD}"
+                "Secret {namespace}/{} has no key {key}",
+                secret.metadata.name.as_deref().unwrap_or_default()
             ))
         })
 }
@@ -207,7 +200,9 @@ pub async fn update_backup_status(
     super::update_status(api, name, change).await
 }
 
-fn set_condition(
+/// Sets condition `type_` to `ok` with a reason and message; the transition time moves only
+/// when the status flips.
+pub fn record_condition(
     conditions: &mut Vec<Condition>,
     type_: &str,
     ok: bool,
@@ -233,48 +228,6 @@ fn set_condition(
         last_transition_time: Time(now),
         observed_generation: None,
     });
-}
-
-/// Sets a condition (public for the restore controller).
-pub fn record_condition(
-    conditions: &mut Vec<Condition>,
-    type_: &str,
-    ok: bool,
-    reason: &str,
-    message: &str,
-    now: Timestamp,
-) {
-    set_condition(conditions, type_, ok, reason, message, now);
-}
-
-async fn publish<K: Resource<DynamicType = ()>>(
-    ctx: &Context,
-    obj: &K,
-    type_: EventType,
-    action: &str,
-    note: &str,
-) {
-    let event = Event {
-        type_,
-        reason: action.split('/').next().unwrap_or(action).to_string(),
-        note: Some(note.chars().take(1000).collect()),
-        action: action.to_string(),
-        secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&event, &obj.object_ref(&())).await {
-        warn!(error = %e, "cannot publish Event");
-    }
-}
-
-/// Publishes an Event on any object (public for the restore controller).
-pub async fn publish_event<K: Resource<DynamicType = ()>>(
-    ctx: &Context,
-    obj: &K,
-    type_: EventType,
-    action: &str,
-    note: &str,
-) {
-    publish(ctx, obj, type_, action, note).await;
 }
 
 /// Why a backup starts now.
@@ -346,7 +299,7 @@ pub async fn reconcile(zkb: Arc<ZkBackup>, ctx: Arc<Context>) -> Result<Action, 
         Ok(s) => s,
         Err(e) => {
             update_backup_status(&api, &name, |s| {
-                set_condition(
+                record_condition(
                     &mut s.conditions,
                     condition::READY,
                     false,
@@ -407,7 +360,7 @@ pub async fn reconcile(zkb: Arc<ZkBackup>, ctx: Arc<Context>) -> Result<Action, 
         s.next_schedule_time = next.filter(|_| !zkb.spec.suspend).map(Time);
         s.observed_generation = zkb.metadata.generation;
         match newest {
-            Some(a) if a.phase == ArtifactPhase::Ready => set_condition(
+            Some(a) if a.phase == ArtifactPhase::Ready => record_condition(
                 &mut s.conditions,
                 condition::READY,
                 true,
@@ -415,7 +368,7 @@ pub async fn reconcile(zkb: Arc<ZkBackup>, ctx: Arc<Context>) -> Result<Action, 
                 &format!("newest backup {} is Ready", a.id),
                 now,
             ),
-            Some(a) => set_condition(
+            Some(a) => record_condition(
                 &mut s.conditions,
                 condition::READY,
                 false,
@@ -427,7 +380,7 @@ pub async fn reconcile(zkb: Arc<ZkBackup>, ctx: Arc<Context>) -> Result<Action, 
                 ),
                 now,
             ),
-            None => set_condition(
+            None => record_condition(
                 &mut s.conditions,
                 condition::READY,
                 false,
@@ -543,7 +496,7 @@ async fn run_one(
         }
     })
     .await?;
-    publish(
+    super::publish_event(
         ctx,
         zkb,
         EventType::Normal,
@@ -585,7 +538,7 @@ async fn run_one(
                 }
             })
             .await?;
-            publish(
+            super::publish_event(
                 ctx,
                 zkb,
                 EventType::Normal,
@@ -615,7 +568,7 @@ async fn run_one(
                 }
             })
             .await?;
-            publish(
+            super::publish_event(
                 ctx,
                 zkb,
                 EventType::Warning,

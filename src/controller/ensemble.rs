@@ -10,7 +10,7 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::EventType;
 use kube::{Api, Resource, ResourceExt};
 use rand::distr::{Alphanumeric, SampleString};
 use tracing::{info, instrument, warn};
@@ -119,9 +119,9 @@ pub async fn reconcile(ens: Arc<MasterEnsemble>, ctx: Arc<Context>) -> Result<Ac
             write_status(&api, &ens, status, &step.to_string()).await?;
             announce_completed(&ctx, &ens, &obs, &desired).await;
             if !resumed {
-                publish(
+                super::publish_event(
                     &ctx,
-                    &ens,
+                    ens.as_ref(),
                     EventType::Normal,
                     &format!("Started/{step}"),
                     &format!("{step}: {}", plan.rule.name()),
@@ -132,9 +132,9 @@ pub async fn reconcile(ens: Arc<MasterEnsemble>, ctx: Arc<Context>) -> Result<Ac
                 super::execute::execute(&ctx, &ens, &ectx, &desired, step, &obs, &credentials)
                     .await;
             if let Err(e) = &result {
-                publish(
+                super::publish_event(
                     &ctx,
-                    &ens,
+                    ens.as_ref(),
                     EventType::Warning,
                     &format!("Failed/{step}"),
                     &e.to_string(),
@@ -149,9 +149,9 @@ pub async fn reconcile(ens: Arc<MasterEnsemble>, ctx: Arc<Context>) -> Result<Ac
             if let Decision::Blocked { reason } = other
                 && previous.phase.as_deref() != Some("Blocked")
             {
-                publish(
+                super::publish_event(
                     &ctx,
-                    &ens,
+                    ens.as_ref(),
                     EventType::Warning,
                     &format!("Blocked/{}", reason.code()),
                     &reason.to_string(),
@@ -258,20 +258,7 @@ async fn announce_completed(
         && crate::planner::rules::step_is_done(&done.step, &obs.observed, desired)
     {
         let action = format!("Completed/{}", done.step);
-        publish(ctx, ens, EventType::Normal, &action, &done.step.to_string()).await;
-    }
-}
-
-async fn publish(ctx: &Context, ens: &MasterEnsemble, type_: EventType, reason: &str, note: &str) {
-    let event = Event {
-        type_,
-        reason: reason.split('/').next().unwrap_or(reason).to_string(),
-        note: Some(note.chars().take(1000).collect()),
-        action: reason.to_string(),
-        secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&event, &ens.object_ref(&())).await {
-        warn!(error = %e, "cannot publish Event");
+        super::publish_event(ctx, ens, EventType::Normal, &action, &done.step.to_string()).await;
     }
 }
 

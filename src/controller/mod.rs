@@ -125,6 +125,27 @@ where
     })
 }
 
+/// Publishes an Event on `obj`. `action` is `Reason/detail` (such as `Started/add-voter/4`):
+/// the reason is its first part, so Events of different steps are never folded into one series.
+pub async fn publish_event<K: kube::Resource<DynamicType = ()>>(
+    ctx: &Context,
+    obj: &K,
+    type_: kube::runtime::events::EventType,
+    action: &str,
+    note: &str,
+) {
+    let event = kube::runtime::events::Event {
+        type_,
+        reason: action.split('/').next().unwrap_or(action).to_string(),
+        note: Some(note.chars().take(1000).collect()),
+        action: action.to_string(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &obj.object_ref(&())).await {
+        warn!(error = %e, "cannot publish Event");
+    }
+}
+
 /// Shared state of every reconcile.
 pub struct Context {
     /// The API client.

@@ -28,8 +28,8 @@ use kube::runtime::events::EventType;
 use kube::{Api, Resource, ResourceExt};
 use tracing::{info, instrument, warn};
 
-use super::backup::{publish_event, record_condition, serving_members, store_for, super_password};
-use super::{Context, Error};
+use super::backup::{record_condition, serving_members, store_for, super_password};
+use super::{Context, Error, publish_event};
 use crate::backup::artifact::{self, Format, parse_zxid, zxid_hex};
 use crate::backup::engine::{self, Verified};
 use crate::backup::store::Store;
