@@ -59,11 +59,7 @@ pub enum Command {
     /// Print the version.
     Version,
     /// Run the operator against the cluster of the usual kubeconfig (or in-cluster config).
-    Run {
-        /// Log as JSON lines.
-        #[arg(long)]
-        log_json: bool,
-    },
+    Run(RunArgs),
     /// Live ensembles.
     Ensemble {
         /// What to do.
@@ -291,6 +287,116 @@ pub enum Error {
     Render(String),
 }
 
+/// `quorate run`: the operator.
+#[derive(clap::Args, Debug, Clone)]
+pub struct RunArgs {
+    /// Log as JSON lines.
+    #[arg(long)]
+    pub log_json: bool,
+    /// The namespaces to manage, comma-separated; empty manages every namespace.
+    #[arg(
+        long,
+        env = "WATCH_NAMESPACES",
+        value_delimiter = ',',
+        default_value = ""
+    )]
+    pub watch_namespaces: Vec<String>,
+    /// Elect a leader among operator processes on a Lease (false: this process reconciles at
+    /// once; only for a single replica).
+    #[arg(long, env = "QUORATE_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_election: bool,
+    /// The leader Lease's name.
+    #[arg(long, env = "QUORATE_LEASE_NAME", default_value = "quorate-leader")]
+    pub lease_name: String,
+    /// The leader Lease's namespace (default: the Pod's namespace, else the kubeconfig's).
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+    /// This process's identity in the Lease (default: the Pod's name, else host and a random
+    /// suffix).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+    /// How long the Lease is valid after each renewal, in seconds: a standby takes over at
+    /// most this long after the leader died.
+    #[arg(long, env = "QUORATE_LEASE_DURATION_SECONDS", default_value_t = 15)]
+    pub lease_duration_seconds: u64,
+    /// How long before expiry the leader renews, in seconds (also the clock skew tolerated).
+    #[arg(long, env = "QUORATE_LEASE_GRACE_SECONDS", default_value_t = 5)]
+    pub lease_grace_seconds: u64,
+    /// Serve /metrics, /healthz and /readyz here (host:port); unset serves nothing.
+    #[arg(long, env = "QUORATE_METRICS_ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Also serve /metrics, /healthz and /readyz here (the chart's probe port).
+    #[arg(long, env = "QUORATE_HEALTH_ADDR")]
+    pub health_addr: Option<std::net::SocketAddr>,
+}
+
+impl RunArgs {
+    /// The controller's options, with the Lease's defaults taken from `client`.
+    pub fn options(&self, client: &kube::Client) -> Result<crate::controller::RunOptions, String> {
+        let namespaces: Vec<String> = self
+            .watch_namespaces
+            .iter()
+            .map(|n| n.trim().to_string())
+            .filter(|n| !n.is_empty())
+            .collect();
+        for ns in &namespaces {
+            if !is_dns_label(ns) {
+                return Err(format!(
+                    "WATCH_NAMESPACES (--watch-namespaces): {ns:?} is not a namespace name (lowercase letters, digits and '-', starting and ending with a letter or digit, at most 63)"
+                ));
+            }
+        }
+        let lease = if self.leader_election {
+            let identity = match &self.identity {
+                Some(id) => id.clone(),
+                None => format!(
+                    "{}-{}",
+                    std::env::var("HOSTNAME").unwrap_or_else(|_| "quorate".into()),
+                    rand::distr::SampleString::sample_string(
+                        &rand::distr::Alphanumeric,
+                        &mut rand::rng(),
+                        8
+                    )
+                    .to_lowercase()
+                ),
+            };
+            let lease = crate::controller::leader::LeaseOptions {
+                name: self.lease_name.clone(),
+                namespace: self
+                    .lease_namespace
+                    .clone()
+                    .unwrap_or_else(|| client.default_namespace().to_string()),
+                identity,
+                duration_seconds: self.lease_duration_seconds,
+                grace_seconds: self.lease_grace_seconds,
+            };
+            lease.validate()?;
+            Some(lease)
+        } else {
+            None
+        };
+        Ok(crate::controller::RunOptions {
+            namespaces,
+            lease,
+            serve: self
+                .metrics_addr
+                .into_iter()
+                .chain(self.health_addr)
+                .collect(),
+        })
+    }
+}
+
+/// A DNS-1123 label, as namespace names are.
+fn is_dns_label(s: &str) -> bool {
+    let ok = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+    !s.is_empty()
+        && s.len() <= 63
+        && s.chars().all(|c| ok(c) || c == '-')
+        && s.starts_with(ok)
+        && s.ends_with(ok)
+}
+
 /// Runs the pure subcommands (those that need no cluster) and returns what to print.
 pub fn run_offline(command: &Command, clock_now: Timestamp) -> Result<String, Error> {
     match command {
@@ -397,10 +503,11 @@ pub fn render_plan(plan: &Plan, desired: &Desired, output: Output) -> Result<Str
 /// Runs the subcommands that talk to a cluster (or start one) and returns what to print.
 pub async fn run_online(command: &Command) -> Result<String, String> {
     match command {
-        Command::Run { log_json } => {
-            init_logging(*log_json);
+        Command::Run(args) => {
+            init_logging(args.log_json);
             let client = client().await?;
-            crate::controller::run(client)
+            let options = args.options(&client)?;
+            crate::controller::run(client, options)
                 .await
                 .map_err(|e| e.to_string())?;
             Ok(String::new())
@@ -551,7 +658,7 @@ async fn client() -> Result<kube::Client, String> {
 pub fn is_online(command: &Command) -> bool {
     matches!(
         command,
-        Command::Run { .. }
+        Command::Run(_)
             | Command::Ensemble { .. }
             | Command::Backup { .. }
             | Command::RestoreMember { .. }

@@ -20,7 +20,9 @@ pub mod controller;
 pub mod crd;
 pub mod executor;
 pub mod inspect;
+pub mod metrics;
 pub mod planner;
 #[cfg(feature = "sandbox")]
 pub mod sandbox;
+pub mod serve;
 pub mod zk;

@@ -20,6 +20,9 @@ pub fn sandbox_dir() -> PathBuf {
     cache_dir().join("sandbox")
 }
 
+/// Where the sandbox's operator serves /metrics, /healthz and /readyz.
+const SANDBOX_METRICS_ADDR: &str = "127.0.0.1:9464";
+
 fn step(start: Instant, what: &str) {
     eprintln!("[sandbox {:>6.1}s] {what}", start.elapsed().as_secs_f64());
 }
@@ -109,7 +112,12 @@ pub async fn up(sample: Option<PathBuf>) -> Result<(), String> {
         ),
     );
     let operator_client = client.clone();
-    let operator = tokio::spawn(async move { crate::controller::run(operator_client).await });
+    let options = crate::controller::RunOptions {
+        serve: vec![SANDBOX_METRICS_ADDR.parse().map_err(|e| format!("{e}"))?],
+        ..Default::default()
+    };
+    let operator =
+        tokio::spawn(async move { crate::controller::run(operator_client, options).await });
     let sample = sample.unwrap_or_else(|| {
         PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/samples/masters.yaml"))
     });
@@ -155,6 +163,7 @@ pub async fn up(sample: Option<PathBuf>) -> Result<(), String> {
          \n  quorate ensemble status {ns}/{name}                   # members, roles, quorum, in-flight step\
          \n  kubectl patch mens {name} --type merge -p '{{\"spec\":{{\"replicas\":5}}}}'   # scale\
          \n  kubectl get events --field-selector involvedObject.name={name}\
+         \n  curl -s http://{SANDBOX_METRICS_ADDR}/metrics | grep ^quorate_   # the operator's metrics\
          \n\nCtrl-C here (or `quorate sandbox down`) stops everything.\n",
         kc = kubeconfig.display()
     );

@@ -1,9 +1,11 @@
-//! End-to-end tier: the operator (`quorate run`, as its own process), the node agent and real
-//! ZooKeeper on a real control plane. Every scenario is watched by an independent checker that
+//! End-to-end tier: the operator (`quorate run`, as its own process with a token of the Helm
+//! chart's ServiceAccount), the node agent and real ZooKeeper on a real control plane. Every scenario is watched by an independent checker that
 //! samples each member's AdminServer and the API server, and by a kazoo writer whose every
 //! acknowledged write must be readable afterwards.
 
 mod common;
+#[path = "ensemble_e2e/operator.rs"]
+mod operator;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
@@ -648,6 +650,32 @@ fn scenarios() -> Vec<(&'static str, Scenario)> {
         (
             "an_operator_killed_mid_scale_up_finishes_without_a_second_member",
             |b, n| Box::pin(an_operator_killed_mid_scale_up_finishes_without_a_second_member(b, n)),
+        ),
+        (
+            "a_standby_takes_over_a_step_its_leader_left_mid_way_and_does_not_repeat_it",
+            |b, n| {
+                Box::pin(
+                    operator::a_standby_takes_over_a_step_its_leader_left_mid_way_and_does_not_repeat_it(b, n),
+                )
+            },
+        ),
+        (
+            "a_rolling_operator_upgrade_repeats_no_step_and_restarts_no_member",
+            |b, n| {
+                Box::pin(
+                    operator::a_rolling_operator_upgrade_repeats_no_step_and_restarts_no_member(
+                        b, n,
+                    ),
+                )
+            },
+        ),
+        (
+            "a_removed_permission_is_reported_on_the_ensemble_and_granting_it_recovers",
+            |b, n| {
+                Box::pin(
+                    operator::a_removed_permission_is_reported_on_the_ensemble_and_granting_it_recovers(b, n),
+                )
+            },
         ),
         ("even_replicas_are_rejected_and_nothing_changes", |b, n| {
             Box::pin(even_replicas_are_rejected_and_nothing_changes(b, n))

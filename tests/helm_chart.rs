@@ -206,6 +206,15 @@ impl Ctx {
 
     /// A client authenticated as a ServiceAccount, with a TokenRequest token.
     async fn service_account_client(&self, ns: &str, sa: &str) -> Result<Client, Failed> {
+        let token = self.service_account_token(ns, sa).await?;
+        self.plane
+            .client_for_token(&token)
+            .await
+            .map_err(|e| fail(format!("client for {ns}/{sa}: {e}")))
+    }
+
+    /// A TokenRequest token of a ServiceAccount.
+    async fn service_account_token(&self, ns: &str, sa: &str) -> Result<String, Failed> {
         let sas: Api<ServiceAccount> = Api::namespaced(self.client().await?, ns);
         let req = TokenRequest {
             spec: Some(TokenRequestSpec {
@@ -222,10 +231,7 @@ impl Ctx {
             .status
             .and_then(|s| s.token)
             .ok_or_else(|| fail("TokenRequest returned no token"))?;
-        self.plane
-            .client_for_token(&token)
-            .await
-            .map_err(|e| fail(format!("client for {ns}/{sa}: {e}")))
+        Ok(token)
     }
 }
 
@@ -974,8 +980,14 @@ async fn operator_can_hold_its_lease(sa: &Client, release_ns: &str) -> TestResul
     held.spec
         .get_or_insert_with(Default::default)
         .holder_identity = Some("quorate-0".into());
+    // kube-lease-manager takes and renews the Lease with server-side apply (a patch).
+    held.metadata.managed_fields = None;
     leases
-        .replace("quorate-leader", &PostParams::default(), &held)
+        .patch(
+            "quorate-leader",
+            &PatchParams::apply("quorate-lease-test").force(),
+            &Patch::Apply(&held),
+        )
         .await
         .map_err(|e| fail(format!("the operator renews its Lease: {e}")))?;
     Ok(())
@@ -1143,6 +1155,101 @@ async fn install_in_cluster_wide_mode_grants_the_operator_what_it_needs_and_unin
     check_uninstalled(&admin, &installed).await
 }
 
+/// The operator binary itself, as the namespaced release's ServiceAccount with
+/// `WATCH_NAMESPACES=team-a,team-b`: it takes the Lease, creates the first member of an
+/// ensemble in team-a, and leaves the one in team-z ("theirs") alone, with no Forbidden error.
+async fn the_operator_manages_only_its_namespaces(
+    ctx: &Ctx,
+    admin: &Client,
+    release_ns: &str,
+    sa: &str,
+) -> TestResult {
+    let token = ctx.service_account_token(release_ns, sa).await?;
+    let kubeconfig = ctx.plane.dir().join("scoped-operator.kubeconfig");
+    std::fs::write(&kubeconfig, ctx.plane.kubeconfig_for_token(&token))
+        .map_err(|e| fail(format!("write the kubeconfig: {e}")))?;
+    let log_path = ctx.plane.dir().join("scoped-operator.log");
+    let log = std::fs::File::create(&log_path).map_err(|e| fail(format!("log: {e}")))?;
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_quorate"));
+    cmd.args(["run", "--log-json"])
+        .env("KUBECONFIG", &kubeconfig)
+        .env("RUST_LOG", "info,kube=warn")
+        .env("WATCH_NAMESPACES", "team-a,team-b")
+        .env("POD_NAME", "scoped-0")
+        .env("POD_NAMESPACE", release_ns)
+        .stdout(std::process::Stdio::null())
+        .stderr(log);
+    let mut operator = quorate_testbed::process::Child::spawn("scoped-operator", cmd)
+        .map_err(|e| fail(format!("start the operator: {e}")))?;
+    let result = async {
+        let ours: MasterEnsemble = serde_json::from_value(json!({
+            "apiVersion": "quorate.dev/v1alpha1", "kind": "MasterEnsemble",
+            "metadata": {"name": "ours"}, "spec": {"replicas": 1}
+        }))
+        .map_err(|e| fail(format!("{e}")))?;
+        Api::<MasterEnsemble>::namespaced(admin.clone(), "team-a")
+            .create(&PostParams::default(), &ours)
+            .await
+            .map_err(|e| fail(format!("create team-a/ours: {e}")))?;
+        let pods: Api<Pod> = Api::namespaced(admin.clone(), "team-a");
+        eventually(
+            "the operator to create team-a/ours's first member",
+            Duration::from_secs(60),
+            || async { pods.get_opt("ours-1").await.ok().flatten() },
+        )
+        .await?;
+        let leases: Api<Lease> = Api::namespaced(admin.clone(), release_ns);
+        let holder = leases
+            .get("quorate-leader")
+            .await
+            .map_err(|e| fail(format!("the leader Lease in {release_ns}: {e}")))?
+            .spec
+            .and_then(|s| s.holder_identity);
+        if holder.as_deref() != Some("scoped-0") {
+            return Err(fail(format!(
+                "the Lease's holder is {holder:?}, not scoped-0"
+            )));
+        }
+        // A few passes later the ensemble outside the watched namespaces is untouched.
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        let theirs = Api::<MasterEnsemble>::namespaced(admin.clone(), "team-z")
+            .get("theirs")
+            .await
+            .map_err(|e| fail(format!("read team-z/theirs: {e}")))?;
+        let pods_z = Api::<Pod>::namespaced(admin.clone(), "team-z")
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| fail(format!("list team-z: {e}")))?;
+        if theirs.status.is_some() || !pods_z.items.is_empty() {
+            return Err(fail(format!(
+                "team-z is not watched, yet: status {:?}, {} Pods",
+                theirs.status,
+                pods_z.items.len()
+            )));
+        }
+        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+        if let Some(line) = text
+            .lines()
+            .find(|l| l.to_lowercase().contains("forbidden"))
+        {
+            return Err(fail(format!(
+                "the namespaced operator hit a permission it lacks: {line}"
+            )));
+        }
+        Ok(())
+    }
+    .await;
+    operator.stop(Duration::from_secs(10));
+    result.map_err(|e| {
+        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(20).collect();
+        fail(format!(
+            "{e:?}\noperator log (newest first):\n{}",
+            tail.join("\n")
+        ))
+    })
+}
+
 async fn install_in_namespaced_mode_confines_the_operator_to_its_namespaces(
     ctx: Arc<Ctx>,
 ) -> TestResult {
@@ -1246,6 +1353,8 @@ async fn install_in_namespaced_mode_confines_the_operator_to_its_namespaces(
             "writing an ensemble's status in the unmanaged {unmanaged} must be Forbidden"
         )));
     }
+
+    the_operator_manages_only_its_namespaces(&ctx, &admin, release_ns, "scoped-quorate").await?;
 
     ctx.helm(&["uninstall", release, "--namespace", release_ns])
         .await?;

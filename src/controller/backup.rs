@@ -248,13 +248,23 @@ fn requested_at(zkb: &ZkBackup) -> Option<Timestamp> {
 }
 
 /// One pass over one ZkBackup.
-#[instrument(skip_all, fields(backup = %zkb.name_any()))]
+#[instrument(skip_all, fields(ensemble = %zkb.spec.ensemble_ref.name, backup = %zkb.name_any()))]
 pub async fn reconcile(zkb: Arc<ZkBackup>, ctx: Arc<Context>) -> Result<Action, Error> {
     let now = Timestamp::now();
     let ns = zkb.namespace().unwrap_or_default();
     let name = zkb.name_any();
     let api: Api<ZkBackup> = Api::namespaced(ctx.client.clone(), &ns);
     let status = zkb.status.clone().unwrap_or_default();
+    if let Some(at) = status
+        .artifacts
+        .iter()
+        .filter(|a| a.phase == ArtifactPhase::Ready)
+        .filter_map(|a| a.finished_at.as_ref().map(|t| t.0))
+        .max()
+    {
+        ctx.metrics
+            .backup_succeeded(&crate::metrics::ObjectLabels::new(&ns, &name), at);
+    }
 
     // An artifact BackingUp that this process is not taking was interrupted (the operator
     // stopped mid-backup): it never got its completion marker; say so and remove its objects.

@@ -74,6 +74,21 @@ pub async fn reconcile(ens: Arc<MasterEnsemble>, ctx: Arc<Context>) -> Result<Ac
     }
     let plan = plan(&desired, &obs.observed, now);
     info!(decision = %plan.decision, rule = %plan.rule.name(), "planned");
+    let labels = crate::metrics::ObjectLabels::new(&ns, &name);
+    let observed = &obs.observed;
+    let record_members = |in_flight_since| {
+        ctx.metrics.ensemble(
+            &labels,
+            observed
+                .members
+                .values()
+                .filter(|m| m.pod.is_some())
+                .count(),
+            observed.voters().len(),
+            observed.members.values().filter(|m| m.is_healthy()).count(),
+            in_flight_since,
+        )
+    };
     if let (Decision::Wait { reason, .. }, Some(gate), Some(at)) = (
         &plan.decision,
         &ens.spec.backup_before_change,
@@ -117,8 +132,10 @@ pub async fn reconcile(ens: Arc<MasterEnsemble>, ctx: Arc<Context>) -> Result<Ac
                 now,
             );
             write_status(&api, &ens, status, &step.to_string()).await?;
+            record_members(Some(claimed.started_at));
             announce_completed(&ctx, &ens, &obs, &desired).await;
             if !resumed {
+                ctx.metrics.step(step.kind(), "started");
                 super::publish_event(
                     &ctx,
                     ens.as_ref(),
@@ -132,6 +149,7 @@ pub async fn reconcile(ens: Arc<MasterEnsemble>, ctx: Arc<Context>) -> Result<Ac
                 super::execute::execute(&ctx, &ens, &ectx, &desired, step, &obs, &credentials)
                     .await;
             if let Err(e) = &result {
+                ctx.metrics.step(step.kind(), "failed");
                 super::publish_event(
                     &ctx,
                     ens.as_ref(),
@@ -149,6 +167,7 @@ pub async fn reconcile(ens: Arc<MasterEnsemble>, ctx: Arc<Context>) -> Result<Ac
             if let Decision::Blocked { reason } = other
                 && previous.phase.as_deref() != Some("Blocked")
             {
+                ctx.metrics.blocked(reason.code());
                 super::publish_event(
                     &ctx,
                     ens.as_ref(),
@@ -159,6 +178,7 @@ pub async fn reconcile(ens: Arc<MasterEnsemble>, ctx: Arc<Context>) -> Result<Ac
                 .await;
             }
             record(&api, &name, &previous, &ens, &obs, &plan, now).await?;
+            record_members(None);
             Ok(match other {
                 Decision::Converged => Action::requeue(std::time::Duration::from_secs(30)),
                 Decision::Blocked { .. } => Action::requeue(std::time::Duration::from_secs(10)),
@@ -257,6 +277,7 @@ async fn announce_completed(
     if let Some(done) = &obs.observed.in_flight
         && crate::planner::rules::step_is_done(&done.step, &obs.observed, desired)
     {
+        ctx.metrics.step(done.step.kind(), "completed");
         let action = format!("Completed/{}", done.step);
         super::publish_event(ctx, ens, EventType::Normal, &action, &done.step.to_string()).await;
     }

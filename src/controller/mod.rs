@@ -8,6 +8,7 @@
 pub mod backup;
 pub mod ensemble;
 pub mod execute;
+pub mod leader;
 pub mod observe;
 pub mod restore;
 pub mod status;
@@ -20,10 +21,12 @@ use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::watcher;
-use kube::{Api, Client};
+use kube::{Api, Client, Resource, ResourceExt};
 use tracing::{info, warn};
 
 use crate::crd::{MasterEnsemble, ZkBackup, ZkRestore};
+use crate::metrics::Metrics;
+use crate::serve::Health;
 use crate::zk::AdminProbe;
 
 /// Errors of a reconcile, each with its context.
@@ -62,6 +65,9 @@ pub enum Error {
     /// A backup store or artifact could not be used.
     #[error("{0}")]
     Backup(String),
+    /// Leader election or the endpoints failed; the process stops.
+    #[error("{0}")]
+    Lease(String),
 }
 
 impl Error {
@@ -72,12 +78,17 @@ impl Error {
                 source: kube::Error::Api(s),
                 ..
             } if s.code == 409 => "conflict",
+            Error::Kube {
+                source: kube::Error::Api(s),
+                ..
+            } if s.code == 403 => "forbidden",
             Error::Kube { .. } => "kube",
             Error::Conflict { .. } => "conflict",
             Error::Membership { .. } => "zookeeper",
             Error::Probe(_) => "probe",
             Error::Inconsistent(_) => "inconsistent",
             Error::Backup(_) => "backup",
+            Error::Lease(_) => "lease",
         }
     }
 
@@ -158,14 +169,23 @@ pub struct Context {
     pub settle: Duration,
     /// Backups running in this process.
     pub backups: Arc<backup::Running>,
+    /// The Prometheus metrics.
+    pub metrics: Arc<Metrics>,
 }
 
 impl Context {
     /// A context for `client`.
     pub fn new(client: Client) -> Result<Context, Error> {
+        Context::with_metrics(client, Arc::default())
+    }
+
+    /// A context for `client` that records into `metrics`.
+    pub fn with_metrics(client: Client, metrics: Arc<Metrics>) -> Result<Context, Error> {
         let reporter = Reporter {
             controller: "quorate".into(),
-            instance: std::env::var("HOSTNAME").ok(),
+            instance: std::env::var("POD_NAME")
+                .or_else(|_| std::env::var("HOSTNAME"))
+                .ok(),
         };
         Ok(Context {
             recorder: Recorder::new(client.clone(), reporter),
@@ -173,62 +193,216 @@ impl Context {
             client,
             settle: Duration::from_secs(2),
             backups: Arc::default(),
+            metrics,
         })
     }
 }
 
-fn error_policy<K: kube::Resource>(obj: Arc<K>, error: &Error, _ctx: Arc<Context>) -> Action {
-    warn!(object = %kube::ResourceExt::name_any(obj.as_ref()), category = error.category(), %error, "reconcile failed");
-    match error.category() {
-        "conflict" => Action::requeue(Duration::from_secs(1)),
-        _ => Action::requeue(Duration::from_secs(5)),
+/// The ensemble an object belongs to: every log line and Event about it names the ensemble.
+pub trait OfEnsemble: kube::Resource<DynamicType = ()> {
+    /// The MasterEnsemble's name.
+    fn ensemble(&self) -> String;
+}
+
+impl OfEnsemble for MasterEnsemble {
+    fn ensemble(&self) -> String {
+        self.name_any()
     }
 }
 
-/// Runs the MasterEnsemble controller until the process is stopped.
-pub async fn run(client: Client) -> Result<(), Error> {
-    let ctx = Arc::new(Context::new(client.clone())?);
-    let ensembles: Api<MasterEnsemble> = Api::all(client.clone());
-    let pods: Api<Pod> = Api::all(client.clone());
-    let pvcs: Api<PersistentVolumeClaim> = Api::all(client.clone());
+impl OfEnsemble for ZkBackup {
+    fn ensemble(&self) -> String {
+        self.spec.ensemble_ref.name.clone()
+    }
+}
+
+impl OfEnsemble for ZkRestore {
+    fn ensemble(&self) -> String {
+        self.spec.ensemble_ref.name.clone()
+    }
+}
+
+/// What an operator without a permission it needs is told to do.
+const FORBIDDEN_HINT: &str = "quorate's ServiceAccount lacks a permission it needs; grant the rules of charts/quorate/templates/rbac.yaml (or deploy/operator-rbac.yaml)";
+
+/// One reconcile pass of `kind`, timed and counted; a refused permission is reported on the
+/// object (a Warning Event, and the ensemble's status message) rather than only retried.
+async fn pass<K, Fut>(
+    kind: &'static str,
+    obj: Arc<K>,
+    ctx: Arc<Context>,
+    reconcile: impl FnOnce(Arc<K>, Arc<Context>) -> Fut,
+) -> Result<Action, Error>
+where
+    K: OfEnsemble,
+    Fut: std::future::Future<Output = Result<Action, Error>>,
+{
+    let started = std::time::Instant::now();
+    let result = reconcile(obj.clone(), ctx.clone()).await;
+    let category = result.as_ref().err().map(Error::category);
+    ctx.metrics.reconciled(kind, started.elapsed(), category);
+    if let Err(e) = &result
+        && e.category() == "forbidden"
+    {
+        let note = format!("{e}. {FORBIDDEN_HINT}");
+        publish_event(
+            &ctx,
+            obj.as_ref(),
+            kube::runtime::events::EventType::Warning,
+            &format!("Forbidden/{kind}"),
+            &note,
+        )
+        .await;
+        if kind == MasterEnsemble::kind(&()) {
+            let api: Api<MasterEnsemble> =
+                Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+            let patch = serde_json::json!({"status": {"message": note}});
+            if let Err(e) = api
+                .patch_status(
+                    &obj.name_any(),
+                    &kube::api::PatchParams::default(),
+                    &kube::api::Patch::Merge(&patch),
+                )
+                .await
+            {
+                warn!(ensemble = %obj.ensemble(), error = %e, "cannot record the refused permission in status");
+            }
+        }
+    }
+    result
+}
+
+fn error_policy<K: OfEnsemble>(obj: Arc<K>, error: &Error, _ctx: Arc<Context>) -> Action {
+    let object = obj.name_any();
+    let namespace = obj.namespace().unwrap_or_default();
+    let ensemble = obj.ensemble();
+    let category = error.category();
+    match category {
+        "forbidden" => {
+            tracing::error!(%namespace, %ensemble, %object, category, %error, hint = FORBIDDEN_HINT, "reconcile refused by RBAC");
+            Action::requeue(Duration::from_secs(30))
+        }
+        "conflict" => {
+            warn!(%namespace, %ensemble, %object, category, %error, "reconcile failed");
+            Action::requeue(Duration::from_secs(1))
+        }
+        _ => {
+            warn!(%namespace, %ensemble, %object, category, %error, "reconcile failed");
+            Action::requeue(Duration::from_secs(5))
+        }
+    }
+}
+
+/// How `quorate run` runs.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// The namespaces to manage; empty means every namespace.
+    pub namespaces: Vec<String>,
+    /// Leader election; `None` runs the controllers at once (a single replica).
+    pub lease: Option<leader::LeaseOptions>,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served.
+    pub serve: Vec<std::net::SocketAddr>,
+}
+
+fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// The three controllers over one namespace (or all of them), until SIGTERM or SIGINT.
+async fn controllers(ctx: Arc<Context>, namespace: Option<String>) {
+    let client = ctx.client.clone();
+    let ns = namespace.as_deref();
     let members = watcher::Config::default().labels(crate::constants::LABEL_ENSEMBLE);
-    info!("quorate controller starting");
-    let ensembles = Controller::new(ensembles, watcher::Config::default())
-        .owns(pods, members.clone())
-        .owns(pvcs, members)
+    info!(namespace = ns.unwrap_or("*"), "controllers starting");
+    let ensembles = Controller::new(
+        scoped::<MasterEnsemble>(&client, ns),
+        watcher::Config::default(),
+    )
+    .owns(scoped::<Pod>(&client, ns), members.clone())
+    .owns(scoped::<PersistentVolumeClaim>(&client, ns), members)
+    .shutdown_on_signal()
+    .run(
+        |o, c| pass("MasterEnsemble", o, c, ensemble::reconcile),
+        error_policy,
+        ctx.clone(),
+    )
+    .for_each(|result| async move {
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "reconcile error");
+        }
+    });
+    let backups = Controller::new(scoped::<ZkBackup>(&client, ns), watcher::Config::default())
         .shutdown_on_signal()
-        .run(ensemble::reconcile, error_policy, ctx.clone())
+        .run(
+            |o, c| pass("ZkBackup", o, c, backup::reconcile),
+            error_policy,
+            ctx.clone(),
+        )
         .for_each(|result| async move {
             if let Err(e) = result {
-                tracing::debug!(error = %e, "reconcile error");
+                tracing::debug!(error = %e, "backup reconcile error");
             }
         });
-    let backups = Controller::new(
-        Api::<ZkBackup>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .shutdown_on_signal()
-    .run(backup::reconcile, error_policy, ctx.clone())
-    .for_each(|result| async move {
-        if let Err(e) = result {
-            tracing::debug!(error = %e, "backup reconcile error");
-        }
-    });
-    let restores = Controller::new(
-        Api::<ZkRestore>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .owns(
-        Api::<Pod>::all(client.clone()),
-        watcher::Config::default().labels("quorate.dev/restore"),
-    )
-    .shutdown_on_signal()
-    .run(restore::reconcile, error_policy, ctx)
-    .for_each(|result| async move {
-        if let Err(e) = result {
-            tracing::debug!(error = %e, "restore reconcile error");
-        }
-    });
+    let restores = Controller::new(scoped::<ZkRestore>(&client, ns), watcher::Config::default())
+        .owns(
+            scoped::<Pod>(&client, ns),
+            watcher::Config::default().labels("quorate.dev/restore"),
+        )
+        .shutdown_on_signal()
+        .run(
+            |o, c| pass("ZkRestore", o, c, restore::reconcile),
+            error_policy,
+            ctx,
+        )
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "restore reconcile error");
+            }
+        });
     futures::join!(ensembles, backups, restores);
-    Ok(())
+}
+
+/// Runs the controllers until the process is stopped: serves the endpoints, waits for the
+/// leader Lease when `options.lease` is set, then watches every namespace or the listed ones.
+pub async fn run(client: Client, options: RunOptions) -> Result<(), Error> {
+    let metrics = Arc::new(Metrics::new());
+    let health = Arc::new(Health::default());
+    crate::serve::serve(&options.serve, metrics.clone(), health.clone())
+        .await
+        .map_err(|e| Error::Lease(e.to_string()))?;
+    let ctx = Arc::new(Context::with_metrics(client.clone(), metrics.clone())?);
+    info!(
+        namespaces = %if options.namespaces.is_empty() { "*".to_string() } else { options.namespaces.join(",") },
+        "quorate operator starting"
+    );
+    let work = {
+        let health = health.clone();
+        let metrics = metrics.clone();
+        move || async move {
+            health.set_connected(true);
+            let scopes: Vec<Option<String>> = if options.namespaces.is_empty() {
+                vec![None]
+            } else {
+                options.namespaces.iter().cloned().map(Some).collect()
+            };
+            futures::future::join_all(scopes.into_iter().map(|ns| controllers(ctx.clone(), ns)))
+                .await;
+            metrics.set_leader(false);
+            info!("controllers stopped");
+            Ok(())
+        }
+    };
+    match &options.lease {
+        Some(lease) => leader::run_as_leader(client, lease, metrics, health, work).await,
+        None => {
+            metrics.set_leader(true);
+            work().await
+        }
+    }
 }

@@ -1,6 +1,9 @@
 //! The end-to-end harness shared by the scenario binaries: one control plane (with
-//! kube-controller-manager), quorate's CRDs, the node agent, the kazoo judge and the operator as
-//! its own process; scenarios run one after another, each in its own namespace.
+//! kube-controller-manager), charts/quorate installed by a real helm (CRDs, ServiceAccount, RBAC;
+//! no operator Pods), the node agent, the kazoo judge, and the operator as its own process with
+//! a token of the chart's ServiceAccount and leader election on a Lease (so every scenario also
+//! proves the chart's RBAC is enough). Scenarios run one after another, each in its own
+//! namespace.
 #![allow(dead_code)]
 
 use std::process::{Command, Stdio};
@@ -23,15 +26,42 @@ pub fn fail(msg: impl Into<String>) -> Failed {
     Failed::from(msg.into())
 }
 
+/// The namespace the chart is installed in (its ServiceAccount and the leader Lease live there).
+pub const RELEASE_NS: &str = "quorate-system";
+/// The chart's release name, which is also its ServiceAccount's and its roles' name.
+pub const RELEASE: &str = "quorate";
+/// The leader Lease.
+pub const LEASE: &str = "quorate-leader";
+
+/// One operator process.
+pub struct Operator {
+    /// Its identity in the leader Lease (`POD_NAME`).
+    pub identity: String,
+    /// Where it serves /metrics, /healthz and /readyz.
+    pub addr: std::net::SocketAddr,
+    child: Child,
+}
+
 /// The parts every scenario shares.
 pub struct Bed {
     pub plane: ControlPlane,
     pub agent: Mutex<Option<NodeAgent>>,
-    pub operator: Mutex<Option<Child>>,
+    pub operators: Mutex<Vec<Operator>>,
+    started: std::sync::atomic::AtomicUsize,
     pub judge: Judge,
     pub runtime: tokio::runtime::Handle,
-    /// Extra environment of the operator process.
+    /// Extra environment of the operator processes.
     pub operator_env: Vec<(String, String)>,
+    /// A kubeconfig with a token of the chart's ServiceAccount: the operators run with it.
+    pub operator_kubeconfig: std::path::PathBuf,
+    /// helm, built by the testbed.
+    pub helm: std::path::PathBuf,
+}
+
+/// A free port on loopback.
+pub fn free_addr() -> Result<std::net::SocketAddr, Failed> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| fail(format!("bind: {e}")))?;
+    l.local_addr().map_err(|e| fail(format!("local addr: {e}")))
 }
 
 impl Bed {
@@ -42,38 +72,157 @@ impl Bed {
             .map_err(|e| fail(format!("client: {e}")))
     }
 
-    pub fn start_operator(&self) -> Result<(), Failed> {
+    fn log_path(&self, identity: &str) -> std::path::PathBuf {
+        self.plane.dir().join(format!("operator-{identity}.log"))
+    }
+
+    /// Starts one more operator process (as the chart's ServiceAccount, with leader election);
+    /// returns its identity.
+    pub fn start_operator(&self) -> Result<String, Failed> {
+        let n = self
+            .started
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            + 1;
+        let identity = format!("quorate-{n}");
+        let addr = free_addr()?;
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(self.plane.dir().join("operator.log"))
+            .open(self.log_path(&identity))
             .map_err(|e| fail(e.to_string()))?;
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_quorate"));
-        cmd.arg("run")
-            .env("KUBECONFIG", self.plane.kubeconfig_path())
+        cmd.args(["run", "--log-json"])
+            .env("KUBECONFIG", &self.operator_kubeconfig)
             .env("RUST_LOG", "info,kube=warn")
+            .env("POD_NAME", &identity)
+            .env("POD_NAMESPACE", RELEASE_NS)
+            .env("QUORATE_LEASE_DURATION_SECONDS", "6")
+            .env("QUORATE_LEASE_GRACE_SECONDS", "2")
+            .env("QUORATE_METRICS_ADDR", addr.to_string())
             .envs(self.operator_env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log);
-        let child = Child::spawn("quorate-operator", cmd)
+        let child = Child::spawn(format!("quorate-operator-{n}"), cmd)
             .map_err(|e| fail(format!("start operator: {e}")))?;
-        *self.operator.lock().map_err(|_| fail("lock"))? = Some(child);
-        Ok(())
+        self.operators
+            .lock()
+            .map_err(|_| fail("lock"))?
+            .push(Operator {
+                identity: identity.clone(),
+                addr,
+                child,
+            });
+        Ok(identity)
     }
 
+    /// Kills every operator process (SIGKILL: no Lease is released, no pass finishes).
     pub fn kill_operator(&self) {
-        if let Ok(mut op) = self.operator.lock()
-            && let Some(mut c) = op.take()
-        {
-            c.kill();
+        if let Ok(mut ops) = self.operators.lock() {
+            for mut op in ops.drain(..) {
+                op.child.kill();
+            }
         }
     }
 
+    /// Kills the operator process `identity`.
+    pub fn kill_operator_named(&self, identity: &str) {
+        if let Ok(mut ops) = self.operators.lock()
+            && let Some(i) = ops.iter().position(|o| o.identity == identity)
+        {
+            let mut op = ops.remove(i);
+            op.child.kill();
+        }
+    }
+
+    /// Stops the operator process `identity` as Kubernetes stops a Pod (SIGTERM, SIGKILL after
+    /// `grace`); whether it exited by itself with status 0.
+    pub fn stop_operator_named(&self, identity: &str, grace: Duration) -> bool {
+        let Some(mut op) = self.operators.lock().ok().and_then(|mut ops| {
+            let i = ops.iter().position(|o| o.identity == identity)?;
+            Some(ops.remove(i))
+        }) else {
+            return false;
+        };
+        if op.child.signal(15).is_err() {
+            return false;
+        }
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = op.child.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        op.child.kill();
+        false
+    }
+
+    /// A GET of `path` on operator `identity`'s endpoint: (status, body).
+    pub async fn operator_get(&self, identity: &str, path: &str) -> Result<(u16, String), Failed> {
+        let addr = self
+            .operator_addr(identity)
+            .ok_or_else(|| fail(format!("no operator {identity}")))?;
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|e| fail(e.to_string()))?;
+        let resp = http
+            .get(format!("http://{addr}{path}"))
+            .send()
+            .await
+            .map_err(|e| fail(format!("GET {path} of {identity}: {e}")))?;
+        let status = resp.status().as_u16();
+        let body = resp.text().await.map_err(|e| fail(e.to_string()))?;
+        Ok((status, body))
+    }
+
+    /// The value of the series `series` (name and labels, exactly as exposed) in operator
+    /// `identity`'s /metrics.
+    pub async fn metric(&self, identity: &str, series: &str) -> Result<Option<f64>, Failed> {
+        let (_, text) = self.operator_get(identity, "/metrics").await?;
+        Ok(metric_value(&text, series))
+    }
+
+    /// Where operator `identity` serves its endpoints.
+    pub fn operator_addr(&self, identity: &str) -> Option<std::net::SocketAddr> {
+        self.operators
+            .lock()
+            .ok()?
+            .iter()
+            .find(|o| o.identity == identity)
+            .map(|o| o.addr)
+    }
+
+    /// The holder of the leader Lease, if any.
+    pub async fn lease_holder(&self) -> Result<Option<String>, Failed> {
+        let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+            Api::namespaced(self.client().await?, RELEASE_NS);
+        Ok(leases
+            .get_opt(LEASE)
+            .await
+            .map_err(|e| fail(format!("read the Lease: {e}")))?
+            .and_then(|l| l.spec?.holder_identity)
+            .filter(|h| !h.is_empty()))
+    }
+
+    /// The last lines of every operator's log.
     pub fn operator_log_tail(&self) -> String {
-        let text =
-            std::fs::read_to_string(self.plane.dir().join("operator.log")).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
+        let mut out = String::new();
+        let n = self.started.load(std::sync::atomic::Ordering::SeqCst);
+        for i in 1..=n {
+            let identity = format!("quorate-{i}");
+            let text = std::fs::read_to_string(self.log_path(&identity)).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            out.push_str(&format!("--- {identity}\n"));
+            out.push_str(&lines[lines.len().saturating_sub(30)..].join("\n"));
+            out.push('\n');
+        }
+        out
+    }
+
+    /// Every log line of operator `identity`.
+    pub fn operator_log(&self, identity: &str) -> String {
+        std::fs::read_to_string(self.log_path(identity)).unwrap_or_default()
     }
 
     /// The CLI as its own process against this plane.
@@ -84,6 +233,116 @@ impl Bed {
             .output()
             .map_err(|e| fail(format!("run quorate {args:?}: {e}")))
     }
+
+    /// helm with the plane's admin kubeconfig and private helm directories.
+    pub fn helm(&self, args: &[&str]) -> Result<String, Failed> {
+        helm_command(&self.helm, &self.plane, args)
+    }
+}
+
+fn helm_command(
+    helm: &std::path::Path,
+    plane: &ControlPlane,
+    args: &[&str],
+) -> Result<String, Failed> {
+    let home = plane.dir().join("helm-home");
+    let out = Command::new(helm)
+        .args(args)
+        .arg(format!(
+            "--kubeconfig={}",
+            plane.kubeconfig_path().display()
+        ))
+        .env("HELM_CACHE_HOME", home.join("cache"))
+        .env("HELM_CONFIG_HOME", home.join("config"))
+        .env("HELM_DATA_HOME", home.join("data"))
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| fail(format!("helm {args:?}: {e}")))?;
+    if !out.status.success() {
+        return Err(fail(format!(
+            "helm {} failed: {}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Installs charts/quorate (cluster-wide mode, no operator Pods: the operators run as processes
+/// here) and writes a kubeconfig with a token of its ServiceAccount.
+async fn install_chart(
+    plane: &ControlPlane,
+    helm: &std::path::Path,
+) -> Result<std::path::PathBuf, Failed> {
+    let chart = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/quorate");
+    helm_command(
+        helm,
+        plane,
+        &[
+            "install",
+            RELEASE,
+            chart,
+            "--namespace",
+            RELEASE_NS,
+            "--create-namespace",
+            "--set",
+            "replicaCount=0",
+            "--set",
+            "image.repository=quorate,image.tag=e2e",
+            "--timeout",
+            "120s",
+        ],
+    )?;
+    let client = plane.client().await.map_err(|e| fail(e.to_string()))?;
+    let sas: Api<k8s_openapi::api::core::v1::ServiceAccount> = Api::namespaced(client, RELEASE_NS);
+    let req = k8s_openapi::api::authentication::v1::TokenRequest {
+        spec: Some(k8s_openapi::api::authentication::v1::TokenRequestSpec {
+            audiences: Some(vec![]),
+            expiration_seconds: Some(4 * 3600),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let token = sas
+        .create_token_request(RELEASE, &PostParams::default(), &req)
+        .await
+        .map_err(|e| fail(format!("token for {RELEASE_NS}/{RELEASE}: {e}")))?
+        .status
+        .and_then(|s| s.token)
+        .ok_or_else(|| fail("TokenRequest returned no token"))?;
+    let path = plane.dir().join("operator.kubeconfig");
+    std::fs::write(&path, plane.kubeconfig_for_token(&token))
+        .map_err(|e| fail(format!("write {}: {e}", path.display())))?;
+    Ok(path)
+}
+
+/// The value of `series` in an OpenMetrics text.
+pub fn metric_value(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        let rest = l.strip_prefix(series)?.strip_prefix(' ')?;
+        rest.split_whitespace().next()?.parse().ok()
+    })
+}
+
+/// quorate's Events in `ns` as (action, times published), oldest first: an Event published again
+/// by the same process is one Event with a series; by another process, another Event.
+pub async fn event_counts(client: &Client, ns: &str) -> Result<Vec<(String, i32)>, Failed> {
+    let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), ns);
+    let mut list = api
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| fail(format!("events: {e}")))?
+        .items;
+    list.sort_by_key(|e| e.event_time.as_ref().map(|t| t.0));
+    Ok(list
+        .into_iter()
+        .filter(|e| e.reporting_controller.as_deref() == Some("quorate"))
+        .map(|e| {
+            let n = e.series.as_ref().map_or(1, |s| s.count.max(1));
+            (e.action.unwrap_or_default(), n)
+        })
+        .collect())
 }
 
 /// A MasterEnsemble with test-friendly timings.
@@ -249,15 +508,20 @@ pub fn run(
                 .map_err(|e| format!("install {name}: {e}"))?;
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
+        let helm = quorate_testbed::helm::ensure_helm().map_err(|e| format!("helm: {e}"))?;
+        let operator_kubeconfig = install_chart(&plane, &helm).await.map_err(|e| format!("install the chart: {e:?}"))?;
         let agent = NodeAgent::start(client, agent).await.map_err(|e| format!("node agent: {e}"))?;
         let judge = Judge::new().await.map_err(|e| format!("kazoo: {e}"))?;
         Ok::<_, String>(Bed {
             plane,
             agent: Mutex::new(Some(agent)),
-            operator: Mutex::new(None),
+            operators: Mutex::new(Vec::new()),
+            started: Default::default(),
             judge,
             runtime: tokio::runtime::Handle::current(),
             operator_env,
+            operator_kubeconfig,
+            helm,
         })
     });
     let bed = match bed {
@@ -267,7 +531,7 @@ pub fn run(
             return std::process::ExitCode::FAILURE;
         }
     };
-    if let Err(e) = bed.start_operator() {
+    if let Err(e) = bed.start_operator().map(drop) {
         eprintln!("{e:?}");
         return std::process::ExitCode::FAILURE;
     }

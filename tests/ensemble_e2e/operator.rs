@@ -1,0 +1,361 @@
+//! End-to-end tier, the operator as an operator: leader failover in the middle of a step, a
+//! rolling upgrade of the operator while an ensemble runs, a permission taken away from the
+//! chart's role, and the operator's endpoints and logs. The operators run as processes with a
+//! token of the chart's ServiceAccount (see `common`).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::rbac::v1::ClusterRole;
+use kube::api::{Api, PostParams};
+use libtest_mimic::Failed;
+use quorate::crd::MasterEnsemble;
+
+use super::{create_and_converge, member_pods, server_ids, status_of};
+use crate::common::*;
+
+/// Waits until operator `identity` answers /readyz with 200.
+async fn ready(bed: &Bed, identity: &str) -> TestResult {
+    wait_for(
+        &format!("{identity} to be ready"),
+        Duration::from_secs(30),
+        async || {
+            Ok(bed
+                .operator_get(identity, "/readyz")
+                .await
+                .is_ok_and(|(s, _)| s == 200))
+        },
+    )
+    .await
+}
+
+/// The current Lease holder, which must be one of the running operators.
+async fn leader(bed: &Bed) -> Result<String, Failed> {
+    let holder = bed
+        .lease_holder()
+        .await?
+        .ok_or_else(|| fail("nobody holds the leader Lease"))?;
+    if bed.operator_addr(&holder).is_none() {
+        return Err(fail(format!(
+            "the Lease holder {holder} is not a running operator"
+        )));
+    }
+    Ok(holder)
+}
+
+/// How many times quorate published `action` in `ns`.
+async fn published(bed: &Bed, ns: &str, action: &str) -> Result<i32, Failed> {
+    Ok(event_counts(&bed.client().await?, ns)
+        .await?
+        .iter()
+        .filter(|(a, _)| a == action)
+        .map(|(_, n)| n)
+        .sum())
+}
+
+/// Kill the Lease holder right after it claimed add-voter/4 (status shows the claim); the
+/// standby takes the Lease, resumes that claim instead of claiming the step again, and
+/// finishes the scale-up with members 1 to 5 and no other.
+pub async fn a_standby_takes_over_a_step_its_leader_left_mid_way_and_does_not_repeat_it(
+    bed: &Bed,
+    ns: &str,
+) -> TestResult {
+    let (client, api) = create_and_converge(bed, ns, ensemble("masters", 3)).await?;
+    let old = leader(bed).await?;
+    let standby = bed.start_operator()?;
+    ready(bed, &standby).await?;
+    if leader(bed).await? != old || bed.metric(&standby, "quorate_leader").await? != Some(0.0) {
+        return Err(fail("a new process must stand by while the Lease is held"));
+    }
+    set_replicas(&api, "masters", 5).await?;
+    let start = Instant::now();
+    let claim = loop {
+        if let Some(c) = status_of(&api).await?.in_flight
+            && c.id == "add-voter/4"
+        {
+            break c;
+        }
+        if start.elapsed() > Duration::from_secs(180) {
+            return Err(fail(format!(
+                "add-voter/4 was never claimed\noperator log:\n{}",
+                bed.operator_log_tail()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    bed.kill_operator_named(&old);
+    let joiner_uid = |pods: &[k8s_openapi::api::core::v1::Pod]| {
+        pods.iter()
+            .find(|p| p.metadata.name.as_deref() == Some("masters-4"))
+            .and_then(|p| p.metadata.uid.clone())
+    };
+    let uid_before = joiner_uid(&member_pods(&client, ns).await?);
+    wait_for(
+        "the standby to take the Lease",
+        Duration::from_secs(30),
+        async || Ok(bed.lease_holder().await?.as_deref() == Some(standby.as_str())),
+    )
+    .await?;
+    wait_converged(bed, &api, "masters", 5, Duration::from_secs(300)).await?;
+
+    let pods = member_pods(&client, ns).await?;
+    let ids = server_ids(&pods);
+    if ids != (1..=5).collect() {
+        return Err(fail(format!(
+            "expected members 1..5 and no other, got {ids:?}"
+        )));
+    }
+    if uid_before.is_none() || joiner_uid(&pods) != uid_before {
+        return Err(fail(format!(
+            "member 4's Pod must be the one created before the failover ({uid_before:?})"
+        )));
+    }
+    // The standby claimed only add-voter/5 itself: it resumed add-voter/4.
+    let started_by_standby = bed
+        .metric(
+            &standby,
+            "quorate_steps_total{step=\"add-voter\",outcome=\"started\"}",
+        )
+        .await?;
+    let started_events = published(bed, ns, "Started/add-voter/4").await?;
+    if started_by_standby != Some(1.0) || started_events > 1 {
+        return Err(fail(format!(
+            "add-voter/4 (claimed at {}) was started again: the standby started {started_by_standby:?} add-voter steps, {started_events} Started/add-voter/4 Events",
+            claim.started_at.0
+        )));
+    }
+    if published(bed, ns, "Completed/add-voter/4").await? < 1 {
+        return Err(fail("add-voter/4 never completed"));
+    }
+    if bed.metric(&standby, "quorate_leader").await? != Some(1.0) {
+        return Err(fail("the new leader must report quorate_leader 1"));
+    }
+    Ok(())
+}
+
+/// What must not change while the operator is replaced: each member Pod's uid and restarts,
+/// the committed configuration and the last step.
+async fn fingerprint(
+    bed: &Bed,
+    ns: &str,
+    api: &Api<MasterEnsemble>,
+) -> Result<(BTreeMap<String, (String, i32)>, String), Failed> {
+    let client = bed.client().await?;
+    let pods = member_pods(&client, ns)
+        .await?
+        .into_iter()
+        .map(|p| {
+            let restarts = p
+                .status
+                .as_ref()
+                .and_then(|s| s.container_statuses.as_ref())
+                .map_or(0, |c| c.iter().map(|c| c.restart_count).sum());
+            (
+                p.metadata.name.unwrap_or_default(),
+                (p.metadata.uid.unwrap_or_default(), restarts),
+            )
+        })
+        .collect();
+    let s = status_of(api).await?;
+    let summary = format!(
+        "config {:?} voters {:?} last step {:?} next id {:?}",
+        s.config_version,
+        s.voters,
+        s.last_step.map(|l| (l.id, l.started_at.0)),
+        s.next_server_id
+    );
+    Ok((pods, summary))
+}
+
+/// A rolling upgrade of the operator (the Deployment's new Pod starts, the old one gets
+/// SIGTERM): the old leader stops cleanly and releases the Lease, the new process takes it and
+/// reconciles, and no member is restarted and no step taken or repeated. The new process's
+/// /healthz, /readyz and /metrics answer, and its JSON log names the ensemble on each pass.
+pub async fn a_rolling_operator_upgrade_repeats_no_step_and_restarts_no_member(
+    bed: &Bed,
+    ns: &str,
+) -> TestResult {
+    let (client, api) = create_and_converge(bed, ns, ensemble("masters", 3)).await?;
+    let old = leader(bed).await?;
+    let before = fingerprint(bed, ns, &api).await?;
+    let started_before = event_counts(&client, ns)
+        .await?
+        .iter()
+        .filter(|(a, _)| a.starts_with("Started/"))
+        .count();
+    let new = bed.start_operator()?;
+    ready(bed, &new).await?;
+    if !bed.stop_operator_named(&old, Duration::from_secs(25)) {
+        return Err(fail(format!(
+            "the old operator {old} did not stop cleanly on SIGTERM\n{}",
+            bed.operator_log_tail()
+        )));
+    }
+    wait_for(
+        "the new operator to take the Lease",
+        Duration::from_secs(30),
+        async || Ok(bed.lease_holder().await?.as_deref() == Some(new.as_str())),
+    )
+    .await?;
+    let voters = format!("quorate_ensemble_voters{{namespace=\"{ns}\",name=\"masters\"}}");
+    wait_for(
+        "the new leader to reconcile the ensemble",
+        Duration::from_secs(60),
+        async || Ok(bed.metric(&new, &voters).await? == Some(3.0)),
+    )
+    .await?;
+    // Several more passes (a pass every 2 s while settling, at most 30 s once converged).
+    let count = "quorate_reconcile_duration_seconds_count{kind=\"MasterEnsemble\"}";
+    let passes = bed.metric(&new, count).await?.unwrap_or(0.0);
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let after = fingerprint(bed, ns, &api).await?;
+    if after != before {
+        return Err(fail(format!(
+            "the upgrade changed the ensemble:\nbefore {before:?}\nafter  {after:?}"
+        )));
+    }
+    let started_after = event_counts(&client, ns)
+        .await?
+        .iter()
+        .filter(|(a, _)| a.starts_with("Started/"))
+        .count();
+    if started_after != started_before {
+        return Err(fail(format!(
+            "the new operator started {} steps on a converged ensemble",
+            started_after - started_before
+        )));
+    }
+    if bed.metric(&new, count).await?.unwrap_or(0.0) < passes.max(1.0) {
+        return Err(fail("the new leader stopped reconciling"));
+    }
+    for path in ["/healthz", "/readyz"] {
+        let (code, _) = bed.operator_get(&new, path).await?;
+        if code != 200 {
+            return Err(fail(format!("{path} of the leader answered {code}")));
+        }
+    }
+    let (_, text) = bed.operator_get(&new, "/metrics").await?;
+    for family in [
+        "quorate_reconcile_duration_seconds",
+        "quorate_reconcile_errors",
+        "quorate_steps",
+        "quorate_ensemble_members",
+        "quorate_ensemble_voters",
+        "quorate_step_in_flight_age_seconds",
+        "quorate_backup_last_success_timestamp_seconds",
+        "quorate_leader",
+    ] {
+        if !text.contains(&format!("# TYPE {family} ")) {
+            return Err(fail(format!("/metrics lacks {family}:\n{text}")));
+        }
+    }
+    let age = format!("quorate_step_in_flight_age_seconds{{namespace=\"{ns}\",name=\"masters\"}}");
+    if metric_value(&text, &age) != Some(0.0) {
+        return Err(fail(format!(
+            "a converged ensemble has no step in flight: {text}"
+        )));
+    }
+    // Every line is JSON; every pass over the ensemble names it.
+    let log = bed.operator_log(&new);
+    let mut passes_logged = 0;
+    for line in log.lines() {
+        let v: serde_json::Value = serde_json::from_str(line)
+            .map_err(|e| fail(format!("a log line that is not JSON ({e}): {line}")))?;
+        if v["fields"]["message"] == "planned" {
+            passes_logged += 1;
+            if v["span"]["ensemble"].as_str().is_none() {
+                return Err(fail(format!(
+                    "a pass's log line without the ensemble: {line}"
+                )));
+            }
+        }
+    }
+    if passes_logged == 0 {
+        return Err(fail("the new leader logged no pass"));
+    }
+    Ok(())
+}
+
+/// Take the PodDisruptionBudget rule out of the chart's ClusterRole: the operator reports the
+/// refused permission on the ensemble (a Warning Event, the status message, an error log line,
+/// `quorate_reconcile_errors_total{category="forbidden"}`) and creates no member; give it back
+/// and the ensemble is created.
+pub async fn a_removed_permission_is_reported_on_the_ensemble_and_granting_it_recovers(
+    bed: &Bed,
+    ns: &str,
+) -> TestResult {
+    let client = bed.client().await?;
+    namespace(&client, ns).await?;
+    let roles: Api<ClusterRole> = Api::all(client.clone());
+    let original = roles
+        .get(RELEASE)
+        .await
+        .map_err(|e| fail(format!("the chart's ClusterRole: {e}")))?;
+    let mut cut = original.clone();
+    if let Some(rules) = cut.rules.as_mut() {
+        rules.retain(|r| {
+            !r.resources
+                .as_ref()
+                .is_some_and(|res| res.iter().any(|x| x == "poddisruptionbudgets"))
+        });
+    }
+    roles
+        .replace(RELEASE, &PostParams::default(), &cut)
+        .await
+        .map_err(|e| fail(format!("cut the ClusterRole: {e}")))?;
+    let api: Api<MasterEnsemble> = Api::namespaced(client.clone(), ns);
+    let checked = async {
+        let holder = leader(bed).await?;
+        api.create(&PostParams::default(), &ensemble("masters", 1))
+            .await
+            .map_err(|e| fail(format!("create: {e}")))?;
+        wait_for(
+            "a Forbidden Warning Event",
+            Duration::from_secs(60),
+            async || {
+                Ok(events(&client, ns).await?.iter().any(|(reason, _, note)| {
+                    reason == "Forbidden"
+                        && note.contains("poddisruptionbudgets")
+                        && note.contains("charts/quorate")
+                }))
+            },
+        )
+        .await?;
+        let message = status_of(&api).await?.message.unwrap_or_default();
+        if !message.contains("forbidden") || !message.contains("poddisruptionbudgets") {
+            return Err(fail(format!(
+                "the status message must name the refused permission: {message:?}"
+            )));
+        }
+        let errors = bed
+            .metric(
+                &holder,
+                "quorate_reconcile_errors_total{kind=\"MasterEnsemble\",category=\"forbidden\"}",
+            )
+            .await?;
+        if errors.is_none_or(|n| n < 1.0) {
+            return Err(fail(format!(
+                "forbidden errors are not counted: {errors:?}"
+            )));
+        }
+        if !bed
+            .operator_log(&holder)
+            .contains("reconcile refused by RBAC")
+        {
+            return Err(fail("no error line in the operator's log"));
+        }
+        if !member_pods(&client, ns).await?.is_empty() {
+            return Err(fail("a member was created without its PodDisruptionBudget"));
+        }
+        Ok(())
+    }
+    .await;
+    let mut back = original.clone();
+    back.metadata.resource_version = None;
+    roles
+        .replace(RELEASE, &PostParams::default(), &back)
+        .await
+        .map_err(|e| fail(format!("restore the ClusterRole: {e}")))?;
+    checked?;
+    wait_converged(bed, &api, "masters", 1, Duration::from_secs(180)).await
+}
