@@ -690,7 +690,14 @@ fn init_logging_to_file(path: &Path) -> Result<(), String> {
 
 fn init_logging(json: bool) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // The ZooKeeper client logs every session it opens and closes at info, from tasks outside
+    // the reconcile's span; quorate logs what matters of them itself.
+    if !std::env::var("RUST_LOG").is_ok_and(|v| v.contains("zookeeper_client"))
+        && let Ok(quiet) = "zookeeper_client=warn".parse()
+    {
+        filter = filter.add_directive(quiet);
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -248,7 +248,7 @@ fn requested_at(zkb: &ZkBackup) -> Option<Timestamp> {
 }
 
 /// One pass over one ZkBackup.
-#[instrument(skip_all, fields(ensemble = %zkb.spec.ensemble_ref.name, backup = %zkb.name_any()))]
+#[instrument(skip_all, fields(namespace = %zkb.namespace().unwrap_or_default(), ensemble = %zkb.spec.ensemble_ref.name, backup = %zkb.name_any()))]
 pub async fn reconcile(zkb: Arc<ZkBackup>, ctx: Arc<Context>) -> Result<Action, Error> {
     let now = Timestamp::now();
     let ns = zkb.namespace().unwrap_or_default();

@@ -28,7 +28,7 @@ use crate::planner::{Claim, Decision, Desired, Plan, plan};
 use crate::zk::Credentials;
 
 /// One pass over one ensemble.
-#[instrument(skip_all, fields(ensemble = %ens.name_any()))]
+#[instrument(skip_all, fields(namespace = %ens.namespace().unwrap_or_default(), ensemble = %ens.name_any()))]
 pub async fn reconcile(ens: Arc<MasterEnsemble>, ctx: Arc<Context>) -> Result<Action, Error> {
     let now = Timestamp::now();
     let ns = ens.namespace().unwrap_or_default();

@@ -146,7 +146,7 @@ fn hosts_of(members: &[(MemberAddr, Option<String>)]) -> String {
 }
 
 /// One pass over one ZkRestore.
-#[instrument(skip_all, fields(ensemble = %zkr.spec.ensemble_ref.name, restore = %zkr.name_any()))]
+#[instrument(skip_all, fields(namespace = %zkr.namespace().unwrap_or_default(), ensemble = %zkr.spec.ensemble_ref.name, restore = %zkr.name_any()))]
 pub async fn reconcile(zkr: Arc<ZkRestore>, ctx: Arc<Context>) -> Result<Action, Error> {
     let now = Timestamp::now();
     let ns = zkr.namespace().unwrap_or_default();
