@@ -23,7 +23,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{
     ConfigMap, Namespace, PersistentVolumeClaim, Pod, Secret, Service, ServiceAccount,
@@ -215,23 +214,10 @@ impl Ctx {
 
     /// A TokenRequest token of a ServiceAccount.
     async fn service_account_token(&self, ns: &str, sa: &str) -> Result<String, Failed> {
-        let sas: Api<ServiceAccount> = Api::namespaced(self.client().await?, ns);
-        let req = TokenRequest {
-            spec: Some(TokenRequestSpec {
-                audiences: Some(vec![]),
-                expiration_seconds: Some(600),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        let token = sas
-            .create_token_request(sa, &PostParams::default(), &req)
+        self.plane
+            .service_account_token(ns, sa, 600)
             .await
-            .map_err(|e| fail(format!("token for {ns}/{sa}: {e}")))?
-            .status
-            .and_then(|s| s.token)
-            .ok_or_else(|| fail("TokenRequest returned no token"))?;
-        Ok(token)
+            .map_err(|e| fail(format!("token for {ns}/{sa}: {e}")))
     }
 }
 

@@ -998,6 +998,36 @@ impl ControlPlane {
         )
     }
 
+    /// A TokenRequest token of the ServiceAccount `ns/name`, valid for `seconds`.
+    pub async fn service_account_token(
+        &self,
+        ns: &str,
+        name: &str,
+        seconds: i64,
+    ) -> Result<String, Error> {
+        use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+        let who = format!("ServiceAccount {ns}/{name}");
+        let sas: kube::Api<k8s_openapi::api::core::v1::ServiceAccount> =
+            kube::Api::namespaced(self.client().await?, ns);
+        let req = TokenRequest {
+            spec: Some(TokenRequestSpec {
+                audiences: Some(vec![]),
+                expiration_seconds: Some(seconds),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        sas.create_token_request(name, &Default::default(), &req)
+            .await
+            .map_err(|source| Error::Client {
+                who: who.clone(),
+                source,
+            })?
+            .status
+            .and_then(|s| s.token)
+            .ok_or_else(|| Error::Binaries(format!("the TokenRequest for {who} returned no token")))
+    }
+
     /// A client that authenticates with a bearer token.
     pub async fn client_for_token(&self, token: &str) -> Result<kube::Client, Error> {
         client_from_yaml(&self.kubeconfig_for_token(token), "a bearer token").await

@@ -331,24 +331,14 @@ async fn controllers(ctx: Arc<Context>, namespace: Option<String>) {
         |o, c| pass("MasterEnsemble", o, c, ensemble::reconcile),
         error_policy,
         ctx.clone(),
-    )
-    .for_each(|result| async move {
-        if let Err(e) = result {
-            tracing::debug!(error = %e, "reconcile error");
-        }
-    });
+    );
     let backups = Controller::new(scoped::<ZkBackup>(&client, ns), watcher::Config::default())
         .shutdown_on_signal()
         .run(
             |o, c| pass("ZkBackup", o, c, backup::reconcile),
             error_policy,
             ctx.clone(),
-        )
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "backup reconcile error");
-            }
-        });
+        );
     let restores = Controller::new(scoped::<ZkRestore>(&client, ns), watcher::Config::default())
         .owns(
             scoped::<Pod>(&client, ns),
@@ -359,13 +349,27 @@ async fn controllers(ctx: Arc<Context>, namespace: Option<String>) {
             |o, c| pass("ZkRestore", o, c, restore::reconcile),
             error_policy,
             ctx,
-        )
+        );
+    futures::join!(
+        drain(ensembles, "MasterEnsemble"),
+        drain(backups, "ZkBackup"),
+        drain(restores, "ZkRestore")
+    );
+}
+
+/// Runs a controller's stream of results to its end; its errors were handled by the error
+/// policy already.
+async fn drain<T, E: std::fmt::Display>(
+    results: impl futures::Stream<Item = Result<T, E>>,
+    kind: &'static str,
+) {
+    results
         .for_each(|result| async move {
             if let Err(e) = result {
-                tracing::debug!(error = %e, "restore reconcile error");
+                tracing::debug!(kind, error = %e, "reconcile error");
             }
-        });
-    futures::join!(ensembles, backups, restores);
+        })
+        .await
 }
 
 /// Runs the controllers until the process is stopped: serves the endpoints, waits for the

@@ -294,23 +294,10 @@ async fn install_chart(
             "120s",
         ],
     )?;
-    let client = plane.client().await.map_err(|e| fail(e.to_string()))?;
-    let sas: Api<k8s_openapi::api::core::v1::ServiceAccount> = Api::namespaced(client, RELEASE_NS);
-    let req = k8s_openapi::api::authentication::v1::TokenRequest {
-        spec: Some(k8s_openapi::api::authentication::v1::TokenRequestSpec {
-            audiences: Some(vec![]),
-            expiration_seconds: Some(4 * 3600),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    let token = sas
-        .create_token_request(RELEASE, &PostParams::default(), &req)
+    let token = plane
+        .service_account_token(RELEASE_NS, RELEASE, 4 * 3600)
         .await
-        .map_err(|e| fail(format!("token for {RELEASE_NS}/{RELEASE}: {e}")))?
-        .status
-        .and_then(|s| s.token)
-        .ok_or_else(|| fail("TokenRequest returned no token"))?;
+        .map_err(|e| fail(e.to_string()))?;
     let path = plane.dir().join("operator.kubeconfig");
     std::fs::write(&path, plane.kubeconfig_for_token(&token))
         .map_err(|e| fail(format!("write {}: {e}", path.display())))?;
@@ -328,6 +315,21 @@ pub fn metric_value(text: &str, series: &str) -> Option<f64> {
 /// quorate's Events in `ns` as (action, times published), oldest first: an Event published again
 /// by the same process is one Event with a series; by another process, another Event.
 pub async fn event_counts(client: &Client, ns: &str) -> Result<Vec<(String, i32)>, Failed> {
+    Ok(quorate_events(client, ns)
+        .await?
+        .into_iter()
+        .map(|e| {
+            let n = e.series.as_ref().map_or(1, |s| s.count.max(1));
+            (e.action.unwrap_or_default(), n)
+        })
+        .collect())
+}
+
+/// The Events quorate published in `ns`, oldest first.
+async fn quorate_events(
+    client: &Client,
+    ns: &str,
+) -> Result<Vec<k8s_openapi::api::events::v1::Event>, Failed> {
     let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), ns);
     let mut list = api
         .list(&ListParams::default())
@@ -335,14 +337,8 @@ pub async fn event_counts(client: &Client, ns: &str) -> Result<Vec<(String, i32)
         .map_err(|e| fail(format!("events: {e}")))?
         .items;
     list.sort_by_key(|e| e.event_time.as_ref().map(|t| t.0));
-    Ok(list
-        .into_iter()
-        .filter(|e| e.reporting_controller.as_deref() == Some("quorate"))
-        .map(|e| {
-            let n = e.series.as_ref().map_or(1, |s| s.count.max(1));
-            (e.action.unwrap_or_default(), n)
-        })
-        .collect())
+    list.retain(|e| e.reporting_controller.as_deref() == Some("quorate"));
+    Ok(list)
 }
 
 /// A MasterEnsemble with test-friendly timings.
@@ -432,16 +428,9 @@ pub async fn member_hosts(client: &Client, ns: &str, name: &str) -> Result<Strin
 
 /// quorate's Events in `ns` as (reason, action, note), oldest first.
 pub async fn events(client: &Client, ns: &str) -> Result<Vec<(String, String, String)>, Failed> {
-    let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), ns);
-    let mut list = api
-        .list(&ListParams::default())
-        .await
-        .map_err(|e| fail(format!("events: {e}")))?
-        .items;
-    list.sort_by_key(|e| e.event_time.as_ref().map(|t| t.0));
-    Ok(list
+    Ok(quorate_events(client, ns)
+        .await?
         .into_iter()
-        .filter(|e| e.reporting_controller.as_deref() == Some("quorate"))
         .map(|e| {
             (
                 e.reason.unwrap_or_default(),
