@@ -78,10 +78,13 @@ impl Error {
                 source: kube::Error::Api(s),
                 ..
             } if s.code == 409 => "conflict",
+            // A namespace being deleted refuses new objects with 403 too; that is no RBAC gap.
             Error::Kube {
                 source: kube::Error::Api(s),
                 ..
-            } if s.code == 403 => "forbidden",
+            } if s.code == 403 && !s.message.contains("because it is being terminated") => {
+                "forbidden"
+            }
             Error::Kube { .. } => "kube",
             Error::Conflict { .. } => "conflict",
             Error::Membership { .. } => "zookeeper",
@@ -408,5 +411,36 @@ pub async fn run(client: Client, options: RunOptions) -> Result<(), Error> {
             metrics.set_leader(true);
             work().await
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api_error(code: u16, message: &str) -> Error {
+        let status: kube::core::Status =
+            serde_json::from_value(serde_json::json!({"code": code, "message": message}))
+                .expect("status");
+        Error::Kube {
+            what: "apply PodDisruptionBudget ns/masters".into(),
+            source: kube::Error::Api(Box::new(status)),
+        }
+    }
+
+    #[test]
+    fn a_refused_permission_is_its_own_category_but_a_terminating_namespace_is_not() {
+        let rbac = api_error(
+            403,
+            "poddisruptionbudgets.policy \"masters\" is forbidden: User \"system:serviceaccount:quorate-system:quorate\" cannot patch resource \"poddisruptionbudgets\"",
+        );
+        assert_eq!(rbac.category(), "forbidden");
+        let terminating = api_error(
+            403,
+            "poddisruptionbudgets.policy \"masters\" is forbidden: unable to create new content in namespace e2e-3 because it is being terminated",
+        );
+        assert_eq!(terminating.category(), "kube");
+        assert_eq!(api_error(409, "conflict").category(), "conflict");
+        assert_eq!(api_error(500, "etcd").category(), "kube");
     }
 }

@@ -225,6 +225,18 @@ impl Bed {
         std::fs::read_to_string(self.log_path(identity)).unwrap_or_default()
     }
 
+    /// Deletes a finished scenario's namespace, so that its members stop and leave the cores to
+    /// the next scenarios (the namespace controller deletes its objects; the node agent stops
+    /// the members' processes as their Pods go).
+    pub async fn clean_up(&self, ns: &str) {
+        if let Ok(client) = self.client().await {
+            let api: Api<Namespace> = Api::all(client);
+            if let Err(e) = api.delete(ns, &Default::default()).await {
+                eprintln!("cannot delete namespace {ns}: {e}");
+            }
+        }
+    }
+
     /// The CLI as its own process against this plane.
     pub fn cli(&self, args: &[&str]) -> Result<std::process::Output, Failed> {
         Command::new(env!("CARGO_BIN_EXE_quorate"))
@@ -537,7 +549,11 @@ pub fn run(
             let bed = bed.clone();
             let ns = format!("{prefix}-{i}");
             Trial::test(name, move || {
-                bed.runtime.clone().block_on(scenario(&bed, &ns))
+                bed.runtime.clone().block_on(async {
+                    let result = scenario(&bed, &ns).await;
+                    bed.clean_up(&ns).await;
+                    result
+                })
             })
         })
         .collect();
