@@ -83,7 +83,19 @@ pub async fn a_standby_takes_over_a_step_its_leader_left_mid_way_and_does_not_re
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
+    // Only the holder reconciles: the standby has not run a single pass.
+    let standby_passes = bed
+        .metric(
+            &standby,
+            "quorate_reconcile_duration_seconds_count{kind=\"MasterEnsemble\"}",
+        )
+        .await?;
     bed.kill_operator_named(&old);
+    if standby_passes.is_some() {
+        return Err(fail(format!(
+            "the standby reconciled while the leader held the Lease: {standby_passes:?} passes"
+        )));
+    }
     let joiner_uid = |pods: &[k8s_openapi::api::core::v1::Pod]| {
         pods.iter()
             .find(|p| p.metadata.name.as_deref() == Some("masters-4"))
