@@ -167,3 +167,48 @@ fn version_prints_the_crate_version() {
     assert_eq!(code, 0);
     assert_eq!(out.trim(), format!("quorate {}", env!("CARGO_PKG_VERSION")));
 }
+
+/// `quorate run` with a kubeconfig whose server is never contacted before the options are
+/// checked (nothing listens on 127.0.0.1:1).
+fn run_with_env(env: &[(&str, &str)]) -> (i32, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        "apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: \"https://127.0.0.1:1\"}}]\nusers: [{name: u, user: {token: x}}]\ncontexts: [{name: c, context: {cluster: c, user: u}}]\ncurrent-context: c\n",
+    )
+    .expect("kubeconfig");
+    let out = Command::new(env!("CARGO_BIN_EXE_quorate"))
+        .arg("run")
+        .env("KUBECONFIG", &kubeconfig)
+        .envs(env.iter().copied())
+        .output()
+        .expect("run quorate");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_watched_namespace_that_is_no_namespace_name_is_refused_at_start() {
+    let (code, err) = run_with_env(&[("WATCH_NAMESPACES", "team-a,Bad_NS")]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("WATCH_NAMESPACES (--watch-namespaces): \"Bad_NS\" is not a namespace name"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_lease_grace_as_long_as_the_lease_is_refused_at_start() {
+    let (code, err) = run_with_env(&[
+        ("QUORATE_LEASE_DURATION_SECONDS", "10"),
+        ("QUORATE_LEASE_GRACE_SECONDS", "10"),
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("--lease-grace-seconds (10) must be at least 1 and less than --lease-duration-seconds (10)"),
+        "{err}"
+    );
+}
