@@ -448,6 +448,42 @@ fn restore_init<'a>(
     }
 }
 
+/// What the phases after verification start from: the restore's names, its status and the
+/// artifact verification recorded.
+struct Phase {
+    ns: String,
+    name: String,
+    ens_name: String,
+    status: ZkRestoreStatus,
+    artifact: VerifiedArtifact,
+}
+
+/// The [`Phase`] of `zkr`, or `None` (after failing the restore in `phase`) when no verified
+/// artifact is recorded.
+async fn phase<F, Fut>(zkr: &ZkRestore, phase: &str, fail: &F) -> Result<Option<Phase>, Error>
+where
+    F: Fn(&str, String, &'static str) -> Fut,
+    Fut: std::future::Future<Output = Result<(), Error>>,
+{
+    let status = zkr.status.clone().unwrap_or_default();
+    let Some(artifact) = status.artifact.clone() else {
+        fail(
+            phase,
+            "no verified artifact recorded".into(),
+            "Inconsistent",
+        )
+        .await?;
+        return Ok(None);
+    };
+    Ok(Some(Phase {
+        ns: zkr.namespace().unwrap_or_default(),
+        name: zkr.name_any(),
+        ens_name: zkr.spec.ensemble_ref.name.clone(),
+        status,
+        artifact,
+    }))
+}
+
 async fn restore_members<F, Fut>(
     ctx: &Context,
     zkr: &ZkRestore,
@@ -458,17 +494,14 @@ where
     F: Fn(&str, String, &'static str) -> Fut,
     Fut: std::future::Future<Output = Result<(), Error>>,
 {
-    let ns = zkr.namespace().unwrap_or_default();
-    let name = zkr.name_any();
-    let ens_name = zkr.spec.ensemble_ref.name.clone();
-    let status = zkr.status.clone().unwrap_or_default();
-    let Some(artifact) = status.artifact.clone() else {
-        fail(
-            "restoring",
-            "no verified artifact recorded".into(),
-            "Inconsistent",
-        )
-        .await?;
+    let Some(Phase {
+        ns,
+        name,
+        ens_name,
+        status: _,
+        artifact,
+    }) = phase(zkr, "restoring", &fail).await?
+    else {
         return Ok(Action::await_change());
     };
     let ens_api: Api<MasterEnsemble> = Api::namespaced(ctx.client.clone(), &ns);
@@ -681,17 +714,14 @@ where
     F: Fn(&str, String, &'static str) -> Fut,
     Fut: std::future::Future<Output = Result<(), Error>>,
 {
-    let ns = zkr.namespace().unwrap_or_default();
-    let name = zkr.name_any();
-    let ens_name = zkr.spec.ensemble_ref.name.clone();
-    let status = zkr.status.clone().unwrap_or_default();
-    let Some(artifact) = status.artifact.clone() else {
-        fail(
-            "starting",
-            "no verified artifact recorded".into(),
-            "Inconsistent",
-        )
-        .await?;
+    let Some(Phase {
+        ns,
+        name,
+        ens_name,
+        status,
+        artifact,
+    }) = phase(zkr, "starting", &fail).await?
+    else {
         return Ok(Action::await_change());
     };
     let started = status
