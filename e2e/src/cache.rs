@@ -1,7 +1,10 @@
 //! The cache of built or fetched parts, and progress lines for long work.
 
-use std::path::PathBuf;
-use std::time::Instant;
+use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
+use std::time::{Duration, Instant};
+
+use crate::process::Child;
 
 /// The cache directory: `$QUORATE_CACHE`, or `~/.cache/quorate`.
 pub fn cache_dir() -> PathBuf {
@@ -20,4 +23,51 @@ pub fn progress(part: &str, start: Instant, message: &str) {
         "[testbed {part} {:>6.1}s] {message}",
         start.elapsed().as_secs_f64()
     );
+}
+
+/// Whether `path` is an executable file.
+pub fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// The last `lines` lines of a log file (or why it could not be read).
+pub fn log_tail(path: &Path, lines: usize) -> String {
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            let text = String::from_utf8_lossy(&bytes);
+            let all: Vec<&str> = text.lines().collect();
+            all[all.len().saturating_sub(lines)..].join("\n")
+        }
+        Err(e) => format!("(cannot read {}: {e})", path.display()),
+    }
+}
+
+/// Waits for a `go install -v` whose output goes to `log`, printing progress for `part` every
+/// 20 s: the packages compiled so far (`-v` names each; `go: ` lines are downloads).
+pub fn wait_for_go_install(
+    child: &mut Child,
+    log: &Path,
+    part: &str,
+    start: Instant,
+) -> std::io::Result<ExitStatus> {
+    let mut last_report = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(status);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        if last_report.elapsed() >= Duration::from_secs(20) {
+            last_report = Instant::now();
+            let compiled = std::fs::read_to_string(log)
+                .map(|t| t.lines().filter(|l| !l.starts_with("go: ")).count())
+                .unwrap_or(0);
+            let message = if compiled == 0 {
+                "  downloading modules".to_string()
+            } else {
+                format!("  {compiled} packages compiled")
+            };
+            progress(part, start, &message);
+        }
+    }
 }

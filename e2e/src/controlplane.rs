@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
-use crate::cache::{cache_dir, progress};
+use crate::cache::{cache_dir, is_executable, log_tail, progress};
 use crate::process::Child;
 
 /// The go.mod that pins the versions (the build script reads the same file).
@@ -178,13 +178,6 @@ pub fn cache_dirs() -> (PathBuf, PathBuf) {
         root.join(pinned_kubernetes_version()),
         root.join(format!("etcd-{}", pinned_etcd_version())),
     )
-}
-
-fn is_executable(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    fs::metadata(path)
-        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        .unwrap_or(false)
 }
 
 /// The built binaries, if the cache holds a complete build (stamp written last).
@@ -517,18 +510,6 @@ fn write(path: &Path, contents: &str, mode: u32) -> Result<(), Error> {
         .map_err(io_err(format!("creating {}", path.display())))?;
     std::io::Write::write_all(&mut f, contents.as_bytes())
         .map_err(io_err(format!("writing {}", path.display())))
-}
-
-/// The last `lines` lines of a log file (or why it could not be read).
-pub fn log_tail(path: &Path, lines: usize) -> String {
-    match fs::read(path) {
-        Ok(bytes) => {
-            let text = String::from_utf8_lossy(&bytes);
-            let all: Vec<&str> = text.lines().collect();
-            all[all.len().saturating_sub(lines)..].join("\n")
-        }
-        Err(e) => format!("(cannot read {}: {e})", path.display()),
-    }
 }
 
 fn b64(s: &str) -> String {

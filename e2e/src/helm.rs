@@ -15,9 +15,9 @@ use std::fs::{self, File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use crate::cache::{cache_dir, progress};
+use crate::cache::{cache_dir, is_executable, log_tail, progress, wait_for_go_install};
 use crate::process::Child;
 
 /// The module whose `cmd/helm` is installed.
@@ -66,13 +66,6 @@ fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
 /// Where the built helm lives: `$QUORATE_CACHE/helm/<version>/`.
 pub fn helm_dir() -> PathBuf {
     cache_dir().join("helm").join(HELM_VERSION)
-}
-
-fn is_executable(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    fs::metadata(path)
-        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        .unwrap_or(false)
 }
 
 /// The cached helm, if the cache holds a complete build (stamp written last).
@@ -136,16 +129,6 @@ fn lock(path: &Path) -> Result<File, Error> {
     file.lock()
         .map_err(io_err(format!("locking {}", path.display())))?;
     Ok(file)
-}
-
-fn log_tail(path: &Path, lines: usize) -> String {
-    match fs::read_to_string(path) {
-        Ok(text) => {
-            let all: Vec<&str> = text.lines().collect();
-            all[all.len().saturating_sub(lines)..].join("\n")
-        }
-        Err(e) => format!("(cannot read {}: {e})", path.display()),
-    }
 }
 
 /// `helm version --template {{.Version}}` of a binary.
@@ -246,27 +229,8 @@ fn build_into(
     .stderr(err);
     let mut child = Child::spawn("go-install-helm", cmd)
         .map_err(io_err(format!("running {}", go.display())))?;
-    let mut last_report = Instant::now();
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) => std::thread::sleep(Duration::from_millis(200)),
-            Err(e) => return Err(io_err("waiting for go install")(e)),
-        }
-        if last_report.elapsed() >= Duration::from_secs(20) {
-            last_report = Instant::now();
-            // `go install -v` names each package as it compiles it; `go: ` lines are downloads.
-            let compiled = fs::read_to_string(&log)
-                .map(|t| t.lines().filter(|l| !l.starts_with("go: ")).count())
-                .unwrap_or(0);
-            let message = if compiled == 0 {
-                "  downloading modules".to_string()
-            } else {
-                format!("  {compiled} packages compiled")
-            };
-            progress("helm", start, &message);
-        }
-    };
+    let status = wait_for_go_install(&mut child, &log, "helm", start)
+        .map_err(io_err("waiting for go install"))?;
     if !status.success() {
         return Err(Error::Build {
             status: status.to_string(),

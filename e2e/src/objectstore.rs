@@ -29,13 +29,12 @@
 use std::fs;
 use std::io::{self, Read as _};
 use std::net::{SocketAddr, TcpListener};
-use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::cache::{cache_dir, progress};
+use crate::cache::{cache_dir, is_executable, log_tail, progress, wait_for_go_install};
 use crate::process::Child;
 
 /// The Go module of the S3 server.
@@ -92,10 +91,6 @@ pub fn binary_dir() -> PathBuf {
     cache_dir()
         .join("objectstore")
         .join(format!("versitygw-{VERSITYGW_VERSION}"))
-}
-
-fn is_executable(path: &Path) -> bool {
-    fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
 /// The built binary, if the cache holds a complete build.
@@ -275,27 +270,8 @@ fn build_into(
         .stderr(log_err);
     let mut child = Child::spawn("build-versitygw", cmd)
         .map_err(io_err(format!("running {}", go.display())))?;
-    let mut last_report = Instant::now();
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) => std::thread::sleep(Duration::from_millis(200)),
-            Err(e) => return Err(io_err("waiting for go install")(e)),
-        }
-        if last_report.elapsed() >= Duration::from_secs(20) {
-            last_report = Instant::now();
-            // `go install -v` names each package as it compiles it.
-            let compiled = fs::read_to_string(log)
-                .map(|t| t.lines().filter(|l| !l.starts_with("go: ")).count())
-                .unwrap_or(0);
-            let message = if compiled == 0 {
-                "  downloading modules".to_string()
-            } else {
-                format!("  {compiled} packages compiled")
-            };
-            progress("objectstore", start, &message);
-        }
-    };
+    let status = wait_for_go_install(&mut child, log, "objectstore", start)
+        .map_err(io_err("waiting for go install"))?;
     if !status.success() {
         return Err(Error::Build(format!(
             "`go install {package}` failed ({status}) after {:.0}s; it needs Go 1.{MIN_GO_MINOR}+ \
@@ -312,13 +288,6 @@ fn build_into(
         )));
     }
     Ok(())
-}
-
-/// The last `lines` lines of a file (empty if unreadable).
-fn log_tail(path: &Path, lines: usize) -> String {
-    let text = fs::read_to_string(path).unwrap_or_default();
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 // ---------------------------------------------------------------------------------------------

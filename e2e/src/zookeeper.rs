@@ -28,7 +28,7 @@ use base64::Engine as _;
 use sha1::{Digest as _, Sha1};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::cache::{cache_dir, progress};
+use crate::cache::{cache_dir, is_executable, progress};
 use crate::process::Child;
 
 /// The throwaway POM that resolves a distribution (`@ZK_VERSION@` is replaced).
@@ -317,13 +317,6 @@ fn which(name: &str) -> Option<PathBuf> {
     std::env::split_paths(&path)
         .map(|dir| dir.join(name))
         .find(|p| is_executable(p))
-}
-
-fn is_executable(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    fs::metadata(path)
-        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        .unwrap_or(false)
 }
 
 /// `$JAVA_HOME/bin/java`, or `java` on `PATH`.
