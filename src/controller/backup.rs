@@ -128,18 +128,22 @@ pub async fn super_password(
 }
 
 /// The UTF-8 value of `key` in a Secret, or an error naming the Secret and the key.
-fn secret_key(secret: &Secret, namespace: &str, key: &str) -> Result<String, Error> {
+pub(crate) fn secret_key(secret: &Secret, namespace: &str, key: &str) -> Result<String, Error> {
+    secret_value(secret, key).ok_or_else(|| {
+        Error::Inconsistent(format!(
+            "Secret {namespace}/{} has no key {key}",
+            secret.metadata.name.as_deref().unwrap_or_default()
+        ))
+    })
+}
+
+/// The UTF-8 value under `key` in a Secret, if there is one.
+pub(crate) fn secret_value(secret: &Secret, key: &str) -> Option<String> {
     secret
         .data
         .as_ref()
         .and_then(|d| d.get(key))
         .and_then(|b| String::from_utf8(b.0.clone()).ok())
-        .ok_or_else(|| {
-            Error::Inconsistent(format!(
-                "Secret {namespace}/{} has no key {key}",
-                secret.metadata.name.as_deref().unwrap_or_default()
-            ))
-        })
 }
 
 /// Serving members of an ensemble as its status lists them, followers first.

@@ -323,12 +323,6 @@ async fn ensure_credentials(
 ) -> Result<Credentials, Error> {
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ectx.namespace);
     let own = credentials_secret(ectx.name);
-    let read = |s: &Secret, key: &str| {
-        s.data
-            .as_ref()
-            .and_then(|d| d.get(key))
-            .and_then(|b| String::from_utf8(b.0.clone()).ok())
-    };
     let password = match &ectx.spec.auth {
         Some(auth) => {
             let user = api
@@ -338,23 +332,14 @@ async fn ensure_credentials(
                     "read Secret {} named by spec.auth",
                     auth.secret_name
                 )))?;
-            read(&user, SECRET_SUPER_PASSWORD).ok_or_else(|| {
-                Error::Inconsistent(format!(
-                    "Secret {} has no key {SECRET_SUPER_PASSWORD}",
-                    auth.secret_name
-                ))
-            })?
+            super::backup::secret_key(&user, ectx.namespace, SECRET_SUPER_PASSWORD)?
         }
-        None => match api
+        None => api
             .get_opt(&own)
             .await
             .map_err(Error::kube(format!("read Secret {own}")))?
-        {
-            Some(s) if read(&s, SECRET_SUPER_PASSWORD).is_some() => {
-                read(&s, SECRET_SUPER_PASSWORD).unwrap_or_default()
-            }
-            _ => Alphanumeric.sample_string(&mut rand::rng(), 32),
-        },
+            .and_then(|s| super::backup::secret_value(&s, SECRET_SUPER_PASSWORD))
+            .unwrap_or_else(|| Alphanumeric.sample_string(&mut rand::rng(), 32)),
     };
     let secret = Secret {
         metadata: kube::api::ObjectMeta {
