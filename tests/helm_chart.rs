@@ -137,17 +137,13 @@ impl Ctx {
 
     /// helm with the plane's admin kubeconfig and private helm directories.
     async fn helm(&self, args: &[&str]) -> Result<String, Failed> {
-        let mut cmd = tokio::process::Command::new(&self.helm);
-        let home = self.helm_home.path();
-        cmd.args(args)
-            .arg(format!(
-                "--kubeconfig={}",
-                self.plane.kubeconfig_path().display()
-            ))
-            .env("HELM_CACHE_HOME", home.join("cache"))
-            .env("HELM_CONFIG_HOME", home.join("config"))
-            .env("HELM_DATA_HOME", home.join("data"));
-        run(cmd, None, &format!("helm {}", args.join(" "))).await
+        let cmd = quorate_testbed::helm::command(
+            &self.helm,
+            args,
+            self.plane.kubeconfig_path(),
+            self.helm_home.path(),
+        );
+        run(cmd.into(), None, &format!("helm {}", args.join(" "))).await
     }
 
     /// `helm template` of the chart: every rendered object (CRDs included when asked).

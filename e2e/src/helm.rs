@@ -148,6 +148,18 @@ pub fn version_of(helm: &Path) -> Result<String, Error> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
+/// `helm ARGS --kubeconfig=KUBECONFIG` with its cache, config and data directories under
+/// `home`, so that helm writes nothing under `$HOME`.
+pub fn command(helm: &Path, args: &[&str], kubeconfig: &Path, home: &Path) -> Command {
+    let mut cmd = Command::new(helm);
+    cmd.args(args)
+        .arg(format!("--kubeconfig={}", kubeconfig.display()))
+        .env("HELM_CACHE_HOME", home.join("cache"))
+        .env("HELM_CONFIG_HOME", home.join("config"))
+        .env("HELM_DATA_HOME", home.join("data"));
+    cmd
+}
+
 /// Returns helm: `$QUORATE_HELM` if set, else the cached build, building it first (minutes,
 /// once; progress on stderr) when the cache lacks it. Blocking.
 pub fn ensure_helm() -> Result<PathBuf, Error> {

@@ -107,20 +107,21 @@ impl Child {
         matches!(self.inner.try_wait(), Ok(None))
     }
 
-    /// SIGTERM, wait up to `grace`, then SIGKILL; always reaps the child.
-    pub fn stop(&mut self, grace: std::time::Duration) {
-        if self.is_running() {
+    /// SIGTERM, wait up to `grace`, then SIGKILL; always reaps the child. The exit status when
+    /// the child ended by itself (before or within `grace`), `None` when it had to be killed.
+    pub fn stop(&mut self, grace: std::time::Duration) -> Option<ExitStatus> {
+        let mut exited = self.inner.try_wait().ok().flatten();
+        if exited.is_none() {
             let _ = self.signal(libc::SIGCONT);
             let _ = self.signal(libc::SIGTERM);
             let deadline = std::time::Instant::now() + grace;
-            while std::time::Instant::now() < deadline {
-                if !self.is_running() {
-                    break;
-                }
+            while exited.is_none() && std::time::Instant::now() < deadline {
                 std::thread::sleep(std::time::Duration::from_millis(50));
+                exited = self.inner.try_wait().ok().flatten();
             }
         }
         self.kill();
+        exited
     }
 
     /// SIGKILL to the whole group, then reap.

@@ -65,9 +65,12 @@ pub enum Error {
     /// A backup store or artifact could not be used.
     #[error("{0}")]
     Backup(String),
-    /// Leader election or the endpoints failed; the process stops.
+    /// Leader election failed; the process stops.
     #[error("{0}")]
     Lease(String),
+    /// The endpoints could not be served; the process stops.
+    #[error("{0}")]
+    Serve(#[from] crate::serve::Error),
 }
 
 impl Error {
@@ -92,6 +95,7 @@ impl Error {
             Error::Inconsistent(_) => "inconsistent",
             Error::Backup(_) => "backup",
             Error::Lease(_) => "lease",
+            Error::Serve(_) => "serve",
         }
     }
 
@@ -380,9 +384,7 @@ async fn drain<T, E: std::fmt::Display>(
 pub async fn run(client: Client, options: RunOptions) -> Result<(), Error> {
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(Health::default());
-    crate::serve::serve(&options.serve, metrics.clone(), health.clone())
-        .await
-        .map_err(|e| Error::Lease(e.to_string()))?;
+    crate::serve::serve(&options.serve, metrics.clone(), health.clone()).await?;
     let ctx = Arc::new(Context::with_metrics(client.clone(), metrics.clone())?);
     info!(
         namespaces = %if options.namespaces.is_empty() { "*".to_string() } else { options.namespaces.join(",") },

@@ -143,18 +143,7 @@ impl Bed {
         }) else {
             return false;
         };
-        if op.child.signal(15).is_err() {
-            return false;
-        }
-        let deadline = Instant::now() + grace;
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = op.child.try_wait() {
-                return status.success();
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        op.child.kill();
-        false
+        op.child.stop(grace).is_some_and(|status| status.success())
     }
 
     /// A GET of `path` on operator `identity`'s endpoint: (status, body).
@@ -258,15 +247,7 @@ fn helm_command(
     args: &[&str],
 ) -> Result<String, Failed> {
     let home = plane.dir().join("helm-home");
-    let out = Command::new(helm)
-        .args(args)
-        .arg(format!(
-            "--kubeconfig={}",
-            plane.kubeconfig_path().display()
-        ))
-        .env("HELM_CACHE_HOME", home.join("cache"))
-        .env("HELM_CONFIG_HOME", home.join("config"))
-        .env("HELM_DATA_HOME", home.join("data"))
+    let out = quorate_testbed::helm::command(helm, args, plane.kubeconfig_path(), &home)
         .stdin(Stdio::null())
         .output()
         .map_err(|e| fail(format!("helm {args:?}: {e}")))?;
