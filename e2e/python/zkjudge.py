@@ -16,6 +16,14 @@ an "error" key).
                a zero-length node
   create-seq   --hosts H [--auth user:pw] --path /parent/name-
                create one persistent-sequential node; prints the path the server gave it
+  history      --hosts H [--auth user:pw] --prefix /h --keys K --clients C --seconds S --ops N
+               --out FILE [--seed X] [--interval-ms MS] [--local-reads]
+               C concurrent clients (one session each) do random reads, writes and versioned
+               compare-and-set on K keys for at most S seconds and N operations in all; every
+               completed operation is one JSON line in FILE, for a linearizability checker.
+               A read is a sync, then a get (ZooKeeper serves plain reads from the member's
+               local state, which may lag: only sequentially consistent); --local-reads skips
+               the sync
 
 The content of znode i under a prefix is a pure function of (prefix, i, size), so `verify` can run
 in a later process, against another ensemble (after a restore), with nothing but the arguments.
@@ -27,12 +35,13 @@ import hashlib
 import json
 import logging
 import os
+import random
 import sys
 import threading
 import time
 
 from kazoo.client import KazooClient
-from kazoo.exceptions import KazooException, NoNodeError
+from kazoo.exceptions import BadVersionError, KazooException, NodeExistsError, NoNodeError
 from kazoo.handlers.threading import KazooTimeoutError
 from kazoo.retry import KazooRetry
 from kazoo.security import ACL, Id, Permissions
@@ -55,7 +64,7 @@ def node_path(prefix, i):
     return f"{prefix.rstrip('/')}/n{i:08d}"
 
 
-def connect(args, timeout=30.0):
+def connect(args, timeout=30.0, hosts=None, randomize_hosts=True):
     auth = []
     if args.auth:
         if ":" not in args.auth:
@@ -63,7 +72,8 @@ def connect(args, timeout=30.0):
         auth.append(("digest", args.auth))
     retry = dict(max_tries=-1, delay=0.1, backoff=1.5, max_delay=1.0, deadline=timeout)
     client = KazooClient(
-        hosts=args.hosts,
+        hosts=hosts or args.hosts,
+        randomize_hosts=randomize_hosts,
         timeout=args.session_timeout,
         auth_data=auth,
         connection_retry=KazooRetry(**retry),
@@ -384,6 +394,194 @@ def cmd_check_acked(args):
         close(client)
 
 
+# Errors after which a write is known not to have taken effect: the server refused it.
+DEFINITE_ERRORS = (BadVersionError, NoNodeError)
+
+
+def history_key(prefix, i):
+    return f"{prefix.rstrip('/')}/k{i}"
+
+
+class History:
+    """The shared state of a `history` run: the op budget, the out file and the counts."""
+
+    def __init__(self, out, ops, deadline):
+        self.lock = threading.Lock()
+        self.out = out
+        self.budget = ops
+        self.deadline = deadline
+        self.by_kind = {kind: {"ok": 0, "failed": 0, "unknown": 0} for kind in ("get", "set", "cas")}
+        self.errors = {}
+        self.recorded = 0
+
+    def take(self):
+        """Claims one operation of the budget; False when the budget or the time is used up."""
+        with self.lock:
+            if self.budget <= 0 or time.monotonic() >= self.deadline:
+                return False
+            self.budget -= 1
+            return True
+
+    def record(self, entry):
+        with self.lock:
+            self.out.write(json.dumps(entry, sort_keys=True) + "\n")
+            self.out.flush()
+            if entry["op"] in self.by_kind:
+                self.by_kind[entry["op"]][entry["outcome"]] += 1
+                self.recorded += 1
+            error = entry.get("output", {}).get("error")
+            if error:
+                self.errors[error] = self.errors.get(error, 0) + 1
+
+    def count_error(self, name):
+        with self.lock:
+            self.errors[name] = self.errors.get(name, 0) + 1
+
+
+def history_client(args, cid, hosts, keys, shared, seed):
+    """One client: its own session (first trying host `cid` of the list), random operations
+    until the budget or the time runs out."""
+    rng = random.Random(seed * 1000003 + cid)
+    # Client cid starts at member cid (mod n), so every member serves some client.
+    rotated = hosts[cid % len(hosts):] + hosts[:cid % len(hosts)]
+    client = None
+    while client is None:
+        remaining = shared.deadline - time.monotonic()
+        if remaining <= 0:
+            return
+        try:
+            client = connect(args, timeout=max(0.5, min(10.0, remaining)), hosts=",".join(rotated), randomize_hosts=False)
+        except Exception as e:  # noqa: BLE001 - counted, then retried until the deadline
+            shared.count_error(type(e).__name__)
+            time.sleep(0.2)
+    known = {}  # key -> the version this client last read or wrote
+    counter = 0
+    try:
+        while shared.take():
+            key = rng.choice(keys)
+            roll = rng.random()
+            if roll < 0.5 or (roll >= 0.75 and key not in known):
+                kind = "get"
+            elif roll < 0.75:
+                kind = "set"
+            else:
+                kind = "cas"
+            entry = {"client": cid, "op": kind, "key": key, "input": {}}
+            if kind != "get":
+                counter += 1
+                value = f"c{cid}-{counter}"
+                entry["input"]["value"] = value
+                if kind == "cas":
+                    entry["input"]["version"] = known[key]
+            else:
+                entry["input"]["read"] = "local" if args.local_reads else "sync"
+            remaining = max(0.1, shared.deadline - time.monotonic())
+            timeout = min(args.op_timeout, remaining + 1.0)
+            entry["call"] = time.monotonic_ns()
+            try:
+                if kind == "get":
+                    if not args.local_reads:
+                        client.sync_async(key).get(timeout=timeout)
+                    data, stat = client.get_async(key).get(timeout=timeout)
+                    entry["output"] = {"value": data.decode(errors="replace"), "version": stat.version}
+                    known[key] = stat.version
+                else:
+                    version = entry["input"]["version"] if kind == "cas" else -1
+                    stat = client.set_async(key, value.encode(), version=version).get(timeout=timeout)
+                    entry["output"] = {"version": stat.version}
+                    known[key] = stat.version
+                entry["outcome"] = "ok"
+            except DEFINITE_ERRORS as e:
+                entry["output"] = {"error": type(e).__name__}
+                entry["outcome"] = "failed"
+                known.pop(key, None)
+            except (KazooException, KazooTimeoutError) as e:
+                # Connection loss, session expiry, a timeout: the write may or may not have
+                # taken effect.
+                entry["output"] = {"error": type(e).__name__}
+                entry["outcome"] = "unknown"
+                known.pop(key, None)
+            entry["return"] = time.monotonic_ns()
+            shared.record(entry)
+            if entry["outcome"] == "unknown":
+                # Wait for the session to come back rather than piling up unknown operations.
+                while not client.connected and time.monotonic() < shared.deadline:
+                    time.sleep(0.02)
+            if args.interval_ms > 0:
+                time.sleep(args.interval_ms / 1000.0)
+    finally:
+        close(client)
+
+
+def cmd_history(args):
+    """Records a history of reads, writes and versioned compare-and-set for a linearizability
+    checker (one JSON line per operation)."""
+    if args.keys < 1 or args.clients < 1 or args.ops < 0 or args.seconds <= 0:
+        raise JudgeError("--keys and --clients must be at least 1, --ops at least 0, --seconds positive")
+    started = time.monotonic()
+    seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "big")
+
+    def watchdog():
+        # Hard bound: whatever kazoo does, this process is gone shortly after the deadline.
+        time.sleep(args.seconds + 60)
+        os._exit(3)
+
+    threading.Thread(target=watchdog, daemon=True).start()
+    keys = [history_key(args.prefix, i) for i in range(args.keys)]
+    hosts = [h for h in args.hosts.split(",") if h]
+    with open(args.out, "w", encoding="utf-8") as out:
+        setup = connect(args)
+        try:
+            setup.ensure_path(args.prefix)
+            shared = History(out, args.ops, 0)
+            for key in keys:
+                try:
+                    setup.create(key, b"init")
+                except NodeExistsError:
+                    pass  # a key of an earlier run: its current state is the initial one
+                call = time.monotonic_ns()
+                setup.sync(key)
+                data, stat = setup.get(key)
+                # The initial state of the register, before any client runs.
+                shared.record({
+                    "client": -1, "op": "init", "key": key, "input": {},
+                    "output": {"value": data.decode(errors="replace"), "version": stat.version},
+                    "call": call, "return": time.monotonic_ns(), "outcome": "ok",
+                })
+        finally:
+            close(setup)
+        shared.deadline = started + args.seconds
+        def run_client(cid):
+            try:
+                history_client(args, cid, hosts, keys, shared, seed)
+            except Exception as e:  # noqa: BLE001 - reported in the summary, not hidden
+                logging.exception("client %d stopped", cid)
+                shared.count_error(f"client-crashed:{type(e).__name__}")
+
+        threads = [
+            threading.Thread(target=run_client, args=(cid,), daemon=True)
+            for cid in range(args.clients)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    by_outcome = {o: sum(k[o] for k in shared.by_kind.values()) for o in ("ok", "failed", "unknown")}
+    report = {
+        "operations": shared.recorded,
+        "by_kind": shared.by_kind,
+        "by_outcome": by_outcome,
+        "errors": shared.errors,
+        "clients": args.clients,
+        "keys": args.keys,
+        "prefix": args.prefix,
+        "seed": seed,
+        "out": args.out,
+        "seconds": round(time.monotonic() - started, 3),
+    }
+    return report, 0
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="zkjudge", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -427,6 +625,18 @@ def main(argv=None):
     p = common(sub.add_parser("create-seq", help="create one persistent-sequential node"))
     p.add_argument("--path", required=True)
 
+    p = common(sub.add_parser("history", help="record a history of get, set and compare-and-set"))
+    p.add_argument("--prefix", required=True)
+    p.add_argument("--keys", type=int, required=True)
+    p.add_argument("--clients", type=int, required=True)
+    p.add_argument("--seconds", type=float, required=True, help="at most this long")
+    p.add_argument("--ops", type=int, required=True, help="at most this many operations in all")
+    p.add_argument("--out", required=True, help="the history (JSON lines)")
+    p.add_argument("--seed", type=int, help="seed of the random choices (printed in the report)")
+    p.add_argument("--interval-ms", type=float, default=0.0, help="pause of each client between operations")
+    p.add_argument("--op-timeout", type=float, default=10.0)
+    p.add_argument("--local-reads", action="store_true", help="plain reads, without a sync first")
+
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     handlers = {
@@ -437,6 +647,7 @@ def main(argv=None):
         "check-acked": cmd_check_acked,
         "populate": cmd_populate,
         "create-seq": cmd_create_seq,
+        "history": cmd_history,
     }
     try:
         report, code = handlers[args.command](args)

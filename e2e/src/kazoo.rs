@@ -212,6 +212,104 @@ pub struct WriterReport {
     pub seconds: f64,
 }
 
+/// Counts of operations by outcome.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+pub struct Outcomes {
+    /// Acknowledged: the server answered with a result.
+    pub ok: usize,
+    /// Refused by the server (BadVersion, NoNode): known not to have taken effect.
+    pub failed: usize,
+    /// Connection loss, session expiry or a timeout: a write may or may not have taken effect.
+    pub unknown: usize,
+}
+
+/// Result of `history`.
+#[derive(Clone, Debug, Deserialize)]
+pub struct HistoryReport {
+    /// Operations recorded (the keys' init lines not counted).
+    pub operations: usize,
+    /// Counts by kind (`get`, `set`, `cas`) and outcome.
+    pub by_kind: BTreeMap<String, Outcomes>,
+    /// Counts by outcome, all kinds together.
+    pub by_outcome: Outcomes,
+    /// Errors by exception name (also those of connecting).
+    pub errors: BTreeMap<String, usize>,
+    pub clients: usize,
+    pub keys: usize,
+    pub prefix: String,
+    /// The seed of the random choices (given or drawn).
+    pub seed: u64,
+    pub out: String,
+    pub seconds: f64,
+}
+
+/// What a `history` run does; see [`Judge::history`].
+#[derive(Clone, Debug)]
+pub struct HistorySpec {
+    /// The parent of the keys `<prefix>/k0` .. `<prefix>/k{keys-1}`.
+    pub prefix: String,
+    pub keys: usize,
+    /// Concurrent clients, each its own session; client `i` first tries member `i` (mod the
+    /// members in the connect string).
+    pub clients: usize,
+    /// At most this long ...
+    pub duration: Duration,
+    /// ... and at most this many operations in all.
+    pub ops: usize,
+    /// The seed of the random choices; `None` draws one (reported).
+    pub seed: Option<u64>,
+    /// Each client's pause between operations.
+    pub interval: Duration,
+}
+
+impl HistorySpec {
+    /// `clients` clients on `keys` keys under `prefix`, for at most `duration` and `ops`
+    /// operations, no pause, a drawn seed.
+    pub fn new(
+        prefix: impl Into<String>,
+        keys: usize,
+        clients: usize,
+        duration: Duration,
+        ops: usize,
+    ) -> HistorySpec {
+        HistorySpec {
+            prefix: prefix.into(),
+            keys,
+            clients,
+            duration,
+            ops,
+            seed: None,
+            interval: Duration::ZERO,
+        }
+    }
+}
+
+/// A running `history` recorder; see [`Judge::history`].
+#[derive(Debug)]
+pub struct HistoryRecorder {
+    run: Running,
+    out: PathBuf,
+}
+
+impl HistoryRecorder {
+    /// The history file (JSON lines, one per completed operation, after one init line per key).
+    pub fn out_file(&self) -> &Path {
+        &self.out
+    }
+
+    /// The recorder's process id.
+    pub fn pid(&self) -> u32 {
+        self.run.child.pid()
+    }
+
+    /// Waits for the recorder to finish (it stops by itself at its time or operation bound).
+    pub async fn wait(self) -> Result<HistoryReport, Error> {
+        let command = self.run.command.clone();
+        let (code, stdout, stderr) = self.run.wait(Duration::from_secs(3600)).await?;
+        parse(&command, code, &stdout, &stderr)
+    }
+}
+
 /// One ACL entry.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
 pub struct AclEntry {
@@ -563,6 +661,44 @@ impl Judge {
         a.push(out.as_os_str().to_owned());
         let run = self.spawn("writer", hosts, auth, &a)?;
         Ok(Writer {
+            run,
+            out: out.to_path_buf(),
+        })
+    }
+
+    /// Starts a bounded history recorder for the linearizability checker
+    /// ([`crate::lincheck`]): `spec.clients` concurrent sessions do random reads (a `sync`, then
+    /// a `get`), writes (`set`) and versioned compare-and-set (`set` at the version the client
+    /// last saw) on `spec.keys` keys under `spec.prefix` (created first), each completed
+    /// operation one JSON line in `out`, until `spec.duration` or `spec.ops` is used up.
+    pub fn history(
+        &self,
+        hosts: &str,
+        auth: Auth<'_>,
+        spec: &HistorySpec,
+        out: &Path,
+    ) -> Result<HistoryRecorder, Error> {
+        let mut a = args(&[
+            "--prefix",
+            &spec.prefix,
+            "--keys",
+            &spec.keys.to_string(),
+            "--clients",
+            &spec.clients.to_string(),
+            "--seconds",
+            &format!("{:.3}", spec.duration.as_secs_f64()),
+            "--ops",
+            &spec.ops.to_string(),
+            "--interval-ms",
+            &format!("{:.3}", spec.interval.as_secs_f64() * 1000.0),
+        ]);
+        if let Some(seed) = spec.seed {
+            a.extend(args(&["--seed", &seed.to_string()]));
+        }
+        a.push("--out".into());
+        a.push(out.as_os_str().to_owned());
+        let run = self.spawn("history", hosts, auth, &a)?;
+        Ok(HistoryRecorder {
             run,
             out: out.to_path_buf(),
         })

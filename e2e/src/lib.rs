@@ -9,6 +9,7 @@
 //! - [`zookeeper`]: Apache ZooKeeper resolved from Maven Central, and real ensembles on
 //!   127.0.x.y addresses.
 //! - [`kazoo`]: an independent Python client (kazoo) used as a judge of the data.
+//! - [`lincheck`]: a linearizability checker (Go, porcupine) of histories kazoo records.
 //! - [`objectstore`]: a real S3-compatible object store (versitygw, built from Go modules) on
 //!   loopback, for backups and restores.
 //! - [`nodeagent`]: the kubelet's part, running member Pods as local processes.
@@ -17,6 +18,7 @@ pub mod cache;
 pub mod controlplane;
 pub mod helm;
 pub mod kazoo;
+pub mod lincheck;
 pub mod nodeagent;
 pub mod objectstore;
 pub mod process;

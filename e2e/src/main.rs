@@ -1,14 +1,14 @@
 //! `testbed`: builds or fetches quorate's real parts into the cache, with progress.
 //!
 //! `testbed prepare` makes sure the control plane binaries, helm, both ZooKeeper distributions,
-//! the kazoo judge and the S3 server (versitygw) are in `$QUORATE_CACHE` (default
-//! `~/.cache/quorate`); it reuses what is there. `testbed helm` makes sure of helm alone and
-//! prints its path.
+//! the kazoo judge, the linearizability checker and the S3 server (versitygw) are in
+//! `$QUORATE_CACHE` (default `~/.cache/quorate`); it reuses what is there. `testbed helm` makes
+//! sure of helm alone and prints its path.
 
 use std::process::ExitCode;
 use std::time::Instant;
 
-use quorate_testbed::{cache, controlplane, helm, kazoo, objectstore, zookeeper};
+use quorate_testbed::{cache, controlplane, helm, kazoo, lincheck, objectstore, zookeeper};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -89,6 +89,21 @@ fn prepare() -> ExitCode {
         ),
         Err(e) => {
             eprintln!("testbed: kazoo: {e}");
+            failed = true;
+        }
+    }
+    match lincheck::ensure_checker() {
+        Ok(binary) => cache::progress(
+            "prepare",
+            start,
+            &format!(
+                "linearizability checker (porcupine {}) ready ({})",
+                lincheck::PORCUPINE_VERSION,
+                binary.display()
+            ),
+        ),
+        Err(e) => {
+            eprintln!("testbed: linearizability checker: {e}");
             failed = true;
         }
     }
