@@ -100,6 +100,12 @@ pub enum Command {
         #[arg(long)]
         restore_id: String,
     },
+    /// Read a member's volume directly, without ZooKeeper running (no quorum needed).
+    Volume {
+        /// What to do.
+        #[command(subcommand)]
+        command: VolumeCommand,
+    },
     /// The local sandbox: real control plane, node agent, ZooKeeper and the operator.
     Sandbox {
         /// What to do.
@@ -115,6 +121,21 @@ pub enum EnsembleCommand {
     Status {
         /// NAMESPACE/NAME (or NAME in the kubeconfig's namespace).
         target: String,
+        /// Output format.
+        #[arg(short = 'o', long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+}
+
+/// `quorate volume ...`
+#[derive(Debug, Subcommand)]
+pub enum VolumeCommand {
+    /// Print the highest zxid that a ZooKeeper dataDir durably holds, read from its snapshots
+    /// and transaction logs, and where it was read. `-o json` prints one line (it fits a Pod's
+    /// termination message).
+    Zxid {
+        /// The member's dataDir (holding `version-2`), or its `version-2` directory.
+        dir: PathBuf,
         /// Output format.
         #[arg(short = 'o', long, value_enum, default_value_t = Output::Text)]
         output: Output,
@@ -285,6 +306,9 @@ pub enum Error {
     /// Output could not be rendered.
     #[error("cannot render output: {0}")]
     Render(String),
+    /// A data directory could not be read (the error names the path).
+    #[error(transparent)]
+    DataDir(#[from] crate::backup::datadir::Error),
 }
 
 /// `quorate run`: the operator.
@@ -429,6 +453,18 @@ pub fn run_offline(command: &Command, clock_now: Timestamp) -> Result<String, Er
             let observed = read_observed(observed)?;
             let plan = planner::plan(&desired_spec, &observed, now.unwrap_or(clock_now));
             render_plan(&plan, &desired_spec, *output)
+        }
+        Command::Volume {
+            command: VolumeCommand::Zxid { dir, output },
+        } => {
+            let found = crate::backup::datadir::highest_zxid(dir)?;
+            match output {
+                // One line: a termination message holds at most 4 KiB.
+                Output::Json => serde_json::to_string(&found)
+                    .map(|s| s + "\n")
+                    .map_err(|e| Error::Render(e.to_string())),
+                Output::Text => Ok(found.to_string()),
+            }
         }
         _ => Err(Error::Render("this command needs a cluster".into())),
     }

@@ -212,3 +212,85 @@ fn a_lease_grace_as_long_as_the_lease_is_refused_at_start() {
         "{err}"
     );
 }
+
+/// A transaction log as ZooKeeper writes it (`FileTxnLog`): the `ZKLG` header, then per
+/// transaction an Adler-32 of its bytes, their length, the bytes (a `TxnHeader` and a small
+/// body) and the end-of-record byte `B`; then the preallocated zeros.
+fn hand_built_log(zxids: &[i64]) -> Vec<u8> {
+    fn adler32(bytes: &[u8]) -> u32 {
+        let (mut a, mut b) = (1u32, 0u32);
+        for &byte in bytes {
+            a = (a + u32::from(byte)) % 65521;
+            b = (b + a) % 65521;
+        }
+        (b << 16) | a
+    }
+    let mut out = b"ZKLG".to_vec();
+    out.extend_from_slice(&2i32.to_be_bytes());
+    out.extend_from_slice(&0i64.to_be_bytes());
+    for &zxid in zxids {
+        let mut txn = Vec::new();
+        txn.extend_from_slice(&0x0100_0000_0000_0001i64.to_be_bytes()); // clientId
+        txn.extend_from_slice(&1i32.to_be_bytes()); // cxid
+        txn.extend_from_slice(&zxid.to_be_bytes());
+        txn.extend_from_slice(&1_767_225_600_000i64.to_be_bytes()); // time: 2026-01-01
+        txn.extend_from_slice(&2i32.to_be_bytes()); // type: delete
+        txn.extend_from_slice(&4i32.to_be_bytes());
+        txn.extend_from_slice(b"/app");
+        out.extend_from_slice(&i64::from(adler32(&txn)).to_be_bytes());
+        out.extend_from_slice(&(txn.len() as i32).to_be_bytes());
+        out.extend_from_slice(&txn);
+        out.push(b'B');
+    }
+    out.resize(out.len() + 1024, 0);
+    out
+}
+
+#[test]
+fn volume_zxid_prints_the_last_logged_zxid_of_a_data_dir_as_one_json_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let v2 = dir.path().join("version-2");
+    std::fs::create_dir(&v2).expect("version-2");
+    std::fs::write(
+        v2.join("log.300000001"),
+        hand_built_log(&[0x3_0000_0001, 0x3_0000_0002, 0x3_0000_0007]),
+    )
+    .expect("log");
+    std::fs::write(v2.join("currentEpoch"), "3").expect("currentEpoch");
+    std::fs::write(v2.join("acceptedEpoch"), "3").expect("acceptedEpoch");
+    let (code, out, err) = quorate(&["volume", "zxid", dir.path().to_str().unwrap(), "-o", "json"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.lines().count(), 1, "one line: {out}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(v["zxid"], "0x300000007", "{v}");
+    assert_eq!(v["dir"], v2.display().to_string());
+    assert_eq!(v["log"]["zxid"], "0x300000007");
+    assert_eq!(
+        v["log"]["file"],
+        v2.join("log.300000001").display().to_string()
+    );
+    assert_eq!(v["log"]["time"], "2026-01-01T00:00:00Z");
+    assert_eq!(v["logs"][0]["transactions"], 3);
+    assert_eq!(v["logs"][0]["end"]["kind"], "padding");
+    assert_eq!(v["snapshot"], serde_json::Value::Null);
+    assert_eq!(
+        (v["currentEpoch"].as_i64(), v["acceptedEpoch"].as_i64()),
+        (Some(3), Some(3))
+    );
+
+    // The text form says the same in a few lines.
+    let (code, out, _) = quorate(&["volume", "zxid", v2.to_str().unwrap()]);
+    assert_eq!(code, 0);
+    assert!(out.starts_with("zxid:      0x300000007 (epoch 3)"), "{out}");
+}
+
+#[test]
+fn volume_zxid_of_a_missing_directory_fails_naming_the_path() {
+    let (code, out, err) = quorate(&["volume", "zxid", "/nonexistent/zk-data", "-o", "json"]);
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(out, "");
+    assert_eq!(
+        err.trim(),
+        "quorate: /nonexistent/zk-data: no such directory"
+    );
+}

@@ -5,6 +5,11 @@
 //! dumps the same tree with data and ACLs, ZooKeeper itself reports every node's stat and the
 //! AdminServer's `monitor` its znode count, so the reader is not judged by quorate alone.
 //!
+//! The data directory reader (`backup::datadir`) is judged the same way: after members are
+//! killed with SIGKILL, the zxid it reads from each volume must be the one ZooKeeper last
+//! reported (`srvr`) and the last acknowledged write's, also after a quorum loss, when the
+//! surviving member no longer answers `srvr` at all.
+//!
 //! Tier: real ZooKeeper 3.9.5 and 3.8.6 from the testbed's cache, kazoo from its venv. At most
 //! one ensemble runs at a time in this binary (2-core machines), whatever `--test-threads` says.
 
@@ -13,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use quorate::backup::datadir::{DataDirZxid, LogEnd, highest_zxid};
 use quorate::backup::snapshot::{Error, Options, SnapshotCheck, SnapshotReader, SnapshotSummary};
 use quorate::backup::znode::{Acl, Znode, is_system_path, parent_of};
 use quorate_testbed::kazoo::{self, Judge};
@@ -683,4 +689,207 @@ async fn a_compressed_snapshot_is_refused_by_name() {
         .collect();
     eprintln!("data dir: {files:?}");
     assert!(files.iter().any(|f| f.ends_with(".gz")), "{files:?}");
+}
+
+/// `srvr`'s last processed zxid of a member; `None` while it does not serve.
+async fn served_zxid(ensemble: &Ensemble, id: u32) -> Option<i64> {
+    let srvr = ensemble.admin(id, "srvr").await.ok()?;
+    srvr.pointer("/server_stats/last_processed_zxid")?.as_i64()
+}
+
+/// Waits until every member reports the same last processed zxid in two rounds 300 ms apart
+/// (every member has applied, and so logged, everything), and returns it.
+async fn settled_zxid(ensemble: &Ensemble) -> i64 {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut previous = None;
+    loop {
+        let mut zxids = BTreeSet::new();
+        for id in ensemble.running_ids() {
+            zxids.insert(served_zxid(ensemble, id).await);
+        }
+        let now = (zxids.len() == 1)
+            .then(|| zxids.first().copied().flatten())
+            .flatten();
+        if let Some(zxid) = now
+            && now == previous
+        {
+            return zxid;
+        }
+        assert!(Instant::now() < deadline, "members disagree: {zxids:?}");
+        previous = now;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// [`highest_zxid`] on a member's data dir, timed and printed.
+fn read_volume(ensemble: &Ensemble, id: u32) -> DataDirZxid {
+    let t = Instant::now();
+    let found = highest_zxid(&ensemble.data_dir(id)).expect("the volume reads");
+    let took = t.elapsed();
+    let files = std::fs::read_dir(ensemble.data_dir(id).join("version-2"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect::<BTreeSet<_>>();
+    eprintln!("member {id}'s volume in {took:?} (files {files:?}):\n{found}");
+    found
+}
+
+/// Writes `n` znodes and a last set_data through one session, waits until every member has
+/// them, kills every member with SIGKILL, and checks that each volume's zxid is what ZooKeeper
+/// reported before the kill and the last write's own zxid.
+async fn volume_zxid_after_sigkill(version: ZkVersion) {
+    let _one = ONE_AT_A_TIME.lock().await;
+    // A small snapCount makes ZooKeeper roll its log and snapshot every 50 to 100 transactions,
+    // so each volume holds several logs and (fuzzy) snapshots, as a busy member's does.
+    let ensemble = start_with(
+        Ensemble::builder()
+            .version(version)
+            .members(3)
+            .config("snapCount", "100"),
+    )
+    .await;
+    let client = super_client(&ensemble).await;
+    let open = zkc::CreateMode::Persistent.with_acls(zkc::Acls::anyone_all());
+    client.create("/vol", b"", &open).await.unwrap();
+    const N: usize = 600;
+    for chunk in (0..N).collect::<Vec<_>>().chunks(50) {
+        let paths: Vec<String> = chunk.iter().map(|i| format!("/vol/n-{i:04}")).collect();
+        let creates = paths.iter().map(|p| client.create(p, p.as_bytes(), &open));
+        futures::future::try_join_all(creates).await.unwrap();
+    }
+    let last = client.set_data("/vol", b"done", None).await.unwrap();
+    let served = settled_zxid(&ensemble).await;
+    eprintln!(
+        "{version}: {N} znodes written, last write's mzxid {:#x}, every member serves {served:#x}",
+        last.mzxid
+    );
+    // Nothing but these writes ran: the session's creation came before them.
+    assert_eq!(served, last.mzxid);
+
+    for id in ensemble.ids() {
+        ensemble.kill(id).unwrap();
+    }
+    for id in ensemble.ids() {
+        let found = read_volume(&ensemble, id);
+        assert_eq!(found.zxid, Some(served), "member {id}: {found:?}");
+        let log = found.log.as_ref().expect("a transaction log");
+        assert_eq!(log.zxid, served, "the last write is in a log");
+        assert_eq!(found.current_epoch, Some(served >> 32), "member {id}");
+        assert_eq!(found.accepted_epoch, Some(served >> 32), "member {id}");
+        let snapshot = found.snapshot.as_ref().expect("a snapshot");
+        assert!(snapshot.zxid <= served, "{snapshot:?}");
+        assert!(found.skipped.is_empty(), "{:?}", found.skipped);
+        // A killed member leaves its preallocated padding behind its last record.
+        let newest = found.logs.last().unwrap();
+        assert!(
+            matches!(newest.end, LogEnd::Padding { .. }),
+            "member {id}: {newest:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn zookeeper_3_9_volumes_hold_the_served_zxid_after_sigkill() {
+    volume_zxid_after_sigkill(ZkVersion::V3_9_5).await;
+}
+
+#[tokio::test]
+async fn zookeeper_3_8_volumes_hold_the_served_zxid_after_sigkill() {
+    volume_zxid_after_sigkill(ZkVersion::V3_8_6).await;
+}
+
+#[tokio::test]
+async fn after_a_quorum_loss_the_volumes_name_the_last_acknowledged_write() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let ensemble = start(ZkVersion::V3_9_5).await;
+    let leader = ensemble.leader_id().await.unwrap();
+    let followers: Vec<u32> = ensemble
+        .ids()
+        .into_iter()
+        .filter(|id| *id != leader)
+        .collect();
+    let (survivor, lost) = (followers[0], followers[1]);
+
+    // One writer, one write at a time, through the member that will survive: every write it
+    // saw acknowledged is on a majority of volumes (I8), and at most one more is in flight.
+    let writer = super_client_to(&ensemble, &ensemble.member_address(survivor).to_string()).await;
+    let open = zkc::CreateMode::Persistent.with_acls(zkc::Acls::anyone_all());
+    writer.create("/loss", b"", &open).await.unwrap();
+    let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<i64>::new()));
+    let writing = tokio::spawn({
+        let acked = acked.clone();
+        async move {
+            let open = zkc::CreateMode::Persistent.with_acls(zkc::Acls::anyone_all());
+            let mut i = 0u64;
+            loop {
+                let path = format!("/loss/w-{i:06}");
+                let write = writer.create(&path, b"x", &open);
+                match tokio::time::timeout(Duration::from_secs(5), write).await {
+                    Ok(Ok((stat, _))) => acked.lock().unwrap().push(stat.mzxid),
+                    Ok(Err(e)) => return format!("write {i} failed: {e}"),
+                    Err(_) => return format!("write {i} timed out after 5 s"),
+                }
+                i += 1;
+            }
+        }
+    });
+    while acked.lock().unwrap().len() < 300 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Both at once, mid-write.
+    ensemble.kill(leader).unwrap();
+    ensemble.kill(lost).unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(60), writing)
+        .await
+        .expect("the writer stops")
+        .unwrap();
+    let acked = acked.lock().unwrap().clone();
+    let last_acked = *acked.last().unwrap();
+    eprintln!(
+        "killed leader {leader} and follower {lost}; {} writes acknowledged, the last {last_acked:#x}; then {ended}",
+        acked.len()
+    );
+
+    // The survivor runs but serves nothing: its zxid cannot be asked for.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let srvr = loop {
+        let srvr = ensemble.admin_raw(survivor, "srvr").await.unwrap();
+        if !srvr["error"].is_null() || Instant::now() > deadline {
+            break srvr;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    eprintln!("the survivor {survivor} answers srvr with {srvr}");
+    assert!(!srvr["error"].is_null(), "{srvr}");
+    assert_eq!(served_zxid(&ensemble, survivor).await, None);
+
+    // Its volume, read while it runs without quorum, and the two killed members' volumes.
+    let volumes: BTreeMap<u32, i64> = ensemble
+        .ids()
+        .into_iter()
+        .map(|id| (id, read_volume(&ensemble, id).zxid.expect("a zxid")))
+        .collect();
+    let (best, highest) = volumes
+        .iter()
+        .max_by_key(|(_, zxid)| **zxid)
+        .map(|(id, zxid)| (*id, *zxid))
+        .unwrap();
+    eprintln!(
+        "volume zxids {:?}; recovery would start from member {best} at {highest:#x}",
+        volumes
+            .iter()
+            .map(|(id, z)| (*id, format!("{z:#x}")))
+            .collect::<BTreeMap<_, _>>()
+    );
+    // The acknowledged write is on a majority of the volumes, and nothing beyond the one write
+    // in flight is anywhere.
+    let holding = volumes.values().filter(|z| **z >= last_acked).count();
+    assert!(holding >= 2, "{volumes:?} vs {last_acked:#x}");
+    assert!(highest <= last_acked + 1, "{volumes:?} vs {last_acked:#x}");
+    assert!(volumes.values().all(|z| *z >> 32 == last_acked >> 32));
+
+    // Without a quorum the survivor writes nothing more: killed now, its volume is unchanged.
+    ensemble.kill(survivor).unwrap();
+    let after = read_volume(&ensemble, survivor);
+    assert_eq!(after.zxid, Some(volumes[&survivor]));
 }

@@ -10,6 +10,7 @@
 //! - [`place`]: what a restore's init container does on a member's volume.
 
 pub mod artifact;
+pub mod datadir;
 pub mod engine;
 pub mod place;
 pub mod schedule;

@@ -750,17 +750,17 @@ fn check_seal(
 
 /// The reader with its own buffer, so that it knows the offset of every byte and sums exactly
 /// the bytes it consumed.
-struct Source<R> {
+pub(crate) struct Source<R> {
     inner: R,
     buf: Box<[u8]>,
     pos: usize,
     end: usize,
-    offset: u64,
+    pub(crate) offset: u64,
     adler: Adler32,
 }
 
 impl<R: Read> Source<R> {
-    fn new(inner: R) -> Self {
+    pub(crate) fn new(inner: R) -> Self {
         Source {
             inner,
             buf: vec![0; BUFFER].into_boxed_slice(),
@@ -793,7 +793,7 @@ impl<R: Read> Source<R> {
     }
 
     /// Consumes up to `max` (at least one) bytes, summing them.
-    fn take(&mut self, max: usize, what: &str) -> Result<&[u8], Error> {
+    pub(crate) fn take(&mut self, max: usize, what: &str) -> Result<&[u8], Error> {
         if self.pos == self.end && !self.refill()? {
             return Err(Error::Truncated {
                 offset: self.offset,
@@ -809,7 +809,7 @@ impl<R: Read> Source<R> {
         Ok(bytes)
     }
 
-    fn fill(&mut self, out: &mut [u8], what: &str) -> Result<(), Error> {
+    pub(crate) fn fill(&mut self, out: &mut [u8], what: &str) -> Result<(), Error> {
         let mut done = 0;
         while done < out.len() {
             let bytes = self.take(out.len() - done, what)?;
@@ -825,7 +825,7 @@ impl<R: Read> Source<R> {
         Ok(i32::from_be_bytes(b))
     }
 
-    fn i64(&mut self, what: &str) -> Result<i64, Error> {
+    pub(crate) fn i64(&mut self, what: &str) -> Result<i64, Error> {
         let mut b = [0u8; 8];
         self.fill(&mut b, what)?;
         Ok(i64::from_be_bytes(b))
@@ -844,7 +844,7 @@ impl<R: Read> Source<R> {
 
     /// A jute buffer: `None` for length -1. Grows the vector as bytes arrive, so a length that
     /// the stream does not back allocates no more than what was read.
-    fn buffer(&mut self, what: &str, max: usize) -> Result<Option<Vec<u8>>, Error> {
+    pub(crate) fn buffer(&mut self, what: &str, max: usize) -> Result<Option<Vec<u8>>, Error> {
         let offset = self.offset;
         let len = self.i32(what)?;
         if len == -1 {
@@ -936,7 +936,7 @@ impl<R: Read> Source<R> {
 
 /// Adler-32 (RFC 1950), what ZooKeeper's seals hold.
 #[derive(Clone, Copy, Debug)]
-struct Adler32 {
+pub(crate) struct Adler32 {
     a: u32,
     b: u32,
 }
@@ -946,11 +946,11 @@ impl Adler32 {
     /// The most bytes that can be summed before `b` could overflow 32 bits.
     const NMAX: usize = 5552;
 
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Adler32 { a: 1, b: 0 }
     }
 
-    fn update(&mut self, bytes: &[u8]) {
+    pub(crate) fn update(&mut self, bytes: &[u8]) {
         for chunk in bytes.chunks(Self::NMAX) {
             for &byte in chunk {
                 self.a += u32::from(byte);
@@ -961,7 +961,7 @@ impl Adler32 {
         }
     }
 
-    fn value(&self) -> u32 {
+    pub(crate) fn value(&self) -> u32 {
         (self.b << 16) | self.a
     }
 }
