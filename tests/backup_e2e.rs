@@ -985,34 +985,47 @@ async fn backup_before_change_holds_a_scale_up_until_a_fresh_backup_is_ready(
     if a.phase != ArtifactPhase::Ready {
         return Err(fail(format!("the gate's backup failed: {:?}", a.message)));
     }
+    // Times in status are whole seconds (truncated): a backup that finished in the same second
+    // as the request is recorded as that second; one recorded before it predates the change.
+    let asked_second = asked
+        .round(
+            jiff::TimestampRound::new()
+                .smallest(jiff::Unit::Second)
+                .mode(jiff::RoundMode::Trunc),
+        )
+        .map_err(|e| fail(e.to_string()))?;
     let finished = a
         .finished_at
         .map(|t| t.0)
         .ok_or_else(|| fail("no finishedAt"))?;
-    if finished < asked {
-        return Err(fail("the backup is older than the change"));
+    if finished < asked_second {
+        return Err(fail(format!(
+            "the backup finished at {finished}, before the change was asked for at {asked}"
+        )));
+    }
+    // The artifact says which request it answers, to the microsecond: the one made after `asked`.
+    if !a.requested_at.as_ref().is_some_and(|r| r.0 >= asked) {
+        return Err(fail(format!(
+            "the gate's backup answers no request made after {asked}: {:?}",
+            a.requested_at
+        )));
     }
     wait_converged(bed, &ens_api, "gated", 3, Duration::from_secs(240)).await?;
-    // The first step of the scale-up started only after the backup was Ready.
-    let evs = events(&client, ns).await?;
-    let first_step = Api::<k8s_openapi::api::events::v1::Event>::namespaced(client.clone(), ns)
-        .list(&ListParams::default())
+    // The scale-up created its first member only after the backup was Ready: judged from the
+    // API server's own creation times of the new member Pods, not the operator's Events.
+    let first_pod = Api::<k8s_openapi::api::core::v1::Pod>::namespaced(client.clone(), ns)
+        .list(&ListParams::default().labels("quorate.dev/ensemble=gated"))
         .await
         .map_err(|e| fail(e.to_string()))?
         .items
         .into_iter()
-        .filter(|e| {
-            e.action
-                .as_deref()
-                .is_some_and(|x| x.starts_with("Started/create-member/"))
-        })
-        .filter_map(|e| e.event_time.map(|t| t.0))
-        .filter(|t| *t >= asked)
+        .filter_map(|p| p.metadata.creation_timestamp.map(|t| t.0))
+        .filter(|t| *t >= asked_second)
         .min()
-        .ok_or_else(|| fail(format!("no create-member step: {evs:?}")))?;
-    if first_step < finished {
+        .ok_or_else(|| fail("no member Pod was created for the scale-up"))?;
+    if first_pod < finished {
         return Err(fail(format!(
-            "the scale-up started at {first_step} before the backup finished at {finished}"
+            "the scale-up created a member at {first_pod}, before the backup finished at {finished}"
         )));
     }
     Ok(())

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, MicroTime, Time};
 
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
@@ -32,6 +32,7 @@ use crate::crd::{
 };
 use crate::executor::resources::names::credentials_secret;
 use crate::planner::ServerId;
+use crate::planner::model::to_micros;
 use crate::zk::MemberAddr;
 
 /// Backups running in this process, by artifact id and by ensemble (`ns/name`).
@@ -241,14 +242,25 @@ enum Trigger {
     Once,
     /// A schedule tick.
     Tick(Timestamp),
-    /// The request annotation.
-    Requested,
+    /// The request annotation, made at this time.
+    Requested(Timestamp),
 }
 
+/// The newest request for a backup (the annotation), to the microsecond that artifacts keep.
 fn requested_at(zkb: &ZkBackup) -> Option<Timestamp> {
     zkb.annotations()
         .get(ANNOTATION_BACKUP_REQUESTED)
         .and_then(|v| v.parse().ok())
+        .map(to_micros)
+}
+
+/// Whether an artifact answers the request made at `r`: it was taken for that request or a
+/// later one, or started in a whole second after it (start times are whole seconds, so one
+/// that started in the request's own second may predate it). A failed attempt answers it too:
+/// the request is not retried in a loop; asking again retries.
+fn answers_request(a: &BackupArtifact, r: Timestamp) -> bool {
+    a.requested_at.as_ref().is_some_and(|t| t.0 >= r)
+        || a.started_at.as_ref().is_some_and(|t| t.0 > r)
 }
 
 /// One pass over one ZkBackup.
@@ -334,16 +346,14 @@ pub async fn reconcile(zkb: Arc<ZkBackup>, ctx: Arc<Context>) -> Result<Action, 
         .map(|t| t.0)
         .unwrap_or(now);
     let last_scheduled = status.last_schedule_time.as_ref().map(|t| t.0);
-    let newest_start = status
-        .artifacts
-        .iter()
-        .filter_map(|a| a.started_at.as_ref().map(|t| t.0))
-        .max();
     let due = schedule
         .as_ref()
         .map(|s| schedule::due(s, last_scheduled, created, now));
-    let trigger = if requested_at(&zkb).is_some_and(|r| newest_start.is_none_or(|n| r > n)) {
-        Some(Trigger::Requested)
+    let request = requested_at(&zkb);
+    let trigger = if let Some(r) =
+        request.filter(|r| !status.artifacts.iter().any(|a| answers_request(a, *r)))
+    {
+        Some(Trigger::Requested(r))
     } else if schedule.is_none() && status.artifacts.is_empty() && last_scheduled.is_none() {
         Some(Trigger::Once)
     } else if !zkb.spec.suspend {
@@ -433,18 +443,24 @@ async fn run_one(
         .get_opt(ens_name)
         .await
         .map_err(Error::kube(format!("read MasterEnsemble {ens_key}")))?;
+    let tick = match trigger {
+        Trigger::Tick(t) => Some(t),
+        _ => None,
+    };
+    let requested = match trigger {
+        Trigger::Requested(r) => Some(MicroTime(r)),
+        _ => None,
+    };
     let fail_early = |message: String| BackupArtifact {
         id: id.clone(),
         phase: ArtifactPhase::Error,
         started_at: Some(Time(now)),
         finished_at: Some(Time(now)),
+        requested_at: requested.clone(),
         message: Some(message),
         ..Default::default()
     };
-    let tick = match trigger {
-        Trigger::Tick(t) => Some(t),
-        _ => None,
-    };
+
     let record_early = |a: BackupArtifact| {
         let name = name.clone();
         async move {
@@ -497,6 +513,7 @@ async fn run_one(
         id: id.clone(),
         phase: ArtifactPhase::BackingUp,
         started_at: Some(Time(now)),
+        requested_at: requested.clone(),
         location: Some(paths.location.clone()),
         source_member: Some(i64::from(member.id.0)),
         method: Some(format.method()),

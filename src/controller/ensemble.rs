@@ -7,7 +7,7 @@ use jiff::Timestamp;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
@@ -24,6 +24,7 @@ use crate::executor::resources::member::{
     EnsembleContext, build_client_service, build_config_map, build_members_service, build_pdb,
 };
 use crate::executor::resources::names::{credentials_secret, ensemble_labels};
+use crate::planner::model::to_micros;
 use crate::planner::{Claim, Decision, Desired, Plan, plan};
 use crate::zk::Credentials;
 
@@ -66,11 +67,15 @@ pub async fn reconcile(ens: Arc<MasterEnsemble>, ctx: Arc<Context>) -> Result<Ac
         return Ok(Action::requeue(std::time::Duration::from_secs(5)));
     }
 
-    let obs = observe(&ctx, &ens, &desired, &credentials, now).await?;
+    let mut obs = observe(&ctx, &ens, &desired, &credentials, now).await?;
     let mut previous = ens.status.clone().unwrap_or_default();
     if previous.observed_generation != ens.metadata.generation {
-        // A new spec: this is when the change was requested (backupBeforeChange compares with it).
-        previous.change_requested_at = Some(Time(now));
+        // A new spec: this is when the change was requested (backupBeforeChange compares with
+        // it). The planner of this very pass must see it too, or a backup older than the change
+        // but newer than the previous one would let the change through.
+        let requested = to_micros(now);
+        previous.change_requested_at = Some(MicroTime(requested));
+        obs.observed.change_requested_at = Some(requested);
     }
     let plan = plan(&desired, &obs.observed, now);
     info!(decision = %plan.decision, rule = %plan.rule.name(), "planned");

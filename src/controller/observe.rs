@@ -13,7 +13,10 @@ use super::{Context, Error};
 use crate::constants::*;
 use crate::crd::{ArtifactPhase, MasterEnsemble, MemberStatus, ZkBackup};
 use crate::executor::resources::names::server_id_of;
-use crate::planner::{Claim, Desired, Member, Membership, Observed, PodInfo, ServerId, Step};
+use crate::planner::rules::unhealthy_since;
+use crate::planner::{
+    Claim, Desired, Member, Membership, Observed, PodInfo, ReadyBackup, ServerId, Step,
+};
 use crate::zk::{
     Credentials, EnsembleConfig, EnsembleObservation, MemberAddr, ZkMembership, observe_ensemble,
 };
@@ -137,17 +140,23 @@ pub async fn observe(
             healthy_spec_hash: before.and_then(|m| m.healthy_spec_hash.clone()),
             was_voter: before.is_some_and(|m| m.was_voter || m.voter) || voters_now.contains(&id),
         };
-        if member.is_healthy() {
+        let healthy = member.is_healthy();
+        if healthy {
             member.healthy_spec_hash = member.spec_hash().map(str::to_string);
-        } else {
-            let was_down = before
-                .and_then(|m| m.state.as_deref())
-                .is_some_and(|s| s != "Serving");
-            member.down_since = before
-                .filter(|_| was_down)
-                .and_then(|m| m.since.as_ref().map(|t| t.0))
-                .or(Some(now));
         }
+        // The start of the current healthy spell: the recorded `since` when it was already
+        // serving, or now.
+        let healthy_since = before
+            .filter(|m| m.state.as_deref() == Some("Serving"))
+            .and_then(|m| m.since.as_ref().map(|t| t.0))
+            .unwrap_or(now);
+        member.down_since = unhealthy_since(
+            before.and_then(|m| m.unhealthy_since.as_ref().map(|t| t.0)),
+            healthy,
+            Some(healthy_since),
+            now,
+            desired.replace_after,
+        );
         members.insert(id, member);
     }
     let in_flight = status.in_flight.as_ref().and_then(|s| {
@@ -175,7 +184,7 @@ pub async fn observe(
                 .unwrap_or(1),
         ),
         change_requested_at: status.change_requested_at.as_ref().map(|t| t.0),
-        latest_backup_at: latest_backup(ctx, ens).await?,
+        ready_backups: ready_backups(ctx, ens).await?,
     };
     Ok(obs)
 }
@@ -200,10 +209,10 @@ fn pod_info(pod: &Pod, desired: &Desired) -> PodInfo {
     }
 }
 
-/// When the newest Ready backup of the `backupBeforeChange` ZkBackup finished.
-async fn latest_backup(ctx: &Context, ens: &MasterEnsemble) -> Result<Option<Timestamp>, Error> {
+/// The Ready backups of the `backupBeforeChange` ZkBackup.
+async fn ready_backups(ctx: &Context, ens: &MasterEnsemble) -> Result<Vec<ReadyBackup>, Error> {
     let Some(gate) = &ens.spec.backup_before_change else {
-        return Ok(None);
+        return Ok(Vec::new());
     };
     let ns = ens.namespace().unwrap_or_default();
     let api: Api<ZkBackup> = Api::namespaced(ctx.client.clone(), &ns);
@@ -215,7 +224,7 @@ async fn latest_backup(ctx: &Context, ens: &MasterEnsemble) -> Result<Option<Tim
             gate.backup_name
         )))?
     else {
-        return Ok(None);
+        return Ok(Vec::new());
     };
     Ok(backup
         .status
@@ -223,6 +232,11 @@ async fn latest_backup(ctx: &Context, ens: &MasterEnsemble) -> Result<Option<Tim
         .unwrap_or_default()
         .iter()
         .filter(|a| a.phase == ArtifactPhase::Ready)
-        .filter_map(|a| a.finished_at.as_ref().map(|t| t.0))
-        .max())
+        .filter_map(|a| {
+            Some(ReadyBackup {
+                started_at: a.started_at.as_ref()?.0,
+                requested_at: a.requested_at.as_ref().map(|t| t.0),
+            })
+        })
+        .collect())
 }

@@ -84,6 +84,7 @@ pub fn build_status(
             voter: voters.contains(&m.id),
             was_voter: m.was_voter,
             since,
+            unhealthy_since: m.down_since.map(Time),
             healthy_spec_hash: m.healthy_spec_hash.clone(),
         });
     }

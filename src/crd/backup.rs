@@ -1,6 +1,6 @@
 //! `ZkBackup`: backups of an ensemble, once or on a schedule, into object storage.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, MicroTime, Time};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -191,6 +191,10 @@ pub struct BackupArtifact {
     /// When the backup finished.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<Time>,
+    /// The change request (`backupBeforeChange`, `quorate backup create`) this backup was
+    /// taken for, to the microsecond, when it was taken for one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_at: Option<MicroTime>,
     /// Last zxid contained in the backup (hex).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub zxid: Option<String>,

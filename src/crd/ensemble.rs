@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Affinity, ResourceRequirements, Toleration};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, MicroTime, Time};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -277,9 +277,10 @@ pub struct MasterEnsembleStatus {
     /// The server id the next new member gets. Ids only grow and are never reused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_server_id: Option<i64>,
-    /// When the change now being carried out was first seen (the spec generation changed).
+    /// When the change now being carried out was first seen (the spec generation changed), to
+    /// the microsecond: `backupBeforeChange` needs a backup newer than this.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub change_requested_at: Option<Time>,
+    pub change_requested_at: Option<MicroTime>,
     /// Why quorate is waiting or blocked, in words.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
@@ -326,6 +327,11 @@ pub struct MemberStatus {
     /// Since when the member is in its current state.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since: Option<Time>,
+    /// Since when the member counts as unhealthy for `spec.failure.replaceAfter`: kept through
+    /// changes of state and through recoveries shorter than `replaceAfter`, so a member that
+    /// flaps is replaced like one that stays down.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unhealthy_since: Option<Time>,
     /// Hash of the Pod spec the member last served with while healthy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub healthy_spec_hash: Option<String>,

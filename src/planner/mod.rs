@@ -37,6 +37,8 @@ pub mod step;
 #[cfg(test)]
 mod tests;
 
-pub use model::{Claim, Desired, Member, Membership, Observed, PodInfo, Role, ServerId, ZkState};
+pub use model::{
+    Claim, Desired, Member, Membership, Observed, PodInfo, ReadyBackup, Role, ServerId, ZkState,
+};
 pub use plan::{Plan, Rule, matches_spec, plan};
 pub use step::{BlockReason, Decision, Step, WaitReason};

@@ -377,12 +377,29 @@ pub struct Observed {
     /// The id the next new member gets (from status).
     #[serde(default = "first_id")]
     pub next_server_id: ServerId,
-    /// When the change now pending was first seen.
+    /// When the change now pending was first seen (microseconds, as status keeps it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub change_requested_at: Option<Timestamp>,
-    /// When the newest Ready backup of the gate's ZkBackup finished.
+    /// The Ready backups of the `backupBeforeChange` ZkBackup.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ready_backups: Vec<ReadyBackup>,
+}
+
+/// `t` to the microsecond, the precision that status keeps for change requests
+/// (`MicroTime`), so a time compared before and after a status round trip is the same.
+pub fn to_micros(t: Timestamp) -> Timestamp {
+    Timestamp::from_microsecond(t.as_microsecond()).unwrap_or(t)
+}
+
+/// A Ready backup as the backup gate sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReadyBackup {
+    /// When it started, in the whole seconds that status keeps (so truncated down).
+    pub started_at: Timestamp,
+    /// The change request it was taken for, when a change asked for it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub latest_backup_at: Option<Timestamp>,
+    pub requested_at: Option<Timestamp>,
 }
 
 fn first_id() -> ServerId {

@@ -251,7 +251,7 @@ fn plan_fresh(desired: &Desired, observed: &Observed, now: Timestamp) -> Plan {
     if let Some(stray) = observed
         .members
         .values()
-        .find(|m| !voters.contains(&m.id) && Some(m.id) != joiner)
+        .find(|m| !voters.contains(&m.id) && Some(m.id) != joiner && !deletion_is_requested(m))
     {
         return act(
             Step::DeleteMember { member: stray.id },
@@ -303,7 +303,7 @@ fn plan_fresh(desired: &Desired, observed: &Observed, now: Timestamp) -> Plan {
                     Rule::FailedVoterIsReplaced,
                 );
             }
-            if m.pod.is_some() {
+            if !deletion_is_requested(m) {
                 return act(
                     Step::FenceMember { member: m.id },
                     Rule::FailedVoterIsReplaced,
@@ -395,6 +395,19 @@ fn plan_fresh(desired: &Desired, observed: &Observed, now: Timestamp) -> Plan {
             observed,
             Step::RestartMember { member: *first },
             Rule::RollingRestartLeaderLast,
+        );
+    }
+
+    // A removed member whose Pod is stuck Terminating blocks no step, but the ensemble does
+    // not match the spec until it is gone.
+    if let Some(m) = observed
+        .members
+        .values()
+        .find(|m| !voters.contains(&m.id) && deletion_is_requested(m))
+    {
+        return wait(
+            WaitReason::MemberTerminating { member: m.id },
+            Rule::StrayMembersAreDeleted,
         );
     }
 

@@ -89,6 +89,25 @@ pub fn replace_is_due(desired: &Desired, member: &Member, now: Timestamp) -> boo
         .is_some_and(|since| since + desired.replace_after <= now)
 }
 
+/// Since when a member counts as unhealthy, for `replaceAfter`. The clock keeps running while
+/// the member moves between unhealthy states (Down, Starting, Syncing) and through recoveries
+/// shorter than `replaceAfter`: it is cleared only once the member has served continuously for
+/// `replaceAfter`. So a member that flaps (serving for a pass, then down again) is replaced like
+/// one that stays down, instead of restarting its clock on every change of state.
+pub fn unhealthy_since(
+    previous: Option<Timestamp>,
+    healthy: bool,
+    healthy_since: Option<Timestamp>,
+    now: Timestamp,
+    replace_after: SignedDuration,
+) -> Option<Timestamp> {
+    if !healthy {
+        return previous.or(Some(now));
+    }
+    let stable = healthy_since.is_some_and(|since| since + replace_after <= now);
+    previous.filter(|_| !stable)
+}
+
 /// A member's Pod was created within the start-up grace period: [`STARTUP_GRACE`], or
 /// `replaceAfter` when that is shorter (after it, a member that is still not serving counts as
 /// down).
@@ -119,17 +138,29 @@ pub fn rollout_is_at_fault(desired: &Desired, observed: &Observed, member: &Memb
         && !proven
 }
 
-/// The backup gate: when `backupBeforeChange` is set, a Ready backup must have finished after
-/// the change was requested.
+/// The backup gate: when `backupBeforeChange` is set, a Ready backup must be newer than the
+/// change request: taken for that request (or a later one), or started in a whole second after
+/// it. Start times in status are whole seconds, so a backup that started in the same second as
+/// the request may predate it and does not count.
 pub fn backup_is_fresh(desired: &Desired, observed: &Observed) -> bool {
     if !desired.backup_before_change {
         return true;
     }
-    match (observed.latest_backup_at, observed.change_requested_at) {
-        (Some(backup), Some(requested)) => backup >= requested,
-        (Some(_), None) => true,
-        (None, _) => false,
-    }
+    let Some(requested) = observed.change_requested_at else {
+        return !observed.ready_backups.is_empty();
+    };
+    observed
+        .ready_backups
+        .iter()
+        .any(|b| b.requested_at.is_some_and(|r| r >= requested) || b.started_at > requested)
+}
+
+/// A member's Pod and volume are gone or being deleted (Terminating). A Pod that stays
+/// Terminating (a lost node, a finalizer) cannot be waited out: once its deletion is accepted
+/// and its volume is going, its id is retired, so removing it from the configuration and
+/// adding a fresh id is safe whether or not its process still runs somewhere.
+pub fn deletion_is_requested(member: &Member) -> bool {
+    member.pod.as_ref().is_none_or(|p| p.terminating) && !member.volume
 }
 
 /// A new member's id must be above every id ever used (I4: ids are never reused).
@@ -190,8 +221,9 @@ pub fn step_is_done(step: &Step, observed: &Observed, desired: &Desired) -> bool
             .config
             .as_ref()
             .is_some_and(|c| !c.voters.contains(member)),
-        Step::DeleteMember { .. } => member.is_none_or(|m| m.pod.is_none() && !m.volume),
-        Step::FenceMember { .. } => member.is_none_or(|m| m.pod.is_none() && !m.volume),
+        Step::DeleteMember { .. } | Step::FenceMember { .. } => {
+            member.is_none_or(deletion_is_requested)
+        }
         Step::RestartMember { .. } => member.is_some_and(|m| {
             m.pod
                 .as_ref()

@@ -323,7 +323,7 @@ impl Sim {
             in_flight: self.in_flight.clone(),
             next_server_id: self.next_server_id,
             change_requested_at: None,
-            latest_backup_at: None,
+            ready_backups: Vec::new(),
         }
     }
 

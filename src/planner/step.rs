@@ -138,6 +138,11 @@ pub enum WaitReason {
     QuorumForming,
     /// `backupBeforeChange` needs a Ready backup newer than the change request.
     AwaitingBackup,
+    /// A removed member's deletion was accepted but its Pod is still Terminating.
+    MemberTerminating {
+        /// The member.
+        member: ServerId,
+    },
 }
 
 impl WaitReason {
@@ -151,6 +156,7 @@ impl WaitReason {
             WaitReason::MemberDown { .. } => "MemberDown",
             WaitReason::QuorumForming => "QuorumForming",
             WaitReason::AwaitingBackup => "AwaitingBackup",
+            WaitReason::MemberTerminating { .. } => "MemberTerminating",
         }
     }
 }
@@ -187,6 +193,10 @@ impl fmt::Display for WaitReason {
                     "backupBeforeChange: waiting for a Ready backup newer than the requested change"
                 )
             }
+            WaitReason::MemberTerminating { member } => write!(
+                f,
+                "member {member} is removed and its id retired; its Pod is still terminating"
+            ),
         }
     }
 }

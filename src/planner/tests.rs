@@ -3,8 +3,8 @@
 use jiff::SignedDuration;
 
 use super::fixtures::{ObservedEnsemble, desired, t0};
-use super::model::{Claim, Observed, ServerId};
-use super::rules::{majority, tolerance};
+use super::model::{Claim, Observed, ReadyBackup, ServerId};
+use super::rules::{backup_is_fresh, majority, step_is_done, tolerance, unhealthy_since};
 use super::step::{BlockReason, Decision, Step, WaitReason};
 use super::{Rule, plan};
 
@@ -225,20 +225,98 @@ fn replaces_a_voter_down_longer_than_replace_after_by_fencing_it_first() {
         plan(&desired(3), &o2, t0()).decision,
         act(Step::RemoveVoter { member: id(2) })
     );
-    // Removed: its volume is deleted and its id retired.
+    // Removed, with neither Pod nor volume left: nothing more to delete, its id is retired and
+    // a fresh id joins.
     o2.config.as_mut().unwrap().voters.remove(&id(2));
-    assert_eq!(
-        plan(&desired(3), &o2, t0()).decision,
-        act(Step::DeleteMember { member: id(2) })
-    );
-    // Gone: a fresh id joins.
-    o2.members.remove(&id(2));
     assert_eq!(
         plan(&desired(3), &o2, t0()).decision,
         act(Step::CreateMember {
             member: id(4),
             seed: false
         })
+    );
+}
+
+#[test]
+fn a_fenced_member_whose_pod_stays_terminating_is_removed_and_replaced() {
+    let o = ObservedEnsemble::healthy(3)
+        .down(2, t0() - SignedDuration::from_mins(6))
+        .build();
+    assert_eq!(
+        plan(&desired(3), &o, t0()).decision,
+        act(Step::FenceMember { member: id(2) })
+    );
+    // The deletes were accepted, but the Pod stays Terminating (a lost node) and its volume's
+    // deletion waits for it: the fence is done, the member is removed from the configuration.
+    let mut o2 = o.clone();
+    let m = o2.members.get_mut(&id(2)).unwrap();
+    m.pod.as_mut().unwrap().terminating = true;
+    m.volume = false;
+    assert!(step_is_done(
+        &Step::FenceMember { member: id(2) },
+        &o2,
+        &desired(3)
+    ));
+    assert_eq!(
+        plan(&desired(3), &o2, t0()).decision,
+        act(Step::RemoveVoter { member: id(2) })
+    );
+    // Removed but still Terminating: no endless delete, a fresh id joins.
+    o2.config.as_mut().unwrap().voters.remove(&id(2));
+    assert!(step_is_done(
+        &Step::DeleteMember { member: id(2) },
+        &o2,
+        &desired(3)
+    ));
+    assert_eq!(
+        plan(&desired(3), &o2, t0()).decision,
+        act(Step::CreateMember {
+            member: id(4),
+            seed: false
+        })
+    );
+}
+
+#[test]
+fn the_unhealthy_clock_survives_changes_of_state_and_short_recoveries() {
+    let after = SignedDuration::from_mins(5);
+    let first = t0() - SignedDuration::from_mins(6);
+    // Down, then Starting, then Syncing: still unhealthy since the first failure.
+    assert_eq!(
+        unhealthy_since(Some(first), false, None, t0(), after),
+        Some(first)
+    );
+    // Serving for one pass (healthy since just now): the clock is kept.
+    assert_eq!(
+        unhealthy_since(Some(first), true, Some(t0()), t0(), after),
+        Some(first)
+    );
+    // Serving for less than replaceAfter: kept; for replaceAfter: cleared.
+    let spell = t0() - SignedDuration::from_mins(4);
+    assert_eq!(
+        unhealthy_since(Some(first), true, Some(spell), t0(), after),
+        Some(first)
+    );
+    let spell = t0() - SignedDuration::from_mins(5);
+    assert_eq!(
+        unhealthy_since(Some(first), true, Some(spell), t0(), after),
+        None
+    );
+    // A first failure starts the clock now.
+    assert_eq!(unhealthy_since(None, false, None, t0(), after), Some(t0()));
+}
+
+#[test]
+fn a_member_that_flaps_is_replaced_once_unhealthy_for_replace_after_in_all() {
+    // Member 2 first failed 6 minutes ago and has flapped since: its recorded state is only
+    // seconds old, but the clock the planner sees is the one kept across the flaps.
+    let first = t0() - SignedDuration::from_mins(6);
+    let mut o = ObservedEnsemble::healthy(3).down(2, first).build();
+    let m = o.members.get_mut(&id(2)).unwrap();
+    m.down_since = unhealthy_since(Some(first), false, None, t0(), desired(3).replace_after);
+    assert_eq!(
+        plan(&desired(3), &o, t0()).decision,
+        act(Step::FenceMember { member: id(2) })
     );
 }
 
@@ -366,14 +444,20 @@ fn backup_before_change_holds_scaling_until_a_fresh_backup() {
     d.backup_before_change = true;
     let mut o = ObservedEnsemble::healthy(3).build();
     o.change_requested_at = Some(t0() - SignedDuration::from_mins(1));
-    o.latest_backup_at = Some(t0() - SignedDuration::from_mins(2));
+    o.ready_backups = vec![ReadyBackup {
+        started_at: t0() - SignedDuration::from_mins(2),
+        requested_at: None,
+    }];
     assert_eq!(
         plan(&d, &o, t0()).decision,
         Decision::Wait {
             reason: WaitReason::AwaitingBackup
         }
     );
-    o.latest_backup_at = Some(t0());
+    o.ready_backups.push(ReadyBackup {
+        started_at: t0(),
+        requested_at: None,
+    });
     assert_eq!(
         plan(&d, &o, t0()).decision,
         act(Step::CreateMember {
@@ -381,6 +465,34 @@ fn backup_before_change_holds_scaling_until_a_fresh_backup() {
             seed: false
         })
     );
+}
+
+#[test]
+fn a_backup_started_in_the_same_whole_second_as_the_change_does_not_count_unless_asked_for() {
+    let mut d = desired(5);
+    d.backup_before_change = true;
+    let mut o = ObservedEnsemble::healthy(3).build();
+    // The change came at .800 s; a backup that started at .100 s of the same second is
+    // recorded in status as the whole second, which is before the change.
+    let second = t0();
+    let requested = second + SignedDuration::from_millis(800);
+    o.change_requested_at = Some(requested);
+    o.ready_backups = vec![ReadyBackup {
+        started_at: second,
+        requested_at: None,
+    }];
+    assert_eq!(
+        plan(&d, &o, requested).decision,
+        Decision::Wait {
+            reason: WaitReason::AwaitingBackup
+        }
+    );
+    // A backup taken for an older request does not count either.
+    o.ready_backups[0].requested_at = Some(requested - SignedDuration::from_millis(1));
+    assert!(!backup_is_fresh(&d, &o));
+    // The backup taken for this very request counts, even in the same whole second.
+    o.ready_backups[0].requested_at = Some(requested);
+    assert!(backup_is_fresh(&d, &o));
 }
 
 #[test]
