@@ -6,7 +6,7 @@ use kube::{Api, Client};
 
 use crate::cli::Output;
 use crate::constants::{SECRET_SUPER_PASSWORD, SUPER_USER};
-use crate::crd::MasterEnsemble;
+use crate::crd::{MasterEnsemble, MemberRole, MemberState};
 use crate::executor::resources::names::credentials_secret;
 use crate::planner::{Desired, plan};
 use crate::zk::Credentials;
@@ -70,8 +70,8 @@ pub async fn ensemble_status(
             m.server_id,
             m.pod,
             m.address.as_deref().unwrap_or("-"),
-            m.role.as_deref().unwrap_or("-"),
-            m.state.as_deref().unwrap_or("-"),
+            m.role.map(MemberRole::as_str).unwrap_or("-"),
+            m.state.map(MemberState::as_str).unwrap_or("-"),
             m.synced,
             m.zxid.as_deref().unwrap_or("-")
         );

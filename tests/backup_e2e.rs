@@ -1004,7 +1004,7 @@ async fn backup_before_change_holds_a_scale_up_until_a_fresh_backup_is_ready(
         )));
     }
     // The artifact says which request it answers, to the microsecond: the one made after `asked`.
-    if !a.requested_at.as_ref().is_some_and(|r| r.0 >= asked) {
+    if a.requested_at.as_ref().is_none_or(|r| r.0 < asked) {
         return Err(fail(format!(
             "the gate's backup answers no request made after {asked}: {:?}",
             a.requested_at

@@ -154,6 +154,9 @@ fn spawn_checker(
     (state, tx)
 }
 
+/// The fewest acknowledged writes, each read back afterwards, for a writer run to count.
+const MIN_ACKED_WRITES: usize = 100;
+
 async fn checked_scenario(bed: &Bed, ns: &str, steps: &[i32]) -> TestResult {
     let client = bed.client().await?;
     namespace(&client, ns).await?;
@@ -165,10 +168,16 @@ async fn checked_scenario(bed: &Bed, ns: &str, steps: &[i32]) -> TestResult {
     wait_converged(bed, &api, name, steps[0], Duration::from_secs(180)).await?;
     let hosts = member_hosts(&client, ns, name).await?;
     // Data written before any change must survive every change.
-    bed.judge
+    let before = bed
+        .judge
         .write(&hosts, None, "/before", 50)
         .await
         .map_err(|e| fail(format!("kazoo write: {e}")))?;
+    if before.written != 50 {
+        return Err(fail(format!(
+            "the /before write was not acknowledged: {before:?}"
+        )));
+    }
     let (checker, stop) = spawn_checker(client.clone(), ns.to_string(), name.to_string());
     let out = bed.plane.dir().join(format!("{ns}-writes.log"));
     let writer = bed
@@ -194,11 +203,23 @@ async fn checked_scenario(bed: &Bed, ns: &str, steps: &[i32]) -> TestResult {
         .verify(&final_hosts, None, "/before", 50)
         .await
         .map_err(|e| fail(format!("kazoo verify: {e}")))?;
+    if !verify.ok || verify.checked != 50 {
+        return Err(fail(format!(
+            "data written before the change was lost: {verify:?}"
+        )));
+    }
     let acked = bed
         .judge
         .check_acked(&final_hosts, None, &out)
         .await
         .map_err(|e| fail(format!("check acked: {e}")))?;
+    // A writer run counts only with enough acknowledged writes, each read back.
+    if acked.acked < MIN_ACKED_WRITES {
+        return Err(fail(format!(
+            "only {} acknowledged writes (at least {MIN_ACKED_WRITES} needed for the run to count)",
+            acked.acked
+        )));
+    }
     if !acked.ok {
         return Err(fail(format!(
             "{} acknowledged writes missing, {} mismatched",
@@ -305,7 +326,7 @@ async fn replaces_a_failed_member_with_a_fresh_id(bed: &Bed, ns: &str) -> TestRe
     let victim = status
         .members
         .iter()
-        .find(|m| m.role.as_deref() == Some("follower"))
+        .find(|m| m.role == Some(quorate::crd::MemberRole::Follower))
         .map(|m| m.server_id)
         .ok_or_else(|| fail("no follower"))?;
     // The member hangs for good (SIGSTOP): it is down but its Pod stays.

@@ -27,8 +27,8 @@ use crate::backup::schedule::{self, Kept, KeptState, Schedule};
 use crate::backup::store::{S3Credentials, Store};
 use crate::constants::*;
 use crate::crd::{
-    ArtifactPhase, BackupArtifact, BackupMethod, Destination, MasterEnsemble, ZkBackup,
-    ZkBackupStatus, condition,
+    ArtifactPhase, BackupArtifact, BackupMethod, Destination, MasterEnsemble, MemberRole,
+    MemberState, ZkBackup, ZkBackupStatus, condition,
 };
 use crate::executor::resources::names::credentials_secret;
 use crate::planner::ServerId;
@@ -148,12 +148,12 @@ pub(crate) fn secret_value(secret: &Secret, key: &str) -> Option<String> {
 }
 
 /// Serving members of an ensemble as its status lists them, followers first.
-pub fn serving_members(ens: &MasterEnsemble) -> Vec<(MemberAddr, Option<String>)> {
+pub fn serving_members(ens: &MasterEnsemble) -> Vec<(MemberAddr, Option<MemberRole>)> {
     let mut members: Vec<_> = ens
         .status
         .iter()
         .flat_map(|s| s.members.iter())
-        .filter(|m| m.state.as_deref() == Some("Serving"))
+        .filter(|m| m.state == Some(MemberState::Serving))
         .filter_map(|m| {
             let ip = m.address.clone()?;
             let id = u32::try_from(m.server_id).ok()?;
@@ -164,10 +164,11 @@ pub fn serving_members(ens: &MasterEnsemble) -> Vec<(MemberAddr, Option<String>)
             if let Some(p) = m.admin_port.and_then(|p| u16::try_from(p).ok()) {
                 addr.admin_port = p;
             }
-            Some((addr, m.role.clone()))
+            Some((addr, m.role))
         })
         .collect();
-    members.sort_by_key(|(a, role)| (role.as_deref() == Some("Leader"), a.id));
+    // Followers first: a backup reads from a follower and spares the leader.
+    members.sort_by_key(|(a, role)| (*role == Some(MemberRole::Leader), a.id));
     members
 }
 
@@ -665,6 +666,28 @@ async fn apply_retention(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_backup_reads_from_a_follower_of_the_status_the_ensemble_controller_wrote() {
+        // The status as the ensemble controller writes it (through serde, as stored): member 1
+        // leads, member 2 follows. The backup must pick the follower.
+        let status = serde_json::json!({
+            "members": [
+                {"serverId": 1, "pod": "m-1", "address": "127.0.1.1", "role": "leader", "state": "Serving"},
+                {"serverId": 2, "pod": "m-2", "address": "127.0.1.2", "role": "follower", "state": "Serving"},
+                {"serverId": 3, "pod": "m-3", "address": "127.0.1.3", "role": "follower", "state": "Down"},
+            ]
+        });
+        let mut ens = MasterEnsemble::new(
+            "m",
+            serde_json::from_value(serde_json::json!({"replicas": 3, "version": "3.9.5"})).unwrap(),
+        );
+        ens.status = Some(serde_json::from_value(status).unwrap());
+        let members = serving_members(&ens);
+        assert_eq!(members.len(), 2);
+        assert_eq!(members[0].0.id, ServerId(2));
+        assert_eq!(members[1].1, Some(MemberRole::Leader));
+    }
 
     #[test]
     fn snapshots_need_3_9_4() {

@@ -11,7 +11,7 @@ use kube::{Api, ResourceExt};
 
 use super::{Context, Error};
 use crate::constants::*;
-use crate::crd::{ArtifactPhase, MasterEnsemble, MemberStatus, ZkBackup};
+use crate::crd::{ArtifactPhase, MasterEnsemble, MemberState, MemberStatus, ZkBackup};
 use crate::executor::resources::names::server_id_of;
 use crate::planner::rules::unhealthy_since;
 use crate::planner::{
@@ -147,7 +147,7 @@ pub async fn observe(
         // The start of the current healthy spell: the recorded `since` when it was already
         // serving, or now.
         let healthy_since = before
-            .filter(|m| m.state.as_deref() == Some("Serving"))
+            .filter(|m| m.state == Some(MemberState::Serving))
             .and_then(|m| m.since.as_ref().map(|t| t.0))
             .unwrap_or(now);
         member.down_since = unhealthy_since(

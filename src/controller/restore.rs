@@ -35,8 +35,8 @@ use crate::backup::engine::{self, Verified};
 use crate::backup::store::Store;
 use crate::constants::*;
 use crate::crd::{
-    MasterEnsemble, RestoreMemberStatus, RestoreMode, RestorePhase, VerifiedArtifact, ZkBackup,
-    ZkRestore, ZkRestoreStatus, condition,
+    MasterEnsemble, MemberRole, RestoreMemberStatus, RestoreMode, RestorePhase, VerifiedArtifact,
+    ZkBackup, ZkRestore, ZkRestoreStatus, condition,
 };
 use crate::executor::resources::member::{EnsembleContext, build_member_pod};
 use crate::executor::resources::names::{member_host, member_pod, server_id_of};
@@ -137,7 +137,7 @@ fn format_of(a: &VerifiedArtifact) -> Format {
     }
 }
 
-fn hosts_of(members: &[(MemberAddr, Option<String>)]) -> String {
+fn hosts_of(members: &[(MemberAddr, Option<MemberRole>)]) -> String {
     members
         .iter()
         .map(|(a, _)| a.client_address())
@@ -519,7 +519,7 @@ where
         let members = serving_members(&ens);
         let Some(leader) = members
             .iter()
-            .find(|(_, r)| r.as_deref() == Some("Leader"))
+            .find(|(_, r)| *r == Some(MemberRole::Leader))
             .or(members.first())
         else {
             fail(

@@ -7,7 +7,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use super::observe::Observation;
 use crate::constants::*;
-use crate::crd::{InFlightStep, MasterEnsembleStatus, MemberStatus, QuorumStatus, condition};
+use crate::crd::{
+    InFlightStep, MasterEnsembleStatus, MemberRole, MemberState, MemberStatus, QuorumStatus,
+    condition,
+};
 use crate::executor::resources::names::member_pod;
 use crate::planner::rules::{majority, tolerance};
 use crate::planner::{Claim, Decision, Plan, Role, Step};
@@ -44,32 +47,32 @@ pub fn build_status(
         let healthy = m.is_healthy();
         ready += i32::from(healthy);
         let state = if healthy {
-            "Serving"
+            MemberState::Serving
         } else if !voters.contains(&m.id) && m.was_voter {
-            "Removed"
+            MemberState::Removed
         } else if m.pod.is_none() {
-            "Down"
+            MemberState::Down
         } else if m.zk.serving {
-            "Syncing"
+            MemberState::Syncing
         } else if m.pod.as_ref().is_some_and(|p| p.running) {
-            "Starting"
+            MemberState::Starting
         } else {
-            "Down"
+            MemberState::Down
         };
         let before = previous
             .members
             .iter()
             .find(|p| p.server_id == i64::from(m.id.0));
         let since = match before {
-            Some(b) if b.state.as_deref() == Some(state) => b.since.clone(),
+            Some(b) if b.state == Some(state) => b.since.clone(),
             _ => Some(Time(now)),
         };
         let role = match (m.zk.role, voters.contains(&m.id)) {
-            (Role::Leader, _) => "leader",
-            (_, false) if m.pod.is_some() => "joiner",
-            (Role::Follower, _) => "follower",
-            (Role::Observer, _) => "observer",
-            _ => "unknown",
+            (Role::Leader, _) => MemberRole::Leader,
+            (_, false) if m.pod.is_some() => MemberRole::Joiner,
+            (Role::Follower, _) => MemberRole::Follower,
+            (Role::Observer, _) => MemberRole::Observer,
+            _ => MemberRole::Unknown,
         };
         members.push(MemberStatus {
             server_id: i64::from(m.id.0),
@@ -77,8 +80,8 @@ pub fn build_status(
             address: obs.addresses.get(&m.id).cloned(),
             client_port: Some(CLIENT_PORT.into()),
             admin_port: Some(ADMIN_PORT.into()),
-            role: Some(role.into()),
-            state: Some(state.into()),
+            role: Some(role),
+            state: Some(state),
             zxid: m.zk.zxid.map(|z| format!("0x{z:x}")),
             synced: m.zk.synced,
             voter: voters.contains(&m.id),

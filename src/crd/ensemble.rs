@@ -308,10 +308,10 @@ pub struct MemberStatus {
     pub admin_port: Option<i32>,
     /// leader, follower, observer, joiner (not yet a voter) or unknown.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub role: Option<String>,
+    pub role: Option<MemberRole>,
     /// Serving, Syncing, Starting, Down, Removed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub state: Option<String>,
+    pub state: Option<MemberState>,
     /// Last processed zxid (hex).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub zxid: Option<String>,
@@ -335,6 +335,63 @@ pub struct MemberStatus {
     /// Hash of the Pod spec the member last served with while healthy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub healthy_spec_hash: Option<String>,
+}
+
+/// A member's role, as written into status and read back by the backup and restore controllers.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum MemberRole {
+    /// Leads the ensemble.
+    Leader,
+    /// A voter that follows the leader.
+    Follower,
+    /// A non-voting observer.
+    Observer,
+    /// Started but not yet a voter.
+    Joiner,
+    /// Not known (the member does not answer).
+    Unknown,
+}
+
+impl MemberRole {
+    /// The word written in status.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MemberRole::Leader => "leader",
+            MemberRole::Follower => "follower",
+            MemberRole::Observer => "observer",
+            MemberRole::Joiner => "joiner",
+            MemberRole::Unknown => "unknown",
+        }
+    }
+}
+
+/// A member's state, as written into status and read back by the next pass.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum MemberState {
+    /// Serving and synced.
+    Serving,
+    /// Serving but not yet synced with the leader.
+    Syncing,
+    /// Its Pod runs, its server does not serve yet.
+    Starting,
+    /// Neither its Pod nor its server runs.
+    Down,
+    /// Was a voter and has left the configuration.
+    Removed,
+}
+
+impl MemberState {
+    /// The word written in status.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MemberState::Serving => "Serving",
+            MemberState::Syncing => "Syncing",
+            MemberState::Starting => "Starting",
+            MemberState::Down => "Down",
+            MemberState::Removed => "Removed",
+        }
+    }
 }
 
 /// Size of the voting configuration.
