@@ -71,3 +71,32 @@ pub fn wait_for_go_install(
         }
     }
 }
+
+/// The Go toolchain: `$GO`, `go` on PATH, or /usr/local/go/bin/go, with its version; at least
+/// Go 1.`min_minor` (what the module being built says in its go.mod). The error says why not.
+pub fn find_go(min_minor: u32) -> Result<(std::path::PathBuf, String), String> {
+    use std::path::PathBuf;
+    use std::process::Command;
+    let candidates: Vec<PathBuf> = match std::env::var_os("GO").filter(|g| !g.is_empty()) {
+        Some(go) => vec![PathBuf::from(go)],
+        None => vec![PathBuf::from("go"), PathBuf::from("/usr/local/go/bin/go")],
+    };
+    for go in candidates {
+        let Ok(out) = Command::new(&go).args(["env", "GOVERSION"]).output() else {
+            continue;
+        };
+        if !out.status.success() {
+            continue;
+        }
+        let version = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let minor = version
+            .strip_prefix("go1.")
+            .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|m| m.parse::<u32>().ok());
+        return match minor {
+            Some(m) if m >= min_minor => Ok((go, version)),
+            _ => Err(format!("{} is {version}", go.display())),
+        };
+    }
+    Err("no `go` on PATH nor /usr/local/go/bin/go".into())
+}

@@ -92,33 +92,6 @@ pub fn ldflags() -> String {
     flags.join(" ")
 }
 
-/// The Go toolchain: `$GO`, `go` on PATH, or /usr/local/go/bin/go; at least Go 1.26 (helm
-/// v3.21.4's go.mod says `go 1.26.0`).
-fn find_go() -> Result<(PathBuf, String), Error> {
-    let candidates: Vec<PathBuf> = match std::env::var_os("GO").filter(|g| !g.is_empty()) {
-        Some(go) => vec![PathBuf::from(go)],
-        None => vec![PathBuf::from("go"), PathBuf::from("/usr/local/go/bin/go")],
-    };
-    for go in candidates {
-        let Ok(out) = Command::new(&go).args(["env", "GOVERSION"]).output() else {
-            continue;
-        };
-        if !out.status.success() {
-            continue;
-        }
-        let version = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        let minor = version
-            .strip_prefix("go1.")
-            .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
-            .and_then(|m| m.parse::<u32>().ok());
-        return match minor {
-            Some(m) if m >= 26 => Ok((go, version)),
-            _ => Err(Error::Go(format!("{} is {version}", go.display()))),
-        };
-    }
-    Err(Error::Go("no `go` on PATH nor /usr/local/go/bin/go".into()))
-}
-
 fn lock(path: &Path) -> Result<File, Error> {
     let file = OpenOptions::new()
         .create(true)
@@ -187,7 +160,8 @@ pub fn ensure_helm() -> Result<PathBuf, Error> {
         progress("helm", start, "built by another process");
         return Ok(helm);
     }
-    let (go, go_version) = find_go()?;
+    // helm v3.21.4's go.mod says `go 1.26.0`.
+    let (go, go_version) = crate::cache::find_go(26).map_err(Error::Go)?;
     let tmp = root.join(format!(".build-tmp-{}", std::process::id()));
     if tmp.exists() {
         fs::remove_dir_all(&tmp).map_err(io_err(format!("removing {}", tmp.display())))?;

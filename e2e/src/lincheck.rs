@@ -166,32 +166,6 @@ fn cached_checker() -> Option<PathBuf> {
     (dir.join(".complete").is_file() && is_executable(&binary)).then_some(binary)
 }
 
-/// The Go toolchain: `$GO`, `go` on PATH, or /usr/local/go/bin/go; at least Go 1.22.
-fn find_go() -> Result<(PathBuf, String), Error> {
-    let candidates: Vec<PathBuf> = match std::env::var_os("GO").filter(|g| !g.is_empty()) {
-        Some(go) => vec![PathBuf::from(go)],
-        None => vec![PathBuf::from("go"), PathBuf::from("/usr/local/go/bin/go")],
-    };
-    for go in candidates {
-        let Ok(out) = Command::new(&go).args(["env", "GOVERSION"]).output() else {
-            continue;
-        };
-        if !out.status.success() {
-            continue;
-        }
-        let version = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        let minor = version
-            .strip_prefix("go1.")
-            .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
-            .and_then(|m| m.parse::<u32>().ok());
-        return match minor {
-            Some(m) if m >= MIN_GO_MINOR => Ok((go, version)),
-            _ => Err(Error::Go(format!("{} is {version}", go.display()))),
-        };
-    }
-    Err(Error::Go("no `go` on PATH nor /usr/local/go/bin/go".into()))
-}
-
 fn lock(path: &Path) -> Result<File, Error> {
     let file = OpenOptions::new()
         .create(true)
@@ -230,7 +204,7 @@ pub fn ensure_checker() -> Result<PathBuf, Error> {
             let _ = fs::remove_dir_all(entry.path());
         }
     }
-    let (go, go_version) = find_go()?;
+    let (go, go_version) = crate::cache::find_go(MIN_GO_MINOR).map_err(Error::Go)?;
     let tmp = root.join(format!(".build-tmp-{}", std::process::id()));
     fs::create_dir_all(tmp.join("src")).map_err(io_err(format!("creating {}", tmp.display())))?;
     let result = build_into(&go, &go_version, &tmp, &root, start);
