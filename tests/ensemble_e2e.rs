@@ -19,6 +19,7 @@ use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use libtest_mimic::Failed;
 use quorate::constants::LABEL_ENSEMBLE;
 use quorate::crd::MasterEnsemble;
+use quorate_testbed::kazoo::HistorySpec;
 use quorate_testbed::nodeagent::AgentOptions;
 
 /// What the independent checker saw; violations fail the scenario.
@@ -191,12 +192,52 @@ async fn checked_scenario(bed: &Bed, ns: &str, steps: &[i32]) -> TestResult {
             &out,
         )
         .map_err(|e| fail(format!("kazoo writer: {e}")))?;
+    // A recorded history of reads, writes and versioned compare-and-set by three clients,
+    // judged for linearizability by porcupine. It stops by itself (time and count bounds).
+    let history_file = bed.plane.dir().join(format!("{ns}-history.jsonl"));
+    let mut spec = HistorySpec::new("/h", 4, 3, Duration::from_secs(60), 6000);
+    spec.interval = Duration::from_millis(20);
+    let history = bed
+        .judge
+        .history(&hosts, None, &spec, &history_file)
+        .map_err(|e| fail(format!("kazoo history: {e}")))?;
     for replicas in &steps[1..] {
         set_replicas(&api, name, *replicas).await?;
         wait_converged(bed, &api, name, *replicas, Duration::from_secs(240)).await?;
     }
+    // The run counts only with enough acknowledged writes: on a fast machine the steps may end
+    // before the writer has made them, so it keeps writing (to the new membership) until then.
+    wait_for(
+        "the writer's acknowledged writes",
+        Duration::from_secs(120),
+        async || {
+            Ok(std::fs::read_to_string(&out)
+                .map(|t| t.lines().count())
+                .unwrap_or(0)
+                >= MIN_ACKED_WRITES)
+        },
+    )
+    .await?;
     let _ = stop.send(true);
     drop(writer);
+    let recorded = history
+        .wait()
+        .await
+        .map_err(|e| fail(format!("kazoo history: {e}")))?;
+    if recorded.by_outcome.ok < MIN_ACKED_WRITES {
+        return Err(fail(format!(
+            "the history has only {} acknowledged operations: {recorded:?}",
+            recorded.by_outcome.ok
+        )));
+    }
+    let verdict = quorate_testbed::lincheck::check(&history_file)
+        .map_err(|e| fail(format!("linearizability checker: {e}")))?;
+    if !verdict.linearizable {
+        return Err(fail(format!(
+            "the client history is not linearizable ({} operations): {:?}",
+            verdict.operations, verdict.failure
+        )));
+    }
     let final_hosts = member_hosts(&client, ns, name).await?;
     let verify = bed
         .judge
@@ -228,8 +269,8 @@ async fn checked_scenario(bed: &Bed, ns: &str, steps: &[i32]) -> TestResult {
     }
     let st = checker.lock().map_err(|_| fail("lock"))?;
     eprintln!(
-        "{ns}: {} checker samples, {} acknowledged writes readable, at most {} non-voter(s) and {} member(s) in transition at once; before-data: {verify:?}",
-        st.samples, acked.acked, st.max_non_voters, st.max_in_transition
+        "{ns}: {} checker samples, {} acknowledged writes readable, {} operations in a linearizable history, at most {} non-voter(s) and {} member(s) in transition at once; before-data: {verify:?}",
+        st.samples, acked.acked, verdict.operations, st.max_non_voters, st.max_in_transition
     );
     if !st.violations.is_empty() {
         return Err(fail(format!(
