@@ -13,6 +13,13 @@
 //! failure carries the tail of that log. Stopping (or dropping) the plane stops every process
 //! and removes the temporary state directory.
 //!
+//! Faults: [`ControlPlane::restart`] crashes a part (SIGKILL) and starts it again with the same
+//! command line, data directory and port, then waits until it is healthy;
+//! [`ControlPlane::kill`] and [`ControlPlane::start_again`] do the two halves, for a part that
+//! stays down a while. They take `&self`, so a plane shared behind an `Arc` can be faulted while
+//! clients use it. For network faults between a client and the apiserver, see
+//! [`crate::proxy::ApiProxy`] and [`ControlPlane::kubeconfig_via`].
+//!
 //! Admission: the `ServiceAccount` plugin is off (nothing mounts tokens into the testbed's Pods,
 //! and without the controller manager nothing would create `default` ServiceAccounts); without
 //! the controller manager `StorageObjectInUseProtection` is off too, since nothing would ever
@@ -96,6 +103,10 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    /// A fault could not be injected or undone: the part is not in this plane, is not running
+    /// (for a kill), is still running (for a start again), or the plane was stopped.
+    #[error("{part}: {reason}")]
+    Fault { part: Part, reason: String },
     /// Building a kube client from a generated kubeconfig failed.
     #[error("kubeconfig for {who}: {source}")]
     Kubeconfig {
@@ -459,11 +470,58 @@ impl StateDir {
     }
 }
 
+/// One of the plane's processes, for fault injection ([`ControlPlane::restart`],
+/// [`ControlPlane::kill`], [`ControlPlane::start_again`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Part {
+    Etcd,
+    ApiServer,
+    /// Only in a plane started with [`Options::controller_manager`].
+    ControllerManager,
+}
+
+impl Part {
+    /// The process name, as [`ControlPlane::pids`] and [`ControlPlane::log_paths`] name it.
+    pub fn process_name(self) -> &'static str {
+        match self {
+            Part::Etcd => "etcd",
+            Part::ApiServer => "kube-apiserver",
+            Part::ControllerManager => "kube-controller-manager",
+        }
+    }
+}
+
+impl std::fmt::Display for Part {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.process_name())
+    }
+}
+
+/// What started a process: run again, unchanged, by [`ControlPlane::start_again`].
+#[derive(Debug, Clone)]
+struct Launch {
+    bin: PathBuf,
+    args: Vec<String>,
+    log: PathBuf,
+}
+
+/// A process of the plane: how it is launched, and the running child unless it was killed.
+#[derive(Debug)]
+struct Slot {
+    name: String,
+    launch: Launch,
+    child: Option<Child>,
+}
+
 /// A running etcd + kube-apiserver (+ kube-controller-manager) on loopback.
+///
+/// Shared by reference: the fault methods ([`ControlPlane::restart`], [`ControlPlane::kill`],
+/// [`ControlPlane::start_again`]) take `&self`.
 pub struct ControlPlane {
     binaries: Binaries,
-    // Stopped in this order: controller manager, apiserver, etcd.
-    processes: Vec<Child>,
+    // In start order; stopped in reverse: controller manager, apiserver, etcd. The lock is only
+    // held for bookkeeping, spawning and signalling, never across an await.
+    processes: Mutex<Vec<Slot>>,
     state: Option<StateDir>,
     dir: PathBuf,
     port: u16,
@@ -655,7 +713,7 @@ impl ControlPlane {
 
         let mut plane = ControlPlane {
             binaries,
-            processes: Vec::new(),
+            processes: Mutex::new(Vec::new()),
             state: Some(state),
             dir: dir.clone(),
             port,
@@ -683,14 +741,9 @@ impl ControlPlane {
         ports.truncate(1); // release the etcd ports, keep the apiserver's a little longer
         let etcd_bin = plane.binaries.etcd.clone();
         plane.spawn("etcd", &etcd_bin, &etcd_args, &logs)?;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !etcd_healthy(etcd_port).await {
-            plane.check_running("etcd", "waiting for /health")?;
-            if Instant::now() > deadline {
-                return Err(plane.start_error("etcd", "no healthy /health within 30 s"));
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        plane
+            .wait_healthy(Part::Etcd, Duration::from_secs(30))
+            .await?;
         progress(
             "controlplane",
             t0,
@@ -731,29 +784,10 @@ impl ControlPlane {
         drop(ports);
         let api_bin = plane.binaries.kube_apiserver.clone();
         plane.spawn("kube-apiserver", &api_bin, &api_args, &logs)?;
+        plane
+            .wait_healthy(Part::ApiServer, Duration::from_secs(90))
+            .await?;
         let admin_client = client_from_yaml(&plane.admin_yaml, "quorate-admin").await?;
-        let deadline = Instant::now() + Duration::from_secs(90);
-        let mut last;
-        loop {
-            let req = http::Request::get("/readyz")
-                .body(Vec::new())
-                .expect("a valid request");
-            match tokio::time::timeout(Duration::from_secs(5), admin_client.request_text(req)).await
-            {
-                Ok(Ok(body)) if body.trim() == "ok" => break,
-                Ok(Ok(body)) => last = body,
-                Ok(Err(e)) => last = e.to_string(),
-                Err(_) => last = "/readyz took over 5 s".into(),
-            }
-            plane.check_running("kube-apiserver", "waiting for /readyz")?;
-            if Instant::now() > deadline {
-                return Err(plane.start_error(
-                    "kube-apiserver",
-                    &format!("not ready within 90 s; last answer: {last}"),
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
         progress(
             "controlplane",
             t0,
@@ -830,22 +864,49 @@ impl ControlPlane {
     }
 
     fn spawn(&mut self, name: &str, bin: &Path, args: &[String], logs: &Path) -> Result<(), Error> {
-        let log = logs.join(format!("{name}.log"));
-        let file = fs::File::create(&log).map_err(io_err(format!("creating {}", log.display())))?;
+        let launch = Launch {
+            bin: bin.to_path_buf(),
+            args: args.to_vec(),
+            log: logs.join(format!("{name}.log")),
+        };
+        let child = self.launch(name, &launch, None)?;
+        self.logs.push((name.to_string(), launch.log.clone()));
+        self.slots().push(Slot {
+            name: name.to_string(),
+            launch,
+            child: Some(child),
+        });
+        Ok(())
+    }
+
+    /// Runs a process: with a fresh log the first time; appending to its log after `note` when
+    /// started again.
+    fn launch(&self, name: &str, launch: &Launch, note: Option<&str>) -> Result<Child, Error> {
+        let log = &launch.log;
+        let mut file = match note {
+            None => fs::File::create(log),
+            Some(_) => fs::OpenOptions::new().create(true).append(true).open(log),
+        }
+        .map_err(io_err(format!("opening {}", log.display())))?;
+        if let Some(note) = note {
+            std::io::Write::write_all(&mut file, format!("\n--- testbed: {note} ---\n").as_bytes())
+                .map_err(io_err(format!("writing {}", log.display())))?;
+        }
         let err = file
             .try_clone()
             .map_err(io_err(format!("opening {}", log.display())))?;
-        let mut cmd = Command::new(bin);
-        cmd.args(args)
+        let mut cmd = Command::new(&launch.bin);
+        cmd.args(&launch.args)
             .stdin(Stdio::null())
             .stdout(file)
             .stderr(err)
             .current_dir(&self.dir);
-        let child =
-            Child::spawn(name, cmd).map_err(io_err(format!("starting {}", bin.display())))?;
-        self.logs.push((name.to_string(), log));
-        self.processes.push(child);
-        Ok(())
+        Child::spawn(name, cmd).map_err(io_err(format!("starting {}", launch.bin.display())))
+    }
+
+    /// The process list; a poisoned lock is still usable (slots are never half-updated).
+    fn slots(&self) -> std::sync::MutexGuard<'_, Vec<Slot>> {
+        self.processes.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn log_of(&self, name: &str) -> PathBuf {
@@ -866,9 +927,14 @@ impl ControlPlane {
         }
     }
 
-    fn check_running(&mut self, name: &str, doing: &str) -> Result<(), Error> {
-        let status = match self.processes.iter_mut().find(|c| c.name() == name) {
-            Some(child) => child.try_wait().ok().flatten(),
+    fn check_running(&self, name: &str, doing: &str) -> Result<(), Error> {
+        let status = match self.slots().iter_mut().find(|s| s.name == name) {
+            Some(Slot {
+                child: Some(child), ..
+            }) => child.try_wait().ok().flatten(),
+            Some(Slot { child: None, .. }) => {
+                return Err(self.start_error(name, &format!("killed while {doing}")));
+            }
             None => return Ok(()),
         };
         match status {
@@ -879,6 +945,236 @@ impl ControlPlane {
                 Err(self.start_error(name, &format!("exited ({status}) while {doing}")))
             }
         }
+    }
+
+    /// The text Go's net package logs when a listener's port is taken.
+    const PORT_IN_USE: &'static str = "address already in use";
+
+    /// Like [`Self::check_running`], but a process that exited because its port was taken (by
+    /// an outgoing connection that the kernel gave the free port meanwhile) is started again
+    /// with the same arguments: it gets the port once that connection is gone. True when it
+    /// was started again.
+    fn check_running_or_rebind(&self, part: Part, doing: &str) -> Result<bool, Error> {
+        let name = part.process_name();
+        let exited = {
+            let mut slots = self.slots();
+            match slots.iter_mut().find(|s| s.name == name) {
+                Some(Slot {
+                    child: Some(child), ..
+                }) => child.try_wait().ok().flatten().is_some(),
+                _ => false,
+            }
+        };
+        if exited {
+            std::thread::sleep(Duration::from_millis(50)); // its last log lines
+            let log = fs::read_to_string(self.log_of(name)).unwrap_or_default();
+            let last_run = log.rsplit("--- testbed:").next().unwrap_or_default();
+            if last_run.contains(Self::PORT_IN_USE) {
+                let mut slots = self.slots();
+                if let Some(slot) = slots.iter_mut().find(|s| s.name == name) {
+                    let child = self.launch(
+                        name,
+                        &slot.launch,
+                        Some(&format!("started again: its port was in use while {doing}")),
+                    )?;
+                    slot.child = Some(child);
+                    return Ok(true);
+                }
+            }
+        }
+        self.check_running(name, doing).map(|()| false)
+    }
+
+    /// Waits until `part` is healthy: etcd's `/health` says so, the apiserver's `/readyz`
+    /// answers `ok` to the admin, the controller manager (which serves no port) has kept running
+    /// for a second. An [`Error::Start`] with the tail of its log when the process exits, is
+    /// killed, or is not healthy within `timeout`.
+    pub async fn wait_healthy(&self, part: Part, timeout: Duration) -> Result<(), Error> {
+        let name = part.process_name();
+        let deadline = Instant::now() + timeout;
+        let mut since = Instant::now();
+        let admin = match part {
+            Part::ApiServer => Some(self.client().await?),
+            _ => None,
+        };
+        let mut last = String::new();
+        loop {
+            let (healthy, doing, pause) = match (part, &admin) {
+                (Part::ApiServer, Some(admin)) => {
+                    let req = http::Request::get("/readyz")
+                        .body(Vec::new())
+                        .expect("a valid request");
+                    let healthy =
+                        match tokio::time::timeout(Duration::from_secs(5), admin.request_text(req))
+                            .await
+                        {
+                            Ok(Ok(body)) if body.trim() == "ok" => true,
+                            Ok(Ok(body)) => {
+                                last = body;
+                                false
+                            }
+                            Ok(Err(e)) => {
+                                last = e.to_string();
+                                false
+                            }
+                            Err(_) => {
+                                last = "/readyz took over 5 s".into();
+                                false
+                            }
+                        };
+                    (healthy, "waiting for /readyz", 200)
+                }
+                (Part::Etcd, _) => (
+                    etcd_healthy(self.etcd_port).await,
+                    "waiting for /health",
+                    100,
+                ),
+                _ => (since.elapsed() >= Duration::from_secs(1), "starting", 100),
+            };
+            if healthy && part != Part::ControllerManager {
+                return Ok(());
+            }
+            let mut pause = Duration::from_millis(pause);
+            if self.check_running_or_rebind(part, doing)? {
+                // Its port was taken: try again in a while, and the controller manager's second
+                // of running starts over.
+                pause = Duration::from_secs(1);
+                since = Instant::now() + pause;
+            } else if healthy {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                let secs = timeout.as_secs();
+                let reason = match part {
+                    Part::Etcd => format!("no healthy /health within {secs} s"),
+                    Part::ApiServer => format!("not ready within {secs} s; last answer: {last}"),
+                    Part::ControllerManager => format!("not running within {secs} s"),
+                };
+                return Err(self.start_error(name, &reason));
+            }
+            tokio::time::sleep(pause).await;
+        }
+    }
+
+    /// How long [`Self::start_again`] waits for a part to be healthy.
+    fn startup_timeout(part: Part) -> Duration {
+        match part {
+            Part::Etcd => Duration::from_secs(30),
+            Part::ApiServer => Duration::from_secs(90),
+            Part::ControllerManager => Duration::from_secs(30),
+        }
+    }
+
+    fn fault(part: Part, reason: impl Into<String>) -> Error {
+        Error::Fault {
+            part,
+            reason: reason.into(),
+        }
+    }
+
+    /// Crashes `part`: SIGKILL to its process group (no graceful shutdown, nothing flushed
+    /// beyond what the kernel already has), then reaps it. It stays down until
+    /// [`Self::start_again`]; meanwhile [`Self::pids`] leaves it out. Returns the killed pid.
+    /// An [`Error::Fault`] when the part is not in this plane or is already down.
+    pub fn kill(&self, part: Part) -> Result<u32, Error> {
+        let mut slots = self.slots();
+        let slot = slots
+            .iter_mut()
+            .find(|s| s.name == part.process_name())
+            .ok_or_else(|| Self::fault(part, "not part of this plane (or the plane is stopped)"))?;
+        let mut child = slot
+            .child
+            .take()
+            .ok_or_else(|| Self::fault(part, "already killed and not started again"))?;
+        let pid = child.pid();
+        child.kill();
+        Ok(pid)
+    }
+
+    /// Starts `part` again after [`Self::kill`] (or after it died by itself) with exactly the
+    /// command line of its first start: same binary, arguments, data directory, port,
+    /// certificates; its log continues in the same file after a `--- testbed: ... ---` line.
+    /// Waits until it is healthy (see [`Self::wait_healthy`]; 30 s for etcd and the controller
+    /// manager, 90 s for the apiserver) and returns the new pid. An [`Error::Fault`] when it is
+    /// still running or not in this plane; an [`Error::Start`] with its log's tail when it
+    /// does not come up.
+    pub async fn start_again(&self, part: Part) -> Result<u32, Error> {
+        let pid = {
+            let mut slots = self.slots();
+            let slot = slots
+                .iter_mut()
+                .find(|s| s.name == part.process_name())
+                .ok_or_else(|| {
+                    Self::fault(part, "not part of this plane (or the plane is stopped)")
+                })?;
+            if let Some(child) = slot.child.as_mut()
+                && child.is_running()
+            {
+                return Err(Self::fault(
+                    part,
+                    format!("still running (pid {}); kill it first", child.pid()),
+                ));
+            }
+            let child = self.launch(part.process_name(), &slot.launch, Some("started again"))?;
+            let pid = child.pid();
+            // Replacing an exited child reaps it (Child's drop).
+            slot.child = Some(child);
+            pid
+        };
+        self.wait_healthy(part, Self::startup_timeout(part)).await?;
+        Ok(pid)
+    }
+
+    /// A crash and a restart: [`Self::kill`] then [`Self::start_again`]. Returns the new pid
+    /// once the part is healthy again.
+    pub async fn restart(&self, part: Part) -> Result<u32, Error> {
+        self.kill(part)?;
+        self.start_again(part).await
+    }
+
+    /// Whether `part` is in this plane and its process is running.
+    pub fn is_running(&self, part: Part) -> bool {
+        self.slots()
+            .iter_mut()
+            .find(|s| s.name == part.process_name())
+            .and_then(|s| s.child.as_mut())
+            .is_some_and(|c| c.is_running())
+    }
+
+    /// The apiserver's address (`127.0.0.1:<port>`), e.g. the target of a
+    /// [`crate::proxy::ApiProxy`].
+    pub fn api_addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// `yaml` (a kubeconfig) with every cluster's `server:` set to `https://<addr>`, e.g. an
+    /// [`crate::proxy::ApiProxy`] in front of the apiserver. TLS passes through unchanged, so
+    /// `addr` must be an address that the serving certificate covers: its IP SANs are
+    /// `127.0.0.1` and `10.0.0.1` (any port).
+    pub fn kubeconfig_via(&self, yaml: &str, addr: SocketAddr) -> String {
+        let mut out = String::with_capacity(yaml.len());
+        for line in yaml.split_inclusive('\n') {
+            let body = line.trim_start();
+            if let Some(rest) = body.strip_prefix("server:")
+                && !rest.trim().is_empty()
+            {
+                let indent = &line[..line.len() - body.len()];
+                let eol = if line.ends_with('\n') { "\n" } else { "" };
+                out.push_str(&format!("{indent}server: https://{addr}{eol}"));
+            } else {
+                out.push_str(line);
+            }
+        }
+        out
+    }
+
+    /// An admin client that talks to the apiserver through `addr` (see [`Self::kubeconfig_via`]).
+    pub async fn client_via(&self, addr: SocketAddr) -> Result<kube::Client, Error> {
+        client_from_yaml(
+            &self.kubeconfig_via(&self.admin_yaml, addr),
+            "quorate-admin",
+        )
+        .await
     }
 
     /// The admin kubeconfig (user `quorate-admin` in group `system:masters`).
@@ -913,9 +1209,9 @@ impl ControlPlane {
 
     /// Each running process's name and pid (also its process group), in start order.
     pub fn pids(&self) -> Vec<(String, u32)> {
-        self.processes
+        self.slots()
             .iter()
-            .map(|c| (c.name().to_string(), c.pid()))
+            .filter_map(|s| Some((s.name.clone(), s.child.as_ref()?.pid())))
             .collect()
     }
 
@@ -1017,8 +1313,11 @@ impl ControlPlane {
     /// Stops kube-controller-manager, kube-apiserver and etcd (SIGTERM, then SIGKILL), reaps
     /// them, and removes the temporary state directory. Idempotent; also done on drop.
     pub fn stop(&mut self) {
-        while let Some(mut child) = self.processes.pop() {
-            child.stop(Duration::from_secs(5));
+        let slots = self.processes.get_mut().unwrap_or_else(|e| e.into_inner());
+        while let Some(slot) = slots.pop() {
+            if let Some(mut child) = slot.child {
+                child.stop(Duration::from_secs(5));
+            }
         }
         if let Some(StateDir::Temp(t)) = self.state.take() {
             let path = t.path().to_path_buf();

@@ -13,6 +13,8 @@
 //! - [`objectstore`]: a real S3-compatible object store (versitygw, built from Go modules) on
 //!   loopback, for backups and restores.
 //! - [`nodeagent`]: the kubelet's part, running member Pods as local processes.
+//! - [`proxy`]: a TCP proxy in front of the apiserver that blocks and cuts connections, for
+//!   network faults.
 
 pub mod cache;
 pub mod controlplane;
@@ -22,4 +24,5 @@ pub mod lincheck;
 pub mod nodeagent;
 pub mod objectstore;
 pub mod process;
+pub mod proxy;
 pub mod zookeeper;

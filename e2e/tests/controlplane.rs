@@ -18,7 +18,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::Api;
 use kube::api::{DeleteParams, ListParams, PostParams};
-use quorate_testbed::controlplane::{self, ControlPlane, Options};
+use quorate_testbed::controlplane::{self, ControlPlane, Options, Part};
+use quorate_testbed::proxy::ApiProxy;
 
 fn meta(name: &str) -> ObjectMeta {
     ObjectMeta {
@@ -44,6 +45,28 @@ where
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+fn config_map(name: &str, value: &str) -> ConfigMap {
+    ConfigMap {
+        metadata: meta(name),
+        data: Some([("value".to_string(), value.to_string())].into()),
+        ..Default::default()
+    }
+}
+
+/// The pid of the plane's process `name`; panics when it is not running.
+fn pid_of(plane: &ControlPlane, name: &str) -> u32 {
+    plane
+        .pids()
+        .into_iter()
+        .find(|(n, _)| n == name)
+        .unwrap_or_else(|| panic!("{name} is not in {:?}", plane.pids()))
+        .1
+}
+
+fn value_of(cm: &ConfigMap) -> Option<&str> {
+    cm.data.as_ref()?.get("value").map(String::as_str)
 }
 
 fn is_forbidden(e: &kube::Error) -> bool {
@@ -432,6 +455,17 @@ async fn controller_manager_collects_garbage_deletes_namespaces_and_tracks_pdbs(
     )
     .await;
 
+    // A crashed controller manager comes back with the same flags, and its controllers act
+    // again (the namespace deletion below needs it).
+    let old_pid = pid_of(&plane, "kube-controller-manager");
+    let new_pid = plane
+        .restart(Part::ControllerManager)
+        .await
+        .expect("kube-controller-manager restarts");
+    assert_ne!(old_pid, new_pid);
+    assert!(!Path::new(&format!("/proc/{old_pid}")).exists());
+    assert_eq!(pid_of(&plane, "kube-controller-manager"), new_pid);
+
     // Namespace deletion completes (namespace controller empties it, then removes it).
     let namespaces: Api<Namespace> = Api::all(admin.clone());
     namespaces
@@ -506,4 +540,379 @@ fn kubebuilder_assets_style_directory_is_accepted() {
     std::fs::remove_file(dir.path().join("etcd")).unwrap();
     let err = controlplane::binaries_from_assets(dir.path()).expect_err("etcd is missing");
     assert!(err.to_string().contains("no executable etcd"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_keeps_working_across_apiserver_crashes() {
+    let plane = ControlPlane::start(Options::default())
+        .await
+        .expect("the control plane starts");
+    let admin = plane.client().await.unwrap();
+    let cms: Api<ConfigMap> = Api::namespaced(admin.clone(), "default");
+    let before = cms
+        .create(&PostParams::default(), &config_map("before", "1"))
+        .await
+        .unwrap();
+
+    // A crash and a restart on the same port: the same client reads what was there before.
+    let old_pid = pid_of(&plane, "kube-apiserver");
+    let t = Instant::now();
+    let new_pid = plane
+        .restart(Part::ApiServer)
+        .await
+        .expect("kube-apiserver restarts");
+    eprintln!(
+        "kube-apiserver restarted in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    assert_ne!(old_pid, new_pid);
+    assert!(!Path::new(&format!("/proc/{old_pid}")).exists());
+    assert_eq!(pid_of(&plane, "kube-apiserver"), new_pid);
+    let got = cms
+        .get("before")
+        .await
+        .expect("read after the apiserver restart");
+    assert_eq!(got.metadata.uid, before.metadata.uid);
+    assert_eq!(value_of(&got), Some("1"));
+
+    // Down for a while: requests fail (promptly, nothing listens), and nothing is restarted.
+    assert_eq!(plane.kill(Part::ApiServer).unwrap(), new_pid);
+    assert!(!plane.is_running(Part::ApiServer));
+    assert!(plane.is_running(Part::Etcd));
+    assert!(
+        !plane.pids().iter().any(|(n, _)| n == "kube-apiserver"),
+        "{:?}",
+        plane.pids()
+    );
+    let during = tokio::time::timeout(Duration::from_secs(30), cms.get("before"))
+        .await
+        .expect("a request to a dead apiserver fails instead of hanging");
+    assert!(
+        during.is_err(),
+        "read while the apiserver is down: {during:?}"
+    );
+    let err = plane.kill(Part::ApiServer).expect_err("already down");
+    assert!(matches!(err, controlplane::Error::Fault { .. }), "{err}");
+    let err = plane
+        .kill(Part::ControllerManager)
+        .expect_err("this plane has no controller manager");
+    assert!(matches!(err, controlplane::Error::Fault { .. }), "{err}");
+
+    let pid = plane
+        .start_again(Part::ApiServer)
+        .await
+        .expect("kube-apiserver starts again");
+    let err = plane
+        .start_again(Part::ApiServer)
+        .await
+        .expect_err("it is running");
+    assert!(err.to_string().contains("still running"), "{err}");
+    let got = cms
+        .get("before")
+        .await
+        .expect("read after the apiserver is back");
+    assert_eq!(got.metadata.uid, before.metadata.uid);
+    cms.create(&PostParams::default(), &config_map("after", "2"))
+        .await
+        .expect("write after the apiserver is back");
+    assert_eq!(value_of(&cms.get("after").await.unwrap()), Some("2"));
+    assert_eq!(pid_of(&plane, "kube-apiserver"), pid);
+
+    // One log file holds every run.
+    let (_, log) = plane
+        .log_paths()
+        .into_iter()
+        .find(|(n, _)| n == "kube-apiserver")
+        .unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(text.matches("--- testbed: started again ---").count(), 2);
+
+    stop_and_check(plane);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_survives_etcd_crashes() {
+    let plane = ControlPlane::start(Options::default())
+        .await
+        .expect("the control plane starts");
+    let admin = plane.client().await.unwrap();
+    let cms: Api<ConfigMap> = Api::namespaced(admin.clone(), "default");
+    let before = cms
+        .create(&PostParams::default(), &config_map("before", "1"))
+        .await
+        .unwrap();
+
+    // Writes after an etcd crash; a write whose answer was lost may have landed (409).
+    let write = |name: &'static str, value: &'static str| {
+        let cms = cms.clone();
+        async move {
+            match cms
+                .create(&PostParams::default(), &config_map(name, value))
+                .await
+            {
+                Ok(_) => Some(()),
+                Err(kube::Error::Api(s)) if s.code == 409 => Some(()),
+                Err(_) => None,
+            }
+        }
+    };
+
+    let old_pid = pid_of(&plane, "etcd");
+    let t = Instant::now();
+    let new_pid = plane.restart(Part::Etcd).await.expect("etcd restarts");
+    eprintln!("etcd restarted in {:.1} s", t.elapsed().as_secs_f64());
+    assert_ne!(old_pid, new_pid);
+    assert!(!Path::new(&format!("/proc/{old_pid}")).exists());
+    assert!(plane.is_running(Part::ApiServer));
+    plane
+        .wait_healthy(Part::ApiServer, Duration::from_secs(60))
+        .await
+        .expect("the apiserver is ready again once etcd is back");
+    let got = eventually(
+        "the object written before the crash",
+        Duration::from_secs(60),
+        || async { cms.get("before").await.ok() },
+    )
+    .await;
+    assert_eq!(got.metadata.uid, before.metadata.uid);
+    assert_eq!(value_of(&got), Some("1"));
+    eventually(
+        "a write after etcd's restart",
+        Duration::from_secs(60),
+        || write("after-restart", "2"),
+    )
+    .await;
+    assert_eq!(
+        value_of(&cms.get("after-restart").await.unwrap()),
+        Some("2")
+    );
+
+    // Down for a while, then back: both objects are there and writes work. Meanwhile
+    // something else holds etcd's port, so etcd's first try fails; start_again waits it out.
+    plane.kill(Part::Etcd).unwrap();
+    assert!(!plane.is_running(Part::Etcd));
+    let etcd_port: u16 = plane
+        .etcd_url()
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("a port in the etcd URL");
+    let squatter = std::net::TcpListener::bind(("127.0.0.1", etcd_port))
+        .expect("etcd's port is free while it is down");
+    let (_, etcd_log) = plane
+        .log_paths()
+        .into_iter()
+        .find(|(n, _)| n == "etcd")
+        .unwrap();
+    let release = async move {
+        eventually(
+            "etcd to find its port taken",
+            Duration::from_secs(30),
+            || async {
+                let log = std::fs::read_to_string(&etcd_log).ok()?;
+                log.contains("address already in use").then_some(())
+            },
+        )
+        .await;
+        drop(squatter);
+    };
+    let (started, ()) = tokio::join!(plane.start_again(Part::Etcd), release);
+    started.expect("etcd starts again once its port is free");
+    assert!(plane.is_running(Part::Etcd));
+    for (name, value) in [("before", "1"), ("after-restart", "2")] {
+        let got = eventually(
+            &format!("{name} after etcd was down"),
+            Duration::from_secs(60),
+            || async { cms.get(name).await.ok() },
+        )
+        .await;
+        assert_eq!(value_of(&got), Some(value), "{name}");
+    }
+    eventually(
+        "a write after etcd was down",
+        Duration::from_secs(60),
+        || write("after-outage", "3"),
+    )
+    .await;
+    let names: Vec<String> = cms
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|c| c.metadata.name)
+        .collect();
+    for name in ["before", "after-restart", "after-outage"] {
+        assert!(names.iter().any(|n| n == name), "{name} not in {names:?}");
+    }
+
+    stop_and_check(plane);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_blocks_and_cuts_connections_and_watches_recover() {
+    use futures::StreamExt as _;
+    use kube::runtime::{WatchStreamExt as _, watcher};
+
+    let plane = ControlPlane::start(Options::default())
+        .await
+        .expect("the control plane starts");
+    let admin = plane.client().await.unwrap();
+    let proxy = ApiProxy::start(plane.api_addr()).await.unwrap();
+    let addr = proxy.addr();
+    assert!(addr.ip().is_loopback() && addr.port() != plane.api_addr().port());
+
+    // kubeconfig_via only moves the server.
+    let direct = plane.kubeconfig_for_user("bob", &[]).unwrap();
+    let via_yaml = plane.kubeconfig_via(&direct, addr);
+    assert!(
+        via_yaml.contains(&format!("    server: https://{addr}\n")),
+        "{via_yaml}"
+    );
+    assert!(!via_yaml.contains(&plane.server_url()), "{via_yaml}");
+    assert_eq!(direct.lines().count(), via_yaml.lines().count());
+
+    // Through the proxy (TLS passes through: the certificate covers 127.0.0.1).
+    let via = plane.client_via(addr).await.unwrap();
+    let namespaces: Api<Namespace> = Api::all(via.clone());
+    let list = namespaces
+        .list(&ListParams::default())
+        .await
+        .expect("list namespaces through the proxy");
+    assert!(
+        list.items
+            .iter()
+            .any(|n| n.metadata.name.as_deref() == Some("default"))
+    );
+    assert!(proxy.stats().accepted >= 1, "{:?}", proxy.stats());
+
+    // Blocked: a request fails within a bounded time, and nothing stays open.
+    proxy.block();
+    assert!(proxy.is_blocked());
+    let t = Instant::now();
+    let blocked = tokio::time::timeout(
+        Duration::from_secs(15),
+        namespaces.list(&ListParams::default()),
+    )
+    .await
+    .expect("a request through a blocked proxy fails instead of hanging");
+    assert!(
+        blocked.is_err(),
+        "a request through a blocked proxy succeeded"
+    );
+    eprintln!(
+        "blocked request failed after {:.2} s: {}",
+        t.elapsed().as_secs_f64(),
+        blocked.unwrap_err()
+    );
+    assert!(proxy.stats().refused >= 1, "{:?}", proxy.stats());
+    eventually(
+        "no connection to stay open while blocked",
+        Duration::from_secs(10),
+        || async { (proxy.stats().active == 0).then_some(()) },
+    )
+    .await;
+    // A raw connection is reset at once: the connect itself may already report it.
+    let raw = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut raw = tokio::net::TcpStream::connect(addr).await?;
+        let mut buf = [0u8; 16];
+        tokio::io::AsyncReadExt::read(&mut raw, &mut buf).await
+    })
+    .await
+    .expect("a blocked connection ends at once");
+    assert!(
+        matches!(raw, Ok(0) | Err(_)),
+        "read {raw:?} from a blocked proxy"
+    );
+
+    // Unblocked: requests work again.
+    proxy.unblock();
+    assert!(!proxy.is_blocked());
+    namespaces
+        .list(&ListParams::default())
+        .await
+        .expect("list namespaces after unblock");
+
+    // A watch through the proxy is cut by reset() and recovers.
+    let (tx, mut events) = tokio::sync::mpsc::unbounded_channel();
+    let cms_via: Api<ConfigMap> = Api::namespaced(via.clone(), "default");
+    let watch = tokio::spawn(async move {
+        let mut stream = watcher(cms_via, watcher::Config::default())
+            .default_backoff()
+            .boxed();
+        while let Some(event) = stream.next().await {
+            if tx.send(event.map_err(|e| e.to_string())).is_err() {
+                break;
+            }
+        }
+    });
+    let mut errors = Vec::new();
+    // Waits for the watcher to report `name` applied (or listed after a relist).
+    let mut wait_for = async |what: &str, name: Option<&str>| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let event = tokio::time::timeout(left, events.recv())
+                .await
+                .unwrap_or_else(|_| panic!("timed out waiting for the watcher to see {what}"))
+                .expect("the watcher task runs");
+            let seen = match &event {
+                Ok(watcher::Event::InitDone) => name.is_none(),
+                Ok(watcher::Event::Apply(cm) | watcher::Event::InitApply(cm)) => {
+                    name.is_some() && cm.metadata.name.as_deref() == name
+                }
+                Ok(_) => false,
+                Err(e) => {
+                    errors.push(e.clone());
+                    false
+                }
+            };
+            if seen {
+                return;
+            }
+        }
+    };
+    wait_for("its initial list", None).await;
+    let cms: Api<ConfigMap> = Api::namespaced(admin.clone(), "default");
+    cms.create(&PostParams::default(), &config_map("before-reset", "1"))
+        .await
+        .unwrap();
+    wait_for("before-reset", Some("before-reset")).await;
+    let before = proxy.stats();
+    assert!(before.active >= 1, "the watch is open: {before:?}");
+    proxy.reset();
+    eventually(
+        "the open connections to be cut",
+        Duration::from_secs(10),
+        || async { (proxy.stats().cut > before.cut).then_some(()) },
+    )
+    .await;
+    cms.create(&PostParams::default(), &config_map("after-reset", "2"))
+        .await
+        .unwrap();
+    wait_for("after-reset", Some("after-reset")).await;
+    let after = proxy.stats();
+    assert!(
+        after.accepted > before.accepted,
+        "the watcher reconnected through the proxy: {before:?} -> {after:?}"
+    );
+    eprintln!("watch cut and recovered; watcher errors: {errors:?}; proxy {after:?}");
+    watch.abort();
+    let _ = watch.await;
+
+    // Shut down: the port no longer answers.
+    proxy.shutdown().await;
+    let gone = tokio::net::TcpStream::connect(addr).await;
+    assert!(gone.is_err(), "the proxy still accepts after shutdown");
+
+    stop_and_check(plane);
+}
+
+/// Fault campaigns share the plane and the proxy between tasks (`Arc<ControlPlane>`).
+#[test]
+fn plane_and_proxy_can_be_shared_between_tasks() {
+    fn shared<T: Send + Sync + 'static>() {}
+    shared::<ControlPlane>();
+    shared::<ApiProxy>();
+    shared::<controlplane::Error>();
 }
