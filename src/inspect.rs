@@ -48,7 +48,7 @@ pub async fn ensemble_status(
         "{ns}/{name}: {} of {} members ready, phase {}\n",
         status.ready_members,
         ens.spec.replicas,
-        status.phase.as_deref().unwrap_or("-")
+        status.phase.map_or("-".to_string(), |p| p.to_string())
     );
     if let Some(q) = &status.quorum {
         out += &format!(

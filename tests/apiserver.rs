@@ -385,7 +385,7 @@ async fn status_is_a_subresource(ctx: Arc<Ctx>) -> TestResult {
     let mut obj = api.get("masters").await.map_err(|e| fail(format!("{e}")))?;
     obj.spec.replicas = 9;
     obj.status = Some(MasterEnsembleStatus {
-        phase: Some("Running".into()),
+        phase: Some(quorate::crd::EnsemblePhase::Running),
         ready_members: 3,
         ..Default::default()
     });
@@ -394,7 +394,7 @@ async fn status_is_a_subresource(ctx: Arc<Ctx>) -> TestResult {
         .await
         .map_err(|e| fail(format!("{e}")))?;
     if after.spec.replicas != 3
-        || after.status.as_ref().and_then(|s| s.phase.as_deref()) != Some("Running")
+        || after.status.as_ref().and_then(|s| s.phase) != Some(quorate::crd::EnsemblePhase::Running)
     {
         return Err(fail(format!(
             "status write changed spec or lost status: {after:?}"
@@ -404,7 +404,7 @@ async fn status_is_a_subresource(ctx: Arc<Ctx>) -> TestResult {
     let mut obj = api.get("masters").await.map_err(|e| fail(format!("{e}")))?;
     obj.spec.replicas = 5;
     obj.status = Some(MasterEnsembleStatus {
-        phase: Some("Bogus".into()),
+        phase: Some(quorate::crd::EnsemblePhase::Blocked),
         ..Default::default()
     });
     let after = api
@@ -412,7 +412,7 @@ async fn status_is_a_subresource(ctx: Arc<Ctx>) -> TestResult {
         .await
         .map_err(|e| fail(format!("{e}")))?;
     if after.spec.replicas != 5
-        || after.status.as_ref().and_then(|s| s.phase.as_deref()) != Some("Running")
+        || after.status.as_ref().and_then(|s| s.phase) != Some(quorate::crd::EnsemblePhase::Running)
     {
         return Err(fail(format!("spec write changed status: {after:?}")));
     }

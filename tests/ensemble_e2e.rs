@@ -1,17 +1,19 @@
 //! End-to-end tier: the operator (`quorate run`, as its own process with a token of the Helm
-//! chart's ServiceAccount), the node agent and real ZooKeeper on a real control plane. Every scenario is watched by an independent checker that
-//! samples each member's AdminServer and the API server, and by a kazoo writer whose every
-//! acknowledged write must be readable afterwards.
+//! chart's ServiceAccount), the node agent and real ZooKeeper on a real control plane. Every
+//! scenario runs under the judges of `common::judges`, which share no code with quorate: a
+//! membership sampler checking I1 to I6 from each member's AdminServer and the API server, a
+//! kazoo writer whose every acknowledged write is read back, a history judged linearizable by
+//! porcupine, and data written before the scenario read back after it.
 
 mod common;
 #[path = "ensemble_e2e/operator.rs"]
 mod operator;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::process::Command;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::judges::Judges;
 use common::*;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Client;
@@ -19,145 +21,11 @@ use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use libtest_mimic::Failed;
 use quorate::constants::LABEL_ENSEMBLE;
 use quorate::crd::MasterEnsemble;
-use quorate_testbed::kazoo::HistorySpec;
 use quorate_testbed::nodeagent::AgentOptions;
 
-/// What the independent checker saw; violations fail the scenario.
-#[derive(Default)]
-struct Checker {
-    violations: Vec<String>,
-    samples: usize,
-    removed: BTreeSet<u32>,
-    last_config: Option<BTreeSet<u32>>,
-    max_non_voters: usize,
-    max_voters: usize,
-    /// Most member Pods running but not serving at once (members in transition, I1).
-    max_in_transition: usize,
-    /// Whether every voter served at the previous sample.
-    voters_served: bool,
-}
-
-async fn admin_json(http: &reqwest::Client, ip: &str, cmd: &str) -> Option<serde_json::Value> {
-    let url = format!("http://{ip}:8080/commands/{cmd}");
-    let resp = http.get(url).send().await.ok()?;
-    resp.json::<serde_json::Value>().await.ok()
-}
-
-/// One sample: every member Pod's AdminServer, checked against I3, I4 and I5.
-async fn sample(
-    client: &Client,
-    ns: &str,
-    name: &str,
-    http: &reqwest::Client,
-    state: &Mutex<Checker>,
-) {
-    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
-    let Ok(list) = pods
-        .list(&ListParams::default().labels(&format!("{LABEL_ENSEMBLE}={name}")))
-        .await
-    else {
-        return;
-    };
-    let mut running: BTreeMap<u32, String> = BTreeMap::new();
-    for p in &list.items {
-        let id = p
-            .metadata
-            .labels
-            .as_ref()
-            .and_then(|l| l.get("quorate.dev/server-id"))
-            .and_then(|v| v.parse().ok());
-        let ip = p.status.as_ref().and_then(|s| s.pod_ip.clone());
-        if let (Some(id), Some(ip)) = (id, ip) {
-            running.insert(id, ip);
-        }
-    }
-    let mut config: Option<BTreeSet<u32>> = None;
-    let mut serving: BTreeSet<u32> = BTreeSet::new();
-    for (id, ip) in &running {
-        let Some(srvr) = admin_json(http, ip, "srvr").await else {
-            continue;
-        };
-        if srvr.get("error").is_some_and(|e| !e.is_null()) {
-            continue;
-        }
-        serving.insert(*id);
-        if config.is_none()
-            && let Some(view) = admin_json(http, ip, "voting_view").await
-            && let Some(cur) = view.get("current_config").and_then(|c| c.as_object())
-        {
-            config = Some(cur.keys().filter_map(|k| k.parse().ok()).collect());
-        }
-    }
-    let Ok(mut st) = state.lock() else { return };
-    st.samples += 1;
-    st.max_in_transition = st.max_in_transition.max(running.len() - serving.len());
-    let Some(config) = config else { return };
-    let non_voters: Vec<u32> = serving
-        .iter()
-        .filter(|id| !config.contains(id))
-        .copied()
-        .collect();
-    st.max_non_voters = st.max_non_voters.max(non_voters.len());
-    if non_voters.len() > 1 {
-        st.violations.push(format!(
-            "I5: {} members outside the configuration serve: {non_voters:?}",
-            non_voters.len()
-        ));
-    }
-    if let Some(prev) = st.last_config.clone() {
-        let added: Vec<u32> = config.difference(&prev).copied().collect();
-        let left: Vec<u32> = prev.difference(&config).copied().collect();
-        if added.len() + left.len() > 1 {
-            st.violations.push(format!(
-                "I3: the configuration changed by more than one voter: {prev:?} -> {config:?}"
-            ));
-        }
-        if !added.is_empty() && !st.voters_served {
-            st.violations.push(format!(
-                "I2: a voter was added while a voter of {prev:?} was not serving"
-            ));
-        }
-        for id in &added {
-            if st.removed.contains(id) {
-                st.violations
-                    .push(format!("I4: removed server {id} came back"));
-            }
-        }
-        st.removed.extend(left);
-    }
-    st.max_voters = st.max_voters.max(config.len());
-    st.voters_served = config.iter().all(|id| serving.contains(id));
-    st.last_config = Some(config);
-}
-
-/// Runs the checker until `stop` is set.
-fn spawn_checker(
-    client: Client,
-    ns: String,
-    name: String,
-) -> (Arc<Mutex<Checker>>, tokio::sync::watch::Sender<bool>) {
-    let state = Arc::new(Mutex::new(Checker::default()));
-    let (tx, mut rx) = tokio::sync::watch::channel(false);
-    let st = state.clone();
-    tokio::spawn(async move {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_millis(800))
-            .build()
-            .expect("http client");
-        loop {
-            sample(&client, &ns, &name, &http, &st).await;
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_millis(300)) => {}
-                _ = rx.changed() => break,
-            }
-        }
-    });
-    (state, tx)
-}
-
-/// The fewest acknowledged writes, each read back afterwards, for a writer run to count.
-const MIN_ACKED_WRITES: usize = 100;
-
+/// Grows or shrinks through `steps`, judged throughout (`Judges`): every configuration change
+/// one voter at a time (1 <-> 3 in one reconfig), no acknowledged write lost, a linearizable
+/// history, the peak voter count seen by ZooKeeper itself.
 async fn checked_scenario(bed: &Bed, ns: &str, steps: &[i32]) -> TestResult {
     let client = bed.client().await?;
     namespace(&client, ns).await?;
@@ -167,137 +35,50 @@ async fn checked_scenario(bed: &Bed, ns: &str, steps: &[i32]) -> TestResult {
         .await
         .map_err(|e| fail(format!("create: {e}")))?;
     wait_converged(bed, &api, name, steps[0], Duration::from_secs(180)).await?;
-    let hosts = member_hosts(&client, ns, name).await?;
-    // Data written before any change must survive every change.
-    let before = bed
-        .judge
-        .write(&hosts, None, "/before", 50)
-        .await
-        .map_err(|e| fail(format!("kazoo write: {e}")))?;
-    if before.written != 50 {
-        return Err(fail(format!(
-            "the /before write was not acknowledged: {before:?}"
-        )));
-    }
-    let (checker, stop) = spawn_checker(client.clone(), ns.to_string(), name.to_string());
-    let out = bed.plane.dir().join(format!("{ns}-writes.log"));
-    let writer = bed
-        .judge
-        .writer(
-            &hosts,
-            None,
-            "/w",
-            Duration::from_secs(240),
-            Duration::from_millis(50),
-            &out,
-        )
-        .map_err(|e| fail(format!("kazoo writer: {e}")))?;
-    // A recorded history of reads, writes and versioned compare-and-set by three clients,
-    // judged for linearizability by porcupine. It stops by itself (time and count bounds).
-    let history_file = bed.plane.dir().join(format!("{ns}-history.jsonl"));
-    let mut spec = HistorySpec::new("/h", 4, 3, Duration::from_secs(60), 6000);
-    spec.interval = Duration::from_millis(20);
-    let history = bed
-        .judge
-        .history(&hosts, None, &spec, &history_file)
-        .map_err(|e| fail(format!("kazoo history: {e}")))?;
+    let judges = Judges::start(bed, ns, name).await?;
     for replicas in &steps[1..] {
         set_replicas(&api, name, *replicas).await?;
+        wait_observed(&api, name).await?;
         wait_converged(bed, &api, name, *replicas, Duration::from_secs(240)).await?;
     }
-    // The run counts only with enough acknowledged writes: on a fast machine the steps may end
-    // before the writer has made them, so it keeps writing (to the new membership) until then.
-    wait_for(
-        "the writer's acknowledged writes",
-        Duration::from_secs(120),
-        async || {
-            Ok(std::fs::read_to_string(&out)
-                .map(|t| t.lines().count())
-                .unwrap_or(0)
-                >= MIN_ACKED_WRITES)
-        },
-    )
-    .await?;
-    let _ = stop.send(true);
-    drop(writer);
-    let recorded = history
-        .wait()
-        .await
-        .map_err(|e| fail(format!("kazoo history: {e}")))?;
-    if recorded.by_outcome.ok < MIN_ACKED_WRITES {
-        return Err(fail(format!(
-            "the history has only {} acknowledged operations: {recorded:?}",
-            recorded.by_outcome.ok
-        )));
-    }
-    let verdict = quorate_testbed::lincheck::check(&history_file)
-        .map_err(|e| fail(format!("linearizability checker: {e}")))?;
-    if !verdict.linearizable {
-        return Err(fail(format!(
-            "the client history is not linearizable ({} operations): {:?}",
-            verdict.operations, verdict.failure
-        )));
-    }
-    let final_hosts = member_hosts(&client, ns, name).await?;
-    let verify = bed
-        .judge
-        .verify(&final_hosts, None, "/before", 50)
-        .await
-        .map_err(|e| fail(format!("kazoo verify: {e}")))?;
-    if !verify.ok || verify.checked != 50 {
-        return Err(fail(format!(
-            "data written before the change was lost: {verify:?}"
-        )));
-    }
-    let acked = bed
-        .judge
-        .check_acked(&final_hosts, None, &out)
-        .await
-        .map_err(|e| fail(format!("check acked: {e}")))?;
-    // A writer run counts only with enough acknowledged writes, each read back.
-    if acked.acked < MIN_ACKED_WRITES {
-        return Err(fail(format!(
-            "only {} acknowledged writes (at least {MIN_ACKED_WRITES} needed for the run to count)",
-            acked.acked
-        )));
-    }
-    if !acked.ok {
-        return Err(fail(format!(
-            "{} acknowledged writes missing, {} mismatched",
-            acked.missing_count, acked.mismatched_count
-        )));
-    }
-    let st = checker.lock().map_err(|_| fail("lock"))?;
-    eprintln!(
-        "{ns}: {} checker samples, {} acknowledged writes readable, {} operations in a linearizable history, at most {} non-voter(s) and {} member(s) in transition at once; before-data: {verify:?}",
-        st.samples, acked.acked, verdict.operations, st.max_non_voters, st.max_in_transition
-    );
-    if !st.violations.is_empty() {
-        return Err(fail(format!(
-            "invariant violations:\n{}",
-            st.violations.join("\n")
-        )));
-    }
-    if st.samples < 10 {
-        return Err(fail(format!(
-            "the checker took only {} samples",
-            st.samples
-        )));
-    }
-    if st.max_in_transition > 1 {
-        return Err(fail(format!(
-            "I1: {} members were in transition at once",
-            st.max_in_transition
-        )));
-    }
+    let verdict = judges.finish(bed).await?;
     let peak = steps.iter().copied().max().unwrap_or(0) as usize;
-    if st.max_voters != peak {
+    if verdict.max_voters != peak {
         return Err(fail(format!(
-            "the checker saw at most {} voters, the scenario peaked at {peak}",
-            st.max_voters
+            "ZooKeeper showed at most {} voters, the scenario peaked at {peak}",
+            verdict.max_voters
         )));
+    }
+    let last = *steps.last().unwrap_or(&0) as usize;
+    if verdict.configs.last().map(BTreeSet::len) != Some(last) {
+        return Err(fail(format!(
+            "ZooKeeper's last configuration is not {last} voters: {:?}",
+            verdict.configs
+        )));
+    }
+    // Every voter that left was removed from the configuration before its Pod went.
+    for (id, left) in &verdict.left_config_at {
+        if verdict.pod_gone_at.get(id).is_some_and(|gone| gone < left) {
+            return Err(fail(format!(
+                "member {id}'s Pod went (sample {:?}) before it left the configuration (sample {left})",
+                verdict.pod_gone_at.get(id)
+            )));
+        }
     }
     Ok(())
+}
+
+/// Waits until the operator has observed the ensemble's current generation.
+async fn wait_observed(api: &Api<MasterEnsemble>, name: &str) -> TestResult {
+    wait_for(
+        "the operator to observe the new generation",
+        Duration::from_secs(60),
+        async || {
+            let e = api.get(name).await.map_err(|e| fail(e.to_string()))?;
+            Ok(e.status.and_then(|s| s.observed_generation) >= e.metadata.generation)
+        },
+    )
+    .await
 }
 
 async fn create_and_converge(
@@ -349,100 +130,134 @@ async fn status_of(
         .unwrap_or_default())
 }
 
-fn no_violations(checker: &Mutex<Checker>) -> TestResult {
-    let st = checker.lock().map_err(|_| fail("lock"))?;
-    if !st.violations.is_empty() {
-        return Err(fail(format!(
-            "invariant violations:\n{}",
-            st.violations.join("\n")
-        )));
-    }
-    Ok(())
+/// Runs `f` with the node agent.
+fn with_agent<T>(
+    bed: &Bed,
+    f: impl FnOnce(
+        &quorate_testbed::nodeagent::NodeAgent,
+    ) -> Result<T, quorate_testbed::nodeagent::Error>,
+) -> Result<T, Failed> {
+    let agent = bed.agent.lock().map_err(|_| fail("lock"))?;
+    f(agent.as_ref().ok_or_else(|| fail("no agent"))?).map_err(|e| fail(e.to_string()))
 }
 
-async fn replaces_a_failed_member_with_a_fresh_id(bed: &Bed, ns: &str) -> TestResult {
+/// How a follower loses its disk in the replacement scenarios.
+#[derive(Clone, Copy, Debug)]
+enum DiskLoss {
+    /// Its process is SIGKILLed: the agent restarts the container on the empty volume.
+    ProcessKilled,
+    /// Its Pod is deleted: a new Pod (init container included) starts on the empty volume.
+    PodDeleted,
+}
+
+/// A follower loses its disk, then its process or its Pod: it must not come back under its old
+/// id with an empty volume (a member that forgot what it acknowledged could complete a quorum
+/// without an acknowledged write); quorate fences it, removes it from the configuration and
+/// adds a fresh id, with no acknowledged write lost.
+async fn replaces_a_failed_member_with_a_fresh_id(
+    bed: &Bed,
+    ns: &str,
+    loss: DiskLoss,
+) -> TestResult {
     let (client, api) = create_and_converge(bed, ns, ensemble("masters", 3)).await?;
-    let (checker, stop) = spawn_checker(client.clone(), ns.to_string(), "masters".into());
+    let judges = Judges::start(bed, ns, "masters").await?;
     let status = status_of(&api).await?;
     let victim = status
         .members
         .iter()
         .find(|m| m.role == Some(quorate::crd::MemberRole::Follower))
-        .map(|m| m.server_id)
+        .map(|m| m.server_id as u32)
         .ok_or_else(|| fail("no follower"))?;
-    // The member hangs for good (SIGSTOP): it is down but its Pod stays.
-    {
-        let agent = bed.agent.lock().map_err(|_| fail("lock"))?;
-        agent
-            .as_ref()
-            .ok_or_else(|| fail("no agent"))?
-            .pause(ns, &format!("masters-{victim}"))
-            .map_err(|e| fail(e.to_string()))?;
+    judges.excuse(victim);
+    with_agent(bed, |a| {
+        a.delete_volume(ns, &format!("data-masters-{victim}"))
+    })?;
+    match loss {
+        DiskLoss::ProcessKilled => {
+            with_agent(bed, |a| a.kill(ns, &format!("masters-{victim}")))?;
+        }
+        DiskLoss::PodDeleted => {
+            let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+            pods.delete(&format!("masters-{victim}"), &Default::default())
+                .await
+                .map_err(|e| fail(format!("delete Pod: {e}")))?;
+        }
     }
+    // Judged from ZooKeeper's own view: the victim left, a fresh id joined, every voter serves.
     wait_for(
         "the failed member to be replaced",
         Duration::from_secs(180),
         async || {
-            let s = status_of(&api).await?;
-            Ok(s.phase.as_deref() == Some("Running")
-                && s.ready_members == 3
-                && !s.voters.contains(&victim)
-                && s.voters.len() == 3)
+            judges.with_sampler(|s| {
+                s.removed.contains(&victim)
+                    && !s.added.is_empty()
+                    && s.voters_served
+                    && s.configs.last().is_some_and(|c| c.len() == 3)
+            })
         },
     )
     .await
     .map_err(|e| fail(format!("{e:?}\noperator log:\n{}", bed.operator_log_tail())))?;
+    let verdict = judges.finish(bed).await?;
     let ids = server_ids(&member_pods(&client, ns).await?);
-    if ids.contains(&(victim as u32)) || !ids.iter().any(|i| *i > 3) {
+    if ids.contains(&victim) || !ids.iter().any(|i| *i > 3) {
         return Err(fail(format!(
             "member {victim} should be gone and a fresh id (>3) present: {ids:?}"
         )));
     }
-    let log = events(&client, ns).await?;
-    let order: Vec<&str> = log
-        .iter()
-        .filter(|e| e.0 == "Started")
-        .map(|e| e.1.as_str())
-        .collect();
-    let fence = order
-        .iter()
-        .position(|a| a.starts_with("Started/fence-member/"));
-    let remove = order
-        .iter()
-        .rposition(|a| a.starts_with("Started/remove-voter/"));
-    if fence.is_none() || remove.is_none() || fence > remove {
-        return Err(fail(format!("expected fence then remove, got {order:?}")));
+    // From ZooKeeper's own view: the victim left the configuration, one fresh id joined, and
+    // the victim's Pod was fenced (deleted) no later than its removal.
+    let fresh: Vec<u32> = verdict.added.iter().copied().collect();
+    if !verdict.removed.contains(&victim) || fresh.len() != 1 || fresh[0] <= 3 {
+        return Err(fail(format!(
+            "expected {victim} removed and one fresh id added: removed {:?}, added {:?}",
+            verdict.removed, verdict.added
+        )));
     }
-    let _ = stop.send(true);
-    no_violations(&checker)
+    match (
+        verdict.pod_gone_at.get(&victim),
+        verdict.left_config_at.get(&victim),
+    ) {
+        (Some(gone), Some(left)) if gone <= left => Ok(()),
+        other => Err(fail(format!(
+            "member {victim} must be fenced (Pod deleted) before it is removed: (gone, left) samples {other:?}"
+        ))),
+    }
 }
 
+/// A spec change rolls every member: ZooKeeper's own view shows followers restarted first,
+/// one at a time, and the leader last.
 async fn rolls_followers_first_and_the_leader_last(bed: &Bed, ns: &str) -> TestResult {
-    let (client, api) = create_and_converge(bed, ns, ensemble("masters", 3)).await?;
-    let leader = status_of(&api)
-        .await?
-        .leader
-        .ok_or_else(|| fail("no leader"))?;
-    let (checker, stop) = spawn_checker(client.clone(), ns.to_string(), "masters".into());
+    let (_client, api) = create_and_converge(bed, ns, ensemble("masters", 3)).await?;
+    let judges = Judges::start(bed, ns, "masters").await?;
     let patch = serde_json::json!({"spec": {"config": {"tickTime": 600}}});
     api.patch("masters", &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .map_err(|e| fail(e.to_string()))?;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    wait_observed(&api, "masters").await?;
+    wait_for(
+        "every member rolled",
+        Duration::from_secs(240),
+        async || Ok(judges.with_sampler(|s| s.restarts.len())? >= 3),
+    )
+    .await?;
     wait_converged(bed, &api, "masters", 3, Duration::from_secs(240)).await?;
-    let restarts: Vec<String> = events(&client, ns)
-        .await?
-        .into_iter()
-        .filter(|e| e.1.starts_with("Started/restart-member/"))
-        .map(|e| e.1.trim_start_matches("Started/").to_string())
+    let verdict = judges.finish(bed).await?;
+    let ids: BTreeSet<u32> = verdict.restarts.iter().map(|r| r.id).collect();
+    let leaders: Vec<usize> = verdict
+        .restarts
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.was_leader)
+        .map(|(i, _)| i)
         .collect();
-    if restarts.len() != 3 || restarts.last() != Some(&format!("restart-member/{leader}")) {
+    if verdict.restarts.len() != 3 || ids.len() != 3 || leaders != vec![2] {
         return Err(fail(format!(
-            "expected 3 restarts, leader {leader} last: {restarts:?}"
+            "expected 3 members restarted once each, the leader last: {:?}",
+            verdict.restarts
         )));
     }
-    let _ = stop.send(true);
-    no_violations(&checker)
+    Ok(())
 }
 
 async fn a_bad_image_blocks_the_roll_after_the_first_member_and_reverting_recovers(
@@ -450,13 +265,14 @@ async fn a_bad_image_blocks_the_roll_after_the_first_member_and_reverting_recove
     ns: &str,
 ) -> TestResult {
     let (client, api) = create_and_converge(bed, ns, ensemble("masters", 3)).await?;
+    let judges = Judges::start(bed, ns, "masters").await?;
     let bad = "registry.invalid/zookeeper-broken:0.0.1";
     let patch = serde_json::json!({"spec": {"image": bad}});
     api.patch("masters", &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .map_err(|e| fail(e.to_string()))?;
     wait_for("the roll to block", Duration::from_secs(120), async || {
-        Ok(status_of(&api).await?.phase.as_deref() == Some("Blocked"))
+        Ok(status_of(&api).await?.phase == Some(quorate::crd::EnsemblePhase::Blocked))
     })
     .await
     .map_err(|e| fail(format!("{e:?}\noperator log:\n{}", bed.operator_log_tail())))?;
@@ -498,31 +314,39 @@ async fn a_bad_image_blocks_the_roll_after_the_first_member_and_reverting_recove
     api.patch("masters", &PatchParams::default(), &Patch::Merge(&revert))
         .await
         .map_err(|e| fail(e.to_string()))?;
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    wait_converged(bed, &api, "masters", 3, Duration::from_secs(180)).await
+    wait_observed(&api, "masters").await?;
+    wait_converged(bed, &api, "masters", 3, Duration::from_secs(180)).await?;
+    // Clients kept writing through the blocked roll and its revert.
+    judges.finish(bed).await.map(drop)
 }
 
 async fn paused_stops_every_step(bed: &Bed, ns: &str) -> TestResult {
     let (client, api) = create_and_converge(bed, ns, ensemble("masters", 1)).await?;
+    let judges = Judges::start(bed, ns, "masters").await?;
     let patch = serde_json::json!({"spec": {"paused": true, "replicas": 3}});
     api.patch("masters", &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .map_err(|e| fail(e.to_string()))?;
-    tokio::time::sleep(Duration::from_secs(8)).await;
+    // Once the operator has observed the paused generation and said so, it has decided on it.
+    wait_observed(&api, "masters").await?;
+    wait_for("the Paused phase", Duration::from_secs(60), async || {
+        Ok(status_of(&api).await?.phase == Some(quorate::crd::EnsemblePhase::Paused))
+    })
+    .await?;
     let pods = member_pods(&client, ns).await?;
-    let s = status_of(&api).await?;
-    if pods.len() != 1 || s.phase.as_deref() != Some("Paused") {
+    let configs = judges.with_sampler(|s| s.configs.clone())?;
+    if pods.len() != 1 || configs.iter().any(|c| c.len() != 1) {
         return Err(fail(format!(
-            "paused ensemble changed: {} pods, phase {:?}",
-            pods.len(),
-            s.phase
+            "paused ensemble changed: {} pods, configurations {configs:?}",
+            pods.len()
         )));
     }
     let unpause = serde_json::json!({"spec": {"paused": false}});
     api.patch("masters", &PatchParams::default(), &Patch::Merge(&unpause))
         .await
         .map_err(|e| fail(e.to_string()))?;
-    wait_converged(bed, &api, "masters", 3, Duration::from_secs(180)).await
+    wait_converged(bed, &api, "masters", 3, Duration::from_secs(180)).await?;
+    judges.finish(bed).await.map(drop)
 }
 
 async fn an_operator_killed_mid_scale_up_finishes_without_a_second_member(
@@ -530,6 +354,7 @@ async fn an_operator_killed_mid_scale_up_finishes_without_a_second_member(
     ns: &str,
 ) -> TestResult {
     let (client, api) = create_and_converge(bed, ns, ensemble("masters", 3)).await?;
+    let judges = Judges::start(bed, ns, "masters").await?;
     set_replicas(&api, "masters", 5).await?;
     wait_for(
         "the first joiner's Pod",
@@ -538,13 +363,14 @@ async fn an_operator_killed_mid_scale_up_finishes_without_a_second_member(
     )
     .await?;
     bed.kill_operator();
-    tokio::time::sleep(Duration::from_secs(2)).await;
     bed.start_operator()?;
     wait_converged(bed, &api, "masters", 5, Duration::from_secs(240)).await?;
+    let verdict = judges.finish(bed).await?;
     let ids = server_ids(&member_pods(&client, ns).await?);
-    if ids != BTreeSet::from([1, 2, 3, 4, 5]) {
+    if ids != BTreeSet::from([1, 2, 3, 4, 5]) || verdict.added != BTreeSet::from([4, 5]) {
         return Err(fail(format!(
-            "the restarted operator must finish with members 1..5 and no extra: {ids:?}"
+            "the restarted operator must finish with members 1..5 and no extra: Pods {ids:?}, voters added {:?}",
+            verdict.added
         )));
     }
     Ok(())
@@ -552,6 +378,7 @@ async fn an_operator_killed_mid_scale_up_finishes_without_a_second_member(
 
 async fn even_replicas_are_rejected_and_nothing_changes(bed: &Bed, ns: &str) -> TestResult {
     let (client, api) = create_and_converge(bed, ns, ensemble("masters", 3)).await?;
+    let judges = Judges::start(bed, ns, "masters").await?;
     let before = api.get("masters").await.map_err(|e| fail(e.to_string()))?;
     let even = serde_json::json!({"spec": {"replicas": 4}});
     match api
@@ -562,18 +389,26 @@ async fn even_replicas_are_rejected_and_nothing_changes(bed: &Bed, ns: &str) -> 
             if s.code == 422 && s.message.contains("spec.replicas must be odd") => {}
         other => return Err(fail(format!("replicas 4 must be refused: {other:?}"))),
     }
-    tokio::time::sleep(Duration::from_secs(3)).await;
     let after = api.get("masters").await.map_err(|e| fail(e.to_string()))?;
     if after.metadata.generation != before.metadata.generation
         || member_pods(&client, ns).await?.len() != 3
     {
         return Err(fail("the ensemble changed after a refused spec"));
     }
+    let verdict = judges.finish(bed).await?;
+    if verdict.configs.len() != 1 {
+        return Err(fail(format!(
+            "the configuration changed after a refused spec: {:?}",
+            verdict.configs
+        )));
+    }
     Ok(())
 }
 
 async fn deleting_the_ensemble_removes_everything_it_owned(bed: &Bed, ns: &str) -> TestResult {
     let (client, api) = create_and_converge(bed, ns, ensemble("masters", 1)).await?;
+    // Judged while it lives: after the delete, its data is gone by design.
+    Judges::start(bed, ns, "masters").await?.finish(bed).await?;
     api.delete("masters", &Default::default())
         .await
         .map_err(|e| fail(e.to_string()))?;
@@ -615,6 +450,7 @@ async fn the_cli_reports_a_live_ensemble_also_as_a_kubectl_plugin(
     ns: &str,
 ) -> TestResult {
     create_and_converge(bed, ns, ensemble("masters", 3)).await?;
+    let judges = Judges::start(bed, ns, "masters").await?;
     let target = format!("{ns}/masters");
     // `kubectl quorate ...` runs a `kubectl-quorate` found on PATH.
     let plugins = tempfile::tempdir().map_err(|e| fail(e.to_string()))?;
@@ -680,7 +516,7 @@ async fn the_cli_reports_a_live_ensemble_also_as_a_kubectl_plugin(
             "plan --ensemble on a converged ensemble: {v}"
         )));
     }
-    Ok(())
+    judges.finish(bed).await.map(drop)
 }
 
 fn scenarios() -> Vec<(&'static str, Scenario)> {
@@ -692,9 +528,26 @@ fn scenarios() -> Vec<(&'static str, Scenario)> {
             "grows_one_to_three_and_shrinks_back_without_a_wipe",
             |b, n| Box::pin(checked_scenario(b, n, &[1, 3, 1])),
         ),
-        ("replaces_a_failed_member_with_a_fresh_id", |b, n| {
-            Box::pin(replaces_a_failed_member_with_a_fresh_id(b, n))
-        }),
+        (
+            "replaces_a_member_whose_disk_and_process_are_lost_with_a_fresh_id",
+            |b, n| {
+                Box::pin(replaces_a_failed_member_with_a_fresh_id(
+                    b,
+                    n,
+                    DiskLoss::ProcessKilled,
+                ))
+            },
+        ),
+        (
+            "replaces_a_member_whose_disk_is_lost_and_pod_deleted_instead_of_rejoining_it_empty",
+            |b, n| {
+                Box::pin(replaces_a_failed_member_with_a_fresh_id(
+                    b,
+                    n,
+                    DiskLoss::PodDeleted,
+                ))
+            },
+        ),
         ("rolls_followers_first_and_the_leader_last", |b, n| {
             Box::pin(rolls_followers_first_and_the_leader_last(b, n))
         }),

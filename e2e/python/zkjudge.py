@@ -37,6 +37,7 @@ import logging
 import os
 import random
 import sys
+import signal
 import threading
 import time
 
@@ -402,6 +403,10 @@ def history_key(prefix, i):
     return f"{prefix.rstrip('/')}/k{i}"
 
 
+# Set by SIGTERM: clients finish the operation in flight, then the summary is printed.
+STOP = threading.Event()
+
+
 class History:
     """The shared state of a `history` run: the op budget, the out file and the counts."""
 
@@ -415,9 +420,10 @@ class History:
         self.recorded = 0
 
     def take(self):
-        """Claims one operation of the budget; False when the budget or the time is used up."""
+        """Claims one operation of the budget; False when the budget or the time is used up,
+        or when the recorder was asked to stop (SIGTERM)."""
         with self.lock:
-            if self.budget <= 0 or time.monotonic() >= self.deadline:
+            if self.budget <= 0 or time.monotonic() >= self.deadline or STOP.is_set():
                 return False
             self.budget -= 1
             return True
@@ -527,6 +533,7 @@ def cmd_history(args):
         os._exit(3)
 
     threading.Thread(target=watchdog, daemon=True).start()
+    signal.signal(signal.SIGTERM, lambda *_: STOP.set())
     keys = [history_key(args.prefix, i) for i in range(args.keys)]
     hosts = [h for h in args.hosts.split(",") if h]
     with open(args.out, "w", encoding="utf-8") as out:

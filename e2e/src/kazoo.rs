@@ -302,6 +302,14 @@ impl HistoryRecorder {
         self.run.child.pid()
     }
 
+    /// Asks the recorder to stop now (SIGTERM: each client finishes the operation in flight)
+    /// and waits for its summary.
+    pub async fn stop(self) -> Result<HistoryReport, Error> {
+        // An error means it has already exited; the wait below reads its summary either way.
+        let _ = self.run.child.signal(libc::SIGTERM);
+        self.wait().await
+    }
+
     /// Waits for the recorder to finish (it stops by itself at its time or operation bound).
     pub async fn wait(self) -> Result<HistoryReport, Error> {
         let command = self.run.command.clone();

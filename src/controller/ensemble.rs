@@ -19,7 +19,7 @@ use super::observe::{Observation, observe};
 use super::status::build_status;
 use super::{Context, Error};
 use crate::constants::*;
-use crate::crd::{MasterEnsemble, MasterEnsembleStatus};
+use crate::crd::{EnsemblePhase, MasterEnsemble, MasterEnsembleStatus};
 use crate::executor::resources::member::{
     EnsembleContext, build_client_service, build_config_map, build_members_service, build_pdb,
 };
@@ -39,7 +39,7 @@ pub async fn reconcile(ens: Arc<MasterEnsemble>, ctx: Arc<Context>) -> Result<Ac
         Ok(d) => d,
         Err(e) => {
             warn!(error = %e, "invalid spec");
-            let status = serde_json::json!({"status": {"phase": "Invalid", "message": e.to_string(), "observedGeneration": ens.metadata.generation}});
+            let status = serde_json::json!({"status": {"phase": EnsemblePhase::Invalid, "message": e.to_string(), "observedGeneration": ens.metadata.generation}});
             api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
                 .await
                 .map_err(Error::kube(format!("record invalid spec of {ns}/{name}")))?;
@@ -60,7 +60,7 @@ pub async fn reconcile(ens: Arc<MasterEnsemble>, ctx: Arc<Context>) -> Result<Ac
     if let Some(restore) = ens.annotations().get(ANNOTATION_RESTORING) {
         // A ZkRestore owns the members: no step until it is done.
         info!(%restore, "a restore owns the members; no step");
-        let status = serde_json::json!({"status": {"phase": "Restoring", "message": format!("ZkRestore {restore} owns the members")}});
+        let status = serde_json::json!({"status": {"phase": EnsemblePhase::Restoring, "message": format!("ZkRestore {restore} owns the members")}});
         api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
             .await
             .map_err(Error::kube(format!("record the restore of {ns}/{name}")))?;
@@ -170,7 +170,7 @@ pub async fn reconcile(ens: Arc<MasterEnsemble>, ctx: Arc<Context>) -> Result<Ac
         other => {
             announce_completed(&ctx, &ens, &obs, &desired).await;
             if let Decision::Blocked { reason } = other
-                && previous.phase.as_deref() != Some("Blocked")
+                && previous.phase != Some(EnsemblePhase::Blocked)
             {
                 ctx.metrics.blocked(reason.code());
                 super::publish_event(

@@ -11,7 +11,9 @@ use super::observe::Observation;
 use super::{Context, Error};
 use crate::constants::*;
 use crate::crd::MasterEnsemble;
-use crate::executor::resources::member::{EnsembleContext, build_member_pod, build_member_pvc};
+use crate::executor::resources::member::{
+    EnsembleContext, MemberStart, build_member_pod, build_member_pvc,
+};
 use crate::executor::resources::names::{member_host, member_pod, member_pvc};
 use crate::executor::resources::zoo_cfg::{initial_dynamic, server_line};
 use crate::planner::{Desired, ServerId, Step};
@@ -120,6 +122,12 @@ async fn ensure_pod(
         id,
         &first_config(ectx, id, seed, obs),
         &desired.spec_hash,
+        // A former voter must come back with its data, never empty under the same id.
+        if obs.observed.members.get(&id).is_some_and(|m| m.was_voter) {
+            MemberStart::HasData
+        } else {
+            MemberStart::Fresh
+        },
     );
     create_if_missing(
         &pods,

@@ -38,7 +38,7 @@ use crate::crd::{
     MasterEnsemble, MemberRole, RestoreMemberStatus, RestoreMode, RestorePhase, VerifiedArtifact,
     ZkBackup, ZkRestore, ZkRestoreStatus, condition,
 };
-use crate::executor::resources::member::{EnsembleContext, build_member_pod};
+use crate::executor::resources::member::{EnsembleContext, MemberStart, build_member_pod};
 use crate::executor::resources::names::{member_host, member_pod, server_id_of};
 use crate::executor::resources::restore::{
     RestoreInit, build_scratch_pod, is_restore_pod, scratch_pod, with_restore,
@@ -611,6 +611,7 @@ where
             first,
             &initial_dynamic(&voters, first, &host(first)),
             &desired.spec_hash,
+            MemberStart::Fresh,
         );
         let Some(restore_owner) = zkr.controller_owner_ref(&()) else {
             return Err(Error::Inconsistent(format!("{ns}/{name} has no uid")));
@@ -649,6 +650,7 @@ where
                 *id,
                 &initial_dynamic(&voters, *id, &host(*id)),
                 &desired.spec_hash,
+                MemberStart::Fresh,
             ),
             &init,
         );

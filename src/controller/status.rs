@@ -8,6 +8,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use super::observe::Observation;
 use crate::constants::*;
 use crate::crd::{
+    EnsemblePhase,
     InFlightStep, MasterEnsembleStatus, MemberRole, MemberState, MemberStatus, QuorumStatus,
     condition,
 };
@@ -166,7 +167,7 @@ pub fn build_status(
     ];
     MasterEnsembleStatus {
         observed_generation: generation,
-        phase: Some(phase.into()),
+        phase: Some(phase),
         ready_members: ready,
         members,
         quorum,
@@ -207,24 +208,24 @@ fn camel(kind: &str) -> String {
         .collect()
 }
 
-fn phase_of(plan: &Plan, claimed: Option<&Claim>) -> (&'static str, String) {
+fn phase_of(plan: &Plan, claimed: Option<&Claim>) -> (EnsemblePhase, String) {
     match (&plan.decision, claimed) {
         (Decision::Act { step }, _) => {
             let phase = match step {
-                Step::CreateMember { seed: true, .. } => "Creating",
-                Step::CreateMember { .. } | Step::AddVoter { .. } => "Scaling",
-                Step::RemoveVoter { .. } | Step::DeleteMember { .. } => "Scaling",
-                Step::FenceMember { .. } => "Replacing",
-                Step::RestartMember { .. } => "Rolling",
+                Step::CreateMember { seed: true, .. } => EnsemblePhase::Creating,
+                Step::CreateMember { .. } | Step::AddVoter { .. } => EnsemblePhase::Scaling,
+                Step::RemoveVoter { .. } | Step::DeleteMember { .. } => EnsemblePhase::Scaling,
+                Step::FenceMember { .. } => EnsemblePhase::Replacing,
+                Step::RestartMember { .. } => EnsemblePhase::Rolling,
             };
             (phase, format!("carrying out {step} ({})", plan.rule.name()))
         }
         (Decision::Wait { reason }, _) if reason.code() == "Paused" => {
-            ("Paused", reason.to_string())
+            (EnsemblePhase::Paused, reason.to_string())
         }
-        (Decision::Wait { reason }, _) => ("Progressing", reason.to_string()),
-        (Decision::Converged, _) => ("Running", "the ensemble matches the spec".into()),
-        (Decision::Blocked { reason }, _) => ("Blocked", reason.to_string()),
+        (Decision::Wait { reason }, _) => (EnsemblePhase::Progressing, reason.to_string()),
+        (Decision::Converged, _) => (EnsemblePhase::Running, "the ensemble matches the spec".into()),
+        (Decision::Blocked { reason }, _) => (EnsemblePhase::Blocked, reason.to_string()),
     }
 }
 

@@ -240,6 +240,38 @@ pub struct AuthSpec {
     pub secret_name: String,
 }
 
+/// The ensemble's phase: one word for `kubectl get mens`, written by the status writer and read
+/// by every reader as this type.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum EnsemblePhase {
+    /// The first member (the seed) is being created.
+    Creating,
+    /// Every member serves and the ensemble matches the spec.
+    Running,
+    /// A member is joining or leaving (a step of a scale up or down).
+    Scaling,
+    /// A failed member is being fenced, removed and replaced by a fresh id.
+    Replacing,
+    /// Members are being restarted onto a new spec, followers first and the leader last.
+    Rolling,
+    /// Waiting for a member to start, sync or recover before the next step.
+    Progressing,
+    /// `spec.paused`: no step is taken.
+    Paused,
+    /// No safe step exists; `message` and the Blocked Event say why and what to do.
+    Blocked,
+    /// The spec is refused (a rule the schema cannot express); `message` names it.
+    Invalid,
+    /// A ZkRestore owns the members; no step until it is done.
+    Restoring,
+}
+
+impl std::fmt::Display for EnsemblePhase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self, f)
+    }
+}
+
 /// What quorate last observed of the ensemble, and the step it is carrying out.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -247,9 +279,9 @@ pub struct MasterEnsembleStatus {
     /// The spec generation this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// Summary: Creating, Running, Scaling, Replacing, Rolling, Paused, Blocked, Degraded.
+    /// Summary of what quorate is doing (the conditions carry the detail, e.g. Degraded).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub phase: Option<String>,
+    pub phase: Option<EnsemblePhase>,
     /// Members that are serving and synced.
     #[serde(default)]
     pub ready_members: i32,
@@ -419,4 +451,50 @@ pub struct InFlightStep {
     pub member: i64,
     /// When the step was claimed.
     pub started_at: Time,
+}
+
+#[cfg(test)]
+mod tests {
+    //! Unit tier: the status phase is one closed set, in the schema as in the code.
+
+    use super::*;
+    use kube::CustomResourceExt;
+
+    #[test]
+    fn the_schema_lists_exactly_the_phases_the_status_writer_can_set() {
+        let crd = serde_json::to_value(MasterEnsemble::crd()).unwrap();
+        let phase = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]
+            ["properties"]["phase"];
+        let listed: Vec<&str> = phase["enum"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no enum in {phase}"))
+            .iter()
+            .filter_map(|v| v.as_str())
+            .collect();
+        assert_eq!(
+            listed,
+            [
+                "Creating",
+                "Running",
+                "Scaling",
+                "Replacing",
+                "Rolling",
+                "Progressing",
+                "Paused",
+                "Blocked",
+                "Invalid",
+                "Restoring"
+            ]
+        );
+        // A reader sees the word the writer wrote.
+        let s: MasterEnsembleStatus =
+            serde_json::from_value(serde_json::json!({"phase": "Restoring"})).unwrap();
+        assert_eq!(s.phase, Some(EnsemblePhase::Restoring));
+        assert!(
+            serde_json::from_value::<MasterEnsembleStatus>(
+                serde_json::json!({"phase": "Degraded"})
+            )
+            .is_err()
+        );
+    }
 }

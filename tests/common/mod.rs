@@ -6,6 +6,9 @@
 //! namespace.
 #![allow(dead_code)]
 
+pub mod judges;
+pub mod sampler;
+
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -79,6 +82,12 @@ impl Bed {
     /// Starts one more operator process (as the chart's ServiceAccount, with leader election);
     /// returns its identity.
     pub fn start_operator(&self) -> Result<String, Failed> {
+        self.start_operator_with_env(&[])
+    }
+
+    /// [`Bed::start_operator`] with `extra` added to its environment (after the bed's own, so
+    /// it wins), such as the failpoints a `failpoints` build stops at.
+    pub fn start_operator_with_env(&self, extra: &[(&str, &str)]) -> Result<String, Failed> {
         let n = self
             .started
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
@@ -100,6 +109,7 @@ impl Bed {
             .env("QUORATE_LEASE_GRACE_SECONDS", "2")
             .env("QUORATE_METRICS_ADDR", addr.to_string())
             .envs(self.operator_env.iter().map(|(k, v)| (k, v)))
+            .envs(extra.iter().copied())
             .stdout(Stdio::null())
             .stderr(log);
         let child = Child::spawn(format!("quorate-operator-{n}"), cmd)
@@ -377,7 +387,7 @@ pub async fn wait_converged(
                 "phase {:?} ready {} voters {:?} message {:?}",
                 s.phase, s.ready_members, s.voters, s.message
             );
-            if s.phase.as_deref() == Some("Running")
+            if s.phase == Some(quorate::crd::EnsemblePhase::Running)
                 && s.voters.len() as i32 == voters
                 && s.ready_members == voters
             {

@@ -57,6 +57,11 @@ pub fn install_dir(version: &str) -> String {
 pub const PREPARE_SCRIPT: &str = r#"set -eu
 D=/var/lib/zookeeper
 mkdir -p "$D/data" "$D/conf"
+if [ "${ZK_EXPECT_DATA:-false}" = true ] && [ -z "$(ls -A "$D/data/version-2" 2>/dev/null)" ]; then
+  echo "quorate: member $ZK_SERVER_ID was a voter but its volume holds no data (lost or wiped)." >&2
+  echo "quorate: it must not rejoin under the same id; the operator replaces it with a fresh id." >&2
+  exit 1
+fi
 echo "$ZK_SERVER_ID" > "$D/data/myid"
 if [ ! -f "$D/conf/zoo.cfg" ]; then
   printf '%s\n' "$ZK_INITIAL_DYNAMIC" > "$D/conf/zoo.cfg.dynamic"
@@ -96,6 +101,19 @@ fn port(name: &str, number: u16) -> ContainerPort {
     }
 }
 
+/// What a member's volume must hold when its Pod starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MemberStart {
+    /// A member that has never been a voter (or one a restore rebuilds): an empty volume is
+    /// expected, and it syncs from the leader.
+    Fresh,
+    /// A member that has been a voter: its volume must still hold its data. An empty volume
+    /// (a lost or wiped disk) makes the Pod fail to start instead of rejoining under the same id
+    /// with nothing, which could let a quorum form without acknowledged writes; the member then
+    /// counts as down and is replaced with a fresh id (I4).
+    HasData,
+}
+
 /// The Pod of member `id`. `initial_dynamic` is its first dynamic configuration (the committed
 /// voters plus itself; itself alone for a seed); `spec_hash` is recorded in an annotation.
 pub fn build_member_pod(
@@ -103,6 +121,7 @@ pub fn build_member_pod(
     id: ServerId,
     initial_dynamic: &str,
     spec_hash: &str,
+    start: MemberStart,
 ) -> Pod {
     let spec = ctx.spec;
     let image = member_image(spec);
@@ -131,6 +150,14 @@ pub fn build_member_pod(
             ..Default::default()
         },
         env("ZK_INITIAL_DYNAMIC", initial_dynamic.trim_end()),
+        env(
+            "ZK_EXPECT_DATA",
+            if start == MemberStart::HasData {
+                "true"
+            } else {
+                "false"
+            },
+        ),
         EnvVar {
             name: "ZK_SUPER_DIGEST".into(),
             value_from: Some(EnvVarSource {
@@ -389,7 +416,7 @@ mod tests {
             ServerId(4),
             "m-4",
         );
-        let pod = build_member_pod(&ctx(&s), ServerId(4), &dynamic, "abc");
+        let pod = build_member_pod(&ctx(&s), ServerId(4), &dynamic, "abc", MemberStart::Fresh);
         assert_eq!(pod.metadata.name.as_deref(), Some("masters-4"));
         assert_eq!(
             pod.metadata.labels.as_ref().and_then(server_id_of),
@@ -450,6 +477,61 @@ mod tests {
             PREPARE_SCRIPT.contains("if [ ! -f \"$D/conf/zoo.cfg\" ]"),
             "the initial dynamic file is written once"
         );
+    }
+
+    /// Runs the prepare script with /bin/sh against a temporary volume and configuration.
+    fn run_prepare(volume: &std::path::Path, expect_data: bool) -> std::process::Output {
+        let conf = tempfile::tempdir().unwrap();
+        std::fs::write(conf.path().join("zoo.cfg"), "tickTime=2000\n").unwrap();
+        let script = PREPARE_SCRIPT
+            .replace(DATA_MOUNT, volume.to_str().unwrap())
+            .replace("/etc/quorate/config", conf.path().to_str().unwrap());
+        std::process::Command::new("/bin/sh")
+            .args(["-c", &script])
+            .env("ZK_SERVER_ID", "4")
+            .env(
+                "ZK_INITIAL_DYNAMIC",
+                "server.4=h:2888:3888:participant;2181",
+            )
+            .env("POD_IP", "127.0.0.9")
+            .env("ZK_EXPECT_DATA", if expect_data { "true" } else { "false" })
+            .output()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_former_voter_with_an_empty_volume_does_not_start_under_its_old_id() {
+        let s = spec();
+        let c = ctx(&s);
+        let envs = |start| {
+            let pod = build_member_pod(&c, ServerId(4), "server.4=h", "abc", start);
+            pod.spec.unwrap().init_containers.unwrap()[0]
+                .env
+                .clone()
+                .unwrap()
+                .into_iter()
+                .find(|e| e.name == "ZK_EXPECT_DATA")
+                .and_then(|e| e.value)
+        };
+        assert_eq!(envs(MemberStart::HasData).as_deref(), Some("true"));
+        assert_eq!(envs(MemberStart::Fresh).as_deref(), Some("false"));
+
+        // A lost disk: the former voter refuses to start, with the reason.
+        let lost = tempfile::tempdir().unwrap();
+        let out = run_prepare(lost.path(), true);
+        assert!(!out.status.success(), "an empty volume was accepted");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("holds no data"));
+        assert!(!lost.path().join("data/myid").exists());
+        // A fresh member starts empty.
+        let fresh = tempfile::tempdir().unwrap();
+        let out = run_prepare(fresh.path(), false);
+        assert!(out.status.success(), "{out:?}");
+        assert!(fresh.path().join("conf/zoo.cfg.dynamic").exists());
+        // A former voter whose data is there restarts.
+        std::fs::create_dir_all(fresh.path().join("data/version-2")).unwrap();
+        std::fs::write(fresh.path().join("data/version-2/currentEpoch"), "1").unwrap();
+        let out = run_prepare(fresh.path(), true);
+        assert!(out.status.success(), "{out:?}");
     }
 
     #[test]

@@ -1,0 +1,341 @@
+//! The judges every end-to-end scenario runs beside the operator. None of them shares code with
+//! quorate: they read ZooKeeper (each member's AdminServer over HTTP, kazoo clients) and the API
+//! server themselves.
+//!
+//! - A membership sampler: every few hundred milliseconds it lists the member Pods (server id,
+//!   uid, deletion, spec hash) and asks every member's AdminServer for `srvr` (serving, role)
+//!   and `voting_view` (its configuration), and checks I1 to I6 from ZooKeeper's own view: one
+//!   voter change at a time (the documented 1<->3 step excepted), a voter added only while every
+//!   voter serves and only once it has been seen serving (synced) outside the configuration, a
+//!   leaving member removed from the configuration before its Pod is deleted, removed ids never
+//!   back, never two configurations that could each form a quorum, the leader restarted only
+//!   after every other voter runs the new spec.
+//! - A kazoo writer (every acknowledged write read back afterwards, a minimum number of them).
+//! - A recorded history of reads, writes and versioned compare-and-set by three kazoo clients,
+//!   judged linearizable by porcupine.
+//! - Data written before the scenario (`/before`), read back at the end.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::Client;
+use kube::api::{Api, ListParams};
+use libtest_mimic::Failed;
+use quorate_testbed::kazoo::{HistoryRecorder, HistorySpec, Writer};
+
+use super::sampler::{MemberView, Restart, Sampler};
+use super::{Bed, fail, member_hosts, wait_for};
+
+/// The fewest acknowledged writes, each read back afterwards, for a writer run to count.
+pub const MIN_ACKED_WRITES: usize = 100;
+/// The fewest acknowledged operations in a history for its verdict to count.
+pub const MIN_HISTORY_OPS: usize = 100;
+/// Znodes written before the scenario and read back after it.
+const BEFORE: usize = 50;
+
+async fn admin_json(http: &reqwest::Client, ip: &str, cmd: &str) -> Option<serde_json::Value> {
+    let url = format!("http://{ip}:8080/commands/{cmd}");
+    let resp = http.get(url).send().await.ok()?;
+    resp.json::<serde_json::Value>().await.ok()
+}
+
+/// Reads every member Pod and its AdminServer once.
+async fn sample(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    http: &reqwest::Client,
+) -> Option<BTreeMap<u32, MemberView>> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let list = pods
+        .list(&ListParams::default().labels(&format!("quorate.dev/ensemble={name}")))
+        .await
+        .ok()?;
+    let mut views = BTreeMap::new();
+    for p in &list.items {
+        let labels = p.metadata.labels.clone().unwrap_or_default();
+        let Some(id) = labels
+            .get("quorate.dev/server-id")
+            .and_then(|v| v.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let mut view = MemberView {
+            uid: p.metadata.uid.clone().unwrap_or_default(),
+            deleting: p.metadata.deletion_timestamp.is_some(),
+            spec_hash: p
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get("quorate.dev/spec-hash").cloned()),
+            ..Default::default()
+        };
+        if let Some(ip) = p.status.as_ref().and_then(|s| s.pod_ip.clone())
+            && let Some(srvr) = admin_json(http, &ip, "srvr").await
+            && srvr.get("error").is_none_or(|e| e.is_null())
+        {
+            view.serving = true;
+            view.leader = srvr
+                .pointer("/server_stats/server_state")
+                .and_then(|s| s.as_str())
+                == Some("leader");
+            view.config = admin_json(http, &ip, "voting_view").await.and_then(|v| {
+                v.get("current_config")
+                    .and_then(|c| c.as_object())
+                    .map(|c| c.keys().filter_map(|k| k.parse().ok()).collect())
+            });
+        }
+        views.insert(id, view);
+    }
+    Some(views)
+}
+
+/// What the judges concluded; `Judges::finish` has already failed on any violation.
+#[derive(Debug)]
+pub struct Verdict {
+    pub acked: usize,
+    pub history_ops: usize,
+    pub samples: usize,
+    pub max_voters: usize,
+    pub max_non_voters: usize,
+    pub max_in_transition: usize,
+    pub configs: Vec<BTreeSet<u32>>,
+    pub restarts: Vec<Restart>,
+    pub removed: BTreeSet<u32>,
+    pub added: BTreeSet<u32>,
+    /// The sample at which each member's Pod was first seen deleted or gone.
+    pub pod_gone_at: BTreeMap<u32, usize>,
+    /// The sample at which each member left the configuration.
+    pub left_config_at: BTreeMap<u32, usize>,
+}
+
+/// The judges of one scenario, running.
+pub struct Judges {
+    client: Client,
+    ns: String,
+    name: String,
+    sampler: Arc<Mutex<Sampler>>,
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+    writer: Writer,
+    writes: PathBuf,
+    history: HistoryRecorder,
+    history_file: PathBuf,
+}
+
+impl Judges {
+    /// Writes `/before`, then starts the sampler, the writer and the history recorder against
+    /// the ensemble's current members.
+    pub async fn start(bed: &Bed, ns: &str, name: &str) -> Result<Judges, Failed> {
+        let client = bed.client().await?;
+        let hosts = member_hosts(&client, ns, name).await?;
+        let before = bed
+            .judge
+            .write(&hosts, None, "/before", BEFORE)
+            .await
+            .map_err(|e| fail(format!("kazoo write: {e}")))?;
+        if before.written != BEFORE {
+            return Err(fail(format!(
+                "the /before write was not acknowledged: {before:?}"
+            )));
+        }
+        let sampler = Arc::new(Mutex::new(Sampler::default()));
+        let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        let task = {
+            let (client, ns, name, sampler) = (
+                client.clone(),
+                ns.to_string(),
+                name.to_string(),
+                sampler.clone(),
+            );
+            tokio::spawn(async move {
+                let http = reqwest::Client::builder()
+                    .timeout(Duration::from_millis(800))
+                    .build()
+                    .expect("http client");
+                loop {
+                    if let Some(views) = sample(&client, &ns, &name, &http).await
+                        && let Ok(mut s) = sampler.lock()
+                    {
+                        s.observe(views);
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                        _ = stopped.changed() => break,
+                    }
+                }
+            })
+        };
+        let writes = bed.plane.dir().join(format!("{ns}-{name}-writes.log"));
+        let writer = bed
+            .judge
+            .writer(
+                &hosts,
+                None,
+                "/w",
+                Duration::from_secs(900),
+                Duration::from_millis(50),
+                &writes,
+            )
+            .map_err(|e| fail(format!("kazoo writer: {e}")))?;
+        let history_file = bed.plane.dir().join(format!("{ns}-{name}-history.jsonl"));
+        let mut spec = HistorySpec::new("/h", 4, 3, Duration::from_secs(900), 6000);
+        spec.interval = Duration::from_millis(20);
+        let history = bed
+            .judge
+            .history(&hosts, None, &spec, &history_file)
+            .map_err(|e| fail(format!("kazoo history: {e}")))?;
+        Ok(Judges {
+            client,
+            ns: ns.to_string(),
+            name: name.to_string(),
+            sampler,
+            stop,
+            task,
+            writer,
+            writes,
+            history,
+            history_file,
+        })
+    }
+
+    /// Member `id` was faulted by the test: its outage is not counted as an operator transition
+    /// and its Pod's deletion by the test is not the operator's.
+    pub fn excuse(&self, id: u32) {
+        if let Ok(mut s) = self.sampler.lock() {
+            s.excused.insert(id);
+        }
+    }
+
+    /// Reads the sampler's state so far.
+    pub fn with_sampler<T>(&self, f: impl FnOnce(&Sampler) -> T) -> Result<T, Failed> {
+        let s = self.sampler.lock().map_err(|_| fail("sampler lock"))?;
+        Ok(f(&s))
+    }
+
+    /// Stops every judge and fails unless: enough acknowledged writes, each read back; the
+    /// history linearizable with enough operations; `/before` intact; no invariant violation;
+    /// enough samples.
+    pub async fn finish(self, bed: &Bed) -> Result<Verdict, Failed> {
+        // The run counts only with enough acknowledged writes: on a fast machine the scenario
+        // may end before the writer has made them, so it keeps writing until then.
+        let writes = self.writes.clone();
+        wait_for(
+            "the writer's acknowledged writes",
+            Duration::from_secs(120),
+            async || {
+                Ok(std::fs::read_to_string(&writes)
+                    .map(|t| t.lines().count())
+                    .unwrap_or(0)
+                    >= MIN_ACKED_WRITES)
+            },
+        )
+        .await?;
+        let history_file = self.history_file.clone();
+        wait_for(
+            "the history's operations",
+            Duration::from_secs(120),
+            async || {
+                Ok(std::fs::read_to_string(&history_file)
+                    .map(|t| t.lines().count())
+                    .unwrap_or(0)
+                    >= MIN_HISTORY_OPS + 4)
+            },
+        )
+        .await?;
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+        drop(self.writer);
+        let recorded = self
+            .history
+            .stop()
+            .await
+            .map_err(|e| fail(format!("kazoo history: {e}")))?;
+        if recorded.by_outcome.ok < MIN_HISTORY_OPS {
+            return Err(fail(format!(
+                "the history has only {} acknowledged operations: {recorded:?}",
+                recorded.by_outcome.ok
+            )));
+        }
+        let verdict = quorate_testbed::lincheck::check(&self.history_file)
+            .map_err(|e| fail(format!("linearizability checker: {e}")))?;
+        if !verdict.linearizable {
+            return Err(fail(format!(
+                "the client history is not linearizable ({} operations): {:?}",
+                verdict.operations, verdict.failure
+            )));
+        }
+        let hosts = member_hosts(&self.client, &self.ns, &self.name).await?;
+        let before = bed
+            .judge
+            .verify(&hosts, None, "/before", BEFORE)
+            .await
+            .map_err(|e| fail(format!("kazoo verify: {e}")))?;
+        if !before.ok || before.checked != BEFORE {
+            return Err(fail(format!(
+                "data written before the scenario was lost: {before:?}"
+            )));
+        }
+        let acked = bed
+            .judge
+            .check_acked(&hosts, None, &self.writes)
+            .await
+            .map_err(|e| fail(format!("check acked: {e}")))?;
+        if acked.acked < MIN_ACKED_WRITES {
+            return Err(fail(format!(
+                "only {} acknowledged writes (at least {MIN_ACKED_WRITES} needed for the run to count)",
+                acked.acked
+            )));
+        }
+        if !acked.ok {
+            return Err(fail(format!(
+                "{} acknowledged writes missing, {} mismatched: {:?} {:?}",
+                acked.missing_count, acked.mismatched_count, acked.missing, acked.mismatched
+            )));
+        }
+        let s = self.sampler.lock().map_err(|_| fail("sampler lock"))?;
+        eprintln!(
+            "{}/{}: {} samples, configurations {:?}, {} acknowledged writes read back, {} operations in a linearizable history, at most {} non-voter(s) and {} member(s) in transition at once",
+            self.ns,
+            self.name,
+            s.samples,
+            s.configs,
+            acked.acked,
+            verdict.operations,
+            s.max_non_voters,
+            s.max_in_transition
+        );
+        if !s.violations.is_empty() {
+            return Err(fail(format!(
+                "invariant violations:\n{}",
+                s.violations.join("\n")
+            )));
+        }
+        if s.samples < 10 {
+            return Err(fail(format!("the sampler took only {} samples", s.samples)));
+        }
+        if s.max_in_transition > 1 {
+            return Err(fail(format!(
+                "I1: {} members were in transition at once",
+                s.max_in_transition
+            )));
+        }
+        Ok(Verdict {
+            acked: acked.acked,
+            history_ops: verdict.operations,
+            samples: s.samples,
+            max_voters: s.max_voters,
+            max_non_voters: s.max_non_voters,
+            max_in_transition: s.max_in_transition,
+            configs: s.configs.clone(),
+            restarts: s.restarts.clone(),
+            removed: s.removed.clone(),
+            added: s.added.clone(),
+            pod_gone_at: s.pod_gone_at.clone(),
+            left_config_at: s.left_config_at.clone(),
+        })
+    }
+}

@@ -1,0 +1,265 @@
+//! The membership sampler's checks, pure: what one sample of every member's AdminServer and
+//! Pod looks like, and I1 to I6 judged from ZooKeeper's own view across samples. No I/O here
+//! (`judges` takes the samples); unit-tested in tests/sampler.rs.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+/// One member as the sampler saw it.
+#[derive(Clone, Debug, Default)]
+pub struct MemberView {
+    /// Its Pod's uid (a new uid for the same id is a new Pod).
+    pub uid: String,
+    /// Its Pod is being deleted.
+    pub deleting: bool,
+    /// Its Pod's spec-hash annotation.
+    pub spec_hash: Option<String>,
+    /// Its AdminServer answers `srvr` without error (it has synced with a leader).
+    pub serving: bool,
+    /// It is the leader.
+    pub leader: bool,
+    /// The configuration this member reports (voter ids).
+    pub config: Option<BTreeSet<u32>>,
+}
+
+/// A restart of a voter by its Pod's deletion, as the sampler saw it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Restart {
+    pub id: u32,
+    /// It was the leader at the last sample before its Pod was deleted.
+    pub was_leader: bool,
+}
+
+/// What the membership sampler saw; `violations` fail the scenario.
+#[derive(Default, Debug)]
+pub struct Sampler {
+    pub violations: Vec<String>,
+    pub samples: usize,
+    /// Voters removed from the configuration.
+    pub removed: BTreeSet<u32>,
+    /// Voters added to the configuration.
+    pub added: BTreeSet<u32>,
+    /// Every configuration seen, in order (consecutive duplicates folded).
+    pub configs: Vec<BTreeSet<u32>>,
+    pub max_non_voters: usize,
+    pub max_voters: usize,
+    /// Most member Pods running but not serving at once, not counting members the test itself
+    /// faulted (members in transition, I1).
+    pub max_in_transition: usize,
+    /// Voter restarts by Pod deletion, in order.
+    pub restarts: Vec<Restart>,
+    /// The sample at which each member's Pod was first seen deleted or gone.
+    pub pod_gone_at: BTreeMap<u32, usize>,
+    /// The sample at which each member left the configuration.
+    pub left_config_at: BTreeMap<u32, usize>,
+    /// Members the test faulted: their own outages are not the operator's transitions.
+    pub excused: BTreeSet<u32>,
+    last: BTreeMap<u32, MemberView>,
+    /// Whether every voter served at the latest sample.
+    pub voters_served: bool,
+    /// Members whose Pod was deleted while they served as voters, by id: they must stay voters
+    /// (a restart) or must not have been voters any more (a removal done first).
+    deleted_while_voting: BTreeSet<u32>,
+}
+
+/// Could configurations `a` and `b` each form a quorum of members the other's quorum does
+/// not contain (a split brain)?
+pub fn disjoint_quorums_possible(a: &BTreeSet<u32>, b: &BTreeSet<u32>) -> bool {
+    if a.is_empty() || b.is_empty() {
+        return false;
+    }
+    let common = a.intersection(b).count();
+    // Each quorum first takes members the other configuration lacks, then common ones.
+    let need = |own: usize| (own / 2 + 1).saturating_sub(own - common);
+    need(a.len()) + need(b.len()) <= common
+}
+
+/// One voter change per step, except the documented single reconfig between one and three
+/// voters (docs/one-to-three.md).
+fn allowed_change(prev: &BTreeSet<u32>, next: &BTreeSet<u32>) -> bool {
+    let changed = prev.symmetric_difference(next).count();
+    changed <= 1
+        || (prev.len() == 1 && next.len() == 3 && prev.is_subset(next))
+        || (prev.len() == 3 && next.len() == 1 && next.is_subset(prev))
+}
+
+impl Sampler {
+    /// Takes one sample's views (by server id) and checks them against the previous sample.
+    pub fn observe(&mut self, now: BTreeMap<u32, MemberView>) {
+        self.samples += 1;
+        // Members in transition are counted while a leader serves: during an election (after
+        // a leader's restart, say) no member serves, which is ZooKeeper's doing, not a step's.
+        if now.values().any(|m| m.leader) {
+            let transition = now
+                .iter()
+                .filter(|(id, m)| !m.serving && !self.excused.contains(id))
+                .count();
+            self.max_in_transition = self.max_in_transition.max(transition);
+        }
+
+        // The leader's configuration is the committed one; any serving member's otherwise.
+        let config = now
+            .values()
+            .filter(|m| m.leader)
+            .chain(now.values().filter(|m| m.serving))
+            .find_map(|m| m.config.clone());
+
+        // Never two configurations that each form a quorum: two leaders, each followed by a
+        // majority of its own configuration, with no member in common.
+        let mut groups: BTreeMap<&BTreeSet<u32>, (BTreeSet<u32>, bool)> = BTreeMap::new();
+        for (id, m) in now.iter().filter(|(_, m)| m.serving) {
+            if let Some(c) = &m.config {
+                let g = groups.entry(c).or_default();
+                g.0.insert(*id);
+                g.1 |= m.leader;
+            }
+        }
+        let formed: Vec<(&BTreeSet<u32>, &BTreeSet<u32>)> = groups
+            .iter()
+            .filter(|(c, (members, leader))| {
+                *leader && members.intersection(c).count() > c.len() / 2
+            })
+            .map(|(c, (members, _))| (*c, members))
+            .collect();
+        for (i, (ca, ma)) in formed.iter().enumerate() {
+            for (cb, mb) in &formed[i + 1..] {
+                if ma.is_disjoint(mb) && disjoint_quorums_possible(ca, cb) {
+                    self.violations.push(format!(
+                        "I5: split brain: {ma:?} serve configuration {ca:?} and {mb:?} serve {cb:?}, each with its own leader and quorum"
+                    ));
+                }
+            }
+        }
+
+        // Pods deleted since the last sample (or now being deleted) while serving as voters.
+        let prev_config = self.configs.last().cloned();
+        for (id, before) in &self.last {
+            let gone = now
+                .get(id)
+                .is_none_or(|m| m.deleting || m.uid != before.uid);
+            if gone {
+                self.pod_gone_at.entry(*id).or_insert(self.samples);
+            }
+            // A voter in the configuration read after the Pod list of this sample (so a removal
+            // done before the deletion is never counted against it).
+            let was_voter = config
+                .as_ref()
+                .or(prev_config.as_ref())
+                .is_some_and(|c| c.contains(id));
+            if gone && !before.deleting && before.serving && was_voter && !self.excused.contains(id)
+            {
+                self.deleted_while_voting.insert(*id);
+                self.restarts.push(Restart {
+                    id: *id,
+                    was_leader: before.leader,
+                });
+                // I6: the leader goes last, once every other voter runs the new spec.
+                if before.leader
+                    && let Some(config) = &prev_config
+                {
+                    let stale: Vec<u32> = config
+                        .iter()
+                        .filter(|v| *v != id)
+                        .filter(|v| {
+                            self.last.get(v).is_some_and(|m| {
+                                m.spec_hash.is_some() && m.spec_hash == before.spec_hash
+                            })
+                        })
+                        .copied()
+                        .collect();
+                    let respec = now.get(id).is_some_and(|m| m.spec_hash != before.spec_hash);
+                    if respec && !stale.is_empty() {
+                        self.violations.push(format!(
+                            "I6: leader {id} restarted while voters {stale:?} still ran its old spec"
+                        ));
+                    }
+                }
+            }
+        }
+
+        if let Some(config) = config {
+            let non_voters: Vec<u32> = now
+                .iter()
+                .filter(|(id, m)| m.serving && !config.contains(id))
+                .map(|(id, _)| *id)
+                .collect();
+            self.max_non_voters = self.max_non_voters.max(non_voters.len());
+            // Two synced joiners wait together only for the single 1->3 reconfig.
+            let allowed = if config.len() == 1 { 2 } else { 1 };
+            if non_voters.len() > allowed {
+                self.violations.push(format!(
+                    "I5: {} members outside the configuration {config:?} serve: {non_voters:?}",
+                    non_voters.len()
+                ));
+            }
+            if let Some(prev) = &prev_config
+                && prev != &config
+            {
+                let added: Vec<u32> = config.difference(prev).copied().collect();
+                let left: Vec<u32> = prev.difference(&config).copied().collect();
+                if !allowed_change(prev, &config) {
+                    self.violations.push(format!(
+                        "I3: the configuration changed by more than one voter: {prev:?} -> {config:?}"
+                    ));
+                }
+                if !added.is_empty() && !self.voters_served {
+                    self.violations.push(format!(
+                        "I2: voters {added:?} were added while a voter of {prev:?} was not serving"
+                    ));
+                }
+                for id in &added {
+                    if self.removed.contains(id) {
+                        self.violations
+                            .push(format!("I4: removed server {id} came back"));
+                    }
+                    // Synced before it votes: seen serving outside the configuration first.
+                    if let Some(before) = self.last.get(id)
+                        && !before.serving
+                    {
+                        self.violations.push(format!(
+                            "I3: server {id} became a voter without serving (synced) before"
+                        ));
+                    }
+                    if !self.last.contains_key(id) {
+                        self.violations.push(format!(
+                            "I3: server {id} became a voter without being seen as a running member first"
+                        ));
+                    }
+                }
+                for id in &left {
+                    // A leaving member is removed before its Pod is deleted.
+                    if self.deleted_while_voting.contains(id) {
+                        self.violations.push(format!(
+                            "I3: server {id}'s Pod was deleted while it still served as a voter, and it was then removed"
+                        ));
+                    }
+                }
+                for id in &left {
+                    self.left_config_at.entry(*id).or_insert(self.samples);
+                }
+                self.removed.extend(left);
+                self.added.extend(added);
+            }
+            self.max_voters = self.max_voters.max(config.len());
+            self.voters_served = config
+                .iter()
+                .all(|id| now.get(id).is_some_and(|m| m.serving));
+            if prev_config.as_ref() != Some(&config) {
+                self.configs.push(config);
+            }
+        }
+        // Ids whose Pods came back are no longer pending a removal check once they serve again
+        // as voters (a restart).
+        let current = self.configs.last().cloned().unwrap_or_default();
+        self.deleted_while_voting.retain(|id| {
+            !(current.contains(id) && now.get(id).is_some_and(|m| m.serving && !m.deleting))
+        });
+        // A Pod for a removed id must never come back.
+        for id in now.keys() {
+            if self.removed.contains(id) && !self.last.contains_key(id) {
+                self.violations
+                    .push(format!("I4: a Pod for removed server {id} was created"));
+            }
+        }
+        self.last = now;
+    }
+}

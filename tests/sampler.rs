@@ -1,0 +1,300 @@
+//! Unit tier: the end-to-end membership sampler's checks (tests/common/sampler.rs) on
+//! hand-built samples, so that each check is shown to catch what it claims to.
+
+#[allow(dead_code)]
+#[path = "common/sampler.rs"]
+mod sampler;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use sampler::{MemberView, Sampler, disjoint_quorums_possible};
+
+fn set(ids: &[u32]) -> BTreeSet<u32> {
+    ids.iter().copied().collect()
+}
+
+/// A member serving with configuration `config` (leader when `leader`).
+fn serving(uid: &str, config: &[u32], leader: bool) -> MemberView {
+    MemberView {
+        uid: uid.into(),
+        serving: true,
+        leader,
+        config: Some(set(config)),
+        spec_hash: Some("a".into()),
+        ..Default::default()
+    }
+}
+
+fn running(uid: &str) -> MemberView {
+    MemberView {
+        uid: uid.into(),
+        spec_hash: Some("a".into()),
+        ..Default::default()
+    }
+}
+
+fn sample(members: Vec<(u32, MemberView)>) -> BTreeMap<u32, MemberView> {
+    members.into_iter().collect()
+}
+
+fn three(config: &[u32]) -> Vec<(u32, MemberView)> {
+    vec![
+        (1, serving("u1", config, true)),
+        (2, serving("u2", config, false)),
+        (3, serving("u3", config, false)),
+    ]
+}
+
+#[test]
+fn split_brain_is_two_configurations_with_disjoint_quorums() {
+    assert!(!disjoint_quorums_possible(
+        &set(&[1, 2, 3]),
+        &set(&[1, 2, 3, 4])
+    ));
+    assert!(!disjoint_quorums_possible(&set(&[1, 2, 3]), &set(&[1, 2])));
+    assert!(disjoint_quorums_possible(
+        &set(&[1, 2, 3]),
+        &set(&[3, 4, 5])
+    ));
+    assert!(disjoint_quorums_possible(&set(&[1]), &set(&[2, 3, 4])));
+    // ZooKeeper's reconfig protocol, not overlap, keeps the single 1 <-> 3 step safe.
+    assert!(disjoint_quorums_possible(&set(&[1]), &set(&[1, 2, 3])));
+    assert!(disjoint_quorums_possible(
+        &set(&[1, 2, 3, 4, 5]),
+        &set(&[1, 2, 6, 7, 8])
+    ));
+}
+
+#[test]
+fn a_scale_up_done_right_passes() {
+    let mut s = Sampler::default();
+    s.observe(sample(three(&[1, 2, 3])));
+    let mut joining = three(&[1, 2, 3]);
+    joining.push((4, running("u4")));
+    s.observe(sample(joining));
+    let mut synced = three(&[1, 2, 3]);
+    synced.push((4, serving("u4", &[1, 2, 3], false)));
+    s.observe(sample(synced));
+    let mut added: Vec<_> = three(&[1, 2, 3, 4]);
+    added.push((4, serving("u4", &[1, 2, 3, 4], false)));
+    s.observe(sample(added));
+    assert!(s.violations.is_empty(), "{:?}", s.violations);
+    assert_eq!(s.added, set(&[4]));
+    assert_eq!(s.max_voters, 4);
+}
+
+#[test]
+fn a_voter_added_before_it_was_seen_synced_is_a_violation() {
+    let mut s = Sampler::default();
+    let mut joining = three(&[1, 2, 3]);
+    joining.push((4, running("u4")));
+    s.observe(sample(joining));
+    let mut added = three(&[1, 2, 3, 4]);
+    added.push((4, serving("u4", &[1, 2, 3, 4], false)));
+    s.observe(sample(added));
+    assert!(
+        s.violations.iter().any(|v| v.contains("without serving")),
+        "{:?}",
+        s.violations
+    );
+}
+
+#[test]
+fn two_voters_changed_at_once_is_a_violation_except_one_to_three() {
+    let mut s = Sampler::default();
+    s.observe(sample(three(&[1, 2, 3])));
+    s.observe(sample(vec![(1, serving("u1", &[1], true))]));
+    assert!(
+        s.violations.is_empty(),
+        "3 -> 1 is the documented single reconfig: {:?}",
+        s.violations
+    );
+
+    let mut s = Sampler::default();
+    let mut five = three(&[1, 2, 3, 4, 5]);
+    five.push((4, serving("u4", &[1, 2, 3, 4, 5], false)));
+    five.push((5, serving("u5", &[1, 2, 3, 4, 5], false)));
+    s.observe(sample(five));
+    s.observe(sample(three(&[1, 2, 3])));
+    assert!(
+        s.violations
+            .iter()
+            .any(|v| v.starts_with("I3: the configuration changed")),
+        "{:?}",
+        s.violations
+    );
+}
+
+#[test]
+fn a_pod_deleted_while_voting_and_then_removed_is_a_violation() {
+    let mut s = Sampler::default();
+    let mut five = three(&[1, 2, 3, 4]);
+    five.push((4, serving("u4", &[1, 2, 3, 4], false)));
+    s.observe(sample(five.clone()));
+    // Member 4's Pod is deleted while it is still a serving voter...
+    five[3].1.deleting = true;
+    s.observe(sample(five));
+    // ...and only then removed from the configuration.
+    s.observe(sample(three(&[1, 2, 3])));
+    assert!(
+        s.violations
+            .iter()
+            .any(|v| v.contains("deleted while it still served")),
+        "{:?}",
+        s.violations
+    );
+}
+
+#[test]
+fn a_removal_before_the_pod_is_deleted_passes() {
+    let mut s = Sampler::default();
+    let mut four = three(&[1, 2, 3, 4]);
+    four.push((4, serving("u4", &[1, 2, 3, 4], false)));
+    s.observe(sample(four));
+    let mut removed = three(&[1, 2, 3]);
+    removed.push((4, running("u4")));
+    s.observe(sample(removed));
+    let mut deleting = three(&[1, 2, 3]);
+    deleting.push((
+        4,
+        MemberView {
+            deleting: true,
+            ..running("u4")
+        },
+    ));
+    s.observe(sample(deleting));
+    s.observe(sample(three(&[1, 2, 3])));
+    assert!(s.violations.is_empty(), "{:?}", s.violations);
+    assert_eq!(s.removed, set(&[4]));
+}
+
+#[test]
+fn a_removed_id_coming_back_is_a_violation() {
+    let mut s = Sampler::default();
+    let mut four = three(&[1, 2, 3, 4]);
+    four.push((4, serving("u4", &[1, 2, 3, 4], false)));
+    s.observe(sample(four));
+    s.observe(sample(three(&[1, 2, 3])));
+    let mut back = three(&[1, 2, 3]);
+    back.push((4, running("u4b")));
+    s.observe(sample(back));
+    assert!(
+        s.violations.iter().any(|v| v.starts_with("I4")),
+        "{:?}",
+        s.violations
+    );
+}
+
+#[test]
+fn restarting_the_leader_while_a_follower_runs_the_old_spec_is_a_violation() {
+    let mut s = Sampler::default();
+    s.observe(sample(three(&[1, 2, 3])));
+    // Leader 1 is restarted first, onto spec "b", while 2 and 3 still run "a".
+    let mut next = three(&[1, 2, 3]);
+    next[0].1 = MemberView {
+        spec_hash: Some("b".into()),
+        ..running("u1b")
+    };
+    s.observe(sample(next));
+    assert!(
+        s.violations.iter().any(|v| v.starts_with("I6")),
+        "{:?}",
+        s.violations
+    );
+    assert_eq!(s.restarts.len(), 1);
+    assert!(s.restarts[0].was_leader);
+}
+
+#[test]
+fn followers_first_and_the_leader_last_passes() {
+    let mut s = Sampler::default();
+    let spec = |m: MemberView, h: &str| MemberView {
+        spec_hash: Some(h.into()),
+        ..m
+    };
+    s.observe(sample(three(&[1, 2, 3])));
+    let c = [1, 2, 3];
+    s.observe(sample(vec![
+        (1, serving("u1", &c, true)),
+        (2, spec(running("u2b"), "b")),
+        (3, serving("u3", &c, false)),
+    ]));
+    s.observe(sample(vec![
+        (1, serving("u1", &c, true)),
+        (2, spec(serving("u2b", &c, false), "b")),
+        (3, serving("u3", &c, false)),
+    ]));
+    s.observe(sample(vec![
+        (1, serving("u1", &c, true)),
+        (2, spec(serving("u2b", &c, false), "b")),
+        (3, spec(running("u3b"), "b")),
+    ]));
+    s.observe(sample(vec![
+        (1, serving("u1", &c, true)),
+        (2, spec(serving("u2b", &c, false), "b")),
+        (3, spec(serving("u3b", &c, false), "b")),
+    ]));
+    s.observe(sample(vec![
+        (1, spec(running("u1b"), "b")),
+        (2, spec(serving("u2b", &c, true), "b")),
+        (3, spec(serving("u3b", &c, false), "b")),
+    ]));
+    assert!(s.violations.is_empty(), "{:?}", s.violations);
+    assert_eq!(
+        s.restarts
+            .iter()
+            .map(|r| (r.id, r.was_leader))
+            .collect::<Vec<_>>(),
+        vec![(2, false), (3, false), (1, true)]
+    );
+    assert_eq!(s.max_in_transition, 1);
+}
+
+#[test]
+fn two_leaders_each_with_a_quorum_of_its_own_configuration_is_a_violation() {
+    let mut s = Sampler::default();
+    s.observe(sample(vec![
+        (1, serving("u1", &[1, 2, 3], true)),
+        (2, serving("u2", &[1, 2, 3], false)),
+        (4, serving("u4", &[3, 4, 5], true)),
+        (5, serving("u5", &[3, 4, 5], false)),
+    ]));
+    assert!(
+        s.violations.iter().any(|v| v.contains("split brain")),
+        "{:?}",
+        s.violations
+    );
+}
+
+#[test]
+fn a_follower_that_has_not_applied_a_committed_removal_yet_is_no_split_brain() {
+    let mut s = Sampler::default();
+    s.observe(sample(vec![
+        (1, serving("u1", &[1], true)),
+        (2, serving("u2", &[1, 2, 3], false)),
+        (3, serving("u3", &[1, 2, 3], false)),
+    ]));
+    assert!(
+        s.violations.iter().all(|v| !v.contains("split brain")),
+        "{:?}",
+        s.violations
+    );
+}
+
+#[test]
+fn an_election_is_not_a_transition_but_two_members_down_under_a_leader_are() {
+    let mut s = Sampler::default();
+    // The leader restarts: no member serves until a new one is elected.
+    s.observe(sample(vec![
+        (1, running("u1b")),
+        (2, running("u2")),
+        (3, running("u3")),
+    ]));
+    assert_eq!(s.max_in_transition, 0);
+    s.observe(sample(vec![
+        (1, running("u1b")),
+        (2, serving("u2", &[1, 2, 3], true)),
+        (3, running("u3")),
+    ]));
+    assert_eq!(s.max_in_transition, 2);
+}
