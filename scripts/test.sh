@@ -16,13 +16,17 @@ for tool in cargo go java mvn python3; do
   command -v "$tool" >/dev/null || { echo "quorate tests need $tool on PATH (see README: Requirements)" >&2; exit 1; }
 done
 
-step "build (cargo, all targets)"
-cargo build --workspace --all-targets
+# Tests build the operator with its named failpoints (the end-to-end tier SIGKILLs it inside a
+# step); both cargo commands take the same features, so nothing is built twice.
+features=(--features quorate/failpoints)
+
+step "build (cargo, all targets, ${features[*]})"
+cargo build --workspace --all-targets "${features[@]}"
 
 step "prepare real parts (cached in ${QUORATE_CACHE:-$HOME/.cache/quorate})"
 cargo run -q -p quorate-testbed --bin testbed -- prepare
 
 step "tests (PROPTEST_CASES=$PROPTEST_CASES)"
-cargo test --workspace --no-fail-fast
+cargo test --workspace --no-fail-fast "${features[@]}"
 
 step "done"

@@ -137,6 +137,7 @@ pub async fn reconcile(ens: Arc<MasterEnsemble>, ctx: Arc<Context>) -> Result<Ac
                 now,
             );
             write_status(&api, &ens, status, &step.to_string()).await?;
+            super::failpoints::reached(super::failpoints::after_claim(step)).await;
             record_members(Some(claimed.started_at));
             announce_completed(&ctx, &ens, &obs, &desired).await;
             if !resumed {

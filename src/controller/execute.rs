@@ -8,7 +8,7 @@ use kube::api::{DeleteParams, PostParams};
 use kube::{Api, ResourceExt};
 
 use super::observe::Observation;
-use super::{Context, Error};
+use super::{Context, Error, failpoints};
 use crate::constants::*;
 use crate::crd::MasterEnsemble;
 use crate::executor::resources::member::{
@@ -31,21 +31,39 @@ pub async fn execute(
 ) -> Result<(), Error> {
     match step {
         Step::CreateMember { member, seed } => {
-            ensure_member_created(ctx, ectx, desired, *member, *seed, obs).await
+            ensure_member_created(ctx, ectx, desired, *member, *seed, obs).await?;
+            failpoints::reached(failpoints::CREATE_MEMBER_AFTER_EFFECT).await;
         }
         Step::AddVoter { member } => {
             let entry = joiner_entry(ectx, *member, step)?;
-            ensure_reconfig(ens, *member, Some(entry), obs, credentials, step).await
+            ensure_reconfig(ens, *member, Some(entry), obs, credentials, step).await?;
+            failpoints::reached(failpoints::ADD_VOTER_AFTER_EFFECT).await;
         }
         Step::RemoveVoter { member } => {
-            ensure_reconfig(ens, *member, None, obs, credentials, step).await
+            ensure_reconfig(ens, *member, None, obs, credentials, step).await?;
+            failpoints::reached(failpoints::REMOVE_VOTER_AFTER_EFFECT).await;
         }
-        Step::DeleteMember { member } => ensure_member_deleted(ctx, ectx, *member, true).await,
-        Step::FenceMember { member } => ensure_member_deleted(ctx, ectx, *member, true).await,
+        Step::DeleteMember { member } => {
+            ensure_member_deleted(
+                ctx,
+                ectx,
+                *member,
+                true,
+                failpoints::DELETE_MEMBER_AFTER_POD,
+            )
+            .await?;
+            failpoints::reached(failpoints::DELETE_MEMBER_AFTER_EFFECT).await;
+        }
+        Step::FenceMember { member } => {
+            ensure_member_deleted(ctx, ectx, *member, true, failpoints::FENCE_MEMBER_AFTER_POD)
+                .await?;
+            failpoints::reached(failpoints::FENCE_MEMBER_AFTER_EFFECT).await;
+        }
         Step::RestartMember { member } => {
-            ensure_member_restarted(ctx, ectx, desired, *member, obs).await
+            ensure_member_restarted(ctx, ectx, desired, *member, obs).await?;
         }
     }
+    Ok(())
 }
 
 fn host(ectx: &EnsembleContext<'_>, id: ServerId) -> String {
@@ -104,6 +122,7 @@ async fn ensure_member_created(
         format!("create PVC {}", member_pvc(ectx.name, id)),
     )
     .await?;
+    failpoints::reached(failpoints::CREATE_MEMBER_AFTER_VOLUME).await;
     ensure_pod(ctx, ectx, desired, id, seed, obs).await
 }
 
@@ -137,12 +156,14 @@ async fn ensure_pod(
     .await
 }
 
-/// Deletes the member's Pod and, with `volume`, its PVC (the id is retired).
+/// Deletes the member's Pod and, with `volume`, its PVC (the id is retired); failpoint
+/// `after_pod` lies between the two.
 async fn ensure_member_deleted(
     ctx: &Context,
     ectx: &EnsembleContext<'_>,
     id: ServerId,
     volume: bool,
+    after_pod: &'static str,
 ) -> Result<(), Error> {
     fn gone<T>(r: Result<T, kube::Error>, what: String) -> Result<(), Error> {
         match r {
@@ -157,6 +178,7 @@ async fn ensure_member_deleted(
             .await,
         format!("delete Pod of member {id}"),
     )?;
+    failpoints::reached(after_pod).await;
     if volume {
         let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), ectx.namespace);
         gone(
@@ -183,10 +205,14 @@ async fn ensure_member_restarted(
             if pod.annotations().get(ANNOTATION_SPEC_HASH) != Some(&desired.spec_hash)
                 || !obs.zk.is_synced(id) =>
         {
-            ensure_member_deleted(ctx, ectx, id, false).await
+            ensure_member_deleted(ctx, ectx, id, false, failpoints::RESTART_MEMBER_AFTER_POD).await
         }
         Some(_) => Ok(()),
-        None => ensure_pod(ctx, ectx, desired, id, false, obs).await,
+        None => {
+            ensure_pod(ctx, ectx, desired, id, false, obs).await?;
+            failpoints::reached(failpoints::RESTART_MEMBER_AFTER_EFFECT).await;
+            Ok(())
+        }
     }
 }
 

@@ -8,6 +8,7 @@
 pub mod backup;
 pub mod ensemble;
 pub mod execute;
+pub mod failpoints;
 pub mod leader;
 pub mod observe;
 pub mod restore;
@@ -71,6 +72,10 @@ pub enum Error {
     /// The endpoints could not be served; the process stops.
     #[error("{0}")]
     Serve(#[from] crate::serve::Error),
+    /// The failpoints to arm (a `failpoints` build) name one that does not exist; the process
+    /// stops.
+    #[error("{0}")]
+    Failpoints(#[from] failpoints::UnknownFailpoints),
 }
 
 impl Error {
@@ -96,6 +101,7 @@ impl Error {
             Error::Backup(_) => "backup",
             Error::Lease(_) => "lease",
             Error::Serve(_) => "serve",
+            Error::Failpoints(_) => "failpoints",
         }
     }
 
@@ -382,6 +388,7 @@ async fn drain<T, E: std::fmt::Display>(
 /// Runs the controllers until the process is stopped: serves the endpoints, waits for the
 /// leader Lease when `options.lease` is set, then watches every namespace or the listed ones.
 pub async fn run(client: Client, options: RunOptions) -> Result<(), Error> {
+    failpoints::configure_from_env()?;
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(Health::default());
     crate::serve::serve(&options.serve, metrics.clone(), health.clone()).await?;
