@@ -592,6 +592,40 @@ fn scenarios() -> Vec<(&'static str, Scenario)> {
                 )
             },
         ),
+        (
+            "an_operator_killed_after_claiming_add_voter_finishes_the_scale_up_once",
+            |b, n| {
+                Box::pin(
+                    operator::an_operator_killed_after_claiming_add_voter_finishes_the_scale_up_once(b, n),
+                )
+            },
+        ),
+        (
+            "an_operator_killed_after_add_voter_committed_finishes_the_scale_up_once",
+            |b, n| {
+                Box::pin(
+                    operator::an_operator_killed_after_add_voter_committed_finishes_the_scale_up_once(b, n),
+                )
+            },
+        ),
+        (
+            "an_operator_killed_after_creating_a_member_finishes_the_scale_up_once",
+            |b, n| {
+                Box::pin(
+                    operator::an_operator_killed_after_creating_a_member_finishes_the_scale_up_once(
+                        b, n,
+                    ),
+                )
+            },
+        ),
+        (
+            "an_operator_killed_after_remove_voter_committed_finishes_the_scale_down_once",
+            |b, n| {
+                Box::pin(
+                    operator::an_operator_killed_after_remove_voter_committed_finishes_the_scale_down_once(b, n),
+                )
+            },
+        ),
         ("even_replicas_are_rejected_and_nothing_changes", |b, n| {
             Box::pin(even_replicas_are_rejected_and_nothing_changes(b, n))
         }),

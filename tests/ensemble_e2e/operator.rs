@@ -1,9 +1,10 @@
-//! End-to-end tier, the operator as an operator: leader failover in the middle of a step, a
-//! rolling upgrade of the operator while an ensemble runs, a permission taken away from the
-//! chart's role, and the operator's endpoints and logs. The operators run as processes with a
+//! End-to-end tier, the operator as an operator: leader failover in the middle of a step, the
+//! operator SIGKILLed at named failpoints inside a step (a `failpoints` build), a rolling
+//! upgrade of the operator while an ensemble runs, a permission taken away from the chart's
+//! role, and the operator's endpoints and logs. The operators run as processes with a
 //! token of the chart's ServiceAccount (see `common`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::rbac::v1::ClusterRole;
@@ -12,6 +13,7 @@ use libtest_mimic::Failed;
 use quorate::crd::MasterEnsemble;
 
 use super::{create_and_converge, member_pods, server_ids, status_of};
+use crate::common::judges::Judges;
 use crate::common::*;
 
 /// Waits until operator `identity` answers /readyz with 200.
@@ -370,4 +372,278 @@ pub async fn a_removed_permission_is_reported_on_the_ensemble_and_granting_it_re
         .map_err(|e| fail(format!("restore the ClusterRole: {e}")))?;
     checked?;
     wait_converged(bed, &api, "masters", 1, Duration::from_secs(180)).await
+}
+
+/// One member as the API server and its own AdminServer show it (no quorate code involved).
+#[derive(Clone, Debug)]
+struct MemberSeen {
+    id: u32,
+    uid: String,
+    deleting: bool,
+    /// `srvr` answers without error: it has synced with a leader.
+    serving: bool,
+    leader: bool,
+    /// Its `voting_view`.
+    config: Option<BTreeSet<u32>>,
+}
+
+async fn admin_json(http: &reqwest::Client, ip: &str, cmd: &str) -> Option<serde_json::Value> {
+    let resp = http
+        .get(format!("http://{ip}:8080/commands/{cmd}"))
+        .send()
+        .await
+        .ok()?;
+    resp.json().await.ok()
+}
+
+/// Every member Pod of `masters` in `ns`, each asked for `srvr` and `voting_view`.
+async fn members_seen(
+    client: &kube::Client,
+    ns: &str,
+    http: &reqwest::Client,
+) -> Result<Vec<MemberSeen>, Failed> {
+    let mut seen = Vec::new();
+    for p in member_pods(client, ns).await? {
+        let Some(id) = p
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("quorate.dev/server-id"))
+            .and_then(|v| v.parse().ok())
+        else {
+            continue;
+        };
+        let mut m = MemberSeen {
+            id,
+            uid: p.metadata.uid.clone().unwrap_or_default(),
+            deleting: p.metadata.deletion_timestamp.is_some(),
+            serving: false,
+            leader: false,
+            config: None,
+        };
+        if let Some(ip) = p.status.as_ref().and_then(|s| s.pod_ip.clone())
+            && let Some(srvr) = admin_json(http, &ip, "srvr").await
+            && srvr.get("error").is_none_or(|e| e.is_null())
+        {
+            m.serving = true;
+            m.leader = srvr
+                .pointer("/server_stats/server_state")
+                .and_then(|s| s.as_str())
+                == Some("leader");
+            m.config = admin_json(http, &ip, "voting_view").await.and_then(|v| {
+                Some(
+                    v.get("current_config")?
+                        .as_object()?
+                        .keys()
+                        .filter_map(|k| k.parse().ok())
+                        .collect(),
+                )
+            });
+        }
+        seen.push(m);
+    }
+    Ok(seen)
+}
+
+/// The configuration ZooKeeper's leader serves.
+fn leader_config(seen: &[MemberSeen]) -> Option<BTreeSet<u32>> {
+    seen.iter()
+        .filter(|m| m.leader)
+        .find_map(|m| m.config.clone())
+}
+
+/// Where an operator is stopped inside a step: the failpoint, the scale it stops in, and how
+/// many member Pods and voters ZooKeeper and the API server show while it stands there.
+struct StopInside {
+    failpoint: &'static str,
+    from: i32,
+    to: i32,
+    pods: usize,
+    voters: usize,
+}
+
+/// Scales `from` -> `to` under an operator armed with `failpoint`; once it logs that it reached
+/// it, checks from ZooKeeper and the API server that it stands where the failpoint says,
+/// SIGKILLs it there, and starts a fresh operator without failpoints. Judged without quorate's
+/// code (`Judges`: one voter change at a time, synced before it votes, removed before its Pod
+/// goes, removed ids never back, no acknowledged write lost, a linearizable history, `/before`
+/// intact) and, at the end, from every member's AdminServer: `to` members with exactly the
+/// expected server ids (a scale-up ends with 1..=to and each joiner added once; a scale-down
+/// removes `from - to` voters and adds none), every member serving the configuration of exactly
+/// them under one leader, and no member's Pod replaced since the stop (no second joiner).
+async fn an_operator_killed_inside_a_step_leaves_it_to_its_successor(
+    bed: &Bed,
+    ns: &str,
+    at: StopInside,
+) -> TestResult {
+    let (client, api) = create_and_converge(bed, ns, ensemble("masters", at.from)).await?;
+    let judges = Judges::start(bed, ns, "masters").await?;
+
+    // Only the armed operator may act on the change.
+    bed.kill_operator();
+    set_replicas(&api, "masters", at.to).await?;
+    let armed =
+        bed.start_operator_with_env(&[(quorate::controller::failpoints::ENV, at.failpoint)])?;
+    let line = format!("failpoint {} reached", at.failpoint);
+    wait_for(&line, Duration::from_secs(300), async || {
+        Ok(bed.operator_log(&armed).contains(&line))
+    })
+    .await
+    .map_err(|e| fail(format!("{e:?}\noperator log:\n{}", bed.operator_log_tail())))?;
+
+    // Where it stands, as ZooKeeper and the API server show it.
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .map_err(|e| fail(e.to_string()))?;
+    let at_stop = members_seen(&client, ns, &http).await?;
+    bed.kill_operator_named(&armed);
+    let pods_at_stop: BTreeSet<u32> = at_stop.iter().map(|m| m.id).collect();
+    let config_at_stop = leader_config(&at_stop);
+    if pods_at_stop.len() != at.pods
+        || config_at_stop.as_ref().map(BTreeSet::len) != Some(at.voters)
+    {
+        return Err(fail(format!(
+            "at {} expected {} member Pods and {} voters, ZooKeeper and the API server show Pods {pods_at_stop:?} and configuration {config_at_stop:?}",
+            at.failpoint, at.pods, at.voters
+        )));
+    }
+    // The step is claimed and its completion not yet recorded.
+    let in_flight = status_of(&api).await?.in_flight.map(|c| c.id);
+    if in_flight.as_deref().and_then(|id| id.split('/').next()) != at.failpoint.split('.').next() {
+        return Err(fail(format!(
+            "stopped at {} with {in_flight:?} claimed",
+            at.failpoint
+        )));
+    }
+
+    let successor = bed.start_operator()?;
+    wait_converged(bed, &api, "masters", at.to, Duration::from_secs(300)).await?;
+    let end = members_seen(&client, ns, &http).await?;
+    let verdict = judges.finish(bed).await?;
+
+    let ids: BTreeSet<u32> = end.iter().map(|m| m.id).collect();
+    let known: BTreeSet<u32> = (1..=at.to.max(at.from) as u32).collect();
+    let leaders = end.iter().filter(|m| m.leader).count();
+    let scale_up = at.to > at.from;
+    if ids.len() != at.to as usize
+        || !ids.is_subset(&known)
+        || (scale_up && ids != known)
+        || leaders != 1
+        || end
+            .iter()
+            .any(|m| !m.serving || m.deleting || m.config.as_ref() != Some(&ids))
+    {
+        return Err(fail(format!(
+            "expected {} members of {known:?}, all serving the configuration of exactly themselves under one leader: {end:?}",
+            at.to
+        )));
+    }
+    let (added, removed): (BTreeSet<u32>, usize) = if scale_up {
+        ((at.from as u32 + 1..=at.to as u32).collect(), 0)
+    } else {
+        (BTreeSet::new(), (at.from - at.to) as usize)
+    };
+    let from_config: BTreeSet<u32> = (1..=at.from as u32).collect();
+    if verdict.added != added
+        || verdict.removed.len() != removed
+        || verdict.configs.first() != Some(&from_config)
+        || verdict.configs.last() != Some(&ids)
+    {
+        return Err(fail(format!(
+            "ZooKeeper's configurations must go from {from_config:?} to {ids:?}, adding {added:?} and removing {removed}: {:?} (added {:?}, removed {:?})",
+            verdict.configs, verdict.added, verdict.removed
+        )));
+    }
+    let replaced: Vec<u32> = at_stop
+        .iter()
+        .filter(|s| end.iter().any(|e| e.id == s.id && e.uid != s.uid))
+        .map(|s| s.id)
+        .collect();
+    if !replaced.is_empty() {
+        return Err(fail(format!(
+            "the Pods of members {replaced:?} were replaced after the stop: a second joiner"
+        )));
+    }
+    eprintln!(
+        "{ns}: stopped at {} (Pods {pods_at_stop:?}, configuration {config_at_stop:?}), {successor} finished; configurations {:?}",
+        at.failpoint, verdict.configs
+    );
+    Ok(())
+}
+
+/// Stopped after add-voter/4 is claimed (member 4 running, not yet a voter).
+pub async fn an_operator_killed_after_claiming_add_voter_finishes_the_scale_up_once(
+    bed: &Bed,
+    ns: &str,
+) -> TestResult {
+    an_operator_killed_inside_a_step_leaves_it_to_its_successor(
+        bed,
+        ns,
+        StopInside {
+            failpoint: quorate::controller::failpoints::ADD_VOTER_AFTER_CLAIM,
+            from: 3,
+            to: 5,
+            pods: 4,
+            voters: 3,
+        },
+    )
+    .await
+}
+
+/// Stopped after ZooKeeper committed member 4 as a voter, before the operator recorded it.
+pub async fn an_operator_killed_after_add_voter_committed_finishes_the_scale_up_once(
+    bed: &Bed,
+    ns: &str,
+) -> TestResult {
+    an_operator_killed_inside_a_step_leaves_it_to_its_successor(
+        bed,
+        ns,
+        StopInside {
+            failpoint: quorate::controller::failpoints::ADD_VOTER_AFTER_EFFECT,
+            from: 3,
+            to: 5,
+            pods: 4,
+            voters: 4,
+        },
+    )
+    .await
+}
+
+/// Stopped after member 4's Pod is created, before the operator recorded it.
+pub async fn an_operator_killed_after_creating_a_member_finishes_the_scale_up_once(
+    bed: &Bed,
+    ns: &str,
+) -> TestResult {
+    an_operator_killed_inside_a_step_leaves_it_to_its_successor(
+        bed,
+        ns,
+        StopInside {
+            failpoint: quorate::controller::failpoints::CREATE_MEMBER_AFTER_EFFECT,
+            from: 3,
+            to: 5,
+            pods: 4,
+            voters: 3,
+        },
+    )
+    .await
+}
+
+/// Stopped after ZooKeeper committed the first voter's removal, its Pod still running.
+pub async fn an_operator_killed_after_remove_voter_committed_finishes_the_scale_down_once(
+    bed: &Bed,
+    ns: &str,
+) -> TestResult {
+    an_operator_killed_inside_a_step_leaves_it_to_its_successor(
+        bed,
+        ns,
+        StopInside {
+            failpoint: quorate::controller::failpoints::REMOVE_VOTER_AFTER_EFFECT,
+            from: 5,
+            to: 3,
+            pods: 5,
+            voters: 4,
+        },
+    )
+    .await
 }
