@@ -1,14 +1,17 @@
 //! `testbed`: builds or fetches quorate's real parts into the cache, with progress.
 //!
 //! `testbed prepare` makes sure the control plane binaries, helm, both ZooKeeper distributions,
-//! the kazoo judge, the linearizability checker and the S3 server (versitygw) are in
-//! `$QUORATE_CACHE` (default `~/.cache/quorate`); it reuses what is there. `testbed helm` makes
+//! the kazoo judge, the linearizability checker, the S3 server (versitygw) and nftables (Debian's
+//! `nft`, for the node agent's network faults) are in `$QUORATE_CACHE` (default
+//! `~/.cache/quorate`); it reuses what is there. `testbed helm` makes
 //! sure of helm alone and prints its path.
 
 use std::process::ExitCode;
 use std::time::Instant;
 
-use quorate_testbed::{cache, controlplane, helm, kazoo, lincheck, objectstore, zookeeper};
+use quorate_testbed::{
+    cache, controlplane, helm, kazoo, lincheck, nodeagent, objectstore, zookeeper,
+};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -119,6 +122,17 @@ fn prepare() -> ExitCode {
         ),
         Err(e) => {
             eprintln!("testbed: S3 server: {e}");
+            failed = true;
+        }
+    }
+    match nodeagent::ensure_nftables() {
+        Ok(nft) => cache::progress(
+            "prepare",
+            start,
+            &format!("nftables: {} ready ({})", nft.version, nft.nft.display()),
+        ),
+        Err(e) => {
+            eprintln!("testbed: nftables: {e}");
             failed = true;
         }
     }

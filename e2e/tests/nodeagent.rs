@@ -16,8 +16,9 @@ use k8s_openapi::api::events::v1::Event;
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, Client};
 use quorate_testbed::controlplane::{ControlPlane, Options};
+use quorate_testbed::kazoo::Judge;
 use quorate_testbed::nodeagent::{
-    AgentOptions, NodeAgent, QUORATE_BIN_MOUNT, REASON_IMAGE_NOT_RUNNABLE,
+    AgentOptions, Cut, NodeAgent, QUORATE_BIN_MOUNT, REASON_IMAGE_NOT_RUNNABLE, nft_command,
 };
 use serde_json::json;
 
@@ -1026,5 +1027,478 @@ async fn a_quorate_image_on_an_agent_without_a_bin_dir_stays_pending_with_a_clea
         init_status(&pod).map(|s| s.restart_count),
         Some(0),
         "nothing ran"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Network faults.
+
+/// GET `/commands/<command>` on a member's AdminServer from a client bound to `from` (the node's
+/// address reaches a cut member): the HTTP status and the body.
+async fn admin_from(
+    from: Ipv4Addr,
+    ip: Ipv4Addr,
+    command: &str,
+) -> Option<(u16, serde_json::Value)> {
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .local_address(std::net::IpAddr::V4(from))
+        .timeout(Duration::from_secs(3))
+        .build()
+        .expect("http client");
+    let resp = client
+        .get(format!("http://{ip}:8080/commands/{command}"))
+        .send()
+        .await
+        .ok()?;
+    let status = resp.status().as_u16();
+    Some((status, resp.json().await.ok()?))
+}
+
+/// Whether an AdminServer answer says the member is not serving (no quorum).
+fn not_serving(body: &serde_json::Value) -> bool {
+    body.get("error")
+        .and_then(|e| e.as_str())
+        .is_some_and(|e| e.contains("not currently serving"))
+}
+
+/// `server_stats.server_state` of a `srvr` answer.
+fn server_state(body: &serde_json::Value) -> Option<&str> {
+    body.pointer("/server_stats/server_state")
+        .and_then(|s| s.as_str())
+}
+
+/// `nft list tables`.
+fn nft_tables() -> String {
+    let out = nft_command()
+        .expect("nftables in the cache (testbed prepare)")
+        .args(["list", "tables"])
+        .output()
+        .expect("run nft");
+    assert!(out.status.success(), "nft list tables: {out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The net_cls cgroup path of a process (`/proc/<pid>/cgroup`), if it is in one.
+fn net_cls_of(pid: u32) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .ok()?
+        .lines()
+        .find_map(|l| {
+            let mut parts = l.splitn(3, ':');
+            let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+            controllers
+                .split(',')
+                .any(|c| c == "net_cls")
+                .then(|| path.to_string())
+        })
+}
+
+/// The pid of a Pod's running main container.
+fn main_pid(agent: &NodeAgent, pod: &str, container: &str) -> Option<u32> {
+    let name = format!("{NS}/{pod}/{container}");
+    agent
+        .pids()
+        .into_iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, p)| p)
+}
+
+/// Starts a three-member ensemble `ens` and waits for a leader all agree on: the members'
+/// addresses (member `i` at index `i - 1`) and the leader's id.
+async fn three_members(bed: &Bed, ens: &str) -> (Vec<Ipv4Addr>, u64) {
+    bed.ensemble_objects(ens).await;
+    for id in 1..=3 {
+        bed.member(ens, id, &[1, 2, 3]).await;
+    }
+    let mut ips = Vec::new();
+    for id in 1..=3 {
+        ips.push(pod_ip(
+            &bed.ready(&format!("{ens}-{id}"), Duration::from_secs(180))
+                .await,
+        ));
+    }
+    let leader = agreed_leader(bed, &ips, "one leader that all three members follow").await;
+    (ips, leader)
+}
+
+/// Waits until every member of `ips` answers `leader` and all name the same leader, which is
+/// among them; returns its id.
+async fn agreed_leader(bed: &Bed, ips: &[Ipv4Addr], what: &str) -> u64 {
+    bed.eventually(what, Duration::from_secs(90), || async move {
+        let mut leaders = 0;
+        let mut ids = Vec::new();
+        for ip in ips {
+            let v = admin(*ip, "leader").await?;
+            leaders += usize::from(v.get("is_leader")?.as_bool()?);
+            ids.push(v.get("leader_id")?.as_u64()?);
+        }
+        (leaders == 1 && ids.iter().all(|i| *i == ids[0])).then_some(ids[0])
+    })
+    .await
+}
+
+fn hosts(ips: &[Ipv4Addr]) -> String {
+    ips.iter()
+        .map(|ip| format!("{ip}:2181"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_cut_both_ways_loses_leadership_and_rejoins_as_follower_when_healed() {
+    let _serial = SERIAL.lock().await;
+    let judge = Judge::new().await.expect("kazoo venv");
+    let bed = Bed::start().await;
+    let (ips, old) = three_members(&bed, "cut").await;
+    let agent = bed.agent();
+    let node = agent.node_ip();
+    let old_ip = ips[old as usize - 1];
+    let others: Vec<Ipv4Addr> = ips.iter().copied().filter(|ip| *ip != old_ip).collect();
+    let written = judge
+        .write(&hosts(&ips), None, "/before", 50)
+        .await
+        .expect("write before the cut");
+    assert_eq!(written.written, 50, "{written:?}");
+
+    let pod = format!("cut-{old}");
+    agent.cut(NS, &pod, Cut::Both).expect("cut the leader");
+    let cut_at = Instant::now();
+    assert!(
+        nft_tables().contains(agent.nft_table()),
+        "the agent's table is in force"
+    );
+    // Nothing reaches it from an ordinary client (127.0.0.1) any more.
+    assert_eq!(admin(old_ip, "ruok").await, None, "the cut leader answered");
+
+    let new = agreed_leader(&bed, &others, "the other two to elect a new leader").await;
+    assert_ne!(new, old, "the cut leader cannot stay leader of the others");
+    eprintln!(
+        "server.{new} leads the other two {:?} after cutting server.{old}",
+        cut_at.elapsed()
+    );
+    let written = judge
+        .write(&hosts(&others), None, "/during", 100)
+        .await
+        .expect("write during the cut");
+    assert_eq!(written.written, 100, "{written:?}");
+    assert!(written.failures.is_empty(), "{written:?}");
+
+    // Seen from the node's address, the old leader answers but serves nothing.
+    let (status, body) = bed
+        .eventually(
+            "the cut leader to stop serving",
+            Duration::from_secs(60),
+            || async {
+                admin_from(node, old_ip, "srvr")
+                    .await
+                    .filter(|(_, b)| not_serving(b))
+            },
+        )
+        .await;
+    eprintln!(
+        "server.{old} not serving {:?} after the cut: HTTP {status} {body}",
+        cut_at.elapsed()
+    );
+    assert!(
+        agent.dropped_packets().expect("counters") > 0,
+        "the cut dropped nothing"
+    );
+    assert_eq!(admin(old_ip, "ruok").await, None, "the cut leader answered");
+
+    agent.heal(NS, &pod).expect("heal");
+    let healed = Instant::now();
+    assert!(
+        !nft_tables().contains(agent.nft_table()),
+        "nothing in force, no table"
+    );
+    assert!(agent.heal(NS, &pod).is_err(), "healing twice is an error");
+    bed.eventually(
+        "the old leader to rejoin as a follower of the new one",
+        Duration::from_secs(60),
+        || async {
+            let srvr = admin(old_ip, "srvr").await?;
+            let view = admin(old_ip, "leader").await?;
+            (server_state(&srvr) == Some("follower") && view.get("leader_id")?.as_u64()? == new)
+                .then_some(())
+        },
+    )
+    .await;
+    eprintln!(
+        "server.{old} follows again {:?} after the heal",
+        healed.elapsed()
+    );
+    // It has what was written while it was away.
+    let verified = judge
+        .verify(&format!("{old_ip}:2181"), None, "/during", 100)
+        .await
+        .expect("verify through the healed member");
+    assert!(verified.ok, "{verified:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_cut_outgoing_stops_serving_stays_cut_across_a_restart_and_serves_when_healed() {
+    let _serial = SERIAL.lock().await;
+    let judge = Judge::new().await.expect("kazoo venv");
+    let bed = Bed::start().await;
+    let (ips, leader) = three_members(&bed, "out").await;
+    let agent = bed.agent();
+    let node = agent.node_ip();
+    let id = (1..=3u64).find(|i| *i != leader).expect("a follower");
+    let ip = ips[id as usize - 1];
+    let pod = format!("out-{id}");
+    let srvr = admin(ip, "srvr").await.expect("the follower answers");
+    assert_eq!(server_state(&srvr), Some("follower"), "{srvr}");
+
+    // Every container process of the Pod is in the Pod's cgroup.
+    let pid = main_pid(agent, &pod, "zookeeper").expect("the follower runs");
+    let cgroup = net_cls_of(pid).expect("a net_cls cgroup");
+    assert!(cgroup.ends_with(&format!("/{ip}")), "{cgroup}");
+    assert!(agent.pod_classid(NS, &pod).is_some());
+
+    agent.cut(NS, &pod, Cut::Outgoing).expect("cut outgoing");
+    let cut_at = Instant::now();
+    bed.eventually(
+        "the follower to stop serving",
+        Duration::from_secs(60),
+        || async {
+            admin_from(node, ip, "srvr")
+                .await
+                .filter(|(_, b)| not_serving(b))
+        },
+    )
+    .await;
+    eprintln!(
+        "server.{id} not serving {:?} after the cut",
+        cut_at.elapsed()
+    );
+    // Its answers to anyone but the node are dropped.
+    assert_eq!(admin(ip, "ruok").await, None, "the cut follower answered");
+    // The other two keep a quorum.
+    let others: Vec<Ipv4Addr> = ips.iter().copied().filter(|i| *i != ip).collect();
+    let written = judge
+        .write(&hosts(&others), None, "/during", 50)
+        .await
+        .expect("write during the cut");
+    assert_eq!(written.written, 50, "{written:?}");
+
+    // A restarted container is in the same cgroup, so it stays cut.
+    agent.kill(NS, &pod).expect("kill");
+    let restarted = bed
+        .eventually(
+            "the follower's container to restart",
+            Duration::from_secs(60),
+            || async {
+                bed.pod(&pod)
+                    .await
+                    .filter(|p| main_status_opt(p).is_some_and(|s| s.restart_count == 1))?;
+                main_pid(agent, &pod, "zookeeper").filter(|p| *p != pid)
+            },
+        )
+        .await;
+    assert_eq!(net_cls_of(restarted).as_deref(), Some(cgroup.as_str()));
+    bed.eventually(
+        "the restarted follower's AdminServer to answer, not serving",
+        Duration::from_secs(60),
+        || async {
+            admin_from(node, ip, "srvr")
+                .await
+                .filter(|(_, b)| not_serving(b))
+        },
+    )
+    .await;
+    // Uncut, a restarted member rejoins within a few seconds; cut, it must not for as long.
+    let window = Instant::now();
+    while window.elapsed() < Duration::from_secs(8) {
+        if let Some((_, body)) = admin_from(node, ip, "srvr").await {
+            assert!(
+                not_serving(&body),
+                "the restarted member serves while cut: {body}"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+
+    agent.heal(NS, &pod).expect("heal");
+    let healed = Instant::now();
+    bed.eventually(
+        "the follower to serve again",
+        Duration::from_secs(60),
+        || async {
+            let srvr = admin(ip, "srvr").await?;
+            (server_state(&srvr) == Some("follower")).then_some(())
+        },
+    )
+    .await;
+    eprintln!(
+        "server.{id} serves again {:?} after the heal",
+        healed.elapsed()
+    );
+    let verified = judge
+        .verify(&format!("{ip}:2181"), None, "/during", 50)
+        .await
+        .expect("verify through the healed member");
+    assert!(verified.ok, "{verified:?}");
+}
+
+/// Acknowledged writes per second of a kazoo writer that writes one znode at a time for 4 s.
+async fn sequential_writes(judge: &Judge, hosts: &str, prefix: &str, dir: &Path) -> f64 {
+    let out = dir.join(format!("{}.jsonl", prefix.trim_start_matches('/')));
+    let report = judge
+        .writer(
+            hosts,
+            None,
+            prefix,
+            Duration::from_secs(4),
+            Duration::ZERO,
+            &out,
+        )
+        .expect("start the writer")
+        .wait()
+        .await
+        .expect("writer report");
+    assert!(report.acked > 0, "{report:?}");
+    report.acked as f64 / report.seconds
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lossy_quorum_links_slow_writes_but_they_succeed_and_healing_ends_the_loss() {
+    // Pipelined writes (kazoo's batches) hide the loss; one write at a time shows it.
+    let _serial = SERIAL.lock().await;
+    let judge = Judge::new().await.expect("kazoo venv");
+    let bed = Bed::start().await;
+    let (ips, leader) = three_members(&bed, "lossy").await;
+    let agent = bed.agent();
+    let leader_ip = ips[leader as usize - 1];
+    // Through the leader: every write needs a follower's acknowledgement over a quorum link.
+    let through = format!("{leader_ip}:2181");
+    const WRITES: usize = 200;
+
+    let written = judge
+        .write(&through, None, "/clean", WRITES)
+        .await
+        .expect("write");
+    assert_eq!(written.written, WRITES, "{written:?}");
+    let clean = written.seconds;
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let clean_rate = sequential_writes(&judge, &through, "/seq-clean", tmp.path()).await;
+
+    assert!(agent.lossy_quorum_links(101).is_err(), "not a percentage");
+    agent.lossy_quorum_links(30).expect("lossy links");
+    let lossy_rate = sequential_writes(&judge, &through, "/seq-lossy", tmp.path()).await;
+    // Each lost packet costs a retransmission timeout (200 ms at least) on a write's path.
+    assert!(
+        lossy_rate < clean_rate / 2.0,
+        "30% loss did not slow one-at-a-time writes: {clean_rate:.0}/s clean, \
+         {lossy_rate:.0}/s lossy"
+    );
+    let written = judge
+        .write(&through, None, "/lossy", WRITES)
+        .await
+        .expect("write");
+    assert_eq!(written.written, WRITES, "{written:?}");
+    let lossy = written.seconds;
+    let dropped = agent.dropped_packets().expect("counters");
+    eprintln!("30% loss on the quorum links dropped {dropped} packets");
+    assert!(dropped > 0, "the lossy links dropped nothing");
+    let verified = judge
+        .verify(&hosts(&ips), None, "/lossy", WRITES)
+        .await
+        .expect("verify");
+    assert!(verified.ok, "{verified:?}");
+
+    agent.heal_quorum_links().expect("heal the links");
+    assert_eq!(agent.dropped_packets().expect("counters"), 0);
+    assert!(
+        !nft_tables().contains(agent.nft_table()),
+        "nothing in force, no table"
+    );
+    let written = judge
+        .write(&through, None, "/healed", WRITES)
+        .await
+        .expect("write");
+    assert_eq!(written.written, WRITES, "{written:?}");
+    let healed_rate = sequential_writes(&judge, &through, "/seq-healed", tmp.path()).await;
+    eprintln!(
+        "one write at a time: {clean_rate:.0}/s clean, {lossy_rate:.0}/s with 30% loss, \
+         {healed_rate:.0}/s healed; {WRITES} pipelined writes: {clean:.2} s clean, {lossy:.2} s \
+         lossy, {:.2} s healed",
+        written.seconds
+    );
+    assert!(
+        healed_rate > lossy_rate * 2.0,
+        "writes stay slow after the heal: {healed_rate:.0}/s (lossy: {lossy_rate:.0}/s)"
+    );
+    agreed_leader(&bed, &ips, "all three in one ensemble after the heal").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_or_dropping_an_agent_leaves_no_table_and_no_cgroup() {
+    let _serial = SERIAL.lock().await;
+    let mut bed = Bed::start().await;
+    bed.ensemble_objects("solo").await;
+    bed.member("solo", 1, &[1]).await;
+    let pod = bed.ready("solo-1", Duration::from_secs(120)).await;
+    let ip = pod_ip(&pod);
+    let agent = bed.agent.take().expect("agent");
+    let pid = main_pid(&agent, "solo-1", "zookeeper").expect("running");
+    let cgroup = net_cls_of(pid).expect("a net_cls cgroup");
+    assert!(cgroup.ends_with(&format!("/{ip}")), "{cgroup}");
+    let mount = Path::new("/sys/fs/cgroup/net_cls");
+    let dir = mount.join(cgroup.trim_start_matches('/'));
+    let classid = std::fs::read_to_string(dir.join("net_cls.classid")).expect("classid");
+    assert_eq!(
+        classid.trim().parse::<u32>().ok(),
+        agent.pod_classid(NS, "solo-1"),
+        "the Pod's class id"
+    );
+    agent.cut(NS, "solo-1", Cut::Both).expect("cut");
+    agent.lossy_quorum_links(50).expect("lossy links alongside");
+    let table = agent.nft_table().to_string();
+    assert!(nft_tables().contains(&table));
+    agent.stop().await;
+    assert!(!nft_tables().contains(&table), "{table} outlived stop()");
+    assert!(!dir.exists(), "{} outlived stop()", dir.display());
+    assert!(
+        !dir.parent().expect("agent's cgroup").exists(),
+        "the agent's cgroup outlived stop()"
+    );
+
+    // Dropped without stop(): the same.
+    let other = NodeAgent::start(
+        bed.client.clone(),
+        AgentOptions {
+            node_name: "quorate-node-2".into(),
+            bind_unscheduled: false,
+            ..AgentOptions::default()
+        },
+    )
+    .await
+    .expect("a second agent");
+    bed.create::<Pod>(json!({
+        "metadata": {"name": "idle"},
+        "spec": {
+            "nodeName": "quorate-node-2",
+            "containers": [{"name": "main", "image": IMAGE, "command": ["sleep", "3600"]}],
+        },
+    }))
+    .await;
+    bed.eventually("the idle Pod to run", Duration::from_secs(60), || async {
+        bed.pod("idle")
+            .await
+            .filter(|p| phase(p) == Some("Running"))
+    })
+    .await;
+    let pid = main_pid(&other, "idle", "main").expect("running");
+    let cgroup = net_cls_of(pid).expect("a net_cls cgroup");
+    other.cut(NS, "idle", Cut::Outgoing).expect("cut");
+    let table = other.nft_table().to_string();
+    assert!(table.contains("quorate_node_2"), "{table}");
+    assert!(nft_tables().contains(&table));
+    drop(other);
+    assert!(!nft_tables().contains(&table), "{table} outlived the drop");
+    assert!(
+        !mount.join(cgroup.trim_start_matches('/')).exists(),
+        "{cgroup} outlived the drop"
     );
 }

@@ -49,9 +49,16 @@
 //!   after its grace period, and is then removed (delete with grace 0). Its claims' data stays.
 //!
 //! Faults for scenario tests are methods of the handle: [`NodeAgent::kill`], [`NodeAgent::pause`],
-//! [`NodeAgent::resume`], [`NodeAgent::delete_volume`]. Every process is a
-//! [`crate::process::Child`]: none outlives the agent's process, and [`NodeAgent::stop`] (or
-//! dropping the handle) kills them all.
+//! [`NodeAgent::resume`], [`NodeAgent::delete_volume`], and network faults:
+//! [`NodeAgent::cut`] / [`NodeAgent::heal`] a Pod off the network, [`NodeAgent::lossy_quorum_links`]
+//! / [`NodeAgent::heal_quorum_links`]. For those, every container process runs in a net_cls
+//! cgroup of its Pod and the agent owns one nftables table (`nft` from the cache, see
+//! [`ensure_nftables`]); details in `netfault.rs`. Traffic between a Pod and its node's address
+//! is never cut (a NetworkPolicy never blocks the kubelet either): probes are sent from the node
+//! address, and tests look at a cut member by binding their client to [`NodeAgent::node_ip`].
+//! Every process is a [`crate::process::Child`]: none outlives the agent's process, and
+//! [`NodeAgent::stop`] (or dropping the handle) kills them all, deletes the nftables table and
+//! removes the cgroups.
 //!
 //! Not done: Services' ClusterIPs (never dial them), resource limits, security contexts (every
 //! container runs as root, as the agent does), lifecycle hooks, `kubectl logs`/`exec` (use
@@ -63,6 +70,8 @@ mod env;
 mod hosts;
 mod image;
 mod ipam;
+mod netfault;
+mod nftables;
 mod node;
 mod pod;
 mod probe;
@@ -92,6 +101,10 @@ use hosts::PodKey;
 use pod::{PodRuntime, Worker, lock};
 
 pub use image::{QUORATE_BIN_MOUNT, REASON_IMAGE_NOT_RUNNABLE};
+pub use netfault::{Cut, QUORUM_PORTS};
+pub use nftables::{
+    NFTABLES_PACKAGES, Nftables, cached_nftables, ensure_nftables, nft_command, nftables_dir,
+};
 
 /// The environment variable that gives [`AgentOptions::quorate_bin_dir`] its default.
 pub const QUORATE_AGENT_BIN_DIR_ENV: &str = "QUORATE_AGENT_BIN_DIR";
@@ -135,6 +148,9 @@ pub enum Error {
     /// An `exec` failed or timed out.
     #[error("exec in {target}: {message}")]
     Exec { target: String, message: String },
+    /// A network fault could not be set or healed (nftables, cgroups).
+    #[error("network fault: {0}")]
+    NetFault(String),
 }
 
 fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
@@ -227,6 +243,10 @@ pub(crate) struct Shared {
     hosts_text: Mutex<String>,
     http: reqwest::Client,
     https: reqwest::Client,
+    /// Probe clients whose connections leave from the node's address.
+    node_http: reqwest::Client,
+    node_https: reqwest::Client,
+    net: netfault::NetFaults,
     recorder: Recorder,
     kick: Notify,
     stopping: AtomicBool,
@@ -494,6 +514,18 @@ impl NodeAgent {
             .danger_accept_invalid_certs(true)
             .build()
             .map_err(|e| Error::Invalid(format!("building the probe HTTPS client: {e}")))?;
+        let node_http = reqwest::Client::builder()
+            .no_proxy()
+            .local_address(std::net::IpAddr::V4(node_ip))
+            .build()
+            .map_err(|e| Error::Invalid(format!("building the probe HTTP client: {e}")))?;
+        let node_https = reqwest::Client::builder()
+            .no_proxy()
+            .local_address(std::net::IpAddr::V4(node_ip))
+            .danger_accept_invalid_certs(true)
+            .build()
+            .map_err(|e| Error::Invalid(format!("building the probe HTTPS client: {e}")))?;
+        let net = netfault::NetFaults::new(&opts.node_name, subnet, node_ip);
         let recorder = Recorder::new(
             client.clone(),
             Reporter {
@@ -526,6 +558,9 @@ impl NodeAgent {
             hosts_text: Mutex::default(),
             http,
             https,
+            node_http,
+            node_https,
+            net,
             recorder,
             kick: Notify::new(),
             stopping: AtomicBool::new(false),
@@ -676,6 +711,93 @@ impl NodeAgent {
         volumes::wipe_contents(&dir).map_err(io_err(format!("emptying {}", dir.display())))
     }
 
+    /// The address of a Pod of this node for a network fault, or an error naming it.
+    fn fault_target(&self, namespace: &str, pod: &str) -> Result<Ipv4Addr, Error> {
+        self.pod_ip(namespace, pod).ok_or_else(|| {
+            Error::Invalid(format!(
+                "pod {namespace}/{pod} has no address on node {} (not bound here yet?)",
+                self.shared.opts.node_name
+            ))
+        })
+    }
+
+    /// Cuts a Pod off the network, until [`NodeAgent::heal`]:
+    ///
+    /// - [`Cut::Incoming`]: nothing addressed to the Pod's IP gets there, so no peer or client
+    ///   reaches its ports and connections to them go dead;
+    /// - [`Cut::Outgoing`]: nothing its processes send leaves them (matched by the Pod's net_cls
+    ///   class id, since on loopback they send from 127.0.0.1): the connections they open get
+    ///   nowhere and their listening sockets answer nothing;
+    /// - [`Cut::Both`]: both, so the Pod talks to no one, peers or clients.
+    ///
+    /// Traffic between the Pod and the node's address ([`NodeAgent::node_ip`]) is exempt: the
+    /// agent's probes keep reaching it (as a kubelet's do under a NetworkPolicy), and a test
+    /// looks at a cut member through a client bound to the node address. The cut belongs to the
+    /// Pod's namespace/name, whose address and class id stay the same, so it holds for restarted
+    /// containers and for a recreated Pod of that name. A new cut of the same Pod replaces the
+    /// old one. Runs `nft` (a few milliseconds; the first call fetches nftables into the cache
+    /// unless `testbed prepare` did). Processes started by [`NodeAgent::exec`] are not cut.
+    pub fn cut(&self, namespace: &str, pod: &str, how: Cut) -> Result<(), Error> {
+        let ip = self.fault_target(namespace, pod)?;
+        self.shared
+            .net
+            .cut((namespace.to_string(), pod.to_string()), ip, how)
+            .map_err(Error::NetFault)?;
+        tracing::info!(namespace, pod, %ip, ?how, "network cut");
+        Ok(())
+    }
+
+    /// Ends the Pod's cut ([`NodeAgent::cut`]); an error if it is not cut.
+    pub fn heal(&self, namespace: &str, pod: &str) -> Result<(), Error> {
+        let key = (namespace.to_string(), pod.to_string());
+        if self.shared.net.heal(&key).map_err(Error::NetFault)? {
+            tracing::info!(namespace, pod, "network cut healed");
+            Ok(())
+        } else {
+            Err(Error::Invalid(format!(
+                "pod {namespace}/{pod} is not cut on node {}",
+                self.shared.opts.node_name
+            )))
+        }
+    }
+
+    /// Makes the quorum links of this node's Pods lossy: TCP packets to or from ports 2888 and
+    /// 3888 ([`QUORUM_PORTS`]) of this node's `/24` are dropped at random, `percent` out of 100
+    /// (100 drops them all; 0 is [`NodeAgent::heal_quorum_links`]). nftables cannot delay
+    /// packets (and this kernel has no netem), so loss is how links are made slow: TCP
+    /// retransmits. Client ports and other nodes' Pods are not affected; cuts stay as they are.
+    pub fn lossy_quorum_links(&self, percent: u8) -> Result<(), Error> {
+        if percent > 100 {
+            return Err(Error::Invalid(format!(
+                "a loss of {percent}% is not a percentage"
+            )));
+        }
+        self.shared.net.set_loss(percent).map_err(Error::NetFault)?;
+        tracing::info!(percent, "quorum links lossy");
+        Ok(())
+    }
+
+    /// Ends [`NodeAgent::lossy_quorum_links`].
+    pub fn heal_quorum_links(&self) -> Result<(), Error> {
+        self.shared.net.set_loss(0).map_err(Error::NetFault)
+    }
+
+    /// Packets the agent's network-fault rules have dropped since the rules last changed (a
+    /// cut, a heal or a new loss percentage resets it); 0 when there are none.
+    pub fn dropped_packets(&self) -> Result<u64, Error> {
+        self.shared.net.dropped().map_err(Error::NetFault)
+    }
+
+    /// The agent's nftables table (family `inet`); it exists only while a fault is in force.
+    pub fn nft_table(&self) -> &str {
+        self.shared.net.table()
+    }
+
+    /// The net_cls class id of the Pod's cgroup (every container of the Pod, every restart).
+    pub fn pod_classid(&self, namespace: &str, pod: &str) -> Option<u32> {
+        self.pod_ip(namespace, pod).map(netfault::classid)
+    }
+
     /// Runs a command in a running container's mount namespace, with its environment (like
     /// `kubectl exec`); `container` defaults to the first regular container.
     pub async fn exec(
@@ -723,6 +845,7 @@ impl NodeAgent {
         for w in workers.values() {
             lock(&w.rt).kill_all();
         }
+        self.shared.net.clear();
     }
 
     /// Stops every process the agent started and its tasks; the Node and Pod objects stay as

@@ -362,6 +362,11 @@ impl Worker {
             }
         }
         lock(&self.rt).kill_all();
+        if let Some(ip) = self.ip {
+            // Its last processes may take a moment to leave it.
+            let shared = self.shared.clone();
+            let _ = tokio::task::spawn_blocking(move || shared.net.remove_pod_cgroup(ip)).await;
+        }
         lock(&self.shared.local_ips).remove(&self.key);
         let _ = std::fs::remove_dir_all(&self.pod_dir);
         self.shared.kick.notify_one();
@@ -637,6 +642,10 @@ impl Worker {
                 .mounts(spec)
                 .map_err(|m| ("CreateContainerConfigError".to_string(), m))?,
         );
+        let cgroup_procs = shared
+            .net
+            .pod_cgroup(ip)
+            .map_err(|m| ("CreateContainerError".to_string(), m))?;
         Ok(Launch {
             name: format!("{}/{}/{}", self.key.0, self.key.1, spec.name),
             argv,
@@ -647,6 +656,7 @@ impl Worker {
                 .clone()
                 .unwrap_or_else(|| img.workdir.clone()),
             log: shared.log_path(&self.key.0, &self.key.1, &spec.name),
+            cgroup_procs,
         })
     }
 
@@ -745,6 +755,9 @@ impl Worker {
                     let target = ProbeTarget {
                         http: self.shared.http.clone(),
                         https: self.shared.https.clone(),
+                        node_http: self.shared.node_http.clone(),
+                        node_https: self.shared.node_https.clone(),
+                        node_ip: self.shared.node_ip,
                         pid,
                         env: launch.env.clone(),
                         notify: self.notify.clone(),

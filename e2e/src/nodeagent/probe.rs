@@ -3,7 +3,8 @@
 //! `initialDelaySeconds`, `periodSeconds`, `timeoutSeconds`, `successThreshold` and
 //! `failureThreshold`. Handlers: `httpGet` (host: the Pod IP unless given; port by number or by
 //! the container port's name; 200-399 is success), `tcpSocket`, and `exec` (in the container's
-//! mount namespace, with its environment).
+//! mount namespace, with its environment). Probes of the Pod IP (no `host` given) are sent
+//! from the node's address, as a kubelet's come from its node: network cuts never block them.
 
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,10 +34,13 @@ enum Handler {
         url: String,
         headers: Vec<(String, String)>,
         https: bool,
+        /// The Pod IP: sent from the node's address.
+        from_node: bool,
     },
     Tcp {
         host: String,
         port: u16,
+        from_node: bool,
     },
     Exec {
         argv: Vec<String>,
@@ -94,12 +98,14 @@ fn spec_of(probe: &Probe, container: &Container, pod_ip: Ipv4Addr) -> Spec {
                     .map(|x| (x.name.clone(), x.value.clone()))
                     .collect(),
                 https,
+                from_node: h.host.is_none(),
             }
         })
     } else if let Some(t) = &probe.tcp_socket {
         port_of(&t.port, container).map(|port| Handler::Tcp {
             host: t.host.clone().unwrap_or_else(|| pod_ip.to_string()),
             port,
+            from_node: t.host.is_none(),
         })
     } else if let Some(e) = &probe.exec {
         Ok(Handler::Exec {
@@ -123,6 +129,10 @@ fn spec_of(probe: &Probe, container: &Container, pod_ip: Ipv4Addr) -> Spec {
 pub(super) struct ProbeTarget {
     pub http: reqwest::Client,
     pub https: reqwest::Client,
+    /// Clients bound to the node's address, for probes of the Pod IP.
+    pub node_http: reqwest::Client,
+    pub node_https: reqwest::Client,
+    pub node_ip: Ipv4Addr,
     /// The container's pid, for `exec` probes (`nsenter -t <pid> -m`).
     pub pid: u32,
     pub env: Vec<(String, String)>,
@@ -136,8 +146,14 @@ async fn run_once(handler: &Handler, timeout: Duration, t: &ProbeTarget) -> Resu
             url,
             headers,
             https,
+            from_node,
         } => {
-            let client = if *https { &t.https } else { &t.http };
+            let client = match (*https, *from_node) {
+                (true, true) => &t.node_https,
+                (true, false) => &t.https,
+                (false, true) => &t.node_http,
+                (false, false) => &t.http,
+            };
             let mut req = client.get(url).timeout(timeout);
             for (k, v) in headers {
                 req = req.header(k, v);
@@ -150,9 +166,23 @@ async fn run_once(handler: &Handler, timeout: Duration, t: &ProbeTarget) -> Resu
                 Err(format!("HTTP probe failed with statuscode: {status}"))
             }
         }
-        Handler::Tcp { host, port } => {
+        Handler::Tcp {
+            host,
+            port,
+            from_node,
+        } => {
             let addr = format!("{host}:{port}");
-            match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(&addr)).await {
+            let connect = async {
+                match host.parse::<Ipv4Addr>() {
+                    Ok(ip) if *from_node => {
+                        let socket = tokio::net::TcpSocket::new_v4()?;
+                        socket.bind((t.node_ip, 0).into())?;
+                        socket.connect((ip, *port).into()).await
+                    }
+                    _ => tokio::net::TcpStream::connect(&addr).await,
+                }
+            };
+            match tokio::time::timeout(timeout, connect).await {
                 Ok(Ok(_)) => Ok(()),
                 Ok(Err(e)) => Err(format!("dial tcp {addr}: {e}")),
                 Err(_) => Err(format!("dial tcp {addr}: i/o timeout")),
