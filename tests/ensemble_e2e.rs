@@ -5,6 +5,8 @@
 //! kazoo writer whose every acknowledged write is read back, a history judged linearizable by
 //! porcupine, and data written before the scenario read back after it.
 
+#[path = "ensemble_e2e/campaign.rs"]
+mod campaign;
 mod common;
 #[path = "ensemble_e2e/operator.rs"]
 mod operator;
@@ -521,6 +523,14 @@ async fn the_cli_reports_a_live_ensemble_also_as_a_kubectl_plugin(
 
 fn scenarios() -> Vec<(&'static str, Scenario)> {
     vec![
+        (
+            "a_seeded_fault_campaign_loses_no_write_and_breaks_no_invariant",
+            |b, n| {
+                Box::pin(
+                    campaign::a_seeded_fault_campaign_loses_no_write_and_breaks_no_invariant(b, n),
+                )
+            },
+        ),
         ("creates_three_and_scales_to_five_and_back", |b, n| {
             Box::pin(checked_scenario(b, n, &[3, 5, 3]))
         }),

@@ -124,17 +124,29 @@ pub struct Judges {
     writes: PathBuf,
     history: HistoryRecorder,
     history_file: PathBuf,
+    tag: String,
 }
 
 impl Judges {
     /// Writes `/before`, then starts the sampler, the writer and the history recorder against
     /// the ensemble's current members.
     pub async fn start(bed: &Bed, ns: &str, name: &str) -> Result<Judges, Failed> {
+        Judges::start_tagged(bed, ns, name, "").await
+    }
+
+    /// [`Judges::start`] with its znodes under paths ending in `tag` (`/before<tag>`, `/w<tag>`,
+    /// `/h<tag>`), so that several runs against one ensemble do not meet.
+    pub async fn start_tagged(
+        bed: &Bed,
+        ns: &str,
+        name: &str,
+        tag: &str,
+    ) -> Result<Judges, Failed> {
         let client = bed.client().await?;
         let hosts = member_hosts(&client, ns, name).await?;
         let before = bed
             .judge
-            .write(&hosts, None, "/before", BEFORE)
+            .write(&hosts, None, &format!("/before{tag}"), BEFORE)
             .await
             .map_err(|e| fail(format!("kazoo write: {e}")))?;
         if before.written != BEFORE {
@@ -169,7 +181,7 @@ impl Judges {
                 }
             })
         };
-        let writes = bed.plane.dir().join(format!("{ns}-{name}-writes.log"));
+        let writes = bed.plane.dir().join(format!("{ns}-{name}{tag}-writes.log"));
         let writer = bed
             .judge
             .writer(
@@ -181,8 +193,11 @@ impl Judges {
                 &writes,
             )
             .map_err(|e| fail(format!("kazoo writer: {e}")))?;
-        let history_file = bed.plane.dir().join(format!("{ns}-{name}-history.jsonl"));
-        let mut spec = HistorySpec::new("/h", 4, 3, Duration::from_secs(900), 6000);
+        let history_file = bed
+            .plane
+            .dir()
+            .join(format!("{ns}-{name}{tag}-history.jsonl"));
+        let mut spec = HistorySpec::new(format!("/h{tag}"), 4, 3, Duration::from_secs(900), 6000);
         spec.interval = Duration::from_millis(20);
         let history = bed
             .judge
@@ -199,6 +214,7 @@ impl Judges {
             writes,
             history,
             history_file,
+            tag: tag.to_string(),
         })
     }
 
@@ -207,6 +223,13 @@ impl Judges {
     pub fn excuse(&self, id: u32) {
         if let Ok(mut s) = self.sampler.lock() {
             s.excused.insert(id);
+        }
+    }
+
+    /// Every member may be faulted by the test from now on (a campaign).
+    pub fn excuse_all(&self) {
+        if let Ok(mut s) = self.sampler.lock() {
+            s.excuse_all = true;
         }
     }
 
@@ -235,7 +258,8 @@ impl Judges {
         )
         .await?;
         let history_file = self.history_file.clone();
-        wait_for(
+        // Its summary below says what went wrong when it falls short.
+        let _ = wait_for(
             "the history's operations",
             Duration::from_secs(120),
             async || {
@@ -245,7 +269,7 @@ impl Judges {
                     >= MIN_HISTORY_OPS + 4)
             },
         )
-        .await?;
+        .await;
         let _ = self.stop.send(true);
         let _ = self.task.await;
         drop(self.writer);
@@ -271,7 +295,7 @@ impl Judges {
         let hosts = member_hosts(&self.client, &self.ns, &self.name).await?;
         let before = bed
             .judge
-            .verify(&hosts, None, "/before", BEFORE)
+            .verify(&hosts, None, &format!("/before{}", self.tag), BEFORE)
             .await
             .map_err(|e| fail(format!("kazoo verify: {e}")))?;
         if !before.ok || before.checked != BEFORE {

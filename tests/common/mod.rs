@@ -134,6 +134,41 @@ impl Bed {
         }
     }
 
+    /// Sends `signal` to operator `identity` (SIGSTOP pauses it past its Lease, SIGCONT resumes
+    /// it); false if there is no such operator.
+    pub fn signal_operator(&self, identity: &str, signal: i32) -> bool {
+        self.operators.lock().ok().is_some_and(|ops| {
+            ops.iter()
+                .find(|o| o.identity == identity)
+                .is_some_and(|o| o.child.signal(signal).is_ok())
+        })
+    }
+
+    /// Forgets operator processes that have exited (an operator exits when it loses its
+    /// Lease, and its Deployment starts it again); returns their identities.
+    pub fn reap_operators(&self) -> Vec<String> {
+        let Ok(mut ops) = self.operators.lock() else {
+            return Vec::new();
+        };
+        let mut gone = Vec::new();
+        ops.retain_mut(|o| {
+            let running = o.child.is_running();
+            if !running {
+                gone.push(o.identity.clone());
+            }
+            running
+        });
+        gone
+    }
+
+    /// The identities of the running operator processes.
+    pub fn operator_identities(&self) -> Vec<String> {
+        self.operators
+            .lock()
+            .map(|ops| ops.iter().map(|o| o.identity.clone()).collect())
+            .unwrap_or_default()
+    }
+
     /// Kills the operator process `identity`.
     pub fn kill_operator_named(&self, identity: &str) {
         if let Ok(mut ops) = self.operators.lock()

@@ -53,7 +53,13 @@ pub struct Sampler {
     pub left_config_at: BTreeMap<u32, usize>,
     /// Members the test faulted: their own outages are not the operator's transitions.
     pub excused: BTreeSet<u32>,
+    /// Every member may be faulted (a fault campaign): outages and Pod deletions are not held
+    /// against the operator; configuration checks (one voter at a time, synced before it votes,
+    /// removed ids never back, split brain) still apply.
+    pub excuse_all: bool,
     last: BTreeMap<u32, MemberView>,
+    /// Whether a member served outside the configuration (a synced joiner) at the latest sample.
+    pub joiner_serving: bool,
     /// Whether every voter served at the latest sample.
     pub voters_served: bool,
     /// Members whose Pod was deleted while they served as voters, by id: they must stay voters
@@ -83,6 +89,10 @@ fn allowed_change(prev: &BTreeSet<u32>, next: &BTreeSet<u32>) -> bool {
 }
 
 impl Sampler {
+    fn is_excused(&self, id: u32) -> bool {
+        self.excuse_all || self.excused.contains(&id)
+    }
+
     /// Takes one sample's views (by server id) and checks them against the previous sample.
     pub fn observe(&mut self, now: BTreeMap<u32, MemberView>) {
         self.samples += 1;
@@ -91,7 +101,7 @@ impl Sampler {
         if now.values().any(|m| m.leader) {
             let transition = now
                 .iter()
-                .filter(|(id, m)| !m.serving && !self.excused.contains(id))
+                .filter(|(id, m)| !m.serving && !self.is_excused(**id))
                 .count();
             self.max_in_transition = self.max_in_transition.max(transition);
         }
@@ -145,8 +155,7 @@ impl Sampler {
                 .as_ref()
                 .or(prev_config.as_ref())
                 .is_some_and(|c| c.contains(id));
-            if gone && !before.deleting && before.serving && was_voter && !self.excused.contains(id)
-            {
+            if gone && !before.deleting && before.serving && was_voter && !self.is_excused(*id) {
                 self.deleted_while_voting.insert(*id);
                 self.restarts.push(Restart {
                     id: *id,
@@ -183,6 +192,7 @@ impl Sampler {
                 .map(|(id, _)| *id)
                 .collect();
             self.max_non_voters = self.max_non_voters.max(non_voters.len());
+            self.joiner_serving = !non_voters.is_empty();
             // Two synced joiners wait together only for the single 1->3 reconfig.
             let allowed = if config.len() == 1 { 2 } else { 1 };
             if non_voters.len() > allowed {
@@ -201,7 +211,7 @@ impl Sampler {
                         "I3: the configuration changed by more than one voter: {prev:?} -> {config:?}"
                     ));
                 }
-                if !added.is_empty() && !self.voters_served {
+                if !added.is_empty() && !self.voters_served && !self.excuse_all {
                     self.violations.push(format!(
                         "I2: voters {added:?} were added while a voter of {prev:?} was not serving"
                     ));
