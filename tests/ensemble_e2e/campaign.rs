@@ -197,6 +197,28 @@ impl Rig<'_> {
     }
 }
 
+/// What became of one fault.
+enum Injected {
+    /// It landed; with the failpoint armed, if any, and whether the operator reached it.
+    Done(Option<(String, bool)>),
+    /// Its victim had no running process at that moment (it was restarting): tried again later.
+    Missed,
+}
+
+/// Runs a process fault through the node agent: false when the Pod had no running container.
+fn landed(
+    bed: &Bed,
+    f: impl FnOnce(
+        &quorate_testbed::nodeagent::NodeAgent,
+    ) -> Result<(), quorate_testbed::nodeagent::Error>,
+) -> Result<bool, Failed> {
+    match with_agent(bed, f) {
+        Ok(()) => Ok(true),
+        Err(e) if format!("{e:?}").contains("no running container") => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 fn pick_member(rng: &mut StdRng, ids: &[u32]) -> Result<u32, Failed> {
     ids.choose(rng)
         .copied()
@@ -274,7 +296,7 @@ async fn inject(
     fault: Fault,
     op: Operation,
     rng: &mut StdRng,
-) -> Result<Option<(String, bool)>, Failed> {
+) -> Result<Injected, Failed> {
     let bed = rig.bed;
     let client = bed.client().await?;
     let (leader, followers) = roles(bed, ns).await?;
@@ -289,14 +311,19 @@ async fn inject(
                 victim
             };
             if let Some(id) = id {
-                with_agent(bed, |a| a.kill(ns, &pod(id)))?;
+                if !landed(bed, |a| a.kill(ns, &pod(id)))? {
+                    return Ok(Injected::Missed);
+                }
             }
         }
         Fault::MemberPause => {
             if let Some(id) = victim {
-                with_agent(bed, |a| a.pause(ns, &pod(id)))?;
+                if !landed(bed, |a| a.pause(ns, &pod(id)))? {
+                    return Ok(Injected::Missed);
+                }
                 holding(hold(rng)).await;
-                with_agent(bed, |a| a.resume(ns, &pod(id)))?;
+                // A member that died while paused has nothing to resume.
+                landed(bed, |a| a.resume(ns, &pod(id)))?;
             }
         }
         Fault::CrashLoop => {
@@ -311,18 +338,14 @@ async fn inject(
         }
         Fault::VolumeLost => {
             if let Some(id) = victim {
-                with_agent(bed, |a| {
-                    a.delete_volume(ns, &format!("data-masters-{id}"))?;
-                    a.kill(ns, &pod(id))
-                })?;
+                with_agent(bed, |a| a.delete_volume(ns, &format!("data-masters-{id}")))?;
+                landed(bed, |a| a.kill(ns, &pod(id)))?;
             }
         }
         Fault::VolumeLostWhileDown => {
             if let Some(id) = victim {
-                with_agent(bed, |a| {
-                    a.kill(ns, &pod(id))?;
-                    a.delete_volume(ns, &format!("data-masters-{id}"))
-                })?;
+                landed(bed, |a| a.kill(ns, &pod(id)))?;
+                with_agent(bed, |a| a.delete_volume(ns, &format!("data-masters-{id}")))?;
             }
         }
         Fault::CutBoth | Fault::CutIncoming | Fault::CutOutgoing | Fault::LeaderCut => {
@@ -392,7 +415,7 @@ async fn inject(
             rig.hands_off
                 .store(false, std::sync::atomic::Ordering::SeqCst);
             rig.top_up()?;
-            return Ok(Some((name.to_string(), reached)));
+            return Ok(Injected::Done(Some((name.to_string(), reached))));
         }
         Fault::OperatorPausedPastLease => {
             if let Some(holder) = bed.lease_holder().await? {
@@ -480,12 +503,14 @@ async fn inject(
                 judges.with_sampler(|s| s.joiner_serving)
             })
             .await;
-            if let (Some(id), _) = roles(bed, ns).await? {
-                with_agent(bed, |a| a.kill(ns, &pod(id)))?;
+            if let (Some(id), _) = roles(bed, ns).await?
+                && !landed(bed, |a| a.kill(ns, &pod(id)))?
+            {
+                return Ok(Injected::Missed);
             }
         }
     }
-    Ok(None)
+    Ok(Injected::Done(None))
 }
 
 /// The faults of a campaign: every kind once in a seeded order, then seeded random kinds.
@@ -581,10 +606,11 @@ pub async fn campaign(bed: &Bed, ns: &str, seed: u64, faults: usize) -> Result<(
         });
     let mut size = 3;
     let mut tick = 500;
-    let mut queue = plan.into_iter().peekable();
+    let mut queue: std::collections::VecDeque<Fault> = plan.into_iter().collect();
+    let mut missed = 0;
     let mut round = 0;
     let result: Result<(), Failed> = async {
-        while queue.peek().is_some() {
+        while !queue.is_empty() {
             round += 1;
             let judges = Judges::start_tagged(bed, ns, "masters", &format!("-r{round}")).await?;
             judges.excuse_all();
@@ -608,14 +634,27 @@ pub async fn campaign(bed: &Bed, ns: &str, seed: u64, faults: usize) -> Result<(
             let mut done = Vec::new();
             let mut failpoints = Vec::new();
             for _ in 0..n {
-                let Some(fault) = queue.next() else { break };
+                let Some(fault) = queue.pop_front() else {
+                    break;
+                };
                 holding(Duration::from_millis(rng.random_range(0..3000))).await;
                 rig.supervise()?;
                 eprintln!("round {round} ({op:?}): {fault:?}");
-                if let Some(fp) = inject(&rig, ns, &api, &judges, fault, op, &mut rng).await? {
-                    failpoints.push(fp);
+                match inject(&rig, ns, &api, &judges, fault, op, &mut rng).await? {
+                    Injected::Done(fp) => {
+                        failpoints.extend(fp);
+                        done.push(fault);
+                    }
+                    Injected::Missed if missed < faults => {
+                        missed += 1;
+                        queue.push_back(fault);
+                    }
+                    Injected::Missed => {
+                        return Err(fail(format!(
+                            "{fault:?} found no running victim {missed} times"
+                        )));
+                    }
                 }
-                done.push(fault);
             }
             rig.supervise()?;
             let converge = converged(&rig, &api, &judges, size as usize).await?;
