@@ -42,7 +42,13 @@ import threading
 import time
 
 from kazoo.client import KazooClient
-from kazoo.exceptions import BadVersionError, KazooException, NodeExistsError, NoNodeError
+from kazoo.exceptions import (
+    BadVersionError,
+    KazooException,
+    NodeExistsError,
+    NoNodeError,
+    SessionExpiredError,
+)
 from kazoo.handlers.threading import KazooTimeoutError
 from kazoo.retry import KazooRetry
 from kazoo.security import ACL, Id, Permissions
@@ -312,7 +318,7 @@ def cmd_writer(args):
     threading.Thread(target=watchdog, daemon=True).start()
     run = base64.b32encode(os.urandom(5)).decode().lower()
     errors = {}
-    attempts = acked = 0
+    attempts = acked = failing = 0
     client = None
     with open(args.out, "w", encoding="utf-8") as out:
         while time.monotonic() < deadline:
@@ -337,8 +343,16 @@ def cmd_writer(args):
             except (KazooException, KazooTimeoutError) as e:
                 # Not acknowledged (it may or may not have been applied): not recorded.
                 errors[type(e).__name__] = errors.get(type(e).__name__, 0) + 1
+                failing += 1
+                if isinstance(e, SessionExpiredError) or failing >= 40:
+                    # An expired session (or a client stuck on dead members) never recovers by
+                    # itself: start over with a new session.
+                    close(client)
+                    client = None
+                    failing = 0
                 time.sleep(0.05)
                 continue
+            failing = 0
             acked += 1
             out.write(json.dumps({"path": path, "data": data.decode()}) + "\n")
             out.flush()
