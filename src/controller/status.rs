@@ -8,9 +8,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use super::observe::Observation;
 use crate::constants::*;
 use crate::crd::{
-    EnsemblePhase,
-    InFlightStep, MasterEnsembleStatus, MemberRole, MemberState, MemberStatus, QuorumStatus,
-    condition,
+    EnsemblePhase, InFlightStep, MasterEnsembleStatus, MemberRole, MemberState, MemberStatus,
+    QuorumStatus, condition,
 };
 use crate::executor::resources::names::member_pod;
 use crate::planner::rules::{majority, tolerance};
@@ -224,7 +223,10 @@ fn phase_of(plan: &Plan, claimed: Option<&Claim>) -> (EnsemblePhase, String) {
             (EnsemblePhase::Paused, reason.to_string())
         }
         (Decision::Wait { reason }, _) => (EnsemblePhase::Progressing, reason.to_string()),
-        (Decision::Converged, _) => (EnsemblePhase::Running, "the ensemble matches the spec".into()),
+        (Decision::Converged, _) => (
+            EnsemblePhase::Running,
+            "the ensemble matches the spec".into(),
+        ),
         (Decision::Blocked { reason }, _) => (EnsemblePhase::Blocked, reason.to_string()),
     }
 }
