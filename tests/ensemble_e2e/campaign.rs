@@ -310,10 +310,10 @@ async fn inject(
             } else {
                 victim
             };
-            if let Some(id) = id {
-                if !landed(bed, |a| a.kill(ns, &pod(id)))? {
-                    return Ok(Injected::Missed);
-                }
+            if let Some(id) = id
+                && !landed(bed, |a| a.kill(ns, &pod(id)))?
+            {
+                return Ok(Injected::Missed);
             }
         }
         Fault::MemberPause => {
