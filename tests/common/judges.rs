@@ -42,8 +42,9 @@ async fn admin_json(http: &reqwest::Client, ip: &str, cmd: &str) -> Option<serde
     resp.json::<serde_json::Value>().await.ok()
 }
 
-/// Reads every member Pod and its AdminServer once.
-async fn sample(
+/// Reads every member Pod of ensemble `name` and its AdminServer once; `None` when the Pods
+/// cannot be listed.
+pub async fn sample(
     client: &Client,
     ns: &str,
     name: &str,

@@ -225,53 +225,25 @@ fn pick_member(rng: &mut StdRng, ids: &[u32]) -> Result<u32, Failed> {
         .ok_or_else(|| fail("no member to fault"))
 }
 
-/// The members' ids as ZooKeeper reports them: (leader, followers that serve).
+/// The members' ids as ZooKeeper reports them: (leader, voters that serve and follow it).
 async fn roles(bed: &Bed, ns: &str) -> Result<(Option<u32>, Vec<u32>), Failed> {
     let client = bed.client().await?;
     let http = reqwest::Client::builder()
         .timeout(Duration::from_millis(800))
         .build()
         .map_err(|e| fail(e.to_string()))?;
-    let pods: Api<Pod> = Api::namespaced(client, ns);
-    let list = pods
-        .list(&kube::api::ListParams::default().labels("quorate.dev/ensemble=masters"))
+    let seen = crate::common::judges::sample(&client, ns, "masters", &http)
         .await
-        .map_err(|e| fail(e.to_string()))?;
-    let mut leader = None;
-    let mut followers = Vec::new();
-    for p in &list.items {
-        let Some(id) = p
-            .metadata
-            .labels
-            .as_ref()
-            .and_then(|l| l.get("quorate.dev/server-id"))
-            .and_then(|v| v.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Some(ip) = p.status.as_ref().and_then(|s| s.pod_ip.clone()) else {
-            continue;
-        };
-        let state = async {
-            let v: serde_json::Value = http
-                .get(format!("http://{ip}:8080/commands/srvr"))
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
-            v.pointer("/server_stats/server_state")
-                .and_then(|s| s.as_str())
-                .map(str::to_string)
-        }
-        .await;
-        match state.as_deref() {
-            Some("leader") => leader = Some(id),
-            Some("follower") => followers.push(id),
-            _ => {}
-        }
-    }
+        .ok_or_else(|| fail("list the member Pods"))?;
+    let leader = seen.iter().find(|(_, m)| m.leader).map(|(id, _)| *id);
+    let config = leader
+        .and_then(|id| seen[&id].config.clone())
+        .unwrap_or_default();
+    let followers = seen
+        .iter()
+        .filter(|(id, m)| m.serving && !m.leader && config.contains(id))
+        .map(|(id, _)| *id)
+        .collect();
     Ok((leader, followers))
 }
 

@@ -14,6 +14,7 @@ use quorate::crd::MasterEnsemble;
 
 use super::{create_and_converge, member_pods, server_ids, status_of};
 use crate::common::judges::Judges;
+use crate::common::sampler::MemberView;
 use crate::common::*;
 
 /// Waits until operator `identity` answers /readyz with 200.
@@ -374,80 +375,21 @@ pub async fn a_removed_permission_is_reported_on_the_ensemble_and_granting_it_re
     wait_converged(bed, &api, "masters", 1, Duration::from_secs(180)).await
 }
 
-/// One member as the API server and its own AdminServer show it (no quorate code involved).
-#[derive(Clone, Debug)]
-struct MemberSeen {
-    id: u32,
-    uid: String,
-    deleting: bool,
-    /// `srvr` answers without error: it has synced with a leader.
-    serving: bool,
-    leader: bool,
-    /// Its `voting_view`.
-    config: Option<BTreeSet<u32>>,
-}
-
-async fn admin_json(http: &reqwest::Client, ip: &str, cmd: &str) -> Option<serde_json::Value> {
-    let resp = http
-        .get(format!("http://{ip}:8080/commands/{cmd}"))
-        .send()
-        .await
-        .ok()?;
-    resp.json().await.ok()
-}
-
-/// Every member Pod of `masters` in `ns`, each asked for `srvr` and `voting_view`.
+/// Every member of `masters` in `ns` as the API server and its own AdminServer show it (the
+/// judges' sampler; no quorate code involved).
 async fn members_seen(
     client: &kube::Client,
     ns: &str,
     http: &reqwest::Client,
-) -> Result<Vec<MemberSeen>, Failed> {
-    let mut seen = Vec::new();
-    for p in member_pods(client, ns).await? {
-        let Some(id) = p
-            .metadata
-            .labels
-            .as_ref()
-            .and_then(|l| l.get("quorate.dev/server-id"))
-            .and_then(|v| v.parse().ok())
-        else {
-            continue;
-        };
-        let mut m = MemberSeen {
-            id,
-            uid: p.metadata.uid.clone().unwrap_or_default(),
-            deleting: p.metadata.deletion_timestamp.is_some(),
-            serving: false,
-            leader: false,
-            config: None,
-        };
-        if let Some(ip) = p.status.as_ref().and_then(|s| s.pod_ip.clone())
-            && let Some(srvr) = admin_json(http, &ip, "srvr").await
-            && srvr.get("error").is_none_or(|e| e.is_null())
-        {
-            m.serving = true;
-            m.leader = srvr
-                .pointer("/server_stats/server_state")
-                .and_then(|s| s.as_str())
-                == Some("leader");
-            m.config = admin_json(http, &ip, "voting_view").await.and_then(|v| {
-                Some(
-                    v.get("current_config")?
-                        .as_object()?
-                        .keys()
-                        .filter_map(|k| k.parse().ok())
-                        .collect(),
-                )
-            });
-        }
-        seen.push(m);
-    }
-    Ok(seen)
+) -> Result<BTreeMap<u32, MemberView>, Failed> {
+    crate::common::judges::sample(client, ns, "masters", http)
+        .await
+        .ok_or_else(|| fail("list the member Pods"))
 }
 
 /// The configuration ZooKeeper's leader serves.
-fn leader_config(seen: &[MemberSeen]) -> Option<BTreeSet<u32>> {
-    seen.iter()
+fn leader_config(seen: &BTreeMap<u32, MemberView>) -> Option<BTreeSet<u32>> {
+    seen.values()
         .filter(|m| m.leader)
         .find_map(|m| m.config.clone())
 }
@@ -498,7 +440,7 @@ async fn an_operator_killed_inside_a_step_leaves_it_to_its_successor(
         .map_err(|e| fail(e.to_string()))?;
     let at_stop = members_seen(&client, ns, &http).await?;
     bed.kill_operator_named(&armed);
-    let pods_at_stop: BTreeSet<u32> = at_stop.iter().map(|m| m.id).collect();
+    let pods_at_stop: BTreeSet<u32> = at_stop.keys().copied().collect();
     let config_at_stop = leader_config(&at_stop);
     if pods_at_stop.len() != at.pods
         || config_at_stop.as_ref().map(BTreeSet::len) != Some(at.voters)
@@ -522,16 +464,16 @@ async fn an_operator_killed_inside_a_step_leaves_it_to_its_successor(
     let end = members_seen(&client, ns, &http).await?;
     let verdict = judges.finish(bed).await?;
 
-    let ids: BTreeSet<u32> = end.iter().map(|m| m.id).collect();
+    let ids: BTreeSet<u32> = end.keys().copied().collect();
     let known: BTreeSet<u32> = (1..=at.to.max(at.from) as u32).collect();
-    let leaders = end.iter().filter(|m| m.leader).count();
+    let leaders = end.values().filter(|m| m.leader).count();
     let scale_up = at.to > at.from;
     if ids.len() != at.to as usize
         || !ids.is_subset(&known)
         || (scale_up && ids != known)
         || leaders != 1
         || end
-            .iter()
+            .values()
             .any(|m| !m.serving || m.deleting || m.config.as_ref() != Some(&ids))
     {
         return Err(fail(format!(
@@ -557,8 +499,8 @@ async fn an_operator_killed_inside_a_step_leaves_it_to_its_successor(
     }
     let replaced: Vec<u32> = at_stop
         .iter()
-        .filter(|s| end.iter().any(|e| e.id == s.id && e.uid != s.uid))
-        .map(|s| s.id)
+        .filter(|(id, s)| end.get(id).is_some_and(|e| e.uid != s.uid))
+        .map(|(id, _)| *id)
         .collect();
     if !replaced.is_empty() {
         return Err(fail(format!(
