@@ -34,13 +34,17 @@ pub async fn execute(
             ensure_member_created(ctx, ectx, desired, *member, *seed, obs).await?;
             failpoints::reached(failpoints::CREATE_MEMBER_AFTER_EFFECT).await;
         }
-        Step::AddVoter { member } => {
-            let entry = joiner_entry(ectx, *member, step)?;
-            ensure_reconfig(ens, *member, Some(entry), obs, credentials, step).await?;
+        Step::AddVoter { members } => {
+            let entries = members
+                .iter()
+                .map(|id| joiner_entry(ectx, id, step))
+                .collect::<Result<Vec<_>, _>>()?;
+            ensure_reconfig(ens, &entries, &[], obs, credentials, step).await?;
             failpoints::reached(failpoints::ADD_VOTER_AFTER_EFFECT).await;
         }
-        Step::RemoveVoter { member } => {
-            ensure_reconfig(ens, *member, None, obs, credentials, step).await?;
+        Step::RemoveVoter { members } => {
+            let leaving: Vec<ServerId> = members.iter().collect();
+            ensure_reconfig(ens, &[], &leaving, obs, credentials, step).await?;
             failpoints::reached(failpoints::REMOVE_VOTER_AFTER_EFFECT).await;
         }
         Step::DeleteMember { member } => {
@@ -216,12 +220,13 @@ async fn ensure_member_restarted(
     }
 }
 
-/// Adds (with `Some(entry)`) or removes member `id` as a voter through ZooKeeper's own
-/// reconfig, which the zk module makes idempotent and refuses for unsynced joiners.
+/// Adds the `joining` members as voters, or removes the `leaving` ones, in one reconfig through
+/// ZooKeeper's own reconfig, which the zk module makes idempotent (members already in place
+/// count as done) and refuses for unsynced joiners.
 async fn ensure_reconfig(
     ens: &MasterEnsemble,
-    id: ServerId,
-    join: Option<ServerEntry>,
+    joining: &[ServerEntry],
+    leaving: &[ServerId],
     obs: &Observation,
     credentials: &Credentials,
     step: &Step,
@@ -231,9 +236,10 @@ async fn ensure_reconfig(
             "{step}: no member serves, the configuration cannot change"
         ))
     })?;
-    let outcome = match &join {
-        Some(entry) => membership.add_voter(entry).await,
-        None => membership.remove_voter(id).await,
+    let outcome = if joining.is_empty() {
+        membership.remove_voters(leaving).await
+    } else {
+        membership.add_voters(joining).await
     };
     outcome.map(|_| ()).map_err(|source| Error::Membership {
         step: step.to_string(),

@@ -14,9 +14,7 @@ use crate::constants::*;
 use crate::crd::{ArtifactPhase, MasterEnsemble, MemberState, MemberStatus, ZkBackup};
 use crate::executor::resources::names::server_id_of;
 use crate::planner::rules::unhealthy_since;
-use crate::planner::{
-    Claim, Desired, Member, Membership, Observed, PodInfo, ReadyBackup, ServerId, Step,
-};
+use crate::planner::{Desired, Member, Membership, Observed, PodInfo, ReadyBackup, ServerId};
 use crate::zk::{
     Credentials, EnsembleConfig, EnsembleObservation, MemberAddr, ZkMembership, observe_ensemble,
 };
@@ -159,14 +157,10 @@ pub async fn observe(
         );
         members.insert(id, member);
     }
-    let in_flight = status.in_flight.as_ref().and_then(|s| {
-        let member = ServerId(u32::try_from(s.member).ok()?);
-        let seed = s.kind == "create-member" && status.voters.is_empty();
-        Some(Claim {
-            step: Step::from_kind(&s.kind, member, seed)?,
-            started_at: s.started_at.0,
-        })
-    });
+    let in_flight = status
+        .in_flight
+        .as_ref()
+        .and_then(|s| super::status::claim_of(s, status.voters.is_empty()));
     obs.observed = Observed {
         members,
         config,

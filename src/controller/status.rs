@@ -13,9 +13,10 @@ use crate::crd::{
 };
 use crate::executor::resources::names::member_pod;
 use crate::planner::rules::{majority, tolerance};
-use crate::planner::{Claim, Decision, Plan, Role, Step};
+use crate::planner::{Claim, Decision, Plan, Role, ServerId, Step};
 
-/// A claim as stored in status.
+/// A claim as stored in status: the step's id names every member (`add-voter/2,3` for the
+/// reconfig that grows one voter to three), `member` the first of them.
 pub fn in_flight_step(step: &Step, at: Timestamp) -> InFlightStep {
     InFlightStep {
         id: step.id(),
@@ -23,6 +24,24 @@ pub fn in_flight_step(step: &Step, at: Timestamp) -> InFlightStep {
         member: i64::from(step.member().0),
         started_at: Time(at),
     }
+}
+
+/// The claim a status records, read back as [`in_flight_step`] wrote it: from the step id,
+/// which names every member; from `kind` and `member` when the id is not one quorate writes.
+/// `bootstrap`: no voter is recorded yet, so a create is the seed's.
+pub fn claim_of(record: &InFlightStep, bootstrap: bool) -> Option<Claim> {
+    let seed = record.kind == "create-member" && bootstrap;
+    let step = Step::from_id(&record.id, seed)
+        .ok()
+        .filter(|s| s.kind() == record.kind && i64::from(s.member().0) == record.member)
+        .or_else(|| {
+            let member = ServerId(u32::try_from(record.member).ok()?);
+            Step::from_kind(&record.kind, member, seed)
+        })?;
+    Some(Claim {
+        step,
+        started_at: record.started_at.0,
+    })
 }
 
 fn claim_step(c: &Claim) -> InFlightStep {
@@ -254,5 +273,62 @@ fn cond(
         message: message.into(),
         observed_generation: generation,
         last_transition_time: last,
+    }
+}
+
+#[cfg(test)]
+mod claim_record_tests {
+    //! Unit tier: a claim reads back from status as the step that was written.
+
+    use super::*;
+    use crate::planner::MemberSet;
+
+    #[test]
+    fn a_claim_of_two_voters_reads_back_as_the_same_step() {
+        let at = Timestamp::from_second(1_767_268_800).unwrap();
+        let pair = MemberSet::new([ServerId(2), ServerId(3)]).unwrap();
+        for step in [
+            Step::AddVoter {
+                members: pair.clone(),
+            },
+            Step::RemoveVoter { members: pair },
+            Step::add_voter(ServerId(4)),
+            Step::CreateMember {
+                member: ServerId(1),
+                seed: true,
+            },
+            Step::RestartMember {
+                member: ServerId(2),
+            },
+        ] {
+            let record = in_flight_step(&step, at);
+            let bootstrap = matches!(step, Step::CreateMember { seed: true, .. });
+            let back = claim_of(&record, bootstrap).map(|c| c.step);
+            assert_eq!(back, Some(step), "{record:?}");
+        }
+        let record = in_flight_step(&Step::add_voter(ServerId(4)), at);
+        assert_eq!(record.id, "add-voter/4");
+        assert_eq!(record.member, 4);
+        let pair = in_flight_step(
+            &Step::AddVoter {
+                members: MemberSet::new([ServerId(3), ServerId(2)]).unwrap(),
+            },
+            at,
+        );
+        assert_eq!((pair.id.as_str(), pair.member), ("add-voter/2,3", 2));
+    }
+
+    #[test]
+    fn a_claim_written_by_hand_with_only_kind_and_member_is_read() {
+        let record = InFlightStep {
+            id: "something else".into(),
+            kind: "remove-voter".into(),
+            member: 5,
+            started_at: Time(Timestamp::UNIX_EPOCH),
+        };
+        assert_eq!(
+            claim_of(&record, false).map(|c| c.step),
+            Some(Step::remove_voter(ServerId(5)))
+        );
     }
 }

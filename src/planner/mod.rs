@@ -6,22 +6,30 @@
 //! Safety rules (each a named function in [`rules`]):
 //! - [`rules::quorum_is_healthy`]: a majority of the voters is serving and synced.
 //! - [`rules::all_voters_healthy`]: no step while any voter is unhealthy (I2), except repairs.
-//! - [`rules::quorum_survives_removal`]: removing a voter leaves a healthy majority (I3, I5).
-//! - [`rules::quorum_survives_addition`]: adding a joiner keeps a healthy majority (I3).
+//! - [`rules::quorum_survives_removal`]: removing a voter leaves a healthy majority (I3, I5);
+//!   [`rules::quorum_survives_removal_of`] for the two voters of a 3 -> 1 reconfig.
+//! - [`rules::quorum_survives_addition`]: adding joiners keeps a healthy majority (I3).
+//! - [`rules::voters_per_change`]: one voter per reconfig, except two when one voter grows to
+//!   three or three shrink to one, so that no configuration of two voters is ever committed
+//!   (docs/one-to-three.md).
 //! - [`rules::quorum_survives_restart`]: restarting one member keeps a healthy majority (I6).
 //! - [`rules::joiner_is_synced`]: a joiner becomes a voter only when serving and synced (I3).
 //! - [`rules::replace_is_due`]: a voter is replaced only after `replaceAfter` down (I2).
 //! - [`rules::rollout_is_at_fault`]: a member that fails with the new spec stops the roll (I6).
 //! - [`rules::backup_is_fresh`]: `backupBeforeChange` holds every requested change.
 //! - [`rules::id_is_fresh`]: new members get ids never used before (I4).
-//! - [`rules::choose_voter_to_remove`]: scale down removes unhealthy, then newest followers.
+//! - [`rules::choose_voter_to_remove`]: scale down removes unhealthy, then newest followers;
+//!   [`rules::choose_voters_to_remove`] picks the two followers of a 3 -> 1 reconfig, never the
+//!   leader.
 //! - [`rules::restart_order`]: followers first, the leader last (I6).
 //! - [`rules::most_up_to_date_survivor`]: recovery starts from the highest zxid (I7).
 //! - [`rules::step_is_done`]: a claimed step is confirmed from the observation, never repeated.
 //!
 //! One step at a time (I1) follows from the shape of [`plan`]: a step is only proposed when no
-//! other member is in transition (every voter healthy, at most one joiner, strays deleted
-//! first), and the claim in status makes it the only one.
+//! other member is in transition (every voter healthy, at most one joiner that is not synced,
+//! strays deleted first), and the claim in status makes it the only one. Growing one voter to
+//! three keeps two joiners, the second started only once the first is synced; shrinking three
+//! to one leaves two removed members, deleted one at a time.
 
 #[cfg(test)]
 pub mod fixtures;
@@ -41,4 +49,4 @@ pub use model::{
     Claim, Desired, Member, Membership, Observed, PodInfo, ReadyBackup, Role, ServerId, ZkState,
 };
 pub use plan::{Plan, Rule, matches_spec, plan};
-pub use step::{BlockReason, Decision, Step, WaitReason};
+pub use step::{BlockReason, Decision, MemberSet, Step, WaitReason};

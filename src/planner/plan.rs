@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::model::{Desired, Member, Observed, ServerId};
 use super::rules::*;
-use super::step::{BlockReason, Decision, Step, WaitReason};
+use super::step::{BlockReason, Decision, MemberSet, Step, WaitReason};
 
 /// The rule that produced a decision (bounded; printed by `quorate plan`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -23,7 +23,7 @@ pub enum Rule {
     QuorumMustBeHealthy,
     /// Every voter in the configuration needs a member quorate owns.
     VotersNeedMembers,
-    /// A member that is not a voter and not the needed joiner is deleted (removed servers keep serving).
+    /// A member that is not a voter and not a needed joiner is deleted (removed servers keep serving).
     StrayMembersAreDeleted,
     /// When scaling down, an unhealthy voter is removed first.
     ScaleDownRemovesUnhealthyFirst,
@@ -41,8 +41,14 @@ pub enum Rule {
     JoinerIsAddedOnceSynced,
     /// Scale up starts one joiner with the current configuration plus itself.
     ScaleUpStartsOneJoiner,
+    /// Growing one voter to three starts a second joiner once the first is synced, then adds
+    /// both in one reconfig: no configuration of two voters, where either one lost stops it.
+    OneToThreeAddsBothJoinersAtOnce,
     /// Scale down removes one voter at a time from the configuration.
     ScaleDownRemovesOneVoter,
+    /// Shrinking three voters to one removes both followers in one reconfig (the leader stays):
+    /// no configuration of two voters.
+    ThreeToOneRemovesBothFollowersAtOnce,
     /// Rolling restarts go one member at a time, followers first, the leader last.
     RollingRestartLeaderLast,
     /// backupBeforeChange holds every requested change until a fresh backup exists.
@@ -128,10 +134,14 @@ fn claimed_step_must_continue(step: &Step, desired: &Desired, observed: &Observe
             let half_done = observed.fresh_id() == ServerId(id.0 + 1)
                 && member.is_some_and(|m| m.pod.is_none() && !m.was_voter)
                 && !voters.contains(id);
-            let others_settled = observed
-                .members
-                .values()
-                .all(|m| m.id == *id || voters.contains(&m.id));
+            // Nothing else is in transition: every other member is a voter, or, while one voter
+            // grows to three, the first joiner, synced.
+            let pair = voters_per_change(voters.len(), desired.replicas) == 2;
+            let others_settled = observed.members.values().all(|m| {
+                m.id == *id
+                    || voters.contains(&m.id)
+                    || (pair && !m.was_voter && joiner_is_synced(m))
+            });
             half_done
                 && others_settled
                 && if *seed {
@@ -233,7 +243,7 @@ fn plan_fresh(desired: &Desired, observed: &Observed, now: Timestamp) -> Plan {
         // voter, once the rest keeps a healthy majority.
         let id = unknown[0];
         if quorum_survives_removal(observed, &voters, id) {
-            return act(Step::RemoveVoter { member: id }, Rule::VotersNeedMembers);
+            return act(Step::remove_voter(id), Rule::VotersNeedMembers);
         }
         return blocked(
             BlockReason::UnknownVoters { members: unknown },
@@ -246,12 +256,12 @@ fn plan_fresh(desired: &Desired, observed: &Observed, now: Timestamp) -> Plan {
         return wait(WaitReason::QuorumForming, Rule::QuorumMustBeHealthy);
     };
 
-    // Stray members: not voters, and not the one joiner that scaling up needs.
-    let joiner = needed_joiner(desired, observed, &voters);
+    // Stray members: not voters, and not the joiners that scaling up needs.
+    let joiners = needed_joiners(desired, observed, &voters);
     if let Some(stray) = observed
         .members
         .values()
-        .find(|m| !voters.contains(&m.id) && Some(m.id) != joiner && !deletion_is_requested(m))
+        .find(|m| !voters.contains(&m.id) && !joiners.contains(&m.id) && !deletion_is_requested(m))
     {
         return act(
             Step::DeleteMember { member: stray.id },
@@ -265,14 +275,32 @@ fn plan_fresh(desired: &Desired, observed: &Observed, now: Timestamp) -> Plan {
         .filter(|id| !healthy.contains(id))
         .filter_map(|id| observed.members.get(id))
         .collect();
-    for m in &unhealthy {
-        if voters.len() > desired.replicas && quorum_survives_removal(observed, &voters, m.id) {
+    let per_change = voters_per_change(voters.len(), desired.replicas);
+    if voters.len() > desired.replicas && per_change > 1 {
+        // Three to one: both followers leave in one reconfig, the unhealthy ones among them
+        // first; never one at a time through two voters.
+        if !unhealthy.is_empty()
+            && let Some(leaving) = choose_voters_to_remove(observed, &voters, per_change)
+            && unhealthy.iter().all(|m| leaving.contains(m.id))
+            && quorum_survives_removal_of(observed, &voters, &leaving)
+        {
             return requested(
                 desired,
                 observed,
-                Step::RemoveVoter { member: m.id },
-                Rule::ScaleDownRemovesUnhealthyFirst,
+                Step::RemoveVoter { members: leaving },
+                Rule::ThreeToOneRemovesBothFollowersAtOnce,
             );
+        }
+    } else {
+        for m in &unhealthy {
+            if voters.len() > desired.replicas && quorum_survives_removal(observed, &voters, m.id) {
+                return requested(
+                    desired,
+                    observed,
+                    Step::remove_voter(m.id),
+                    Rule::ScaleDownRemovesUnhealthyFirst,
+                );
+            }
         }
     }
     if let Some(m) = unhealthy.first() {
@@ -309,10 +337,7 @@ fn plan_fresh(desired: &Desired, observed: &Observed, now: Timestamp) -> Plan {
                     Rule::FailedVoterIsReplaced,
                 );
             }
-            return act(
-                Step::RemoveVoter { member: m.id },
-                Rule::FailedVoterIsReplaced,
-            );
+            return act(Step::remove_voter(m.id), Rule::FailedVoterIsReplaced);
         }
         let since = m.down_since.unwrap_or(now);
         return wait(
@@ -325,15 +350,13 @@ fn plan_fresh(desired: &Desired, observed: &Observed, now: Timestamp) -> Plan {
     }
 
     // From here on every voter is healthy (I2).
-    if let Some(j) = joiner.and_then(|id| observed.members.get(&id)) {
-        if joiner_is_synced(j) && quorum_survives_addition(observed, &voters, j.id) {
-            return requested(
-                desired,
-                observed,
-                Step::AddVoter { member: j.id },
-                Rule::JoinerIsAddedOnceSynced,
-            );
-        }
+    let joiners: Vec<&Member> = joiners
+        .iter()
+        .filter_map(|id| observed.members.get(id))
+        .collect();
+    // A joiner that is not synced: wait for it, or retire it when it never catches up. No other
+    // member starts meanwhile (I1).
+    if let Some(j) = joiners.iter().find(|j| !joiner_is_synced(j)) {
         let created = j.pod.as_ref().map(|p| p.created_at).unwrap_or(now);
         if created + desired.replace_after <= now {
             // A joiner with an old spec, or whose spec other members serve with, is at fault
@@ -356,8 +379,32 @@ fn plan_fresh(desired: &Desired, observed: &Observed, now: Timestamp) -> Plan {
             Rule::JoinerIsAddedOnceSynced,
         );
     }
-
+    // Every joiner is synced: add them in one reconfig once there are as many as it adds.
     if voters.len() < desired.replicas {
+        if let Some(adding) = MemberSet::new(joiners.iter().map(|j| j.id))
+            && adding.len() >= per_change
+        {
+            if quorum_survives_addition(observed, &voters, &adding) {
+                let rule = if adding.len() > 1 {
+                    Rule::OneToThreeAddsBothJoinersAtOnce
+                } else {
+                    Rule::JoinerIsAddedOnceSynced
+                };
+                return requested(desired, observed, Step::AddVoter { members: adding }, rule);
+            }
+            return wait(
+                WaitReason::JoinerCatchingUp {
+                    member: adding.first(),
+                },
+                Rule::JoinerIsAddedOnceSynced,
+            );
+        }
+        // The first joiner, or (one voter growing to three) the second once the first is synced.
+        let rule = if joiners.is_empty() {
+            Rule::ScaleUpStartsOneJoiner
+        } else {
+            Rule::OneToThreeAddsBothJoinersAtOnce
+        };
         return requested(
             desired,
             observed,
@@ -365,18 +412,23 @@ fn plan_fresh(desired: &Desired, observed: &Observed, now: Timestamp) -> Plan {
                 member: observed.fresh_id(),
                 seed: false,
             },
-            Rule::ScaleUpStartsOneJoiner,
+            rule,
         );
     }
     if voters.len() > desired.replicas
-        && let Some(victim) = choose_voter_to_remove(observed, &voters)
-        && quorum_survives_removal(observed, &voters, victim)
+        && let Some(leaving) = choose_voters_to_remove(observed, &voters, per_change)
+        && quorum_survives_removal_of(observed, &voters, &leaving)
     {
+        let rule = if leaving.len() > 1 {
+            Rule::ThreeToOneRemovesBothFollowersAtOnce
+        } else {
+            Rule::ScaleDownRemovesOneVoter
+        };
         return requested(
             desired,
             observed,
-            Step::RemoveVoter { member: victim },
-            Rule::ScaleDownRemovesOneVoter,
+            Step::RemoveVoter { members: leaving },
+            rule,
         );
     }
 
@@ -417,22 +469,25 @@ fn plan_fresh(desired: &Desired, observed: &Observed, now: Timestamp) -> Plan {
     }
 }
 
-/// The one non-voter that scaling up needs: the newest member that runs a Pod and has never been
-/// a voter, while voters are below the target. A removed voter is never a joiner (I4).
-fn needed_joiner(
+/// The non-voters that scaling up needs, lowest id first: the newest members that run a Pod and
+/// have never been a voter, while voters are below the target; as many as the next reconfig
+/// adds (two while one voter grows to three, else one). A removed voter is never a joiner (I4).
+fn needed_joiners(
     desired: &Desired,
     observed: &Observed,
     voters: &BTreeSet<ServerId>,
-) -> Option<ServerId> {
+) -> BTreeSet<ServerId> {
     if voters.len() >= desired.replicas {
-        return None;
+        return BTreeSet::new();
     }
     observed
         .members
         .values()
         .rev()
-        .find(|m| !voters.contains(&m.id) && m.pod.is_some() && !m.was_voter)
+        .filter(|m| !voters.contains(&m.id) && m.pod.is_some() && !m.was_voter)
+        .take(voters_per_change(voters.len(), desired.replicas))
         .map(|m| m.id)
+        .collect()
 }
 
 /// Whether the ensemble matches the spec exactly (used by tests of `Converged`).

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use jiff::{SignedDuration, Timestamp};
 
 use super::model::{Desired, Member, Observed, Role, ServerId};
-use super::step::Step;
+use super::step::{MemberSet, Step};
 
 /// How long a member that was just (re)created counts as starting rather than down.
 pub const STARTUP_GRACE: SignedDuration = SignedDuration::from_secs(120);
@@ -46,20 +46,47 @@ pub fn quorum_survives_removal(
     voters: &BTreeSet<ServerId>,
     leaving: ServerId,
 ) -> bool {
-    let remaining: BTreeSet<ServerId> =
-        voters.iter().copied().filter(|id| *id != leaving).collect();
+    quorum_survives_removal_of(observed, voters, &MemberSet::one(leaving))
+}
+
+/// Removing every voter of `leaving` in one reconfig leaves a configuration whose healthy
+/// voters are still a majority of it, and never an empty one (I3, I5).
+pub fn quorum_survives_removal_of(
+    observed: &Observed,
+    voters: &BTreeSet<ServerId>,
+    leaving: &MemberSet,
+) -> bool {
+    let remaining: BTreeSet<ServerId> = voters
+        .iter()
+        .copied()
+        .filter(|id| !leaving.contains(*id))
+        .collect();
     !remaining.is_empty() && healthy_voters(observed, &remaining).len() >= majority(remaining.len())
 }
 
-/// Adding `joiner` gives a configuration whose healthy members are a majority of it (I3).
+/// Adding `joiners` in one reconfig gives a configuration whose healthy members are a majority
+/// of it (I3).
 pub fn quorum_survives_addition(
     observed: &Observed,
     voters: &BTreeSet<ServerId>,
-    joiner: ServerId,
+    joiners: &MemberSet,
 ) -> bool {
     let mut next = voters.clone();
-    next.insert(joiner);
+    next.extend(joiners.iter());
     healthy_voters(observed, &next).len() >= majority(next.len())
+}
+
+/// How many voters one reconfig adds or removes on the way from `voters` to `target`: two when
+/// one voter grows to three or more, or three voters shrink to one, so that the ensemble never
+/// passes through a configuration of two voters (where either one lost stops it, and a
+/// replacement needs both); one for every other change (I3), none when there is nothing to do.
+pub fn voters_per_change(voters: usize, target: usize) -> usize {
+    match (voters, target) {
+        (v, t) if v == t => 0,
+        (1, t) if t >= 3 => 2,
+        (3, 1) => 2,
+        _ => 1,
+    }
 }
 
 /// Taking `member` down for a restart keeps a healthy majority of the other voters; a single
@@ -184,6 +211,31 @@ pub fn choose_voter_to_remove(
         .or_else(|| voters.iter().next().copied())
 }
 
+/// The `count` voters one reconfig removes when scaling down: for one, as
+/// [`choose_voter_to_remove`]; for more, followers only (unhealthy ones first, then the newest),
+/// never the leader, which stays. `None` when there are not enough followers.
+pub fn choose_voters_to_remove(
+    observed: &Observed,
+    voters: &BTreeSet<ServerId>,
+    count: usize,
+) -> Option<MemberSet> {
+    if count <= 1 {
+        return choose_voter_to_remove(observed, voters).map(MemberSet::one);
+    }
+    let leader = observed.leader();
+    let followers = voters
+        .iter()
+        .rev()
+        .copied()
+        .filter(|id| Some(*id) != leader);
+    let unhealthy = followers.clone().filter(|id| !observed.healthy(*id));
+    let healthy = followers.filter(|id| observed.healthy(*id));
+    let chosen: Vec<ServerId> = unhealthy.chain(healthy).take(count).collect();
+    (chosen.len() == count)
+        .then(|| MemberSet::new(chosen))
+        .flatten()
+}
+
 /// The order of a rolling restart: followers by id, the leader last (I6).
 pub fn restart_order(observed: &Observed, stale: &[ServerId]) -> Vec<ServerId> {
     let mut order: Vec<ServerId> = stale.to_vec();
@@ -213,14 +265,14 @@ pub fn step_is_done(step: &Step, observed: &Observed, desired: &Desired) -> bool
     let member = observed.members.get(&step.member());
     match step {
         Step::CreateMember { .. } => member.is_some_and(|m| m.pod.is_some()),
-        Step::AddVoter { member } => observed
+        Step::AddVoter { members } => observed
             .config
             .as_ref()
-            .is_some_and(|c| c.voters.contains(member)),
-        Step::RemoveVoter { member } => observed
+            .is_some_and(|c| members.iter().all(|id| c.voters.contains(&id))),
+        Step::RemoveVoter { members } => observed
             .config
             .as_ref()
-            .is_some_and(|c| !c.voters.contains(member)),
+            .is_some_and(|c| members.iter().all(|id| !c.voters.contains(&id))),
         Step::DeleteMember { .. } | Step::FenceMember { .. } => {
             member.is_none_or(deletion_is_requested)
         }

@@ -21,34 +21,106 @@ fn converge(sim: &mut Sim, replicas: usize) {
 }
 
 #[test]
-fn scales_one_to_three_to_five_to_three_one_voter_at_a_time() {
+fn scales_one_to_three_to_five_to_three_to_one_never_through_two_voters() {
     let mut sim = Sim::new(t0());
-    for n in [1, 3, 5, 3] {
+    for n in [1, 3, 5, 3, 1] {
         let before = sim.log.len();
         let voters_before = sim.config.len();
         converge(&mut sim, n);
-        let changes = sim.log[before..]
+        let reconfigs: Vec<&Step> = sim.log[before..]
             .iter()
             .filter(|s| s.changes_membership())
-            .count();
+            .collect();
+        let changed: usize = reconfigs.iter().map(|s| s.members().len()).sum();
         // Bootstrap forms the first configuration from the seed alone, without a reconfig.
         let expected = if voters_before == 0 {
             n - 1
         } else {
             voters_before.abs_diff(n)
         };
-        assert_eq!(changes, expected, "one reconfig per voter added or removed");
+        assert_eq!(changed, expected, "every voter added or removed once");
+        // 1 <-> 3 is one reconfig of two voters; every other change one voter per reconfig.
+        let per_reconfig = if voters_before.min(n) == 1 && voters_before.max(n) == 3 {
+            2
+        } else {
+            1
+        };
+        assert!(
+            reconfigs.iter().all(|s| s.members().len() == per_reconfig),
+            "{voters_before} -> {n}: {reconfigs:?}"
+        );
     }
-    // Ids 1..5 were used once each; the leader (5, the highest id here) was kept, followers
-    // 4 and 3 were removed, and nothing was created again.
+    // Ids 1..5 were used once each; the seed (1) led throughout and was kept.
     assert_eq!(
         sim.created.iter().map(|i| i.0).collect::<Vec<_>>(),
         vec![1, 2, 3, 4, 5]
     );
-    assert_eq!(
-        sim.config.iter().map(|i| i.0).collect::<Vec<_>>(),
-        vec![1, 2, 5]
+    assert_eq!(sim.config.iter().map(|i| i.0).collect::<Vec<_>>(), vec![1]);
+}
+
+#[test]
+fn losing_a_joiner_after_the_one_to_three_reconfig_stops_nothing() {
+    let mut sim = Sim::new(t0());
+    converge(&mut sim, 1);
+    let mut d = desired(3);
+    d.replace_after = SignedDuration::from_secs(60);
+    // Run until both joiners are voters, then lose one of them for good.
+    for _ in 0..100 {
+        if sim.config.len() == 3 {
+            break;
+        }
+        sim.advance();
+        sim.pass(&d).expect("no invariant is violated");
+    }
+    assert_eq!(sim.config.len(), 3);
+    let acked = sim.acked;
+    sim.inject(Fault::Crash(ServerId(3), None));
+    sim.advance();
+    assert!(
+        sim.has_quorum(),
+        "the leader and the other joiner are a quorum"
     );
+    assert!(sim.acked > acked, "writes go on");
+    converge(&mut sim, 3);
+    assert!(
+        !sim.config.contains(&ServerId(3)),
+        "the lost joiner was replaced"
+    );
+}
+
+#[test]
+fn a_flapping_member_is_replaced_once_unhealthy_for_replace_after_in_all() {
+    let mut sim = Sim::new(t0());
+    converge(&mut sim, 3);
+    let mut d = desired(3);
+    d.replace_after = SignedDuration::from_secs(60);
+    // Serving long enough that its start-up no longer counts.
+    for _ in 0..10 {
+        sim.advance();
+        sim.pass(&d).expect("no invariant is violated");
+    }
+    sim.inject(Fault::Flap(ServerId(2), 100_000));
+    let flapping_since = sim.now;
+    let mut healthy_passes = 0;
+    let mut fenced_at = None;
+    for _ in 0..60 {
+        sim.advance();
+        if sim.healthy(ServerId(2)) {
+            healthy_passes += 1;
+        }
+        let p = sim.pass(&d).expect("no invariant is violated");
+        if p.decision.to_string() == "act: fence-member/2" {
+            fenced_at.get_or_insert(sim.now);
+        }
+    }
+    assert!(healthy_passes > 0, "the member served now and then");
+    let fenced_at = fenced_at.expect("the flapping member was fenced");
+    assert!(
+        fenced_at.duration_since(flapping_since) >= SignedDuration::from_secs(60),
+        "fenced only after replaceAfter: {fenced_at}"
+    );
+    assert_eq!(sim.config.len(), 3);
+    assert!(!sim.config.contains(&ServerId(2)), "{:?}", sim.log);
 }
 
 #[test]
@@ -61,6 +133,7 @@ fn the_data_of_a_single_member_survives_growth_to_three() {
         sim.members.values().all(|m| m.zxid >= zxid_before),
         "no member was wiped"
     );
+    assert!(sim.acked > zxid_before, "writes went on");
     assert!(
         !sim.log
             .iter()
@@ -87,11 +160,10 @@ fn replaces_a_permanently_failed_member_with_a_fresh_id() {
             member: ServerId(2),
         }
     });
-    let remove = sim.log.iter().position(|s| {
-        *s == Step::RemoveVoter {
-            member: ServerId(2),
-        }
-    });
+    let remove = sim
+        .log
+        .iter()
+        .position(|s| *s == Step::remove_voter(ServerId(2)));
     let create = sim.log.iter().position(|s| {
         *s == Step::CreateMember {
             member: ServerId(4),

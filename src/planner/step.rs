@@ -1,15 +1,90 @@
 //! Steps, decisions and the bounded sets of reasons behind them.
 
+use std::collections::BTreeSet;
 use std::fmt;
+use std::str::FromStr;
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use super::model::ServerId;
 
+/// The members a step acts on, in id order: one, or two for the reconfig that grows one voter
+/// to three or shrinks three to one (see [`rules::voters_per_change`](super::rules::voters_per_change)).
+/// Never empty.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct MemberSet(BTreeSet<ServerId>);
+
+impl MemberSet {
+    /// One member.
+    pub fn one(id: ServerId) -> MemberSet {
+        MemberSet(BTreeSet::from([id]))
+    }
+
+    /// The members of `ids`, or `None` when there are none.
+    pub fn new(ids: impl IntoIterator<Item = ServerId>) -> Option<MemberSet> {
+        let set: BTreeSet<ServerId> = ids.into_iter().collect();
+        (!set.is_empty()).then_some(MemberSet(set))
+    }
+
+    /// The lowest id (the only one of a single-member step).
+    pub fn first(&self) -> ServerId {
+        // Never empty by construction.
+        self.0.first().copied().unwrap_or_default()
+    }
+
+    /// The ids, lowest first.
+    pub fn iter(&self) -> impl Iterator<Item = ServerId> + '_ {
+        self.0.iter().copied()
+    }
+
+    /// How many members.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Never true; present for clippy's `len_without_is_empty`.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Whether `id` is one of them.
+    pub fn contains(&self, id: ServerId) -> bool {
+        self.0.contains(&id)
+    }
+
+    /// The ids as a set.
+    pub fn as_set(&self) -> &BTreeSet<ServerId> {
+        &self.0
+    }
+}
+
+impl fmt::Display for MemberSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ids: Vec<String> = self.0.iter().map(ToString::to_string).collect();
+        write!(f, "{}", ids.join(","))
+    }
+}
+
+impl FromStr for MemberSet {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<MemberSet, String> {
+        let ids = text
+            .split(',')
+            .map(|part| part.trim().parse::<u32>().map(ServerId))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| format!("{text:?} is not a list of server ids such as 4 or 2,3"))?;
+        MemberSet::new(ids).ok_or_else(|| format!("{text:?} names no server id"))
+    }
+}
+
 /// One change to the ensemble. Each is carried out by one idempotent `ensure_*` function.
+///
+/// Serialized as `{kind, member}` (plus `seed` for a create); a reconfig of two members also
+/// lists them all in `members` (`member` is then the lowest of them).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "kebab-case")]
+#[serde(into = "StepRecord", try_from = "StepRecord")]
 pub enum Step {
     /// Create a member's volume and Pod. A seed starts with a configuration of itself only
     /// (bootstrap); any other member starts with the current configuration plus itself and joins
@@ -18,19 +93,20 @@ pub enum Step {
         /// New server id (never used before).
         member: ServerId,
         /// Bootstrap: the configuration is this member alone.
-        #[serde(default)]
         seed: bool,
     },
-    /// Add a synced joiner as a voter (incremental reconfig).
+    /// Add synced joiners as voters in one incremental reconfig: one joiner, or both joiners
+    /// when one voter grows to three (never a configuration of two voters).
     AddVoter {
-        /// The joiner.
-        member: ServerId,
+        /// The joiners.
+        members: MemberSet,
     },
-    /// Remove a voter from the configuration (incremental reconfig). Its Pod stays until the
-    /// configuration without it is committed.
+    /// Remove voters from the configuration in one incremental reconfig: one voter, or the two
+    /// followers when three voters shrink to one (the leader stays). Their Pods stay until the
+    /// configuration without them is committed.
     RemoveVoter {
-        /// The leaving voter.
-        member: ServerId,
+        /// The leaving voters.
+        members: MemberSet,
     },
     /// Delete a member that is not a voter: its Pod and its volume. Its id is retired.
     DeleteMember {
@@ -50,7 +126,63 @@ pub enum Step {
     },
 }
 
+/// The wire form of a [`Step`] (status, `quorate plan`): the kind, the (first) member, every
+/// member of a reconfig of more than one, and whether a create is a bootstrap.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StepRecord {
+    kind: String,
+    member: ServerId,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    members: Vec<ServerId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    seed: Option<bool>,
+}
+
+impl From<Step> for StepRecord {
+    fn from(step: Step) -> StepRecord {
+        let members = step.members();
+        StepRecord {
+            kind: step.kind().into(),
+            member: members.first(),
+            members: if members.len() > 1 {
+                members.iter().collect()
+            } else {
+                Vec::new()
+            },
+            seed: match step {
+                Step::CreateMember { seed, .. } => Some(seed),
+                _ => None,
+            },
+        }
+    }
+}
+
+impl TryFrom<StepRecord> for Step {
+    type Error = String;
+
+    fn try_from(r: StepRecord) -> Result<Step, String> {
+        let members = MemberSet::new(r.members.iter().copied().chain([r.member]))
+            .ok_or_else(|| "a step names no member".to_string())?;
+        Step::from_parts(&r.kind, members, r.seed.unwrap_or(false))
+    }
+}
+
 impl Step {
+    /// Adds one synced joiner as a voter.
+    pub fn add_voter(member: ServerId) -> Step {
+        Step::AddVoter {
+            members: MemberSet::one(member),
+        }
+    }
+
+    /// Removes one voter.
+    pub fn remove_voter(member: ServerId) -> Step {
+        Step::RemoveVoter {
+            members: MemberSet::one(member),
+        }
+    }
+
     /// The kind as used in step ids, Event reasons and metric labels.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -63,19 +195,23 @@ impl Step {
         }
     }
 
-    /// The member the step acts on.
+    /// The member the step acts on; for a reconfig of two members, the lowest id.
     pub fn member(&self) -> ServerId {
+        self.members().first()
+    }
+
+    /// Every member the step acts on.
+    pub fn members(&self) -> MemberSet {
         match self {
+            Step::AddVoter { members } | Step::RemoveVoter { members } => members.clone(),
             Step::CreateMember { member, .. }
-            | Step::AddVoter { member }
-            | Step::RemoveVoter { member }
             | Step::DeleteMember { member }
             | Step::FenceMember { member }
-            | Step::RestartMember { member } => *member,
+            | Step::RestartMember { member } => MemberSet::one(*member),
         }
     }
 
-    /// The stable id, such as `add-voter/4`.
+    /// The stable id, such as `add-voter/4`, or `add-voter/2,3` for the reconfig that adds two.
     pub fn id(&self) -> String {
         self.to_string()
     }
@@ -83,14 +219,37 @@ impl Step {
     /// Parses a step from its kind and member (as stored in status). Seeds are not told apart
     /// here: the caller knows from the voters whether a create was a bootstrap.
     pub fn from_kind(kind: &str, member: ServerId, seed: bool) -> Option<Step> {
-        Some(match kind {
-            "create-member" => Step::CreateMember { member, seed },
-            "add-voter" => Step::AddVoter { member },
-            "remove-voter" => Step::RemoveVoter { member },
-            "delete-member" => Step::DeleteMember { member },
-            "fence-member" => Step::FenceMember { member },
-            "restart-member" => Step::RestartMember { member },
-            _ => return None,
+        Step::from_parts(kind, MemberSet::one(member), seed).ok()
+    }
+
+    /// Parses a step from its stable id (`add-voter/2,3`), the inverse of [`Step::id`]. The id
+    /// does not say whether a create is a bootstrap: `seed` does.
+    pub fn from_id(id: &str, seed: bool) -> Result<Step, String> {
+        let (kind, members) = id
+            .split_once('/')
+            .ok_or_else(|| format!("{id:?} is not a step id such as add-voter/4"))?;
+        Step::from_parts(kind, members.parse()?, seed)
+    }
+
+    fn from_parts(kind: &str, members: MemberSet, seed: bool) -> Result<Step, String> {
+        let one = || {
+            if members.len() == 1 {
+                Ok(members.first())
+            } else {
+                Err(format!("a {kind} step acts on one member, not {members}"))
+            }
+        };
+        Ok(match kind {
+            "create-member" => Step::CreateMember {
+                member: one()?,
+                seed,
+            },
+            "add-voter" => Step::AddVoter { members },
+            "remove-voter" => Step::RemoveVoter { members },
+            "delete-member" => Step::DeleteMember { member: one()? },
+            "fence-member" => Step::FenceMember { member: one()? },
+            "restart-member" => Step::RestartMember { member: one()? },
+            _ => return Err(format!("{kind:?} is not a kind of step")),
         })
     }
 
@@ -102,7 +261,7 @@ impl Step {
 
 impl fmt::Display for Step {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.kind(), self.member())
+        write!(f, "{}/{}", self.kind(), self.members())
     }
 }
 

@@ -5,7 +5,7 @@ use jiff::SignedDuration;
 use super::fixtures::{ObservedEnsemble, desired, t0};
 use super::model::{Claim, Observed, ReadyBackup, ServerId};
 use super::rules::{backup_is_fresh, majority, step_is_done, tolerance, unhealthy_since};
-use super::step::{BlockReason, Decision, Step, WaitReason};
+use super::step::{BlockReason, Decision, MemberSet, Step, WaitReason};
 use super::{Rule, plan};
 
 fn act(step: Step) -> Decision {
@@ -100,7 +100,7 @@ fn adds_the_joiner_as_a_voter_once_synced() {
         .with_joiner(4, true, SignedDuration::from_secs(30))
         .build();
     let p = plan(&desired(5), &o, t0());
-    assert_eq!(p.decision, act(Step::AddVoter { member: id(4) }));
+    assert_eq!(p.decision, act(Step::add_voter(id(4))));
     assert_eq!(p.rule, Rule::JoinerIsAddedOnceSynced);
 }
 
@@ -136,7 +136,7 @@ fn scale_down_removes_the_newest_follower_from_the_config_first() {
     let p = plan(&desired(3), &o, t0());
     assert_eq!(
         p.decision,
-        act(Step::RemoveVoter { member: id(4) }),
+        act(Step::remove_voter(id(4))),
         "the leader (5) is kept"
     );
 }
@@ -186,11 +186,177 @@ fn grows_from_one_to_three_without_a_wipe() {
     );
 }
 
+fn pair(a: u32, b: u32) -> MemberSet {
+    MemberSet::new([id(a), id(b)]).unwrap()
+}
+
 #[test]
-fn shrinks_three_to_one_one_voter_at_a_time() {
-    let o = ObservedEnsemble::healthy(3).build();
+fn grows_one_to_three_by_starting_the_second_joiner_once_the_first_is_synced() {
+    // The first joiner is catching up: nothing else starts.
+    let o = ObservedEnsemble::healthy(1)
+        .with_joiner(2, false, SignedDuration::from_secs(30))
+        .build();
+    assert_eq!(
+        plan(&desired(3), &o, t0()).decision,
+        Decision::Wait {
+            reason: WaitReason::JoinerCatchingUp { member: id(2) }
+        }
+    );
+    // Synced: it is not added alone (that would make two voters); the second joiner starts.
+    let o = ObservedEnsemble::healthy(1)
+        .with_joiner(2, true, SignedDuration::from_secs(30))
+        .build();
+    let p = plan(&desired(3), &o, t0());
+    assert_eq!(
+        p.decision,
+        act(Step::CreateMember {
+            member: id(3),
+            seed: false
+        })
+    );
+    assert_eq!(p.rule, Rule::OneToThreeAddsBothJoinersAtOnce);
+    // The second is catching up: wait for it.
+    let o = ObservedEnsemble(o)
+        .with_joiner(3, false, SignedDuration::from_secs(30))
+        .build();
+    assert_eq!(
+        plan(&desired(3), &o, t0()).decision,
+        Decision::Wait {
+            reason: WaitReason::JoinerCatchingUp { member: id(3) }
+        }
+    );
+}
+
+#[test]
+fn grows_one_to_three_by_adding_both_synced_joiners_in_one_reconfig() {
+    let o = ObservedEnsemble::healthy(1)
+        .with_joiner(2, true, SignedDuration::from_secs(60))
+        .with_joiner(3, true, SignedDuration::from_secs(30))
+        .build();
+    let p = plan(&desired(3), &o, t0());
+    assert_eq!(
+        p.decision,
+        act(Step::AddVoter {
+            members: pair(2, 3)
+        })
+    );
+    assert_eq!(p.rule, Rule::OneToThreeAddsBothJoinersAtOnce);
+    // Growing one to five goes through three the same way, then one voter at a time.
+    assert_eq!(
+        plan(&desired(5), &o, t0()).decision,
+        act(Step::AddVoter {
+            members: pair(2, 3)
+        })
+    );
+    let o = ObservedEnsemble::healthy(3)
+        .with_joiner(4, true, SignedDuration::from_secs(30))
+        .build();
+    assert_eq!(
+        plan(&desired(5), &o, t0()).decision,
+        act(Step::add_voter(id(4)))
+    );
+}
+
+#[test]
+fn a_claimed_add_of_two_voters_is_confirmed_once_both_are_voters() {
+    let mut o = ObservedEnsemble::healthy(3).build();
+    o.in_flight = Some(Claim {
+        step: Step::AddVoter {
+            members: pair(2, 3),
+        },
+        started_at: t0(),
+    });
+    assert!(step_is_done(
+        &o.in_flight.clone().unwrap().step,
+        &o,
+        &desired(3)
+    ));
+    assert_eq!(plan(&desired(3), &o, t0()).decision, Decision::Converged);
+}
+
+#[test]
+fn shrinks_three_to_one_by_removing_both_followers_in_one_reconfig() {
+    let o = ObservedEnsemble::healthy(3).with_leader(2).build();
     let p = plan(&desired(1), &o, t0());
-    assert_eq!(p.decision, act(Step::RemoveVoter { member: id(3) }));
+    assert_eq!(
+        p.decision,
+        act(Step::RemoveVoter {
+            members: pair(1, 3)
+        }),
+        "the leader (2) stays"
+    );
+    assert_eq!(p.rule, Rule::ThreeToOneRemovesBothFollowersAtOnce);
+    // Removed: their Pods and volumes are deleted one at a time.
+    let mut o = o;
+    o.config.as_mut().unwrap().voters = [id(2)].into();
+    assert_eq!(
+        plan(&desired(1), &o, t0()).decision,
+        act(Step::DeleteMember { member: id(1) })
+    );
+    o.members.remove(&id(1));
+    assert_eq!(
+        plan(&desired(1), &o, t0()).decision,
+        act(Step::DeleteMember { member: id(3) })
+    );
+}
+
+#[test]
+fn shrinks_three_to_one_with_an_unhealthy_follower_in_the_same_reconfig() {
+    let o = ObservedEnsemble::healthy(3)
+        .down(2, t0() - SignedDuration::from_secs(30))
+        .build();
+    let p = plan(&desired(1), &o, t0());
+    assert_eq!(
+        p.decision,
+        act(Step::RemoveVoter {
+            members: pair(2, 3)
+        })
+    );
+}
+
+#[test]
+fn shrinks_five_to_one_one_voter_at_a_time_down_to_three() {
+    let o = ObservedEnsemble::healthy(5).build();
+    assert_eq!(
+        plan(&desired(1), &o, t0()).decision,
+        act(Step::remove_voter(id(5)))
+    );
+}
+
+#[test]
+fn a_step_id_names_every_member_and_reads_back() {
+    let add = Step::AddVoter {
+        members: pair(3, 2),
+    };
+    assert_eq!(add.id(), "add-voter/2,3");
+    assert_eq!(add.member(), id(2));
+    assert_eq!(Step::from_id("add-voter/2,3", false), Ok(add.clone()));
+    assert_eq!(Step::add_voter(id(4)).id(), "add-voter/4");
+    assert!(Step::from_id("delete-member/2,3", false).is_err());
+    assert!(Step::from_id("add-voter/", false).is_err());
+    // The wire form keeps `member` for every step and lists `members` only for a pair.
+    let json = serde_json::to_value(&add).unwrap();
+    assert_eq!(
+        json,
+        serde_json::json!({"kind": "add-voter", "member": 2, "members": [2, 3]})
+    );
+    assert_eq!(serde_json::from_value::<Step>(json).unwrap(), add);
+    let one = serde_json::to_value(Step::remove_voter(id(4))).unwrap();
+    assert_eq!(
+        one,
+        serde_json::json!({"kind": "remove-voter", "member": 4})
+    );
+    let create: Step = serde_json::from_value(
+        serde_json::json!({"kind": "create-member", "member": 1, "seed": true}),
+    )
+    .unwrap();
+    assert_eq!(
+        create,
+        Step::CreateMember {
+            member: id(1),
+            seed: true
+        }
+    );
 }
 
 #[test]
@@ -223,7 +389,7 @@ fn replaces_a_voter_down_longer_than_replace_after_by_fencing_it_first() {
     o2.members.get_mut(&id(2)).unwrap().volume = false;
     assert_eq!(
         plan(&desired(3), &o2, t0()).decision,
-        act(Step::RemoveVoter { member: id(2) })
+        act(Step::remove_voter(id(2)))
     );
     // Removed, with neither Pod nor volume left: nothing more to delete, its id is retired and
     // a fresh id joins.
@@ -259,7 +425,7 @@ fn a_fenced_member_whose_pod_stays_terminating_is_removed_and_replaced() {
     ));
     assert_eq!(
         plan(&desired(3), &o2, t0()).decision,
-        act(Step::RemoveVoter { member: id(2) })
+        act(Step::remove_voter(id(2)))
     );
     // Removed but still Terminating: no endless delete, a fresh id joins.
     o2.config.as_mut().unwrap().voters.remove(&id(2));
@@ -514,11 +680,11 @@ fn a_claimed_step_that_has_not_taken_effect_is_taken_again_when_still_right() {
         .with_joiner(4, true, SignedDuration::from_secs(30))
         .build();
     o.in_flight = Some(Claim {
-        step: Step::AddVoter { member: id(4) },
+        step: Step::add_voter(id(4)),
         started_at: t0(),
     });
     let p = plan(&desired(5), &o, t0());
-    assert_eq!(p.decision, act(Step::AddVoter { member: id(4) }));
+    assert_eq!(p.decision, act(Step::add_voter(id(4))));
 }
 
 #[test]
@@ -543,7 +709,7 @@ fn a_half_done_restart_is_carried_on() {
 fn a_claimed_step_that_took_effect_is_confirmed_not_repeated() {
     let mut o = ObservedEnsemble::healthy(4).build();
     o.in_flight = Some(Claim {
-        step: Step::AddVoter { member: id(4) },
+        step: Step::add_voter(id(4)),
         started_at: t0(),
     });
     let p = plan(&desired(5), &o, t0());
@@ -562,7 +728,7 @@ fn a_claimed_add_of_a_joiner_that_died_is_not_resumed() {
         .with_joiner(4, false, SignedDuration::from_secs(30))
         .build();
     o.in_flight = Some(Claim {
-        step: Step::AddVoter { member: id(4) },
+        step: Step::add_voter(id(4)),
         started_at: t0(),
     });
     let p = plan(&desired(5), &o, t0());

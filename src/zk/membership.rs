@@ -6,11 +6,14 @@
 //! reply alone:
 //!
 //! 1. connect (bounded), `sync`, read `/zookeeper/config`;
-//! 2. if the change is already in place (the joiner is a voter with the same line; the leaving
-//!    server is not in the configuration), succeed without a reconfig;
+//! 2. if the change is already in place (every joiner is a voter with the same line; no leaving
+//!    server is in the configuration), succeed without a reconfig;
 //! 3. before an add, observe the ensemble and refuse a joiner that is not a serving, synced
 //!    follower (ZooKeeper itself commits a dead joiner when the old voters form a quorum);
-//! 4. send the reconfig conditioned on the version read in 1;
+//! 4. send the reconfig, conditioned on the version read in 1, for the part not yet in place:
+//!    one reconfig for all of it (growing one voter to three adds both joiners at once, and
+//!    shrinking three to one removes both followers at once, so that no configuration of two
+//!    voters is ever committed);
 //! 5. on `BadVersion` go back to 1; on a connection loss, a timeout or an expired session, drop
 //!    the session, reconnect, and go back to 1, which decides whether the change committed. (A
 //!    leader that removes itself drops every connection once the change commits; measured on
@@ -19,7 +22,6 @@
 //! Every request has its own timeout, and the whole operation a deadline.
 
 use std::collections::BTreeMap;
-use std::collections::BTreeSet;
 use std::fmt;
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -98,8 +100,8 @@ pub enum Error {
         /// The line asked for.
         wanted: String,
     },
-    /// Removing the only voter is impossible (ZooKeeper answers BadArguments).
-    #[error("refusing to remove server.{id}: it is the only voter")]
+    /// Removing the only voter (or every voter) is impossible (ZooKeeper answers BadArguments).
+    #[error("refusing to remove server.{id}: no voter would be left")]
     LastVoter {
         /// The server id.
         id: ServerId,
@@ -259,44 +261,81 @@ enum ReadError {
     Parse(ParseError),
 }
 
-/// The change asked for.
+/// The change asked for: joiners to add, or servers to remove, in one reconfig.
 enum Goal<'a> {
-    Add(&'a ServerEntry),
-    Remove(ServerId),
+    Add(&'a [ServerEntry]),
+    Remove(&'a [ServerId]),
 }
 
 /// Whether the change is in a configuration.
+#[derive(Debug)]
 enum Progress {
     Done,
-    Pending,
+    /// Not yet: the part still to do (joiners not yet voters, servers still in it).
+    Pending(Pending),
+}
+
+/// The part of a change that is not in place yet.
+#[derive(Debug, PartialEq, Eq)]
+enum Pending {
+    Add(Vec<ServerEntry>),
+    Remove(Vec<ServerId>),
+}
+
+fn ids_text<I: fmt::Display>(ids: impl IntoIterator<Item = I>) -> String {
+    ids.into_iter()
+        .map(|id| format!("server.{id}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl Goal<'_> {
     fn op(&self) -> String {
         match self {
-            Goal::Add(e) => format!("add server.{}", e.id),
-            Goal::Remove(id) => format!("remove server.{id}"),
+            Goal::Add(joiners) => format!("add {}", ids_text(joiners.iter().map(|e| e.id))),
+            Goal::Remove(ids) => format!("remove {}", ids_text(ids.iter())),
         }
     }
 
     fn progress(&self, config: &EnsembleConfig) -> Result<Progress, Error> {
         match self {
-            Goal::Add(joiner) => match config.get(joiner.id) {
-                Some(existing) if existing == *joiner => Ok(Progress::Done),
-                Some(existing) => Err(Error::ConflictingEntry {
-                    id: joiner.id,
-                    existing: existing.line(),
-                    wanted: joiner.line(),
-                }),
-                None => Ok(Progress::Pending),
-            },
-            Goal::Remove(id) => match config.get(*id) {
-                None => Ok(Progress::Done),
-                Some(_) if config.voters() == BTreeSet::from([*id]) => {
-                    Err(Error::LastVoter { id: *id })
+            Goal::Add(joiners) => {
+                let mut missing = Vec::new();
+                for joiner in joiners.iter() {
+                    match config.get(joiner.id) {
+                        Some(existing) if existing == joiner => {}
+                        Some(existing) => {
+                            return Err(Error::ConflictingEntry {
+                                id: joiner.id,
+                                existing: existing.line(),
+                                wanted: joiner.line(),
+                            });
+                        }
+                        None => missing.push(joiner.clone()),
+                    }
                 }
-                Some(_) => Ok(Progress::Pending),
-            },
+                Ok(if missing.is_empty() {
+                    Progress::Done
+                } else {
+                    Progress::Pending(Pending::Add(missing))
+                })
+            }
+            Goal::Remove(ids) => {
+                let present: Vec<ServerId> = ids
+                    .iter()
+                    .copied()
+                    .filter(|id| config.get(*id).is_some())
+                    .collect();
+                if present.is_empty() {
+                    return Ok(Progress::Done);
+                }
+                let voters = config.voters();
+                if voters.iter().all(|v| present.contains(v)) {
+                    // Removing every voter is impossible (ZooKeeper answers BadArguments).
+                    return Err(Error::LastVoter { id: present[0] });
+                }
+                Ok(Progress::Pending(Pending::Remove(present)))
+            }
         }
     }
 }
@@ -567,29 +606,28 @@ impl<P: MemberProbe> ZkMembership<P> {
                 }
                 Err(e) => return Err(self.read_error(e)),
             };
-            if let Progress::Done = goal.progress(&config)? {
-                info!(%op, version = config.version, changed = outcome.changed, "membership change in place");
-                outcome.config = config;
-                return Ok(outcome);
-            }
-            if let Goal::Add(joiner) = &goal {
-                self.check_joiner(&config, joiner).await?;
-            }
-            let line;
-            let id_text;
-            let (joining, leaving): (Vec<&str>, Vec<&str>) = match &goal {
-                Goal::Add(joiner) => {
-                    line = joiner.line();
-                    (vec![line.as_str()], Vec::new())
+            let pending = match goal.progress(&config)? {
+                Progress::Done => {
+                    info!(%op, version = config.version, changed = outcome.changed, "membership change in place");
+                    outcome.config = config;
+                    return Ok(outcome);
                 }
-                Goal::Remove(id) => {
-                    id_text = id.to_string();
-                    (Vec::new(), vec![id_text.as_str()])
+                Progress::Pending(pending) => pending,
+            };
+            if let Pending::Add(joiners) = &pending {
+                for joiner in joiners {
+                    self.check_joiner(&config, joiner).await?;
                 }
+            }
+            let (joining, leaving): (Vec<String>, Vec<String>) = match &pending {
+                Pending::Add(joiners) => {
+                    (joiners.iter().map(ServerEntry::line).collect(), Vec::new())
+                }
+                Pending::Remove(ids) => (Vec::new(), ids.iter().map(ToString::to_string).collect()),
             };
             let update = zkc::EnsembleUpdate::Incremental {
-                joinings: joining.into_iter(),
-                leavings: leaving.into_iter(),
+                joinings: joining.iter().map(String::as_str),
+                leavings: leaving.iter().map(String::as_str),
             };
             let expected = i64::try_from(config.version).ok();
             outcome.changed = true;
@@ -650,12 +688,12 @@ impl<P: MemberProbe> MembershipControl for ZkMembership<P> {
         ZkMembership::read_config(self).await
     }
 
-    async fn add_voter(&self, joiner: &ServerEntry) -> Result<ReconfigOutcome, Error> {
-        self.reconfigure(Goal::Add(joiner)).await
+    async fn add_voters(&self, joiners: &[ServerEntry]) -> Result<ReconfigOutcome, Error> {
+        self.reconfigure(Goal::Add(joiners)).await
     }
 
-    async fn remove_voter(&self, id: ServerId) -> Result<ReconfigOutcome, Error> {
-        self.reconfigure(Goal::Remove(id)).await
+    async fn remove_voters(&self, ids: &[ServerId]) -> Result<ReconfigOutcome, Error> {
+        self.reconfigure(Goal::Remove(ids)).await
     }
 }
 
@@ -678,11 +716,14 @@ mod tests {
         .unwrap();
         let same: ServerEntry = "server.1=a:2888:3888;a:2181".parse().unwrap();
         assert!(matches!(
-            Goal::Add(&same).progress(&config),
+            Goal::Add(std::slice::from_ref(&same)).progress(&config),
             Ok(Progress::Done)
         ));
         let as_voter: ServerEntry = "server.2=b:2888:3888:participant;b:2181".parse().unwrap();
-        let err = Goal::Add(&as_voter).progress(&config).err().unwrap();
+        let err = Goal::Add(std::slice::from_ref(&as_voter))
+            .progress(&config)
+            .err()
+            .unwrap();
         assert!(
             err.to_string()
                 .contains("server.2=b:2888:3888:observer;b:2181"),
@@ -690,8 +731,38 @@ mod tests {
         );
         let new: ServerEntry = "server.3=c:2888:3888;c:2181".parse().unwrap();
         assert!(matches!(
-            Goal::Add(&new).progress(&config),
-            Ok(Progress::Pending)
+            Goal::Add(std::slice::from_ref(&new)).progress(&config),
+            Ok(Progress::Pending(Pending::Add(ref missing))) if *missing == vec![new.clone()]
+        ));
+    }
+
+    #[test]
+    fn two_joiners_go_in_one_reconfig_and_one_already_a_voter_counts_as_done() {
+        let config =
+            EnsembleConfig::parse("server.1=a:2888:3888:participant;a:2181\nversion=5").unwrap();
+        let two: ServerEntry = "server.2=b:2888:3888;b:2181".parse().unwrap();
+        let three: ServerEntry = "server.3=c:2888:3888;c:2181".parse().unwrap();
+        let both = [two.clone(), three.clone()];
+        assert_eq!(Goal::Add(&both).op(), "add server.2, server.3");
+        assert!(matches!(
+            Goal::Add(&both).progress(&config),
+            Ok(Progress::Pending(Pending::Add(ref missing))) if *missing == both.to_vec()
+        ));
+        let with_two = EnsembleConfig::parse(
+            "server.1=a:2888:3888:participant;a:2181\nserver.2=b:2888:3888:participant;b:2181\nversion=6",
+        )
+        .unwrap();
+        assert!(matches!(
+            Goal::Add(&both).progress(&with_two),
+            Ok(Progress::Pending(Pending::Add(ref missing))) if *missing == vec![three.clone()]
+        ));
+        let all = EnsembleConfig::parse(
+            "server.1=a:2888:3888:participant;a:2181\nserver.2=b:2888:3888:participant;b:2181\nserver.3=c:2888:3888:participant;c:2181\nversion=7",
+        )
+        .unwrap();
+        assert!(matches!(
+            Goal::Add(&both).progress(&all),
+            Ok(Progress::Done)
         ));
     }
 
@@ -700,12 +771,39 @@ mod tests {
         let config =
             EnsembleConfig::parse("server.1=a:2888:3888:participant;a:2181\nversion=5").unwrap();
         assert!(matches!(
-            Goal::Remove(ServerId(7)).progress(&config),
+            Goal::Remove(&[ServerId(7)]).progress(&config),
             Ok(Progress::Done)
         ));
         assert!(matches!(
-            Goal::Remove(ServerId(1)).progress(&config),
+            Goal::Remove(&[ServerId(1)]).progress(&config),
             Err(Error::LastVoter { id: ServerId(1) })
+        ));
+    }
+
+    #[test]
+    fn two_followers_leave_in_one_reconfig_but_never_every_voter() {
+        let config = EnsembleConfig::parse(
+            "server.1=a:2888:3888:participant;a:2181\nserver.2=b:2888:3888:participant;b:2181\nserver.3=c:2888:3888:participant;c:2181\nversion=7",
+        )
+        .unwrap();
+        let pair = [ServerId(2), ServerId(3)];
+        assert_eq!(Goal::Remove(&pair).op(), "remove server.2, server.3");
+        assert!(matches!(
+            Goal::Remove(&pair).progress(&config),
+            Ok(Progress::Pending(Pending::Remove(ref ids))) if *ids == pair.to_vec()
+        ));
+        // One of them already left: the reconfig removes the other.
+        let without_three = EnsembleConfig::parse(
+            "server.1=a:2888:3888:participant;a:2181\nserver.2=b:2888:3888:participant;b:2181\nversion=8",
+        )
+        .unwrap();
+        assert!(matches!(
+            Goal::Remove(&pair).progress(&without_three),
+            Ok(Progress::Pending(Pending::Remove(ref ids))) if *ids == vec![ServerId(2)]
+        ));
+        assert!(matches!(
+            Goal::Remove(&[ServerId(1), ServerId(2), ServerId(3)]).progress(&config),
+            Err(Error::LastVoter { .. })
         ));
     }
 

@@ -150,18 +150,38 @@ pub trait MembershipControl: Sync {
     fn read_config(&self)
     -> impl Future<Output = Result<EnsembleConfig, membership::Error>> + Send;
 
+    /// Makes every joiner a voter in one reconfig (growing one voter to three adds two at once).
+    /// Joiners already voters with the same line count as done, and success comes without a
+    /// reconfig when all are; refused when a joiner to add is not a serving, synced follower.
+    fn add_voters(
+        &self,
+        joiners: &[ServerEntry],
+    ) -> impl Future<Output = Result<ReconfigOutcome, membership::Error>> + Send;
+
+    /// Removes the servers `ids` from the configuration in one reconfig (shrinking three voters
+    /// to one removes two at once). Servers not in it count as done, and success comes without
+    /// a reconfig when none is; refused when no voter would be left.
+    fn remove_voters(
+        &self,
+        ids: &[ServerId],
+    ) -> impl Future<Output = Result<ReconfigOutcome, membership::Error>> + Send;
+
     /// Makes `joiner` a voter. Success without a reconfig when it already is one with the same
     /// line; refused when the joiner is not a serving, synced follower.
     fn add_voter(
         &self,
         joiner: &ServerEntry,
-    ) -> impl Future<Output = Result<ReconfigOutcome, membership::Error>> + Send;
+    ) -> impl Future<Output = Result<ReconfigOutcome, membership::Error>> + Send {
+        self.add_voters(std::slice::from_ref(joiner))
+    }
 
     /// Removes server `id` from the configuration. Success without a reconfig when it is not in it.
     fn remove_voter(
         &self,
         id: ServerId,
-    ) -> impl Future<Output = Result<ReconfigOutcome, membership::Error>> + Send;
+    ) -> impl Future<Output = Result<ReconfigOutcome, membership::Error>> + Send {
+        async move { self.remove_voters(&[id]).await }
+    }
 }
 
 /// ZooKeeper's digest of a user and password: `user:base64(sha1("user:password"))`, as the
