@@ -522,15 +522,23 @@ async fn the_cli_reports_a_live_ensemble_also_as_a_kubectl_plugin(
 }
 
 fn scenarios() -> Vec<(&'static str, Scenario)> {
-    vec![
-        (
+    let mut all: Vec<(&'static str, Scenario)> = Vec::new();
+    // The fault campaign runs when asked for (QUORATE_CAMPAIGN=1 for the bounded tier, or
+    // QUORATE_CAMPAIGN_FAULTS=N); see docs/fault-campaign.md for why it is not in the default
+    // run yet.
+    if std::env::var_os("QUORATE_CAMPAIGN").is_some()
+        || std::env::var_os("QUORATE_CAMPAIGN_FAULTS").is_some()
+    {
+        all.push((
             "a_seeded_fault_campaign_loses_no_write_and_breaks_no_invariant",
             |b, n| {
                 Box::pin(
                     campaign::a_seeded_fault_campaign_loses_no_write_and_breaks_no_invariant(b, n),
                 )
             },
-        ),
+        ));
+    }
+    let rest: Vec<(&'static str, Scenario)> = vec![
         ("creates_three_and_scales_to_five_and_back", |b, n| {
             Box::pin(checked_scenario(b, n, &[3, 5, 3]))
         }),
@@ -651,7 +659,9 @@ fn scenarios() -> Vec<(&'static str, Scenario)> {
             "deleting_the_ensemble_removes_everything_it_owned",
             |b, n| Box::pin(deleting_the_ensemble_removes_everything_it_owned(b, n)),
         ),
-    ]
+    ];
+    all.extend(rest);
+    all
 }
 
 fn main() -> std::process::ExitCode {
