@@ -553,16 +553,18 @@ def cmd_history(args):
     with open(args.out, "w", encoding="utf-8") as out:
         setup = connect(args)
         try:
-            setup.ensure_path(args.prefix)
+            # The setup runs while the operator may be restarting members: every call is retried
+            # on connection loss (a create that landed before the loss then finds its node).
+            setup.retry(setup.ensure_path, args.prefix)
             shared = History(out, args.ops, 0)
             for key in keys:
                 try:
-                    setup.create(key, b"init")
+                    setup.retry(setup.create, key, b"init")
                 except NodeExistsError:
                     pass  # a key of an earlier run: its current state is the initial one
                 call = time.monotonic_ns()
-                setup.sync(key)
-                data, stat = setup.get(key)
+                setup.retry(setup.sync, key)
+                data, stat = setup.retry(setup.get, key)
                 # The initial state of the register, before any client runs.
                 shared.record({
                     "client": -1, "op": "init", "key": key, "input": {},
