@@ -1030,6 +1030,75 @@ async fn a_quorate_image_on_an_agent_without_a_bin_dir_stays_pending_with_a_clea
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_termination_message_written_into_a_volume_is_reported_when_the_container_exits() {
+    let _serial = SERIAL.lock().await;
+    let bed = Bed::start().await;
+    let had_dev_log = Path::new("/dev/termination-log").exists();
+    let r = json!([{"name": "r", "mountPath": "/r"}]);
+    bed.create::<Pod>(json!({
+        "metadata": {"name": "message"},
+        "spec": {
+            "restartPolicy": "Never",
+            "volumes": [{"name": "r", "emptyDir": {}}],
+            "initContainers": [{
+                "name": "first",
+                "image": IMAGE,
+                "command": ["/bin/sh", "-c", "printf first > /r/first"],
+                "terminationMessagePath": "/r/first",
+                "volumeMounts": r,
+            }],
+            "containers": [{
+                "name": "main",
+                "image": IMAGE,
+                "command": ["/bin/sh", "-c", "echo hello > /r/message"],
+                "terminationMessagePath": "/r/message",
+                "volumeMounts": r,
+            }, {
+                // The API's default path, /dev/termination-log, is under no volume.
+                "name": "quiet",
+                "image": IMAGE,
+                "command": ["/bin/sh", "-c", "true"],
+                "volumeMounts": r,
+            }],
+        },
+    }))
+    .await;
+    let pod = bed
+        .eventually(
+            "the message Pod to finish",
+            Duration::from_secs(60),
+            || async {
+                bed.pod("message")
+                    .await
+                    .filter(|p| matches!(phase(p), Some("Succeeded" | "Failed")))
+            },
+        )
+        .await;
+    assert_eq!(phase(&pod), Some("Succeeded"), "{}", bed.logs());
+    let terminated = |s: k8s_openapi::api::core::v1::ContainerStatus| {
+        s.state
+            .and_then(|s| s.terminated)
+            .expect("the container terminated")
+    };
+    let main = terminated(main_status(&pod));
+    assert_eq!(main.exit_code, 0);
+    assert_eq!(main.message.as_deref(), Some("hello\n"));
+    let first = terminated(init_status(&pod).expect("the init container's status"));
+    assert_eq!(first.message.as_deref(), Some("first"));
+    let quiet = pod
+        .status
+        .and_then(|s| s.container_statuses)
+        .and_then(|s| s.into_iter().find(|s| s.name == "quiet"))
+        .expect("the quiet container's status");
+    let quiet = terminated(quiet);
+    assert_eq!(quiet.exit_code, 0);
+    assert_eq!(quiet.message, None);
+    if !had_dev_log {
+        assert!(!Path::new("/dev/termination-log").exists());
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Network faults.
 

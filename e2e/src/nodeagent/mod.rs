@@ -28,6 +28,10 @@
 //!   containers run first, in order, to completion; failures retry with back-off. Containers
 //!   restart per `restartPolicy` with back-off (restart count increments), like a kubelet.
 //!   Output goes to `<state>/logs/<namespace>_<pod>_<container>.log` (appended across restarts).
+//!   A `terminationMessagePath` inside one of the container's volume mounts is honoured: the last
+//!   4096 bytes of that file become `state.terminated.message` (and `lastState`'s after a
+//!   restart); a path under no volume (the default `/dev/termination-log`) gives no message, and
+//!   `FallbackToLogsOnError` does not fall back to the log (see `container.rs`).
 //! - **Volumes.** `persistentVolumeClaim` is `<state>/volumes/<namespace>/<claim>`, kept across
 //!   Pods until the claim is deleted; `configMap`/`secret` are files refreshed when the object
 //!   changes; `emptyDir` is a directory per Pod; `hostPath` is the host's path. The agent marks

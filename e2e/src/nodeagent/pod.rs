@@ -47,6 +47,10 @@ pub(super) struct Termination {
     started_at: Timestamp,
     finished_at: Timestamp,
     container_id: String,
+    /// What the container left at its `terminationMessagePath`, when that path lies inside one
+    /// of its volume mounts (see `container.rs`; `FallbackToLogsOnError` never falls back to the
+    /// log here).
+    message: Option<String>,
 }
 
 impl Termination {
@@ -59,7 +63,7 @@ impl Termination {
                 started_at: Some(Time(self.started_at)),
                 finished_at: Some(Time(self.finished_at)),
                 container_id: Some(self.container_id.clone()),
-                message: None,
+                message: self.message.clone(),
             }),
             ..Default::default()
         }
@@ -78,6 +82,8 @@ struct Run {
     /// SIGTERM was sent; SIGKILL at this instant.
     kill_at: Option<Instant>,
     paused: bool,
+    /// The host file behind the container's `terminationMessagePath`, read when it exits.
+    termination_message: Option<PathBuf>,
 }
 
 /// One container (init or regular) of the Pod.
@@ -530,6 +536,10 @@ impl Worker {
                     started_at: run.started_at,
                     finished_at: Timestamp::now(),
                     container_id: run.container_id.clone(),
+                    message: run
+                        .termination_message
+                        .as_deref()
+                        .and_then(container::read_termination_message),
                 };
                 drop(run.child);
                 c.previous = c.last.replace(termination);
@@ -636,12 +646,16 @@ impl Worker {
             .volumes
             .as_ref()
             .ok_or_else(|| ("ContainerCreating".to_string(), String::new()))?;
+        let volume_mounts = volumes
+            .mounts(spec)
+            .map_err(|m| ("CreateContainerConfigError".to_string(), m))?;
+        // Only a volume's file: a path under an image's mount or under none has no message.
+        let termination_message = spec
+            .termination_message_path
+            .as_deref()
+            .and_then(|p| container::host_path(p, &volume_mounts));
         let mut mounts = img.mounts.clone();
-        mounts.extend(
-            volumes
-                .mounts(spec)
-                .map_err(|m| ("CreateContainerConfigError".to_string(), m))?,
-        );
+        mounts.extend(volume_mounts);
         let cgroup_procs = shared
             .net
             .pod_cgroup(ip)
@@ -657,6 +671,7 @@ impl Worker {
                 .unwrap_or_else(|| img.workdir.clone()),
             log: shared.log_path(&self.key.0, &self.key.1, &spec.name),
             cgroup_procs,
+            termination_message,
         })
     }
 
@@ -779,6 +794,7 @@ impl Worker {
                         probe_task,
                         kill_at: None,
                         paused: false,
+                        termination_message: launch.termination_message.clone(),
                     });
                     events.push((
                         field_path(slot),

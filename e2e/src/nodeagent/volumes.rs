@@ -492,4 +492,50 @@ mod tests {
         );
         assert!(!dir.exists());
     }
+
+    #[test]
+    fn a_termination_path_resolves_through_the_containers_volume_mounts_and_subpaths() {
+        use super::super::container::host_path;
+        let state = tempfile::tempdir().unwrap();
+        let pod_dir = state.path().join("pods").join("uid");
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "namespace": "ns"},
+            "spec": {
+                "volumes": [{"name": "shared", "emptyDir": {}}, {"name": "result", "emptyDir": {}}],
+                "containers": [{
+                    "name": "main",
+                    "volumeMounts": [
+                        {"name": "shared", "mountPath": "/data"},
+                        {"name": "shared", "mountPath": "/out", "subPath": "init/out"},
+                        {"name": "result", "mountPath": "/data/result"},
+                    ],
+                }],
+            },
+        }))
+        .unwrap();
+        let lookups = Lookups {
+            claim: &|_| None,
+            config_map: &|_| None,
+            secret: &|_| None,
+        };
+        let volumes = PodVolumes::setup(&pod, state.path(), &pod_dir, &lookups).unwrap();
+        let mounts = volumes.mounts(&pod.spec.unwrap().containers[0]).unwrap();
+        let shared = pod_dir.join("volumes").join("shared");
+        let result = pod_dir.join("volumes").join("result");
+        assert_eq!(
+            host_path("/out/message", &mounts),
+            Some(shared.join("init/out/message"))
+        );
+        assert!(shared.join("init/out").is_dir(), "the subPath exists");
+        assert_eq!(
+            host_path("/data/message", &mounts),
+            Some(shared.join("message"))
+        );
+        assert_eq!(
+            host_path("/data/result/message", &mounts),
+            Some(result.join("message"))
+        );
+        assert_eq!(host_path("/data/result", &mounts), Some(result));
+        assert_eq!(host_path("/dev/termination-log", &mounts), None);
+    }
 }
