@@ -464,16 +464,23 @@ def history_client(args, cid, hosts, keys, shared, seed):
     rng = random.Random(seed * 1000003 + cid)
     # Client cid starts at member cid (mod n), so every member serves some client.
     rotated = hosts[cid % len(hosts):] + hosts[:cid % len(hosts)]
-    client = None
-    while client is None:
-        remaining = shared.deadline - time.monotonic()
-        if remaining <= 0:
-            return
-        try:
-            client = connect(args, timeout=max(0.5, min(10.0, remaining)), hosts=",".join(rotated), randomize_hosts=False)
-        except Exception as e:  # noqa: BLE001 - counted, then retried until the deadline
-            shared.count_error(type(e).__name__)
-            time.sleep(0.2)
+
+    def open_client():
+        # Until the deadline or a stop: the ensemble may be without a quorum for a while.
+        while not STOP.is_set():
+            remaining = shared.deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            try:
+                return connect(args, timeout=max(0.5, min(10.0, remaining)), hosts=",".join(rotated), randomize_hosts=False)
+            except Exception as e:  # noqa: BLE001 - counted, then retried until the deadline
+                shared.count_error(type(e).__name__)
+                time.sleep(0.2)
+        return None
+
+    client = open_client()
+    if client is None:
+        return
     known = {}  # key -> the version this client last read or wrote
     counter = 0
     try:
@@ -525,7 +532,16 @@ def history_client(args, cid, hosts, keys, shared, seed):
             shared.record(entry)
             if entry["outcome"] == "unknown":
                 # Wait for the session to come back rather than piling up unknown operations.
-                while not client.connected and time.monotonic() < shared.deadline:
+                # kazoo stops reconnecting once its retry policy's deadline passes (a quorum
+                # lost for longer): then a new client takes over.
+                lost_at = time.monotonic()
+                while not client.connected and not STOP.is_set() and time.monotonic() < shared.deadline:
+                    if time.monotonic() - lost_at > 15.0:
+                        close(client)
+                        client = open_client()
+                        if client is None:
+                            return
+                        lost_at = time.monotonic()
                     time.sleep(0.02)
             if args.interval_ms > 0:
                 time.sleep(args.interval_ms / 1000.0)
@@ -551,7 +567,14 @@ def cmd_history(args):
     keys = [history_key(args.prefix, i) for i in range(args.keys)]
     hosts = [h for h in args.hosts.split(",") if h]
     with open(args.out, "w", encoding="utf-8") as out:
-        setup = connect(args)
+        # A fault may already be under way: keep trying until the run's own deadline.
+        setup = None
+        while setup is None:
+            try:
+                setup = connect(args)
+            except KazooTimeoutError:
+                if STOP.is_set() or time.monotonic() - started >= args.seconds:
+                    raise
         try:
             # The setup runs while the operator may be restarting members: every call is retried
             # on connection loss (a create that landed before the loss then finds its node).

@@ -155,8 +155,21 @@ struct Report {
     invariant_violations: Vec<String>,
     max_converge_seconds: f64,
     seconds: f64,
+    /// Whether the campaign ran to its end (a long run's report is written after every round,
+    /// so one stopped part-way still tells what it did).
+    finished: bool,
     failure: Option<String>,
     round_log: Vec<Round>,
+}
+
+impl Report {
+    fn save(&self, path: &std::path::Path) -> Result<(), Failed> {
+        let json = serde_json::to_string_pretty(self).map_err(|e| fail(e.to_string()))?;
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        std::fs::write(path, &json).map_err(|e| fail(format!("write {}: {e}", path.display())))
+    }
 }
 
 /// The campaign's control over operators and the API server path.
@@ -580,6 +593,12 @@ pub async fn campaign(bed: &Bed, ns: &str, seed: u64, faults: usize) -> Result<(
     let mut tick = 500;
     let mut queue: std::collections::VecDeque<Fault> = plan.into_iter().collect();
     let mut missed = 0;
+    // At most this many faults per round (1 to 3 by default; a long campaign may pack more).
+    let per_round: usize = std::env::var("QUORATE_CAMPAIGN_FAULTS_PER_ROUND")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .filter(|n| *n >= 1)
+        .unwrap_or(3);
     let mut round = 0;
     let result: Result<(), Failed> = async {
         while !queue.is_empty() {
@@ -602,7 +621,7 @@ pub async fn campaign(bed: &Bed, ns: &str, seed: u64, faults: usize) -> Result<(
                         .map_err(|e| fail(e.to_string()))?;
                 }
             }
-            let n = rng.random_range(1..=3).min(queue.len());
+            let n = rng.random_range(1..=per_round).min(queue.len());
             let mut done = Vec::new();
             let mut failpoints = Vec::new();
             for _ in 0..n {
@@ -647,6 +666,10 @@ pub async fn campaign(bed: &Bed, ns: &str, seed: u64, faults: usize) -> Result<(
                 configurations: verdict.configs.len(),
                 converge_seconds: converge,
             });
+            report.rounds = round;
+            report.fault_kinds = report.faults_by_kind.len();
+            report.seconds = started.elapsed().as_secs_f64();
+            report.save(&path)?;
         }
         Ok(())
     }
@@ -665,11 +688,8 @@ pub async fn campaign(bed: &Bed, ns: &str, seed: u64, faults: usize) -> Result<(
         let short: String = msg.chars().take(2000).collect();
         report.failure = Some(format!("round {round} (seed {seed}): {short}"));
     }
-    let json = serde_json::to_string_pretty(&report).map_err(|e| fail(e.to_string()))?;
-    if let Some(dir) = path.parent() {
-        let _ = std::fs::create_dir_all(dir);
-    }
-    std::fs::write(&path, &json).map_err(|e| fail(format!("write {}: {e}", path.display())))?;
+    report.finished = result.is_ok();
+    report.save(&path)?;
     eprintln!(
         "fault campaign seed {seed}: {} faults of {} kinds in {} rounds, {} acknowledged writes, {} lost, {} history operations (linearizable: {}), {} violations, longest convergence {:.1} s, {:.0} s; report {}",
         report.faults_injected,
