@@ -139,6 +139,11 @@ pub enum VolumeCommand {
         /// Output format.
         #[arg(short = 'o', long, value_enum, default_value_t = Output::Text)]
         output: Output,
+        /// Also write a short answer to this file, `{"zxid":"0x..."}` (`null` for an empty
+        /// volume) or `{"error":"..."}`: a Pod's termination message, as quorate's volume probe
+        /// reads it.
+        #[arg(long, value_name = "PATH")]
+        termination_log: Option<PathBuf>,
     },
 }
 
@@ -455,9 +460,27 @@ pub fn run_offline(command: &Command, clock_now: Timestamp) -> Result<String, Er
             render_plan(&plan, &desired_spec, *output)
         }
         Command::Volume {
-            command: VolumeCommand::Zxid { dir, output },
+            command:
+                VolumeCommand::Zxid {
+                    dir,
+                    output,
+                    termination_log,
+                },
         } => {
-            let found = crate::backup::datadir::highest_zxid(dir)?;
+            let result = crate::backup::datadir::highest_zxid(dir);
+            if let Some(path) = termination_log {
+                let short = match &result {
+                    Ok(found) => serde_json::json!({
+                        "zxid": found.zxid.map(crate::backup::artifact::zxid_hex),
+                    }),
+                    Err(e) => serde_json::json!({"error": e.to_string()}),
+                };
+                std::fs::write(path, short.to_string()).map_err(|source| Error::Write {
+                    path: path.clone(),
+                    source,
+                })?;
+            }
+            let found = result?;
             match output {
                 // One line: a termination message holds at most 4 KiB.
                 Output::Json => serde_json::to_string(&found)

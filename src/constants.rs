@@ -10,6 +10,9 @@ pub const FINALIZER: &str = "quorate.dev/cleanup";
 pub const LABEL_ENSEMBLE: &str = "quorate.dev/ensemble";
 /// Label: a member's ZooKeeper server id.
 pub const LABEL_SERVER_ID: &str = "quorate.dev/server-id";
+/// Label: the server id whose volume a probe Pod reads (never [`LABEL_SERVER_ID`]: a probe is
+/// not a member).
+pub const LABEL_PROBE_OF: &str = "quorate.dev/probe-of";
 /// Label: what the object is to quorate (`member`, `config`, `client`, ...).
 pub const LABEL_COMPONENT: &str = "app.kubernetes.io/component";
 /// Label: managed by quorate.

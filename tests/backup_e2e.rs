@@ -20,7 +20,6 @@ use quorate::crd::{
     ZkRestoreSpec,
 };
 use quorate_testbed::kazoo::Znode;
-use quorate_testbed::nodeagent::AgentOptions;
 use quorate_testbed::objectstore::ObjectStore;
 
 const BUCKET: &str = "quorate-backups";
@@ -1211,14 +1210,7 @@ fn main() -> std::process::ExitCode {
         region: store.region().into(),
         root_dir: store.root_dir().to_path_buf(),
     });
-    let bin_dir = std::path::Path::new(env!("CARGO_BIN_EXE_quorate"))
-        .parent()
-        .expect("the binary's directory")
-        .to_path_buf();
-    let agent = AgentOptions {
-        quorate_bin_dir: Some(bin_dir),
-        ..AgentOptions::default()
-    };
+    let agent = common::agent_running_quorate_images();
     let code = common::run(
         "bk",
         scenarios(),

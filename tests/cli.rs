@@ -284,6 +284,62 @@ fn volume_zxid_prints_the_last_logged_zxid_of_a_data_dir_as_one_json_line() {
     assert!(out.starts_with("zxid:      0x300000007 (epoch 3)"), "{out}");
 }
 
+/// The short answer a volume probe Pod leaves as its termination message.
+#[test]
+fn volume_zxid_writes_a_short_answer_for_a_termination_message() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let v2 = dir.path().join("data").join("version-2");
+    std::fs::create_dir_all(&v2).expect("version-2");
+    std::fs::write(
+        v2.join("log.300000001"),
+        hand_built_log(&[0x3_0000_0001, 0x3_0000_0009]),
+    )
+    .expect("log");
+    let message = dir.path().join("message");
+    let data = dir.path().join("data");
+    let (code, _, err) = quorate(&[
+        "volume",
+        "zxid",
+        data.to_str().unwrap(),
+        "-o",
+        "json",
+        "--termination-log",
+        message.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let answer = std::fs::read_to_string(&message).expect("message written");
+    assert_eq!(answer, r#"{"zxid":"0x300000009"}"#);
+
+    // An empty volume: no zxid, not an error.
+    let empty = dir.path().join("empty");
+    std::fs::create_dir_all(empty.join("version-2")).expect("empty version-2");
+    let (code, _, err) = quorate(&[
+        "volume",
+        "zxid",
+        empty.to_str().unwrap(),
+        "--termination-log",
+        message.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        std::fs::read_to_string(&message).unwrap(),
+        r#"{"zxid":null}"#
+    );
+
+    // A volume that cannot be read: the error, and a failing exit.
+    let (code, _, _) = quorate(&[
+        "volume",
+        "zxid",
+        "/nonexistent/zk-data",
+        "--termination-log",
+        message.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1);
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&message).unwrap()).expect("JSON");
+    assert_eq!(v["error"], "/nonexistent/zk-data: no such directory");
+}
+
 #[test]
 fn volume_zxid_of_a_missing_directory_fails_naming_the_path() {
     let (code, out, err) = quorate(&["volume", "zxid", "/nonexistent/zk-data", "-o", "json"]);

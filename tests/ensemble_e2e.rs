@@ -10,6 +10,8 @@ mod campaign;
 mod common;
 #[path = "ensemble_e2e/operator.rs"]
 mod operator;
+#[path = "ensemble_e2e/quorum_loss.rs"]
+mod quorum_loss;
 
 use std::collections::BTreeSet;
 use std::process::Command;
@@ -23,7 +25,6 @@ use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use libtest_mimic::Failed;
 use quorate::constants::LABEL_ENSEMBLE;
 use quorate::crd::MasterEnsemble;
-use quorate_testbed::nodeagent::AgentOptions;
 
 /// Grows or shrinks through `steps`, judged throughout (`Judges`): every configuration change
 /// one voter at a time (1 <-> 3 in one reconfig), no acknowledged write lost, a linearizable
@@ -544,6 +545,14 @@ fn scenarios() -> Vec<(&'static str, Scenario)> {
             |b, n| Box::pin(checked_scenario(b, n, &[1, 3, 1])),
         ),
         (
+            "names_the_most_up_to_date_survivor_from_the_volumes_after_a_quorum_loss",
+            |b, n| {
+                Box::pin(
+                    quorum_loss::names_the_most_up_to_date_survivor_from_the_volumes_after_a_quorum_loss(b, n),
+                )
+            },
+        ),
+        (
             "replaces_a_member_whose_disk_and_process_are_lost_with_a_fresh_id",
             |b, n| {
                 Box::pin(replaces_a_failed_member_with_a_fresh_id(
@@ -662,5 +671,11 @@ fn scenarios() -> Vec<(&'static str, Scenario)> {
 }
 
 fn main() -> std::process::ExitCode {
-    common::run("e2e", scenarios(), AgentOptions::default(), vec![])
+    // The operator's own image runs too: its volume probes after a quorum loss.
+    common::run(
+        "e2e",
+        scenarios(),
+        common::agent_running_quorate_images(),
+        vec![],
+    )
 }

@@ -77,7 +77,10 @@ pub async fn reconcile(ens: Arc<MasterEnsemble>, ctx: Arc<Context>) -> Result<Ac
         previous.change_requested_at = Some(MicroTime(requested));
         obs.observed.change_requested_at = Some(requested);
     }
-    let plan = plan(&desired, &obs.observed, now);
+    let mut plan = plan(&desired, &obs.observed, now);
+    if super::survivor::read_volumes(&ctx, &ectx, &mut obs, &plan).await? {
+        plan = crate::planner::plan(&desired, &obs.observed, now);
+    }
     info!(decision = %plan.decision, rule = %plan.rule.name(), "planned");
     let labels = crate::metrics::ObjectLabels::new(&ns, &name);
     let observed = &obs.observed;

@@ -13,6 +13,7 @@ pub mod leader;
 pub mod observe;
 pub mod restore;
 pub mod status;
+pub mod survivor;
 
 use std::sync::Arc;
 use std::time::Duration;

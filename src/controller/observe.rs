@@ -13,6 +13,7 @@ use super::{Context, Error};
 use crate::constants::*;
 use crate::crd::{ArtifactPhase, MasterEnsemble, MemberState, MemberStatus, ZkBackup};
 use crate::executor::resources::names::server_id_of;
+use crate::executor::resources::probe::PROBE_COMPONENT;
 use crate::planner::rules::unhealthy_since;
 use crate::planner::{Desired, Member, Membership, Observed, PodInfo, ReadyBackup, ServerId};
 use crate::zk::{
@@ -27,6 +28,8 @@ pub struct Observation {
     pub pods: BTreeMap<ServerId, Pod>,
     /// Member PVCs by server id.
     pub pvcs: BTreeMap<ServerId, PersistentVolumeClaim>,
+    /// Volume probe Pods (after a quorum loss) by the server id whose volume they read.
+    pub probes: BTreeMap<ServerId, Pod>,
     /// ZooKeeper's answers.
     pub zk: EnsembleObservation,
     /// The committed configuration, when a serving member answered.
@@ -72,8 +75,17 @@ pub async fn observe(
         .list(&selector)
         .await
         .map_err(Error::kube(format!("list PVCs of {ns}/{name}")))?;
+    let (probe_list, pod_list): (Vec<Pod>, Vec<Pod>) = pod_list.items.into_iter().partition(|p| {
+        p.labels().get(LABEL_COMPONENT).map(String::as_str) == Some(PROBE_COMPONENT)
+    });
+    let probes: BTreeMap<ServerId, Pod> = probe_list
+        .into_iter()
+        .filter_map(|p| {
+            let id = p.labels().get(LABEL_PROBE_OF)?.parse().ok()?;
+            Some((ServerId(id), p))
+        })
+        .collect();
     let pods: BTreeMap<ServerId, Pod> = pod_list
-        .items
         .into_iter()
         .filter_map(|p| Some((server_id_of(p.labels())?, p)))
         .collect();
@@ -97,6 +109,7 @@ pub async fn observe(
         observed: Observed::default(),
         pods,
         pvcs,
+        probes,
         zk,
         config: None,
         addresses,
@@ -137,6 +150,7 @@ pub async fn observe(
             down_since: None,
             healthy_spec_hash: before.and_then(|m| m.healthy_spec_hash.clone()),
             was_voter: before.is_some_and(|m| m.was_voter || m.voter) || voters_now.contains(&id),
+            volume_zxid: None,
         };
         let healthy = member.is_healthy();
         if healthy {

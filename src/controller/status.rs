@@ -102,6 +102,7 @@ pub fn build_status(
             role: Some(role),
             state: Some(state),
             zxid: m.zk.zxid.map(|z| format!("0x{z:x}")),
+            volume_zxid: m.volume_zxid.map(|z| format!("0x{z:x}")),
             synced: m.zk.synced,
             voter: voters.contains(&m.id),
             was_voter: m.was_voter,

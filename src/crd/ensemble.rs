@@ -344,6 +344,11 @@ pub struct MemberStatus {
     /// Serving, Syncing, Starting, Down, Removed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<MemberState>,
+    /// The highest zxid the member's volume durably holds (hex), read from its snapshots and
+    /// transaction logs by a probe Pod while the ensemble has no quorum (no member then
+    /// answers a zxid). Recovery must start from the member with the highest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume_zxid: Option<String>,
     /// Last processed zxid (hex).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub zxid: Option<String>,

@@ -42,6 +42,7 @@ pub fn healthy_member(id: u32) -> Member {
         down_since: None,
         healthy_spec_hash: Some("h1".into()),
         was_voter: true,
+        volume_zxid: None,
     }
 }
 

@@ -312,6 +312,10 @@ pub struct Member {
     /// The member has been a voter at some time. A removed voter never becomes a voter again.
     #[serde(default)]
     pub was_voter: bool,
+    /// The highest zxid the member's volume durably holds, read from its files by a probe Pod
+    /// while no member serves (ZooKeeper answers no zxid without a quorum).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume_zxid: Option<u64>,
 }
 
 fn yes() -> bool {

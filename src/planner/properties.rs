@@ -289,13 +289,21 @@ fn arbitrary_member(id: u32) -> impl Strategy<Value = Member> {
             prop::bool::weighted(0.8),
             prop::bool::weighted(0.8),
             prop::option::of(0u64..100),
+            prop::option::of(0u64..100),
         ),
         prop::option::of(0i64..40),
         any::<bool>(),
         prop::bool::weighted(0.7),
     )
         .prop_map(
-            move |(pod, volume, (serving, synced, zxid), down, was_voter, healthy_h1)| Member {
+            move |(
+                pod,
+                volume,
+                (serving, synced, zxid, volume_zxid),
+                down,
+                was_voter,
+                healthy_h1,
+            )| Member {
                 id: ServerId(id),
                 pod: pod.map(|(running, terminating, age, hash)| PodInfo {
                     spec_hash: hash.into(),
@@ -313,6 +321,7 @@ fn arbitrary_member(id: u32) -> impl Strategy<Value = Member> {
                 down_since: down.map(|m| t0() - SignedDuration::from_mins(m)),
                 healthy_spec_hash: Some(if healthy_h1 { "h1" } else { "h0" }.into()),
                 was_voter,
+                volume_zxid,
             },
         )
 }
@@ -463,6 +472,43 @@ mod judge {
         Ok(())
     }
 
+    /// A survivor named for recovery after a quorum loss holds the newest data that any voter
+    /// with a volume holds (I7): recovering from any other would throw writes away. A voter
+    /// here is one of the live configuration or one the operator last recorded.
+    pub fn named_survivor_is_the_most_up_to_date(
+        sim: &Sim,
+        decision: &super::Decision,
+    ) -> Result<(), String> {
+        let super::Decision::Blocked {
+            reason:
+                super::BlockReason::QuorumLost {
+                    survivor: Some(named),
+                    zxid,
+                    ..
+                },
+        } = decision
+        else {
+            return Ok(());
+        };
+        // The voters of the live configuration and those the operator last recorded (a
+        // reconfiguration it carried out just before the loss is not recorded yet).
+        let newest = sim
+            .config
+            .union(&sim.recorded_voters)
+            .filter_map(|id| sim.members.get(id))
+            .filter(|m| m.volume)
+            .map(|m| m.zxid)
+            .max();
+        let holds = sim.members.get(named).map(|m| m.zxid);
+        if holds.is_none() || holds != newest || *zxid != newest {
+            return Err(format!(
+                "quorum lost: member {named} named for recovery at {zxid:x?} holds {holds:x?}, \
+                 but a voter holds {newest:x?}"
+            ));
+        }
+        Ok(())
+    }
+
     /// Both judges.
     pub fn check(sim: &Sim, when: &str) -> Result<(), String> {
         no_acknowledged_write_is_lost(sim)
@@ -498,6 +544,7 @@ fn judged_run(
                 .pass_with(&want, planner, check)
                 .map_err(|e| e.to_string())?;
             judge::check(&sim, &format!("{}", p.decision))?;
+            judge::named_survivor_is_the_most_up_to_date(&sim, &p.decision)?;
         }
     }
     sim.heal();
@@ -591,6 +638,52 @@ fn the_judge_flags_a_hand_built_lossy_history() {
     m.known_config = Some(sim.config.clone());
     let err = judge::no_acknowledged_write_is_lost(&sim).expect_err("the write is lost");
     assert!(err.contains("possible quorum"), "{err}");
+}
+
+/// After a quorum loss, the member that still runs is not the most up to date: a follower
+/// lagged while the other two acknowledged writes, then both of those went down. The planner
+/// must name one of the two down members (their volumes hold the newest writes), never the
+/// lagging survivor that alone still answers.
+#[test]
+fn after_a_quorum_loss_the_named_survivor_holds_the_newest_writes_even_when_down() {
+    let mut sim = Sim::new(t0());
+    let want = sim_desired(3);
+    sim.run(&want, 300).expect("converges");
+    let leader = sim.leader().expect("a leader");
+    let lagging = sim
+        .config
+        .iter()
+        .copied()
+        .find(|id| *id != leader)
+        .expect("a follower");
+    let other = sim
+        .config
+        .iter()
+        .copied()
+        .find(|id| *id != leader && *id != lagging)
+        .expect("another follower");
+    sim.inject(Fault::Slow(lagging, 600));
+    for _ in 0..5 {
+        sim.advance();
+    }
+    assert!(
+        sim.members[&lagging].zxid < sim.acked,
+        "the follower lags behind the acknowledged writes"
+    );
+    sim.inject(Fault::Crash(leader, None));
+    sim.inject(Fault::Crash(other, None));
+    sim.advance();
+    let p = sim.pass(&want).expect("a pass");
+    match &p.decision {
+        Decision::Blocked {
+            reason: BlockReason::QuorumLost { survivor, .. },
+        } => assert!(
+            *survivor == Some(leader) || *survivor == Some(other),
+            "named {survivor:?}; the newest writes are on {leader} and {other}, not {lagging}"
+        ),
+        other => panic!("expected QuorumLost, got {other}"),
+    }
+    judge::named_survivor_is_the_most_up_to_date(&sim, &p.decision).expect("judged");
 }
 
 #[test]

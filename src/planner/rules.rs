@@ -248,15 +248,28 @@ pub fn restart_order(observed: &Observed, stale: &[ServerId]) -> Vec<ServerId> {
     order
 }
 
-/// The survivor with the highest zxid among the voters (I7: recovery starts only from it).
+/// The survivor with the highest zxid among the voters (I7: recovery starts only from it): the
+/// zxid ZooKeeper reports, or else the one read from the member's volume. `None` unless every
+/// voter that still has a volume has a known zxid: a voter whose data is not known yet may hold
+/// the newest write, so naming another would let older data win.
 pub fn most_up_to_date_survivor(
     observed: &Observed,
     voters: &BTreeSet<ServerId>,
 ) -> Option<(ServerId, u64)> {
-    voters
+    let survivors: Vec<&Member> = voters
         .iter()
         .filter_map(|id| observed.members.get(id))
-        .filter_map(|m| m.zk.zxid.map(|z| (m.id, z)))
+        .filter(|m| m.volume)
+        .collect();
+    let known: Vec<(ServerId, u64)> = survivors
+        .iter()
+        .filter_map(|m| m.zk.zxid.or(m.volume_zxid).map(|z| (m.id, z)))
+        .collect();
+    if known.len() < survivors.len() {
+        return None;
+    }
+    known
+        .into_iter()
         .max_by_key(|(id, z)| (*z, std::cmp::Reverse(*id)))
 }
 

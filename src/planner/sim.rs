@@ -538,12 +538,15 @@ impl Sim {
                         } else {
                             Role::Follower
                         },
-                        zxid: answers.then_some(m.zxid),
+                        // ZooKeeper answers a zxid only while it serves.
+                        zxid: serving.then_some(m.zxid),
                         synced: serving && m.synced,
                     },
                     down_since: m.down_since,
                     healthy_spec_hash: m.healthy_spec_hash.clone(),
                     was_voter: m.was_voter,
+                    // Without a quorum the operator reads each volume's zxid (a probe Pod).
+                    volume_zxid: (!live && m.volume).then_some(m.zxid),
                 },
             );
         }

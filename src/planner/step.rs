@@ -432,7 +432,10 @@ impl fmt::Display for BlockReason {
                         f,
                         "; recovery must start from member {s}, the survivor with the highest zxid (0x{z:x})"
                     ),
-                    _ => write!(f, "; no survivor reports a zxid"),
+                    _ => write!(
+                        f,
+                        "; not every survivor's zxid is known yet (read from their volumes while no member serves)"
+                    ),
                 }
             }
             BlockReason::NoHealthyMajorityForReplacement { member } => write!(

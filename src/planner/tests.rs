@@ -510,6 +510,7 @@ fn quorum_lost_names_the_survivor_with_the_highest_zxid() {
     m3.zk.synced = false;
     m3.zk.zxid = Some(0x2_0000_0005);
     o.members.get_mut(&id(1)).unwrap().zk.zxid = Some(0x2_0000_0001);
+    o.members.get_mut(&id(2)).unwrap().volume_zxid = Some(0x2_0000_0004);
     let p = plan(&desired(3), &o, t0());
     assert_eq!(
         p.decision,
@@ -527,6 +528,45 @@ fn quorum_lost_names_the_survivor_with_the_highest_zxid() {
         "{}",
         p.decision
     );
+}
+
+/// Without a quorum no member answers a zxid: the volumes' are used, and a survivor whose zxid
+/// is not known yet keeps every survivor from being named (it may hold the newest write).
+#[test]
+fn quorum_lost_names_a_survivor_only_when_every_survivors_zxid_is_known() {
+    let lost = || {
+        ObservedEnsemble::healthy(3)
+            .down(1, t0() - SignedDuration::from_mins(10))
+            .down(2, t0() - SignedDuration::from_mins(10))
+            .down(3, t0() - SignedDuration::from_mins(10))
+            .without_live_config()
+            .build()
+    };
+    let survivor = |o: &Observed| match plan(&desired(3), o, t0()).decision {
+        Decision::Blocked {
+            reason: BlockReason::QuorumLost { survivor, zxid, .. },
+        } => (survivor, zxid),
+        other => panic!("expected QuorumLost, got {other:?}"),
+    };
+    // Two volumes read, the third (maybe the newest) not yet: nobody is named.
+    let mut o = lost();
+    o.members.get_mut(&id(1)).unwrap().volume_zxid = Some(0x2_0000_0009);
+    o.members.get_mut(&id(3)).unwrap().volume_zxid = Some(0x2_0000_0003);
+    assert_eq!(survivor(&o), (None, None));
+    let text = plan(&desired(3), &o, t0()).decision.to_string();
+    assert!(
+        text.contains("not every survivor's zxid is known"),
+        "{text}"
+    );
+    // All three read: the highest wins, whoever's Pod is up.
+    o.members.get_mut(&id(2)).unwrap().volume_zxid = Some(0x2_0000_000a);
+    assert_eq!(survivor(&o), (Some(id(2)), Some(0x2_0000_000a)));
+    // A voter whose volume is gone holds nothing to recover from: it does not count.
+    let mut o = lost();
+    o.members.get_mut(&id(1)).unwrap().volume_zxid = Some(0x2_0000_0009);
+    o.members.get_mut(&id(3)).unwrap().volume_zxid = Some(0x2_0000_0003);
+    o.members.get_mut(&id(2)).unwrap().volume = false;
+    assert_eq!(survivor(&o), (Some(id(1)), Some(0x2_0000_0009)));
 }
 
 #[test]

@@ -221,6 +221,24 @@ impl Judges {
 
     /// Member `id` was faulted by the test: its outage is not counted as an operator transition
     /// and its Pod's deletion by the test is not the operator's.
+    /// Waits until the writer and the history have each completed an operation, so that a
+    /// fault injected next lands while both record.
+    pub async fn wait_recording(&self) -> Result<(), Failed> {
+        let (writes, history) = (self.writes.clone(), self.history_file.clone());
+        let lines = |p: &PathBuf| {
+            std::fs::read_to_string(p)
+                .map(|t| t.lines().count())
+                .unwrap_or(0)
+        };
+        // The history's first lines are the keys' initial states, one per key.
+        wait_for(
+            "the judges to record",
+            Duration::from_secs(60),
+            async || Ok(lines(&writes) >= 1 && lines(&history) >= 5),
+        )
+        .await
+    }
+
     pub fn excuse(&self, id: u32) {
         if let Ok(mut s) = self.sampler.lock() {
             s.excused.insert(id);

@@ -380,6 +380,19 @@ async fn quorate_events(
 }
 
 /// A MasterEnsemble with test-friendly timings.
+/// A node agent that also runs `quorate:<tag>` images (restores' init containers, volume
+/// probes) with the quorate binary under test.
+pub fn agent_running_quorate_images() -> AgentOptions {
+    let bin_dir = std::path::Path::new(env!("CARGO_BIN_EXE_quorate"))
+        .parent()
+        .expect("the binary's directory")
+        .to_path_buf();
+    AgentOptions {
+        quorate_bin_dir: Some(bin_dir),
+        ..AgentOptions::default()
+    }
+}
+
 pub fn ensemble(name: &str, replicas: i32) -> MasterEnsemble {
     let spec: MasterEnsembleSpec = serde_json::from_value(serde_json::json!({
         "replicas": replicas,

@@ -3,5 +3,6 @@
 
 pub mod member;
 pub mod names;
+pub mod probe;
 pub mod restore;
 pub mod zoo_cfg;

@@ -15,6 +15,11 @@ pub fn member_pvc(ensemble: &str, id: ServerId) -> String {
     format!("data-{ensemble}-{id}")
 }
 
+/// The volume probe Pod of member `id`: `<ensemble>-zxid-<id>`.
+pub fn zxid_probe_pod(ensemble: &str, id: ServerId) -> String {
+    format!("{ensemble}-zxid-{id}")
+}
+
 /// The headless Service that gives each member a stable DNS name.
 pub fn members_service(ensemble: &str) -> String {
     format!("{ensemble}-members")

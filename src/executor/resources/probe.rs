@@ -1,0 +1,282 @@
+//! Pure builders for the volume probe: after a quorum loss no member answers a zxid (ZooKeeper
+//! serves `srvr` only with a quorum), so recovery learns each survivor's data from its volume.
+//! A probe Pod per voter mounts the member's PVC read-only and runs `quorate volume zxid` from
+//! the operator's own image; the answer comes back as the container's termination message. No
+//! I/O here: the controller creates the Pods and reads the answers.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    Container, EmptyDirVolumeSource, PersistentVolumeClaimVolumeSource, Pod, PodSpec, Volume,
+    VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde::Deserialize;
+
+use super::member::EnsembleContext;
+use super::names::{ensemble_labels, member_pvc, zxid_probe_pod};
+use crate::constants::*;
+use crate::planner::ServerId;
+
+/// The component label of probe Pods. They carry the ensemble's label (its controller watches
+/// them) but no server id, so they are never taken for members.
+pub const PROBE_COMPONENT: &str = "zxid-probe";
+/// Where the probe's answer is written: a file on an `emptyDir`, the container's
+/// `terminationMessagePath`.
+pub const PROBE_RESULT_DIR: &str = "/quorate-result";
+/// The answer's file name in [`PROBE_RESULT_DIR`].
+pub const PROBE_RESULT_FILE: &str = "message";
+
+/// The probe Pod of voter `id`. `node` pins it beside the member's Pod (a ReadWriteOnce volume
+/// mounts on one node at a time); without it the scheduler places it by the volume.
+pub fn build_zxid_probe_pod(
+    ctx: &EnsembleContext<'_>,
+    id: ServerId,
+    image: &str,
+    node: Option<String>,
+) -> Pod {
+    let mut labels: BTreeMap<String, String> = ensemble_labels(ctx.name, PROBE_COMPONENT);
+    labels.insert(LABEL_PROBE_OF.into(), id.to_string());
+    let message = format!("{PROBE_RESULT_DIR}/{PROBE_RESULT_FILE}");
+    let template = ctx.spec.pod_template.clone().unwrap_or_default();
+    Pod {
+        metadata: ObjectMeta {
+            name: Some(zxid_probe_pod(ctx.name, id)),
+            namespace: Some(ctx.namespace.into()),
+            labels: Some(labels),
+            owner_references: Some(vec![ctx.owner.clone()]),
+            ..Default::default()
+        },
+        spec: Some(PodSpec {
+            restart_policy: Some("Never".into()),
+            node_name: node,
+            containers: vec![Container {
+                name: "zxid".into(),
+                image: Some(image.into()),
+                command: Some(vec![OPERATOR_BINARY.into()]),
+                args: Some(vec![
+                    "volume".into(),
+                    "zxid".into(),
+                    format!("{DATA_MOUNT}/data"),
+                    "-o".into(),
+                    "json".into(),
+                    "--termination-log".into(),
+                    message.clone(),
+                ]),
+                termination_message_path: Some(message),
+                volume_mounts: Some(vec![
+                    VolumeMount {
+                        name: "data".into(),
+                        mount_path: DATA_MOUNT.into(),
+                        read_only: Some(true),
+                        ..Default::default()
+                    },
+                    VolumeMount {
+                        name: "result".into(),
+                        mount_path: PROBE_RESULT_DIR.into(),
+                        ..Default::default()
+                    },
+                ]),
+                ..Default::default()
+            }],
+            volumes: Some(vec![
+                Volume {
+                    name: "data".into(),
+                    persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                        claim_name: member_pvc(ctx.name, id),
+                        read_only: Some(true),
+                    }),
+                    ..Default::default()
+                },
+                Volume {
+                    name: "result".into(),
+                    empty_dir: Some(EmptyDirVolumeSource::default()),
+                    ..Default::default()
+                },
+            ]),
+            tolerations: (!template.tolerations.is_empty()).then_some(template.tolerations),
+            priority_class_name: template.priority_class_name,
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+/// What a probe Pod says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProbeAnswer {
+    /// Still running, or not started.
+    Pending,
+    /// The volume's highest zxid; `None` when it holds no data at all.
+    Zxid(Option<u64>),
+    /// The probe could not read the volume, with why.
+    Failed(String),
+}
+
+#[derive(Deserialize)]
+struct Message {
+    #[serde(default)]
+    zxid: Option<String>,
+    #[serde(default)]
+    error: Option<String>,
+}
+
+/// The answer of a probe Pod, from its phase and its container's termination message (what
+/// `quorate volume zxid --termination-log` writes: `{"zxid":"0x..."}` or `{"error":"..."}`).
+pub fn probe_answer(pod: &Pod) -> ProbeAnswer {
+    let Some(status) = pod.status.as_ref() else {
+        return ProbeAnswer::Pending;
+    };
+    let terminated = status
+        .container_statuses
+        .iter()
+        .flatten()
+        .find_map(|c| c.state.as_ref()?.terminated.as_ref());
+    let phase = status.phase.as_deref().unwrap_or("Pending");
+    if !matches!(phase, "Succeeded" | "Failed") {
+        return ProbeAnswer::Pending;
+    }
+    let Some(t) = terminated else {
+        return ProbeAnswer::Failed(format!(
+            "the probe Pod is {phase} without a container state"
+        ));
+    };
+    let message = t.message.as_deref().unwrap_or("").trim();
+    match serde_json::from_str::<Message>(message) {
+        Ok(Message {
+            error: Some(error), ..
+        }) => ProbeAnswer::Failed(error),
+        Ok(Message { zxid: Some(z), .. }) if phase == "Succeeded" => {
+            match u64::from_str_radix(z.trim_start_matches("0x"), 16) {
+                Ok(z) => ProbeAnswer::Zxid(Some(z)),
+                Err(_) => ProbeAnswer::Failed(format!("the probe answered zxid {z:?}")),
+            }
+        }
+        Ok(Message { zxid: None, .. }) if phase == "Succeeded" => ProbeAnswer::Zxid(None),
+        _ => ProbeAnswer::Failed(format!(
+            "the probe Pod is {phase} (exit code {}) with message {message:?}",
+            t.exit_code
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::core::v1::{
+        ContainerState, ContainerStateTerminated, ContainerStatus, PodStatus,
+    };
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+
+    use super::*;
+    use crate::crd::MasterEnsembleSpec;
+
+    fn spec() -> MasterEnsembleSpec {
+        serde_json::from_value(serde_json::json!({"replicas": 3, "version": "3.9.5"}))
+            .expect("spec")
+    }
+
+    fn finished(phase: &str, exit_code: i32, message: Option<&str>) -> Pod {
+        Pod {
+            status: Some(PodStatus {
+                phase: Some(phase.into()),
+                container_statuses: Some(vec![ContainerStatus {
+                    name: "zxid".into(),
+                    state: Some(ContainerState {
+                        terminated: Some(ContainerStateTerminated {
+                            exit_code,
+                            message: message.map(str::to_string),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_probe_mounts_the_members_volume_read_only_and_answers_through_its_termination_message() {
+        let spec = spec();
+        let ctx = EnsembleContext {
+            name: "masters",
+            namespace: "ns",
+            spec: &spec,
+            owner: OwnerReference::default(),
+        };
+        let pod = build_zxid_probe_pod(&ctx, ServerId(2), "quorate:1", Some("node-a".into()));
+        assert_eq!(pod.metadata.name.as_deref(), Some("masters-zxid-2"));
+        let labels = pod.metadata.labels.clone().unwrap_or_default();
+        assert_eq!(labels[LABEL_ENSEMBLE], "masters");
+        assert_eq!(labels[LABEL_COMPONENT], PROBE_COMPONENT);
+        assert_eq!(labels[LABEL_PROBE_OF], "2");
+        assert!(
+            crate::executor::resources::names::server_id_of(&labels).is_none(),
+            "a probe is never taken for a member"
+        );
+        let spec = pod.spec.expect("spec");
+        assert_eq!(spec.restart_policy.as_deref(), Some("Never"));
+        assert_eq!(spec.node_name.as_deref(), Some("node-a"));
+        let data = spec
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == "data")
+            .and_then(|v| v.persistent_volume_claim.clone())
+            .expect("the member's PVC");
+        assert_eq!(data.claim_name, "data-masters-2");
+        assert_eq!(data.read_only, Some(true));
+        let c = &spec.containers[0];
+        let mounts = c.volume_mounts.clone().unwrap_or_default();
+        assert!(
+            mounts
+                .iter()
+                .any(|m| m.name == "data" && m.read_only == Some(true))
+        );
+        let message = c.termination_message_path.clone().expect("message path");
+        assert!(
+            mounts
+                .iter()
+                .any(|m| m.name == "result" && message.starts_with(&m.mount_path)),
+            "the message file lies on the result volume"
+        );
+        let args = c.args.clone().unwrap_or_default();
+        assert_eq!(args[..3], ["volume", "zxid", &format!("{DATA_MOUNT}/data")]);
+        assert!(
+            args.windows(2)
+                .any(|w| w[0] == "--termination-log" && w[1] == message)
+        );
+    }
+
+    #[test]
+    fn reads_the_answer_of_a_finished_probe_and_nothing_from_a_running_one() {
+        assert_eq!(probe_answer(&Pod::default()), ProbeAnswer::Pending);
+        assert_eq!(
+            probe_answer(&finished("Running", 0, None)),
+            ProbeAnswer::Pending
+        );
+        assert_eq!(
+            probe_answer(&finished("Succeeded", 0, Some(r#"{"zxid":"0x300000007"}"#))),
+            ProbeAnswer::Zxid(Some(0x3_0000_0007))
+        );
+        assert_eq!(
+            probe_answer(&finished("Succeeded", 0, Some(r#"{"zxid":null}"#))),
+            ProbeAnswer::Zxid(None)
+        );
+        assert_eq!(
+            probe_answer(&finished("Failed", 1, Some(r#"{"error":"corrupt log"}"#))),
+            ProbeAnswer::Failed("corrupt log".into())
+        );
+        // A zxid from a failed run, or no message at all, is not an answer.
+        assert!(matches!(
+            probe_answer(&finished("Failed", 1, Some(r#"{"zxid":"0x5"}"#))),
+            ProbeAnswer::Failed(_)
+        ));
+        assert!(matches!(
+            probe_answer(&finished("Succeeded", 0, None)),
+            ProbeAnswer::Failed(_)
+        ));
+    }
+}
