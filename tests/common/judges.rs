@@ -50,13 +50,32 @@ pub async fn sample(
     name: &str,
     http: &reqwest::Client,
 ) -> Option<BTreeMap<u32, MemberView>> {
+    sample_remembering(client, ns, name, http, &mut None).await
+}
+
+/// Like [`sample`]; while the Pods cannot be listed (the API server restarting), the members
+/// of the last list in `last` are still read from their AdminServers, so the judge does not go
+/// blind to ZooKeeper while the API server is away.
+pub async fn sample_remembering(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    http: &reqwest::Client,
+    last: &mut Option<Vec<Pod>>,
+) -> Option<BTreeMap<u32, MemberView>> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
-    let list = pods
+    let items = match pods
         .list(&ListParams::default().labels(&format!("quorate.dev/ensemble={name}")))
         .await
-        .ok()?;
+    {
+        Ok(list) => {
+            *last = Some(list.items.clone());
+            list.items
+        }
+        Err(_) => last.clone()?,
+    };
     let mut views = BTreeMap::new();
-    for p in &list.items {
+    for p in &items {
         let labels = p.metadata.labels.clone().unwrap_or_default();
         let Some(id) = labels
             .get("quorate.dev/server-id")
@@ -169,8 +188,10 @@ impl Judges {
                     .timeout(Duration::from_millis(800))
                     .build()
                     .expect("http client");
+                let mut last = None;
                 loop {
-                    if let Some(views) = sample(&client, &ns, &name, &http).await
+                    if let Some(views) =
+                        sample_remembering(&client, &ns, &name, &http, &mut last).await
                         && let Ok(mut s) = sampler.lock()
                     {
                         s.observe(views);
