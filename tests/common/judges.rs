@@ -36,7 +36,8 @@ pub const MIN_HISTORY_OPS: usize = 100;
 /// Znodes written before the scenario and read back after it.
 const BEFORE: usize = 50;
 
-async fn admin_json(http: &reqwest::Client, ip: &str, cmd: &str) -> Option<serde_json::Value> {
+/// One AdminServer command's JSON answer from the member at `ip`, or `None`.
+pub async fn admin_json(http: &reqwest::Client, ip: &str, cmd: &str) -> Option<serde_json::Value> {
     let url = format!("http://{ip}:8080/commands/{cmd}");
     let resp = http.get(url).send().await.ok()?;
     resp.json::<serde_json::Value>().await.ok()

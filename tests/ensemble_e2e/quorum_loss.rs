@@ -11,19 +11,14 @@ use quorate::crd::{EnsemblePhase, MemberRole};
 use quorate_testbed::nodeagent::Cut;
 
 use super::{create_and_converge, status_of, with_agent};
-use crate::common::judges::Judges;
+use crate::common::judges::{Judges, admin_json};
 use crate::common::*;
 
 /// `last_processed_zxid` from a member's own AdminServer, while it serves.
 async fn served_zxid(http: &reqwest::Client, ip: &str) -> Result<u64, Failed> {
-    let v: serde_json::Value = http
-        .get(format!("http://{ip}:8080/commands/srvr"))
-        .send()
+    let v = admin_json(http, ip, "srvr")
         .await
-        .map_err(|e| fail(format!("srvr of {ip}: {e}")))?
-        .json()
-        .await
-        .map_err(|e| fail(format!("srvr of {ip}: {e}")))?;
+        .ok_or_else(|| fail(format!("srvr of {ip}: no answer")))?;
     v.pointer("/server_stats/last_processed_zxid")
         .and_then(serde_json::Value::as_u64)
         .ok_or_else(|| fail(format!("srvr of {ip} has no zxid: {v}")))
