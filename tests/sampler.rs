@@ -298,3 +298,96 @@ fn an_election_is_not_a_transition_but_two_members_down_under_a_leader_are() {
     ]));
     assert_eq!(s.max_in_transition, 2);
 }
+
+/// A member whose AdminServer does not answer in time (a busy JVM).
+fn unanswered(uid: &str) -> MemberView {
+    MemberView {
+        unanswered: true,
+        ..running(uid)
+    }
+}
+
+#[test]
+fn a_joiner_that_did_not_answer_keeps_its_last_known_state_and_is_no_violation() {
+    let mut s = Sampler::default();
+    let mut synced = three(&[1, 2, 3]);
+    synced.push((4, serving("u4", &[1, 2, 3], false)));
+    s.observe(sample(synced));
+    // Busy at the sample just before the reconfig: still the synced joiner last seen.
+    let mut busy = three(&[1, 2, 3]);
+    busy.push((4, unanswered("u4")));
+    s.observe(sample(busy));
+    let mut added = three(&[1, 2, 3, 4]);
+    added.push((4, serving("u4", &[1, 2, 3, 4], false)));
+    s.observe(sample(added));
+    assert!(s.violations.is_empty(), "{:?}", s.violations);
+    assert_eq!(s.added, set(&[4]));
+
+    // A joiner never seen synced stays a violation however it answered.
+    let mut s = Sampler::default();
+    let mut joining = three(&[1, 2, 3]);
+    joining.push((4, running("u4")));
+    s.observe(sample(joining));
+    let mut busy = three(&[1, 2, 3]);
+    busy.push((4, unanswered("u4")));
+    s.observe(sample(busy));
+    let mut added = three(&[1, 2, 3, 4]);
+    added.push((4, serving("u4", &[1, 2, 3, 4], false)));
+    s.observe(sample(added));
+    assert!(
+        s.violations.iter().any(|v| v.contains("without serving")),
+        "{:?}",
+        s.violations
+    );
+}
+
+#[test]
+fn a_voter_restarted_after_a_sample_it_did_not_answer_is_still_a_restart() {
+    let mut s = Sampler::default();
+    s.observe(sample(three(&[1, 2, 3])));
+    s.observe(sample(vec![
+        (1, serving("u1", &[1, 2, 3], true)),
+        (2, unanswered("u2")),
+        (3, serving("u3", &[1, 2, 3], false)),
+    ]));
+    s.observe(sample(vec![
+        (1, serving("u1", &[1, 2, 3], true)),
+        (2, running("u2b")),
+        (3, serving("u3", &[1, 2, 3], false)),
+    ]));
+    assert_eq!(s.restarts.len(), 1, "{:?}", s.restarts);
+    assert_eq!(s.restarts[0].id, 2);
+    // A new Pod inherits nothing from the old one's last answer.
+    let mut s = Sampler::default();
+    s.observe(sample(three(&[1, 2, 3])));
+    s.observe(sample(vec![
+        (1, serving("u1", &[1, 2, 3], true)),
+        (2, unanswered("u2b")),
+        (3, serving("u3", &[1, 2, 3], false)),
+    ]));
+    s.observe(sample(vec![
+        (1, serving("u1", &[1, 2, 3], true)),
+        (2, unanswered("u2b")),
+        (3, serving("u3", &[1, 2, 3], false)),
+    ]));
+    assert_eq!(s.max_in_transition, 1);
+}
+
+#[test]
+fn a_member_silent_for_longer_than_a_few_samples_counts_as_not_serving() {
+    let mut s = Sampler::default();
+    s.observe(sample(three(&[1, 2, 3])));
+    let silent = || {
+        sample(vec![
+            (1, serving("u1", &[1, 2, 3], true)),
+            (2, unanswered("u2")),
+            (3, serving("u3", &[1, 2, 3], false)),
+        ])
+    };
+    for _ in 0..sampler::SILENT_SAMPLES {
+        s.observe(silent());
+    }
+    assert_eq!(s.max_in_transition, 0, "a busy member keeps its state");
+    s.observe(silent());
+    assert_eq!(s.max_in_transition, 1, "a paused member is down");
+}

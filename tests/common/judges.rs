@@ -38,9 +38,35 @@ const BEFORE: usize = 50;
 
 /// One AdminServer command's JSON answer from the member at `ip`, or `None`.
 pub async fn admin_json(http: &reqwest::Client, ip: &str, cmd: &str) -> Option<serde_json::Value> {
+    admin_answer(http, ip, cmd).await.ok()
+}
+
+/// Why an AdminServer command gave no JSON.
+#[derive(Debug, PartialEq, Eq)]
+pub enum NoAnswer {
+    /// Nothing listens (the process is down): the member certainly does not serve.
+    Refused,
+    /// No answer in time or a broken one (a busy or paused JVM): its state is unknown.
+    Silent,
+}
+
+/// One AdminServer command's JSON answer, telling a refused connection from silence.
+pub async fn admin_answer(
+    http: &reqwest::Client,
+    ip: &str,
+    cmd: &str,
+) -> Result<serde_json::Value, NoAnswer> {
     let url = format!("http://{ip}:8080/commands/{cmd}");
-    let resp = http.get(url).send().await.ok()?;
-    resp.json::<serde_json::Value>().await.ok()
+    let resp = http.get(url).send().await.map_err(|e| {
+        if e.is_connect() && !e.is_timeout() {
+            NoAnswer::Refused
+        } else {
+            NoAnswer::Silent
+        }
+    })?;
+    resp.json::<serde_json::Value>()
+        .await
+        .map_err(|_| NoAnswer::Silent)
 }
 
 /// Reads every member Pod of ensemble `name` and its AdminServer once; `None` when the Pods
@@ -56,7 +82,8 @@ pub async fn sample(
 
 /// Like [`sample`]; while the Pods cannot be listed (the API server restarting), the members
 /// of the last list in `last` are still read from their AdminServers, so the judge does not go
-/// blind to ZooKeeper while the API server is away.
+/// blind to ZooKeeper while the API server is away. Members are read concurrently, so one
+/// silent member does not stretch the sample.
 pub async fn sample_remembering(
     client: &Client,
     ns: &str,
@@ -75,29 +102,34 @@ pub async fn sample_remembering(
         }
         Err(_) => last.clone()?,
     };
-    let mut views = BTreeMap::new();
-    for p in &items {
+    let views = items.iter().filter_map(|p| {
         let labels = p.metadata.labels.clone().unwrap_or_default();
-        let Some(id) = labels
+        let id = labels
             .get("quorate.dev/server-id")
-            .and_then(|v| v.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let mut view = MemberView {
-            uid: p.metadata.uid.clone().unwrap_or_default(),
-            deleting: p.metadata.deletion_timestamp.is_some(),
-            spec_hash: p
-                .metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get("quorate.dev/spec-hash").cloned()),
-            ..Default::default()
-        };
-        if let Some(ip) = p.status.as_ref().and_then(|s| s.pod_ip.clone())
-            && let Some(srvr) = admin_json(http, &ip, "srvr").await
-            && srvr.get("error").is_none_or(|e| e.is_null())
-        {
+            .and_then(|v| v.parse::<u32>().ok())?;
+        Some(async move { (id, member_view(http, p).await) })
+    });
+    Some(futures::future::join_all(views).await.into_iter().collect())
+}
+
+/// One member Pod as the sampler sees it: its Pod, and its AdminServer's `srvr` and
+/// `voting_view`.
+async fn member_view(http: &reqwest::Client, p: &Pod) -> MemberView {
+    let mut view = MemberView {
+        uid: p.metadata.uid.clone().unwrap_or_default(),
+        deleting: p.metadata.deletion_timestamp.is_some(),
+        spec_hash: p
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get("quorate.dev/spec-hash").cloned()),
+        ..Default::default()
+    };
+    let Some(ip) = p.status.as_ref().and_then(|s| s.pod_ip.clone()) else {
+        return view;
+    };
+    match admin_answer(http, &ip, "srvr").await {
+        Ok(srvr) if srvr.get("error").is_none_or(|e| e.is_null()) => {
             view.serving = true;
             view.leader = srvr
                 .pointer("/server_stats/server_state")
@@ -109,9 +141,10 @@ pub async fn sample_remembering(
                     .map(|c| c.keys().filter_map(|k| k.parse().ok()).collect())
             });
         }
-        views.insert(id, view);
+        Ok(_) | Err(NoAnswer::Refused) => {}
+        Err(NoAnswer::Silent) => view.unanswered = true,
     }
-    Some(views)
+    view
 }
 
 /// What the judges concluded; `Judges::finish` has already failed on any violation.
@@ -186,10 +219,12 @@ impl Judges {
             );
             tokio::spawn(async move {
                 let http = reqwest::Client::builder()
-                    .timeout(Duration::from_millis(800))
+                    .connect_timeout(Duration::from_millis(1500))
+                    .timeout(Duration::from_secs(2))
                     .build()
                     .expect("http client");
                 let mut last = None;
+                let mut stopping = false;
                 loop {
                     if let Some(views) =
                         sample_remembering(&client, &ns, &name, &http, &mut last).await
@@ -197,9 +232,14 @@ impl Judges {
                     {
                         s.observe(views);
                     }
+                    // The sample taken after the stop sees what the scenario waited for (the
+                    // operator's status may report a step a moment after the last sample).
+                    if stopping {
+                        break;
+                    }
                     tokio::select! {
                         _ = tokio::time::sleep(Duration::from_millis(250)) => {}
-                        _ = stopped.changed() => break,
+                        _ = stopped.changed() => stopping = true,
                     }
                 }
             })

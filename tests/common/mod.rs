@@ -591,6 +591,12 @@ pub fn run(
                 bed.runtime.clone().block_on(async {
                     let result = scenario(&bed, &ns).await;
                     bed.clean_up(&ns).await;
+                    // Said at once, beside the scenario's own lines: a CI log cut short keeps it.
+                    if let Err(e) = &result {
+                        let msg = e.message().unwrap_or("(no message)");
+                        let short: String = msg.chars().take(4000).collect();
+                        eprintln!("\n{name} FAILED: {short}");
+                    }
                     result
                 })
             })

@@ -19,7 +19,15 @@ pub struct MemberView {
     pub leader: bool,
     /// The configuration this member reports (voter ids).
     pub config: Option<BTreeSet<u32>>,
+    /// Its AdminServer gave no answer in time (neither an answer nor a refused connection): a
+    /// busy JVM says nothing about its state, so the sampler keeps the member's last known
+    /// state while its Pod is the same, for at most [`SILENT_SAMPLES`] samples in a row (a
+    /// member silent for longer, paused say, counts as not serving).
+    pub unanswered: bool,
 }
+
+/// How many samples in a row a silent member keeps its last known state.
+pub const SILENT_SAMPLES: usize = 3;
 
 /// A restart of a voter by its Pod's deletion, as the sampler saw it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -65,6 +73,8 @@ pub struct Sampler {
     /// Members whose Pod was deleted while they served as voters, by id: they must stay voters
     /// (a restart) or must not have been voters any more (a removal done first).
     deleted_while_voting: BTreeSet<u32>,
+    /// Samples in a row each member's AdminServer has been silent.
+    silent: BTreeMap<u32, usize>,
 }
 
 /// Could configurations `a` and `b` each form a quorum of members the other's quorum does
@@ -94,8 +104,21 @@ impl Sampler {
     }
 
     /// Takes one sample's views (by server id) and checks them against the previous sample.
-    pub fn observe(&mut self, now: BTreeMap<u32, MemberView>) {
+    pub fn observe(&mut self, mut now: BTreeMap<u32, MemberView>) {
         self.samples += 1;
+        self.silent
+            .retain(|id, _| now.get(id).is_some_and(|m| m.unanswered));
+        for (id, m) in now.iter_mut().filter(|(_, m)| m.unanswered) {
+            let silent = self.silent.entry(*id).or_default();
+            *silent += 1;
+            if *silent <= SILENT_SAMPLES
+                && let Some(before) = self.last.get(id).filter(|b| b.uid == m.uid)
+            {
+                m.serving = before.serving;
+                m.leader = before.leader;
+                m.config = before.config.clone();
+            }
+        }
         // Members in transition are counted while a leader serves: during an election (after
         // a leader's restart, say) no member serves, which is ZooKeeper's doing, not a step's.
         if now.values().any(|m| m.leader) {
