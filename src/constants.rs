@@ -13,6 +13,8 @@ pub const LABEL_SERVER_ID: &str = "quorate.dev/server-id";
 /// Label: the server id whose volume a probe Pod reads (never [`LABEL_SERVER_ID`]: a probe is
 /// not a member).
 pub const LABEL_PROBE_OF: &str = "quorate.dev/probe-of";
+/// Label: the ZkRestore a Pod works for (a scratch member, a volume probe).
+pub const LABEL_RESTORE: &str = "quorate.dev/restore";
 /// Label: what the object is to quorate (`member`, `config`, `client`, ...).
 pub const LABEL_COMPONENT: &str = "app.kubernetes.io/component";
 /// Label: managed by quorate.

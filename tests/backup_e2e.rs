@@ -14,7 +14,7 @@ use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{Api, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use libtest_mimic::Failed;
-use quorate::constants::LABEL_ENSEMBLE;
+use quorate::constants::{LABEL_ENSEMBLE, LABEL_SERVER_ID};
 use quorate::crd::{
     ArtifactPhase, BackupArtifact, MasterEnsemble, RestorePhase, ZkBackup, ZkBackupSpec, ZkRestore,
     ZkRestoreSpec,
@@ -812,6 +812,282 @@ async fn restores_are_checked_before_any_member_is_touched(bed: &Bed, ns: &str) 
     Ok(())
 }
 
+/// The older-data guard (I7) while no member serves: two of three members paused (SIGSTOP), the
+/// third without a quorum. The live data's newest zxid then comes from the members' volumes,
+/// and a backup older than it is refused with every member as it was; resumed, the ensemble
+/// still holds the newer data.
+async fn an_older_backup_is_refused_from_the_volumes_while_no_member_serves(
+    bed: &Bed,
+    ns: &str,
+) -> TestResult {
+    let client = bed.client().await?;
+    namespace(&client, ns).await?;
+    s3_secret(&client, ns).await?;
+    let ens_api = converged(bed, &client, ns, "live", 3, None).await?;
+    let hosts = member_hosts(&client, ns, "live").await?;
+    let password = super_password(&client, ns, "live").await?;
+    let auth = Some(("super", password.as_str()));
+    bed.judge
+        .write(&hosts, auth, "/first", 50)
+        .await
+        .map_err(|e| fail(format!("write: {e}")))?;
+    let api = create_backup(
+        &client,
+        ns,
+        "daily",
+        backup_spec("live", "daily", serde_json::json!({})),
+    )
+    .await?;
+    let old = next_artifact(bed, &api, "daily", &[], Duration::from_secs(120)).await?;
+    if old.phase != ArtifactPhase::Ready {
+        return Err(fail(format!("backup failed: {:?}", old.message)));
+    }
+    bed.judge
+        .write(&hosts, auth, "/second", 50)
+        .await
+        .map_err(|e| fail(format!("write: {e}")))?;
+    let live_data = data_zxid(bed, &hosts, &password).await?;
+
+    // Two members paused: none of the three serves.
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let members = |list: Vec<Pod>| -> BTreeMap<String, (String, Option<String>)> {
+        list.into_iter()
+            .filter(|p| p.labels().contains_key(LABEL_SERVER_ID))
+            .map(|p| {
+                let ip = p.status.as_ref().and_then(|s| s.pod_ip.clone());
+                (p.name_any(), (p.uid().unwrap_or_default(), ip))
+            })
+            .collect()
+    };
+    let selector = ListParams::default().labels(&format!("{LABEL_ENSEMBLE}=live"));
+    let before = members(
+        pods.list(&selector)
+            .await
+            .map_err(|e| fail(e.to_string()))?
+            .items,
+    );
+    let names: Vec<String> = before.keys().cloned().collect();
+    for name in &names[..2] {
+        with_agent(bed, |a| a.pause(ns, name))?;
+    }
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .map_err(|e| fail(e.to_string()))?;
+    let third = before[&names[2]]
+        .1
+        .clone()
+        .ok_or_else(|| fail("no Pod IP"))?;
+    wait_for("no member to serve", Duration::from_secs(120), async || {
+        // The unpaused member's own AdminServer says it does not serve; the operator has seen it.
+        let srvr = judges::admin_json(&http, &third, "srvr").await;
+        let not_serving = srvr.is_some_and(|v| v.get("error").is_some_and(|e| !e.is_null()));
+        let status = ens_api
+            .get_status("live")
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        let none_serving = status.status.is_some_and(|s| {
+            s.members
+                .iter()
+                .all(|m| m.state != Some(quorate::crd::MemberState::Serving))
+        });
+        Ok(not_serving && none_serving)
+    })
+    .await?;
+
+    let s = run_restore(
+        bed,
+        &client,
+        ns,
+        "older",
+        restore_spec("live", "daily", &old.id, serde_json::json!({})),
+    )
+    .await?;
+    let refused = s.conditions.iter().any(|c| c.reason == "OlderThanLive");
+    let from_volumes = s.message.as_deref().is_some_and(|m| m.contains("volumes"));
+    if s.phase != Some(RestorePhase::Failed) || !refused || !from_volumes {
+        return Err(fail(format!(
+            "an older backup was not refused from the volumes while no member served: {:?} {:?}\noperator log:\n{}",
+            s.phase,
+            s.message,
+            bed.operator_log_tail()
+        )));
+    }
+    let read = s
+        .live_data_zxid
+        .as_deref()
+        .and_then(|z| i64::from_str_radix(z.trim_start_matches("0x"), 16).ok())
+        .ok_or_else(|| fail(format!("no live zxid recorded: {:?}", s.live_data_zxid)))?;
+    if read < live_data {
+        return Err(fail(format!(
+            "the volumes' zxid {read:#x} is below the live data's {live_data:#x}"
+        )));
+    }
+    // Nothing touched: the same member Pods, no fence, the restore's probes gone.
+    let ens = ens_api.get("live").await.map_err(|e| fail(e.to_string()))?;
+    if ens
+        .annotations()
+        .contains_key(quorate::constants::ANNOTATION_RESTORING)
+    {
+        return Err(fail("a refused restore left the ensemble fenced"));
+    }
+    let after = members(
+        pods.list(&selector)
+            .await
+            .map_err(|e| fail(e.to_string()))?
+            .items,
+    );
+    if after
+        .iter()
+        .map(|(n, (u, _))| (n, u))
+        .ne(before.iter().map(|(n, (u, _))| (n, u)))
+    {
+        return Err(fail(format!(
+            "a refused restore touched the members: {before:?} -> {after:?}"
+        )));
+    }
+    wait_for(
+        "the restore's volume probes to go",
+        Duration::from_secs(60),
+        async || {
+            let probes = pods
+                .list(&ListParams::default().labels("quorate.dev/restore=older"))
+                .await
+                .map_err(|e| fail(e.to_string()))?;
+            Ok(probes
+                .items
+                .iter()
+                .all(|p| p.metadata.deletion_timestamp.is_some()))
+        },
+    )
+    .await?;
+
+    for name in &names[..2] {
+        with_agent(bed, |a| a.resume(ns, name))?;
+    }
+    wait_converged(bed, &ens_api, "live", 3, Duration::from_secs(180)).await?;
+    let hosts = member_hosts(&client, ns, "live").await?;
+    for (path, count) in [("/first", 50), ("/second", 50)] {
+        let v = bed
+            .judge
+            .verify(&hosts, auth, path, count)
+            .await
+            .map_err(|e| fail(format!("verify {path}: {e}")))?;
+        if !v.ok {
+            return Err(fail(format!("{path} was lost: {v:?}")));
+        }
+    }
+    Ok(())
+}
+
+/// Two restores of one ensemble created together: the first created runs, the second is
+/// refused before it touches anything, and the fence is lifted only by the one that holds it.
+async fn two_restores_of_one_ensemble_run_one_at_a_time(bed: &Bed, ns: &str) -> TestResult {
+    let client = bed.client().await?;
+    namespace(&client, ns).await?;
+    s3_secret(&client, ns).await?;
+    let ens_api = converged(bed, &client, ns, "live", 1, None).await?;
+    let hosts = member_hosts(&client, ns, "live").await?;
+    let password = super_password(&client, ns, "live").await?;
+    let auth = Some(("super", password.as_str()));
+    bed.judge
+        .write(&hosts, auth, "/first", 50)
+        .await
+        .map_err(|e| fail(format!("write: {e}")))?;
+    let api = create_backup(
+        &client,
+        ns,
+        "daily",
+        backup_spec("live", "daily", serde_json::json!({})),
+    )
+    .await?;
+    let old = next_artifact(bed, &api, "daily", &[], Duration::from_secs(120)).await?;
+    if old.phase != ArtifactPhase::Ready {
+        return Err(fail(format!("backup failed: {:?}", old.message)));
+    }
+    bed.judge
+        .write(&hosts, auth, "/second", 10)
+        .await
+        .map_err(|e| fail(format!("write: {e}")))?;
+    let restores: Api<ZkRestore> = Api::namespaced(client.clone(), ns);
+    let spec = restore_spec(
+        "live",
+        "daily",
+        &old.id,
+        serde_json::json!({"allowOlder": true}),
+    );
+    for name in ["first", "second"] {
+        restores
+            .create(&PostParams::default(), &ZkRestore::new(name, spec.clone()))
+            .await
+            .map_err(|e| fail(format!("create ZkRestore {name}: {e}")))?;
+    }
+    let mut ends = BTreeMap::new();
+    wait_for(
+        "both restores to end",
+        Duration::from_secs(300),
+        async || {
+            for name in ["first", "second"] {
+                let s = restores
+                    .get(name)
+                    .await
+                    .map_err(|e| fail(e.to_string()))?
+                    .status
+                    .unwrap_or_default();
+                if matches!(s.phase, Some(RestorePhase::Ready | RestorePhase::Failed)) {
+                    ends.insert(name, s);
+                }
+            }
+            Ok(ends.len() == 2)
+        },
+    )
+    .await
+    .map_err(|e| fail(format!("{e:?}\noperator log:\n{}", bed.operator_log_tail())))?;
+    let (first, second) = (&ends["first"], &ends["second"]);
+    let refused = second
+        .conditions
+        .iter()
+        .any(|c| c.reason == "AnotherRestore");
+    if first.phase != Some(RestorePhase::Ready)
+        || second.phase != Some(RestorePhase::Failed)
+        || !refused
+    {
+        return Err(fail(format!(
+            "expected the first restore Ready and the second refused: {:?} {:?} / {:?} {:?}",
+            first.phase, first.message, second.phase, second.message
+        )));
+    }
+    let ens = ens_api.get("live").await.map_err(|e| fail(e.to_string()))?;
+    if ens
+        .annotations()
+        .contains_key(quorate::constants::ANNOTATION_RESTORING)
+    {
+        return Err(fail("the ensemble was left fenced"));
+    }
+    wait_converged(bed, &ens_api, "live", 1, Duration::from_secs(120)).await?;
+    // The data is the backup's, restored once.
+    let hosts = member_hosts(&client, ns, "live").await?;
+    let v = bed
+        .judge
+        .verify(&hosts, auth, "/first", 50)
+        .await
+        .map_err(|e| fail(format!("verify: {e}")))?;
+    if !v.ok {
+        return Err(fail(format!(
+            "the restored data is not the backup's: {v:?}"
+        )));
+    }
+    if tree_of(bed, &hosts, &password)
+        .await?
+        .contains_key("/second")
+    {
+        return Err(fail(
+            "the allowOlder restore left data newer than the backup",
+        ));
+    }
+    Ok(())
+}
+
 async fn a_schedule_every_minute_keeps_the_newest_backups(bed: &Bed, ns: &str) -> TestResult {
     let client = bed.client().await?;
     namespace(&client, ns).await?;
@@ -1157,6 +1433,15 @@ fn scenarios() -> Vec<(&'static str, Scenario)> {
             "restores_are_checked_before_any_member_is_touched",
             |b, n| Box::pin(restores_are_checked_before_any_member_is_touched(b, n)),
         ),
+        (
+            "an_older_backup_is_refused_from_the_volumes_while_no_member_serves",
+            |b, n| {
+                Box::pin(an_older_backup_is_refused_from_the_volumes_while_no_member_serves(b, n))
+            },
+        ),
+        ("two_restores_of_one_ensemble_run_one_at_a_time", |b, n| {
+            Box::pin(two_restores_of_one_ensemble_run_one_at_a_time(b, n))
+        }),
         (
             "a_schedule_every_minute_keeps_the_newest_backups",
             |b, n| Box::pin(a_schedule_every_minute_keeps_the_newest_backups(b, n)),

@@ -133,17 +133,6 @@ async fn status_of(
         .unwrap_or_default())
 }
 
-/// Runs `f` with the node agent.
-fn with_agent<T>(
-    bed: &Bed,
-    f: impl FnOnce(
-        &quorate_testbed::nodeagent::NodeAgent,
-    ) -> Result<T, quorate_testbed::nodeagent::Error>,
-) -> Result<T, Failed> {
-    let agent = bed.agent.lock().map_err(|_| fail("lock"))?;
-    f(agent.as_ref().ok_or_else(|| fail("no agent"))?).map_err(|e| fail(e.to_string()))
-}
-
 /// How a follower loses its disk in the replacement scenarios.
 #[derive(Clone, Copy, Debug)]
 enum DiskLoss {

@@ -356,7 +356,7 @@ async fn controllers(ctx: Arc<Context>, namespace: Option<String>) {
     let restores = Controller::new(scoped::<ZkRestore>(&client, ns), watcher::Config::default())
         .owns(
             scoped::<Pod>(&client, ns),
-            watcher::Config::default().labels("quorate.dev/restore"),
+            watcher::Config::default().labels(crate::constants::LABEL_RESTORE),
         )
         .shutdown_on_signal()
         .run(

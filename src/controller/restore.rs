@@ -13,7 +13,9 @@
 //!
 //! Nothing touches a member before Verifying has passed: a corrupt or incomplete artifact, or
 //! one older than the live data without `allowOlder`, fails the restore with every member as it
-//! was.
+//! was. When no member serves, the live data's newest zxid comes from the members' volumes
+//! (one read-only probe Pod per volume, this restore's own); a volume that cannot be read
+//! leaves it unknown, and the restore is refused unless `allowOlder` is set.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -40,6 +42,9 @@ use crate::crd::{
 };
 use crate::executor::resources::member::{EnsembleContext, MemberStart, build_member_pod};
 use crate::executor::resources::names::{member_host, member_pod, server_id_of};
+use crate::executor::resources::probe::{
+    RESTORE_PROBE_COMPONENT, VolumesZxid, build_restore_probe_pod, volumes_zxid,
+};
 use crate::executor::resources::restore::{
     RestoreInit, build_scratch_pod, is_restore_pod, scratch_pod, with_restore,
 };
@@ -214,6 +219,28 @@ where
     let ns = zkr.namespace().unwrap_or_default();
     let name = zkr.name_any();
     let untouched = "; no member was touched";
+    // One restore of an ensemble at a time: the second would take over the fence, and the
+    // first to finish would lift it while the other still runs.
+    let all = api
+        .list(&ListParams::default())
+        .await
+        .map_err(Error::kube(format!("list ZkRestores in {ns}")))?;
+    if let Some(other) = restore_in_the_way(zkr, &all.items) {
+        let message = format!(
+            "refused: ZkRestore {ns}/{other} restores MasterEnsemble {ns}/{} already; one restore of an ensemble runs at a time (create this one again once {other} is Ready or Failed){untouched}",
+            zkr.spec.ensemble_ref.name
+        );
+        publish_event(
+            ctx,
+            zkr,
+            EventType::Warning,
+            "Refused/AnotherRestore",
+            &message,
+        )
+        .await;
+        fail("verifying", message, "AnotherRestore").await?;
+        return Ok(Action::await_change());
+    }
     let source = match resolve_source(ctx, zkr).await {
         Ok(s) => s,
         Err(e) => {
@@ -221,6 +248,40 @@ where
             return Ok(Action::await_change());
         }
     };
+    let ens_api: Api<MasterEnsemble> = Api::namespaced(ctx.client.clone(), &ns);
+    let ens_name = &zkr.spec.ensemble_ref.name;
+    let Some(ens) = ens_api
+        .get_opt(ens_name)
+        .await
+        .map_err(Error::kube(format!("read MasterEnsemble {ns}/{ens_name}")))?
+    else {
+        fail(
+            "verifying",
+            format!("MasterEnsemble {ns}/{ens_name} does not exist{untouched}"),
+            "EnsembleNotFound",
+        )
+        .await?;
+        return Ok(Action::await_change());
+    };
+    // No member serves (a quorum loss, members paused or down): the live data's newest zxid
+    // comes from the members' volumes, read before the artifact (which may be large) is
+    // downloaded and checked, and read again by no later pass.
+    let mut from_volumes = None;
+    if serving_members(&ens).is_empty() && !zkr.spec.verify_only {
+        match volumes_zxid_of(ctx, zkr, &ens).await? {
+            VolumesZxid::Reading { answered, of } => {
+                update(api, &name, |s| {
+                    s.message = Some(format!(
+                        "no member of {ns}/{ens_name} serves: reading the live data's newest zxid from the members' volumes ({answered} of {of} answered)"
+                    ));
+                })
+                .await?;
+                return Ok(Action::requeue(Duration::from_secs(2)));
+            }
+            VolumesZxid::Known(z) => from_volumes = Some(Ok(z)),
+            VolumesZxid::Unknown(why) => from_volumes = Some(Err(why)),
+        }
+    }
     let bname = source.backup.name_any();
     let paths = source.store.artifact(&ns, &bname, &source.id);
     info!(artifact = %source.id, location = %paths.location, "verifying");
@@ -247,21 +308,6 @@ where
         }
     };
     let record = verified_status(&verified, &paths.location);
-    let ens_api: Api<MasterEnsemble> = Api::namespaced(ctx.client.clone(), &ns);
-    let ens_name = &zkr.spec.ensemble_ref.name;
-    let Some(ens) = ens_api
-        .get_opt(ens_name)
-        .await
-        .map_err(Error::kube(format!("read MasterEnsemble {ns}/{ens_name}")))?
-    else {
-        fail(
-            "verifying",
-            format!("MasterEnsemble {ns}/{ens_name} does not exist{untouched}"),
-            "EnsembleNotFound",
-        )
-        .await?;
-        return Ok(Action::await_change());
-    };
     let members = serving_members(&ens);
     let mut live = None;
     // A verification never talks to the live ensemble: even a read session is a transaction
@@ -281,12 +327,41 @@ where
             }
         }
     }
+    let mut source_note = "";
+    match from_volumes {
+        Some(Ok(z)) => {
+            // Every transaction counts on a volume (sessions too), so this errs towards
+            // "older": a backup is never let past newer data.
+            live = Some((i64::try_from(z).unwrap_or(i64::MAX), 1));
+            source_note = " (read from the members' volumes: no member serves)";
+        }
+        Some(Err(why)) if !zkr.spec.allow_older => {
+            delete_volume_probes(ctx, &ns, &name).await?;
+            let message = format!(
+                "refused: no member of {ns}/{ens_name} serves and the live data's newest zxid cannot be read from every member's volume ({why}), so the backup cannot be shown not to be older. Set spec.allowOlder: true in a new ZkRestore to restore it anyway{untouched}"
+            );
+            publish_event(
+                ctx,
+                zkr,
+                EventType::Warning,
+                "Refused/LiveDataUnknown",
+                &message,
+            )
+            .await;
+            fail("verifying", message, "LiveDataUnknown").await?;
+            return Ok(Action::await_change());
+        }
+        Some(Err(_)) | None => {}
+    }
+    if from_volumes.is_some() {
+        delete_volume_probes(ctx, &ns, &name).await?;
+    }
     let backup_zxid = verified.manifest.data_zxid;
     let older = live.is_some_and(|(z, user)| user > 0 && z > backup_zxid);
     if older && !zkr.spec.verify_only && !zkr.spec.allow_older {
         let (z, _) = live.unwrap_or_default();
         let message = format!(
-            "refused: the backup's newest data (zxid {}) is older than the live data of {ns}/{ens_name} (zxid {}); restoring it would overwrite newer data. Set spec.allowOlder: true in a new ZkRestore to restore it anyway{untouched}",
+            "refused: the backup's newest data (zxid {}) is older than the live data of {ns}/{ens_name} (zxid {}{source_note}); restoring it would overwrite newer data. Set spec.allowOlder: true in a new ZkRestore to restore it anyway{untouched}",
             zxid_hex(backup_zxid),
             zxid_hex(z)
         );
@@ -331,6 +406,109 @@ where
     )
     .await;
     Ok(Action::requeue(Duration::from_millis(200)))
+}
+
+/// The restore of the same ensemble that keeps `me` from starting, if any: one that has left
+/// Verifying (it may have fenced and stopped members), or one still before that which was
+/// created first (creation time, then name). Verify-only restores touch no member and neither
+/// wait nor hold anyone up; finished ones (Ready, Failed) never hold anyone up.
+fn restore_in_the_way(me: &ZkRestore, all: &[ZkRestore]) -> Option<String> {
+    if me.spec.verify_only {
+        return None;
+    }
+    let key = |r: &ZkRestore| {
+        (
+            r.metadata.creation_timestamp.clone().map(|t| t.0),
+            r.name_any(),
+        )
+    };
+    all.iter()
+        .filter(|r| r.name_any() != me.name_any())
+        .filter(|r| r.spec.ensemble_ref.name == me.spec.ensemble_ref.name && !r.spec.verify_only)
+        .find(|r| match r.status.as_ref().and_then(|s| s.phase) {
+            Some(RestorePhase::Ready | RestorePhase::Failed) => false,
+            Some(RestorePhase::Stopping | RestorePhase::Restoring | RestorePhase::Starting) => true,
+            None | Some(RestorePhase::Pending | RestorePhase::Verifying) => key(r) < key(me),
+        })
+        .map(ResourceExt::name_any)
+}
+
+/// The live data's newest zxid from the volumes of the ensemble's members: starts this
+/// restore's probe Pod on each member volume that has none yet and folds their answers.
+async fn volumes_zxid_of(
+    ctx: &Context,
+    zkr: &ZkRestore,
+    ens: &MasterEnsemble,
+) -> Result<VolumesZxid, Error> {
+    let ns = ens.namespace().unwrap_or_default();
+    let ens_name = ens.name_any();
+    let restore = zkr.name_any();
+    let (Some(ens_owner), Some(restore_owner)) =
+        (ens.controller_owner_ref(&()), zkr.controller_owner_ref(&()))
+    else {
+        return Err(Error::Inconsistent(format!(
+            "{ns}/{restore} has no uid yet"
+        )));
+    };
+    let (pods, volumes) = member_objects(ctx, &ns, &ens_name).await?;
+    let probes = volume_probes(ctx, &ns, &restore).await?;
+    let ectx = EnsembleContext {
+        name: &ens_name,
+        namespace: &ns,
+        spec: &ens.spec,
+        owner: ens_owner,
+    };
+    let image = operator_image();
+    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    for id in volumes.iter().filter(|id| !probes.contains_key(id)) {
+        let node = pods
+            .get(id)
+            .and_then(|p| p.spec.as_ref()?.node_name.clone());
+        let pod =
+            build_restore_probe_pod(&ectx, *id, &image, node, &restore, restore_owner.clone());
+        match api.create(&PostParams::default(), &pod).await {
+            Ok(_) => info!(member = %id, "no member serves: reading the member's volume"),
+            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            Err(e) => return Err(Error::kube(format!("create the volume probe of {id}"))(e)),
+        }
+    }
+    Ok(volumes_zxid(&volumes, &probes))
+}
+
+/// This restore's volume probe Pods, by the server id whose volume each reads.
+async fn volume_probes(
+    ctx: &Context,
+    ns: &str,
+    restore: &str,
+) -> Result<BTreeMap<ServerId, Pod>, Error> {
+    let selector = ListParams::default().labels(&format!(
+        "{LABEL_RESTORE}={restore},{LABEL_COMPONENT}={RESTORE_PROBE_COMPONENT}"
+    ));
+    let list = Api::<Pod>::namespaced(ctx.client.clone(), ns)
+        .list(&selector)
+        .await
+        .map_err(Error::kube(format!(
+            "list the volume probes of {ns}/{restore}"
+        )))?;
+    Ok(list
+        .items
+        .into_iter()
+        .filter_map(|p| Some((ServerId(p.labels().get(LABEL_PROBE_OF)?.parse().ok()?), p)))
+        .collect())
+}
+
+/// Deletes this restore's volume probes once their answer is used.
+async fn delete_volume_probes(ctx: &Context, ns: &str, restore: &str) -> Result<(), Error> {
+    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+    for (_, pod) in volume_probes(ctx, ns, restore).await? {
+        let probe = pod.name_any();
+        match api.delete(&probe, &DeleteParams::background()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(Error::kube(format!("delete probe Pod {probe}"))(e)),
+        }
+    }
+    Ok(())
 }
 
 async fn member_objects(
@@ -979,5 +1157,66 @@ async fn cleanup_scratch(ctx: &Context, zkr: &ZkRestore) {
         && !matches!(&e, kube::Error::Api(s) if s.code == 404)
     {
         warn!(error = %e, "cannot delete the scratch member");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    use super::*;
+    use crate::crd::ZkRestoreSpec;
+
+    fn restore(name: &str, ensemble: &str, at: i64, phase: Option<RestorePhase>) -> ZkRestore {
+        let spec: ZkRestoreSpec = serde_json::from_value(serde_json::json!({
+            "ensembleRef": {"name": ensemble},
+            "source": {"backup": {"name": "daily", "artifact": "a"}},
+        }))
+        .expect("spec");
+        let mut r = ZkRestore::new(name, spec);
+        r.metadata.creation_timestamp = Some(Time(Timestamp::from_second(at).expect("timestamp")));
+        r.status = Some(ZkRestoreStatus {
+            phase,
+            ..Default::default()
+        });
+        r
+    }
+
+    #[test]
+    fn one_restore_of_an_ensemble_at_a_time_the_first_created_goes_first() {
+        let a = restore("a", "live", 100, Some(RestorePhase::Verifying));
+        let b = restore("b", "live", 101, None);
+        let all = vec![a.clone(), b.clone()];
+        assert_eq!(restore_in_the_way(&a, &all), None);
+        assert_eq!(restore_in_the_way(&b, &all), Some("a".into()));
+        // Created in the same second: the name decides, the same way for both.
+        let c = restore("c", "live", 100, Some(RestorePhase::Pending));
+        let all = vec![a.clone(), c.clone()];
+        assert_eq!(restore_in_the_way(&a, &all), None);
+        assert_eq!(restore_in_the_way(&c, &all), Some("a".into()));
+        // One that has left Verifying holds up even an older one.
+        let running = restore("d", "live", 200, Some(RestorePhase::Restoring));
+        assert_eq!(
+            restore_in_the_way(&a, &[a.clone(), running]),
+            Some("d".into())
+        );
+    }
+
+    #[test]
+    fn finished_verify_only_and_other_ensembles_restores_hold_nobody_up() {
+        let me = restore("me", "live", 200, Some(RestorePhase::Verifying));
+        let done = restore("done", "live", 100, Some(RestorePhase::Ready));
+        let failed = restore("failed", "live", 100, Some(RestorePhase::Failed));
+        let elsewhere = restore("other", "other", 100, Some(RestorePhase::Restoring));
+        let mut verify = restore("verify", "live", 100, Some(RestorePhase::Starting));
+        verify.spec.verify_only = true;
+        let all = vec![me.clone(), done, failed, elsewhere, verify.clone()];
+        assert_eq!(restore_in_the_way(&me, &all), None);
+        // A verify-only restore never waits either.
+        let running = restore("r", "live", 50, Some(RestorePhase::Restoring));
+        assert_eq!(
+            restore_in_the_way(&verify, &[verify.clone(), running]),
+            None
+        );
     }
 }

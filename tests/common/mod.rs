@@ -379,7 +379,17 @@ async fn quorate_events(
     Ok(list)
 }
 
-/// A MasterEnsemble with test-friendly timings.
+/// Runs `f` with the node agent.
+pub fn with_agent<T>(
+    bed: &Bed,
+    f: impl FnOnce(
+        &quorate_testbed::nodeagent::NodeAgent,
+    ) -> Result<T, quorate_testbed::nodeagent::Error>,
+) -> Result<T, Failed> {
+    let agent = bed.agent.lock().map_err(|_| fail("lock"))?;
+    f(agent.as_ref().ok_or_else(|| fail("no agent"))?).map_err(|e| fail(e.to_string()))
+}
+
 /// A node agent that also runs `quorate:<tag>` images (restores' init containers, volume
 /// probes) with the quorate binary under test.
 pub fn agent_running_quorate_images() -> AgentOptions {
@@ -393,6 +403,7 @@ pub fn agent_running_quorate_images() -> AgentOptions {
     }
 }
 
+/// A MasterEnsemble with test-friendly timings.
 pub fn ensemble(name: &str, replicas: i32) -> MasterEnsemble {
     let spec: MasterEnsembleSpec = serde_json::from_value(serde_json::json!({
         "replicas": replicas,

@@ -28,8 +28,9 @@ use rand::seq::{IndexedRandom, SliceRandom};
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
-use super::{status_of, with_agent};
+use super::status_of;
 use crate::common::judges::Judges;
+use crate::common::with_agent;
 use crate::common::*;
 
 /// The bounded tier inside the test command: one fault of each kind in a seeded order.

@@ -10,8 +10,9 @@ use libtest_mimic::Failed;
 use quorate::crd::{EnsemblePhase, MemberRole};
 use quorate_testbed::nodeagent::Cut;
 
-use super::{create_and_converge, status_of, with_agent};
+use super::{create_and_converge, status_of};
 use crate::common::judges::{Judges, admin_json};
+use crate::common::with_agent;
 use crate::common::*;
 
 /// `last_processed_zxid` from a member's own AdminServer, while it serves.

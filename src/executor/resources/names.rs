@@ -20,6 +20,11 @@ pub fn zxid_probe_pod(ensemble: &str, id: ServerId) -> String {
     format!("{ensemble}-zxid-{id}")
 }
 
+/// The volume probe of member `id` for restore `restore`.
+pub fn restore_probe_pod(restore: &str, id: ServerId) -> String {
+    format!("{restore}-zxid-{id}")
+}
+
 /// The headless Service that gives each member a stable DNS name.
 pub fn members_service(ensemble: &str) -> String {
     format!("{ensemble}-members")

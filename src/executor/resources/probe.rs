@@ -4,17 +4,17 @@
 //! the operator's own image; the answer comes back as the container's termination message. No
 //! I/O here: the controller creates the Pods and reads the answers.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::{
     Container, EmptyDirVolumeSource, PersistentVolumeClaimVolumeSource, Pod, PodSpec, Volume,
     VolumeMount,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use serde::Deserialize;
 
 use super::member::EnsembleContext;
-use super::names::{ensemble_labels, member_pvc, zxid_probe_pod};
+use super::names::{ensemble_labels, member_pvc, restore_probe_pod, zxid_probe_pod};
 use crate::constants::*;
 use crate::planner::ServerId;
 
@@ -99,6 +99,72 @@ pub fn build_zxid_probe_pod(
             ..Default::default()
         }),
         status: None,
+    }
+}
+
+/// The component label of a restore's volume probes: the ensemble's controller does not take
+/// them for its own.
+pub const RESTORE_PROBE_COMPONENT: &str = "restore-zxid-probe";
+
+/// The probe of voter `id`'s volume for restore `restore`'s older-data check (I7) while no
+/// member serves: the ensemble's probe, named, labelled and owned by the restore, so that its
+/// answer is this restore's own (never one left from an earlier quorum loss) and goes with it.
+pub fn build_restore_probe_pod(
+    ctx: &EnsembleContext<'_>,
+    id: ServerId,
+    image: &str,
+    node: Option<String>,
+    restore: &str,
+    owner: OwnerReference,
+) -> Pod {
+    let mut pod = build_zxid_probe_pod(ctx, id, image, node);
+    pod.metadata.name = Some(restore_probe_pod(restore, id));
+    let labels = pod.metadata.labels.get_or_insert_default();
+    labels.insert(LABEL_COMPONENT.into(), RESTORE_PROBE_COMPONENT.into());
+    labels.insert(LABEL_RESTORE.into(), restore.into());
+    pod.metadata.owner_references = Some(vec![owner]);
+    pod
+}
+
+/// The live data's newest zxid as the members' volumes tell it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum VolumesZxid {
+    /// Some probes have not answered yet.
+    Reading { answered: usize, of: usize },
+    /// Every volume answered: the highest zxid on any of them (0 when none holds data).
+    Known(u64),
+    /// A volume could not be read, with why: the live data's zxid cannot be known.
+    Unknown(String),
+}
+
+/// Folds the answers of the probes in `probes` for the volumes of `ids`. A volume without a
+/// probe counts as not answered yet.
+pub fn volumes_zxid(ids: &BTreeSet<ServerId>, probes: &BTreeMap<ServerId, Pod>) -> VolumesZxid {
+    let mut highest = 0;
+    let mut answered = 0;
+    let mut failed = Vec::new();
+    for id in ids {
+        match probes.get(id).map(probe_answer) {
+            None | Some(ProbeAnswer::Pending) => {}
+            Some(ProbeAnswer::Zxid(z)) => {
+                answered += 1;
+                highest = highest.max(z.unwrap_or(0));
+            }
+            Some(ProbeAnswer::Failed(why)) => {
+                answered += 1;
+                failed.push(format!("server {id}: {why}"));
+            }
+        }
+    }
+    if answered < ids.len() {
+        VolumesZxid::Reading {
+            answered,
+            of: ids.len(),
+        }
+    } else if !failed.is_empty() {
+        VolumesZxid::Unknown(failed.join("; "))
+    } else {
+        VolumesZxid::Known(highest)
     }
 }
 
@@ -247,6 +313,79 @@ mod tests {
         assert!(
             args.windows(2)
                 .any(|w| w[0] == "--termination-log" && w[1] == message)
+        );
+    }
+
+    #[test]
+    fn a_restores_probe_is_its_own_and_never_taken_for_the_ensembles() {
+        let spec = spec();
+        let ctx = EnsembleContext {
+            name: "masters",
+            namespace: "ns",
+            spec: &spec,
+            owner: OwnerReference::default(),
+        };
+        let owner = OwnerReference {
+            kind: "ZkRestore".into(),
+            name: "back".into(),
+            ..Default::default()
+        };
+        let pod = build_restore_probe_pod(&ctx, ServerId(3), "quorate:1", None, "back", owner);
+        assert_eq!(pod.metadata.name.as_deref(), Some("back-zxid-3"));
+        let labels = pod.metadata.labels.clone().unwrap_or_default();
+        assert_eq!(labels[LABEL_COMPONENT], RESTORE_PROBE_COMPONENT);
+        assert_ne!(labels[LABEL_COMPONENT], PROBE_COMPONENT);
+        assert_eq!(labels[LABEL_RESTORE], "back");
+        assert_eq!(labels[LABEL_PROBE_OF], "3");
+        let owners = pod.metadata.owner_references.clone().unwrap_or_default();
+        assert_eq!(owners.len(), 1);
+        assert_eq!(owners[0].kind, "ZkRestore");
+        let claim = pod.spec.as_ref().and_then(|s| {
+            s.volumes
+                .iter()
+                .flatten()
+                .find_map(|v| v.persistent_volume_claim.clone())
+        });
+        assert_eq!(
+            claim.map(|c| (c.claim_name, c.read_only)),
+            Some(("data-masters-3".into(), Some(true)))
+        );
+    }
+
+    #[test]
+    fn the_live_zxid_from_volumes_is_known_only_once_every_volume_answered() {
+        let ids: BTreeSet<ServerId> = [1, 2, 3].map(ServerId).into();
+        let answered = |z: &str| finished("Succeeded", 0, Some(z));
+        let mut probes = BTreeMap::new();
+        assert_eq!(
+            volumes_zxid(&ids, &probes),
+            VolumesZxid::Reading { answered: 0, of: 3 }
+        );
+        probes.insert(ServerId(1), answered(r#"{"zxid":"0x200000005"}"#));
+        probes.insert(ServerId(2), finished("Running", 0, None));
+        assert_eq!(
+            volumes_zxid(&ids, &probes),
+            VolumesZxid::Reading { answered: 1, of: 3 }
+        );
+        probes.insert(ServerId(2), answered(r#"{"zxid":"0x300000001"}"#));
+        // An empty volume holds nothing newer.
+        probes.insert(ServerId(3), answered(r#"{}"#));
+        assert_eq!(volumes_zxid(&ids, &probes), VolumesZxid::Known(0x300000001));
+        // One volume that cannot be read makes the whole answer unknown, never a lower one.
+        probes.insert(
+            ServerId(3),
+            finished("Failed", 1, Some(r#"{"error":"no snapshot"}"#)),
+        );
+        match volumes_zxid(&ids, &probes) {
+            VolumesZxid::Unknown(why) => assert!(
+                why.contains("server 3") && why.contains("no snapshot"),
+                "{why}"
+            ),
+            other => panic!("expected unknown, got {other:?}"),
+        }
+        assert_eq!(
+            volumes_zxid(&BTreeSet::new(), &probes),
+            VolumesZxid::Known(0)
         );
     }
 

@@ -123,7 +123,7 @@ pub fn build_scratch_pod(
     pod.metadata.name = Some(scratch_pod(restore));
     let mut labels: BTreeMap<String, String> = ensemble_labels(ensemble, "scratch");
     labels.remove(LABEL_ENSEMBLE);
-    labels.insert("quorate.dev/restore".into(), restore.into());
+    labels.insert(LABEL_RESTORE.into(), restore.into());
     pod.metadata.labels = Some(labels);
     pod.metadata.owner_references = Some(vec![owner]);
     if let Some(spec) = pod.spec.as_mut() {
