@@ -157,6 +157,17 @@ pub async fn reconcile(zkr: Arc<ZkRestore>, ctx: Arc<Context>) -> Result<Action,
     let ns = zkr.namespace().unwrap_or_default();
     let name = zkr.name_any();
     let api: Api<ZkRestore> = Api::namespaced(ctx.client.clone(), &ns);
+    // A pass acts on the stored phase, never on a watch cache that has not yet seen this
+    // controller's last status write: acting on that would repeat a phase already left (a
+    // refused restore's pass that starts its volume probes again, say).
+    let Some(zkr) = api
+        .get_opt(&name)
+        .await
+        .map_err(Error::kube(format!("read ZkRestore {ns}/{name}")))?
+    else {
+        return Ok(Action::await_change());
+    };
+    let zkr = &zkr;
     let status = zkr.status.clone().unwrap_or_default();
     let fail = |phase_was: &str, message: String, reason: &'static str| {
         let api = api.clone();
@@ -198,10 +209,10 @@ pub async fn reconcile(zkr: Arc<ZkRestore>, ctx: Arc<Context>) -> Result<Action,
             .await?;
             Ok(Action::requeue(Duration::from_millis(200)))
         }
-        Some(RestorePhase::Verifying) => verify(&ctx, &zkr, &api, fail).await,
-        Some(RestorePhase::Stopping) => stop_members(&ctx, &zkr, &api).await,
-        Some(RestorePhase::Restoring) => restore_members(&ctx, &zkr, &api, fail).await,
-        Some(RestorePhase::Starting) => finish(&ctx, &zkr, &api, fail).await,
+        Some(RestorePhase::Verifying) => verify(&ctx, zkr, &api, fail).await,
+        Some(RestorePhase::Stopping) => stop_members(&ctx, zkr, &api).await,
+        Some(RestorePhase::Restoring) => restore_members(&ctx, zkr, &api, fail).await,
+        Some(RestorePhase::Starting) => finish(&ctx, zkr, &api, fail).await,
         Some(RestorePhase::Ready) | Some(RestorePhase::Failed) => Ok(Action::await_change()),
     }
 }
@@ -327,16 +338,20 @@ where
             }
         }
     }
+    if from_volumes.is_some() {
+        // Their answer is taken: no later pass reads them.
+        delete_volume_probes(ctx, &ns, &name).await?;
+    }
     let mut source_note = "";
     match from_volumes {
         Some(Ok(z)) => {
             // Every transaction counts on a volume (sessions too), so this errs towards
-            // "older": a backup is never let past newer data.
+            // "older": a backup is never let past newer data. A volume cannot tell whether
+            // user data exists, so it is taken to (the count 1 below).
             live = Some((i64::try_from(z).unwrap_or(i64::MAX), 1));
             source_note = " (read from the members' volumes: no member serves)";
         }
         Some(Err(why)) if !zkr.spec.allow_older => {
-            delete_volume_probes(ctx, &ns, &name).await?;
             let message = format!(
                 "refused: no member of {ns}/{ens_name} serves and the live data's newest zxid cannot be read from every member's volume ({why}), so the backup cannot be shown not to be older. Set spec.allowOlder: true in a new ZkRestore to restore it anyway{untouched}"
             );
@@ -352,9 +367,6 @@ where
             return Ok(Action::await_change());
         }
         Some(Err(_)) | None => {}
-    }
-    if from_volumes.is_some() {
-        delete_volume_probes(ctx, &ns, &name).await?;
     }
     let backup_zxid = verified.manifest.data_zxid;
     let older = live.is_some_and(|(z, user)| user > 0 && z > backup_zxid);

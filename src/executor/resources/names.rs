@@ -20,9 +20,11 @@ pub fn zxid_probe_pod(ensemble: &str, id: ServerId) -> String {
     format!("{ensemble}-zxid-{id}")
 }
 
-/// The volume probe of member `id` for restore `restore`.
+/// The volume probe of member `id` for restore `restore`. It ends in `-probe` so that it never
+/// takes the name of an ensemble's own probe or member (both end in the server id), even when
+/// the restore is named like its ensemble.
 pub fn restore_probe_pod(restore: &str, id: ServerId) -> String {
-    format!("{restore}-zxid-{id}")
+    format!("{restore}-zxid-{id}-probe")
 }
 
 /// The headless Service that gives each member a stable DNS name.

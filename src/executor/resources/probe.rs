@@ -331,7 +331,16 @@ mod tests {
             ..Default::default()
         };
         let pod = build_restore_probe_pod(&ctx, ServerId(3), "quorate:1", None, "back", owner);
-        assert_eq!(pod.metadata.name.as_deref(), Some("back-zxid-3"));
+        assert_eq!(pod.metadata.name.as_deref(), Some("back-zxid-3-probe"));
+        // A restore named like its ensemble: the two probes of one volume keep apart.
+        let same =
+            build_restore_probe_pod(&ctx, ServerId(3), "q", None, "masters", Default::default());
+        assert_ne!(
+            same.metadata.name,
+            build_zxid_probe_pod(&ctx, ServerId(3), "q", None)
+                .metadata
+                .name
+        );
         let labels = pod.metadata.labels.clone().unwrap_or_default();
         assert_eq!(labels[LABEL_COMPONENT], RESTORE_PROBE_COMPONENT);
         assert_ne!(labels[LABEL_COMPONENT], PROBE_COMPONENT);
