@@ -627,16 +627,35 @@ async fn a_tree_backup_of_3_8_restores_online_into_a_fresh_ensemble(
     Ok(())
 }
 
-async fn restores_are_checked_before_any_member_is_touched(bed: &Bed, ns: &str) -> TestResult {
+/// What [`live_newer_than_its_backup`] leaves.
+struct LiveAndBackup {
+    client: Client,
+    ens_api: Api<MasterEnsemble>,
+    hosts: String,
+    password: String,
+    /// The backup's Ready artifact.
+    old: BackupArtifact,
+}
+
+/// In a new namespace `ns` with the S3 Secret: ensemble `live` of `replicas` members, `first`
+/// znodes under `/first`, a Ready artifact of ZkBackup `daily`, then `second` znodes under
+/// `/second`, so the live data is newer than the backup.
+async fn live_newer_than_its_backup(
+    bed: &Bed,
+    ns: &str,
+    replicas: i32,
+    first: usize,
+    second: usize,
+) -> Result<LiveAndBackup, Failed> {
     let client = bed.client().await?;
     namespace(&client, ns).await?;
     s3_secret(&client, ns).await?;
-    converged(bed, &client, ns, "live", 1, None).await?;
+    let ens_api = converged(bed, &client, ns, "live", replicas, None).await?;
     let hosts = member_hosts(&client, ns, "live").await?;
     let password = super_password(&client, ns, "live").await?;
     let auth = Some(("super", password.as_str()));
     bed.judge
-        .write(&hosts, auth, "/first", 200)
+        .write(&hosts, auth, "/first", first)
         .await
         .map_err(|e| fail(format!("write: {e}")))?;
     let api = create_backup(
@@ -650,11 +669,28 @@ async fn restores_are_checked_before_any_member_is_touched(bed: &Bed, ns: &str) 
     if old.phase != ArtifactPhase::Ready {
         return Err(fail(format!("backup failed: {:?}", old.message)));
     }
-    // Newer data after the backup.
     bed.judge
-        .write(&hosts, auth, "/second", 100)
+        .write(&hosts, auth, "/second", second)
         .await
         .map_err(|e| fail(format!("write: {e}")))?;
+    Ok(LiveAndBackup {
+        client,
+        ens_api,
+        hosts,
+        password,
+        old,
+    })
+}
+
+async fn restores_are_checked_before_any_member_is_touched(bed: &Bed, ns: &str) -> TestResult {
+    let LiveAndBackup {
+        client,
+        ens_api: _,
+        hosts,
+        password,
+        old,
+    } = live_newer_than_its_backup(bed, ns, 1, 200, 100).await?;
+    let auth = Some(("super", password.as_str()));
     let uids = pod_uids(&client, ns, "live").await?;
     let zxid = live_zxid(&client, ns, "live").await?;
     // The live data's newest zxid, read by kazoo (sessions, the operator's own included, are
@@ -820,32 +856,14 @@ async fn an_older_backup_is_refused_from_the_volumes_while_no_member_serves(
     bed: &Bed,
     ns: &str,
 ) -> TestResult {
-    let client = bed.client().await?;
-    namespace(&client, ns).await?;
-    s3_secret(&client, ns).await?;
-    let ens_api = converged(bed, &client, ns, "live", 3, None).await?;
-    let hosts = member_hosts(&client, ns, "live").await?;
-    let password = super_password(&client, ns, "live").await?;
+    let LiveAndBackup {
+        client,
+        ens_api,
+        hosts,
+        password,
+        old,
+    } = live_newer_than_its_backup(bed, ns, 3, 50, 50).await?;
     let auth = Some(("super", password.as_str()));
-    bed.judge
-        .write(&hosts, auth, "/first", 50)
-        .await
-        .map_err(|e| fail(format!("write: {e}")))?;
-    let api = create_backup(
-        &client,
-        ns,
-        "daily",
-        backup_spec("live", "daily", serde_json::json!({})),
-    )
-    .await?;
-    let old = next_artifact(bed, &api, "daily", &[], Duration::from_secs(120)).await?;
-    if old.phase != ArtifactPhase::Ready {
-        return Err(fail(format!("backup failed: {:?}", old.message)));
-    }
-    bed.judge
-        .write(&hosts, auth, "/second", 50)
-        .await
-        .map_err(|e| fail(format!("write: {e}")))?;
     let live_data = data_zxid(bed, &hosts, &password).await?;
 
     // Two members paused: none of the three serves.
@@ -946,6 +964,7 @@ async fn an_older_backup_is_refused_from_the_volumes_while_no_member_serves(
             "a refused restore touched the members: {before:?} -> {after:?}"
         )));
     }
+    let mut left = Vec::new();
     wait_for(
         "the restore's volume probes to go",
         Duration::from_secs(60),
@@ -954,13 +973,22 @@ async fn an_older_backup_is_refused_from_the_volumes_while_no_member_serves(
                 .list(&ListParams::default().labels("quorate.dev/restore=older"))
                 .await
                 .map_err(|e| fail(e.to_string()))?;
-            Ok(probes
+            left = probes
                 .items
                 .iter()
-                .all(|p| p.metadata.deletion_timestamp.is_some()))
+                .filter(|p| p.metadata.deletion_timestamp.is_none())
+                .map(|p| (p.name_any(), p.metadata.creation_timestamp.clone()))
+                .collect();
+            Ok(left.is_empty())
         },
     )
-    .await?;
+    .await
+    .map_err(|e| {
+        fail(format!(
+            "{e:?}: {left:?} left\noperator log:\n{}",
+            bed.operator_log_tail()
+        ))
+    })?;
 
     for name in &names[..2] {
         with_agent(bed, |a| a.resume(ns, name))?;
@@ -983,32 +1011,14 @@ async fn an_older_backup_is_refused_from_the_volumes_while_no_member_serves(
 /// Two restores of one ensemble created together: the first created runs, the second is
 /// refused before it touches anything, and the fence is lifted only by the one that holds it.
 async fn two_restores_of_one_ensemble_run_one_at_a_time(bed: &Bed, ns: &str) -> TestResult {
-    let client = bed.client().await?;
-    namespace(&client, ns).await?;
-    s3_secret(&client, ns).await?;
-    let ens_api = converged(bed, &client, ns, "live", 1, None).await?;
-    let hosts = member_hosts(&client, ns, "live").await?;
-    let password = super_password(&client, ns, "live").await?;
+    let LiveAndBackup {
+        client,
+        ens_api,
+        hosts: _,
+        password,
+        old,
+    } = live_newer_than_its_backup(bed, ns, 1, 50, 10).await?;
     let auth = Some(("super", password.as_str()));
-    bed.judge
-        .write(&hosts, auth, "/first", 50)
-        .await
-        .map_err(|e| fail(format!("write: {e}")))?;
-    let api = create_backup(
-        &client,
-        ns,
-        "daily",
-        backup_spec("live", "daily", serde_json::json!({})),
-    )
-    .await?;
-    let old = next_artifact(bed, &api, "daily", &[], Duration::from_secs(120)).await?;
-    if old.phase != ArtifactPhase::Ready {
-        return Err(fail(format!("backup failed: {:?}", old.message)));
-    }
-    bed.judge
-        .write(&hosts, auth, "/second", 10)
-        .await
-        .map_err(|e| fail(format!("write: {e}")))?;
     let restores: Api<ZkRestore> = Api::namespaced(client.clone(), ns);
     let spec = restore_spec(
         "live",

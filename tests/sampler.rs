@@ -45,6 +45,13 @@ fn three(config: &[u32]) -> Vec<(u32, MemberView)> {
     ]
 }
 
+/// [`three`] with configuration `config`, and member 4 as `four`.
+fn three_and_four(config: &[u32], four: MemberView) -> BTreeMap<u32, MemberView> {
+    let mut members = three(config);
+    members.push((4, four));
+    sample(members)
+}
+
 #[test]
 fn split_brain_is_two_configurations_with_disjoint_quorums() {
     assert!(!disjoint_quorums_possible(
@@ -69,15 +76,12 @@ fn split_brain_is_two_configurations_with_disjoint_quorums() {
 fn a_scale_up_done_right_passes() {
     let mut s = Sampler::default();
     s.observe(sample(three(&[1, 2, 3])));
-    let mut joining = three(&[1, 2, 3]);
-    joining.push((4, running("u4")));
-    s.observe(sample(joining));
-    let mut synced = three(&[1, 2, 3]);
-    synced.push((4, serving("u4", &[1, 2, 3], false)));
-    s.observe(sample(synced));
-    let mut added: Vec<_> = three(&[1, 2, 3, 4]);
-    added.push((4, serving("u4", &[1, 2, 3, 4], false)));
-    s.observe(sample(added));
+    s.observe(three_and_four(&[1, 2, 3], running("u4")));
+    s.observe(three_and_four(&[1, 2, 3], serving("u4", &[1, 2, 3], false)));
+    s.observe(three_and_four(
+        &[1, 2, 3, 4],
+        serving("u4", &[1, 2, 3, 4], false),
+    ));
     assert!(s.violations.is_empty(), "{:?}", s.violations);
     assert_eq!(s.added, set(&[4]));
     assert_eq!(s.max_voters, 4);
@@ -86,12 +90,11 @@ fn a_scale_up_done_right_passes() {
 #[test]
 fn a_voter_added_before_it_was_seen_synced_is_a_violation() {
     let mut s = Sampler::default();
-    let mut joining = three(&[1, 2, 3]);
-    joining.push((4, running("u4")));
-    s.observe(sample(joining));
-    let mut added = three(&[1, 2, 3, 4]);
-    added.push((4, serving("u4", &[1, 2, 3, 4], false)));
-    s.observe(sample(added));
+    s.observe(three_and_four(&[1, 2, 3], running("u4")));
+    s.observe(three_and_four(
+        &[1, 2, 3, 4],
+        serving("u4", &[1, 2, 3, 4], false),
+    ));
     assert!(
         s.violations.iter().any(|v| v.contains("without serving")),
         "{:?}",
@@ -148,12 +151,11 @@ fn a_pod_deleted_while_voting_and_then_removed_is_a_violation() {
 #[test]
 fn a_removal_before_the_pod_is_deleted_passes() {
     let mut s = Sampler::default();
-    let mut four = three(&[1, 2, 3, 4]);
-    four.push((4, serving("u4", &[1, 2, 3, 4], false)));
-    s.observe(sample(four));
-    let mut removed = three(&[1, 2, 3]);
-    removed.push((4, running("u4")));
-    s.observe(sample(removed));
+    s.observe(three_and_four(
+        &[1, 2, 3, 4],
+        serving("u4", &[1, 2, 3, 4], false),
+    ));
+    s.observe(three_and_four(&[1, 2, 3], running("u4")));
     let mut deleting = three(&[1, 2, 3]);
     deleting.push((
         4,
@@ -171,13 +173,12 @@ fn a_removal_before_the_pod_is_deleted_passes() {
 #[test]
 fn a_removed_id_coming_back_is_a_violation() {
     let mut s = Sampler::default();
-    let mut four = three(&[1, 2, 3, 4]);
-    four.push((4, serving("u4", &[1, 2, 3, 4], false)));
-    s.observe(sample(four));
+    s.observe(three_and_four(
+        &[1, 2, 3, 4],
+        serving("u4", &[1, 2, 3, 4], false),
+    ));
     s.observe(sample(three(&[1, 2, 3])));
-    let mut back = three(&[1, 2, 3]);
-    back.push((4, running("u4b")));
-    s.observe(sample(back));
+    s.observe(three_and_four(&[1, 2, 3], running("u4b")));
     assert!(
         s.violations.iter().any(|v| v.starts_with("I4")),
         "{:?}",
@@ -310,30 +311,24 @@ fn unanswered(uid: &str) -> MemberView {
 #[test]
 fn a_joiner_that_did_not_answer_keeps_its_last_known_state_and_is_no_violation() {
     let mut s = Sampler::default();
-    let mut synced = three(&[1, 2, 3]);
-    synced.push((4, serving("u4", &[1, 2, 3], false)));
-    s.observe(sample(synced));
+    s.observe(three_and_four(&[1, 2, 3], serving("u4", &[1, 2, 3], false)));
     // Busy at the sample just before the reconfig: still the synced joiner last seen.
-    let mut busy = three(&[1, 2, 3]);
-    busy.push((4, unanswered("u4")));
-    s.observe(sample(busy));
-    let mut added = three(&[1, 2, 3, 4]);
-    added.push((4, serving("u4", &[1, 2, 3, 4], false)));
-    s.observe(sample(added));
+    s.observe(three_and_four(&[1, 2, 3], unanswered("u4")));
+    s.observe(three_and_four(
+        &[1, 2, 3, 4],
+        serving("u4", &[1, 2, 3, 4], false),
+    ));
     assert!(s.violations.is_empty(), "{:?}", s.violations);
     assert_eq!(s.added, set(&[4]));
 
     // A joiner never seen synced stays a violation however it answered.
     let mut s = Sampler::default();
-    let mut joining = three(&[1, 2, 3]);
-    joining.push((4, running("u4")));
-    s.observe(sample(joining));
-    let mut busy = three(&[1, 2, 3]);
-    busy.push((4, unanswered("u4")));
-    s.observe(sample(busy));
-    let mut added = three(&[1, 2, 3, 4]);
-    added.push((4, serving("u4", &[1, 2, 3, 4], false)));
-    s.observe(sample(added));
+    s.observe(three_and_four(&[1, 2, 3], running("u4")));
+    s.observe(three_and_four(&[1, 2, 3], unanswered("u4")));
+    s.observe(three_and_four(
+        &[1, 2, 3, 4],
+        serving("u4", &[1, 2, 3, 4], false),
+    ));
     assert!(
         s.violations.iter().any(|v| v.contains("without serving")),
         "{:?}",

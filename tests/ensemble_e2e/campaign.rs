@@ -30,7 +30,6 @@ use serde::Serialize;
 
 use super::status_of;
 use crate::common::judges::Judges;
-use crate::common::with_agent;
 use crate::common::*;
 
 /// The bounded tier inside the test command: one fault of each kind in a seeded order.

@@ -12,7 +12,6 @@ use quorate_testbed::nodeagent::Cut;
 
 use super::{create_and_converge, status_of};
 use crate::common::judges::{Judges, admin_json};
-use crate::common::with_agent;
 use crate::common::*;
 
 /// `last_processed_zxid` from a member's own AdminServer, while it serves.
