@@ -33,6 +33,8 @@ use super::{Bed, fail, member_hosts, wait_for};
 pub const MIN_ACKED_WRITES: usize = 100;
 /// The fewest acknowledged operations in a history for its verdict to count.
 pub const MIN_HISTORY_OPS: usize = 100;
+/// The sampler's verdict counts only with at least this many samples of the ensemble.
+pub const MIN_SAMPLES: usize = 10;
 /// Znodes written before the scenario and read back after it.
 const BEFORE: usize = 50;
 
@@ -351,6 +353,15 @@ impl Judges {
             },
         )
         .await;
+        // Likewise the sampler keeps sampling until it has enough samples: a sample waits for
+        // every member, so a cut-off member slows it down and a short step may end first.
+        let sampler = self.sampler.clone();
+        wait_for(
+            "the sampler's samples",
+            Duration::from_secs(120),
+            async || Ok(sampler.lock().map(|s| s.samples).unwrap_or(0) >= MIN_SAMPLES),
+        )
+        .await?;
         let _ = self.stop.send(true);
         let _ = self.task.await;
         drop(self.writer);
@@ -419,7 +430,7 @@ impl Judges {
                 s.violations.join("\n")
             )));
         }
-        if s.samples < 10 {
+        if s.samples < MIN_SAMPLES {
             return Err(fail(format!("the sampler took only {} samples", s.samples)));
         }
         if s.max_in_transition > 1 {
