@@ -682,6 +682,189 @@ async fn live_newer_than_its_backup(
     })
 }
 
+/// An online restore brings the backup's znodes back and deletes the persistent znodes it does
+/// not hold, but never a live session's ephemeral (a lock, a registration) nor a znode above
+/// one: the session stays alive and owns them all afterwards.
+async fn an_online_restore_keeps_the_ephemerals_of_live_sessions(
+    bed: &Bed,
+    ns: &str,
+) -> TestResult {
+    let LiveAndBackup {
+        client,
+        ens_api: _,
+        hosts,
+        password,
+        old,
+    } = live_newer_than_its_backup(bed, ns, 1, 40, 30).await?;
+    let auth = Some(("super", password.as_str()));
+    // A lock under a znode the backup holds; a registration under znodes it does not.
+    let held = ["/first/lock", "/registry/live/member-1"];
+    let mut holder = bed
+        .judge
+        .hold(&hosts, auth, &held, Duration::from_secs(600))
+        .map_err(|e| fail(format!("hold: {e}")))?;
+    holder
+        .ready(Duration::from_secs(60))
+        .await
+        .map_err(|e| fail(format!("hold: {e}")))?;
+    let s = run_restore(
+        bed,
+        &client,
+        ns,
+        "online",
+        restore_spec(
+            "live",
+            "daily",
+            &old.id,
+            serde_json::json!({"mode": "online", "allowOlder": true}),
+        ),
+    )
+    .await?;
+    if s.phase != Some(RestorePhase::Ready) {
+        return Err(fail(format!("the online restore failed: {:?}", s.message)));
+    }
+    let report = holder
+        .release()
+        .await
+        .map_err(|e| fail(format!("hold: {e}")))?;
+    if !report.alive || !report.missing.is_empty() {
+        return Err(fail(format!(
+            "an online restore took live ephemerals or their session: {report:?}"
+        )));
+    }
+    let first = bed
+        .judge
+        .verify(&hosts, auth, "/first", 40)
+        .await
+        .map_err(|e| fail(format!("kazoo verify: {e}")))?;
+    if !first.ok {
+        return Err(fail(format!(
+            "the backup's znodes are not all back: {first:?}"
+        )));
+    }
+    let tree = tree_of(bed, &hosts, &password).await?;
+    let newer: Vec<&String> = tree.keys().filter(|p| p.starts_with("/second")).collect();
+    if !newer.is_empty() {
+        return Err(fail(format!(
+            "persistent znodes the backup does not hold were not deleted: {newer:?}"
+        )));
+    }
+    for above in ["/registry", "/registry/live"] {
+        if !tree.contains_key(above) {
+            return Err(fail(format!(
+                "{above} holds a live ephemeral and was deleted"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Clients write as soon as a restored member serves. An offline restore judges the data at
+/// its own zxid, so znodes written between "every member serves" and the judgement (the
+/// operator stopped exactly there, at a failpoint, then SIGKILLed) neither fail the restore nor
+/// leave the ensemble fenced, and none of them is lost.
+async fn an_offline_restore_is_judged_at_its_own_zxid_while_clients_write(
+    bed: &Bed,
+    ns: &str,
+) -> TestResult {
+    let LiveAndBackup {
+        client,
+        ens_api,
+        hosts: _,
+        password,
+        old,
+    } = live_newer_than_its_backup(bed, ns, 1, 40, 30).await?;
+    let auth = Some(("super", password.as_str()));
+    // Only an operator stopped before the judgement may act on the restore.
+    bed.kill_operator();
+    let point = quorate::controller::failpoints::RESTORE_BEFORE_JUDGEMENT;
+    let armed = bed.start_operator_with_env(&[(quorate::controller::failpoints::ENV, point)])?;
+    let api: Api<ZkRestore> = Api::namespaced(client.clone(), ns);
+    api.create(
+        &PostParams::default(),
+        &ZkRestore::new(
+            "offline",
+            restore_spec(
+                "live",
+                "daily",
+                &old.id,
+                serde_json::json!({"allowOlder": true}),
+            ),
+        ),
+    )
+    .await
+    .map_err(|e| fail(format!("create ZkRestore: {e}")))?;
+    let line = format!("failpoint {point} reached");
+    wait_for(&line, Duration::from_secs(300), async || {
+        Ok(bed.operator_log(&armed).contains(&line))
+    })
+    .await
+    .map_err(|e| fail(format!("{e:?}\noperator log:\n{}", bed.operator_log_tail())))?;
+    // The restored member serves (its Pod was recreated): a client writes before the restore
+    // is judged.
+    let hosts = member_hosts(&client, ns, "live").await?;
+    let written = bed
+        .judge
+        .write(&hosts, auth, "/after-restore", 25)
+        .await
+        .map_err(|e| fail(format!("write: {e}")))?;
+    if written.written != 25 {
+        return Err(fail(format!("the client's writes failed: {written:?}")));
+    }
+    bed.kill_operator_named(&armed);
+    bed.start_operator()?;
+    let start = Instant::now();
+    let status = loop {
+        let s = api
+            .get("offline")
+            .await
+            .map_err(|e| fail(e.to_string()))?
+            .status
+            .unwrap_or_default();
+        if matches!(
+            s.phase,
+            Some(RestorePhase::Ready) | Some(RestorePhase::Failed)
+        ) {
+            break s;
+        }
+        if start.elapsed() > Duration::from_secs(120) {
+            return Err(fail(format!("the restore did not finish: {:?}", s.message)));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    if status.phase != Some(RestorePhase::Ready) {
+        return Err(fail(format!(
+            "client writes after the members served failed the restore: {:?}",
+            status.message
+        )));
+    }
+    let ens = ens_api.get("live").await.map_err(|e| fail(e.to_string()))?;
+    if ens
+        .annotations()
+        .contains_key(quorate::constants::ANNOTATION_RESTORING)
+    {
+        return Err(fail("a finished restore left the ensemble fenced"));
+    }
+    let hosts = member_hosts(&client, ns, "live").await?;
+    for (prefix, count) in [("/first", 40), ("/after-restore", 25)] {
+        let read = bed
+            .judge
+            .verify(&hosts, auth, prefix, count)
+            .await
+            .map_err(|e| fail(format!("kazoo verify: {e}")))?;
+        if !read.ok || read.checked != count {
+            return Err(fail(format!("{prefix} is not all there: {read:?}")));
+        }
+    }
+    let tree = tree_of(bed, &hosts, &password).await?;
+    if tree.keys().any(|p| p.starts_with("/second")) {
+        return Err(fail(
+            "data newer than the backup survived an offline restore",
+        ));
+    }
+    Ok(())
+}
+
 async fn restores_are_checked_before_any_member_is_touched(bed: &Bed, ns: &str) -> TestResult {
     let LiveAndBackup {
         client,
@@ -1438,6 +1621,18 @@ fn scenarios() -> Vec<(&'static str, Scenario)> {
                     b, n,
                 ))
             },
+        ),
+        (
+            "an_online_restore_keeps_the_ephemerals_of_live_sessions",
+            |b, n| {
+                Box::pin(an_online_restore_keeps_the_ephemerals_of_live_sessions(
+                    b, n,
+                ))
+            },
+        ),
+        (
+            "an_offline_restore_is_judged_at_its_own_zxid_while_clients_write",
+            |b, n| Box::pin(an_offline_restore_is_judged_at_its_own_zxid_while_clients_write(b, n)),
         ),
         (
             "restores_are_checked_before_any_member_is_touched",

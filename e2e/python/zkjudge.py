@@ -16,6 +16,11 @@ an "error" key).
                a zero-length node
   create-seq   --hosts H [--auth user:pw] --path /parent/name-
                create one persistent-sequential node; prints the path the server gave it
+  hold         --hosts H [--auth user:pw] --path /p/e ... --seconds S --ready FILE --stop FILE
+               one session creates the ephemeral znodes (their parents persistent) and holds
+               them; FILE --ready is written once they exist; when --stop exists (or after S
+               seconds) it reports whether its session stayed alive and which of its ephemerals
+               are still there, owned by it
   history      --hosts H [--auth user:pw] --prefix /h --keys K --clients C --seconds S --ops N
                --out FILE [--seed X] [--interval-ms MS] [--local-reads]
                C concurrent clients (one session each) do random reads, writes and versioned
@@ -301,6 +306,52 @@ def cmd_create_seq(args):
     try:
         path = client.create(args.path, b"after restore", sequence=True)
         return {"path": path}, 0
+    finally:
+        close(client)
+
+
+def cmd_hold(args):
+    """Holds ephemeral znodes in one session until told to stop; reports what survived."""
+    deadline = time.monotonic() + args.seconds
+
+    def watchdog():
+        time.sleep(args.seconds + 30)
+        os._exit(3)
+
+    threading.Thread(target=watchdog, daemon=True).start()
+    states = []
+    client = connect(args)
+    try:
+        client.add_listener(lambda state: states.append(str(state)))
+        session = client.client_id[0]
+        for path in args.path:
+            parent = path.rsplit("/", 1)[0]
+            if parent:
+                client.ensure_path(parent)
+            client.create(path, b"held", ephemeral=True)
+        with open(args.ready, "w", encoding="utf-8") as f:
+            f.write(f"{session}\n")
+        while time.monotonic() < deadline and not os.path.exists(args.stop):
+            time.sleep(0.1)
+        present, missing = [], []
+        for path in args.path:
+            try:
+                stat = client.exists(path)
+            except KazooException:
+                stat = None
+            if stat is not None and stat.ephemeralOwner == session:
+                present.append(path)
+            else:
+                missing.append(path)
+        alive = client.client_id is not None and client.client_id[0] == session and "LOST" not in states
+        report = {
+            "session": session,
+            "alive": alive,
+            "states": list(states),
+            "present": present,
+            "missing": missing,
+        }
+        return report, 0 if alive and not missing else 1
     finally:
         close(client)
 
@@ -671,6 +722,12 @@ def main(argv=None):
     p = common(sub.add_parser("create-seq", help="create one persistent-sequential node"))
     p.add_argument("--path", required=True)
 
+    p = common(sub.add_parser("hold", help="hold ephemeral znodes in one session until told to stop"))
+    p.add_argument("--path", action="append", required=True, help="an ephemeral znode (repeatable)")
+    p.add_argument("--seconds", type=float, required=True, help="at most this long")
+    p.add_argument("--ready", required=True, help="written once the ephemerals exist")
+    p.add_argument("--stop", required=True, help="stop once this file exists")
+
     p = common(sub.add_parser("history", help="record a history of get, set and compare-and-set"))
     p.add_argument("--prefix", required=True)
     p.add_argument("--keys", type=int, required=True)
@@ -694,6 +751,7 @@ def main(argv=None):
         "populate": cmd_populate,
         "create-seq": cmd_create_seq,
         "history": cmd_history,
+        "hold": cmd_hold,
     }
     try:
         report, code = handlers[args.command](args)

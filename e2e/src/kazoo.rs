@@ -773,6 +773,89 @@ impl Judge {
         self.run("create-seq", hosts, auth, &args(&["--path", path]))
             .await
     }
+
+    /// Starts one session that creates the ephemeral znodes `paths` (their parents persistent)
+    /// and holds them for at most `duration` or until [`Holder::release`]; wait for
+    /// [`Holder::ready`] before relying on them.
+    pub fn hold(
+        &self,
+        hosts: &str,
+        auth: Auth<'_>,
+        paths: &[&str],
+        duration: Duration,
+    ) -> Result<Holder, Error> {
+        let dir = tempfile::Builder::new()
+            .prefix("zkjudge-hold-")
+            .tempdir()
+            .map_err(io_err("creating a temp dir"))?;
+        let ready = dir.path().join("ready");
+        let stop = dir.path().join("stop");
+        let mut a = args(&["--seconds", &format!("{:.3}", duration.as_secs_f64())]);
+        for p in paths {
+            a.extend(args(&["--path", p]));
+        }
+        a.extend([
+            "--ready".into(),
+            ready.clone().into_os_string(),
+            "--stop".into(),
+            stop.clone().into_os_string(),
+        ]);
+        let run = self.spawn("hold", hosts, auth, &a)?;
+        Ok(Holder {
+            run,
+            ready,
+            stop,
+            _dir: dir,
+        })
+    }
+}
+
+/// A session holding ephemeral znodes; see [`Judge::hold`].
+#[derive(Debug)]
+pub struct Holder {
+    run: Running,
+    ready: PathBuf,
+    stop: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+/// Result of `hold`: whether the session stayed alive and which of its ephemerals it still
+/// owns.
+#[derive(Clone, Debug, Deserialize)]
+pub struct HoldReport {
+    pub session: i64,
+    /// The session never expired or was lost.
+    pub alive: bool,
+    /// The connection states it went through.
+    pub states: Vec<String>,
+    pub present: Vec<String>,
+    pub missing: Vec<String>,
+}
+
+impl Holder {
+    /// Waits until every ephemeral exists (or fails with the holder's output if it exited).
+    pub async fn ready(&mut self, timeout: Duration) -> Result<(), Error> {
+        let start = Instant::now();
+        while !self.ready.exists() {
+            if start.elapsed() > timeout || !self.run.child.is_running() {
+                return Err(Error::Judge {
+                    command: "hold".into(),
+                    message: format!("the ephemerals were not created within {timeout:?}"),
+                    stderr: tail(&fs::read_to_string(&self.run.stderr).unwrap_or_default()),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(())
+    }
+
+    /// Tells the session to stop and returns its report.
+    pub async fn release(self) -> Result<HoldReport, Error> {
+        File::create(&self.stop).map_err(io_err("creating the stop file"))?;
+        let command = self.run.command.clone();
+        let (code, stdout, stderr) = self.run.wait(Duration::from_secs(120)).await?;
+        parse(&command, code, &stdout, &stderr)
+    }
 }
 
 fn args(list: &[&str]) -> Vec<OsString> {

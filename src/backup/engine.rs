@@ -437,7 +437,8 @@ pub async fn verify_artifact(
 }
 
 /// Replays a verified artifact into the ensemble behind `hosts` (as the super user): creates
-/// and updates znodes; with `prune`, deletes live user znodes the artifact does not hold.
+/// and updates znodes; with `prune`, then deletes live user znodes the artifact does not hold,
+/// but only once the data streamed has matched the manifest's size and SHA-256 again.
 pub async fn load_artifact(
     store: &Store,
     verified: &Verified,
@@ -470,9 +471,13 @@ pub async fn load_artifact(
     };
     let replay = tree::replay(&client, node_rx, prune, progress);
     let (fed, replayed) = tokio::join!(feed, replay);
-    let report = replayed?;
+    let (mut report, kept) = replayed?;
     fed?;
     joined(reader).await?;
+    // Only data shown whole (size, SHA-256, parsed to its end) may delete anything.
+    if prune {
+        tree::prune(&client, &kept, &mut report).await?;
+    }
     Ok(report)
 }
 
@@ -491,6 +496,41 @@ pub async fn live_data_zxid(hosts: &str, auth: (&str, &str)) -> Result<(i64, u64
     let (walked, ()) = tokio::join!(walk, drain);
     let report = walked?;
     Ok((report.summary.data_zxid, report.summary.user_znodes))
+}
+
+/// The live tree behind `hosts` as of the restore's own zxid `at` ([`tree::AtRestore`]): what
+/// came from the artifact, told apart from what clients changed since.
+pub async fn restored_data(
+    hosts: &str,
+    auth: (&str, &str),
+    at: i64,
+) -> Result<tree::AtRestore, Error> {
+    let client = tree::connect(hosts, Some(auth)).await?;
+    let (tx, mut rx) = mpsc::channel::<Bytes>(CHANNEL);
+    let (to_parser, parsed) = spawn_parser(move |input| {
+        let mut reader = TreeReader::new(input)?;
+        let mut counts = tree::AtRestore::new(at);
+        while let Some(node) = reader.next_node()? {
+            counts.add(&node);
+        }
+        Ok(counts)
+    });
+    let forward = async move {
+        while let Some(chunk) = rx.recv().await {
+            if to_parser.send(Ok(chunk)).await.is_err() {
+                break;
+            }
+        }
+    };
+    let client = &client;
+    let walk = async move {
+        let r = tree::walk(client, &tx, TREE_CHUNK).await;
+        drop(tx);
+        r
+    };
+    let (walked, ()) = tokio::join!(walk, forward);
+    walked?;
+    joined(parsed).await
 }
 
 #[cfg(test)]

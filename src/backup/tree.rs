@@ -338,6 +338,80 @@ impl TreeSummary {
     }
 }
 
+/// A restored tree as it was at the restore's own zxid `at` (the artifact's newest data zxid),
+/// told apart from what clients did since. A restored ensemble issues every later zxid in a
+/// newer epoch, so a znode with `czxid <= at` came from the artifact; a client's delete since
+/// leaves its parent's `pzxid` above `at`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AtRestore {
+    /// The restore's zxid.
+    pub at: i64,
+    /// User znodes created at or before `at`: from the artifact.
+    pub restored: u64,
+    /// User znodes created after `at`: by clients, since.
+    pub created_since: u64,
+    /// Znodes (the root included) whose children changed after `at` (a delete, a create).
+    pub children_changed: u64,
+    /// Highest czxid/mzxid/pzxid over user znodes, and the root's pzxid.
+    pub data_zxid: i64,
+}
+
+impl AtRestore {
+    /// Nothing counted yet, as of `at`.
+    pub fn new(at: i64) -> AtRestore {
+        AtRestore {
+            at,
+            ..AtRestore::default()
+        }
+    }
+
+    /// Counts one live znode.
+    pub fn add(&mut self, node: &Znode) {
+        if node.path == "/" {
+            self.data_zxid = self.data_zxid.max(node.stat.pzxid);
+            self.children_changed += u64::from(node.stat.pzxid > self.at);
+            return;
+        }
+        if !is_restorable(node) {
+            return;
+        }
+        self.data_zxid = self.data_zxid.max(node.stat.newest_zxid());
+        if node.stat.czxid <= self.at {
+            self.restored += 1;
+            self.children_changed += u64::from(node.stat.pzxid > self.at);
+        } else {
+            self.created_since += 1;
+        }
+    }
+
+    /// Whether the members hold the artifact's `want` user znodes: exactly that many from
+    /// before the restore, or fewer where clients have deleted some since (a parent's children
+    /// changed). `Ok` carries a note on what clients did since; `Err` says what is wrong.
+    pub fn judge(&self, want: u64) -> Result<String, String> {
+        let since = if self.created_since > 0 {
+            format!("; {} znodes created by clients since", self.created_since)
+        } else {
+            String::new()
+        };
+        match self.restored.cmp(&want) {
+            std::cmp::Ordering::Equal => Ok(since),
+            std::cmp::Ordering::Less if self.children_changed > 0 => Ok(format!(
+                "; {} of them deleted by clients since (children of {} znodes changed after the restore){since}",
+                want - self.restored,
+                self.children_changed
+            )),
+            std::cmp::Ordering::Less => Err(format!(
+                "{} user znodes from the restore where the artifact holds {want}, and no client changed any since",
+                self.restored
+            )),
+            std::cmp::Ordering::Greater => Err(format!(
+                "{} user znodes from before the restore where the artifact holds {want}: the members hold data the artifact does not",
+                self.restored
+            )),
+        }
+    }
+}
+
 /// Reads a whole dump, checking its structure, and summarises it.
 pub fn summarize<R: Read>(input: R) -> Result<TreeSummary, Error> {
     let mut reader = TreeReader::new(input)?;
@@ -552,12 +626,17 @@ pub async fn walk(
 /// What a replay did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ReplayReport {
+    /// User znodes of the artifact written (created or updated; the root not counted).
+    pub written: u64,
     /// Znodes created.
     pub created: u64,
     /// Existing znodes whose data and ACL were set.
     pub updated: u64,
     /// Live znodes not in the artifact, deleted (online restores).
     pub deleted: u64,
+    /// Live ephemeral znodes kept (they belong to sessions that may still be alive), with the
+    /// persistent znodes not in the artifact that were kept because one of them is below.
+    pub kept_live: u64,
     /// Parents whose child counter was raised above their highest sequential child.
     pub counters_raised: u64,
     /// TTL nodes restored as persistent nodes.
@@ -636,15 +715,16 @@ async fn raise_counter(client: &zkc::Client, parent: &str, above: i64) -> Result
 }
 
 /// Replays znodes from `nodes` (parents before children) into the ensemble behind `client`:
-/// creates what is missing, sets data and ACL of what exists, raises sequence counters; with
-/// `prune`, then deletes every live user znode that the artifact does not hold (deepest first).
-/// The root's data and ACL are set; `/zookeeper` and ephemerals are never touched.
+/// creates what is missing, sets data and ACL of what exists, raises sequence counters. With
+/// `prune`, the returned set holds every path written, for [`prune`] to delete the rest once
+/// the caller knows the data was whole. The root's data and ACL are set; `/zookeeper` and
+/// ephemerals are never touched.
 pub async fn replay(
     client: &zkc::Client,
     mut nodes: tokio::sync::mpsc::Receiver<Znode>,
     prune: bool,
     progress: &(dyn Fn(u64) + Sync),
-) -> Result<ReplayReport, Error> {
+) -> Result<(ReplayReport, HashSet<String>), Error> {
     let mut report = ReplayReport::default();
     let mut kept: HashSet<String> = HashSet::new();
     let mut highest: BTreeMap<String, i64> = BTreeMap::new();
@@ -678,6 +758,7 @@ pub async fn replay(
                 if prune {
                     kept.insert(node.path.clone());
                 }
+                report.written += u64::from(node.path != "/");
                 pending.push_back(async move { upsert(client, &node).await });
             }
             Some(None) => break,
@@ -696,10 +777,18 @@ pub async fn replay(
             report.counters_raised += 1;
         }
     }
-    if prune {
-        report.deleted = prune_missing(client, &kept).await?;
-    }
-    Ok(report)
+    Ok((report, kept))
+}
+
+/// Deletes every live user znode not in `kept` (deepest first) but live sessions' ephemerals
+/// and the znodes above them ([`prune_plan`]), and counts both in `report`.
+pub async fn prune(
+    client: &zkc::Client,
+    kept: &HashSet<String>,
+    report: &mut ReplayReport,
+) -> Result<(), Error> {
+    (report.deleted, report.kept_live) = prune_missing(client, kept).await?;
+    Ok(())
 }
 
 fn account(
@@ -726,10 +815,44 @@ fn account(
     Ok(())
 }
 
-/// Deletes live user znodes (not ephemeral, not `/zookeeper`) whose path is not in `kept`,
-/// children before parents.
-async fn prune_missing(client: &zkc::Client, kept: &HashSet<String>) -> Result<u64, Error> {
-    let mut doomed: Vec<String> = Vec::new();
+/// Which live znodes a prune deletes: every user znode in `live` (path, ephemeral) whose path
+/// is not in `kept`, except ephemerals (they belong to sessions, which may be alive: a lock, a
+/// registration) and the persistent znodes above one (deleting those would delete the
+/// ephemeral). Deepest first, so children go before parents. The second number counts the
+/// znodes spared that way: the ephemerals and the unkept persistent znodes above them.
+pub fn prune_plan(live: &[(String, bool)], kept: &HashSet<String>) -> (Vec<String>, u64) {
+    let mut above_ephemerals: HashSet<&str> = HashSet::new();
+    let mut ephemerals = 0u64;
+    for (path, ephemeral) in live {
+        if !*ephemeral {
+            continue;
+        }
+        ephemerals += 1;
+        let mut p = path.as_str();
+        while let Some(parent) = parent_of(p) {
+            if !above_ephemerals.insert(parent) {
+                break;
+            }
+            p = parent;
+        }
+    }
+    let mut doomed: Vec<&String> = live
+        .iter()
+        .filter(|(p, ephemeral)| !*ephemeral && !kept.contains(p) && !is_system_path(p))
+        .map(|(p, _)| p)
+        .collect();
+    let before = doomed.len();
+    doomed.retain(|p| !above_ephemerals.contains(p.as_str()));
+    let spared = ephemerals + (before - doomed.len()) as u64;
+    doomed.sort_by_key(|p| std::cmp::Reverse(p.matches('/').count()));
+    (doomed.into_iter().cloned().collect(), spared)
+}
+
+/// Deletes live user znodes not in `kept` as [`prune_plan`] says (never an ephemeral nor a
+/// parent of one), children before parents. A znode that gained a child meanwhile (a client's
+/// new ephemeral) is kept. Returns (deleted, kept for live ephemerals).
+async fn prune_missing(client: &zkc::Client, kept: &HashSet<String>) -> Result<(u64, u64), Error> {
+    let mut live: Vec<(String, bool)> = Vec::new();
     let mut level = vec!["/".to_string()];
     while !level.is_empty() {
         let mut next = Vec::new();
@@ -744,23 +867,31 @@ async fn prune_missing(client: &zkc::Client, kept: &HashSet<String>) -> Result<u
                 if is_system_path(&p) {
                     continue;
                 }
-                if !kept.contains(&p) {
-                    doomed.push(p.clone());
+                let stat = match client.check_stat(&p).await {
+                    Ok(Some(stat)) => stat,
+                    Ok(None) => continue,
+                    Err(e) => return Err(zk("check_stat", &p)(e)),
+                };
+                let ephemeral = stat.ephemeral_owner != 0;
+                live.push((p.clone(), ephemeral));
+                if !ephemeral {
+                    next.push(p);
                 }
-                next.push(p);
             }
         }
         level = next;
     }
+    let (doomed, mut spared) = prune_plan(&live, kept);
     let mut deleted = 0;
-    for p in doomed.iter().rev() {
+    for p in &doomed {
         match client.delete(p, None).await {
             Ok(()) => deleted += 1,
             Err(zkc::Error::NoNode) => {}
+            Err(zkc::Error::NotEmpty) => spared += 1,
             Err(e) => return Err(zk("delete", p)(e)),
         }
     }
-    Ok(deleted)
+    Ok((deleted, spared))
 }
 
 #[cfg(test)]
@@ -846,6 +977,102 @@ mod tests {
         assert_eq!(s.user_znodes, 1);
         assert_eq!(s.ephemerals, 1);
         assert_eq!(s.data_zxid, 11, "the root's pzxid, not /zookeeper's mzxid");
+    }
+
+    #[test]
+    fn a_restored_tree_is_judged_at_the_restores_own_zxid() {
+        let at = 0x1_0000_0010;
+        let made = |path: &str, czxid: i64, pzxid: i64| {
+            let mut n = node(path, Some(b"x"), 0);
+            n.stat.czxid = czxid;
+            n.stat.mzxid = czxid;
+            n.stat.pzxid = pzxid;
+            n
+        };
+        let mut root = node("/", None, 0);
+        root.stat.pzxid = 0x1_0000_0003;
+        let count = |nodes: &[Znode]| {
+            let mut c = AtRestore::new(at);
+            for n in nodes {
+                c.add(n);
+            }
+            c
+        };
+        let restored = vec![
+            root.clone(),
+            made("/a", 0x1_0000_0002, 0x1_0000_0005),
+            made("/a/b", 0x1_0000_0005, 0x1_0000_0005),
+            made("/c", 0x1_0000_0003, 0x1_0000_0003),
+        ];
+        // As restored: exactly the artifact's three.
+        let c = count(&restored);
+        assert_eq!((c.restored, c.created_since, c.children_changed), (3, 0, 0));
+        assert_eq!(c.judge(3), Ok(String::new()));
+        // A client wrote a new znode since (a newer epoch): not from the restore, still a match.
+        let mut later = restored.clone();
+        later[0].stat.pzxid = 0x2_0000_0001;
+        later.push(made("/new", 0x2_0000_0001, 0x2_0000_0001));
+        let c = count(&later);
+        assert_eq!((c.restored, c.created_since), (3, 1));
+        assert!(
+            c.judge(3)
+                .is_ok_and(|n| n.contains("1 znodes created by clients"))
+        );
+        // A client deleted /a/b since: its parent's children changed, so fewer is explained.
+        let mut deleted = restored.clone();
+        deleted.remove(2);
+        deleted[1].stat.pzxid = 0x2_0000_0002;
+        assert!(
+            count(&deleted)
+                .judge(3)
+                .is_ok_and(|n| n.contains("1 of them deleted"))
+        );
+        // One missing with no change since is a failed restore; one too many is too.
+        let mut missing = restored.clone();
+        missing.remove(3);
+        assert!(count(&missing).judge(3).is_err());
+        assert!(count(&restored).judge(2).is_err());
+        // Ephemerals and /zookeeper are not user znodes.
+        let mut other = restored.clone();
+        other.push(node("/a/lock", None, 77));
+        other.push(made("/zookeeper/config", 0x1_0000_0001, 0x1_0000_0001));
+        assert_eq!(count(&other).restored, 3);
+    }
+
+    #[test]
+    fn a_prune_never_deletes_an_ephemeral_nor_a_znode_above_one() {
+        let live: Vec<(String, bool)> = [
+            ("/kept", false),
+            ("/kept/gone", false),
+            ("/kept/lock", true),
+            ("/old", false),
+            ("/old/deep", false),
+            ("/old/deep/member", true),
+            ("/old/other", false),
+            ("/stale", false),
+            ("/stale/child", false),
+        ]
+        .iter()
+        .map(|(p, e)| (p.to_string(), *e))
+        .collect();
+        let kept: HashSet<String> = ["/kept".to_string()].into();
+        let (doomed, spared) = prune_plan(&live, &kept);
+        assert_eq!(
+            doomed,
+            ["/kept/gone", "/old/other", "/stale/child", "/stale"]
+                .map(String::from)
+                .to_vec()
+        );
+        // Two ephemerals and the two unkept persistent znodes above one (/old, /old/deep).
+        assert_eq!(spared, 4);
+        // Without ephemerals everything unkept goes, children first.
+        let persistent: Vec<(String, bool)> =
+            live.iter().map(|(p, _)| (p.clone(), false)).collect();
+        let (doomed, spared) = prune_plan(&persistent, &kept);
+        assert_eq!(doomed.len(), 8);
+        assert_eq!(spared, 0);
+        let depth = |p: &String| p.matches('/').count();
+        assert!(doomed.windows(2).all(|w| depth(&w[0]) >= depth(&w[1])));
     }
 
     #[test]

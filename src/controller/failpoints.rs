@@ -49,6 +49,10 @@ pub const RESTART_MEMBER_AFTER_POD: &str = "restart-member.after-pod";
 /// restart-member: the Pod of the current spec is created.
 pub const RESTART_MEMBER_AFTER_EFFECT: &str = "restart-member.after-effect";
 
+/// A restore: every member serves the restored data, which is not yet judged (nor the
+/// ensemble's fence lifted).
+pub const RESTORE_BEFORE_JUDGEMENT: &str = "restore.before-judgement";
+
 /// Every failpoint, in step order.
 pub const ALL: &[&str] = &[
     CREATE_MEMBER_AFTER_CLAIM,
@@ -67,6 +71,7 @@ pub const ALL: &[&str] = &[
     RESTART_MEMBER_AFTER_CLAIM,
     RESTART_MEMBER_AFTER_POD,
     RESTART_MEMBER_AFTER_EFFECT,
+    RESTORE_BEFORE_JUDGEMENT,
 ];
 
 /// The `after-claim` failpoint of `step`.

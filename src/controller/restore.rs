@@ -757,12 +757,16 @@ where
         )
         .await;
         match report {
+            Ok(r) if r.written != artifact.user_znodes as u64 => {
+                fail("restoring", format!("the replay through server.{} wrote {} user znodes where the artifact holds {}; the live data is partly restored", leader.0.id, r.written, artifact.user_znodes), "CountMismatch").await?;
+                return Ok(Action::await_change());
+            }
             Ok(r) => {
                 update(api, &name, |s| {
                     s.phase = Some(RestorePhase::Starting);
                     s.message = Some(format!(
-                        "replayed through server.{}: {} created, {} updated, {} deleted, {} sequence counters raised",
-                        leader.0.id, r.created, r.updated, r.deleted, r.counters_raised
+                        "replayed through server.{}: {} created, {} updated, {} deleted, {} kept for live sessions (their ephemerals and the znodes above them), {} sequence counters raised",
+                        leader.0.id, r.created, r.updated, r.deleted, r.kept_live, r.counters_raised
                     ));
                 })
                 .await?;
@@ -1022,102 +1026,111 @@ where
             .collect::<Vec<_>>()
             .join(",")
     };
-    // Tree artifacts placed nothing on the volumes: replay them now (into empty members).
     let source = resolve_source(ctx, zkr).await.map_err(Error::Backup)?;
     let paths = source
         .store
         .artifact(&artifact.namespace, &artifact.backup, &artifact.id);
-    if format == Format::Tree && (zkr.spec.mode == RestoreMode::Offline || zkr.spec.verify_only) {
-        let loaded = match engine::verify_artifact(&source.store, &artifact.id, &paths).await {
-            Ok(v) => {
-                engine::load_artifact(
-                    &source.store,
-                    &v,
-                    &paths,
-                    &hosts,
-                    (SUPER_USER, &password),
-                    true,
-                    &|n| info!(znodes = n, "restore progress"),
-                )
-                .await
+    super::failpoints::reached(super::failpoints::RESTORE_BEFORE_JUDGEMENT).await;
+    let want_user = artifact.user_znodes as u64;
+    let want_zxid = parse_zxid(&artifact.data_zxid).unwrap_or_default();
+    // The judgement, never against the live tree as it moves (clients may write as soon as a
+    // member serves): a replay is judged by what it wrote, a placed snapshot at its own zxid.
+    let judged: Result<String, String> =
+        if zkr.spec.mode == RestoreMode::Online && !zkr.spec.verify_only {
+            // Judged by its replay, in Restoring.
+            Ok(format!("{want_user} user znodes replayed"))
+        } else if format == Format::Tree {
+            // Tree artifacts placed nothing on the volumes: replay them now (into empty members).
+            let loaded = match engine::verify_artifact(&source.store, &artifact.id, &paths).await {
+                Ok(v) => {
+                    engine::load_artifact(
+                        &source.store,
+                        &v,
+                        &paths,
+                        &hosts,
+                        (SUPER_USER, &password),
+                        true,
+                        &|n| info!(znodes = n, "restore progress"),
+                    )
+                    .await
+                }
+                Err(e) => Err(e),
+            };
+            match loaded {
+                Err(e) => {
+                    cleanup_scratch(ctx, zkr).await;
+                    fail(
+                        "starting",
+                        format!("replaying the tree into the restarted members failed: {e}"),
+                        "ReplayFailed",
+                    )
+                    .await?;
+                    return Ok(Action::await_change());
+                }
+                Ok(r) if r.written == want_user => Ok(format!("{want_user} user znodes replayed")),
+                Ok(r) => Err(format!(
+                    "the replay wrote {} user znodes where the artifact holds {want_user}",
+                    r.written
+                )),
             }
-            Err(e) => Err(e),
+        } else {
+            // A placed snapshot keeps its zxids, and every later zxid is in a newer epoch.
+            let at = match engine::restored_data(&hosts, (SUPER_USER, &password), want_zxid).await {
+                Ok(v) => v,
+                Err(e) => {
+                    if late {
+                        cleanup_scratch(ctx, zkr).await;
+                        fail(
+                            "starting",
+                            format!("cannot read the restored data: {e}"),
+                            "Unreadable",
+                        )
+                        .await?;
+                        return Ok(Action::await_change());
+                    }
+                    return Ok(Action::requeue(Duration::from_secs(2)));
+                }
+            };
+            if at.data_zxid < want_zxid {
+                Err(format!(
+                    "newest data zxid {} is older than the artifact's {}",
+                    zxid_hex(at.data_zxid),
+                    artifact.data_zxid
+                ))
+            } else {
+                at.judge(want_user).map(|note| {
+                    format!(
+                        "{want_user} user znodes as of zxid {}{note}",
+                        artifact.data_zxid
+                    )
+                })
+            }
         };
-        if let Err(e) = loaded {
-            cleanup_scratch(ctx, zkr).await;
+    cleanup_scratch(ctx, zkr).await;
+    let summary = match judged {
+        Ok(summary) => summary,
+        Err(problem) => {
             fail(
                 "starting",
-                format!("replaying the tree into the restarted members failed: {e}"),
-                "ReplayFailed",
+                format!("the restored data does not match the artifact: {problem}"),
+                "CountMismatch",
             )
             .await?;
             return Ok(Action::await_change());
         }
-    }
-    // The judgement: what the members hold now against the manifest.
-    let (live_zxid, live_user) = match engine::live_data_zxid(&hosts, (SUPER_USER, &password)).await
-    {
-        Ok(v) => v,
-        Err(e) => {
-            if late {
-                cleanup_scratch(ctx, zkr).await;
-                fail(
-                    "starting",
-                    format!("cannot read the restored data: {e}"),
-                    "Unreadable",
-                )
-                .await?;
-                return Ok(Action::await_change());
-            }
-            return Ok(Action::requeue(Duration::from_secs(2)));
-        }
     };
-    let want_user = artifact.user_znodes as u64;
-    let want_zxid = parse_zxid(&artifact.data_zxid).unwrap_or_default();
-    let mut problems = vec![];
-    if live_user != want_user {
-        problems.push(format!(
-            "{live_user} user znodes where the artifact holds {want_user}"
-        ));
-    }
-    // A placed snapshot keeps its zxids; sessions restored with it expire and delete their
-    // ephemerals, which moves a parent's pzxid on: the data is as new as the artifact's or
-    // newer. (A replay writes new zxids of the target's own history: nothing to compare.)
-    let placed = format == Format::Snapshot
-        && (zkr.spec.verify_only || zkr.spec.mode == RestoreMode::Offline);
-    if placed && live_zxid < want_zxid {
-        problems.push(format!(
-            "newest data zxid {} is older than the artifact's {}",
-            zxid_hex(live_zxid),
-            artifact.data_zxid
-        ));
-    }
-    cleanup_scratch(ctx, zkr).await;
-    if !problems.is_empty() {
-        fail(
-            "starting",
-            format!(
-                "the restored data does not match the artifact: {}",
-                problems.join("; ")
-            ),
-            "CountMismatch",
-        )
-        .await?;
-        return Ok(Action::await_change());
-    }
     if !zkr.spec.verify_only && zkr.spec.mode == RestoreMode::Offline {
         fence_ensemble(ctx, &ns, &ens_name, None).await?;
     }
     let ids: BTreeSet<ServerId> = targets.iter().map(|(id, _)| *id).collect();
     let message = if zkr.spec.verify_only {
         format!(
-            "verified {}: checksum and manifest match, and a scratch member loaded it with {live_user} user znodes (newest data zxid {}); nothing else was changed",
-            artifact.id,
-            zxid_hex(live_zxid)
+            "verified {}: checksum and manifest match, and a scratch member loaded it: {summary}; nothing else was changed",
+            artifact.id
         )
     } else {
         format!(
-            "restored {} into {ns}/{ens_name}: {live_user} user znodes, every member serving with a leader",
+            "restored {} into {ns}/{ens_name}: {summary}, every member serving with a leader",
             artifact.id
         )
     };

@@ -32,7 +32,13 @@ pub struct ZkRestoreSpec {
     /// The backup to restore.
     pub source: RestoreSource,
     /// `offline`: every member is stopped, the same verified snapshot is placed on each, all
-    /// are started. `online`: the data is replayed through the leader while clients are fenced.
+    /// are started; clients are cut off until the members serve the restored data. `online`: a
+    /// merge into the serving ensemble through the client protocol, not atomic and with
+    /// clients not fenced: after the artifact is verified, its znodes are created or
+    /// overwritten one by one through the leader, then persistent znodes it does not hold are
+    /// deleted (never a live session's ephemerals nor the znodes above them). Clients may see a
+    /// mix of old and restored data meanwhile, and their writes may be overwritten or deleted:
+    /// stop writers first, or restore offline.
     #[serde(default)]
     pub mode: RestoreMode,
     /// Only verify the artifact: load it into a scratch member, check checksum and counts, and
@@ -53,7 +59,7 @@ pub enum RestoreMode {
     /// Stop every member, place the same snapshot on each, start them all.
     #[default]
     Offline,
-    /// Replay through the leader while clients are fenced.
+    /// Merge into the serving ensemble through the leader; not atomic, clients not fenced.
     Online,
 }
 
