@@ -293,16 +293,27 @@ async fn converged(
     Ok(api)
 }
 
-/// The leader's last processed zxid, from its AdminServer.
-async fn live_zxid(client: &Client, ns: &str, ensemble: &str) -> Result<i64, Failed> {
+/// Each member's `srvr` answer from its AdminServer, by server id.
+async fn members_srvr(
+    client: &Client,
+    ns: &str,
+    ensemble: &str,
+) -> Result<BTreeMap<u32, serde_json::Value>, Failed> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
     let list = pods
         .list(&ListParams::default().labels(&format!("{LABEL_ENSEMBLE}={ensemble}")))
         .await
         .map_err(|e| fail(e.to_string()))?;
     let http = reqwest::Client::new();
-    let mut best = None;
+    let mut out = BTreeMap::new();
     for p in list.items {
+        let Some(id) = p
+            .labels()
+            .get(LABEL_SERVER_ID)
+            .and_then(|v| v.parse::<u32>().ok())
+        else {
+            continue;
+        };
         let Some(ip) = p.status.and_then(|s| s.pod_ip) else {
             continue;
         };
@@ -314,11 +325,19 @@ async fn live_zxid(client: &Client, ns: &str, ensemble: &str) -> Result<i64, Fai
             .json()
             .await
             .map_err(|e| fail(e.to_string()))?;
-        if let Some(z) = v["server_stats"]["last_processed_zxid"].as_i64() {
-            best = best.max(Some(z));
-        }
+        out.insert(id, v);
     }
-    best.ok_or_else(|| fail("no member answered srvr"))
+    Ok(out)
+}
+
+/// The leader's last processed zxid, from its AdminServer.
+async fn live_zxid(client: &Client, ns: &str, ensemble: &str) -> Result<i64, Failed> {
+    members_srvr(client, ns, ensemble)
+        .await?
+        .values()
+        .filter_map(|v| v["server_stats"]["last_processed_zxid"].as_i64())
+        .max()
+        .ok_or_else(|| fail("no member answered srvr"))
 }
 
 /// The newest change to the live data, as kazoo reads it: the highest czxid, mzxid or pzxid of
@@ -592,6 +611,43 @@ async fn a_tree_backup_of_3_8_restores_online_into_a_fresh_ensemble(
         )));
     }
     converged(bed, &client, ns, "fresh", 1, Some("3.8.6")).await?;
+    let fresh_hosts = member_hosts(&client, ns, "fresh").await?;
+    let fresh_password = super_password(&client, ns, "fresh").await?;
+    // "fresh" holds a little data of its own, at zxids far below the backup's: another
+    // ensemble's zxids say nothing about which is newer, so without consent it is refused.
+    bed.judge
+        .write(&fresh_hosts, Some(("super", &fresh_password)), "/own", 5)
+        .await
+        .map_err(|e| fail(format!("write: {e}")))?;
+    let s = run_restore(
+        bed,
+        &client,
+        ns,
+        "unrelated",
+        restore_spec(
+            "fresh",
+            "weekly",
+            &a.id,
+            serde_json::json!({"mode": "online"}),
+        ),
+    )
+    .await?;
+    if s.phase != Some(RestorePhase::Failed)
+        || !s.conditions.iter().any(|c| c.reason == "UnrelatedHistory")
+    {
+        return Err(fail(format!(
+            "a backup of another ensemble replaced data without consent: {:?} {:?}",
+            s.phase, s.message
+        )));
+    }
+    let own = bed
+        .judge
+        .verify(&fresh_hosts, Some(("super", &fresh_password)), "/own", 5)
+        .await
+        .map_err(|e| fail(format!("kazoo verify: {e}")))?;
+    if !own.ok {
+        return Err(fail(format!("a refused restore touched the data: {own:?}")));
+    }
     let s = run_restore(
         bed,
         &client,
@@ -601,15 +657,13 @@ async fn a_tree_backup_of_3_8_restores_online_into_a_fresh_ensemble(
             "fresh",
             "weekly",
             &a.id,
-            serde_json::json!({"mode": "online"}),
+            serde_json::json!({"mode": "online", "allowOlder": true}),
         ),
     )
     .await?;
     if s.phase != Some(RestorePhase::Ready) {
         return Err(fail(format!("restore failed: {:?}", s.message)));
     }
-    let fresh_hosts = member_hosts(&client, ns, "fresh").await?;
-    let fresh_password = super_password(&client, ns, "fresh").await?;
     let after = tree_of(bed, &fresh_hosts, &fresh_password).await?;
     same_trees(&before, &after)?;
     let created = bed
@@ -1048,6 +1102,23 @@ async fn an_older_backup_is_refused_from_the_volumes_while_no_member_serves(
     } = live_newer_than_its_backup(bed, ns, 3, 50, 50).await?;
     let auth = Some(("super", password.as_str()));
     let live_data = data_zxid(bed, &hosts, &password).await?;
+    // The backup read a follower, never the leader (ZooKeeper's own view of the roles).
+    let leaders: Vec<u32> = members_srvr(&client, ns, "live")
+        .await?
+        .into_iter()
+        .filter(|(_, v)| {
+            v.pointer("/server_stats/server_state")
+                .and_then(|s| s.as_str())
+                == Some("leader")
+        })
+        .map(|(id, _)| id)
+        .collect();
+    let source = old.source_member.and_then(|m| u32::try_from(m).ok());
+    if leaders.len() != 1 || source.is_none() || leaders.contains(&source.unwrap_or(0)) {
+        return Err(fail(format!(
+            "the backup was read from member {source:?}; the leader is {leaders:?}"
+        )));
+    }
 
     // Two members paused: none of the three serves.
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);

@@ -58,6 +58,7 @@ async fn a_replay_of_data_changed_since_verification_deletes_nothing() {
         id: "a1".into(),
         namespace: "ns".into(),
         ensemble: "masters".into(),
+        ensemble_uid: None,
         backup: "daily".into(),
         member: member.clone(),
         format: Format::Tree,

@@ -63,6 +63,10 @@ pub struct Manifest {
     pub namespace: String,
     /// The MasterEnsemble backed up.
     pub ensemble: String,
+    /// That MasterEnsemble's uid: which history the artifact's zxids belong to (absent in
+    /// artifacts taken before quorate recorded it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ensemble_uid: Option<String>,
     /// The ZkBackup that took it.
     pub backup: String,
     /// What `data` holds.
@@ -251,6 +255,7 @@ mod tests {
             id: "nightly-1".into(),
             namespace: "ns".into(),
             ensemble: "masters".into(),
+            ensemble_uid: Some("0f6c1d9e-uid".into()),
             backup: "nightly".into(),
             format: Format::Snapshot,
             zookeeper_version: Some("3.9.5".into()),

@@ -166,6 +166,8 @@ pub struct BackupJob {
     pub namespace: String,
     /// The ensemble.
     pub ensemble: String,
+    /// The ensemble's uid, recorded in the manifest.
+    pub ensemble_uid: Option<String>,
     /// The ZkBackup.
     pub backup: String,
     /// The member read from.
@@ -224,6 +226,7 @@ pub async fn run_backup(
         id: job.id.clone(),
         namespace: job.namespace.clone(),
         ensemble: job.ensemble.clone(),
+        ensemble_uid: job.ensemble_uid.clone(),
         backup: job.backup.clone(),
         format: job.format,
         zookeeper_version: job.zookeeper_version.clone(),

@@ -541,6 +541,7 @@ async fn run_one(
         id: id.clone(),
         namespace: ns.clone(),
         ensemble: ens_name.clone(),
+        ensemble_uid: ens.uid(),
         backup: name.clone(),
         member,
         format,

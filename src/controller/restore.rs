@@ -368,6 +368,37 @@ where
         }
         Some(Err(_)) | None => {}
     }
+    // Zxids order the changes of one history only: an artifact of another ensemble (another
+    // uid) cannot be shown older or newer, so it may replace live data only with consent.
+    let from = &verified.manifest;
+    let target_uid = ens.uid();
+    if let Some(user) = live.map(|(_, user)| user).filter(|user| *user > 0)
+        && let Some(other) = unrelated_history(from.ensemble_uid.as_deref(), target_uid.as_deref())
+        && !zkr.spec.verify_only
+        && !zkr.spec.allow_older
+    {
+        let message = format!(
+            "refused: the artifact was taken from MasterEnsemble {}/{} (uid {other}), another history than {ns}/{ens_name}'s (uid {}): their zxids cannot be compared, and {ns}/{ens_name} holds {} that this restore would replace{source_note}. Set spec.allowOlder: true in a new ZkRestore to restore it anyway{untouched}",
+            from.namespace,
+            from.ensemble,
+            target_uid.as_deref().unwrap_or("unknown"),
+            if source_note.is_empty() {
+                format!("{user} user znodes")
+            } else {
+                "data".to_string()
+            },
+        );
+        publish_event(
+            ctx,
+            zkr,
+            EventType::Warning,
+            "Refused/UnrelatedHistory",
+            &message,
+        )
+        .await;
+        fail("verifying", message, "UnrelatedHistory").await?;
+        return Ok(Action::await_change());
+    }
     let backup_zxid = verified.manifest.data_zxid;
     let older = live.is_some_and(|(z, user)| user > 0 && z > backup_zxid);
     if older && !zkr.spec.verify_only && !zkr.spec.allow_older {
@@ -394,7 +425,9 @@ where
     } else {
         RestorePhase::Stopping
     };
-    let note = if older {
+    let note = if unrelated_history(from.ensemble_uid.as_deref(), target_uid.as_deref()).is_some() {
+        " (from another ensemble's history)"
+    } else if older {
         " (older than the live data; allowOlder is set)"
     } else {
         ""
@@ -418,6 +451,16 @@ where
     )
     .await;
     Ok(Action::requeue(Duration::from_millis(200)))
+}
+
+/// The source ensemble's uid when an artifact taken from it (`source`, from its manifest) is of
+/// another history than the target ensemble's (`target`): both known and different. An
+/// artifact from before quorate recorded the uid counts as the same history.
+fn unrelated_history<'a>(source: Option<&'a str>, target: Option<&str>) -> Option<&'a str> {
+    match (source, target) {
+        (Some(s), Some(t)) if s != t => Some(s),
+        _ => None,
+    }
 }
 
 /// The restore of the same ensemble that keeps `me` from starting, if any: one that has left
@@ -1205,6 +1248,15 @@ mod tests {
             ..Default::default()
         });
         r
+    }
+
+    #[test]
+    fn only_an_artifact_of_another_known_ensemble_is_another_history() {
+        assert_eq!(unrelated_history(Some("a"), Some("b")), Some("a"));
+        assert_eq!(unrelated_history(Some("a"), Some("a")), None);
+        // Taken before the uid was recorded: judged by its zxids as before.
+        assert_eq!(unrelated_history(None, Some("a")), None);
+        assert_eq!(unrelated_history(Some("a"), None), None);
     }
 
     #[test]

@@ -46,8 +46,9 @@ pub struct ZkRestoreSpec {
     #[serde(default)]
     pub verify_only: bool,
     /// Allow restoring a backup older than the live data (its zxid is lower than the
-    /// ensemble's), or one whose age cannot be compared because no member serves and a
-    /// member's volume cannot be read. Without it such a restore is refused.
+    /// ensemble's), or one whose age cannot be compared: no member serves and a member's volume
+    /// cannot be read, or the artifact was taken from another MasterEnsemble (another uid, so
+    /// another history) while this one holds data. Without it such a restore is refused.
     #[serde(default)]
     pub allow_older: bool,
 }
