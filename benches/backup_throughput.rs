@@ -137,6 +137,7 @@ fn main() {
             id: artifact::new_id("bench"),
             namespace: "bench".into(),
             ensemble: "bench".into(),
+            ensemble_uid: None,
             backup: "bench".into(),
             member: member.clone(),
             format: Format::Snapshot,
