@@ -23,7 +23,8 @@ use crate::crd::{
 };
 
 /// How long `--wait` waits at most.
-const WAIT_LIMIT: Duration = Duration::from_secs(3600);
+/// How long `--wait` waits unless `--timeout` says otherwise.
+pub const DEFAULT_WAIT: Duration = Duration::from_secs(3600);
 
 fn namespace_of(client: &Client, ns: &Option<String>) -> String {
     ns.clone()
@@ -182,6 +183,8 @@ pub struct CreateArgs {
     pub method: BackupMethod,
     /// Wait until the backup is Ready or Error.
     pub wait: bool,
+    /// How long a wait lasts.
+    pub timeout: Duration,
     /// Output format.
     pub output: Output,
 }
@@ -296,6 +299,7 @@ pub async fn create(client: &Client, args: &CreateArgs) -> Result<String, String
             ),
         };
     }
+    let waited_for = format!("the backup through ZkBackup {ns}/{name}");
     let started = Instant::now();
     let mut last = String::new();
     loop {
@@ -346,8 +350,12 @@ pub async fn create(client: &Client, args: &CreateArgs) -> Result<String, String
                 ))
             };
         }
-        if started.elapsed() > WAIT_LIMIT {
-            return Err(format!("gave up waiting after {}s", WAIT_LIMIT.as_secs()));
+        if started.elapsed() > args.timeout {
+            return Err(format!(
+                "gave up waiting after {}s (--timeout); {} goes on in the cluster",
+                args.timeout.as_secs(),
+                waited_for
+            ));
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
@@ -485,6 +493,10 @@ pub struct RestoreArgs {
     pub verify_only: bool,
     /// Wait until Ready or Failed.
     pub wait: bool,
+    /// How long a wait lasts.
+    pub timeout: Duration,
+    /// Print what the restore would do; change nothing.
+    pub dry_run: bool,
     /// Output format.
     pub output: Output,
 }
@@ -540,6 +552,9 @@ pub async fn restore(client: &Client, args: &RestoreArgs) -> Result<String, Stri
         status: None,
     };
     let api: Api<ZkRestore> = Api::namespaced(client.clone(), &ns);
+    if args.dry_run {
+        return dry_run(client, &api, &zkr, &l.artifact, args.output).await;
+    }
     api.create(&PostParams::default(), &zkr)
         .await
         .map_err(|e| format!("create ZkRestore {ns}/{name}: {e}"))?;
@@ -551,6 +566,7 @@ pub async fn restore(client: &Client, args: &RestoreArgs) -> Result<String, Stri
             }
         };
     }
+    let waited_for = format!("ZkRestore {ns}/{name}");
     let started = Instant::now();
     let mut last = String::new();
     loop {
@@ -585,10 +601,100 @@ pub async fn restore(client: &Client, args: &RestoreArgs) -> Result<String, Stri
             }
             _ => {}
         }
-        if started.elapsed() > WAIT_LIMIT {
-            return Err(format!("gave up waiting after {}s", WAIT_LIMIT.as_secs()));
+        if started.elapsed() > args.timeout {
+            return Err(format!(
+                "gave up waiting after {}s (--timeout); {} goes on in the cluster",
+                args.timeout.as_secs(),
+                waited_for
+            ));
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// `quorate backup restore --dry-run`: the ZkRestore checked by the API server (a server-side
+/// dry run: schema and CEL rules, nothing stored) and what it would do to the ensemble.
+async fn dry_run(
+    client: &Client,
+    api: &Api<ZkRestore>,
+    zkr: &ZkRestore,
+    artifact: &BackupArtifact,
+    output: Output,
+) -> Result<String, String> {
+    let ns = zkr.namespace().unwrap_or_default();
+    let name = zkr.name_any();
+    let ens_name = &zkr.spec.ensemble_ref.name;
+    let ens = Api::<MasterEnsemble>::namespaced(client.clone(), &ns)
+        .get_opt(ens_name)
+        .await
+        .map_err(|e| format!("read MasterEnsemble {ns}/{ens_name}: {e}"))?
+        .ok_or_else(|| format!("MasterEnsemble {ns}/{ens_name} does not exist"))?;
+    let checked = api
+        .create(
+            &PostParams {
+                dry_run: true,
+                ..Default::default()
+            },
+            zkr,
+        )
+        .await
+        .map_err(|e| format!("the API server refuses ZkRestore {ns}/{name}: {e}"))?;
+    let status = ens.status.clone().unwrap_or_default();
+    let members: Vec<i64> = status.members.iter().map(|m| m.server_id).collect();
+    let steps: Vec<String> = if zkr.spec.verify_only {
+        vec![format!(
+            "load it into a scratch member ({name}-scratch) and check it; nothing else changes"
+        )]
+    } else if zkr.spec.mode == RestoreMode::Online {
+        vec![
+            "verify the artifact (size, SHA-256, counts) and refuse it if it is older than the live data or of another ensemble's history, unless --allow-older".into(),
+            format!(
+                "replay its {} znodes through the leader of {ns}/{ens_name} while clients stay connected (not fenced, not atomic)",
+                artifact.znodes.unwrap_or_default()
+            ),
+            "then delete the persistent znodes it does not hold; live sessions' ephemerals and the znodes above them stay".into(),
+        ]
+    } else {
+        vec![
+            "verify the artifact (size, SHA-256, counts) and refuse it if it is older than the live data or of another ensemble's history, unless --allow-older".into(),
+            format!("fence {ns}/{ens_name}: its controller takes no step until the restore ends"),
+            format!(
+                "stop its {} member Pods (server ids {members:?}); their volumes stay",
+                members.len()
+            ),
+            "place the verified data on every volume; each member's old data is kept beside it as version-2.before-<restore uid>".into(),
+            "start the members, check that they hold the artifact's data, and lift the fence".into(),
+        ]
+    };
+    match output {
+        Output::Json => json(&serde_json::json!({
+            "dryRun": true,
+            "restore": checked,
+            "artifact": artifact,
+            "ensemble": {"namespace": ns, "name": ens_name, "members": members, "voters": status.voters},
+            "steps": steps,
+        })),
+        Output::Text => {
+            let mut out = format!(
+                "dry run: nothing was changed. ZkRestore {ns}/{name} (accepted by the API server) would restore {} (zxid {}, {} znodes, {} bytes) into {ns}/{ens_name}, {}:\n",
+                artifact.id,
+                artifact.zxid.as_deref().unwrap_or("unknown"),
+                artifact.znodes.unwrap_or_default(),
+                artifact.bytes.unwrap_or_default(),
+                if zkr.spec.verify_only {
+                    "verify only"
+                } else if zkr.spec.mode == RestoreMode::Online {
+                    "online"
+                } else {
+                    "offline"
+                }
+            );
+            for (i, step) in steps.iter().enumerate() {
+                out.push_str(&format!("  {}. {step}\n", i + 1));
+            }
+            out.push_str("Run it again with --yes to restore.\n");
+            Ok(out)
+        }
     }
 }
 

@@ -171,6 +171,9 @@ pub enum BackupCommand {
         /// Wait until the backup is Ready (or Error), showing progress.
         #[arg(long)]
         wait: bool,
+        /// How long --wait waits, such as 90s, 15m or 1h (default 1h).
+        #[arg(long, requires = "wait", value_parser = parse_timeout)]
+        timeout: Option<std::time::Duration>,
         /// Output format.
         #[arg(short = 'o', long, value_enum, default_value_t = Output::Text)]
         output: Output,
@@ -231,6 +234,17 @@ pub enum BackupCommand {
         /// Wait until the restore is Ready (or Failed), showing progress.
         #[arg(long)]
         wait: bool,
+        /// How long --wait waits, such as 90s, 15m or 1h (default 1h).
+        #[arg(long, requires = "wait", value_parser = parse_timeout)]
+        timeout: Option<std::time::Duration>,
+        /// Go ahead: a restore replaces the data of the ensemble it restores into. Needed
+        /// unless --dry-run or --verify-only.
+        #[arg(long, conflicts_with = "dry_run")]
+        yes: bool,
+        /// Print what the restore would do (the ZkRestore, checked by the API server without
+        /// being stored, and the steps it would take) and change nothing.
+        #[arg(long)]
+        dry_run: bool,
         /// Output format.
         #[arg(short = 'o', long, value_enum, default_value_t = Output::Text)]
         output: Output,
@@ -624,8 +638,37 @@ pub async fn run_online(command: &Command) -> Result<String, String> {
     }
 }
 
+/// `--timeout`: a positive duration such as `90s`, `15m`, `1h` or `1h30m`.
+pub fn parse_timeout(s: &str) -> Result<std::time::Duration, String> {
+    let d: jiff::SignedDuration = s
+        .parse()
+        .map_err(|e| format!("{s:?} is not a duration such as 90s, 15m or 1h: {e}"))?;
+    if d.is_zero() || d.is_negative() {
+        return Err(format!("{s:?}: the timeout must be longer than zero"));
+    }
+    std::time::Duration::try_from(d).map_err(|e| format!("{s:?}: {e}"))
+}
+
+/// Checks a backup command's arguments before any cluster is contacted.
+pub fn check_backup_command(command: &BackupCommand) -> Result<(), String> {
+    if let BackupCommand::Restore {
+        id,
+        verify_only: false,
+        yes: false,
+        dry_run: false,
+        ..
+    } = command
+    {
+        return Err(format!(
+            "quorate backup restore {id} replaces the data of the ensemble it restores into (offline: every member is stopped; online: znodes are overwritten and deleted while clients run). Pass --yes to go ahead, or --dry-run to see what it would do; --verify-only changes nothing"
+        ));
+    }
+    Ok(())
+}
+
 async fn run_backup_command(command: &BackupCommand) -> Result<String, String> {
     use crate::backup_commands as b;
+    check_backup_command(command)?;
     let client = client().await?;
     match command {
         BackupCommand::Create {
@@ -635,6 +678,7 @@ async fn run_backup_command(command: &BackupCommand) -> Result<String, String> {
             filesystem,
             method,
             wait,
+            timeout,
             output,
         } => {
             b::create(
@@ -650,6 +694,7 @@ async fn run_backup_command(command: &BackupCommand) -> Result<String, String> {
                         MethodArg::Tree => crate::crd::BackupMethod::Tree,
                     },
                     wait: *wait,
+                    timeout: timeout.unwrap_or(b::DEFAULT_WAIT),
                     output: *output,
                 },
             )
@@ -684,6 +729,9 @@ async fn run_backup_command(command: &BackupCommand) -> Result<String, String> {
             allow_older,
             verify_only,
             wait,
+            timeout,
+            yes: _,
+            dry_run,
             output,
         } => {
             b::restore(
@@ -699,6 +747,8 @@ async fn run_backup_command(command: &BackupCommand) -> Result<String, String> {
                     allow_older: *allow_older,
                     verify_only: *verify_only,
                     wait: *wait,
+                    timeout: timeout.unwrap_or(b::DEFAULT_WAIT),
+                    dry_run: *dry_run,
                     output: *output,
                 },
             )

@@ -1645,6 +1645,43 @@ async fn the_backup_cli_creates_lists_shows_restores_and_deletes(
     {
         return Err(fail(format!("backup show: {shown}")));
     }
+    // --dry-run: the API server checks the ZkRestore without storing it; nothing is touched.
+    let dry = bed.cli(&["backup", "restore", &id, "-n", ns, "--dry-run"])?;
+    let said = String::from_utf8_lossy(&dry.stdout);
+    if !dry.status.success()
+        || !said.contains("dry run")
+        || !said.contains(&format!("into {ns}/cli"))
+        || !said.contains("stop its 1 member Pods")
+    {
+        return Err(fail(format!(
+            "backup restore --dry-run: {said} {}",
+            String::from_utf8_lossy(&dry.stderr)
+        )));
+    }
+    let restores = Api::<ZkRestore>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    if !restores.items.is_empty() {
+        return Err(fail("a dry run created a ZkRestore"));
+    }
+    // A wait gives up after --timeout (a scratch member's JVM alone takes longer than 1 s);
+    // the restore goes on in the cluster.
+    let short = bed.cli(&[
+        "backup",
+        "restore",
+        &id,
+        "-n",
+        ns,
+        "--verify-only",
+        "--wait",
+        "--timeout",
+        "1s",
+    ])?;
+    let said = String::from_utf8_lossy(&short.stderr);
+    if short.status.success() || !said.contains("gave up waiting after 1s") {
+        return Err(fail(format!("backup restore --timeout 1s: {said}")));
+    }
     let verify = bed.cli(&[
         "backup",
         "restore",

@@ -350,3 +350,62 @@ fn volume_zxid_of_a_missing_directory_fails_naming_the_path() {
         "quorate: /nonexistent/zk-data: no such directory"
     );
 }
+
+/// `quorate backup ...` with a kubeconfig that points nowhere: anything it prints was decided
+/// before contacting a cluster.
+fn backup_offline(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_quorate"))
+        .arg("backup")
+        .args(args)
+        .env("KUBECONFIG", "/nonexistent/quorate-test-kubeconfig")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .output()
+        .expect("run quorate");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_restore_asks_for_yes_or_dry_run_before_contacting_a_cluster() {
+    let (code, _, err) = backup_offline(&["restore", "nightly-1", "--wait"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("--yes") && err.contains("--dry-run"), "{err}");
+    assert!(!err.contains("cannot reach the cluster"), "{err}");
+    // With --yes (or --dry-run, or --verify-only) it goes on, to the missing cluster.
+    for ok in [["--yes"], ["--dry-run"], ["--verify-only"]] {
+        let (code, _, err) = backup_offline(&[&["restore", "nightly-1"][..], &ok[..]].concat());
+        assert_ne!(code, 0);
+        assert!(err.contains("cannot reach the cluster"), "{ok:?}: {err}");
+    }
+    let (code, _, err) = backup_offline(&["restore", "nightly-1", "--yes", "--dry-run"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("cannot be used with"), "{err}");
+}
+
+#[test]
+fn every_wait_takes_a_timeout_that_is_a_positive_duration() {
+    for bad in ["0s", "-5m", "soon", "10"] {
+        let arg = format!("--timeout={bad}");
+        let (code, _, err) =
+            backup_offline(&["restore", "nightly-1", "--verify-only", "--wait", &arg]);
+        assert_ne!(code, 0, "{bad}");
+        assert!(
+            err.contains("--timeout") && err.contains(bad),
+            "{bad}: {err}"
+        );
+    }
+    // Without --wait there is nothing to time out.
+    let (code, _, err) = backup_offline(&["create", "--label", "nightly", "--timeout", "5m"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("--wait"), "{err}");
+    for good in ["90s", "15m", "1h30m"] {
+        assert!(quorate::cli::parse_timeout(good).is_ok(), "{good}");
+    }
+    assert_eq!(
+        quorate::cli::parse_timeout("1h30m"),
+        Ok(std::time::Duration::from_secs(5400))
+    );
+}
