@@ -919,6 +919,121 @@ async fn an_offline_restore_is_judged_at_its_own_zxid_while_clients_write(
     Ok(())
 }
 
+/// Two of three members lost with their volumes (Pods and PVCs gone, the ensemble paused so
+/// that nothing replaces them meanwhile): an offline restore gives the two lost voters new
+/// volumes and places the backup on all three, so the restored ensemble has its quorum back.
+/// Judged by kazoo through every member and by each member's own AdminServer.
+async fn an_offline_restore_brings_back_members_whose_volumes_were_lost(
+    bed: &Bed,
+    ns: &str,
+) -> TestResult {
+    let LiveAndBackup {
+        client,
+        ens_api,
+        hosts: _,
+        password,
+        old,
+    } = live_newer_than_its_backup(bed, ns, 3, 30, 10).await?;
+    let auth = Some(("super", password.as_str()));
+    let pause = serde_json::json!({"spec": {"paused": true}});
+    ens_api
+        .patch("live", &PatchParams::default(), &Patch::Merge(&pause))
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    wait_for("the Paused phase", Duration::from_secs(60), async || {
+        let e = ens_api.get("live").await.map_err(|e| fail(e.to_string()))?;
+        Ok(e.status.and_then(|s| s.phase) == Some(quorate::crd::EnsemblePhase::Paused))
+    })
+    .await?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let pvcs: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> =
+        Api::namespaced(client.clone(), ns);
+    for id in [1, 3] {
+        let pvc = format!("data-live-{id}");
+        pvcs.delete(&pvc, &Default::default())
+            .await
+            .map_err(|e| fail(format!("delete {pvc}: {e}")))?;
+        pods.delete(&format!("live-{id}"), &Default::default())
+            .await
+            .map_err(|e| fail(format!("delete live-{id}: {e}")))?;
+        wait_for(
+            &format!("{pvc} gone"),
+            Duration::from_secs(120),
+            async || {
+                Ok(pvcs
+                    .get_opt(&pvc)
+                    .await
+                    .map_err(|e| fail(e.to_string()))?
+                    .is_none())
+            },
+        )
+        .await?;
+    }
+    // The live data (the survivor's volume) is newer than the backup: consent is needed.
+    let s = run_restore(
+        bed,
+        &client,
+        ns,
+        "rebuild",
+        restore_spec(
+            "live",
+            "daily",
+            &old.id,
+            serde_json::json!({"allowOlder": true}),
+        ),
+    )
+    .await?;
+    if s.phase != Some(RestorePhase::Ready) {
+        return Err(fail(format!(
+            "an offline restore with two volumes lost failed: {:?}",
+            s.message
+        )));
+    }
+    let srvr = members_srvr(&client, ns, "live").await?;
+    let serving: Vec<u32> = srvr
+        .iter()
+        .filter(|(_, v)| {
+            v.pointer("/server_stats/server_state")
+                .and_then(|s| s.as_str())
+                .is_some_and(|s| s == "leader" || s == "follower")
+        })
+        .map(|(id, _)| *id)
+        .collect();
+    if serving != [1, 2, 3] {
+        return Err(fail(format!(
+            "after the restore the members serving are {serving:?}: {srvr:?}"
+        )));
+    }
+    for id in [1, 2, 3] {
+        let ip = pods
+            .get(&format!("live-{id}"))
+            .await
+            .map_err(|e| fail(e.to_string()))?
+            .status
+            .and_then(|s| s.pod_ip)
+            .ok_or_else(|| fail(format!("live-{id} has no IP")))?;
+        let one = format!("{ip}:2181");
+        let read = bed
+            .judge
+            .verify(&one, auth, "/first", 30)
+            .await
+            .map_err(|e| fail(format!("kazoo verify through member {id}: {e}")))?;
+        if !read.ok {
+            return Err(fail(format!(
+                "member {id} lacks the backup's data: {read:?}"
+            )));
+        }
+    }
+    let hosts = member_hosts(&client, ns, "live").await?;
+    let tree = tree_of(bed, &hosts, &password).await?;
+    if tree.keys().any(|p| p.starts_with("/second")) {
+        return Err(fail(
+            "data newer than the backup survived an offline restore",
+        ));
+    }
+    Ok(())
+}
+
 async fn restores_are_checked_before_any_member_is_touched(bed: &Bed, ns: &str) -> TestResult {
     let LiveAndBackup {
         client,
@@ -1741,6 +1856,10 @@ fn scenarios() -> Vec<(&'static str, Scenario)> {
         (
             "an_offline_restore_is_judged_at_its_own_zxid_while_clients_write",
             |b, n| Box::pin(an_offline_restore_is_judged_at_its_own_zxid_while_clients_write(b, n)),
+        ),
+        (
+            "an_offline_restore_brings_back_members_whose_volumes_were_lost",
+            |b, n| Box::pin(an_offline_restore_brings_back_members_whose_volumes_were_lost(b, n)),
         ),
         (
             "restores_are_checked_before_any_member_is_touched",

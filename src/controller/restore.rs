@@ -40,7 +40,9 @@ use crate::crd::{
     MasterEnsemble, MemberRole, RestoreMemberStatus, RestoreMode, RestorePhase, VerifiedArtifact,
     ZkBackup, ZkRestore, ZkRestoreStatus, condition,
 };
-use crate::executor::resources::member::{EnsembleContext, MemberStart, build_member_pod};
+use crate::executor::resources::member::{
+    EnsembleContext, MemberStart, build_member_pod, build_member_pvc,
+};
 use crate::executor::resources::names::{member_host, member_pod, server_id_of};
 use crate::executor::resources::probe::{
     RESTORE_PROBE_COMPONENT, VolumesZxid, build_restore_probe_pod, volumes_zxid,
@@ -274,16 +276,35 @@ where
         .await?;
         return Ok(Action::await_change());
     };
+    // The live data's newest zxid, read through the members the ensemble's status lists as
+    // serving. A verification never talks to the live ensemble: even a read session is a
+    // transaction (createSession, closeSession) that moves the live zxid.
+    let members = serving_members(&ens);
+    let mut live = None;
+    let mut not_served = format!("no member of {ns}/{ens_name} serves");
+    if !members.is_empty() && !zkr.spec.verify_only {
+        let password = super_password(&ctx.client, &ns, ens_name).await?;
+        match engine::live_data_zxid(&hosts_of(&members), (SUPER_USER, &password)).await {
+            Ok(z) => live = Some(z),
+            // The status may be stale (a paused ensemble, members lost since): read the
+            // volumes as if none served.
+            Err(e) => {
+                not_served = format!(
+                    "the members of {ns}/{ens_name} its status lists as serving do not answer ({e})"
+                )
+            }
+        }
+    }
     // No member serves (a quorum loss, members paused or down): the live data's newest zxid
     // comes from the members' volumes, read before the artifact (which may be large) is
     // downloaded and checked, and read again by no later pass.
     let mut from_volumes = None;
-    if serving_members(&ens).is_empty() && !zkr.spec.verify_only {
+    if live.is_none() && !zkr.spec.verify_only {
         match volumes_zxid_of(ctx, zkr, &ens).await? {
             VolumesZxid::Reading { answered, of } => {
                 update(api, &name, |s| {
                     s.message = Some(format!(
-                        "no member of {ns}/{ens_name} serves: reading the live data's newest zxid from the members' volumes ({answered} of {of} answered)"
+                        "{not_served}: reading the live data's newest zxid from the members' volumes ({answered} of {of} answered)"
                     ));
                 })
                 .await?;
@@ -319,25 +340,6 @@ where
         }
     };
     let record = verified_status(&verified, &paths.location);
-    let members = serving_members(&ens);
-    let mut live = None;
-    // A verification never talks to the live ensemble: even a read session is a transaction
-    // (createSession, closeSession) that moves the live zxid.
-    if !members.is_empty() && !zkr.spec.verify_only {
-        let password = super_password(&ctx.client, &ns, ens_name).await?;
-        match engine::live_data_zxid(&hosts_of(&members), (SUPER_USER, &password)).await {
-            Ok(z) => live = Some(z),
-            Err(e) => {
-                fail(
-                    "verifying",
-                    format!("cannot read the live data to compare zxids: {e}{untouched}"),
-                    "LiveDataUnreadable",
-                )
-                .await?;
-                return Ok(Action::await_change());
-            }
-        }
-    }
     if from_volumes.is_some() {
         // Their answer is taken: no later pass reads them.
         delete_volume_probes(ctx, &ns, &name).await?;
@@ -353,7 +355,7 @@ where
         }
         Some(Err(why)) if !zkr.spec.allow_older => {
             let message = format!(
-                "refused: no member of {ns}/{ens_name} serves and the live data's newest zxid cannot be read from every member's volume ({why}), so the backup cannot be shown not to be older. Set spec.allowOlder: true in a new ZkRestore to restore it anyway{untouched}"
+                "refused: {not_served} and the live data's newest zxid cannot be read from every member's volume ({why}), so the backup cannot be shown not to be older. Set spec.allowOlder: true in a new ZkRestore to restore it anyway{untouched}"
             );
             publish_event(
                 ctx,
@@ -451,6 +453,21 @@ where
     )
     .await;
     Ok(Action::requeue(Duration::from_millis(200)))
+}
+
+/// The members an offline restore places the data on: every member with a volume and every
+/// voter of the configuration, and of those the voters whose volume is gone (they get a new
+/// one). A stopped ensemble's voters are the last configuration its status recorded.
+fn members_to_restore<T>(
+    volumes: &BTreeSet<ServerId>,
+    voters: &BTreeMap<ServerId, T>,
+) -> (BTreeSet<ServerId>, BTreeSet<ServerId>) {
+    let lost: BTreeSet<ServerId> = voters
+        .keys()
+        .filter(|id| !volumes.contains(id))
+        .copied()
+        .collect();
+    (volumes.union(&lost).copied().collect(), lost)
 }
 
 /// The source ensemble's uid when an artifact taken from it (`source`, from its manifest) is of
@@ -877,7 +894,27 @@ where
     }
 
     let (pods, volumes) = member_objects(ctx, &ns, &ens_name).await?;
-    for id in &volumes {
+    // Every voter gets the same data, also one whose volume is gone (a lost node or disk):
+    // a new empty volume for it, so the restored ensemble has its whole configuration and a
+    // quorum, not one survivor waiting for voters that never come.
+    let (members, lost) = members_to_restore(&volumes, &voters);
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &ns);
+    for id in &lost {
+        match pvcs
+            .create(&PostParams::default(), &build_member_pvc(&ectx, *id))
+            .await
+        {
+            Ok(_) => info!(
+                member = id.0,
+                "a new volume for a voter whose volume was lost"
+            ),
+            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            Err(e) => {
+                return Err(Error::kube(format!("create the volume of member {id}"))(e));
+            }
+        }
+    }
+    for id in &members {
         if pods.contains_key(id) {
             continue;
         }
@@ -904,11 +941,20 @@ where
     }
     update(api, &name, |s| {
         s.phase = Some(RestorePhase::Starting);
-        s.members = progress(&volumes, "Restoring");
+        s.members = progress(&members, "Restoring");
         s.message = Some(format!(
-            "placing {} on {} members",
+            "placing {} on {} members{}",
             artifact.id,
-            volumes.len()
+            members.len(),
+            if lost.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " ({} of them on new volumes: {:?} had lost theirs)",
+                    lost.len(),
+                    lost.iter().map(|id| id.0).collect::<Vec<_>>()
+                )
+            }
         ));
     })
     .await?;
@@ -1248,6 +1294,32 @@ mod tests {
             ..Default::default()
         });
         r
+    }
+
+    #[test]
+    fn an_offline_restore_gives_every_voter_a_volume() {
+        let ids = |v: &[u32]| v.iter().map(|i| ServerId(*i)).collect::<BTreeSet<_>>();
+        let voters: BTreeMap<ServerId, ()> = [1, 2, 3].map(|i| (ServerId(i), ())).into();
+        // Two of three volumes lost: all three restored, two on new volumes.
+        assert_eq!(
+            members_to_restore(&ids(&[2]), &voters),
+            (ids(&[1, 2, 3]), ids(&[1, 3]))
+        );
+        // Every volume there: nothing new.
+        assert_eq!(
+            members_to_restore(&ids(&[1, 2, 3]), &voters),
+            (ids(&[1, 2, 3]), ids(&[]))
+        );
+        // A joiner's volume (not yet a voter) is restored too; no configuration known: the
+        // volumes alone.
+        assert_eq!(
+            members_to_restore(&ids(&[1, 2, 3, 4]), &voters),
+            (ids(&[1, 2, 3, 4]), ids(&[]))
+        );
+        assert_eq!(
+            members_to_restore(&ids(&[1]), &BTreeMap::<ServerId, ()>::new()),
+            (ids(&[1]), ids(&[]))
+        );
     }
 
     #[test]
