@@ -211,6 +211,24 @@ async fn run_restore(
     )))
 }
 
+/// [`run_restore`], failing unless the restore ends Ready.
+async fn run_restore_ready(
+    bed: &Bed,
+    client: &Client,
+    ns: &str,
+    name: &str,
+    spec: ZkRestoreSpec,
+) -> Result<quorate::crd::ZkRestoreStatus, Failed> {
+    let s = run_restore(bed, client, ns, name, spec).await?;
+    if s.phase != Some(RestorePhase::Ready) {
+        return Err(fail(format!(
+            "restore {name} did not end Ready: {:?} {:?}",
+            s.phase, s.message
+        )));
+    }
+    Ok(s)
+}
+
 /// Path -> (data, sorted ACL, sorted child names) of every non-ephemeral znode outside
 /// `/zookeeper`, as kazoo reads it.
 type Tree = BTreeMap<String, (Vec<u8>, Vec<(u32, String, String)>, Vec<String>)>;
@@ -648,7 +666,7 @@ async fn a_tree_backup_of_3_8_restores_online_into_a_fresh_ensemble(
     if !own.ok {
         return Err(fail(format!("a refused restore touched the data: {own:?}")));
     }
-    let s = run_restore(
+    run_restore_ready(
         bed,
         &client,
         ns,
@@ -661,9 +679,6 @@ async fn a_tree_backup_of_3_8_restores_online_into_a_fresh_ensemble(
         ),
     )
     .await?;
-    if s.phase != Some(RestorePhase::Ready) {
-        return Err(fail(format!("restore failed: {:?}", s.message)));
-    }
     let after = tree_of(bed, &fresh_hosts, &fresh_password).await?;
     same_trees(&before, &after)?;
     let created = bed
@@ -761,7 +776,7 @@ async fn an_online_restore_keeps_the_ephemerals_of_live_sessions(
         .ready(Duration::from_secs(60))
         .await
         .map_err(|e| fail(format!("hold: {e}")))?;
-    let s = run_restore(
+    run_restore_ready(
         bed,
         &client,
         ns,
@@ -774,9 +789,6 @@ async fn an_online_restore_keeps_the_ephemerals_of_live_sessions(
         ),
     )
     .await?;
-    if s.phase != Some(RestorePhase::Ready) {
-        return Err(fail(format!("the online restore failed: {:?}", s.message)));
-    }
     let report = holder
         .release()
         .await
@@ -970,7 +982,7 @@ async fn an_offline_restore_brings_back_members_whose_volumes_were_lost(
         .await?;
     }
     // The live data (the survivor's volume) is newer than the backup: consent is needed.
-    let s = run_restore(
+    run_restore_ready(
         bed,
         &client,
         ns,
@@ -983,12 +995,6 @@ async fn an_offline_restore_brings_back_members_whose_volumes_were_lost(
         ),
     )
     .await?;
-    if s.phase != Some(RestorePhase::Ready) {
-        return Err(fail(format!(
-            "an offline restore with two volumes lost failed: {:?}",
-            s.message
-        )));
-    }
     let srvr = members_srvr(&client, ns, "live").await?;
     let serving: Vec<u32> = srvr
         .iter()
@@ -1050,7 +1056,7 @@ async fn restores_are_checked_before_any_member_is_touched(bed: &Bed, ns: &str) 
     let live_data = data_zxid(bed, &hosts, &password).await?;
 
     // verifyOnly: a scratch member loads it; the live ensemble is not touched.
-    let s = run_restore(
+    run_restore_ready(
         bed,
         &client,
         ns,
@@ -1063,9 +1069,6 @@ async fn restores_are_checked_before_any_member_is_touched(bed: &Bed, ns: &str) 
         ),
     )
     .await?;
-    if s.phase != Some(RestorePhase::Ready) {
-        return Err(fail(format!("verifyOnly failed: {:?}", s.message)));
-    }
     if data_zxid(bed, &hosts, &password).await? != live_data
         || pod_uids(&client, ns, "live").await? != uids
     {
@@ -1151,7 +1154,7 @@ async fn restores_are_checked_before_any_member_is_touched(bed: &Bed, ns: &str) 
     std::fs::write(&data, &bytes).map_err(|e| fail(e.to_string()))?;
 
     // With allowOlder the older data is restored: /second is gone, /first is back.
-    let s = run_restore(
+    run_restore_ready(
         bed,
         &client,
         ns,
@@ -1164,9 +1167,6 @@ async fn restores_are_checked_before_any_member_is_touched(bed: &Bed, ns: &str) 
         ),
     )
     .await?;
-    if s.phase != Some(RestorePhase::Ready) {
-        return Err(fail(format!("allowOlder restore failed: {:?}", s.message)));
-    }
     let live_api: Api<MasterEnsemble> = Api::namespaced(client.clone(), ns);
     wait_converged(bed, &live_api, "live", 1, Duration::from_secs(120)).await?;
     let hosts = member_hosts(&client, ns, "live").await?;
