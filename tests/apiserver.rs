@@ -754,6 +754,87 @@ async fn install_crds(client: Client) -> Result<(), String> {
     Ok(())
 }
 
+/// A backup pass given an object older than the stored status (a watch cache that has not yet
+/// seen the Ready a finished backup wrote) must not take the finished backup for an interrupted
+/// one and delete its objects; given a backup that is in fact interrupted (stored BackingUp, no
+/// backup running in this process), it removes its objects and says so. The pass is quorate's
+/// own `reconcile`, run against the real API server and a filesystem store.
+async fn a_backup_pass_on_a_stale_object_keeps_a_finished_backups_objects(
+    ctx: Arc<Ctx>,
+) -> TestResult {
+    let (client, ns) = ctx.namespace("stale-backup-pass").await?;
+    let dir = tempfile::tempdir().map_err(|e| fail(e.to_string()))?;
+    let spec: ZkBackupSpec = serde_json::from_value(serde_json::json!({
+        "ensembleRef": {"name": "masters"},
+        "label": "daily",
+        "destination": {"filesystem": {"path": dir.path().display().to_string()}},
+    }))
+    .map_err(|e| fail(e.to_string()))?;
+    let store = quorate::backup::store::Store::from_destination(&spec.destination, None)
+        .map_err(|e| fail(e.to_string()))?;
+    let api: Api<ZkBackup> = Api::namespaced(client.clone(), &ns);
+    let operator = Arc::new(
+        quorate::controller::Context::new(client.clone()).map_err(|e| fail(e.to_string()))?,
+    );
+    for (name, stored) in [
+        ("finished", ArtifactPhase::Ready),
+        ("cut", ArtifactPhase::BackingUp),
+    ] {
+        api.create(&PostParams::default(), &ZkBackup::new(name, spec.clone()))
+            .await
+            .map_err(|e| fail(format!("create {name}: {e}")))?;
+        let id = format!("daily-{name}");
+        let artifact = |phase| BackupArtifact {
+            id: id.clone(),
+            phase,
+            ..Default::default()
+        };
+        let status = serde_json::json!({"status": {"artifacts": [artifact(stored)]}});
+        api.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+            .await
+            .map_err(|e| fail(format!("status of {name}: {e}")))?;
+        let paths = store.artifact(&ns, name, &id);
+        store
+            .put_bytes(&paths.data, b"snapshot bytes".to_vec())
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        // The pass is handed the object as a stale cache would: the artifact still BackingUp.
+        let mut stale = api.get(name).await.map_err(|e| fail(e.to_string()))?;
+        stale.status = Some(ZkBackupStatus {
+            artifacts: vec![artifact(ArtifactPhase::BackingUp)],
+            ..Default::default()
+        });
+        quorate::controller::backup::reconcile(Arc::new(stale), operator.clone())
+            .await
+            .map_err(|e| fail(format!("a pass over {name}: {e}")))?;
+        let kept = store
+            .exists(&paths.data)
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        let phase = api
+            .get(name)
+            .await
+            .map_err(|e| fail(e.to_string()))?
+            .status
+            .and_then(|s| s.artifacts.into_iter().next())
+            .map(|a| a.phase);
+        match stored {
+            ArtifactPhase::Ready if !kept || phase != Some(ArtifactPhase::Ready) => {
+                return Err(fail(format!(
+                    "a pass on a stale object took a finished backup for an interrupted one: objects kept {kept}, phase {phase:?}"
+                )));
+            }
+            ArtifactPhase::BackingUp if kept || phase != Some(ArtifactPhase::Error) => {
+                return Err(fail(format!(
+                    "an interrupted backup was not cleaned up: objects kept {kept}, phase {phase:?}"
+                )));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 fn main() -> std::process::ExitCode {
     let args = Arguments::from_args();
     let tests: Vec<(&str, TestFn)> = vec![
@@ -790,6 +871,10 @@ fn main() -> std::process::ExitCode {
         ("the_operator_role_is_enough_and_nothing_less_is", |c| {
             Box::pin(the_operator_role_is_enough_and_nothing_less_is(c))
         }),
+        (
+            "a_backup_pass_on_a_stale_object_keeps_a_finished_backups_objects",
+            |c| Box::pin(a_backup_pass_on_a_stale_object_keeps_a_finished_backups_objects(c)),
+        ),
     ];
     // Listing tests needs no control plane.
     if args.list {

@@ -285,12 +285,30 @@ pub async fn reconcile(zkb: Arc<ZkBackup>, ctx: Arc<Context>) -> Result<Action, 
 
     // An artifact BackingUp that this process is not taking was interrupted (the operator
     // stopped mid-backup): it never got its completion marker; say so and remove its objects.
-    let interrupted: Vec<BackupArtifact> = status
+    // The object this pass was given may be older than the status a backup of this process
+    // wrote as it ended, just before it let go of its claim: only a read made after the claim
+    // was seen gone tells a finished backup (Ready, its objects kept) from an interrupted one.
+    let unclaimed: HashSet<String> = status
         .artifacts
         .iter()
         .filter(|a| a.phase == ArtifactPhase::BackingUp && !ctx.backups.has_artifact(&a.id))
-        .cloned()
+        .map(|a| a.id.clone())
         .collect();
+    let interrupted: Vec<BackupArtifact> = if unclaimed.is_empty() {
+        Vec::new()
+    } else {
+        let fresh = api
+            .get_opt(&name)
+            .await
+            .map_err(Error::kube(format!("read ZkBackup {ns}/{name}")))?;
+        fresh
+            .and_then(|b| b.status)
+            .unwrap_or_default()
+            .artifacts
+            .into_iter()
+            .filter(|a| a.phase == ArtifactPhase::BackingUp && unclaimed.contains(&a.id))
+            .collect()
+    };
     if !interrupted.is_empty() {
         if let Ok(store) = store_for(&ctx.client, &ns, &zkb.spec.destination).await {
             for a in &interrupted {
