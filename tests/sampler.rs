@@ -103,6 +103,49 @@ fn a_voter_added_before_it_was_seen_synced_is_a_violation() {
 }
 
 #[test]
+fn a_joiner_the_watcher_saw_synced_between_two_samples_is_no_violation() {
+    // The sample before the reconfig saw the joiner starting; between the two samples the
+    // joiner watcher saw it serve outside the configuration, so it synced before it voted.
+    let mut s = Sampler::default();
+    s.observe(three_and_four(&[1, 2, 3], running("u4")));
+    s.joiner_seen(4, "u4", true);
+    s.observe(three_and_four(
+        &[1, 2, 3, 4],
+        serving("u4", &[1, 2, 3, 4], false),
+    ));
+    assert!(s.violations.is_empty(), "{:?}", s.violations);
+
+    // What the watcher saw last counts: synced, then not serving again when added.
+    let mut s = Sampler::default();
+    s.observe(three_and_four(&[1, 2, 3], running("u4")));
+    s.joiner_seen(4, "u4", true);
+    s.joiner_seen(4, "u4", false);
+    s.observe(three_and_four(
+        &[1, 2, 3, 4],
+        serving("u4", &[1, 2, 3, 4], false),
+    ));
+    assert!(
+        s.violations.iter().any(|v| v.contains("without serving")),
+        "{:?}",
+        s.violations
+    );
+
+    // An earlier Pod of the same id that synced says nothing of the new one.
+    let mut s = Sampler::default();
+    s.observe(three_and_four(&[1, 2, 3], running("u4b")));
+    s.joiner_seen(4, "u4", true);
+    s.observe(three_and_four(
+        &[1, 2, 3, 4],
+        serving("u4b", &[1, 2, 3, 4], false),
+    ));
+    assert!(
+        s.violations.iter().any(|v| v.contains("without serving")),
+        "{:?}",
+        s.violations
+    );
+}
+
+#[test]
 fn two_voters_changed_at_once_is_a_violation_except_one_to_three() {
     let mut s = Sampler::default();
     s.observe(sample(three(&[1, 2, 3])));

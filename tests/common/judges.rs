@@ -149,6 +149,91 @@ async fn member_view(http: &reqwest::Client, p: &Pod) -> MemberView {
     view
 }
 
+/// The joiner watcher: every ~100 ms, asks each member Pod outside the sampler's latest
+/// configuration whether it serves and whether its own configuration leaves it out (a synced
+/// joiner), and tells the sampler. A sample waits for every member (up to 2 s for a silent
+/// one), so a joiner can sync and be added between two samples; this keeps "synced before it
+/// votes" (I3) judged from ZooKeeper's view at a pace no step outruns.
+async fn watch_joiners(
+    client: Client,
+    ns: String,
+    name: String,
+    sampler: Arc<Mutex<Sampler>>,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) {
+    let http = reqwest::Client::builder()
+        .connect_timeout(Duration::from_millis(300))
+        .timeout(Duration::from_millis(500))
+        .build()
+        .expect("http client");
+    let api: Api<Pod> = Api::namespaced(client, &ns);
+    let selector = ListParams::default().labels(&format!("quorate.dev/ensemble={name}"));
+    let mut pods: Vec<(u32, String, String)> = Vec::new();
+    for tick in 0u64.. {
+        if *stopped.borrow() {
+            break;
+        }
+        if tick % 3 == 0
+            && let Ok(list) = api.list(&selector).await
+        {
+            pods = list
+                .items
+                .iter()
+                .filter_map(|p| {
+                    let id = p.metadata.labels.as_ref()?.get("quorate.dev/server-id")?;
+                    Some((
+                        id.parse().ok()?,
+                        p.metadata.uid.clone()?,
+                        p.status.as_ref()?.pod_ip.clone()?,
+                    ))
+                })
+                .collect();
+        }
+        let config = sampler
+            .lock()
+            .ok()
+            .and_then(|s| s.current_config().cloned());
+        if let Some(config) = config {
+            let http = &http;
+            let seen = futures::future::join_all(
+                pods.iter().filter(|(id, _, _)| !config.contains(id)).map(
+                    |(id, uid, ip)| async move {
+                        let serving = match admin_answer(http, ip, "srvr").await {
+                            Ok(srvr) if srvr.get("error").is_none_or(|e| e.is_null()) => {
+                                // Serving: a joiner only while its own configuration leaves
+                                // it out (once it votes, this says nothing of before).
+                                let own: Option<BTreeSet<u32>> =
+                                    admin_json(http, ip, "voting_view").await.and_then(|v| {
+                                        v.get("current_config")?.as_object().map(|c| {
+                                            c.keys().filter_map(|k| k.parse().ok()).collect()
+                                        })
+                                    });
+                                match own {
+                                    Some(c) if !c.contains(id) => Some(true),
+                                    _ => None,
+                                }
+                            }
+                            Ok(_) | Err(NoAnswer::Refused) => Some(false),
+                            Err(NoAnswer::Silent) => None,
+                        };
+                        serving.map(|s| (*id, uid.clone(), s))
+                    },
+                ),
+            )
+            .await;
+            if let Ok(mut s) = sampler.lock() {
+                for (id, uid, serving) in seen.into_iter().flatten() {
+                    s.joiner_seen(id, &uid, serving);
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            _ = stopped.changed() => break,
+        }
+    }
+}
+
 /// What the judges concluded; `Judges::finish` has already failed on any violation.
 #[derive(Debug)]
 pub struct Verdict {
@@ -212,6 +297,13 @@ impl Judges {
         }
         let sampler = Arc::new(Mutex::new(Sampler::default()));
         let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        let watcher = tokio::spawn(watch_joiners(
+            client.clone(),
+            ns.to_string(),
+            name.to_string(),
+            sampler.clone(),
+            stop.subscribe(),
+        ));
         let task = {
             let (client, ns, name, sampler) = (
                 client.clone(),
@@ -244,6 +336,7 @@ impl Judges {
                         _ = stopped.changed() => stopping = true,
                     }
                 }
+                let _ = watcher.await;
             })
         };
         let writes = bed.plane.dir().join(format!("{ns}-{name}{tag}-writes.log"));

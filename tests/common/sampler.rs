@@ -75,6 +75,12 @@ pub struct Sampler {
     deleted_while_voting: BTreeSet<u32>,
     /// Samples in a row each member's AdminServer has been silent.
     silent: BTreeMap<u32, usize>,
+    /// What the joiner watcher last saw of each member Pod (id, uid) outside the configuration:
+    /// serving as a synced non-voter (`true`) or not serving (`false`). It polls only members
+    /// outside the configuration, far more often than a sample (which waits for the slowest
+    /// member), so a joiner that syncs and is added between two samples is still seen synced
+    /// before it votes.
+    joiner_watch: BTreeMap<(u32, String), bool>,
 }
 
 /// Could configurations `a` and `b` each form a quorum of members the other's quorum does
@@ -101,6 +107,17 @@ fn allowed_change(prev: &BTreeSet<u32>, next: &BTreeSet<u32>) -> bool {
 impl Sampler {
     fn is_excused(&self, id: u32) -> bool {
         self.excuse_all || self.excused.contains(&id)
+    }
+
+    /// The configuration of the latest sample that had one.
+    pub fn current_config(&self) -> Option<&BTreeSet<u32>> {
+        self.configs.last()
+    }
+
+    /// The joiner watcher saw member `id` (Pod `uid`) outside the configuration: serving (its
+    /// own configuration without itself) or not serving.
+    pub fn joiner_seen(&mut self, id: u32, uid: &str, serving: bool) {
+        self.joiner_watch.insert((id, uid.to_string()), serving);
     }
 
     /// Takes one sample's views (by server id) and checks them against the previous sample.
@@ -245,8 +262,13 @@ impl Sampler {
                             .push(format!("I4: removed server {id} came back"));
                     }
                     // Synced before it votes: seen serving outside the configuration first.
+                    let watched = now
+                        .get(id)
+                        .and_then(|m| self.joiner_watch.get(&(*id, m.uid.clone())))
+                        .copied();
                     if let Some(before) = self.last.get(id)
                         && !before.serving
+                        && watched != Some(true)
                     {
                         self.violations.push(format!(
                             "I3: server {id} became a voter without serving (synced) before"
