@@ -18,8 +18,8 @@ use crate::constants::*;
 use crate::controller::backup::{store_for, update_backup_status};
 use crate::crd::{
     ArtifactPhase, BackupArtifact, BackupArtifactRef, BackupMethod, Destination, EnsembleRef,
-    FilesystemDestination, MasterEnsemble, RestoreMode, RestorePhase, RestoreSource, ZkBackup,
-    ZkBackupSpec, ZkRestore, ZkRestoreSpec, label_errors,
+    FilesystemDestination, MasterEnsemble, RestoreMode, RestorePhase, RestoreSource,
+    SurvivorsSource, ZkBackup, ZkBackupSpec, ZkRestore, ZkRestoreSpec, label_errors,
 };
 
 /// How long `--wait` waits at most.
@@ -544,6 +544,7 @@ pub async fn restore(client: &Client, args: &RestoreArgs) -> Result<String, Stri
                     artifact: args.id.clone(),
                 }),
                 location: None,
+                survivors: None,
             },
             mode: args.mode,
             verify_only: args.verify_only,
@@ -566,12 +567,24 @@ pub async fn restore(client: &Client, args: &RestoreArgs) -> Result<String, Stri
             }
         };
     }
+    wait_restore(&api, &ns, &name, args.timeout, args.output).await
+}
+
+/// Waits until ZkRestore `ns/name` is Ready (its message, or its status as JSON) or Failed (an
+/// error), printing each new phase and message, for at most `timeout`.
+pub async fn wait_restore(
+    api: &Api<ZkRestore>,
+    ns: &str,
+    name: &str,
+    timeout: Duration,
+    output: Output,
+) -> Result<String, String> {
     let waited_for = format!("ZkRestore {ns}/{name}");
     let started = Instant::now();
     let mut last = String::new();
     loop {
         let r = api
-            .get(&name)
+            .get(name)
             .await
             .map_err(|e| format!("read ZkRestore {ns}/{name}: {e}"))?;
         let s = r.status.clone().unwrap_or_default();
@@ -586,7 +599,7 @@ pub async fn restore(client: &Client, args: &RestoreArgs) -> Result<String, Stri
         }
         match s.phase {
             Some(RestorePhase::Ready) => {
-                return match args.output {
+                return match output {
                     Output::Json => {
                         json(&serde_json::json!({"namespace": ns, "restore": name, "status": s}))
                     }
@@ -601,15 +614,74 @@ pub async fn restore(client: &Client, args: &RestoreArgs) -> Result<String, Stri
             }
             _ => {}
         }
-        if started.elapsed() > args.timeout {
+        if started.elapsed() > timeout {
             return Err(format!(
                 "gave up waiting after {}s (--timeout); {} goes on in the cluster",
-                args.timeout.as_secs(),
+                timeout.as_secs(),
                 waited_for
             ));
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
+}
+
+/// `quorate ensemble recover NAMESPACE/NAME`: a ZkRestore that rebuilds the ensemble from the
+/// survivor with the highest zxid after a quorum loss (`source.survivors`).
+pub async fn recover(
+    client: &Client,
+    target: &str,
+    wait: bool,
+    timeout: Duration,
+    output: Output,
+) -> Result<String, String> {
+    let (ns, ensemble) = match target.split_once('/') {
+        Some((ns, name)) => (ns.to_string(), name.to_string()),
+        None => (client.default_namespace().to_string(), target.to_string()),
+    };
+    Api::<MasterEnsemble>::namespaced(client.clone(), &ns)
+        .get_opt(&ensemble)
+        .await
+        .map_err(|e| format!("read MasterEnsemble {ns}/{ensemble}: {e}"))?
+        .ok_or_else(|| format!("MasterEnsemble {ns}/{ensemble} does not exist"))?;
+    let suffix: String = uuid::Uuid::new_v4().to_string().chars().take(8).collect();
+    let name: String = format!("recover-{ensemble}")
+        .chars()
+        .take(53)
+        .chain(format!("-{suffix}").chars())
+        .collect();
+    let zkr = ZkRestore {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            namespace: Some(ns.clone()),
+            ..Default::default()
+        },
+        spec: ZkRestoreSpec {
+            ensemble_ref: EnsembleRef {
+                name: ensemble.clone(),
+            },
+            source: RestoreSource {
+                survivors: Some(SurvivorsSource {}),
+                ..Default::default()
+            },
+            mode: RestoreMode::Offline,
+            verify_only: false,
+            allow_older: false,
+        },
+        status: None,
+    };
+    let api: Api<ZkRestore> = Api::namespaced(client.clone(), &ns);
+    api.create(&PostParams::default(), &zkr)
+        .await
+        .map_err(|e| format!("create ZkRestore {ns}/{name}: {e}"))?;
+    if !wait {
+        return match output {
+            Output::Text => Ok(format!(
+                "recovery {ns}/{name} of {ns}/{ensemble} created; follow it with kubectl get zkrestore -n {ns} {name} -w\n"
+            )),
+            Output::Json => json(&serde_json::json!({"namespace": ns, "restore": name})),
+        };
+    }
+    wait_restore(&api, &ns, &name, timeout, output).await
 }
 
 /// `quorate backup restore --dry-run`: the ZkRestore checked by the API server (a server-side

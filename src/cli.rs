@@ -125,6 +125,27 @@ pub enum EnsembleCommand {
         #[arg(short = 'o', long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
+    /// After a quorum loss that a majority of the members will not come back from (their
+    /// volumes are lost): rebuild NAMESPACE/NAME from the surviving member with the highest
+    /// zxid, set the other survivors' volumes aside, and grow back to spec.replicas (a ZkRestore
+    /// with `source.survivors`). Refused while any member serves or a majority still holds
+    /// data.
+    Recover {
+        /// NAMESPACE/NAME (or NAME in the kubeconfig's namespace).
+        target: String,
+        /// Go ahead: every member is stopped and the ensemble restarts from one survivor.
+        #[arg(long)]
+        yes: bool,
+        /// Wait until the recovery is Ready (or Failed), showing progress.
+        #[arg(long)]
+        wait: bool,
+        /// How long --wait waits, such as 90s, 15m or 1h (default 1h).
+        #[arg(long, requires = "wait", value_parser = parse_timeout)]
+        timeout: Option<std::time::Duration>,
+        /// Output format.
+        #[arg(short = 'o', long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
 }
 
 /// `quorate volume ...`
@@ -144,6 +165,10 @@ pub enum VolumeCommand {
         /// reads it.
         #[arg(long, value_name = "PATH")]
         termination_log: Option<PathBuf>,
+        /// Where the member's volume is mounted: when nothing at all is on it (a lost or wiped
+        /// disk), the answer is "no data" instead of an error.
+        #[arg(long, value_name = "PATH")]
+        volume_root: Option<PathBuf>,
     },
 }
 
@@ -479,9 +504,13 @@ pub fn run_offline(command: &Command, clock_now: Timestamp) -> Result<String, Er
                     dir,
                     output,
                     termination_log,
+                    volume_root,
                 },
         } => {
-            let result = crate::backup::datadir::highest_zxid(dir);
+            let result = match volume_root {
+                Some(root) => crate::backup::datadir::volume_zxid(root, dir),
+                None => crate::backup::datadir::highest_zxid(dir),
+            };
             if let Some(path) = termination_log {
                 let short = match &result {
                     Ok(found) => serde_json::json!({
@@ -588,6 +617,26 @@ pub async fn run_online(command: &Command) -> Result<String, String> {
         Command::Ensemble {
             command: EnsembleCommand::Status { target, output },
         } => crate::inspect::ensemble_status(&client().await?, target, *output).await,
+        Command::Ensemble {
+            command:
+                EnsembleCommand::Recover {
+                    target,
+                    yes,
+                    wait,
+                    timeout,
+                    output,
+                },
+        } => {
+            check_recover(target, *yes)?;
+            crate::backup_commands::recover(
+                &client().await?,
+                target,
+                *wait,
+                timeout.unwrap_or(crate::backup_commands::DEFAULT_WAIT),
+                *output,
+            )
+            .await
+        }
         Command::Plan {
             ensemble: Some(target),
             now,
@@ -650,6 +699,22 @@ pub fn parse_timeout(s: &str) -> Result<std::time::Duration, String> {
 }
 
 /// Checks a backup command's arguments before any cluster is contacted.
+/// `quorate ensemble recover` stops every member: it needs `--yes`, checked before any cluster
+/// is contacted.
+pub fn check_recover(target: &str, yes: bool) -> Result<(), String> {
+    if target.is_empty() || target.split('/').count() > 2 || target.split('/').any(str::is_empty) {
+        return Err(format!(
+            "quorate ensemble recover: {target:?} is not NAMESPACE/NAME or NAME"
+        ));
+    }
+    if !yes {
+        return Err(format!(
+            "quorate ensemble recover {target} stops every member and rebuilds the ensemble from the surviving member with the highest zxid; writes that only the lost members held are gone for good. Pass --yes to go ahead (it is refused while any member serves or a majority still holds data)"
+        ));
+    }
+    Ok(())
+}
+
 pub fn check_backup_command(command: &BackupCommand) -> Result<(), String> {
     if let BackupCommand::Restore {
         id,

@@ -263,9 +263,46 @@ async fn the_server_rejects_other_bad_specs_with_the_field_and_rule(ctx: Arc<Ctx
     r.spec.source.location = Some("s3://bucket/x".into());
     expect_rejected(
         restores.create(&PostParams::default(), &r).await,
-        "exactly one of backup or location",
+        "exactly one of backup, location or survivors",
         "two sources",
     )?;
+    let mut r = restore("survivors-and-backup");
+    r.spec.source.survivors = Some(SurvivorsSource {});
+    expect_rejected(
+        restores.create(&PostParams::default(), &r).await,
+        "exactly one of backup, location or survivors",
+        "survivors beside a backup",
+    )?;
+    let survivors = |name: &str| {
+        let mut r = restore(name);
+        r.spec.source.backup = None;
+        r.spec.source.survivors = Some(SurvivorsSource {});
+        r
+    };
+    let mut r = survivors("survivors-online");
+    r.spec.mode = RestoreMode::Online;
+    expect_rejected(
+        restores.create(&PostParams::default(), &r).await,
+        "spec.source.survivors rebuilds the ensemble offline",
+        "survivors online",
+    )?;
+    let mut r = survivors("survivors-verify");
+    r.spec.verify_only = true;
+    expect_rejected(
+        restores.create(&PostParams::default(), &r).await,
+        "spec.source.survivors rebuilds the ensemble offline",
+        "survivors verify-only",
+    )?;
+    let accepted = restores
+        .create(&PostParams::default(), &survivors("survivors"))
+        .await
+        .map_err(|e| fail(format!("a survivors recovery must be accepted: {e}")))?;
+    if accepted.spec.source.survivors != Some(SurvivorsSource {}) {
+        return Err(fail(format!(
+            "survivors: {{}} must survive the round trip: {:?}",
+            accepted.spec.source
+        )));
+    }
 
     let mut e = ensemble("fast-replace", 3);
     e.spec.failure.replace_after = "soon".into();

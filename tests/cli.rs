@@ -326,6 +326,29 @@ fn volume_zxid_writes_a_short_answer_for_a_termination_message() {
         r#"{"zxid":null}"#
     );
 
+    // A wiped volume (nothing on it): no data, with --volume-root; without it an error.
+    let wiped = tempfile::tempdir().expect("tempdir");
+    let wiped_data = wiped.path().join("data");
+    let (code, _, err) = quorate(&[
+        "volume",
+        "zxid",
+        wiped_data.to_str().unwrap(),
+        "--termination-log",
+        message.to_str().unwrap(),
+        "--volume-root",
+        wiped.path().to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        std::fs::read_to_string(&message).unwrap(),
+        r#"{"zxid":null}"#
+    );
+    let (code, _, _) = quorate(&["volume", "zxid", wiped_data.to_str().unwrap()]);
+    assert_eq!(
+        code, 1,
+        "without --volume-root a missing dataDir is an error"
+    );
+
     // A volume that cannot be read: the error, and a failing exit.
     let (code, _, _) = quorate(&[
         "volume",

@@ -542,6 +542,14 @@ fn scenarios() -> Vec<(&'static str, Scenario)> {
             },
         ),
         (
+            "recovers_from_the_most_up_to_date_survivor_after_a_majority_is_lost",
+            |b, n| {
+                Box::pin(
+                    quorum_loss::recovers_from_the_most_up_to_date_survivor_after_a_majority_is_lost(b, n),
+                )
+            },
+        ),
+        (
             "replaces_a_member_whose_disk_and_process_are_lost_with_a_fresh_id",
             |b, n| {
                 Box::pin(replaces_a_failed_member_with_a_fresh_id(

@@ -6,6 +6,15 @@ use quorate::executor::resources::member::PREPARE_SCRIPT;
 
 /// Runs the prepare script against `volume`, with `ZK_EXPECT_DATA` as given.
 fn run_prepare(volume: &std::path::Path, expect_data: bool) -> std::process::Output {
+    run_prepare_with(volume, expect_data, &[])
+}
+
+/// [`run_prepare`] with more environment variables.
+fn run_prepare_with(
+    volume: &std::path::Path,
+    expect_data: bool,
+    more: &[(&str, &str)],
+) -> std::process::Output {
     let conf = tempfile::tempdir().unwrap();
     std::fs::write(conf.path().join("zoo.cfg"), "tickTime=2000\n").unwrap();
     let script = PREPARE_SCRIPT
@@ -20,6 +29,7 @@ fn run_prepare(volume: &std::path::Path, expect_data: bool) -> std::process::Out
         )
         .env("POD_IP", "127.0.0.9")
         .env("ZK_EXPECT_DATA", if expect_data { "true" } else { "false" })
+        .envs(more.iter().copied())
         .output()
         .unwrap()
 }
@@ -42,4 +52,65 @@ fn a_former_voter_with_an_empty_volume_refuses_to_start_and_a_fresh_member_start
     std::fs::write(fresh.path().join("data/version-2/currentEpoch"), "1").unwrap();
     let out = run_prepare(fresh.path(), true);
     assert!(out.status.success(), "{out:?}");
+}
+
+/// The file `zoo.cfg` on `volume` names as its dynamic configuration.
+fn dynamic_file(volume: &std::path::Path) -> String {
+    std::fs::read_to_string(volume.join("conf/zoo.cfg"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("dynamicConfigFile=").map(str::to_string))
+        .unwrap()
+}
+
+#[test]
+fn a_recovery_makes_the_survivor_alone_once_and_never_again_after_it_grew() {
+    // A survivor of a five-voter ensemble, with a reconfig that was in flight at the loss.
+    let v = tempfile::tempdir().unwrap();
+    let conf = v.path().join("conf");
+    std::fs::create_dir_all(&conf).unwrap();
+    std::fs::create_dir_all(v.path().join("data/version-2")).unwrap();
+    std::fs::write(v.path().join("data/version-2/currentEpoch"), "3").unwrap();
+    let old = conf.join("zoo.cfg.dynamic.300000002");
+    std::fs::write(&old, "server.1=a\nserver.4=h\nserver.5=e\n").unwrap();
+    std::fs::write(conf.join("zoo.cfg.dynamic.next"), "server.1=a\n").unwrap();
+    std::fs::write(
+        conf.join("zoo.cfg"),
+        format!("tickTime=2000\ndynamicConfigFile={}\n", old.display()),
+    )
+    .unwrap();
+    let recovery = [("ZK_RECOVER_ALONE", "uid-1")];
+
+    let out = run_prepare_with(v.path(), true, &recovery);
+    assert!(out.status.success(), "{out:?}");
+    let alone = dynamic_file(v.path());
+    assert!(alone.ends_with("zoo.cfg.dynamic.recovery-uid-1"), "{alone}");
+    assert_eq!(
+        std::fs::read_to_string(&alone).unwrap().trim(),
+        "server.4=h:2888:3888:participant;2181",
+        "the survivor's configuration is itself alone"
+    );
+    assert!(
+        !conf.join("zoo.cfg.dynamic.next").exists(),
+        "a half-done reconfig is dropped"
+    );
+    assert!(old.exists(), "ZooKeeper's own files are kept");
+    assert!(conf.join("recovered-uid-1").exists());
+
+    // ZooKeeper grows the ensemble again and rewrites the pointer; the Pod restarts with the
+    // same recovery: the grown configuration stays.
+    let grown = conf.join("zoo.cfg.dynamic.400000004");
+    std::fs::write(&grown, "server.4=h\nserver.6=f\nserver.7=g\n").unwrap();
+    std::fs::write(
+        conf.join("zoo.cfg"),
+        format!("tickTime=2000\ndynamicConfigFile={}\n", grown.display()),
+    )
+    .unwrap();
+    let out = run_prepare_with(v.path(), true, &recovery);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(dynamic_file(v.path()), grown.display().to_string());
+    // Nor does a member Pod without the recovery touch it.
+    let out = run_prepare(v.path(), true);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(dynamic_file(v.path()), grown.display().to_string());
 }

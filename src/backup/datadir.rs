@@ -392,6 +392,38 @@ pub fn highest_zxid(dir: &Path) -> Result<DataDirZxid, Error> {
 }
 
 /// `dir/version-2`, or `dir` itself when it is a `version-2` directory.
+/// [`highest_zxid`] of the dataDir `dir` on a member volume mounted at `root`: a volume with
+/// nothing at all on it (a lost or wiped disk, or one never started: the member's first start
+/// writes its `data` and `conf`) holds no data, so its zxid is `None`. Anything else that is
+/// not a data directory stays an error, since "holds nothing" would let older data through.
+pub fn volume_zxid(root: &Path, dir: &Path) -> Result<DataDirZxid, Error> {
+    match highest_zxid(dir) {
+        Err(Error::Missing { .. } | Error::NotADataDir { .. }) if volume_is_empty(root) => {
+            Ok(DataDirZxid {
+                dir: dir.to_path_buf(),
+                zxid: None,
+                snapshot: None,
+                log: None,
+                logs: Vec::new(),
+                current_epoch: None,
+                accepted_epoch: None,
+                skipped: Vec::new(),
+            })
+        }
+        other => other,
+    }
+}
+
+/// Whether the directory `root` exists and holds nothing (a filesystem's own `lost+found`
+/// aside).
+fn volume_is_empty(root: &Path) -> bool {
+    std::fs::read_dir(root).is_ok_and(|entries| {
+        entries
+            .filter_map(Result::ok)
+            .all(|e| e.file_name() == "lost+found")
+    })
+}
+
 fn version_dir(dir: &Path) -> Result<PathBuf, Error> {
     match std::fs::metadata(dir) {
         Ok(meta) if meta.is_dir() => {}
@@ -884,6 +916,30 @@ mod tests {
         assert_eq!(found.log, None);
         assert!(found.logs.is_empty() && found.skipped.is_empty());
         assert_eq!((found.current_epoch, found.accepted_epoch), (None, None));
+    }
+
+    #[test]
+    fn an_empty_volume_holds_nothing_but_a_volume_with_other_files_is_an_error() {
+        let root = tempfile::tempdir().unwrap();
+        let data = root.path().join("data");
+        // Wiped: nothing on the volume at all.
+        let found = volume_zxid(root.path(), &data).unwrap();
+        assert_eq!(found.zxid, None);
+        fs::create_dir(root.path().join("lost+found")).unwrap();
+        assert_eq!(volume_zxid(root.path(), &data).unwrap().zxid, None);
+        // Something is there, but no data directory: not known to be empty.
+        fs::create_dir(root.path().join("conf")).unwrap();
+        assert!(matches!(
+            volume_zxid(root.path(), &data),
+            Err(Error::Missing { .. })
+        ));
+        fs::create_dir(&data).unwrap();
+        assert!(matches!(
+            volume_zxid(root.path(), &data),
+            Err(Error::NotADataDir { .. })
+        ));
+        // A volume that cannot be found is never "empty".
+        assert!(volume_zxid(&root.path().join("nope"), &data).is_err());
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod execute;
 pub mod failpoints;
 pub mod leader;
 pub mod observe;
+pub mod recovery;
 pub mod restore;
 pub mod status;
 pub mod survivor;

@@ -31,6 +31,7 @@ use kube::{Api, Resource, ResourceExt};
 use tracing::{info, instrument, warn};
 
 use super::backup::{record_condition, serving_members, store_for, super_password};
+use super::recovery;
 use super::{Context, Error, publish_event};
 use crate::backup::artifact::{self, Format, parse_zxid, zxid_hex};
 use crate::backup::engine::{self, Verified};
@@ -58,7 +59,7 @@ use crate::zk::{MemberAddr, observe_ensemble};
 pub const START_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Replaces a ZkRestore's status after `change` (see [`super::update_status`]).
-async fn update(
+pub(super) async fn update(
     api: &Api<ZkRestore>,
     name: &str,
     change: impl FnMut(&mut ZkRestoreStatus),
@@ -206,11 +207,25 @@ pub async fn reconcile(zkr: Arc<ZkRestore>, ctx: Arc<Context>) -> Result<Action,
         Some(RestorePhase::Pending) => {
             update(&api, &name, |s| {
                 s.phase = Some(RestorePhase::Verifying);
-                s.message = Some("verifying the artifact before touching any member".into());
+                s.message = Some(
+                    if zkr.spec.source.survivors.is_some() {
+                        "reading the survivors' volumes before touching any member"
+                    } else {
+                        "verifying the artifact before touching any member"
+                    }
+                    .into(),
+                );
             })
             .await?;
             Ok(Action::requeue(Duration::from_millis(200)))
         }
+        Some(phase) if zkr.spec.source.survivors.is_some() => match phase {
+            RestorePhase::Verifying => recovery::verify(&ctx, zkr, &api, fail).await,
+            RestorePhase::Stopping => recovery::stop(&ctx, zkr, &api).await,
+            RestorePhase::Restoring => recovery::rebuild(&ctx, zkr, &api, fail).await,
+            RestorePhase::Starting => recovery::finish(&ctx, zkr, &api, fail).await,
+            _ => Ok(Action::await_change()),
+        },
         Some(RestorePhase::Verifying) => verify(&ctx, zkr, &api, fail).await,
         Some(RestorePhase::Stopping) => stop_members(&ctx, zkr, &api).await,
         Some(RestorePhase::Restoring) => restore_members(&ctx, zkr, &api, fail).await,
@@ -484,7 +499,7 @@ fn unrelated_history<'a>(source: Option<&'a str>, target: Option<&str>) -> Optio
 /// Verifying (it may have fenced and stopped members), or one still before that which was
 /// created first (creation time, then name). Verify-only restores touch no member and neither
 /// wait nor hold anyone up; finished ones (Ready, Failed) never hold anyone up.
-fn restore_in_the_way(me: &ZkRestore, all: &[ZkRestore]) -> Option<String> {
+pub(super) fn restore_in_the_way(me: &ZkRestore, all: &[ZkRestore]) -> Option<String> {
     if me.spec.verify_only {
         return None;
     }
@@ -512,6 +527,17 @@ async fn volumes_zxid_of(
     zkr: &ZkRestore,
     ens: &MasterEnsemble,
 ) -> Result<VolumesZxid, Error> {
+    let (volumes, probes) = probe_volumes(ctx, zkr, ens).await?;
+    Ok(volumes_zxid(&volumes, &probes))
+}
+
+/// Starts this restore's probe Pod on each member volume of `ens` that has none yet; returns
+/// the member volumes and the probes there are.
+pub(super) async fn probe_volumes(
+    ctx: &Context,
+    zkr: &ZkRestore,
+    ens: &MasterEnsemble,
+) -> Result<(BTreeSet<ServerId>, BTreeMap<ServerId, Pod>), Error> {
     let ns = ens.namespace().unwrap_or_default();
     let ens_name = ens.name_any();
     let restore = zkr.name_any();
@@ -544,7 +570,7 @@ async fn volumes_zxid_of(
             Err(e) => return Err(Error::kube(format!("create the volume probe of {id}"))(e)),
         }
     }
-    Ok(volumes_zxid(&volumes, &probes))
+    Ok((volumes, probes))
 }
 
 /// This restore's volume probe Pods, by the server id whose volume each reads.
@@ -570,7 +596,11 @@ async fn volume_probes(
 }
 
 /// Deletes this restore's volume probes once their answer is used.
-async fn delete_volume_probes(ctx: &Context, ns: &str, restore: &str) -> Result<(), Error> {
+pub(super) async fn delete_volume_probes(
+    ctx: &Context,
+    ns: &str,
+    restore: &str,
+) -> Result<(), Error> {
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
     for (_, pod) in volume_probes(ctx, ns, restore).await? {
         let probe = pod.name_any();
@@ -583,7 +613,7 @@ async fn delete_volume_probes(ctx: &Context, ns: &str, restore: &str) -> Result<
     Ok(())
 }
 
-async fn member_objects(
+pub(super) async fn member_objects(
     ctx: &Context,
     ns: &str,
     ensemble: &str,
@@ -615,11 +645,12 @@ fn progress(ids: &BTreeSet<ServerId>, state: &str) -> Vec<RestoreMemberStatus> {
         .map(|id| RestoreMemberStatus {
             server_id: i64::from(id.0),
             state: state.into(),
+            ..Default::default()
         })
         .collect()
 }
 
-async fn fence_ensemble(
+pub(super) async fn fence_ensemble(
     ctx: &Context,
     ns: &str,
     ensemble: &str,
@@ -962,7 +993,7 @@ where
 }
 
 /// The exit code and reason of a failed restore init container, if it failed.
-fn init_failure(pod: &Pod) -> Option<String> {
+pub(super) fn init_failure(pod: &Pod) -> Option<String> {
     let statuses = pod.status.as_ref()?.init_container_statuses.as_ref()?;
     let s = statuses.iter().find(|s| s.name == "restore")?;
     let terminated = s
@@ -982,7 +1013,7 @@ fn init_failure(pod: &Pod) -> Option<String> {
     })
 }
 
-fn pod_ready(pod: &Pod) -> bool {
+pub(super) fn pod_ready(pod: &Pod) -> bool {
     pod.status
         .as_ref()
         .and_then(|s| s.conditions.as_ref())
@@ -1076,6 +1107,7 @@ where
                 } else {
                     "Starting".into()
                 },
+                ..Default::default()
             })
             .collect();
         if !zkr.spec.verify_only {

@@ -26,6 +26,7 @@ use super::EnsembleRef;
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("self == oldSelf").message("spec of a ZkRestore is immutable: create a new ZkRestore instead"))]
+#[x_kube(validation = Rule::new("!has(self.source.survivors) || ((!has(self.mode) || self.mode == 'offline') && (!has(self.verifyOnly) || !self.verifyOnly))").message("spec.source.survivors rebuilds the ensemble offline: spec.mode must be offline and spec.verifyOnly false"))]
 pub struct ZkRestoreSpec {
     /// The ensemble to restore into.
     pub ensemble_ref: EnsembleRef,
@@ -64,10 +65,10 @@ pub enum RestoreMode {
     Online,
 }
 
-/// The backup to restore: exactly one of `backup` or `location`.
+/// What to restore from: exactly one of `backup`, `location` or `survivors`.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("has(self.backup) != has(self.location)").message("spec.source must set exactly one of backup or location"))]
+#[x_kube(validation = Rule::new("[has(self.backup), has(self.location), has(self.survivors)].filter(x, x).size() == 1").message("spec.source must set exactly one of backup, location or survivors"))]
 pub struct RestoreSource {
     /// An artifact of a ZkBackup in the same namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -76,7 +77,18 @@ pub struct RestoreSource {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 4096))]
     pub location: Option<String>,
+    /// Recovery after a quorum loss (`survivors: {}`): when a majority of the voters has lost
+    /// its data for good, rebuild the ensemble from the surviving member with the highest zxid
+    /// (read from every volume, no quorum needed), set the other survivors' volumes aside
+    /// (kept, never deleted), then grow back to `spec.replicas` one step at a time. Refused
+    /// while any member serves or a majority of the voters still holds data. Offline only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub survivors: Option<SurvivorsSource>,
 }
+
+/// Recovery from the ensemble's own surviving volumes; no options yet.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub struct SurvivorsSource {}
 
 /// An artifact of a ZkBackup.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
@@ -175,4 +187,21 @@ pub struct RestoreMemberStatus {
     pub server_id: i64,
     /// Stopped, Restored, Started, Serving, Untouched.
     pub state: String,
+    /// The newest zxid on the member's volume, read by a recovery from the survivors.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zxid: Option<String>,
+    /// What a recovery from the survivors does with the member's volume.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub survivor: Option<SurvivorRole>,
+}
+
+/// What a recovery from the survivors does with one member's volume.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum SurvivorRole {
+    /// The survivor with the highest zxid: the ensemble is rebuilt from it.
+    RebuildFrom,
+    /// Another survivor with data: its PVC is set aside (kept, no longer the ensemble's).
+    SetAside,
+    /// No data on the volume (lost or wiped).
+    NoData,
 }

@@ -23,6 +23,8 @@
 //!   leader.
 //! - [`rules::restart_order`]: followers first, the leader last (I6).
 //! - [`rules::most_up_to_date_survivor`]: recovery starts from the highest zxid (I7).
+//! - [`recovery::decide_recovery`]: recovery after a quorum loss only from the survivor with
+//!   the highest zxid, never while a majority still holds data (I7).
 //! - [`rules::step_is_done`]: a claimed step is confirmed from the observation, never repeated.
 //!
 //! One step at a time (I1) follows from the shape of [`plan`]: a step is only proposed when no
@@ -37,6 +39,7 @@ pub mod model;
 mod plan;
 #[cfg(test)]
 mod properties;
+pub mod recovery;
 pub mod rules;
 pub mod sim;
 #[cfg(test)]

@@ -2,12 +2,16 @@
 //! survivor status names for recovery. Judged from ZooKeeper's own answers read by this test
 //! (each member's `srvr` while it still served), never from the operator's reasoning.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, ListParams};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+use kube::api::{Api, ListParams, PostParams};
 use libtest_mimic::Failed;
-use quorate::crd::{EnsemblePhase, MemberRole};
+use quorate::crd::{
+    EnsemblePhase, EnsembleRef, MemberRole, RestoreMode, RestorePhase, RestoreSource,
+    SurvivorsSource, ZkRestore, ZkRestoreSpec, ZkRestoreStatus,
+};
 use quorate_testbed::nodeagent::Cut;
 
 use super::{create_and_converge, status_of};
@@ -199,4 +203,307 @@ pub async fn names_the_most_up_to_date_survivor_from_the_volumes_after_a_quorum_
         )));
     }
     judges.finish(bed).await.map(drop)
+}
+
+/// A survivors recovery named `name` of the ensemble `masters`.
+fn survivors_recovery(name: &str) -> ZkRestore {
+    ZkRestore::new(
+        name,
+        ZkRestoreSpec {
+            ensemble_ref: EnsembleRef {
+                name: "masters".into(),
+            },
+            source: RestoreSource {
+                survivors: Some(SurvivorsSource {}),
+                ..Default::default()
+            },
+            mode: RestoreMode::Offline,
+            verify_only: false,
+            allow_older: false,
+        },
+    )
+}
+
+/// Waits until the restore is Ready or Failed; returns its status.
+async fn restore_outcome(
+    api: &Api<ZkRestore>,
+    name: &str,
+    timeout: Duration,
+) -> Result<ZkRestoreStatus, Failed> {
+    let mut last = ZkRestoreStatus::default();
+    let done = wait_for(
+        &format!("ZkRestore {name} to finish"),
+        timeout,
+        async || {
+            last = api
+                .get_status(name)
+                .await
+                .map_err(|e| fail(e.to_string()))?
+                .status
+                .unwrap_or_default();
+            Ok(matches!(
+                last.phase,
+                Some(RestorePhase::Ready | RestorePhase::Failed)
+            ))
+        },
+    )
+    .await;
+    done.map_err(|e| fail(format!("{e:?}; last status {last:?}")))?;
+    Ok(last)
+}
+
+/// ZooKeeper's own configuration, asked of every member Pod that serves: all must agree.
+async fn zookeeper_voters(
+    client: &kube::Client,
+    ns: &str,
+    http: &reqwest::Client,
+) -> Result<BTreeSet<u32>, Failed> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let mut seen: Vec<(String, BTreeSet<u32>)> = Vec::new();
+    for p in pods
+        .list(&ListParams::default().labels("quorate.dev/ensemble=masters"))
+        .await
+        .map_err(|e| fail(e.to_string()))?
+        .items
+    {
+        let Some(ip) = p.status.as_ref().and_then(|s| s.pod_ip.clone()) else {
+            continue;
+        };
+        let view = admin_json(http, &ip, "voting_view")
+            .await
+            .and_then(|v| {
+                v.get("current_config")
+                    .and_then(|c| c.as_object())
+                    .map(|c| c.keys().filter_map(|k| k.parse().ok()).collect())
+            })
+            .ok_or_else(|| fail(format!("no voting_view from {ip}")))?;
+        seen.push((ip, view));
+    }
+    let first = seen
+        .first()
+        .map(|(_, v)| v.clone())
+        .ok_or_else(|| fail("no member Pod answers"))?;
+    if seen.iter().any(|(_, v)| *v != first) {
+        return Err(fail(format!(
+            "members disagree on the configuration: {seen:?}"
+        )));
+    }
+    Ok(first)
+}
+
+/// A majority lost for good, recovered from the survivors. Five voters; follower `L` is cut
+/// off while the rest acknowledge more writes, so `L` lags; then three members (the leader
+/// among them) lose their process and their volume, leaving `L` and the up-to-date `B`, two of
+/// five: no quorum, and none can come back. A ZkRestore with `source.survivors` must rebuild
+/// from `B`, never from `L`: every write acknowledged before the loss (all held by `B`, as
+/// `B`'s own `srvr` showed) is back, `L`'s volume is kept aside with its data, and ZooKeeper's
+/// own configuration (every member's `voting_view`) grows back to five with `B` and fresh ids
+/// only. Earlier, while the ensemble served, a recovery is refused and changes nothing.
+///
+/// The judges' writer and sampler do not run here: losing a majority for good may lose writes
+/// that only the lost members held, and the rebuild drops four voters in one step by design.
+/// The writes are checked by the kazoo judge instead, against what `B` held.
+pub async fn recovers_from_the_most_up_to_date_survivor_after_a_majority_is_lost(
+    bed: &Bed,
+    ns: &str,
+) -> TestResult {
+    // No replacement while members are lost one by one: the loss must stay a loss.
+    let mut spec = ensemble("masters", 5);
+    spec.spec.failure.replace_after = "10m".into();
+    let (client, api) = create_and_converge(bed, ns, spec).await?;
+    let restores: Api<ZkRestore> = Api::namespaced(client.clone(), ns);
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(3))
+        .build()
+        .map_err(|e| fail(e.to_string()))?;
+
+    // Refused while the ensemble serves: nothing is touched.
+    restores
+        .create(&PostParams::default(), &survivors_recovery("too-early"))
+        .await
+        .map_err(|e| fail(format!("create: {e}")))?;
+    let early = restore_outcome(&restores, "too-early", Duration::from_secs(60)).await?;
+    let message = early.message.clone().unwrap_or_default();
+    if early.phase != Some(RestorePhase::Failed) || !message.contains("nothing to recover") {
+        return Err(fail(format!(
+            "a recovery of a serving ensemble must be refused: {early:?}"
+        )));
+    }
+    let before = zookeeper_voters(&client, ns, &http).await?;
+    if before != (1..=5).collect() {
+        return Err(fail(format!(
+            "the refused recovery changed the configuration: {before:?}"
+        )));
+    }
+
+    let hosts = member_hosts(&client, ns, "masters").await?;
+    bed.judge
+        .write(&hosts, None, "/before-the-loss", 40)
+        .await
+        .map_err(|e| fail(format!("write: {e}")))?;
+    let status = status_of(&api).await?;
+    let addr = |id: u32| {
+        status
+            .members
+            .iter()
+            .find(|m| m.server_id == i64::from(id))
+            .and_then(|m| m.address.clone())
+            .ok_or_else(|| fail(format!("no address for member {id}")))
+    };
+    let followers: Vec<u32> = status
+        .members
+        .iter()
+        .filter(|m| m.role == Some(MemberRole::Follower))
+        .map(|m| m.server_id as u32)
+        .collect();
+    let (lagging, best) = match followers[..] {
+        [l, b, ..] => (l, b),
+        _ => return Err(fail(format!("fewer than two followers: {followers:?}"))),
+    };
+    let lost: Vec<u32> = (1..=5).filter(|id| *id != lagging && *id != best).collect();
+
+    let lagging_zxid = served_zxid(&http, &addr(lagging)?).await?;
+    with_agent(bed, |a| a.cut(ns, &format!("masters-{lagging}"), Cut::Both))?;
+    let writers = lost
+        .iter()
+        .chain([&best])
+        .map(|id| addr(*id).map(|ip| format!("{ip}:2181")))
+        .collect::<Result<Vec<_>, _>>()?
+        .join(",");
+    bed.judge
+        .write(&writers, None, "/after-the-cut", 40)
+        .await
+        .map_err(|e| fail(format!("write while {lagging} is cut off: {e}")))?;
+    let mut newest = 0;
+    for id in &lost {
+        newest = newest.max(served_zxid(&http, &addr(*id)?).await?);
+    }
+    wait_for(
+        &format!("member {best} to hold every acknowledged write"),
+        Duration::from_secs(30),
+        async || Ok(served_zxid(&http, &addr(best)?).await? >= newest),
+    )
+    .await?;
+
+    // Three members lose their disk and their process for good.
+    for id in &lost {
+        with_agent(bed, |a| a.delete_volume(ns, &format!("data-masters-{id}")))?;
+        with_agent(bed, |a| a.kill(ns, &format!("masters-{id}")))?;
+    }
+    with_agent(bed, |a| a.heal(ns, &format!("masters-{lagging}")))?;
+    // As a person would, recover once ZooKeeper itself says the survivors have no quorum.
+    wait_for(
+        "the survivors to stop serving",
+        Duration::from_secs(60),
+        async || {
+            for id in [lagging, best] {
+                let srvr = admin_json(&http, &addr(id)?, "srvr").await;
+                if srvr.is_some_and(|v| v.get("error").is_none_or(|e| e.is_null())) {
+                    return Ok(false);
+                }
+            }
+            Ok(true)
+        },
+    )
+    .await?;
+
+    restores
+        .create(&PostParams::default(), &survivors_recovery("recover"))
+        .await
+        .map_err(|e| fail(format!("create: {e}")))?;
+    let done = restore_outcome(&restores, "recover", Duration::from_secs(300)).await?;
+    if done.phase != Some(RestorePhase::Ready) {
+        return Err(fail(format!(
+            "the recovery did not finish: {done:?}\noperator log:\n{}",
+            bed.operator_log_tail()
+        )));
+    }
+    wait_converged(bed, &api, "masters", 5, Duration::from_secs(300)).await?;
+
+    // ZooKeeper's own view: five voters, B and fresh ids only.
+    let after = zookeeper_voters(&client, ns, &http).await?;
+    if after.len() != 5 || !after.contains(&best) || after.iter().any(|id| *id != best && *id <= 5)
+    {
+        return Err(fail(format!(
+            "expected member {best} and four fresh ids (> 5), ZooKeeper says {after:?}"
+        )));
+    }
+    // Every acknowledged write is back: B held them all; L never got the later ones.
+    let hosts = member_hosts(&client, ns, "masters").await?;
+    for prefix in ["/before-the-loss", "/after-the-cut"] {
+        let v = bed
+            .judge
+            .verify(&hosts, None, prefix, 40)
+            .await
+            .map_err(|e| fail(format!("verify {prefix}: {e}")))?;
+        if !v.ok {
+            return Err(fail(format!(
+                "writes acknowledged before the loss are missing under {prefix}: {v:?}"
+            )));
+        }
+    }
+    // The lagging survivor's volume is set aside with its data, no longer the ensemble's.
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
+    let aside = pvcs
+        .get(&format!("data-masters-{lagging}"))
+        .await
+        .map_err(|e| fail(format!("the lagging survivor's PVC is gone: {e}")))?;
+    let labels = aside.metadata.labels.clone().unwrap_or_default();
+    if labels.contains_key("quorate.dev/ensemble")
+        || labels.get("quorate.dev/set-aside-by").map(String::as_str) != Some("recover")
+        || aside
+            .metadata
+            .owner_references
+            .as_ref()
+            .is_some_and(|o| !o.is_empty())
+    {
+        return Err(fail(format!(
+            "the lagging survivor's PVC is not set aside: {:?}",
+            aside.metadata
+        )));
+    }
+    let dir = with_agent(bed, |a| {
+        Ok(a.volume_path(ns, &format!("data-masters-{lagging}")))
+    })?;
+    let logs = std::fs::read_dir(dir.join("data/version-2"))
+        .map_err(|e| fail(format!("the set-aside volume lost its data: {e}")))?
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with("log."))
+        .count();
+    if logs == 0 {
+        return Err(fail("the set-aside volume holds no transaction log"));
+    }
+    // Status agrees with what ZooKeeper said before the loss.
+    let zxid_of = |id: u32| {
+        done.members
+            .iter()
+            .find(|m| m.server_id == i64::from(id))
+            .and_then(|m| m.zxid.as_deref())
+            .and_then(hex)
+    };
+    match (zxid_of(lagging), zxid_of(best)) {
+        (Some(l), Some(b)) if l >= lagging_zxid && l < newest && b >= newest => {}
+        other => {
+            return Err(fail(format!(
+                "the survivors' zxids {other:x?} do not match ZooKeeper's ({newest:#x} newest)"
+            )));
+        }
+    }
+    // It takes writes again.
+    bed.judge
+        .write(&hosts, None, "/after-the-recovery", 20)
+        .await
+        .map_err(|e| fail(format!("write after the recovery: {e}")))?;
+    let v = bed
+        .judge
+        .verify(&hosts, None, "/after-the-recovery", 20)
+        .await
+        .map_err(|e| fail(format!("verify: {e}")))?;
+    if v.ok {
+        Ok(())
+    } else {
+        Err(fail(format!(
+            "writes after the recovery are missing: {v:?}"
+        )))
+    }
 }

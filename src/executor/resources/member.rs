@@ -67,6 +67,18 @@ if [ ! -f "$D/conf/zoo.cfg" ]; then
   printf '%s\n' "$ZK_INITIAL_DYNAMIC" > "$D/conf/zoo.cfg.dynamic"
   cp /etc/quorate/config/zoo.cfg "$D/conf/zoo.cfg"
 fi
+# A recovery from the survivors (once per recovery, marked on the volume): this member's
+# configuration becomes itself alone, so that it elects itself with its data; the ensemble then
+# grows back by reconfig. A restarted Pod never does it twice.
+if [ -n "${ZK_RECOVER_ALONE:-}" ] && [ ! -f "$D/conf/recovered-$ZK_RECOVER_ALONE" ]; then
+  printf '%s\n' "$ZK_INITIAL_DYNAMIC" > "$D/conf/zoo.cfg.dynamic.recovery-$ZK_RECOVER_ALONE"
+  rm -f "$D/conf/zoo.cfg.dynamic.next"
+  grep -v '^dynamicConfigFile=' "$D/conf/zoo.cfg" > "$D/conf/zoo.cfg.recovery" || true
+  echo "dynamicConfigFile=$D/conf/zoo.cfg.dynamic.recovery-$ZK_RECOVER_ALONE" >> "$D/conf/zoo.cfg.recovery"
+  mv "$D/conf/zoo.cfg.recovery" "$D/conf/zoo.cfg"
+  touch "$D/conf/recovered-$ZK_RECOVER_ALONE"
+  echo "quorate: member $ZK_SERVER_ID restarts alone, recovering the ensemble from its data ($ZK_RECOVER_ALONE)" >&2
+fi
 # Static settings come from the current spec; the dynamic file ZooKeeper last wrote is kept.
 dyn=$(grep '^dynamicConfigFile=' "$D/conf/zoo.cfg" || true)
 grep -v -e '^dynamicConfigFile=' -e '^admin.serverAddress=' /etc/quorate/config/zoo.cfg > "$D/conf/zoo.cfg.next"
@@ -267,6 +279,31 @@ pub fn build_member_pod(
         }),
         status: None,
     }
+}
+
+/// The Pod of the survivor a recovery after a quorum loss rebuilds the ensemble from: the
+/// member's own Pod (it must find its data, [`MemberStart::HasData`]) whose prepare step makes
+/// its configuration itself alone, once per recovery (`recovery` is the ZkRestore's uid, marked
+/// on the volume, so a restart after the ensemble has grown again never undoes the growth).
+pub fn build_recovery_pod(
+    ctx: &EnsembleContext<'_>,
+    id: ServerId,
+    alone: &str,
+    spec_hash: &str,
+    recovery: &str,
+) -> Pod {
+    let mut pod = build_member_pod(ctx, id, alone, spec_hash, MemberStart::HasData);
+    if let Some(init) = pod
+        .spec
+        .as_mut()
+        .and_then(|s| s.init_containers.as_mut())
+        .and_then(|c| c.first_mut())
+    {
+        init.env
+            .get_or_insert_default()
+            .push(env("ZK_RECOVER_ALONE", recovery));
+    }
+    pod
 }
 
 /// The PVC of member `id`.

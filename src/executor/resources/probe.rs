@@ -62,6 +62,8 @@ pub fn build_zxid_probe_pod(
                     "json".into(),
                     "--termination-log".into(),
                     message.clone(),
+                    "--volume-root".into(),
+                    DATA_MOUNT.into(),
                 ]),
                 termination_message_path: Some(message),
                 volume_mounts: Some(vec![
