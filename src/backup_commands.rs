@@ -543,8 +543,7 @@ pub async fn restore(client: &Client, args: &RestoreArgs) -> Result<String, Stri
                     name: l.backup.clone(),
                     artifact: args.id.clone(),
                 }),
-                location: None,
-                survivors: None,
+                ..Default::default()
             },
             mode: args.mode,
             verify_only: args.verify_only,

@@ -377,8 +377,12 @@ fn volume_zxid_of_a_missing_directory_fails_naming_the_path() {
 /// `quorate backup ...` with a kubeconfig that points nowhere: anything it prints was decided
 /// before contacting a cluster.
 fn backup_offline(args: &[&str]) -> (i32, String, String) {
+    offline(&[&["backup"][..], args].concat())
+}
+
+/// `quorate ...` with a kubeconfig that points nowhere.
+fn offline(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_quorate"))
-        .arg("backup")
         .args(args)
         .env("KUBECONFIG", "/nonexistent/quorate-test-kubeconfig")
         .env_remove("KUBERNETES_SERVICE_HOST")
@@ -406,6 +410,26 @@ fn a_restore_asks_for_yes_or_dry_run_before_contacting_a_cluster() {
     let (code, _, err) = backup_offline(&["restore", "nightly-1", "--yes", "--dry-run"]);
     assert_ne!(code, 0);
     assert!(err.contains("cannot be used with"), "{err}");
+}
+
+#[test]
+fn a_recovery_asks_for_yes_and_a_valid_target_before_contacting_a_cluster() {
+    let (code, _, err) = offline(&["ensemble", "recover", "prod/masters", "--wait"]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("--yes") && err.contains("highest zxid"),
+        "{err}"
+    );
+    assert!(!err.contains("cannot reach the cluster"), "{err}");
+    let (code, _, err) = offline(&["ensemble", "recover", "a/b/c", "--yes"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("is not NAMESPACE/NAME"), "{err}");
+    let (code, _, err) = offline(&["ensemble", "recover", "prod/masters", "--yes"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("cannot reach the cluster"), "{err}");
+    let (code, _, err) = offline(&["ensemble", "recover", "masters", "--yes", "--timeout=5m"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("--wait"), "--timeout needs --wait: {err}");
 }
 
 #[test]

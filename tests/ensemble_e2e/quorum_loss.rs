@@ -407,21 +407,68 @@ pub async fn recovers_from_the_most_up_to_date_survivor_after_a_majority_is_lost
     )
     .await?;
 
-    restores
-        .create(&PostParams::default(), &survivors_recovery("recover"))
-        .await
-        .map_err(|e| fail(format!("create: {e}")))?;
-    let done = restore_outcome(&restores, "recover", Duration::from_secs(300)).await?;
-    if done.phase != Some(RestorePhase::Ready) {
+    // From the command line, as the README says.
+    let target = format!("{ns}/masters");
+    let out = tokio::task::block_in_place(|| {
+        bed.cli(&[
+            "ensemble",
+            "recover",
+            &target,
+            "--yes",
+            "--wait",
+            "--timeout",
+            "5m",
+            "-o",
+            "json",
+        ])
+    })?;
+    if !out.status.success() {
         return Err(fail(format!(
-            "the recovery did not finish: {done:?}\noperator log:\n{}",
+            "quorate ensemble recover failed: {}\noperator log:\n{}",
+            String::from_utf8_lossy(&out.stderr),
             bed.operator_log_tail()
         )));
     }
-    wait_converged(bed, &api, "masters", 5, Duration::from_secs(300)).await?;
-
-    // ZooKeeper's own view: five voters, B and fresh ids only.
-    let after = zookeeper_voters(&client, ns, &http).await?;
+    let printed: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .map_err(|e| fail(format!("recover -o json: {e}: {out:?}")))?;
+    let recovery = printed["restore"].as_str().unwrap_or_default().to_string();
+    let done = restore_outcome(&restores, &recovery, Duration::from_secs(10)).await?;
+    if done.phase != Some(RestorePhase::Ready) {
+        return Err(fail(format!(
+            "the recovery {recovery} is not Ready: {done:?}"
+        )));
+    }
+    // ZooKeeper's own view: back to five voters, B and fresh ids only.
+    let mut after = BTreeSet::new();
+    wait_for(
+        "ZooKeeper's configuration to grow back to five voters",
+        Duration::from_secs(300),
+        async || {
+            after = zookeeper_voters(&client, ns, &http)
+                .await
+                .unwrap_or_default();
+            Ok(after.len() == 5)
+        },
+    )
+    .await
+    .map_err(|e| {
+        fail(format!(
+            "{e:?}; last seen {after:?}\noperator log:\n{}",
+            bed.operator_log_tail()
+        ))
+    })?;
+    wait_converged(bed, &api, "masters", 5, Duration::from_secs(120)).await?;
+    let recorded: BTreeSet<u32> = status_of(&api)
+        .await?
+        .voters
+        .iter()
+        .map(|v| *v as u32)
+        .collect();
+    if recorded != after {
+        return Err(fail(format!(
+            "status records voters {recorded:?}, ZooKeeper says {after:?}"
+        )));
+    }
     if after.len() != 5 || !after.contains(&best) || after.iter().any(|id| *id != best && *id <= 5)
     {
         return Err(fail(format!(
@@ -450,7 +497,7 @@ pub async fn recovers_from_the_most_up_to_date_survivor_after_a_majority_is_lost
         .map_err(|e| fail(format!("the lagging survivor's PVC is gone: {e}")))?;
     let labels = aside.metadata.labels.clone().unwrap_or_default();
     if labels.contains_key("quorate.dev/ensemble")
-        || labels.get("quorate.dev/set-aside-by").map(String::as_str) != Some("recover")
+        || labels.get("quorate.dev/set-aside-by") != Some(&recovery)
         || aside
             .metadata
             .owner_references
