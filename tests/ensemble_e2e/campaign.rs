@@ -91,6 +91,17 @@ pub enum Fault {
 }
 
 impl Fault {
+    /// Whether the fault destroys a member's data for good (its volume or its PVC). A round
+    /// injects at most one: two at once can take a majority's data of a three-voter ensemble,
+    /// a quorum loss that keeps no acknowledged-write promise and needs a person (recovery
+    /// from the survivors), which no operator may decide alone.
+    pub fn destroys_data(self) -> bool {
+        matches!(
+            self,
+            Fault::VolumeLost | Fault::VolumeLostWhileDown | Fault::PvcDeleted
+        )
+    }
+
     pub const ALL: [Fault; 23] = [
         Fault::FollowerKill,
         Fault::LeaderKill,
@@ -624,10 +635,16 @@ pub async fn campaign(bed: &Bed, ns: &str, seed: u64, faults: usize) -> Result<(
             let n = rng.random_range(1..=per_round).min(queue.len());
             let mut done = Vec::new();
             let mut failpoints = Vec::new();
+            let mut deferred = Vec::new();
             for _ in 0..n {
                 let Some(fault) = queue.pop_front() else {
                     break;
                 };
+                if fault.destroys_data() && done.iter().any(|f: &Fault| f.destroys_data()) {
+                    // The next round takes it (see `Fault::destroys_data`).
+                    deferred.push(fault);
+                    continue;
+                }
                 holding(Duration::from_millis(rng.random_range(0..3000))).await;
                 rig.supervise()?;
                 eprintln!("round {round} ({op:?}): {fault:?}");
@@ -646,6 +663,9 @@ pub async fn campaign(bed: &Bed, ns: &str, seed: u64, faults: usize) -> Result<(
                         )));
                     }
                 }
+            }
+            for fault in deferred.into_iter().rev() {
+                queue.push_front(fault);
             }
             rig.supervise()?;
             let converge = converged(&rig, &api, &judges, size as usize).await?;
