@@ -138,6 +138,7 @@ fn main() {
             namespace: "bench".into(),
             ensemble: "bench".into(),
             ensemble_uid: None,
+            ensemble_spec: None,
             backup: "bench".into(),
             member: member.clone(),
             format: Format::Snapshot,

@@ -101,6 +101,144 @@ async fn all_artifacts(client: &Client, ns: Option<&str>) -> Result<Vec<Listed>,
     Ok(out)
 }
 
+/// One artifact as a bucket holds it, read without any ZkBackup.
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BucketRow {
+    /// Artifact id.
+    pub id: String,
+    /// Its URL: `spec.source.location` of a restore.
+    pub location: String,
+    /// Complete and consistent (marker and manifest agree); otherwise why not.
+    pub complete: bool,
+    /// Why it cannot be restored, when it cannot.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+    /// Its manifest: the source ensemble, its uid and spec, zxids, counts, checksum.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub manifest: Option<crate::backup::artifact::Manifest>,
+}
+
+/// Every artifact in the bucket of `dest` (its credentials Secret read in `ns`).
+async fn bucket_rows(
+    client: &Client,
+    dest: &Destination,
+    ns: &str,
+) -> Result<Vec<BucketRow>, String> {
+    let store = crate::controller::backup::store_for(client, ns, dest)
+        .await
+        .map_err(|e| format!("open the bucket: {e}"))?;
+    let mut rows = Vec::new();
+    for (ans, backup, id) in store
+        .list_all_artifacts()
+        .await
+        .map_err(|e| format!("list {}: {e}", store.url()))?
+    {
+        let paths = store.artifact(&ans, &backup, &id);
+        let (manifest, problem) = match store.read_manifest(&id, &paths).await {
+            Ok(Ok(m)) => (Some(m), None),
+            Ok(Err(invalid)) => (None, Some(invalid.to_string())),
+            Err(e) => (None, Some(e.to_string())),
+        };
+        rows.push(BucketRow {
+            id,
+            location: paths.location.trim_end_matches('/').to_string(),
+            complete: manifest.is_some(),
+            problem,
+            manifest,
+        });
+    }
+    Ok(rows)
+}
+
+/// `quorate backup list --from URL`: the artifacts a bucket holds, newest last.
+pub async fn list_bucket(
+    client: &Client,
+    dest: &Destination,
+    prefix: Option<&str>,
+    ns: &Option<String>,
+    output: Output,
+) -> Result<String, String> {
+    let ns = namespace_of(client, ns);
+    let mut rows: Vec<BucketRow> = bucket_rows(client, dest, &ns)
+        .await?
+        .into_iter()
+        .filter(|r| prefix.is_none_or(|p| r.id.starts_with(p)))
+        .collect();
+    rows.sort_by_key(|r| r.manifest.as_ref().map(|m| m.finished_at));
+    if output == Output::Json {
+        return json(&rows);
+    }
+    if rows.is_empty() {
+        return Ok("no backups\n".into());
+    }
+    let mut lines = vec![vec![
+        "ID".to_string(),
+        "SOURCE".into(),
+        "UID".into(),
+        "FINISHED".into(),
+        "ZXID".into(),
+        "ZNODES".into(),
+        "BYTES".into(),
+        "LOCATION".into(),
+    ]];
+    for r in &rows {
+        let m = r.manifest.as_ref();
+        lines.push(vec![
+            r.id.clone(),
+            m.map(|m| format!("{}/{}", m.namespace, m.ensemble))
+                .unwrap_or_else(|| r.problem.clone().unwrap_or("-".into())),
+            m.and_then(|m| m.ensemble_uid.clone()).unwrap_or("-".into()),
+            m.map(|m| m.finished_at.to_string()).unwrap_or("-".into()),
+            m.map(|m| crate::backup::artifact::zxid_hex(m.zxid))
+                .unwrap_or("-".into()),
+            m.map(|m| m.user_znodes.to_string()).unwrap_or("-".into()),
+            m.map(|m| m.bytes.to_string()).unwrap_or("-".into()),
+            r.location.clone(),
+        ]);
+    }
+    Ok(render(&lines))
+}
+
+/// The complete artifact `id` in the bucket of `dest`, and the same as a listed backup.
+async fn find_in_bucket(
+    client: &Client,
+    dest: &Destination,
+    ns: &str,
+    id: &str,
+) -> Result<(BucketRow, Listed), String> {
+    let row = bucket_rows(client, dest, ns)
+        .await?
+        .into_iter()
+        .find(|r| r.id == id)
+        .ok_or_else(|| {
+            format!("no backup with id {id} in the bucket (see `quorate backup list --from ...`)")
+        })?;
+    let Some(m) = row.manifest.clone() else {
+        return Err(format!(
+            "backup {id} cannot be restored: {}",
+            row.problem.clone().unwrap_or_default()
+        ));
+    };
+    let listed = Listed {
+        namespace: m.namespace.clone(),
+        backup: m.backup.clone(),
+        ensemble: m.ensemble.clone(),
+        artifact: BackupArtifact {
+            id: m.id.clone(),
+            phase: ArtifactPhase::Ready,
+            zxid: Some(crate::backup::artifact::zxid_hex(m.zxid)),
+            znodes: i64::try_from(m.znodes).ok(),
+            bytes: i64::try_from(m.bytes).ok(),
+            sha256: Some(m.sha256.clone()),
+            location: Some(row.location.clone()),
+            source_member: Some(i64::from(m.source_member)),
+            ..Default::default()
+        },
+    };
+    Ok((row, listed))
+}
+
 async fn find(client: &Client, ns: Option<&str>, id: &str) -> Result<Listed, String> {
     all_artifacts(client, ns)
         .await?
@@ -499,12 +637,35 @@ pub struct RestoreArgs {
     pub dry_run: bool,
     /// Output format.
     pub output: Output,
+    /// Find the artifact in this bucket instead of the ZkBackups (disaster recovery).
+    pub bucket: Option<Destination>,
 }
 
 /// `quorate backup restore ID`: a ZkRestore of that artifact.
 pub async fn restore(client: &Client, args: &RestoreArgs) -> Result<String, String> {
     let ns = namespace_of(client, &args.namespace);
-    let l = find(client, Some(&ns), &args.id).await?;
+    let (l, source) = match &args.bucket {
+        Some(dest) => {
+            let (row, listed) = find_in_bucket(client, dest, &ns, &args.id).await?;
+            let source = RestoreSource {
+                location: Some(row.location.clone()),
+                destination: Some(dest.clone()),
+                ..Default::default()
+            };
+            (listed, source)
+        }
+        None => {
+            let l = find(client, Some(&ns), &args.id).await?;
+            let source = RestoreSource {
+                backup: Some(BackupArtifactRef {
+                    name: l.backup.clone(),
+                    artifact: args.id.clone(),
+                }),
+                ..Default::default()
+            };
+            (l, source)
+        }
+    };
     if l.artifact.phase != ArtifactPhase::Ready {
         return Err(format!(
             "backup {} is {}, not Ready: it cannot be restored",
@@ -538,13 +699,7 @@ pub async fn restore(client: &Client, args: &RestoreArgs) -> Result<String, Stri
         },
         spec: ZkRestoreSpec {
             ensemble_ref: EnsembleRef { name: ensemble },
-            source: RestoreSource {
-                backup: Some(BackupArtifactRef {
-                    name: l.backup.clone(),
-                    artifact: args.id.clone(),
-                }),
-                ..Default::default()
-            },
+            source,
             mode: args.mode,
             verify_only: args.verify_only,
             allow_older: args.allow_older,

@@ -207,6 +207,9 @@ pub enum BackupCommand {
     List {
         /// Id prefix, such as a label.
         prefix: Option<String>,
+        /// Read a bucket directly instead of the ZkBackups (disaster recovery).
+        #[command(flatten)]
+        bucket: BucketArgs,
         /// Namespace (the kubeconfig's when absent).
         #[arg(short = 'n', long)]
         namespace: Option<String>,
@@ -240,6 +243,10 @@ pub enum BackupCommand {
     Restore {
         /// The backup id.
         id: String,
+        /// Find the backup in a bucket instead of the ZkBackups (disaster recovery: no
+        /// ZkBackup is needed, only the credentials Secret).
+        #[command(flatten)]
+        bucket: BucketArgs,
         /// Namespace (the kubeconfig's when absent).
         #[arg(short = 'n', long)]
         namespace: Option<String>,
@@ -274,6 +281,79 @@ pub enum BackupCommand {
         #[arg(short = 'o', long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
+}
+
+/// A bucket read directly, with no ZkBackup (`backup list --from`, `backup restore --from`).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct BucketArgs {
+    /// `s3://BUCKET[/PREFIX]` (with --endpoint and --secret), or `file:///DIR` (a directory the
+    /// operator can read), as a ZkBackup's destination names it.
+    #[arg(long = "from", value_name = "URL")]
+    pub from: Option<String>,
+    /// The S3 endpoint, such as https://s3.eu-west-1.amazonaws.com.
+    #[arg(long, requires = "from")]
+    pub endpoint: Option<String>,
+    /// The S3 region.
+    #[arg(long, requires = "from")]
+    pub region: Option<String>,
+    /// The Secret (keys accessKeyId and secretAccessKey) in the namespace that reads the
+    /// bucket; a restore's members use it too.
+    #[arg(long, requires = "from")]
+    pub secret: Option<String>,
+}
+
+/// The destination `--from` names, or why it is not one. Pure: checked before any cluster is
+/// contacted.
+pub fn bucket_destination(b: &BucketArgs) -> Result<Option<crate::crd::Destination>, String> {
+    use crate::crd::{Destination, FilesystemDestination, S3Destination};
+    let Some(url) = &b.from else {
+        return Ok(None);
+    };
+    if let Some(rest) = url.strip_prefix("s3://") {
+        let (bucket, prefix) = match rest.split_once('/') {
+            Some((bucket, prefix)) => (bucket, prefix.trim_matches('/')),
+            None => (rest, ""),
+        };
+        if !(3..=63).contains(&bucket.len()) {
+            return Err(format!(
+                "--from {url}: the bucket name must be 3 to 63 characters"
+            ));
+        }
+        let endpoint = b
+            .endpoint
+            .clone()
+            .ok_or_else(|| format!("--from {url}: an s3:// bucket needs --endpoint"))?;
+        let secret = b.secret.clone().ok_or_else(|| {
+            format!("--from {url}: an s3:// bucket needs --secret (a Secret with accessKeyId and secretAccessKey)")
+        })?;
+        return Ok(Some(Destination {
+            s3: Some(S3Destination {
+                endpoint,
+                bucket: bucket.into(),
+                prefix: (!prefix.is_empty()).then(|| prefix.into()),
+                region: b.region.clone(),
+                credentials_secret: secret,
+            }),
+            filesystem: None,
+        }));
+    }
+    if let Some(path) = url.strip_prefix("file://") {
+        if !path.starts_with('/') {
+            return Err(format!("--from {url}: a file:// path must be absolute"));
+        }
+        if b.endpoint.is_some() || b.secret.is_some() {
+            return Err(format!(
+                "--from {url}: --endpoint and --secret are for s3:// buckets"
+            ));
+        }
+        return Ok(Some(Destination {
+            s3: None,
+            filesystem: Some(FilesystemDestination { path: path.into() }),
+        }));
+    }
+    Err(format!(
+        "--from {url}: expected s3://BUCKET[/PREFIX] or file:///DIR"
+    ))
 }
 
 /// `--method`.
@@ -716,6 +796,9 @@ pub fn check_recover(target: &str, yes: bool) -> Result<(), String> {
 }
 
 pub fn check_backup_command(command: &BackupCommand) -> Result<(), String> {
+    if let BackupCommand::List { bucket, .. } | BackupCommand::Restore { bucket, .. } = command {
+        bucket_destination(bucket)?;
+    }
     if let BackupCommand::Restore {
         id,
         verify_only: false,
@@ -767,9 +850,20 @@ async fn run_backup_command(command: &BackupCommand) -> Result<String, String> {
         }
         BackupCommand::List {
             prefix,
+            bucket,
+            namespace,
+            all_namespaces: _,
+            output,
+        } if bucket.from.is_some() => {
+            let dest = bucket_destination(bucket)?.unwrap_or_default();
+            b::list_bucket(&client, &dest, prefix.as_deref(), namespace, *output).await
+        }
+        BackupCommand::List {
+            prefix,
             namespace,
             all_namespaces,
             output,
+            ..
         } => {
             b::list(
                 &client,
@@ -788,6 +882,7 @@ async fn run_backup_command(command: &BackupCommand) -> Result<String, String> {
         BackupCommand::Delete { id, namespace } => b::delete(&client, id, namespace).await,
         BackupCommand::Restore {
             id,
+            bucket,
             namespace,
             ensemble,
             mode,
@@ -815,6 +910,7 @@ async fn run_backup_command(command: &BackupCommand) -> Result<String, String> {
                     timeout: timeout.unwrap_or(b::DEFAULT_WAIT),
                     dry_run: *dry_run,
                     output: *output,
+                    bucket: bucket_destination(bucket)?,
                 },
             )
             .await

@@ -273,6 +273,18 @@ async fn the_server_rejects_other_bad_specs_with_the_field_and_rule(ctx: Arc<Ctx
         "exactly one of backup, location or survivors",
         "survivors beside a backup",
     )?;
+    let mut r = restore("destination-alone");
+    r.spec.source.destination = Some(Destination {
+        filesystem: Some(FilesystemDestination {
+            path: "/backups".into(),
+        }),
+        s3: None,
+    });
+    expect_rejected(
+        restores.create(&PostParams::default(), &r).await,
+        "spec.source.destination names the bucket that holds spec.source.location",
+        "destination without location",
+    )?;
     let survivors = |name: &str| {
         let mut r = restore(name);
         r.spec.source.backup = None;

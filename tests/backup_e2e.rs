@@ -1829,8 +1829,151 @@ async fn the_backup_cli_creates_lists_shows_restores_and_deletes(
     Ok(())
 }
 
+/// Disaster recovery from the bucket alone: an ensemble is backed up in one namespace, then
+/// that namespace is deleted with everything in it (ensemble, ZkBackup, members, volumes). In
+/// another namespace, with only a credentials Secret and a new empty ensemble, the CLI lists
+/// the bucket (the manifest names the source ensemble, its uid and its spec) and restores the
+/// artifact; kazoo then reads the same tree as before the backup. No ZkBackup exists there.
+async fn restores_from_the_bucket_alone_into_a_new_namespace(bed: &Bed, ns: &str) -> TestResult {
+    let client = bed.client().await?;
+    namespace(&client, ns).await?;
+    s3_secret(&client, ns).await?;
+    let source = converged(bed, &client, ns, "source", 1, None).await?;
+    let uid = source
+        .get("source")
+        .await
+        .map_err(|e| fail(e.to_string()))?
+        .uid()
+        .unwrap_or_default();
+    let hosts = member_hosts(&client, ns, "source").await?;
+    let password = super_password(&client, ns, "source").await?;
+    bed.judge
+        .populate(&hosts, Some(("super", &password)), "/dr", 300, 64)
+        .await
+        .map_err(|e| fail(format!("populate: {e}")))?;
+    let before = tree_of(bed, &hosts, &password).await?;
+    let api = create_backup(
+        &client,
+        ns,
+        "offsite",
+        backup_spec("source", "offsite", serde_json::json!({})),
+    )
+    .await?;
+    let a = next_artifact(bed, &api, "offsite", &[], Duration::from_secs(120)).await?;
+    if a.phase != ArtifactPhase::Ready {
+        return Err(fail(format!("backup failed: {:?}", a.message)));
+    }
+
+    // The disaster: the namespace and everything in it are gone.
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    namespaces
+        .delete(ns, &Default::default())
+        .await
+        .map_err(|e| fail(format!("delete namespace {ns}: {e}")))?;
+    wait_for(
+        &format!("namespace {ns} to be gone"),
+        Duration::from_secs(180),
+        async || {
+            Ok(namespaces
+                .get_opt(ns)
+                .await
+                .map_err(|e| fail(e.to_string()))?
+                .is_none())
+        },
+    )
+    .await?;
+
+    let dr = format!("{ns}-dr");
+    namespace(&client, &dr).await?;
+    s3_secret(&client, &dr).await?;
+    converged(bed, &client, &dr, "rebuilt", 1, None).await?;
+    let bucket = [
+        "--from",
+        &format!("s3://{BUCKET}/e2e"),
+        "--endpoint",
+        &s3().endpoint(),
+        "--region",
+        s3().region(),
+        "--secret",
+        "s3-keys",
+        "-n",
+        &dr,
+    ]
+    .map(str::to_string);
+    let cli = |args: &[&str]| {
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(bucket.iter().map(String::as_str));
+        bed.cli(&all)
+    };
+    let listed = cli(&["backup", "list", "offsite", "-o", "json"])?;
+    if !listed.status.success() {
+        return Err(fail(format!(
+            "backup list --from: {}",
+            String::from_utf8_lossy(&listed.stderr)
+        )));
+    }
+    let rows: Vec<serde_json::Value> =
+        serde_json::from_slice(&listed.stdout).map_err(|e| fail(e.to_string()))?;
+    let row = rows
+        .iter()
+        .find(|r| r["id"] == a.id.as_str())
+        .ok_or_else(|| fail(format!("{} is not listed from the bucket: {rows:?}", a.id)))?;
+    let m = &row["manifest"];
+    if row["complete"] != true
+        || m["namespace"] != ns
+        || m["ensemble"] != "source"
+        || m["ensembleUid"] != uid.as_str()
+        || m["ensembleSpec"]["replicas"] != 1
+    {
+        return Err(fail(format!(
+            "the bucket's listing must name the source ensemble, its uid and spec: {row}"
+        )));
+    }
+    let text = cli(&["backup", "list", "offsite"])?;
+    let text = String::from_utf8_lossy(&text.stdout);
+    if !text.contains(&a.id) || !text.contains(&format!("{ns}/source")) {
+        return Err(fail(format!("backup list --from (text): {text}")));
+    }
+
+    let restored = cli(&[
+        "backup",
+        "restore",
+        &a.id,
+        "--ensemble",
+        "rebuilt",
+        "--yes",
+        "--wait",
+        "--timeout",
+        "10m",
+    ])?;
+    if !restored.status.success() {
+        return Err(fail(format!(
+            "backup restore --from: {}\noperator log:\n{}",
+            String::from_utf8_lossy(&restored.stderr),
+            bed.operator_log_tail()
+        )));
+    }
+    let backups = Api::<ZkBackup>::namespaced(client.clone(), &dr)
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    if !backups.items.is_empty() {
+        return Err(fail(
+            "the restore must not need a ZkBackup in the new namespace",
+        ));
+    }
+    let hosts = member_hosts(&client, &dr, "rebuilt").await?;
+    let password = super_password(&client, &dr, "rebuilt").await?;
+    let after = tree_of(bed, &hosts, &password).await?;
+    same_trees(&before, &after)
+}
+
 fn scenarios() -> Vec<(&'static str, Scenario)> {
     vec![
+        (
+            "restores_from_the_bucket_alone_into_a_new_namespace",
+            |b, n| Box::pin(restores_from_the_bucket_alone_into_a_new_namespace(b, n)),
+        ),
         (
             "backs_up_a_varied_tree_and_restores_it_offline_into_a_fresh_ensemble",
             |b, n| {

@@ -413,6 +413,64 @@ fn a_restore_asks_for_yes_or_dry_run_before_contacting_a_cluster() {
 }
 
 #[test]
+fn a_bucket_is_checked_before_contacting_a_cluster() {
+    for (args, says) in [
+        (
+            vec!["list", "--from", "s3://backups/prod"],
+            "needs --endpoint",
+        ),
+        (
+            vec![
+                "list",
+                "--from",
+                "s3://backups",
+                "--endpoint",
+                "http://127.0.0.1:9",
+            ],
+            "needs --secret",
+        ),
+        (
+            vec![
+                "list",
+                "--from",
+                "s3://ab",
+                "--endpoint",
+                "e",
+                "--secret",
+                "s",
+            ],
+            "3 to 63 characters",
+        ),
+        (
+            vec!["list", "--from", "file://relative"],
+            "must be absolute",
+        ),
+        (vec!["list", "--from", "gs://backups"], "expected s3://"),
+        (vec!["list", "--endpoint", "http://x"], "--from"),
+        (
+            vec!["restore", "nightly-1", "--yes", "--from", "s3://backups/p"],
+            "needs --endpoint",
+        ),
+    ] {
+        let (code, _, err) = backup_offline(&args);
+        assert_ne!(code, 0, "{args:?}");
+        assert!(err.contains(says), "{args:?}: {err}");
+        assert!(!err.contains("cannot reach the cluster"), "{args:?}: {err}");
+    }
+    let (code, _, err) = backup_offline(&[
+        "list",
+        "--from",
+        "s3://backups/prod",
+        "--endpoint",
+        "http://127.0.0.1:9",
+        "--secret",
+        "s3-keys",
+    ]);
+    assert_ne!(code, 0);
+    assert!(err.contains("cannot reach the cluster"), "{err}");
+}
+
+#[test]
 fn a_recovery_asks_for_yes_and_a_valid_target_before_contacting_a_cluster() {
     let (code, _, err) = offline(&["ensemble", "recover", "prod/masters", "--wait"]);
     assert_ne!(code, 0);

@@ -59,6 +59,7 @@ async fn a_replay_of_data_changed_since_verification_deletes_nothing() {
         namespace: "ns".into(),
         ensemble: "masters".into(),
         ensemble_uid: None,
+        ensemble_spec: None,
         backup: "daily".into(),
         member: member.clone(),
         format: Format::Tree,

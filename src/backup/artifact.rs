@@ -67,6 +67,11 @@ pub struct Manifest {
     /// artifacts taken before quorate recorded it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ensemble_uid: Option<String>,
+    /// That MasterEnsemble's spec when the backup started (replicas, version, configuration):
+    /// what a new ensemble needs to match when the artifact is restored elsewhere, such as
+    /// into a new cluster from the bucket alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ensemble_spec: Option<serde_json::Value>,
     /// The ZkBackup that took it.
     pub backup: String,
     /// What `data` holds.
@@ -256,6 +261,7 @@ mod tests {
             namespace: "ns".into(),
             ensemble: "masters".into(),
             ensemble_uid: Some("0f6c1d9e-uid".into()),
+            ensemble_spec: Some(serde_json::json!({"replicas": 3})),
             backup: "nightly".into(),
             format: Format::Snapshot,
             zookeeper_version: Some("3.9.5".into()),

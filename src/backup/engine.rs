@@ -168,6 +168,8 @@ pub struct BackupJob {
     pub ensemble: String,
     /// The ensemble's uid, recorded in the manifest.
     pub ensemble_uid: Option<String>,
+    /// The ensemble's spec when the backup started, recorded in the manifest.
+    pub ensemble_spec: Option<serde_json::Value>,
     /// The ZkBackup.
     pub backup: String,
     /// The member read from.
@@ -227,6 +229,7 @@ pub async fn run_backup(
         namespace: job.namespace.clone(),
         ensemble: job.ensemble.clone(),
         ensemble_uid: job.ensemble_uid.clone(),
+        ensemble_spec: job.ensemble_spec.clone(),
         backup: job.backup.clone(),
         format: job.format,
         zookeeper_version: job.zookeeper_version.clone(),

@@ -398,6 +398,35 @@ impl Store {
         Ok(ids)
     }
 
+    /// Every artifact in the store as `(namespace, backup, id)`, whatever ZkBackup took it
+    /// (complete or not), sorted: what a bucket holds when no ZkBackup in this cluster knows it.
+    pub async fn list_all_artifacts(&self) -> Result<Vec<(String, String, String)>, Error> {
+        let root = (!self.prefix.is_empty()).then(|| ObjPath::from(self.prefix.as_str()));
+        let objects: Vec<ObjPath> = self
+            .inner
+            .list(root.as_ref())
+            .map_ok(|m| m.location)
+            .try_collect()
+            .await
+            .map_err(store_err(format!("list {}", self.url_base)))?;
+        let mut found: Vec<(String, String, String)> = objects
+            .iter()
+            .filter_map(|p| {
+                let parts: Vec<String> = match &root {
+                    Some(r) => p.prefix_match(r)?.map(|s| s.as_ref().to_string()).collect(),
+                    None => p.parts().map(|s| s.as_ref().to_string()).collect(),
+                };
+                match parts.as_slice() {
+                    [ns, backup, id, _file] => Some((ns.clone(), backup.clone(), id.clone())),
+                    _ => None,
+                }
+            })
+            .collect();
+        found.sort();
+        found.dedup();
+        Ok(found)
+    }
+
     /// Whether an object exists.
     pub async fn exists(&self, path: &ObjPath) -> Result<bool, Error> {
         match self.inner.head(path).await {

@@ -560,6 +560,7 @@ async fn run_one(
         namespace: ns.clone(),
         ensemble: ens_name.clone(),
         ensemble_uid: ens.uid(),
+        ensemble_spec: serde_json::to_value(&ens.spec).ok(),
         backup: name.clone(),
         member,
         format,

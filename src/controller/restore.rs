@@ -38,8 +38,8 @@ use crate::backup::engine::{self, Verified};
 use crate::backup::store::Store;
 use crate::constants::*;
 use crate::crd::{
-    MasterEnsemble, MemberRole, RestoreMemberStatus, RestoreMode, RestorePhase, VerifiedArtifact,
-    ZkBackup, ZkRestore, ZkRestoreStatus, condition,
+    Destination, MasterEnsemble, MemberRole, RestoreMemberStatus, RestoreMode, RestorePhase,
+    VerifiedArtifact, ZkBackup, ZkRestore, ZkRestoreStatus, condition,
 };
 use crate::executor::resources::member::{
     EnsembleContext, MemberStart, build_member_pod, build_member_pvc,
@@ -70,7 +70,11 @@ pub(super) async fn update(
 /// The restore's view of where its artifact is.
 struct Source {
     store: Store,
-    backup: ZkBackup,
+    /// The bucket and credentials Secret (in the restore's namespace) that hold it.
+    destination: Destination,
+    /// The namespace and ZkBackup the artifact was taken in (its path in the store).
+    namespace: String,
+    backup: String,
     id: String,
 }
 
@@ -93,11 +97,33 @@ async fn resolve_source(ctx: &Context, zkr: &ZkRestore) -> Result<Source, String
             .map_err(|e| e.to_string())?;
         return Ok(Source {
             store,
-            backup,
+            destination: backup.spec.destination,
+            namespace: ns,
+            backup: r.name.clone(),
             id: r.artifact.clone(),
         });
     }
     let location = zkr.spec.source.location.clone().unwrap_or_default();
+    // Bucket-only: the destination given names the bucket and its credentials Secret; no
+    // ZkBackup is needed (a new cluster after a disaster).
+    if let Some(destination) = &zkr.spec.source.destination {
+        let store = store_for(&ctx.client, &ns, destination)
+            .await
+            .map_err(|e| format!("spec.source.destination: {e}"))?;
+        let (namespace, backup, id) = store.artifact_at(&location).ok_or_else(|| {
+            format!(
+                "spec.source.location {location} is not an artifact of spec.source.destination ({}/<namespace>/<backup>/<id>)",
+                store.url()
+            )
+        })?;
+        return Ok(Source {
+            store,
+            destination: destination.clone(),
+            namespace,
+            backup,
+            id,
+        });
+    }
     let list = backups
         .list(&ListParams::default())
         .await
@@ -106,14 +132,20 @@ async fn resolve_source(ctx: &Context, zkr: &ZkRestore) -> Result<Source, String
         let Ok(store) = store_for(&ctx.client, &ns, &backup.spec.destination).await else {
             continue;
         };
-        if let Some((_, b, id)) = store.artifact_at(&location)
+        if let Some((namespace, b, id)) = store.artifact_at(&location)
             && b == backup.name_any()
         {
-            return Ok(Source { store, backup, id });
+            return Ok(Source {
+                store,
+                destination: backup.spec.destination,
+                namespace,
+                backup: b,
+                id,
+            });
         }
     }
     Err(format!(
-        "spec.source.location {location}: no ZkBackup in {ns} stores artifacts there (its credentials come from the ZkBackup's destination)"
+        "spec.source.location {location}: no ZkBackup in {ns} stores artifacts there (its credentials come from the ZkBackup's destination; set spec.source.destination to restore from a bucket alone)"
     ))
 }
 
@@ -329,8 +361,9 @@ where
             VolumesZxid::Unknown(why) => from_volumes = Some(Err(why)),
         }
     }
-    let bname = source.backup.name_any();
-    let paths = source.store.artifact(&ns, &bname, &source.id);
+    let paths = source
+        .store
+        .artifact(&source.namespace, &source.backup, &source.id);
     info!(artifact = %source.id, location = %paths.location, "verifying");
     let verified = match engine::verify_artifact(&source.store, &source.id, &paths).await {
         Ok(v) => v,
@@ -716,14 +749,14 @@ async fn stop_members(
 }
 
 fn restore_init<'a>(
-    source: &'a ZkBackup,
+    destination: &'a Destination,
     artifact: &'a VerifiedArtifact,
     image: &'a str,
     uid: &'a str,
 ) -> RestoreInit<'a> {
     RestoreInit {
         image,
-        destination: &source.spec.destination,
+        destination,
         artifact,
         restore_id: uid,
     }
@@ -793,7 +826,7 @@ where
     let source = resolve_source(ctx, zkr).await.map_err(Error::Backup)?;
     let uid = zkr.uid().unwrap_or_default();
     let image = operator_image();
-    let init = restore_init(&source.backup, &artifact, &image, &uid);
+    let init = restore_init(&source.destination, &artifact, &image, &uid);
     let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
 
     if zkr.spec.mode == RestoreMode::Online && !zkr.spec.verify_only {

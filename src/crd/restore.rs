@@ -69,14 +69,22 @@ pub enum RestoreMode {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("[has(self.backup), has(self.location), has(self.survivors)].filter(x, x).size() == 1").message("spec.source must set exactly one of backup, location or survivors"))]
+#[x_kube(validation = Rule::new("!has(self.destination) || has(self.location)").message("spec.source.destination names the bucket that holds spec.source.location: set location too"))]
 pub struct RestoreSource {
     /// An artifact of a ZkBackup in the same namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup: Option<BackupArtifactRef>,
-    /// The URL of an artifact in object storage.
+    /// The URL of an artifact in object storage (`s3://<bucket>/<prefix>/<namespace>/<backup>/<id>`,
+    /// as `quorate backup list` prints it). Its credentials come from `destination` when set,
+    /// otherwise from the ZkBackup in this namespace whose destination holds it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 4096))]
     pub location: Option<String>,
+    /// The bucket (and prefix) that holds `location`, with a credentials Secret in this
+    /// namespace: restores an artifact with no ZkBackup in this cluster, such as into a new
+    /// cluster after a disaster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination: Option<crate::crd::Destination>,
     /// Recovery after a quorum loss (`survivors: {}`): when a majority of the voters has lost
     /// its data for good, rebuild the ensemble from the surviving member with the highest zxid
     /// (read from every volume, no quorum needed), set the other survivors' volumes aside
