@@ -16,12 +16,11 @@ pub mod backup;
 pub mod backup_commands;
 pub mod cli;
 pub mod constants;
+pub use quorate_core::{crd, planner};
 pub mod controller;
-pub mod crd;
 pub mod executor;
 pub mod inspect;
 pub mod metrics;
-pub mod planner;
 #[cfg(feature = "sandbox")]
 pub mod sandbox;
 pub mod serve;

@@ -30,9 +30,9 @@ fn planner_crd_and_resource_builders_import_no_io_and_never_read_the_clock() {
         "std::process",
     ];
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let core = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("crates/quorate-core/src");
     let mut files = Vec::new();
-    rust_files(&root.join("planner"), &mut files);
-    rust_files(&root.join("crd"), &mut files);
+    rust_files(&core, &mut files);
     rust_files(&root.join("executor").join("resources"), &mut files);
     assert!(
         files.len() >= 8,
@@ -56,5 +56,54 @@ fn planner_crd_and_resource_builders_import_no_io_and_never_read_the_clock() {
         hits.is_empty(),
         "pure modules use I/O or the clock:\n{}",
         hits.join("\n")
+    );
+}
+
+/// The pure core is a crate of its own, so Cargo keeps it pure: it cannot use what it does not
+/// depend on. Its dependencies must stay free of clients, runtimes and I/O.
+#[test]
+fn the_core_crate_depends_on_no_client_runtime_or_io() {
+    let manifest = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("crates/quorate-core/Cargo.toml"),
+    )
+    .expect("read the core's Cargo.toml");
+    let deps = manifest
+        .split("[dependencies]")
+        .nth(1)
+        .and_then(|rest| rest.split("\n[").next())
+        .expect("a [dependencies] table");
+    let names: Vec<&str> = deps
+        .lines()
+        .filter_map(|l| l.split('=').next())
+        .map(|n| n.trim().trim_end_matches(".workspace"))
+        .filter(|n| !n.is_empty() && !n.starts_with('#'))
+        .collect();
+    for banned in [
+        "tokio",
+        "reqwest",
+        "hyper",
+        "zookeeper-client",
+        "object_store",
+        "kube-runtime",
+        "kube-client",
+        "tracing",
+        "futures",
+    ] {
+        assert!(
+            !names.iter().any(|n| n.starts_with(banned)),
+            "quorate-core depends on {banned}: {names:?}"
+        );
+    }
+    let kube = deps
+        .lines()
+        .find(|l| l.trim_start().starts_with("kube "))
+        .expect("kube, for the CRD derive");
+    assert!(
+        kube.contains("default-features = false") && kube.contains(r#"features = ["derive"]"#),
+        "kube is used for its derive only (no client, no runtime): {kube}"
+    );
+    assert!(
+        names.contains(&"kube") && names.contains(&"serde"),
+        "read the dependency names: {names:?}"
     );
 }
