@@ -52,6 +52,10 @@ use crate::executor::resources::restore::{
     RestoreInit, build_scratch_pod, is_restore_pod, scratch_pod, with_restore,
 };
 use crate::executor::resources::zoo_cfg::initial_dynamic;
+pub(super) use crate::planner::restore::restore_in_the_way;
+use crate::planner::restore::{
+    ArtifactRefusal, Consent, LiveData, judge_artifact, members_to_restore, unrelated_history,
+};
 use crate::planner::{Desired, ServerId};
 use crate::zk::{MemberAddr, observe_ensemble};
 
@@ -393,83 +397,85 @@ where
         delete_volume_probes(ctx, &ns, &name).await?;
     }
     let mut source_note = "";
-    match from_volumes {
-        Some(Ok(z)) => {
-            // Every transaction counts on a volume (sessions too), so this errs towards
-            // "older": a backup is never let past newer data. A volume cannot tell whether
-            // user data exists, so it is taken to (the count 1 below).
-            live = Some((i64::try_from(z).unwrap_or(i64::MAX), 1));
+    let live_data = match (&from_volumes, live) {
+        // Every transaction counts on a volume (sessions too), so this errs towards "older": a
+        // backup is never let past newer data. A volume cannot tell whether user data exists,
+        // so it is taken to.
+        (Some(Ok(z)), _) => {
             source_note = " (read from the members' volumes: no member serves)";
+            LiveData::Known {
+                zxid: i64::try_from(*z).unwrap_or(i64::MAX),
+                user_znodes: 1,
+            }
         }
-        Some(Err(why)) if !zkr.spec.allow_older => {
-            let message = format!(
-                "refused: {not_served} and the live data's newest zxid cannot be read from every member's volume ({why}), so the backup cannot be shown not to be older. Set spec.allowOlder: true in a new ZkRestore to restore it anyway{untouched}"
-            );
+        (Some(Err(why)), _) => LiveData::Unknown(why.clone()),
+        (None, Some((zxid, user_znodes))) => LiveData::Known {
+            zxid,
+            user_znodes: i64::try_from(user_znodes).unwrap_or(i64::MAX),
+        },
+        (None, None) => LiveData::Unread,
+    };
+    if let LiveData::Known { zxid, .. } = live_data {
+        live = Some((zxid, 1));
+    }
+    let from = &verified.manifest;
+    let target_uid = ens.uid();
+    let backup_zxid = from.data_zxid;
+    let consent = match judge_artifact(
+        &live_data,
+        backup_zxid,
+        from.ensemble_uid.as_deref(),
+        target_uid.as_deref(),
+        zkr.spec.allow_older,
+        zkr.spec.verify_only,
+    ) {
+        Ok(consent) => consent,
+        Err(refusal) => {
+            let again = "Set spec.allowOlder: true in a new ZkRestore to restore it anyway";
+            let message = match &refusal {
+                ArtifactRefusal::LiveDataUnknown { why } => format!(
+                    "refused: {not_served} and the live data's newest zxid cannot be read from every member's volume ({why}), so the backup cannot be shown not to be older. {again}{untouched}"
+                ),
+                ArtifactRefusal::UnrelatedHistory {
+                    source_uid,
+                    user_znodes,
+                } => format!(
+                    "refused: the artifact was taken from MasterEnsemble {}/{} (uid {source_uid}), another history than {ns}/{ens_name}'s (uid {}): their zxids cannot be compared, and {ns}/{ens_name} holds {} that this restore would replace{source_note}. {again}{untouched}",
+                    from.namespace,
+                    from.ensemble,
+                    target_uid.as_deref().unwrap_or("unknown"),
+                    if source_note.is_empty() {
+                        format!("{user_znodes} user znodes")
+                    } else {
+                        "data".to_string()
+                    },
+                ),
+                ArtifactRefusal::OlderThanLive {
+                    backup_zxid,
+                    live_zxid,
+                } => format!(
+                    "refused: the backup's newest data (zxid {}) is older than the live data of {ns}/{ens_name} (zxid {}{source_note}); restoring it would overwrite newer data. {again}{untouched}",
+                    zxid_hex(*backup_zxid),
+                    zxid_hex(*live_zxid)
+                ),
+            };
+            let reason = refusal.reason();
             publish_event(
                 ctx,
                 zkr,
                 EventType::Warning,
-                "Refused/LiveDataUnknown",
+                &format!("Refused/{reason}"),
                 &message,
             )
             .await;
-            fail("verifying", message, "LiveDataUnknown").await?;
+            if let ArtifactRefusal::OlderThanLive { live_zxid, .. } = refusal {
+                update(api, &name, |s| s.live_data_zxid = Some(zxid_hex(live_zxid))).await?;
+            }
+            fail("verifying", message, reason).await?;
             return Ok(Action::await_change());
         }
-        Some(Err(_)) | None => {}
-    }
-    // Zxids order the changes of one history only: an artifact of another ensemble (another
-    // uid) cannot be shown older or newer, so it may replace live data only with consent.
-    let from = &verified.manifest;
-    let target_uid = ens.uid();
-    if let Some(user) = live.map(|(_, user)| user).filter(|user| *user > 0)
-        && let Some(other) = unrelated_history(from.ensemble_uid.as_deref(), target_uid.as_deref())
-        && !zkr.spec.verify_only
-        && !zkr.spec.allow_older
-    {
-        let message = format!(
-            "refused: the artifact was taken from MasterEnsemble {}/{} (uid {other}), another history than {ns}/{ens_name}'s (uid {}): their zxids cannot be compared, and {ns}/{ens_name} holds {} that this restore would replace{source_note}. Set spec.allowOlder: true in a new ZkRestore to restore it anyway{untouched}",
-            from.namespace,
-            from.ensemble,
-            target_uid.as_deref().unwrap_or("unknown"),
-            if source_note.is_empty() {
-                format!("{user} user znodes")
-            } else {
-                "data".to_string()
-            },
-        );
-        publish_event(
-            ctx,
-            zkr,
-            EventType::Warning,
-            "Refused/UnrelatedHistory",
-            &message,
-        )
-        .await;
-        fail("verifying", message, "UnrelatedHistory").await?;
-        return Ok(Action::await_change());
-    }
-    let backup_zxid = verified.manifest.data_zxid;
-    let older = live.is_some_and(|(z, user)| user > 0 && z > backup_zxid);
-    if older && !zkr.spec.verify_only && !zkr.spec.allow_older {
-        let (z, _) = live.unwrap_or_default();
-        let message = format!(
-            "refused: the backup's newest data (zxid {}) is older than the live data of {ns}/{ens_name} (zxid {}{source_note}); restoring it would overwrite newer data. Set spec.allowOlder: true in a new ZkRestore to restore it anyway{untouched}",
-            zxid_hex(backup_zxid),
-            zxid_hex(z)
-        );
-        publish_event(
-            ctx,
-            zkr,
-            EventType::Warning,
-            "Refused/OlderThanLive",
-            &message,
-        )
-        .await;
-        update(api, &name, |s| s.live_data_zxid = Some(zxid_hex(z))).await?;
-        fail("verifying", message, "OlderThanLive").await?;
-        return Ok(Action::await_change());
-    }
+    };
+    let older = consent == Consent::OlderData;
     let next = if zkr.spec.verify_only || zkr.spec.mode == RestoreMode::Online {
         RestorePhase::Restoring
     } else {
@@ -501,56 +507,6 @@ where
     )
     .await;
     Ok(Action::requeue(Duration::from_millis(200)))
-}
-
-/// The members an offline restore places the data on: every member with a volume and every
-/// voter of the configuration, and of those the voters whose volume is gone (they get a new
-/// one). A stopped ensemble's voters are the last configuration its status recorded.
-fn members_to_restore<T>(
-    volumes: &BTreeSet<ServerId>,
-    voters: &BTreeMap<ServerId, T>,
-) -> (BTreeSet<ServerId>, BTreeSet<ServerId>) {
-    let lost: BTreeSet<ServerId> = voters
-        .keys()
-        .filter(|id| !volumes.contains(id))
-        .copied()
-        .collect();
-    (volumes.union(&lost).copied().collect(), lost)
-}
-
-/// The source ensemble's uid when an artifact taken from it (`source`, from its manifest) is of
-/// another history than the target ensemble's (`target`): both known and different. An
-/// artifact from before quorate recorded the uid counts as the same history.
-fn unrelated_history<'a>(source: Option<&'a str>, target: Option<&str>) -> Option<&'a str> {
-    match (source, target) {
-        (Some(s), Some(t)) if s != t => Some(s),
-        _ => None,
-    }
-}
-
-/// The restore of the same ensemble that keeps `me` from starting, if any: one that has left
-/// Verifying (it may have fenced and stopped members), or one still before that which was
-/// created first (creation time, then name). Verify-only restores touch no member and neither
-/// wait nor hold anyone up; finished ones (Ready, Failed) never hold anyone up.
-pub(super) fn restore_in_the_way(me: &ZkRestore, all: &[ZkRestore]) -> Option<String> {
-    if me.spec.verify_only {
-        return None;
-    }
-    let key = |r: &ZkRestore| {
-        (
-            r.metadata.creation_timestamp.clone().map(|t| t.0),
-            r.name_any(),
-        )
-    };
-    all.iter()
-        .filter(|r| r.name_any() != me.name_any())
-        .filter(|r| r.spec.ensemble_ref.name == me.spec.ensemble_ref.name && !r.spec.verify_only)
-        .find(|r| match r.status.as_ref().and_then(|s| s.phase) {
-            Some(RestorePhase::Ready | RestorePhase::Failed) => false,
-            Some(RestorePhase::Stopping | RestorePhase::Restoring | RestorePhase::Starting) => true,
-            None | Some(RestorePhase::Pending | RestorePhase::Verifying) => key(r) < key(me),
-        })
-        .map(ResourceExt::name_any)
 }
 
 /// The live data's newest zxid from the volumes of the ensemble's members: starts this

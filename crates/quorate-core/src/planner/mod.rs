@@ -25,6 +25,9 @@
 //! - [`rules::most_up_to_date_survivor`]: recovery starts from the highest zxid (I7).
 //! - [`recovery::decide_recovery`]: recovery after a quorum loss only from the survivor with
 //!   the highest zxid, never while a majority still holds data (I7).
+//! - [`restore::judge_artifact`]: a restore's artifact never replaces newer data, another
+//!   history's data, or data whose age is unknown without `allowOlder` (I7);
+//!   [`restore::restore_in_the_way`]: one restore of an ensemble at a time (I10).
 //! - [`rules::step_is_done`]: a claimed step is confirmed from the observation, never repeated.
 //!
 //! One step at a time (I1) follows from the shape of [`plan`]: a step is only proposed when no
@@ -40,6 +43,7 @@ mod plan;
 #[cfg(test)]
 mod properties;
 pub mod recovery;
+pub mod restore;
 pub mod rules;
 pub mod sim;
 #[cfg(test)]
