@@ -161,9 +161,10 @@ async fn watch_joiners(
     sampler: Arc<Mutex<Sampler>>,
     mut stopped: tokio::sync::watch::Receiver<bool>,
 ) {
+    // As patient as the sampler: a busy machine slows a JVM's answer, not its sync.
     let http = reqwest::Client::builder()
-        .connect_timeout(Duration::from_millis(300))
-        .timeout(Duration::from_millis(500))
+        .connect_timeout(Duration::from_millis(1500))
+        .timeout(Duration::from_secs(2))
         .build()
         .expect("http client");
     let api: Api<Pod> = Api::namespaced(client, &ns);
@@ -209,12 +210,12 @@ async fn watch_joiners(
                                         })
                                     });
                                 match own {
-                                    Some(c) if !c.contains(id) => Some(true),
+                                    Some(c) if !c.contains(id) => Some(Some(true)),
                                     _ => None,
                                 }
                             }
-                            Ok(_) | Err(NoAnswer::Refused) => Some(false),
-                            Err(NoAnswer::Silent) => None,
+                            Ok(_) | Err(NoAnswer::Refused) => Some(Some(false)),
+                            Err(NoAnswer::Silent) => Some(None),
                         };
                         serving.map(|s| (*id, uid.clone(), s))
                     },
@@ -223,7 +224,10 @@ async fn watch_joiners(
             .await;
             if let Ok(mut s) = sampler.lock() {
                 for (id, uid, serving) in seen.into_iter().flatten() {
-                    s.joiner_seen(id, &uid, serving);
+                    match serving {
+                        Some(serving) => s.joiner_seen(id, &uid, serving),
+                        None => s.joiner_silent(id, &uid),
+                    }
                 }
             }
         }

@@ -81,6 +81,9 @@ pub struct Sampler {
     /// member), so a joiner that syncs and is added between two samples is still seen synced
     /// before it votes.
     joiner_watch: BTreeMap<(u32, String), bool>,
+    /// What the watcher's polls of each member Pod outside the configuration said, counted:
+    /// (synced, not serving, no answer). Named in an I3 violation, as its evidence.
+    joiner_polls: BTreeMap<(u32, String), (usize, usize, usize)>,
 }
 
 /// Could configurations `a` and `b` each form a quorum of members the other's quorum does
@@ -118,6 +121,20 @@ impl Sampler {
     /// own configuration without itself) or not serving.
     pub fn joiner_seen(&mut self, id: u32, uid: &str, serving: bool) {
         self.joiner_watch.insert((id, uid.to_string()), serving);
+        let polls = self.joiner_polls.entry((id, uid.to_string())).or_default();
+        if serving {
+            polls.0 += 1;
+        } else {
+            polls.1 += 1;
+        }
+    }
+
+    /// The joiner watcher asked member `id` (Pod `uid`) and got no answer in time.
+    pub fn joiner_silent(&mut self, id: u32, uid: &str) {
+        self.joiner_polls
+            .entry((id, uid.to_string()))
+            .or_default()
+            .2 += 1;
     }
 
     /// Takes one sample's views (by server id) and checks them against the previous sample.
@@ -270,8 +287,14 @@ impl Sampler {
                         && !before.serving
                         && watched != Some(true)
                     {
+                        let polls = now
+                            .get(id)
+                            .and_then(|m| self.joiner_polls.get(&(*id, m.uid.clone())))
+                            .copied()
+                            .unwrap_or_default();
                         self.violations.push(format!(
-                            "I3: server {id} became a voter without serving (synced) before"
+                            "I3: server {id} became a voter without serving (synced) before (the joiner watcher's polls of its Pod: {} synced, {} not serving, {} unanswered)",
+                            polls.0, polls.1, polls.2
                         ));
                     }
                     if !self.last.contains_key(id) {
