@@ -669,7 +669,11 @@ pub async fn campaign(bed: &Bed, ns: &str, seed: u64, faults: usize) -> Result<(
             }
             rig.supervise()?;
             let converge = converged(&rig, &api, &judges, size as usize).await?;
-            let verdict = judges.finish(bed).await?;
+            // A verdict against quorate keeps the operators' log as its evidence.
+            let verdict = judges
+                .finish(bed)
+                .await
+                .map_err(|e| fail(format!("{e:?}\noperator log:\n{}", bed.operator_log_tail())))?;
             for f in &done {
                 *report.faults_by_kind.entry(format!("{f:?}")).or_default() += 1;
             }
