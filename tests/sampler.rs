@@ -7,7 +7,9 @@ mod sampler;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use sampler::{MemberView, Sampler, disjoint_quorums_possible};
+use sampler::{
+    MemberView, Sampler, disjoint_quorums_possible, reconfig_chain_violations, reconfigs_in_dump,
+};
 
 fn set(ids: &[u32]) -> BTreeSet<u32> {
     ids.iter().copied().collect()
@@ -162,13 +164,60 @@ fn two_voters_changed_at_once_is_a_violation_except_one_to_three() {
     five.push((5, serving("u5", &[1, 2, 3, 4, 5], false)));
     s.observe(sample(five));
     s.observe(sample(three(&[1, 2, 3])));
+    // Without transaction logs that show the single steps between, the jump is a violation.
+    let verdict = s.judge_jumps(&BTreeMap::new());
     assert!(
-        s.violations
+        verdict
             .iter()
             .any(|v| v.starts_with("I3: the configuration changed")),
-        "{:?}",
-        s.violations
+        "{verdict:?}"
     );
+    // Logs holding 5 -> 4 -> 3 voters explain it: two reconfigs between two samples.
+    let chain = BTreeMap::from([
+        (0x100, set(&[1, 2, 3, 4, 5])),
+        (0x105, set(&[1, 2, 3, 4])),
+        (0x109, set(&[1, 2, 3])),
+    ]);
+    assert!(s.judge_jumps(&chain).is_empty());
+    // Logs that skip the middle step are themselves a violation.
+    let skipped = BTreeMap::from([(0x100, set(&[1, 2, 3, 4, 5])), (0x109, set(&[1, 2, 3]))]);
+    let verdict = s.judge_jumps(&skipped);
+    assert!(
+        verdict
+            .iter()
+            .any(|v| v.contains("reconfig 0x109 changed more than one voter")),
+        "{verdict:?}"
+    );
+    // Logs in the other order do not explain it.
+    let backwards = BTreeMap::from([(0x100, set(&[1, 2, 3])), (0x105, set(&[1, 2, 3, 4]))]);
+    assert!(!s.judge_jumps(&backwards).is_empty());
+}
+
+/// Two reconfigs as ZooKeeper's `TxnLogToolkit` prints them, around other transactions.
+const DUMP: &str = "\
+ZooKeeper Transactional Log File with dbid 0 txnlog format version 2
+12/5/26, 4:14:24 PM UTC session 0x100033e2a060011 cxid 0x0 zxid 0x100000035 createSession 10000
+12/5/26, 4:14:24 PM UTC session 0x100033e2a060011 cxid 0x4 zxid 0x100000036 reconfig /zookeeper/config,server.1=m-1.x:2888:3888:participant;m-1.x:2181
+server.2=m-2.x:2888:3888:participant;m-2.x:2181
+server.3=m-3.x:2888:3888:participant;m-3.x:2181
+version=100000036,-1
+12/5/26, 4:14:25 PM UTC session 0x100033e2a060012 cxid 0x2 zxid 0x100000040 create '/w/1,#61,v{s{31,s{'world,'anyone}}},F,1
+12/5/26, 4:15:01 PM UTC session 0x100033e2a060013 cxid 0x4 zxid 0x2000000a1 reconfig /zookeeper/config,server.1=m-1.x:2888:3888:participant;m-1.x:2181
+server.3=m-3.x:2888:3888:participant;m-3.x:2181
+server.4=m-4.x:2888:3888:observer;m-4.x:2181
+version=2000000a1,-1
+EOF reached after 5 txns.
+";
+
+#[test]
+fn reconfigs_are_read_from_the_toolkits_dump_with_participants_only() {
+    let found = reconfigs_in_dump(DUMP);
+    assert_eq!(
+        found,
+        BTreeMap::from([(0x100000036, set(&[1, 2, 3])), (0x2000000a1, set(&[1, 3])),])
+    );
+    assert!(reconfig_chain_violations(&found).is_empty());
+    assert!(reconfigs_in_dump("EOF reached after 0 txns.\n").is_empty());
 }
 
 #[test]

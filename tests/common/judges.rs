@@ -26,7 +26,7 @@ use kube::api::{Api, ListParams};
 use libtest_mimic::Failed;
 use quorate_testbed::kazoo::{HistoryRecorder, HistorySpec, Writer};
 
-use super::sampler::{MemberView, Restart, Sampler};
+use super::sampler::{MemberView, Restart, Sampler, reconfigs_in_dump};
 use super::{Bed, fail, member_hosts, wait_for};
 
 /// The fewest acknowledged writes, each read back afterwards, for a writer run to count.
@@ -324,10 +324,12 @@ impl Judges {
                 let mut last = None;
                 let mut stopping = false;
                 loop {
+                    let taken = jiff::Timestamp::now();
                     if let Some(views) =
                         sample_remembering(&client, &ns, &name, &http, &mut last).await
                         && let Ok(mut s) = sampler.lock()
                     {
+                        s.at(format!("taken {taken}"));
                         s.observe(views);
                     }
                     // The sample taken after the stop sees what the scenario waited for (the
@@ -509,13 +511,28 @@ impl Judges {
                 acked.missing_count, acked.mismatched_count, acked.missing, acked.mismatched
             )));
         }
-        let s = self.sampler.lock().map_err(|_| fail("sampler lock"))?;
+        let chain = reconfigs_on_disk(bed, &self.ns, &self.name).await?;
+        let mut s = self.sampler.lock().map_err(|_| fail("sampler lock"))?;
+        let mut from_logs = s.judge_jumps(&chain);
+        // The logs must hold every configuration the samples saw committed during the scenario
+        // (the first may be older than the oldest log kept): else the logs were not read and
+        // their verdict says nothing.
+        for config in s.configs.iter().skip(1) {
+            if !chain.values().any(|c| c == config) {
+                from_logs.push(format!(
+                    "the transaction logs on the node hold no reconfig to {config:?}, which the samples saw (reconfigs found: {})",
+                    chain.len()
+                ));
+            }
+        }
+        s.violations.extend(from_logs);
         eprintln!(
-            "{}/{}: {} samples, configurations {:?}, {} acknowledged writes read back, {} operations in a linearizable history, at most {} non-voter(s) and {} member(s) in transition at once",
+            "{}/{}: {} samples, configurations {:?} ({} reconfigs in the transaction logs), {} acknowledged writes read back, {} operations in a linearizable history, at most {} non-voter(s) and {} member(s) in transition at once",
             self.ns,
             self.name,
             s.samples,
             s.configs,
+            chain.len(),
             acked.acked,
             verdict.operations,
             s.max_non_voters,
@@ -551,4 +568,96 @@ impl Judges {
             left_config_at: s.left_config_at.clone(),
         })
     }
+}
+
+/// What ZooKeeper's own `TxnLogToolkit` read from one transaction log, by (path, length,
+/// modification time): a finished log never changes, so each is read once per test process.
+type DumpCache = BTreeMap<(PathBuf, u64, std::time::SystemTime), BTreeMap<u64, BTreeSet<u32>>>;
+static DUMPS: Mutex<DumpCache> = Mutex::new(BTreeMap::new());
+
+/// Every reconfig committed to a transaction log on a volume of ensemble `name` still on the
+/// node (`<state>/volumes/<ns>/data-<name>-<id>/**/version-2/log.*`), by zxid, read with
+/// ZooKeeper's own `TxnLogToolkit` (nothing of quorate's). A reconfig is acknowledged by a
+/// quorum of the old and the new configuration, so unless every one of those volumes was lost,
+/// some volume still holds it.
+pub async fn reconfigs_on_disk(
+    bed: &Bed,
+    ns: &str,
+    name: &str,
+) -> Result<BTreeMap<u64, BTreeSet<u32>>, Failed> {
+    let Some(root) = bed
+        .agent
+        .lock()
+        .ok()
+        .and_then(|a| a.as_ref().map(|a| a.state_dir().join("volumes").join(ns)))
+    else {
+        return Ok(BTreeMap::new());
+    };
+    let prefix = format!("data-{name}-");
+    let mut logs = Vec::new();
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .map(|e| e.path())
+        .collect();
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.parent().is_some_and(|p| p.ends_with("version-2"))
+                && entry.file_name().to_string_lossy().starts_with("log.")
+            {
+                logs.push(path);
+            }
+        }
+    }
+    let dist = tokio::task::spawn_blocking(|| {
+        quorate_testbed::zookeeper::ensure_distribution(Default::default())
+    })
+    .await
+    .map_err(|e| fail(e.to_string()))?
+    .map_err(|e| fail(format!("ZooKeeper distribution: {e}")))?;
+    let scratch = tempfile::tempdir().map_err(|e| fail(e.to_string()))?;
+    let mut chain = BTreeMap::new();
+    for (i, log) in logs.iter().enumerate() {
+        let Ok(meta) = std::fs::metadata(log) else {
+            continue; // deleted meanwhile
+        };
+        let key = (
+            log.clone(),
+            meta.len(),
+            meta.modified().unwrap_or(std::time::UNIX_EPOCH),
+        );
+        let cached = DUMPS.lock().ok().and_then(|d| d.get(&key).cloned());
+        let found = match cached {
+            Some(found) => found,
+            None => {
+                // A copy: the member may still be appending to it.
+                let copy = scratch.path().join(format!("log-{i}"));
+                if std::fs::copy(log, &copy).is_err() {
+                    continue;
+                }
+                let mut cmd = tokio::process::Command::from(
+                    dist.java_command("org.apache.zookeeper.server.persistence.TxnLogToolkit", &[]),
+                );
+                // A torn last record ends the dump with an error: what came before counts.
+                let out = cmd
+                    .arg(&copy)
+                    .stdin(std::process::Stdio::null())
+                    .output()
+                    .await
+                    .map_err(|e| fail(format!("TxnLogToolkit: {e}")))?;
+                let found = reconfigs_in_dump(&String::from_utf8_lossy(&out.stdout));
+                if let Ok(mut d) = DUMPS.lock() {
+                    d.insert(key, found.clone());
+                }
+                found
+            }
+        };
+        chain.extend(found);
+    }
+    Ok(chain)
 }

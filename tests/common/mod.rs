@@ -254,6 +254,17 @@ impl Bed {
         out
     }
 
+    /// Every line of every operator's log, each log headed by its identity.
+    pub fn operator_logs(&self) -> String {
+        let n = self.started.load(std::sync::atomic::Ordering::SeqCst);
+        (1..=n)
+            .map(|i| {
+                let identity = format!("quorate-{i}");
+                format!("--- {identity}\n{}", self.operator_log(&identity))
+            })
+            .collect()
+    }
+
     /// Every log line of operator `identity`.
     pub fn operator_log(&self, identity: &str) -> String {
         std::fs::read_to_string(self.log_path(identity)).unwrap_or_default()

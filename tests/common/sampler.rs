@@ -84,6 +84,81 @@ pub struct Sampler {
     /// What the watcher's polls of each member Pod outside the configuration said, counted:
     /// (synced, not serving, no answer). Named in an I3 violation, as its evidence.
     joiner_polls: BTreeMap<(u32, String), (usize, usize, usize)>,
+    /// Changes of more than one voter between two samples: each is a violation unless the
+    /// members' transaction logs show the single-voter reconfigs between them
+    /// ([`Sampler::judge_jumps`]).
+    pub jumps: Vec<Jump>,
+    /// The latest sample that gave a configuration, and the caller's label for its time.
+    config_last_seen: Option<(usize, String)>,
+    /// The caller's label for the time of the sample being observed (see [`Sampler::at`]).
+    now_label: String,
+}
+
+/// A change of more than one voter between two consecutive samples that saw a configuration.
+#[derive(Clone, Debug)]
+pub struct Jump {
+    pub from: BTreeSet<u32>,
+    pub to: BTreeSet<u32>,
+    /// The samples and their times, for the violation's message.
+    pub detail: String,
+}
+
+/// The reconfigs in the output of ZooKeeper's own `TxnLogToolkit` (one transaction log dumped):
+/// each reconfig transaction's zxid and the voters (participants) of the configuration it
+/// committed. A reconfig's record spans several lines: `... zxid 0x<zxid> reconfig
+/// /zookeeper/config,server.1=...:participant;...`, one line per further server, and
+/// `version=<hex>,-1`.
+pub fn reconfigs_in_dump(dump: &str) -> BTreeMap<u64, BTreeSet<u32>> {
+    let mut out = BTreeMap::new();
+    let mut current: Option<(u64, BTreeSet<u32>)> = None;
+    let server = |text: &str| -> Option<u32> {
+        let (key, value) = text.split_once('=')?;
+        let id = key.trim().strip_prefix("server.")?.parse().ok()?;
+        let role = value.split(';').next()?.rsplit(':').next()?;
+        (role == "participant").then_some(id)
+    };
+    for line in dump.lines() {
+        if let Some((zxid, voters)) = current.as_mut() {
+            if line.starts_with("version=") {
+                out.insert(*zxid, std::mem::take(voters));
+                current = None;
+            } else if let Some(id) = server(line) {
+                voters.insert(id);
+            }
+            continue;
+        }
+        let Some((head, first)) = line.split_once(" reconfig /zookeeper/config,") else {
+            continue;
+        };
+        let Some(zxid) = head
+            .split_whitespace()
+            .skip_while(|w| *w != "zxid")
+            .nth(1)
+            .and_then(|z| u64::from_str_radix(z.trim_start_matches("0x"), 16).ok())
+        else {
+            continue;
+        };
+        let mut voters = BTreeSet::new();
+        voters.extend(server(first));
+        current = Some((zxid, voters));
+    }
+    out
+}
+
+/// I3 judged from the transaction logs: consecutive reconfigs (in zxid order) change one voter,
+/// except the documented single reconfig between one and three voters.
+pub fn reconfig_chain_violations(chain: &BTreeMap<u64, BTreeSet<u32>>) -> Vec<String> {
+    let configs: Vec<(&u64, &BTreeSet<u32>)> = chain.iter().collect();
+    configs
+        .windows(2)
+        .filter(|w| !allowed_change(w[0].1, w[1].1))
+        .map(|w| {
+            format!(
+                "I3: reconfig 0x{:x} changed more than one voter: {:?} -> {:?} (transaction logs)",
+                w[1].0, w[0].1, w[1].1
+            )
+        })
+        .collect()
 }
 
 /// Could configurations `a` and `b` each form a quorum of members the other's quorum does
@@ -112,6 +187,47 @@ impl Sampler {
         self.excuse_all || self.excused.contains(&id)
     }
 
+    /// What the latest sample saw of each member, one line each: for a scenario's failure.
+    pub fn describe_last(&self) -> String {
+        self.last
+            .iter()
+            .map(|(id, m)| {
+                format!(
+                    "server {id}: Pod {}{}, {}{}{}, configuration {:?}\n",
+                    m.uid,
+                    if m.deleting { " (deleting)" } else { "" },
+                    if m.serving { "serving" } else { "not serving" },
+                    if m.leader { ", leader" } else { "" },
+                    if m.unanswered { ", no answer" } else { "" },
+                    m.config
+                )
+            })
+            .collect()
+    }
+
+    /// Judges the samples' jumps against the reconfigs of the members' transaction logs: a jump
+    /// is explained when the logs hold its first configuration and later its second (the
+    /// reconfigs between them are judged by [`reconfig_chain_violations`]); otherwise it is a
+    /// violation. Returns the violations, the chain's own included.
+    pub fn judge_jumps(&self, chain: &BTreeMap<u64, BTreeSet<u32>>) -> Vec<String> {
+        let mut out = reconfig_chain_violations(chain);
+        for jump in &self.jumps {
+            let from = chain
+                .iter()
+                .find(|(_, c)| **c == jump.from)
+                .map(|(z, _)| *z);
+            let explained =
+                from.is_some_and(|from| chain.range(from + 1..).any(|(_, c)| *c == jump.to));
+            if !explained {
+                out.push(format!(
+                    "I3: the configuration changed by more than one voter between two samples, and the transaction logs show no single steps between: {}",
+                    jump.detail
+                ));
+            }
+        }
+        out
+    }
+
     /// The configuration of the latest sample that had one.
     pub fn current_config(&self) -> Option<&BTreeSet<u32>> {
         self.configs.last()
@@ -135,6 +251,12 @@ impl Sampler {
             .entry((id, uid.to_string()))
             .or_default()
             .2 += 1;
+    }
+
+    /// Labels the next sample with the time it was taken (a wall-clock time, say), named in
+    /// violations that compare it with an earlier sample.
+    pub fn at(&mut self, label: impl Into<String>) {
+        self.now_label = label.into();
     }
 
     /// Takes one sample's views (by server id) and checks them against the previous sample.
@@ -264,9 +386,17 @@ impl Sampler {
                 let added: Vec<u32> = config.difference(prev).copied().collect();
                 let left: Vec<u32> = prev.difference(&config).copied().collect();
                 if !allowed_change(prev, &config) {
-                    self.violations.push(format!(
-                        "I3: the configuration changed by more than one voter: {prev:?} -> {config:?}"
-                    ));
+                    // Two reconfigs may both land between two samples: the transaction logs
+                    // decide (see `Jump`).
+                    let (seen, at) = self.config_last_seen.clone().unwrap_or_default();
+                    self.jumps.push(Jump {
+                        from: prev.clone(),
+                        to: config.clone(),
+                        detail: format!(
+                            "{prev:?} (last seen at sample {seen}, {at}) -> {config:?} (sample {}, {})",
+                            self.samples, self.now_label
+                        ),
+                    });
                 }
                 if !added.is_empty() && !self.voters_served && !self.excuse_all {
                     self.violations.push(format!(
@@ -317,6 +447,7 @@ impl Sampler {
                 self.removed.extend(left);
                 self.added.extend(added);
             }
+            self.config_last_seen = Some((self.samples, self.now_label.clone()));
             self.max_voters = self.max_voters.max(config.len());
             self.voters_served = config
                 .iter()

@@ -546,7 +546,15 @@ async fn converged(
         },
     )
     .await
-    .map_err(|e| fail(format!("{e:?}\noperator log:\n{}", bed.operator_log_tail())))?;
+    .map_err(|e| {
+        let seen = judges
+            .with_sampler(|s| s.describe_last())
+            .unwrap_or_default();
+        fail(format!(
+            "{e:?}\nthe judges' latest sample:\n{seen}operator log:\n{}",
+            bed.operator_log_tail()
+        ))
+    })?;
     Ok(t0.elapsed().as_secs_f64())
 }
 
@@ -709,8 +717,16 @@ pub async fn campaign(bed: &Bed, ns: &str, seed: u64, faults: usize) -> Result<(
         if msg.contains("invariant violations") {
             report.invariant_violations.push(msg.clone());
         }
+        // The whole of every operator's log beside the report: the tail in the message rarely
+        // reaches back to the step a judge faulted.
+        let logs = path.with_extension("operators.log");
+        let kept = match std::fs::write(&logs, bed.operator_logs()) {
+            Ok(()) => format!("operators' logs in {}", logs.display()),
+            Err(e) => format!("operators' logs not kept: {e}"),
+        };
+        eprintln!("{kept}");
         let short: String = msg.chars().take(2000).collect();
-        report.failure = Some(format!("round {round} (seed {seed}): {short}"));
+        report.failure = Some(format!("round {round} (seed {seed}): {short} ({kept})"));
     }
     report.finished = result.is_ok();
     report.save(&path)?;

@@ -335,6 +335,21 @@ impl Member {
             && self.zk.synced
     }
 
+    /// Serving and synced in a running Pod, its volume intact or not: it takes part in the
+    /// quorum now (ZooKeeper's view), whether or not its data would survive a restart.
+    pub fn serves(&self) -> bool {
+        self.pod
+            .as_ref()
+            .is_some_and(|p| p.running && !p.terminating)
+            && self.zk.serving
+            && self.zk.synced
+    }
+
+    /// Serves now, but its volume is gone or being deleted: its data goes with its Pod.
+    pub fn serves_without_volume(&self) -> bool {
+        self.serves() && !self.volume
+    }
+
     /// The Pod's spec hash, if there is a Pod.
     pub fn spec_hash(&self) -> Option<&str> {
         self.pod.as_ref().map(|p| p.spec_hash.as_str())

@@ -33,6 +33,11 @@ pub enum Rule {
     RolloutStopsAtFirstFailure,
     /// A voter down for `replaceAfter` is fenced, removed and replaced by a fresh id.
     FailedVoterIsReplaced,
+    /// A voter that still serves but whose volume is gone or being deleted is replaced while
+    /// it serves: a synced joiner of a scale-up is added first, then the voter is removed by a
+    /// reconfig it still takes part in (never fenced first, which could leave the current
+    /// configuration without a quorum to commit its removal).
+    VolumeLostVoterIsReplacedWhileServing,
     /// A down voter is waited for until it is due for replacement.
     DownVoterIsWaitedFor,
     /// No step is taken while any voter is unhealthy.
@@ -153,7 +158,9 @@ fn claimed_step_must_continue(step: &Step, desired: &Desired, observed: &Observe
         Step::AddVoter { .. } | Step::RemoveVoter { .. } => false,
         Step::DeleteMember { member: id } => live && !voters.contains(id),
         Step::FenceMember { member: id } => {
-            !observed.healthy(*id) && quorum_survives_removal(observed, &voters, *id)
+            !observed.healthy(*id)
+                && quorum_survives_removal(observed, &voters, *id)
+                && others_serve_a_majority(observed, &voters, *id)
         }
         Step::RestartMember { member: id } => {
             live && !observed.healthy(*id)
@@ -206,8 +213,8 @@ fn plan_fresh(desired: &Desired, observed: &Observed, now: Timestamp) -> Plan {
         .collect();
     let healthy = healthy_voters(observed, &voters);
 
-    // Quorum.
-    if !quorum_is_healthy(observed, &voters) {
+    // Quorum, as ZooKeeper has it: voters whose volume is lost still count while they serve.
+    if !quorum_serves(observed, &voters) {
         let starting = voters
             .iter()
             .filter_map(|id| observed.members.get(id))
@@ -230,7 +237,7 @@ fn plan_fresh(desired: &Desired, observed: &Observed, now: Timestamp) -> Plan {
         let survivor = most_up_to_date_survivor(observed, &voters);
         return blocked(
             BlockReason::QuorumLost {
-                healthy: healthy.len(),
+                healthy: serving_voters(observed, &voters).len(),
                 voters: voters.len(),
                 survivor: survivor.map(|s| s.0),
                 zxid: survivor.map(|s| s.1),
@@ -303,6 +310,30 @@ fn plan_fresh(desired: &Desired, observed: &Observed, now: Timestamp) -> Plan {
             }
         }
     }
+    if let Some(m) = unhealthy.iter().find(|m| m.serves_without_volume()) {
+        // Its data goes with its Pod. While it serves, a synced joiner of a scale-up becomes a
+        // voter first (every other voter healthy), then the member leaves by a reconfig it
+        // still takes part in. When neither is safe yet, the rules below wait or block.
+        let rule = Rule::VolumeLostVoterIsReplacedWhileServing;
+        if unhealthy.len() == 1
+            && voters.len() < desired.replicas
+            && let Some(adding) = MemberSet::new(
+                joiners
+                    .iter()
+                    .filter_map(|id| observed.members.get(id))
+                    .filter(|j| joiner_is_synced(j))
+                    .map(|j| j.id),
+            )
+            && adding.len() >= per_change
+            && quorum_survives_addition(observed, &voters, &adding)
+            && backup_is_fresh(desired, observed)
+        {
+            return act(Step::AddVoter { members: adding }, rule);
+        }
+        if quorum_survives_removal(observed, &voters, m.id) {
+            return act(Step::remove_voter(m.id), rule);
+        }
+    }
     if let Some(m) = unhealthy.first() {
         let stale = m.spec_hash() != Some(desired.spec_hash.as_str());
         if (stale || m.pod.is_none()) && m.volume && !m.pod.as_ref().is_some_and(|p| p.terminating)
@@ -325,7 +356,11 @@ fn plan_fresh(desired: &Desired, observed: &Observed, now: Timestamp) -> Plan {
             );
         }
         if replace_is_due(desired, m, now) {
-            if !quorum_survives_removal(observed, &voters, m.id) {
+            // Fenced first, it is out of service before its removal: the rest of the current
+            // configuration must still serve a majority for that reconfig to commit.
+            if !quorum_survives_removal(observed, &voters, m.id)
+                || (!deletion_is_requested(m) && !others_serve_a_majority(observed, &voters, m.id))
+            {
                 return blocked(
                     BlockReason::NoHealthyMajorityForReplacement { member: m.id },
                     Rule::FailedVoterIsReplaced,

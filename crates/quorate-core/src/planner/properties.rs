@@ -11,12 +11,12 @@ use super::model::{
     Claim, Desired, Member, Membership, Observed, PodInfo, Role, ServerId, ZkState,
 };
 use super::rules::{
-    deletion_is_requested, id_is_fresh, joiner_is_synced, majority, quorum_survives_removal,
-    quorum_survives_removal_of, quorum_survives_restart,
+    deletion_is_requested, id_is_fresh, joiner_is_synced, majority, quorum_survives_addition,
+    quorum_survives_removal, quorum_survives_removal_of, quorum_survives_restart,
 };
 use super::sim::{Fault, Planner, Sim};
 use super::step::{BlockReason, Decision, MemberSet, Step};
-use super::{Plan, matches_spec, plan};
+use super::{Plan, Rule, matches_spec, plan};
 
 fn config() -> ProptestConfig {
     let cases = std::env::var("PROPTEST_CASES")
@@ -233,7 +233,13 @@ proptest! {
                         prop_assert!(!observed.members[&j].was_voter, "re-added a removed voter");
                         prop_assert!(!voters.contains(&j));
                     }
-                    prop_assert!(voters.iter().all(healthy), "added a voter while a voter is unhealthy");
+                    // Every voter healthy (I2), or every voter serving in ZooKeeper's view while
+                    // one of them has lost its volume and is to be replaced after the addition.
+                    let serving_without_volume = p.rule == Rule::VolumeLostVoterIsReplacedWhileServing
+                        && voters.iter().all(|v| observed.members.get(v).is_some_and(|m| m.serves()))
+                        && voters.iter().filter(|v| !healthy(v)).count() == 1;
+                    prop_assert!(voters.iter().all(healthy) || serving_without_volume, "added a voter while a voter is unhealthy");
+                    prop_assert!(quorum_survives_addition(&observed, &voters, members), "the new configuration has no healthy majority");
                     prop_assert!(voters.len() + members.len() <= replicas);
                     // Two at once only from one voter to three; never a configuration of two.
                     prop_assert!(members.len() == 1 || (members.len() == 2 && voters.len() == 1));

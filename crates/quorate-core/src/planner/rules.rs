@@ -34,6 +34,33 @@ pub fn quorum_is_healthy(observed: &Observed, voters: &BTreeSet<ServerId>) -> bo
     !voters.is_empty() && healthy_voters(observed, voters).len() >= majority(voters.len())
 }
 
+/// The voters of `voters` that serve now, durable or not ([`Member::serves`]).
+pub fn serving_voters(observed: &Observed, voters: &BTreeSet<ServerId>) -> BTreeSet<ServerId> {
+    voters
+        .iter()
+        .copied()
+        .filter(|id| observed.members.get(id).is_some_and(Member::serves))
+        .collect()
+}
+
+/// ZooKeeper has a quorum: a majority of the voters serves and is synced, counting voters whose
+/// volume is lost but which still serve (they are in the quorum until their Pods go). The
+/// quorum is lost, and recovery is the only way on, only when fewer serve.
+pub fn quorum_serves(observed: &Observed, voters: &BTreeSet<ServerId>) -> bool {
+    !voters.is_empty() && serving_voters(observed, voters).len() >= majority(voters.len())
+}
+
+/// Taking `member` out of service now (deleting its Pod) leaves a majority of the current
+/// configuration serving, so that the reconfig removing it can still commit.
+pub fn others_serve_a_majority(
+    observed: &Observed,
+    voters: &BTreeSet<ServerId>,
+    member: ServerId,
+) -> bool {
+    let others: BTreeSet<ServerId> = voters.iter().copied().filter(|id| *id != member).collect();
+    serving_voters(observed, &others).len() >= majority(voters.len())
+}
+
 /// Every voter of the current configuration is serving and synced (I2).
 pub fn all_voters_healthy(observed: &Observed, voters: &BTreeSet<ServerId>) -> bool {
     voters.iter().all(|id| observed.healthy(*id))

@@ -803,3 +803,98 @@ fn a_deleted_pod_of_a_voter_is_recreated_with_its_volume() {
     let p = plan(&desired(3), &o, t0());
     assert_eq!(p.decision, act(Step::RestartMember { member: id(3) }));
 }
+
+/// Member `n` of `o` still serves, but its volume is gone (its PVC deleted, say).
+fn volume_lost(o: &mut Observed, n: u32) {
+    o.members.get_mut(&id(n)).unwrap().volume = false;
+}
+
+/// Two voters left mid-replacement, one of them serving on a deleted volume, and a synced
+/// joiner of a scale-up: ZooKeeper has its quorum (both voters serve), so this is no quorum
+/// loss. The joiner becomes a voter first; the volume-less voter then leaves by reconfig.
+#[test]
+fn a_voter_serving_without_its_volume_keeps_the_quorum_and_a_synced_joiner_is_added_first() {
+    let mut o = ObservedEnsemble::healthy(2)
+        .with_joiner(3, true, SignedDuration::from_mins(1))
+        .build();
+    volume_lost(&mut o, 1);
+    let p = plan(&desired(5), &o, t0());
+    assert_eq!(
+        p.decision,
+        Decision::Act {
+            step: Step::AddVoter {
+                members: MemberSet::one(id(3))
+            }
+        },
+        "{p:?}"
+    );
+    assert_eq!(p.rule, Rule::VolumeLostVoterIsReplacedWhileServing);
+
+    // Once the joiner votes, the volume-less voter is removed while it still serves.
+    let mut o = ObservedEnsemble::healthy(3).build();
+    volume_lost(&mut o, 1);
+    let p = plan(&desired(5), &o, t0());
+    assert_eq!(
+        p.decision,
+        Decision::Act {
+            step: Step::remove_voter(id(1))
+        },
+        "{p:?}"
+    );
+}
+
+/// Without a joiner, a voter serving on a lost volume leaves by reconfig at once (never fenced
+/// first), and only while the rest keeps a healthy majority; otherwise the planner waits.
+#[test]
+fn a_voter_serving_without_its_volume_is_removed_by_reconfig_not_fenced() {
+    let mut o = ObservedEnsemble::healthy(3).build();
+    volume_lost(&mut o, 2);
+    let p = plan(&desired(3), &o, t0());
+    assert_eq!(
+        p.decision,
+        Decision::Act {
+            step: Step::remove_voter(id(2))
+        },
+        "{p:?}"
+    );
+    // Another voter down as well: removing 2 would leave {1, 3} with one healthy member.
+    let mut o = ObservedEnsemble::healthy(3)
+        .down(3, t0() - SignedDuration::from_secs(5))
+        .build();
+    volume_lost(&mut o, 2);
+    let p = plan(&desired(3), &o, t0());
+    assert!(
+        !matches!(p.decision, Decision::Act { .. }),
+        "nothing is safe while 3 is down: {p:?}"
+    );
+    assert!(
+        !matches!(
+            p.decision,
+            Decision::Blocked {
+                reason: BlockReason::QuorumLost { .. }
+            }
+        ),
+        "1 and 2 serve: no quorum loss: {p:?}"
+    );
+}
+
+/// A fence claimed earlier is not carried on when deleting the member's Pod would leave the
+/// current configuration without a serving majority to commit its removal (two voters left).
+#[test]
+fn a_claimed_fence_is_not_resumed_when_the_rest_could_not_commit_the_removal() {
+    let mut o = ObservedEnsemble::healthy(2).build();
+    volume_lost(&mut o, 1);
+    o.in_flight = Some(Claim {
+        step: Step::FenceMember { member: id(1) },
+        started_at: t0() - SignedDuration::from_secs(3),
+    });
+    let p = plan(&desired(3), &o, t0());
+    assert_ne!(p.rule, Rule::ClaimedStepIsResumed, "{p:?}");
+    assert_eq!(
+        p.decision,
+        Decision::Act {
+            step: Step::remove_voter(id(1))
+        },
+        "{p:?}"
+    );
+}
