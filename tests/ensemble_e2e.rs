@@ -397,6 +397,74 @@ async fn even_replicas_are_rejected_and_nothing_changes(bed: &Bed, ns: &str) -> 
     Ok(())
 }
 
+/// A converged ensemble costs nothing: over a quiet window the operator neither rewrites the
+/// ensemble's status (each write wakes every watcher and the operator's next pass) nor keeps
+/// opening ZooKeeper sessions (each is a transaction). Judged from the API server's watch of the
+/// object and the members' own zxids, not from the operator's metrics; the bounds are counts
+/// far above one pass per requeue and far below a pass loop (hundreds in the window).
+async fn a_converged_ensemble_is_left_alone(bed: &Bed, ns: &str) -> TestResult {
+    use futures::StreamExt;
+    use kube::runtime::{WatchStreamExt, watcher};
+    let (client, api) = create_and_converge(bed, ns, ensemble("masters", 3)).await?;
+    // The status settles once the members' states have been recorded as serving.
+    wait_for(
+        "the status to settle",
+        Duration::from_secs(60),
+        async || {
+            Ok(status_of(&api)
+                .await?
+                .members
+                .iter()
+                .all(|m| m.state == Some(quorate::crd::MemberState::Serving)))
+        },
+    )
+    .await?;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .map_err(|e| fail(e.to_string()))?;
+    let zxids = async || -> Result<u64, Failed> {
+        let mut highest = 0;
+        for pod in member_pods(&client, ns).await? {
+            let ip = pod
+                .status
+                .and_then(|s| s.pod_ip)
+                .ok_or_else(|| fail("a member Pod without an address"))?;
+            let srvr = common::judges::admin_json(&http, &ip, "srvr")
+                .await
+                .ok_or_else(|| fail(format!("no srvr answer from {ip}")))?;
+            highest = highest.max(
+                srvr.pointer("/server_stats/last_processed_zxid")
+                    .and_then(|z| z.as_u64())
+                    .ok_or_else(|| fail(format!("no zxid in {srvr}")))?,
+            );
+        }
+        Ok(highest)
+    };
+    let before = zxids().await?;
+    let name = "metadata.name=masters";
+    let events = watcher(api.clone(), watcher::Config::default().fields(name))
+        .applied_objects()
+        .take_until(tokio::time::sleep(QUIET_WINDOW));
+    let seen: Vec<_> = events.collect().await;
+    let after = zxids().await?;
+    // The first event is the object as it stands when the watch starts.
+    let writes = seen.len().saturating_sub(1);
+    let transactions = after.saturating_sub(before) & 0xffff_ffff;
+    eprintln!(
+        "{ns}/masters over {QUIET_WINDOW:?} converged: {writes} changes of the object, {transactions} ZooKeeper transactions"
+    );
+    if writes > 3 || transactions > 24 {
+        return Err(fail(format!(
+            "a converged ensemble kept the operator busy over {QUIET_WINDOW:?}: {writes} changes of the object, {transactions} ZooKeeper transactions"
+        )));
+    }
+    Ok(())
+}
+
+/// How long a converged ensemble is watched for work it should not cause.
+const QUIET_WINDOW: Duration = Duration::from_secs(20);
+
 async fn deleting_the_ensemble_removes_everything_it_owned(bed: &Bed, ns: &str) -> TestResult {
     let (client, api) = create_and_converge(bed, ns, ensemble("masters", 1)).await?;
     // Judged while it lives: after the delete, its data is gone by design.
@@ -647,6 +715,9 @@ fn scenarios() -> Vec<(&'static str, Scenario)> {
                 )
             },
         ),
+        ("a_converged_ensemble_is_left_alone", |b, n| {
+            Box::pin(a_converged_ensemble_is_left_alone(b, n))
+        }),
         ("even_replicas_are_rejected_and_nothing_changes", |b, n| {
             Box::pin(even_replicas_are_rejected_and_nothing_changes(b, n))
         }),

@@ -246,6 +246,9 @@ async fn record(
         None,
         now,
     );
+    if super::status::unchanged_but_zxids(previous, &status) {
+        return Ok(());
+    }
     // A compare-and-set like the claim: a status written from a stale read never erases a
     // step another operator claimed meanwhile.
     write_status(api, ens, status, "record status").await?;

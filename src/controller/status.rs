@@ -277,6 +277,61 @@ fn cond(
     }
 }
 
+/// The new status says nothing the previous one did not, but for the members' last zxids. Such
+/// a status is not written: every write wakes the ensemble's watchers and the operator's next
+/// pass, and each pass moves the zxids again (its ZooKeeper session is itself a transaction), so
+/// writing them would keep a converged ensemble busy for ever. The zxids shown are those of the
+/// last status that changed something else.
+pub fn unchanged_but_zxids(previous: &MasterEnsembleStatus, next: &MasterEnsembleStatus) -> bool {
+    let mut masked = next.clone();
+    if masked.members.len() != previous.members.len() {
+        return false;
+    }
+    for (m, before) in masked.members.iter_mut().zip(&previous.members) {
+        m.zxid.clone_from(&before.zxid);
+    }
+    masked == *previous
+}
+
+#[cfg(test)]
+mod unchanged_tests {
+    //! Unit tier: which status changes are written.
+
+    use super::*;
+    use quorate_core::crd::MemberStatus;
+
+    fn status(zxids: &[&str], phase: EnsemblePhase) -> MasterEnsembleStatus {
+        MasterEnsembleStatus {
+            phase: Some(phase),
+            members: zxids
+                .iter()
+                .enumerate()
+                .map(|(i, z)| MemberStatus {
+                    server_id: i as i64 + 1,
+                    zxid: Some(z.to_string()),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn only_moved_zxids_are_not_written_anything_else_is() {
+        let before = status(&["0x100000005", "0x100000005"], EnsemblePhase::Running);
+        let moved = status(&["0x100000009", "0x100000009"], EnsemblePhase::Running);
+        assert!(unchanged_but_zxids(&before, &moved));
+        assert!(unchanged_but_zxids(&before, &before));
+        let phase = status(&["0x100000009", "0x100000009"], EnsemblePhase::Blocked);
+        assert!(!unchanged_but_zxids(&before, &phase));
+        let fewer = status(&["0x100000009"], EnsemblePhase::Running);
+        assert!(!unchanged_but_zxids(&before, &fewer));
+        let mut serving = moved.clone();
+        serving.members[1].synced = !serving.members[1].synced;
+        assert!(!unchanged_but_zxids(&before, &serving));
+    }
+}
+
 #[cfg(test)]
 mod claim_record_tests {
     //! Unit tier: a claim reads back from status as the step that was written.
