@@ -476,6 +476,16 @@ pub struct RunArgs {
     /// Also serve /metrics, /healthz and /readyz here (the chart's probe port).
     #[arg(long, env = "QUORATE_HEALTH_ADDR")]
     pub health_addr: Option<std::net::SocketAddr>,
+    /// At most this many passes of each kind (ensembles, backups, restores) run at once, per
+    /// watched namespace: a restart queues every object's first pass instead of running all
+    /// of them together.
+    #[arg(
+        long,
+        env = "QUORATE_MAX_CONCURRENT_RECONCILES",
+        default_value_t = 8,
+        value_parser = clap::value_parser!(u16).range(1..=1024)
+    )]
+    pub max_concurrent_reconciles: u16,
 }
 
 impl RunArgs {
@@ -531,6 +541,7 @@ impl RunArgs {
                 .into_iter()
                 .chain(self.health_addr)
                 .collect(),
+            concurrency: self.max_concurrent_reconciles,
         })
     }
 }

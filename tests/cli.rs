@@ -514,3 +514,11 @@ fn every_wait_takes_a_timeout_that_is_a_positive_duration() {
         Ok(std::time::Duration::from_secs(5400))
     );
 }
+
+#[test]
+fn an_unbounded_or_zero_concurrency_is_refused_at_start() {
+    let (code, err) = run_with_env(&[("QUORATE_MAX_CONCURRENT_RECONCILES", "0")]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--max-concurrent-reconciles"), "{err}");
+    assert!(err.contains("1..=1024") || err.contains("1..1025"), "{err}");
+}

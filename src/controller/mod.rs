@@ -317,6 +317,8 @@ pub struct RunOptions {
     pub lease: Option<leader::LeaseOptions>,
     /// Where `/metrics`, `/healthz` and `/readyz` are served.
     pub serve: Vec<std::net::SocketAddr>,
+    /// Passes of each controller run at once, per scope (0: no bound).
+    pub concurrency: u16,
 }
 
 fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
@@ -330,8 +332,9 @@ where
 }
 
 /// The three controllers over one namespace (or all of them), until SIGTERM or SIGINT.
-async fn controllers(ctx: Arc<Context>, namespace: Option<String>) {
+async fn controllers(ctx: Arc<Context>, namespace: Option<String>, concurrency: u16) {
     let client = ctx.client.clone();
+    let config = || kube::runtime::controller::Config::default().concurrency(concurrency);
     let ns = namespace.as_deref();
     let members = watcher::Config::default().labels(crate::constants::LABEL_ENSEMBLE);
     info!(namespace = ns.unwrap_or("*"), "controllers starting");
@@ -341,6 +344,7 @@ async fn controllers(ctx: Arc<Context>, namespace: Option<String>) {
     )
     .owns(scoped::<Pod>(&client, ns), members.clone())
     .owns(scoped::<PersistentVolumeClaim>(&client, ns), members)
+    .with_config(config())
     .shutdown_on_signal()
     .run(
         |o, c| pass("MasterEnsemble", o, c, ensemble::reconcile),
@@ -348,6 +352,7 @@ async fn controllers(ctx: Arc<Context>, namespace: Option<String>) {
         ctx.clone(),
     );
     let backups = Controller::new(scoped::<ZkBackup>(&client, ns), watcher::Config::default())
+        .with_config(config())
         .shutdown_on_signal()
         .run(
             |o, c| pass("ZkBackup", o, c, backup::reconcile),
@@ -359,6 +364,7 @@ async fn controllers(ctx: Arc<Context>, namespace: Option<String>) {
             scoped::<Pod>(&client, ns),
             watcher::Config::default().labels(crate::constants::LABEL_RESTORE),
         )
+        .with_config(config())
         .shutdown_on_signal()
         .run(
             |o, c| pass("ZkRestore", o, c, restore::reconcile),
@@ -409,8 +415,13 @@ pub async fn run(client: Client, options: RunOptions) -> Result<(), Error> {
             } else {
                 options.namespaces.iter().cloned().map(Some).collect()
             };
-            futures::future::join_all(scopes.into_iter().map(|ns| controllers(ctx.clone(), ns)))
-                .await;
+            let concurrency = options.concurrency;
+            futures::future::join_all(
+                scopes
+                    .into_iter()
+                    .map(|ns| controllers(ctx.clone(), ns, concurrency)),
+            )
+            .await;
             metrics.set_leader(false);
             info!("controllers stopped");
             Ok(())
