@@ -454,7 +454,7 @@ async fn a_converged_ensemble_is_left_alone(bed: &Bed, ns: &str) -> TestResult {
     eprintln!(
         "{ns}/masters over {QUIET_WINDOW:?} converged: {writes} changes of the object, {transactions} ZooKeeper transactions"
     );
-    if writes > 3 || transactions > 24 {
+    if writes > 1 || transactions > 24 {
         return Err(fail(format!(
             "a converged ensemble kept the operator busy over {QUIET_WINDOW:?}: {writes} changes of the object, {transactions} ZooKeeper transactions"
         )));

@@ -23,7 +23,8 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::watcher;
+use kube::runtime::utils::Predicate;
+use kube::runtime::{WatchStreamExt, predicates, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use tracing::{info, warn};
 
@@ -338,19 +339,33 @@ async fn controllers(ctx: Arc<Context>, namespace: Option<String>, concurrency: 
     let ns = namespace.as_deref();
     let members = watcher::Config::default().labels(crate::constants::LABEL_ENSEMBLE);
     info!(namespace = ns.unwrap_or("*"), "controllers starting");
-    let ensembles = Controller::new(
+    // An ensemble's pass is triggered by its spec (generation), labels and annotations (the
+    // restore fence), by its member Pods and PVCs, and by its requeue: not by the operator's own
+    // status writes, which would each wake one more pass that changes nothing.
+    let (reader, writer) = kube::runtime::reflector::store();
+    let trigger = watcher::watcher(
         scoped::<MasterEnsemble>(&client, ns),
         watcher::Config::default(),
     )
-    .owns(scoped::<Pod>(&client, ns), members.clone())
-    .owns(scoped::<PersistentVolumeClaim>(&client, ns), members)
-    .with_config(config())
-    .shutdown_on_signal()
-    .run(
-        |o, c| pass("MasterEnsemble", o, c, ensemble::reconcile),
-        error_policy,
-        ctx.clone(),
+    .default_backoff()
+    .reflect(writer)
+    .applied_objects()
+    .predicate_filter(
+        predicates::generation
+            .combine(predicates::annotations)
+            .combine(predicates::labels),
+        Default::default(),
     );
+    let ensembles = Controller::for_stream(trigger, reader)
+        .owns(scoped::<Pod>(&client, ns), members.clone())
+        .owns(scoped::<PersistentVolumeClaim>(&client, ns), members)
+        .with_config(config())
+        .shutdown_on_signal()
+        .run(
+            |o, c| pass("MasterEnsemble", o, c, ensemble::reconcile),
+            error_policy,
+            ctx.clone(),
+        );
     let backups = Controller::new(scoped::<ZkBackup>(&client, ns), watcher::Config::default())
         .with_config(config())
         .shutdown_on_signal()
