@@ -191,6 +191,15 @@ fn two_voters_changed_at_once_is_a_violation_except_one_to_three() {
     // Logs in the other order do not explain it.
     let backwards = BTreeMap::from([(0x100, set(&[1, 2, 3])), (0x105, set(&[1, 2, 3, 4]))]);
     assert!(!s.judge_jumps(&backwards).is_empty());
+    // Logs without the configuration the samples saw last were not read: a violation, not a pass.
+    let unread = BTreeMap::from([(0x100, set(&[1, 2, 3, 4, 5])), (0x105, set(&[1, 2, 3, 4]))]);
+    let verdict = s.judge_jumps(&unread);
+    assert!(
+        verdict
+            .iter()
+            .any(|v| v.contains("hold no reconfig to {1, 2, 3}")),
+        "{verdict:?}"
+    );
 }
 
 /// Two reconfigs as ZooKeeper's `TxnLogToolkit` prints them, around other transactions.

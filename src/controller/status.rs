@@ -283,10 +283,10 @@ fn cond(
 /// writing them would keep a converged ensemble busy for ever. The zxids shown are those of the
 /// last status that changed something else.
 pub fn unchanged_but_zxids(previous: &MasterEnsembleStatus, next: &MasterEnsembleStatus) -> bool {
-    let mut masked = next.clone();
-    if masked.members.len() != previous.members.len() {
+    if next.members.len() != previous.members.len() {
         return false;
     }
+    let mut masked = next.clone();
     for (m, before) in masked.members.iter_mut().zip(&previous.members) {
         m.zxid.clone_from(&before.zxid);
     }

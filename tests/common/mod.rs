@@ -241,28 +241,28 @@ impl Bed {
 
     /// The last lines of every operator's log.
     pub fn operator_log_tail(&self) -> String {
-        let mut out = String::new();
-        let n = self.started.load(std::sync::atomic::Ordering::SeqCst);
-        for i in 1..=n {
-            let identity = format!("quorate-{i}");
-            let text = std::fs::read_to_string(self.log_path(&identity)).unwrap_or_default();
-            let lines: Vec<&str> = text.lines().collect();
-            out.push_str(&format!("--- {identity}\n"));
-            out.push_str(&lines[lines.len().saturating_sub(30)..].join("\n"));
-            out.push('\n');
-        }
-        out
+        self.operator_logs_keeping(Some(30))
     }
 
     /// Every line of every operator's log, each log headed by its identity.
     pub fn operator_logs(&self) -> String {
+        self.operator_logs_keeping(None)
+    }
+
+    /// Every operator's log, each headed by its identity: its last `last` lines, or all.
+    fn operator_logs_keeping(&self, last: Option<usize>) -> String {
         let n = self.started.load(std::sync::atomic::Ordering::SeqCst);
-        (1..=n)
-            .map(|i| {
-                let identity = format!("quorate-{i}");
-                format!("--- {identity}\n{}", self.operator_log(&identity))
-            })
-            .collect()
+        let mut out = String::new();
+        for i in 1..=n {
+            let identity = format!("quorate-{i}");
+            let text = self.operator_log(&identity);
+            let lines: Vec<&str> = text.lines().collect();
+            let from = last.map_or(0, |k| lines.len().saturating_sub(k));
+            out.push_str(&format!("--- {identity}\n"));
+            out.push_str(&lines[from..].join("\n"));
+            out.push('\n');
+        }
+        out
     }
 
     /// Every log line of operator `identity`.

@@ -208,9 +208,19 @@ impl Sampler {
     /// Judges the samples' jumps against the reconfigs of the members' transaction logs: a jump
     /// is explained when the logs hold its first configuration and later its second (the
     /// reconfigs between them are judged by [`reconfig_chain_violations`]); otherwise it is a
-    /// violation. Returns the violations, the chain's own included.
+    /// violation. The logs must also hold every configuration the samples saw committed during
+    /// the scenario (the first may be older than the oldest log kept): else the logs were not
+    /// read and their verdict says nothing. Returns the violations, the chain's own included.
     pub fn judge_jumps(&self, chain: &BTreeMap<u64, BTreeSet<u32>>) -> Vec<String> {
         let mut out = reconfig_chain_violations(chain);
+        for config in self.configs.iter().skip(1) {
+            if !chain.values().any(|c| c == config) {
+                out.push(format!(
+                    "the transaction logs on the node hold no reconfig to {config:?}, which the samples saw (reconfigs found: {})",
+                    chain.len()
+                ));
+            }
+        }
         for jump in &self.jumps {
             let from = chain
                 .iter()

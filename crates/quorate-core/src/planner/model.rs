@@ -326,13 +326,7 @@ impl Member {
     /// Serving and synced, in a running Pod, on its own volume. A member whose volume is gone
     /// is not trusted: its data would not survive a restart.
     pub fn is_healthy(&self) -> bool {
-        self.volume
-            && self
-                .pod
-                .as_ref()
-                .is_some_and(|p| p.running && !p.terminating)
-            && self.zk.serving
-            && self.zk.synced
+        self.volume && self.serves()
     }
 
     /// Serving and synced in a running Pod, its volume intact or not: it takes part in the
