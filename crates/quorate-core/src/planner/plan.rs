@@ -330,7 +330,22 @@ fn plan_fresh(desired: &Desired, observed: &Observed, now: Timestamp) -> Plan {
         {
             return act(Step::AddVoter { members: adding }, rule);
         }
+        // One member in transition at a time (I1): a joiner that cannot vote first is waited
+        // for while it syncs, or taken out before the volume-less voter leaves.
+        let joining: Vec<&Member> = joiners
+            .iter()
+            .filter_map(|id| observed.members.get(id))
+            .collect();
+        if let Some(j) = joining.iter().find(|j| !joiner_is_synced(j)) {
+            let created = j.pod.as_ref().map(|p| p.created_at).unwrap_or(now);
+            if created + desired.replace_after > now {
+                return wait(WaitReason::JoinerCatchingUp { member: j.id }, rule);
+            }
+        }
         if quorum_survives_removal(observed, &voters, m.id) {
+            if let Some(j) = joining.first() {
+                return act(Step::DeleteMember { member: j.id }, rule);
+            }
             return act(Step::remove_voter(m.id), rule);
         }
     }

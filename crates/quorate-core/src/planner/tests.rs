@@ -878,6 +878,56 @@ fn a_voter_serving_without_its_volume_is_removed_by_reconfig_not_fenced() {
     );
 }
 
+/// Found by the fault campaign (seed 2026, round 6): a scale-up's joiner was still syncing
+/// when a voter's PVC was deleted, and the voter was removed at once, so two members were in
+/// transition (the removed voter still serving outside the configuration, and the joiner).
+/// The joiner is waited for while it syncs; one that cannot vote first is taken out before the
+/// volume-less voter leaves.
+#[test]
+fn a_voter_serving_without_its_volume_leaves_only_when_no_joiner_is_in_transition() {
+    let mut o = ObservedEnsemble::healthy(3)
+        .with_joiner(4, false, SignedDuration::from_secs(5))
+        .build();
+    volume_lost(&mut o, 1);
+    let p = plan(&desired(5), &o, t0());
+    assert_eq!(
+        p.decision,
+        Decision::Wait {
+            reason: WaitReason::JoinerCatchingUp { member: id(4) }
+        },
+        "{p:?}"
+    );
+    // A synced joiner of a 1->3 step waits for its partner, so it cannot vote first: it is
+    // taken out, then the voter leaves.
+    let mut o = ObservedEnsemble::healthy(1)
+        .with_joiner(2, true, SignedDuration::from_mins(1))
+        .build();
+    volume_lost(&mut o, 1);
+    let p = plan(&desired(3), &o, t0());
+    assert_ne!(
+        p.decision,
+        Decision::Act {
+            step: Step::remove_voter(id(1))
+        },
+        "a lone voter is never removed: {p:?}"
+    );
+    let mut o = ObservedEnsemble::healthy(3)
+        .with_joiner(4, true, SignedDuration::from_mins(1))
+        .build();
+    volume_lost(&mut o, 1);
+    let mut d = desired(5);
+    d.backup_before_change = true;
+    let p = plan(&d, &o, t0());
+    assert_eq!(
+        p.decision,
+        Decision::Act {
+            step: Step::DeleteMember { member: id(4) }
+        },
+        "no fresh backup, so the joiner cannot vote first: {p:?}"
+    );
+    assert_eq!(p.rule, Rule::VolumeLostVoterIsReplacedWhileServing);
+}
+
 /// A fence claimed earlier is not carried on when deleting the member's Pod would leave the
 /// current configuration without a serving majority to commit its removal (two voters left).
 #[test]
