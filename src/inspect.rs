@@ -121,12 +121,16 @@ pub async fn plan_live(
         })?;
     let ctx = crate::controller::Context::new(client.clone()).map_err(|e| e.to_string())?;
     let now = now.unwrap_or_else(Timestamp::now);
+    let objects = crate::controller::support::Objects::list(&ctx, &ns, &name)
+        .await
+        .map_err(|e| e.to_string())?;
     let obs = crate::controller::observe::observe(
         &ctx,
         &ens,
         &desired,
         &Credentials::digest(SUPER_USER, password),
         now,
+        objects,
     )
     .await
     .map_err(|e| e.to_string())?;

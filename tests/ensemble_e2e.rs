@@ -397,11 +397,13 @@ async fn even_replicas_are_rejected_and_nothing_changes(bed: &Bed, ns: &str) -> 
     Ok(())
 }
 
-/// A converged ensemble costs nothing: over a quiet window the operator neither rewrites the
-/// ensemble's status (each write wakes every watcher and the operator's next pass) nor keeps
-/// opening ZooKeeper sessions (each is a transaction). Judged from the API server's watch of the
-/// object and the members' own zxids, not from the operator's metrics; the bounds are counts
-/// far above one pass per requeue and far below a pass loop (hundreds in the window).
+/// A converged ensemble costs nothing: its passes write nothing (no status, no apply of unchanged
+/// support objects, no credentials Secret), and over a quiet window the operator neither
+/// rewrites the ensemble's status (each write wakes every watcher and the operator's next pass)
+/// nor keeps opening ZooKeeper sessions (each is a transaction). Judged from the API server's
+/// audit log and watch of the object and the members' own zxids, not from the operator's
+/// metrics; the window's bounds are counts far above one pass per requeue and far below a pass
+/// loop (hundreds in the window).
 async fn a_converged_ensemble_is_left_alone(bed: &Bed, ns: &str) -> TestResult {
     use futures::StreamExt;
     use kube::runtime::{WatchStreamExt, watcher};
@@ -441,6 +443,29 @@ async fn a_converged_ensemble_is_left_alone(bed: &Bed, ns: &str) -> TestResult {
         }
         Ok(highest)
     };
+    // Passes asked for by hand (an annotation wakes one), each seen in the API server's audit
+    // log as the operator's read of the credentials Secret: none of them may write anything.
+    let mark = common::judges::audit_mark(bed);
+    let user = common::judges::operator_user();
+    let passes = || -> Result<usize, Failed> {
+        Ok(common::judges::audited_since(bed, mark, &user)?
+            .iter()
+            .filter(|a| a.verb == "get" && a.namespace == ns && a.name == "masters-credentials")
+            .count())
+    };
+    for poke in 0..POKES {
+        let seen = passes()?;
+        let patch = serde_json::json!({"metadata": {"annotations": {"quorate.test/poke": poke.to_string()}}});
+        api.patch("masters", &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        wait_for(
+            "a pass after the poke",
+            Duration::from_secs(30),
+            async || Ok(passes()? > seen),
+        )
+        .await?;
+    }
     let before = zxids().await?;
     let name = "metadata.name=masters";
     let events = watcher(api.clone(), watcher::Config::default().fields(name))
@@ -459,11 +484,78 @@ async fn a_converged_ensemble_is_left_alone(bed: &Bed, ns: &str) -> TestResult {
             "a converged ensemble kept the operator busy over {QUIET_WINDOW:?}: {writes} changes of the object, {transactions} ZooKeeper transactions"
         )));
     }
+    let audited = common::judges::audited_since(bed, mark, &user)?;
+    let operator_writes: Vec<String> = audited
+        .iter()
+        .filter(|a| a.verb != "get" && a.namespace == ns)
+        .map(|a| format!("{} {} {}", a.verb, a.resource, a.name))
+        .collect();
+    let status_writes = operator_writes
+        .iter()
+        .filter(|w| w.contains("masterensembles/status"))
+        .count();
+    eprintln!(
+        "{ns}/masters: {} passes, operator writes in the audit log: {operator_writes:?}",
+        passes()?
+    );
+    if passes()? < POKES || operator_writes.len() > status_writes || status_writes > 1 {
+        return Err(fail(format!(
+            "a converged ensemble's passes must write nothing (at most one status): {} passes wrote {operator_writes:?}",
+            passes()?
+        )));
+    }
+    // Written only when they differ, yet never left edited: a hand edit of the ConfigMap (read
+    // by name) and of the PodDisruptionBudget (from the operator's store) is reverted.
+    let cms: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(client.clone(), ns);
+    let pdbs: Api<k8s_openapi::api::policy::v1::PodDisruptionBudget> =
+        Api::namespaced(client.clone(), ns);
+    let zoo_cfg = async || -> Result<String, Failed> {
+        Ok(cms
+            .get("masters-config")
+            .await
+            .map_err(|e| fail(e.to_string()))?
+            .data
+            .and_then(|d| d.get("zoo.cfg").cloned())
+            .unwrap_or_default())
+    };
+    let original = zoo_cfg().await?;
+    let edit = serde_json::json!({"data": {"zoo.cfg": "edited by hand"}});
+    cms.patch(
+        "masters-config",
+        &PatchParams::default(),
+        &Patch::Merge(&edit),
+    )
+    .await
+    .map_err(|e| fail(e.to_string()))?;
+    let edit = serde_json::json!({"spec": {"maxUnavailable": 2}});
+    pdbs.patch("masters", &PatchParams::default(), &Patch::Merge(&edit))
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    // The PDB edit wakes a pass through the operator's watch; the ConfigMap is read by the
+    // next pass, which a poke asks for.
+    let patch = serde_json::json!({"metadata": {"annotations": {"quorate.test/poke": "edited"}}});
+    api.patch("masters", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    wait_for(
+        "the hand edits reverted",
+        Duration::from_secs(60),
+        async || {
+            let pdb = pdbs.get("masters").await.map_err(|e| fail(e.to_string()))?;
+            let unavailable = pdb.spec.and_then(|s| s.max_unavailable);
+            Ok(zoo_cfg().await? == original
+                && unavailable
+                    == Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(1)))
+        },
+    )
+    .await?;
     Ok(())
 }
 
 /// How long a converged ensemble is watched for work it should not cause.
 const QUIET_WINDOW: Duration = Duration::from_secs(20);
+/// Passes of a converged ensemble asked for by hand.
+const POKES: usize = 3;
 
 async fn deleting_the_ensemble_removes_everything_it_owned(bed: &Bed, ns: &str) -> TestResult {
     let (client, api) = create_and_converge(bed, ns, ensemble("masters", 1)).await?;

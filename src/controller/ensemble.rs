@@ -5,8 +5,7 @@ use std::sync::Arc;
 
 use jiff::Timestamp;
 use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
-use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
@@ -17,6 +16,7 @@ use tracing::{info, instrument, warn};
 
 use super::observe::{Observation, observe};
 use super::status::build_status;
+use super::support;
 use super::{Context, Error};
 use crate::constants::*;
 use crate::crd::{EnsemblePhase, MasterEnsemble, MasterEnsembleStatus};
@@ -67,19 +67,52 @@ pub async fn reconcile(ens: Arc<MasterEnsemble>, ctx: Arc<Context>) -> Result<Ac
         return Ok(Action::requeue(std::time::Duration::from_secs(5)));
     }
 
-    let mut obs = observe(&ctx, &ens, &desired, &credentials, now).await?;
     let mut previous = ens.status.clone().unwrap_or_default();
-    if previous.observed_generation != ens.metadata.generation {
+    let new_spec = previous.observed_generation != ens.metadata.generation;
+    if new_spec {
         // A new spec: this is when the change was requested (backupBeforeChange compares with
         // it). The planner of this very pass must see it too, or a backup older than the change
         // but newer than the previous one would let the change through.
-        let requested = to_micros(now);
-        previous.change_requested_at = Some(MicroTime(requested));
-        obs.observed.change_requested_at = Some(requested);
+        previous.change_requested_at = Some(MicroTime(to_micros(now)));
     }
-    let mut plan = plan(&desired, &obs.observed, now);
-    if super::survivor::read_volumes(&ctx, &ectx, &mut obs, &plan).await? {
-        plan = crate::planner::plan(&desired, &obs.observed, now);
+    // A steady ensemble is confirmed from the reflector stores; anything else, and any plan
+    // that is not Converged, is observed from fresh lists (a store may lag the last step).
+    let steady =
+        !new_spec && previous.phase == Some(EnsemblePhase::Running) && previous.in_flight.is_none();
+    let objects = match steady
+        .then(|| support::Objects::from_stores(&ctx, &ns, &name))
+        .flatten()
+    {
+        Some(stored) => stored,
+        None => support::Objects::list(&ctx, &ns, &name).await?,
+    };
+    let from_stores = objects.clone();
+    let (mut obs, mut plan) = observe_and_plan(
+        &ctx,
+        &ens,
+        &ectx,
+        &desired,
+        &credentials,
+        &previous,
+        now,
+        objects,
+    )
+    .await?;
+    if from_stores.from_stores && !matches!(plan.decision, Decision::Converged) {
+        let listed = support::Objects::list(&ctx, &ns, &name).await?;
+        if !listed.same_as(&from_stores) {
+            (obs, plan) = observe_and_plan(
+                &ctx,
+                &ens,
+                &ectx,
+                &desired,
+                &credentials,
+                &previous,
+                now,
+                listed,
+            )
+            .await?;
+        }
     }
     info!(decision = %plan.decision, rule = %plan.rule.name(), "planned");
     let labels = crate::metrics::ObjectLabels::new(&ns, &name);
@@ -197,6 +230,28 @@ pub async fn reconcile(ens: Arc<MasterEnsemble>, ctx: Arc<Context>) -> Result<Ac
     }
 }
 
+/// Observes the ensemble from `objects` and plans its next step (reading member volumes when
+/// the plan needs the most up-to-date survivor).
+#[allow(clippy::too_many_arguments)]
+async fn observe_and_plan(
+    ctx: &Context,
+    ens: &MasterEnsemble,
+    ectx: &EnsembleContext<'_>,
+    desired: &Desired,
+    credentials: &Credentials,
+    previous: &MasterEnsembleStatus,
+    now: Timestamp,
+    objects: support::Objects,
+) -> Result<(Observation, Plan), Error> {
+    let mut obs = observe(ctx, ens, desired, credentials, now, objects).await?;
+    obs.observed.change_requested_at = previous.change_requested_at.as_ref().map(|t| t.0);
+    let mut plan = plan(desired, &obs.observed, now);
+    if super::survivor::read_volumes(ctx, ectx, &mut obs, &plan).await? {
+        plan = crate::planner::plan(desired, &obs.observed, now);
+    }
+    Ok((obs, plan))
+}
+
 /// Asks the `backupBeforeChange` ZkBackup for a backup taken after `at` (an annotation its
 /// controller acts on), unless it was asked already.
 async fn request_backup(ctx: &Context, ns: &str, backup: &str, at: Timestamp) {
@@ -295,36 +350,27 @@ async fn announce_completed(
     }
 }
 
-async fn apply<K>(ctx: &Context, ns: &str, obj: &K) -> Result<(), Error>
-where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + serde::Serialize
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug,
-{
-    let api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
-    let name = obj.meta().name.clone().unwrap_or_default();
-    let mut value = serde_json::to_value(obj)
-        .map_err(|e| Error::Inconsistent(format!("render {name}: {e}")))?;
-    value["apiVersion"] = K::api_version(&()).into();
-    value["kind"] = K::kind(&()).into();
-    api.patch(
-        &name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&value),
-    )
-    .await
-    .map_err(Error::kube(format!("apply {} {ns}/{name}", K::kind(&()))))?;
-    Ok(())
-}
-
-/// The ConfigMap, both Services and the PodDisruptionBudget, applied every pass.
+/// The ConfigMap (read by name), both Services and the PodDisruptionBudget (from the stores),
+/// each applied only when it differs (support.rs).
 async fn ensure_support_objects(ctx: &Context, ectx: &EnsembleContext<'_>) -> Result<(), Error> {
-    apply::<ConfigMap>(ctx, ectx.namespace, &build_config_map(ectx)).await?;
-    apply::<Service>(ctx, ectx.namespace, &build_members_service(ectx)).await?;
-    apply::<Service>(ctx, ectx.namespace, &build_client_service(ectx)).await?;
-    apply::<PodDisruptionBudget>(ctx, ectx.namespace, &build_pdb(ectx)).await
+    let ns = ectx.namespace;
+    let stores = ctx.stores.as_ref();
+    let config_map = build_config_map(ectx);
+    let held = Api::<ConfigMap>::namespaced(ctx.client.clone(), ns)
+        .get_opt(&config_map.name_any())
+        .await
+        .map_err(Error::kube(format!(
+            "read ConfigMap {}",
+            config_map.name_any()
+        )))?;
+    support::apply_if_differs(ctx, ns, &config_map, held.as_ref()).await?;
+    for service in [build_members_service(ectx), build_client_service(ectx)] {
+        let held = support::held(stores.map(|s| &s.services), ns, &service.name_any());
+        support::apply_if_differs(ctx, ns, &service, held.as_deref()).await?;
+    }
+    let pdb = build_pdb(ectx);
+    let held = support::held(stores.map(|s| &s.pdbs), ns, &pdb.name_any());
+    support::apply_if_differs(ctx, ns, &pdb, held.as_deref()).await
 }
 
 /// The super user's credentials: generated once into `<ensemble>-credentials`, or taken from
@@ -335,6 +381,10 @@ async fn ensure_credentials(
 ) -> Result<Credentials, Error> {
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ectx.namespace);
     let own = credentials_secret(ectx.name);
+    let existing = api
+        .get_opt(&own)
+        .await
+        .map_err(Error::kube(format!("read Secret {own}")))?;
     let password = match &ectx.spec.auth {
         Some(auth) => {
             let user = api
@@ -346,11 +396,9 @@ async fn ensure_credentials(
                 )))?;
             super::backup::secret_key(&user, ectx.namespace, SECRET_SUPER_PASSWORD)?
         }
-        None => api
-            .get_opt(&own)
-            .await
-            .map_err(Error::kube(format!("read Secret {own}")))?
-            .and_then(|s| super::backup::secret_value(&s, SECRET_SUPER_PASSWORD))
+        None => existing
+            .as_ref()
+            .and_then(|s| super::backup::secret_value(s, SECRET_SUPER_PASSWORD))
             .unwrap_or_else(|| Alphanumeric.sample_string(&mut rand::rng(), 32)),
     };
     let secret = Secret {
@@ -373,6 +421,6 @@ async fn ensure_credentials(
         ])),
         ..Default::default()
     };
-    apply::<Secret>(ctx, ectx.namespace, &secret).await?;
+    support::apply_if_differs(ctx, ectx.namespace, &secret, existing.as_ref()).await?;
     Ok(Credentials::digest(SUPER_USER, password))
 }

@@ -14,13 +14,15 @@ pub mod observe;
 pub mod recovery;
 pub mod restore;
 pub mod status;
+pub mod support;
 pub mod survivor;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::utils::Predicate;
@@ -174,6 +176,7 @@ pub async fn publish_event<K: kube::Resource<DynamicType = ()>>(
 }
 
 /// Shared state of every reconcile.
+#[derive(Clone)]
 pub struct Context {
     /// The API client.
     pub client: Client,
@@ -187,6 +190,11 @@ pub struct Context {
     pub backups: Arc<backup::Running>,
     /// The Prometheus metrics.
     pub metrics: Arc<Metrics>,
+    /// The reflector stores of the controllers' scope; `None` outside `quorate run` (a pass
+    /// then lists and applies as it goes).
+    pub stores: Option<support::Stores>,
+    /// What this process last applied of each support object.
+    pub applied: Arc<support::Applied>,
 }
 
 impl Context {
@@ -210,6 +218,8 @@ impl Context {
             settle: Duration::from_secs(2),
             backups: Arc::default(),
             metrics,
+            stores: None,
+            applied: Arc::default(),
         })
     }
 }
@@ -356,9 +366,29 @@ async fn controllers(ctx: Arc<Context>, namespace: Option<String>, concurrency: 
             .combine(predicates::labels),
         Default::default(),
     );
+    // Pods, PVCs, Services and PDBs come from reflector stores: a converged pass lists
+    // nothing and applies nothing (support.rs); a change to any of them wakes its ensemble.
+    let (pods, pod_events) = reflected(scoped::<Pod>(&client, ns), members.clone());
+    let (pvcs, pvc_events) = reflected(
+        scoped::<PersistentVolumeClaim>(&client, ns),
+        members.clone(),
+    );
+    let (services, service_events) = reflected(scoped::<Service>(&client, ns), members.clone());
+    let (pdbs, pdb_events) = reflected(scoped::<PodDisruptionBudget>(&client, ns), members);
+    let ctx = Arc::new(Context {
+        stores: Some(support::Stores {
+            pods,
+            pvcs,
+            services,
+            pdbs,
+        }),
+        ..(*ctx).clone()
+    });
     let ensembles = Controller::for_stream(trigger, reader)
-        .owns(scoped::<Pod>(&client, ns), members.clone())
-        .owns(scoped::<PersistentVolumeClaim>(&client, ns), members)
+        .owns_stream(pod_events)
+        .owns_stream(pvc_events)
+        .owns_stream(service_events)
+        .owns_stream(pdb_events)
         .with_config(config())
         .shutdown_on_signal()
         .run(
@@ -391,6 +421,33 @@ async fn controllers(ctx: Arc<Context>, namespace: Option<String>, concurrency: 
         drain(backups, "ZkBackup"),
         drain(restores, "ZkRestore")
     );
+}
+
+/// A label-selected watch of `api` reflected into a store (managed fields stripped: a pass
+/// never reads them), and the stream of touched objects that triggers their owners' passes.
+fn reflected<K>(
+    api: Api<K>,
+    config: watcher::Config,
+) -> (
+    kube::runtime::reflector::Store<K>,
+    impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+)
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let (reader, writer) = kube::runtime::reflector::store();
+    let events = watcher::watcher(api, config)
+        .default_backoff()
+        .modify(|o: &mut K| o.managed_fields_mut().clear())
+        .reflect(writer)
+        .touched_objects();
+    (reader, events)
 }
 
 /// Runs a controller's stream of results to its end; its errors were handled by the error

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
-use kube::api::ListParams;
 use kube::{Api, ResourceExt};
 
+use super::support::Objects;
 use super::{Context, Error};
 use crate::constants::*;
 use crate::crd::{ArtifactPhase, MasterEnsemble, MemberState, MemberStatus, ZkBackup};
@@ -56,26 +56,18 @@ impl Observation {
     }
 }
 
-/// Reads the ensemble's state. `credentials` authenticate the config read.
+/// Reads the ensemble's state from its Pods and PVCs (`objects`), ZooKeeper and the status.
+/// `credentials` authenticate the config read.
 pub async fn observe(
     ctx: &Context,
     ens: &MasterEnsemble,
     desired: &Desired,
     credentials: &Credentials,
     now: Timestamp,
+    objects: Objects,
 ) -> Result<Observation, Error> {
-    let ns = ens.namespace().unwrap_or_default();
     let name = ens.name_any();
-    let selector = ListParams::default().labels(&format!("{LABEL_ENSEMBLE}={name}"));
-    let pod_list = Api::<Pod>::namespaced(ctx.client.clone(), &ns)
-        .list(&selector)
-        .await
-        .map_err(Error::kube(format!("list Pods of {ns}/{name}")))?;
-    let pvc_list = Api::<PersistentVolumeClaim>::namespaced(ctx.client.clone(), &ns)
-        .list(&selector)
-        .await
-        .map_err(Error::kube(format!("list PVCs of {ns}/{name}")))?;
-    let (probe_list, pod_list): (Vec<Pod>, Vec<Pod>) = pod_list.items.into_iter().partition(|p| {
+    let (probe_list, pod_list): (Vec<Pod>, Vec<Pod>) = objects.pods.into_iter().partition(|p| {
         p.labels().get(LABEL_COMPONENT).map(String::as_str) == Some(PROBE_COMPONENT)
     });
     let probes: BTreeMap<ServerId, Pod> = probe_list
@@ -89,8 +81,8 @@ pub async fn observe(
         .into_iter()
         .filter_map(|p| Some((server_id_of(p.labels())?, p)))
         .collect();
-    let pvcs: BTreeMap<ServerId, PersistentVolumeClaim> = pvc_list
-        .items
+    let pvcs: BTreeMap<ServerId, PersistentVolumeClaim> = objects
+        .pvcs
         .into_iter()
         .filter_map(|p| Some((server_id_of(p.labels())?, p)))
         .collect();

@@ -650,3 +650,73 @@ pub async fn reconfigs_on_disk(
     }
     Ok(chain)
 }
+
+/// One request the API server wrote into its audit log (the testbed's policy keeps writes and
+/// Secret reads; see `quorate_testbed::controlplane::AUDIT_POLICY`).
+#[derive(Clone, Debug)]
+pub struct Audited {
+    /// Who made it, as the API server authenticated them.
+    pub user: String,
+    /// `create`, `update`, `patch`, `delete`, `get`, ...
+    pub verb: String,
+    /// The resource, with its subresource after a slash (`masterensembles/status`).
+    pub resource: String,
+    /// Its namespace.
+    pub namespace: String,
+    /// Its name.
+    pub name: String,
+}
+
+/// The audit log's length: the mark from which [`audited_since`] reads.
+pub fn audit_mark(bed: &Bed) -> u64 {
+    std::fs::metadata(bed.plane.audit_log())
+        .map(|m| m.len())
+        .unwrap_or(0)
+}
+
+/// The requests audited after `mark` whose user is `user`.
+pub fn audited_since(bed: &Bed, mark: u64, user: &str) -> Result<Vec<Audited>, Failed> {
+    use std::io::{Read, Seek};
+    let path = bed.plane.audit_log();
+    let mut file =
+        std::fs::File::open(&path).map_err(|e| fail(format!("{}: {e}", path.display())))?;
+    file.seek(std::io::SeekFrom::Start(mark))
+        .map_err(|e| fail(e.to_string()))?;
+    let mut text = String::new();
+    file.read_to_string(&mut text)
+        .map_err(|e| fail(e.to_string()))?;
+    let field = |v: &serde_json::Value, p: &str| {
+        v.pointer(p)
+            .and_then(|x| x.as_str())
+            .unwrap_or_default()
+            .to_string()
+    };
+    Ok(text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| field(v, "/user/username") == user)
+        .map(|v| {
+            let sub = field(&v, "/objectRef/subresource");
+            let mut resource = field(&v, "/objectRef/resource");
+            if !sub.is_empty() {
+                resource = format!("{resource}/{sub}");
+            }
+            Audited {
+                user: field(&v, "/user/username"),
+                verb: field(&v, "/verb"),
+                resource,
+                namespace: field(&v, "/objectRef/namespace"),
+                name: field(&v, "/objectRef/name"),
+            }
+        })
+        .collect())
+}
+
+/// The user the operators run as: the chart's ServiceAccount.
+pub fn operator_user() -> String {
+    format!(
+        "system:serviceaccount:{}:{}",
+        super::RELEASE_NS,
+        super::RELEASE
+    )
+}

@@ -557,7 +557,7 @@ pub fn run(
         .build()
         .expect("runtime");
     let bed = runtime.block_on(async {
-        let plane = ControlPlane::start(Options { controller_manager: true, ..Default::default() })
+        let plane = ControlPlane::start(Options { controller_manager: true, audit: true, ..Default::default() })
             .await
             .map_err(|e| format!("control plane: {e}"))?;
         let client = plane.client().await.map_err(|e| format!("{e}"))?;
