@@ -106,7 +106,18 @@ pub async fn observe(
         config: None,
         addresses,
     };
-    if let Some(membership) = obs.membership(credentials.clone()) {
+    // The committed configuration: the leader's own (its `conf` reply), which needs no
+    // ZooKeeper session (each session's open and close are transactions); without it, read
+    // through a session from a serving member.
+    obs.config = obs
+        .zk
+        .leader
+        .and_then(|l| obs.zk.members.get(&l))
+        .filter(|m| m.serving)
+        .and_then(|m| m.config.clone());
+    if obs.config.is_none()
+        && let Some(membership) = obs.membership(credentials.clone())
+    {
         match membership.read_config().await {
             Ok(config) => obs.config = Some(config),
             Err(e) => tracing::info!(ensemble = %name, error = %e, "configuration not readable"),

@@ -110,6 +110,8 @@ pub struct MemberObservation {
     pub leader_id: Option<ServerId>,
     /// The version of the configuration it knows (`conf` four-letter word).
     pub config_version: Option<u64>,
+    /// The configuration it has committed (the `membership:` section of `conf`).
+    pub config: Option<super::EnsembleConfig>,
     /// The leader's counts of synced learners (only when it leads).
     pub learner_counts: Option<LearnerCounts>,
     /// The ZooKeeper version it runs, such as `3.9.5`.
@@ -129,6 +131,7 @@ impl MemberObservation {
             zxid: None,
             leader_id: None,
             config_version: None,
+            config: None,
             learner_counts: None,
             zookeeper_version: None,
             problems: vec![problem.into()],
@@ -284,12 +287,15 @@ fn chain(e: &dyn std::error::Error) -> String {
 }
 
 /// What quorate reads from a `conf` four-letter-word reply.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ConfReply {
     /// `serverId=`: the id the process answering has.
     pub server_id: Option<ServerId>,
     /// The `version=<hex>` of the `membership:` section.
     pub config_version: Option<u64>,
+    /// The `membership:` section: the configuration this server has committed (its server
+    /// lines and version), the same text `/zookeeper/config` holds.
+    pub membership: Option<super::EnsembleConfig>,
 }
 
 impl ConfReply {
@@ -297,15 +303,21 @@ impl ConfReply {
     pub fn parse(reply: &str) -> ConfReply {
         let mut out = ConfReply::default();
         let mut in_membership = false;
+        let mut membership = String::new();
         for line in reply.lines().map(str::trim) {
             if line.starts_with("membership:") {
                 in_membership = true;
             } else if !in_membership && let Some(id) = line.strip_prefix("serverId=") {
                 out.server_id = id.trim().parse().ok().map(ServerId);
-            } else if in_membership && let Some(hex) = line.strip_prefix("version=") {
-                out.config_version = u64::from_str_radix(hex.trim_start_matches("0x"), 16).ok();
+            } else if in_membership {
+                if let Some(hex) = line.strip_prefix("version=") {
+                    out.config_version = u64::from_str_radix(hex.trim_start_matches("0x"), 16).ok();
+                }
+                membership.push_str(line);
+                membership.push('\n');
             }
         }
+        out.membership = super::EnsembleConfig::parse(&membership).ok();
         out
     }
 }
@@ -386,6 +398,7 @@ pub fn observation_from_replies(
     match conf {
         Some(Ok(c)) => {
             obs.config_version = c.config_version;
+            obs.config = c.membership;
             if let Some(other) = c.server_id.filter(|other| *other != id) {
                 // Another process answers at this address: nothing it says is about `id`.
                 let mut wrong = MemberObservation::unreachable(
@@ -443,6 +456,7 @@ mod tests {
             Some(Ok(ConfReply {
                 server_id: Some(ServerId(1)),
                 config_version: Some(0x1_0000_0000),
+                membership: None,
             })),
         );
         assert!(obs.serving, "{obs:?}");
@@ -526,14 +540,16 @@ mod tests {
     }
 
     #[test]
-    fn reads_the_server_id_and_membership_version_from_conf() {
-        let reply = "clientPort=2181\nserverId=1\nmembership: \nserver.1=a:2888:3888:participant;a:2181\nversion=100000009\n";
+    fn reads_the_server_id_and_membership_from_conf() {
+        let reply = "clientPort=2181\nserverId=1\nmembership: \nserver.1=a:2888:3888:participant;a:2181\nserver.4=d:2888:3888:participant;d:2181\nversion=100000009\n";
+        let conf = ConfReply::parse(reply);
+        assert_eq!(conf.server_id, Some(ServerId(1)));
+        assert_eq!(conf.config_version, Some(0x1_0000_0009));
+        let membership = conf.membership.expect("the membership section");
+        assert_eq!(membership.version, 0x1_0000_0009);
         assert_eq!(
-            ConfReply::parse(reply),
-            ConfReply {
-                server_id: Some(ServerId(1)),
-                config_version: Some(0x1_0000_0009)
-            }
+            membership.membership().voters,
+            [ServerId(1), ServerId(4)].into()
         );
         assert_eq!(
             ConfReply::parse("This ZooKeeper instance is not currently serving requests"),
@@ -556,6 +572,7 @@ mod tests {
             Some(Ok(ConfReply {
                 server_id: Some(ServerId(2)),
                 config_version: Some(1),
+                membership: None,
             })),
         );
         assert!(!obs.serving);
