@@ -28,9 +28,38 @@ use crate::planner::model::to_micros;
 use crate::planner::{Claim, Decision, Desired, Plan, plan};
 use crate::zk::Credentials;
 
-/// One pass over one ensemble.
-#[instrument(skip_all, fields(namespace = %ens.namespace().unwrap_or_default(), ensemble = %ens.name_any()))]
+/// One pass over one ensemble. After a pass that lost its compare-and-set race, the next one
+/// reads the ensemble from the API server: the store that handed out the older object may lag
+/// for as long as its watch takes to reconnect, and every claim from it would lose again.
 pub async fn reconcile(ens: Arc<MasterEnsemble>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let ns = ens.namespace().unwrap_or_default();
+    let name = ens.name_any();
+    let ens = if ctx.stale.take(&ns, &name) {
+        let api: Api<MasterEnsemble> = Api::namespaced(ctx.client.clone(), &ns);
+        match api
+            .get_opt(&name)
+            .await
+            .map_err(Error::kube(format!("read {ns}/{name}")))
+        {
+            Ok(Some(fresh)) => Arc::new(fresh),
+            Ok(None) => return Ok(Action::await_change()),
+            Err(e) => {
+                ctx.stale.mark(&ns, &name);
+                return Err(e);
+            }
+        }
+    } else {
+        ens
+    };
+    let result = pass(ens, ctx.clone()).await;
+    if matches!(result, Err(Error::Conflict { .. })) {
+        ctx.stale.mark(&ns, &name);
+    }
+    result
+}
+
+#[instrument(skip_all, fields(namespace = %ens.namespace().unwrap_or_default(), ensemble = %ens.name_any()))]
+async fn pass(ens: Arc<MasterEnsemble>, ctx: Arc<Context>) -> Result<Action, Error> {
     let now = Timestamp::now();
     let ns = ens.namespace().unwrap_or_default();
     let name = ens.name_any();
@@ -87,31 +116,23 @@ pub async fn reconcile(ens: Arc<MasterEnsemble>, ctx: Arc<Context>) -> Result<Ac
         None => support::Objects::list(&ctx, &ns, &name).await?,
     };
     let from_stores = objects.clone();
-    let (mut obs, mut plan) = observe_and_plan(
-        &ctx,
-        &ens,
-        &ectx,
-        &desired,
-        &credentials,
-        &previous,
-        now,
-        objects,
-    )
-    .await?;
+    let observe_with = |objects| {
+        observe_and_plan(
+            &ctx,
+            &ens,
+            &ectx,
+            &desired,
+            &credentials,
+            &previous,
+            now,
+            objects,
+        )
+    };
+    let (mut obs, mut plan) = observe_with(objects).await?;
     if from_stores.from_stores && !matches!(plan.decision, Decision::Converged) {
         let listed = support::Objects::list(&ctx, &ns, &name).await?;
         if !listed.same_as(&from_stores) {
-            (obs, plan) = observe_and_plan(
-                &ctx,
-                &ens,
-                &ectx,
-                &desired,
-                &credentials,
-                &previous,
-                now,
-                listed,
-            )
-            .await?;
+            (obs, plan) = observe_with(listed).await?;
         }
     }
     info!(decision = %plan.decision, rule = %plan.rule.name(), "planned");

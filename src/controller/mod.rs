@@ -195,6 +195,8 @@ pub struct Context {
     pub stores: Option<support::Stores>,
     /// What this process last applied of each support object.
     pub applied: Arc<support::Applied>,
+    /// Ensembles to read from the API server rather than the store on their next pass.
+    pub stale: Arc<support::Stale>,
 }
 
 impl Context {
@@ -220,6 +222,7 @@ impl Context {
             metrics,
             stores: None,
             applied: Arc::default(),
+            stale: Arc::default(),
         })
     }
 }

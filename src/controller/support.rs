@@ -64,6 +64,29 @@ impl Applied {
     }
 }
 
+/// Ensembles whose last pass lost its compare-and-set race: the object the store handed it
+/// was older than the API server's (a watch that is still reconnecting, after an API server
+/// restart say), so the next pass reads the object itself instead of trusting the store.
+#[derive(Default)]
+pub struct Stale(Mutex<std::collections::HashSet<(String, String)>>);
+
+impl Stale {
+    /// Marks `ns/name` stale.
+    pub fn mark(&self, ns: &str, name: &str) {
+        if let Ok(mut set) = self.0.lock() {
+            set.insert((ns.to_string(), name.to_string()));
+        }
+    }
+
+    /// Whether `ns/name` was marked, clearing the mark.
+    pub fn take(&self, ns: &str, name: &str) -> bool {
+        self.0
+            .lock()
+            .map(|mut set| set.remove(&(ns.to_string(), name.to_string())))
+            .unwrap_or(false)
+    }
+}
+
 /// The held object's applied hash and resourceVersion.
 pub struct Held<'a> {
     /// The value of [`ANNOTATION_APPLIED_HASH`].
@@ -281,6 +304,16 @@ mod tests {
     #[test]
     fn an_object_another_writer_changed_is_applied_again() {
         assert!(needs_apply("h1", held("h1", "9"), Some(("h1", "7"))));
+    }
+
+    #[test]
+    fn a_stale_mark_is_taken_once() {
+        let stale = Stale::default();
+        assert!(!stale.take("ns", "a"));
+        stale.mark("ns", "a");
+        assert!(!stale.take("ns", "b"));
+        assert!(stale.take("ns", "a"));
+        assert!(!stale.take("ns", "a"));
     }
 
     #[test]
