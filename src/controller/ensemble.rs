@@ -115,7 +115,8 @@ async fn pass(ens: Arc<MasterEnsemble>, ctx: Arc<Context>) -> Result<Action, Err
         Some(stored) => stored,
         None => support::Objects::list(&ctx, &ns, &name).await?,
     };
-    let from_stores = objects.clone();
+    // What the stores held, to tell whether fresh lists would show anything else.
+    let stored = objects.from_stores.then(|| objects.versions());
     let observe_with = |objects| {
         observe_and_plan(
             &ctx,
@@ -129,9 +130,11 @@ async fn pass(ens: Arc<MasterEnsemble>, ctx: Arc<Context>) -> Result<Action, Err
         )
     };
     let (mut obs, mut plan) = observe_with(objects).await?;
-    if from_stores.from_stores && !matches!(plan.decision, Decision::Converged) {
+    if let Some(stored) = stored
+        && !matches!(plan.decision, Decision::Converged)
+    {
         let listed = support::Objects::list(&ctx, &ns, &name).await?;
-        if !listed.same_as(&from_stores) {
+        if listed.versions() != stored {
             (obs, plan) = observe_with(listed).await?;
         }
     }

@@ -607,21 +607,15 @@ pub(super) async fn member_objects(
     ns: &str,
     ensemble: &str,
 ) -> Result<(BTreeMap<ServerId, Pod>, BTreeSet<ServerId>), Error> {
-    let selector = ListParams::default().labels(&format!("{LABEL_ENSEMBLE}={ensemble}"));
-    let pods = Api::<Pod>::namespaced(ctx.client.clone(), ns)
-        .list(&selector)
-        .await
-        .map_err(Error::kube(format!("list Pods of {ns}/{ensemble}")))?;
-    let pvcs = Api::<PersistentVolumeClaim>::namespaced(ctx.client.clone(), ns)
-        .list(&selector)
-        .await
-        .map_err(Error::kube(format!("list PVCs of {ns}/{ensemble}")))?;
+    let objects = super::support::Objects::list(ctx, ns, ensemble).await?;
     Ok((
-        pods.items
+        objects
+            .pods
             .into_iter()
             .filter_map(|p| Some((server_id_of(p.labels())?, p)))
             .collect(),
-        pvcs.items
+        objects
+            .pvcs
             .iter()
             .filter(|c| c.metadata.deletion_timestamp.is_none())
             .filter_map(|c| server_id_of(c.labels()))

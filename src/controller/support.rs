@@ -3,8 +3,9 @@
 //! Reflector stores hold the ensembles' Pods, PVCs, Services and PodDisruptionBudgets
 //! (label-selected watches, managed fields stripped); the ConfigMap and the credentials Secret
 //! are read by name (quorate never lists either kind). A support object is applied only when
-//! the object held does not carry the hash of what quorate would write, or when another writer changed it after quorate's last apply (its resourceVersion
-//! moved), so a converged ensemble costs no API write and a hand edit is still reverted.
+//! the object held does not carry the hash of what quorate would write, or when another writer
+//! changed it after quorate's last apply (its resourceVersion moved), so a converged ensemble
+//! costs no API write and a hand edit is still reverted.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -50,7 +51,7 @@ where
 pub struct Applied(Mutex<HashMap<ObjectKey, (String, String)>>);
 
 /// An object by kind, namespace and name.
-type ObjectKey = (&'static str, String, String);
+type ObjectKey = (String, String, String);
 
 impl Applied {
     fn get(&self, key: &ObjectKey) -> Option<(String, String)> {
@@ -137,14 +138,7 @@ where
     value["apiVersion"] = K::api_version(&()).into();
     value["kind"] = K::kind(&()).into();
     let hash = rendering_hash(&value);
-    let key = (
-        match K::kind(&()) {
-            std::borrow::Cow::Borrowed(k) => k,
-            std::borrow::Cow::Owned(_) => "object",
-        },
-        ns.to_string(),
-        name.clone(),
-    );
+    let key = (K::kind(&()).into_owned(), ns.to_string(), name.clone());
     let ours = ctx.applied.get(&key);
     let held = held.map(|h| Held {
         hash: h
@@ -247,21 +241,20 @@ impl Objects {
         })
     }
 
-    /// The same objects at the same resourceVersions.
-    pub fn same_as(&self, other: &Objects) -> bool {
-        fn versions<K: Resource>(objects: &[K]) -> std::collections::BTreeSet<(String, String)> {
-            objects
-                .iter()
-                .map(|o| {
-                    (
-                        o.meta().uid.clone().unwrap_or_default(),
-                        o.meta().resource_version.clone().unwrap_or_default(),
-                    )
-                })
-                .collect()
+    /// Each object's uid and resourceVersion: two reads with equal versions saw the same
+    /// objects in the same state.
+    pub fn versions(&self) -> std::collections::BTreeSet<(String, String)> {
+        fn of<K: Resource>(o: &K) -> (String, String) {
+            (
+                o.meta().uid.clone().unwrap_or_default(),
+                o.meta().resource_version.clone().unwrap_or_default(),
+            )
         }
-        versions(&self.pods) == versions(&other.pods)
-            && versions(&self.pvcs) == versions(&other.pvcs)
+        self.pods
+            .iter()
+            .map(of)
+            .chain(self.pvcs.iter().map(of))
+            .collect()
     }
 }
 

@@ -336,11 +336,10 @@ fn plan_fresh(desired: &Desired, observed: &Observed, now: Timestamp) -> Plan {
             .iter()
             .filter_map(|id| observed.members.get(id))
             .collect();
-        if let Some(j) = joining.iter().find(|j| !joiner_is_synced(j)) {
-            let created = j.pod.as_ref().map(|p| p.created_at).unwrap_or(now);
-            if created + desired.replace_after > now {
-                return wait(WaitReason::JoinerCatchingUp { member: j.id }, rule);
-            }
+        if let Some(j) = joining.iter().find(|j| !joiner_is_synced(j))
+            && !joiner_is_overdue(desired, j, now)
+        {
+            return wait(WaitReason::JoinerCatchingUp { member: j.id }, rule);
         }
         if quorum_survives_removal(observed, &voters, m.id) {
             if let Some(j) = joining.first() {
@@ -407,8 +406,7 @@ fn plan_fresh(desired: &Desired, observed: &Observed, now: Timestamp) -> Plan {
     // A joiner that is not synced: wait for it, or retire it when it never catches up. No other
     // member starts meanwhile (I1).
     if let Some(j) = joiners.iter().find(|j| !joiner_is_synced(j)) {
-        let created = j.pod.as_ref().map(|p| p.created_at).unwrap_or(now);
-        if created + desired.replace_after <= now {
+        if joiner_is_overdue(desired, j, now) {
             // A joiner with an old spec, or whose spec other members serve with, is at fault
             // itself: it is deleted (its id retired) and a fresh one is started.
             if j.spec_hash() != Some(desired.spec_hash.as_str())
@@ -522,6 +520,12 @@ fn plan_fresh(desired: &Desired, observed: &Observed, now: Timestamp) -> Plan {
 /// The non-voters that scaling up needs, lowest id first: the newest members that run a Pod and
 /// have never been a voter, while voters are below the target; as many as the next reconfig
 /// adds (two while one voter grows to three, else one). A removed voter is never a joiner (I4).
+/// A joiner whose Pod was created `replaceAfter` ago or more: it had its time to sync.
+fn joiner_is_overdue(desired: &Desired, joiner: &Member, now: Timestamp) -> bool {
+    let created = joiner.pod.as_ref().map(|p| p.created_at).unwrap_or(now);
+    created + desired.replace_after <= now
+}
+
 fn needed_joiners(
     desired: &Desired,
     observed: &Observed,
