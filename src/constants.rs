@@ -42,6 +42,12 @@ pub const ADMIN_PORT: u16 = 8080;
 pub const DATA_MOUNT: &str = "/var/lib/zookeeper";
 /// Where the ensemble's ConfigMap is mounted (read-only templates).
 pub const CONFIG_MOUNT: &str = "/etc/quorate/config";
+/// Where a member's containers leave their termination messages (an `emptyDir`).
+pub const STATUS_MOUNT: &str = "/var/run/quorate";
+/// How a member container's termination message starts when the container refused to start
+/// because the member's volume no longer holds its data (a lost or wiped disk): the operator
+/// reads it from the Pod's status and replaces the member at once.
+pub const DATA_LOST_MARKER: &str = "quorate: data lost:";
 
 /// Key of the super user's password in the ensemble's credentials Secret.
 pub const SECRET_SUPER_PASSWORD: &str = "superPassword";

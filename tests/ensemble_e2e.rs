@@ -808,6 +808,14 @@ fn scenarios() -> Vec<(&'static str, Scenario)> {
                 )
             },
         ),
+        (
+            "a_disk_lost_while_its_member_restarts_into_a_new_spec_is_replaced_and_the_roll_goes_on",
+            |b, n| {
+                Box::pin(
+                    operator::a_disk_lost_while_its_member_restarts_into_a_new_spec_is_replaced_and_the_roll_goes_on(b, n),
+                )
+            },
+        ),
         ("a_converged_ensemble_is_left_alone", |b, n| {
             Box::pin(a_converged_ensemble_is_left_alone(b, n))
         }),

@@ -1,8 +1,8 @@
 //! Unit tier with a shell: the member Pod's prepare script (`PREPARE_SCRIPT`), run by /bin/sh
 //! against temporary directories standing in for the volume and the ConfigMap.
 
-use quorate::constants::DATA_MOUNT;
-use quorate::executor::resources::member::PREPARE_SCRIPT;
+use quorate::constants::{DATA_LOST_MARKER, DATA_MOUNT, STATUS_MOUNT};
+use quorate::executor::resources::member::{PREPARE_SCRIPT, SERVE_CHECK};
 
 /// Runs the prepare script against `volume`, with `ZK_EXPECT_DATA` as given.
 fn run_prepare(volume: &std::path::Path, expect_data: bool) -> std::process::Output {
@@ -17,8 +17,11 @@ fn run_prepare_with(
 ) -> std::process::Output {
     let conf = tempfile::tempdir().unwrap();
     std::fs::write(conf.path().join("zoo.cfg"), "tickTime=2000\n").unwrap();
+    let status = volume.join("status");
+    std::fs::create_dir_all(&status).unwrap();
     let script = PREPARE_SCRIPT
         .replace(DATA_MOUNT, volume.to_str().unwrap())
+        .replace(STATUS_MOUNT, status.to_str().unwrap())
         .replace("/etc/quorate/config", conf.path().to_str().unwrap());
     std::process::Command::new("/bin/sh")
         .args(["-c", &script])
@@ -41,6 +44,8 @@ fn a_former_voter_with_an_empty_volume_refuses_to_start_and_a_fresh_member_start
     let out = run_prepare(lost.path(), true);
     assert!(!out.status.success(), "an empty volume was accepted");
     assert!(String::from_utf8_lossy(&out.stderr).contains("holds no data"));
+    let said = std::fs::read_to_string(lost.path().join("status/prepare.message")).unwrap();
+    assert!(said.starts_with(DATA_LOST_MARKER), "{said}");
     assert!(!lost.path().join("data/myid").exists());
     // A fresh member starts empty.
     let fresh = tempfile::tempdir().unwrap();
@@ -113,4 +118,41 @@ fn a_recovery_makes_the_survivor_alone_once_and_never_again_after_it_grew() {
     let out = run_prepare(v.path(), true);
     assert!(out.status.success(), "{out:?}");
     assert_eq!(dynamic_file(v.path()), grown.display().to_string());
+}
+
+/// Runs the server container's check ([`SERVE_CHECK`]) against `volume`, leaving its termination
+/// message in `status`.
+fn run_serve_check(volume: &std::path::Path, status: &std::path::Path) -> std::process::Output {
+    let script = SERVE_CHECK
+        .replace(DATA_MOUNT, volume.to_str().unwrap())
+        .replace(STATUS_MOUNT, status.to_str().unwrap());
+    std::process::Command::new("/bin/sh")
+        .args(["-c", &format!("{script}echo serving")])
+        .env("ZK_SERVER_ID", "4")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_member_whose_volume_was_wiped_refuses_to_serve_and_says_why_in_its_termination_message() {
+    let status = tempfile::tempdir().unwrap();
+    let message = status.path().join("zookeeper.message");
+    // Prepared by the init container: the server starts, and leaves no stale message.
+    let volume = tempfile::tempdir().unwrap();
+    let out = run_prepare_with(volume.path(), false, &[]);
+    assert!(out.status.success(), "{out:?}");
+    std::fs::write(&message, "an old message").unwrap();
+    let out = run_serve_check(volume.path(), status.path());
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "serving\n");
+    assert!(!message.exists(), "a stale termination message was kept");
+    // The disk is wiped under the Pod: the restarted server refuses, with the marker.
+    for entry in std::fs::read_dir(volume.path()).unwrap() {
+        std::fs::remove_dir_all(entry.unwrap().path()).unwrap();
+    }
+    let out = run_serve_check(volume.path(), status.path());
+    assert!(!out.status.success(), "served without its data");
+    assert!(String::from_utf8_lossy(&out.stdout).is_empty());
+    let said = std::fs::read_to_string(&message).unwrap();
+    assert!(said.starts_with(DATA_LOST_MARKER), "{said}");
 }

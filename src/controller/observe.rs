@@ -217,7 +217,39 @@ fn pod_info(pod: &Pod, desired: &Desired) -> PodInfo {
             .map(|t| t.0)
             .unwrap_or(Timestamp::UNIX_EPOCH),
         terminating: pod.metadata.deletion_timestamp.is_some(),
+        data_lost: reports_data_lost(pod),
     }
+}
+
+/// A container of the Pod (the init container or the server) last ended refusing to start
+/// because the member's volume no longer holds its data: its latest termination message starts
+/// with [`DATA_LOST_MARKER`]. A server that runs again, or an init container that succeeded
+/// since, reports nothing.
+pub(crate) fn reports_data_lost(pod: &Pod) -> bool {
+    let Some(status) = pod.status.as_ref() else {
+        return false;
+    };
+    status
+        .init_container_statuses
+        .iter()
+        .chain(status.container_statuses.iter())
+        .flatten()
+        .any(|c| {
+            let state = c.state.clone().unwrap_or_default();
+            let last = state.terminated.or_else(|| {
+                state
+                    .running
+                    .is_none()
+                    .then(|| c.last_state.as_ref().and_then(|s| s.terminated.clone()))
+                    .flatten()
+            });
+            last.is_some_and(|t| {
+                t.exit_code != 0
+                    && t.message
+                        .as_deref()
+                        .is_some_and(|m| m.trim_start().starts_with(DATA_LOST_MARKER))
+            })
+        })
 }
 
 /// The Ready backups of the `backupBeforeChange` ZkBackup.
@@ -250,4 +282,57 @@ async fn ready_backups(ctx: &Context, ens: &MasterEnsemble) -> Result<Vec<ReadyB
             })
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    //! Unit tier (pure): reading a Pod's status.
+
+    use super::*;
+
+    fn pod(status: serde_json::Value) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "masters-2"},
+            "status": status,
+        }))
+        .unwrap()
+    }
+
+    fn terminated(message: &str) -> serde_json::Value {
+        serde_json::json!({"terminated": {"exitCode": 1, "message": message}})
+    }
+
+    #[test]
+    fn a_container_that_refused_to_start_without_its_data_reports_it() {
+        let lost = format!("{DATA_LOST_MARKER} member 2 was a voter but its volume holds no data");
+        // The init container failed and waits to run again.
+        let init = pod(serde_json::json!({"initContainerStatuses": [{
+            "name": "prepare", "image": "zk", "imageID": "", "ready": false, "restartCount": 3,
+            "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+            "lastState": terminated(&lost),
+        }]}));
+        assert!(reports_data_lost(&init));
+        // The server crash-loops on a volume wiped under it.
+        let server = |state: serde_json::Value| {
+            pod(serde_json::json!({"containerStatuses": [{
+                "name": "zookeeper", "image": "zk", "imageID": "", "ready": false,
+                "restartCount": 1, "state": state, "lastState": terminated(&lost),
+            }]}))
+        };
+        assert!(reports_data_lost(&server(terminated(&lost))));
+        assert!(reports_data_lost(&server(
+            serde_json::json!({"waiting": {"reason": "CrashLoopBackOff"}})
+        )));
+        // Running again: its data is there after all.
+        assert!(!reports_data_lost(&server(
+            serde_json::json!({"running": {}})
+        )));
+        // Any other failure says nothing about the data (a bad image, a bad setting).
+        let other = pod(serde_json::json!({"containerStatuses": [{
+            "name": "zookeeper", "image": "zk", "imageID": "", "ready": false,
+            "restartCount": 1, "state": terminated("Error: could not find main class"),
+        }]}));
+        assert!(!reports_data_lost(&other));
+        assert!(!reports_data_lost(&pod(serde_json::json!({}))));
+    }
 }

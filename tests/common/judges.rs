@@ -402,9 +402,14 @@ impl Judges {
         .await
     }
 
+    /// The test faults member `id` from now on: its own outages are not the operator's
+    /// transitions. A restart of it by the operator seen before the fault (its Pod deleted
+    /// while it served) is no longer held against its later removal: the fault (a disk lost
+    /// while it had no Pod, say) is why it leaves.
     pub fn excuse(&self, id: u32) {
         if let Ok(mut s) = self.sampler.lock() {
             s.excused.insert(id);
+            s.deleted_while_voting.remove(&id);
         }
     }
 

@@ -72,7 +72,7 @@ pub struct Sampler {
     pub voters_served: bool,
     /// Members whose Pod was deleted while they served as voters, by id: they must stay voters
     /// (a restart) or must not have been voters any more (a removal done first).
-    deleted_while_voting: BTreeSet<u32>,
+    pub deleted_while_voting: BTreeSet<u32>,
     /// Samples in a row each member's AdminServer has been silent.
     silent: BTreeMap<u32, usize>,
     /// What the joiner watcher last saw of each member Pod (id, uid) outside the configuration:

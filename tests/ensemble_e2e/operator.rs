@@ -589,3 +589,114 @@ pub async fn an_operator_killed_after_remove_voter_committed_finishes_the_scale_
     )
     .await
 }
+
+/// Found by the fault campaign (seed 2026): a member's disk is lost while the member is down
+/// in the middle of a roll. Here the operator is stopped at `restart-member.after-pod` (the
+/// first member's old Pod deleted, its new one not yet created), the member's volume is wiped
+/// while it has no Pod, and a fresh operator resumes the step: the new Pod, under the new spec,
+/// refuses to start without the voter's data. That says nothing about the spec, so the member
+/// must be replaced with a fresh id and the roll must go on, instead of stopping the roll as
+/// if the new spec were at fault. Judged from ZooKeeper and the API server (`Judges`, no
+/// acknowledged write lost) and, at the end, from every member's AdminServer.
+pub async fn a_disk_lost_while_its_member_restarts_into_a_new_spec_is_replaced_and_the_roll_goes_on(
+    bed: &Bed,
+    ns: &str,
+) -> TestResult {
+    let (client, api) = create_and_converge(bed, ns, ensemble("masters", 3)).await?;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .map_err(|e| fail(e.to_string()))?;
+    let before = members_seen(&client, ns, &http).await?;
+    let old_hashes: BTreeSet<Option<String>> =
+        before.values().map(|m| m.spec_hash.clone()).collect();
+    let judges = Judges::start(bed, ns, "masters").await?;
+
+    // Only the armed operator may act on the spec change.
+    bed.kill_operator();
+    let patch = serde_json::json!({"spec": {"config": {"tickTime": 600}}});
+    api.patch(
+        "masters",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(&patch),
+    )
+    .await
+    .map_err(|e| fail(e.to_string()))?;
+    let failpoint = quorate::controller::failpoints::RESTART_MEMBER_AFTER_POD;
+    let armed =
+        bed.start_operator_with_env(&[(quorate::controller::failpoints::ENV, failpoint)])?;
+    let line = format!("failpoint {failpoint} reached");
+    wait_for(&line, Duration::from_secs(300), async || {
+        Ok(bed.operator_log(&armed).contains(&line))
+    })
+    .await
+    .map_err(|e| fail(format!("{e:?}\noperator log:\n{}", bed.operator_log_tail())))?;
+    bed.kill_operator_named(&armed);
+    let claimed = status_of(&api).await?.in_flight.map(|c| c.id);
+    let victim: u32 = claimed
+        .as_deref()
+        .and_then(|id| id.strip_prefix("restart-member/"))
+        .and_then(|id| id.parse().ok())
+        .ok_or_else(|| fail(format!("stopped at {failpoint} with {claimed:?} claimed")))?;
+    judges.excuse(victim);
+
+    // The disk is lost while the member has no Pod.
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), ns);
+    let name = format!("masters-{victim}");
+    wait_for(
+        "the restarted member's old Pod to go",
+        Duration::from_secs(120),
+        async || {
+            Ok(pods
+                .get_opt(&name)
+                .await
+                .map_err(|e| fail(e.to_string()))?
+                .is_none())
+        },
+    )
+    .await?;
+    with_agent(bed, |a| {
+        a.delete_volume(ns, &format!("data-masters-{victim}"))
+    })?;
+
+    let successor = bed.start_operator()?;
+    let mut end = BTreeMap::new();
+    wait_for(
+        "the lost member replaced and every member rolled",
+        Duration::from_secs(420),
+        async || {
+            end = members_seen(&client, ns, &http).await?;
+            let ids: BTreeSet<u32> = end.keys().copied().collect();
+            let hashes: BTreeSet<Option<String>> =
+                end.values().map(|m| m.spec_hash.clone()).collect();
+            Ok(ids.len() == 3
+                && !ids.contains(&victim)
+                && hashes.len() == 1
+                && hashes.is_disjoint(&old_hashes)
+                && end.values().filter(|m| m.leader).count() == 1
+                && end
+                    .values()
+                    .all(|m| m.serving && !m.deleting && m.config.as_ref() == Some(&ids)))
+        },
+    )
+    .await
+    .map_err(|e| {
+        fail(format!(
+            "{e:?}\nmembers: {end:?}\noperator log:\n{}",
+            bed.operator_log_tail()
+        ))
+    })?;
+    let verdict = judges.finish(bed).await?;
+    let fresh: Vec<u32> = verdict.added.iter().copied().collect();
+    if !verdict.removed.contains(&victim) || fresh.len() != 1 || fresh[0] <= 3 {
+        return Err(fail(format!(
+            "expected {victim} removed and one fresh id added: removed {:?}, added {:?}",
+            verdict.removed, verdict.added
+        )));
+    }
+    eprintln!(
+        "{ns}: member {victim} lost its disk mid-roll; {successor} replaced it with {} and rolled on; configurations {:?}",
+        fresh[0], verdict.configs
+    );
+    Ok(())
+}

@@ -12,10 +12,11 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource,
-    HTTPGetAction, ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec,
-    PersistentVolumeClaimVolumeSource, Pod, PodSpec, Probe, SecretKeySelector, Service,
-    ServicePort, ServiceSpec, Volume, VolumeMount, VolumeResourceRequirements,
+    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
+    EnvVarSource, HTTPGetAction, ObjectFieldSelector, PersistentVolumeClaim,
+    PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, Pod, PodSpec, Probe,
+    SecretKeySelector, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+    VolumeResourceRequirements,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -53,12 +54,18 @@ pub fn install_dir(version: &str) -> String {
     format!("/apache-zookeeper-{version}-bin")
 }
 
-/// The init container's script: configuration files only, no membership decisions.
+/// The init container's script: configuration files only, no membership decisions. A former
+/// voter whose volume holds no data refuses to start, and says so in its termination message
+/// (starting with [`DATA_LOST_MARKER`]).
 pub const PREPARE_SCRIPT: &str = r#"set -eu
 D=/var/lib/zookeeper
+M=/var/run/quorate/prepare.message
+rm -f "$M"
 mkdir -p "$D/data" "$D/conf"
 if [ "${ZK_EXPECT_DATA:-false}" = true ] && [ -z "$(ls -A "$D/data/version-2" 2>/dev/null)" ]; then
-  echo "quorate: member $ZK_SERVER_ID was a voter but its volume holds no data (lost or wiped)." >&2
+  msg="quorate: data lost: member $ZK_SERVER_ID was a voter but its volume holds no data (lost or wiped)."
+  echo "$msg" >&2
+  echo "$msg" > "$M" 2>/dev/null || true
   echo "quorate: it must not rejoin under the same id; the operator replaces it with a fresh id." >&2
   exit 1
 fi
@@ -85,6 +92,22 @@ grep -v -e '^dynamicConfigFile=' -e '^admin.serverAddress=' /etc/quorate/config/
 echo "${dyn:-dynamicConfigFile=$D/conf/zoo.cfg.dynamic}" >> "$D/conf/zoo.cfg.next"
 echo "admin.serverAddress=$POD_IP" >> "$D/conf/zoo.cfg.next"
 mv "$D/conf/zoo.cfg.next" "$D/conf/zoo.cfg"
+"#;
+
+/// What the server container runs before ZooKeeper, every time it starts (the Pod's init
+/// container runs once per Pod, the server again after each crash): a volume wiped under a
+/// running Pod has lost `myid` and the configuration the init container laid out, and the
+/// member refuses to serve without its data, saying so in its termination message (starting
+/// with [`DATA_LOST_MARKER`]).
+pub const SERVE_CHECK: &str = r#"D=/var/lib/zookeeper
+M=/var/run/quorate/zookeeper.message
+if [ ! -s "$D/data/myid" ] || [ ! -f "$D/conf/zoo.cfg" ]; then
+  msg="quorate: data lost: member $ZK_SERVER_ID's volume no longer holds its data (lost or wiped)."
+  echo "$msg" >&2
+  echo "$msg" > "$M" 2>/dev/null || true
+  exit 1
+fi
+rm -f "$M"
 "#;
 
 fn meta(ctx: &EnsembleContext<'_>, name: String, labels: BTreeMap<String, String>) -> ObjectMeta {
@@ -203,15 +226,21 @@ pub fn build_member_pod(
             read_only: Some(true),
             ..Default::default()
         },
+        VolumeMount {
+            name: "status".into(),
+            mount_path: STATUS_MOUNT.into(),
+            ..Default::default()
+        },
     ];
     let run = format!(
-        "exec java $JVM_OPTS \"-Dzookeeper.DigestAuthenticationProvider.superDigest=$ZK_SUPER_DIGEST\" -cp '{}/lib/*' org.apache.zookeeper.server.quorum.QuorumPeerMain {DATA_MOUNT}/conf/zoo.cfg",
+        "{SERVE_CHECK}exec java $JVM_OPTS \"-Dzookeeper.DigestAuthenticationProvider.superDigest=$ZK_SUPER_DIGEST\" -cp '{}/lib/*' org.apache.zookeeper.server.quorum.QuorumPeerMain {DATA_MOUNT}/conf/zoo.cfg",
         install_dir(&spec.version)
     );
     let prepare = Container {
         name: "prepare".into(),
         image: Some(image.clone()),
         command: Some(vec!["/bin/sh".into(), "-c".into(), PREPARE_SCRIPT.into()]),
+        termination_message_path: Some(format!("{STATUS_MOUNT}/prepare.message")),
         env: Some(envs.clone()),
         volume_mounts: Some(mounts.clone()),
         ..Default::default()
@@ -240,6 +269,7 @@ pub fn build_member_pod(
             ..Default::default()
         }),
         resources: spec.resources.clone(),
+        termination_message_path: Some(format!("{STATUS_MOUNT}/zookeeper.message")),
         volume_mounts: Some(mounts),
         ..Default::default()
     };
@@ -268,6 +298,11 @@ pub fn build_member_pod(
                         name: config_map(ctx.name),
                         ..Default::default()
                     }),
+                    ..Default::default()
+                },
+                Volume {
+                    name: "status".into(),
+                    empty_dir: Some(EmptyDirVolumeSource::default()),
                     ..Default::default()
                 },
             ]),

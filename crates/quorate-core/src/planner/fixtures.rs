@@ -31,6 +31,7 @@ pub fn healthy_member(id: u32) -> Member {
             running: true,
             created_at: t0() - SignedDuration::from_hours(1),
             terminating: false,
+            data_lost: false,
         }),
         volume: true,
         zk: ZkState {
@@ -91,6 +92,19 @@ impl ObservedEnsemble {
                 p.running = false;
             }
             m.down_since = Some(since);
+        }
+        self
+    }
+
+    /// Member `id`'s Pod reports that its volume lost its data (it refuses to start).
+    pub fn data_lost(mut self, id: u32) -> Self {
+        if let Some(p) = self
+            .0
+            .members
+            .get_mut(&ServerId(id))
+            .and_then(|m| m.pod.as_mut())
+        {
+            p.data_lost = true;
         }
         self
     }

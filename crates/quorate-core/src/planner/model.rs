@@ -286,6 +286,11 @@ pub struct PodInfo {
     /// The Pod is being deleted.
     #[serde(default)]
     pub terminating: bool,
+    /// The member's process refused to start because its volume holds none of its data (a
+    /// lost or wiped disk under a PVC that still exists): it can never serve again under its
+    /// id (I4), so it is replaced at once, and its failure says nothing about the spec.
+    #[serde(default)]
+    pub data_lost: bool,
 }
 
 /// One member quorate owns (a server id with a Pod and/or a volume).
@@ -342,6 +347,11 @@ impl Member {
     /// Serves now, but its volume is gone or being deleted: its data goes with its Pod.
     pub fn serves_without_volume(&self) -> bool {
         self.serves() && !self.volume
+    }
+
+    /// Its Pod reports that the volume lost the member's data (see [`PodInfo::data_lost`]).
+    pub fn data_lost(&self) -> bool {
+        self.pod.as_ref().is_some_and(|p| p.data_lost)
     }
 
     /// The Pod's spec hash, if there is a Pod.

@@ -350,7 +350,11 @@ fn plan_fresh(desired: &Desired, observed: &Observed, now: Timestamp) -> Plan {
     }
     if let Some(m) = unhealthy.first() {
         let stale = m.spec_hash() != Some(desired.spec_hash.as_str());
-        if (stale || m.pod.is_none()) && m.volume && !m.pod.as_ref().is_some_and(|p| p.terminating)
+        // A member whose volume lost its data fails with any spec: it is replaced, not restarted.
+        if (stale || m.pod.is_none())
+            && m.volume
+            && !m.data_lost()
+            && !m.pod.as_ref().is_some_and(|p| p.terminating)
         {
             if quorum_survives_restart(observed, &voters, m.id) {
                 return act(
@@ -407,10 +411,12 @@ fn plan_fresh(desired: &Desired, observed: &Observed, now: Timestamp) -> Plan {
     // member starts meanwhile (I1).
     if let Some(j) = joiners.iter().find(|j| !joiner_is_synced(j)) {
         if joiner_is_overdue(desired, j, now) {
-            // A joiner with an old spec, or whose spec other members serve with, is at fault
-            // itself: it is deleted (its id retired) and a fresh one is started.
+            // A joiner with an old spec, whose spec other members serve with, or whose volume
+            // lost its data, is at fault itself: it is deleted (its id retired) and a fresh one
+            // is started.
             if j.spec_hash() != Some(desired.spec_hash.as_str())
                 || spec_is_proven(desired, observed, j.id)
+                || j.data_lost()
             {
                 return act(
                     Step::DeleteMember { member: j.id },
@@ -517,15 +523,16 @@ fn plan_fresh(desired: &Desired, observed: &Observed, now: Timestamp) -> Plan {
     }
 }
 
+/// A joiner whose Pod was created `replaceAfter` ago or more (it had its time to sync), or whose
+/// Pod reports that its volume lost its data (it will never sync).
+fn joiner_is_overdue(desired: &Desired, joiner: &Member, now: Timestamp) -> bool {
+    let created = joiner.pod.as_ref().map(|p| p.created_at).unwrap_or(now);
+    joiner.data_lost() || created + desired.replace_after <= now
+}
+
 /// The non-voters that scaling up needs, lowest id first: the newest members that run a Pod and
 /// have never been a voter, while voters are below the target; as many as the next reconfig
 /// adds (two while one voter grows to three, else one). A removed voter is never a joiner (I4).
-/// A joiner whose Pod was created `replaceAfter` ago or more: it had its time to sync.
-fn joiner_is_overdue(desired: &Desired, joiner: &Member, now: Timestamp) -> bool {
-    let created = joiner.pod.as_ref().map(|p| p.created_at).unwrap_or(now);
-    created + desired.replace_after <= now
-}
-
 fn needed_joiners(
     desired: &Desired,
     observed: &Observed,

@@ -70,6 +70,10 @@ enum Event {
     LoseVolume {
         pick: usize,
     },
+    /// A member's disk is wiped under its PVC (its data gone; every start refuses to serve).
+    WipeDisk {
+        pick: usize,
+    },
 }
 
 fn event() -> impl Strategy<Value = Event> {
@@ -85,6 +89,7 @@ fn event() -> impl Strategy<Value = Event> {
         1 => (any::<usize>(), 5i64..200).prop_map(|(pick, secs)| Event::Freeze { pick, secs }),
         1 => (any::<usize>(), 5i64..400).prop_map(|(pick, secs)| Event::Slow { pick, secs }),
         1 => (any::<usize>(), 30i64..400).prop_map(|(pick, secs)| Event::Flap { pick, secs }),
+        1 => any::<usize>().prop_map(|pick| Event::WipeDisk { pick }),
     ]
 }
 
@@ -117,6 +122,7 @@ fn apply(sim: &mut Sim, want: &mut Desired, generation: &mut u32, ev: Event) {
         Event::Slow { pick: p, secs } => sim.inject(Fault::Slow(pick(p), secs)),
         Event::Flap { pick: p, secs } => sim.inject(Fault::Flap(pick(p), secs)),
         Event::LoseVolume { pick: p } => sim.inject(Fault::LoseVolume(pick(p))),
+        Event::WipeDisk { pick: p } => sim.inject(Fault::WipeDisk(pick(p))),
         Event::OperatorCrashAfterClaim => sim.inject(Fault::OperatorCrashAfterClaim),
         Event::OperatorCrashMidStep => sim.inject(Fault::OperatorCrashMidStep),
         Event::Pause(p) => want.paused = p,
@@ -170,13 +176,18 @@ proptest! {
             }
             // The first member rolled into a new spec died for good: quorate cannot tell this
             // from a broken spec, so it stops the roll for a person (after a healthy member
-            // has served with the spec, the same failure is replaced instead).
+            // has served with the spec, the same failure is replaced instead). A member whose
+            // Pod reports its data lost is never taken for a broken spec.
             Decision::Blocked {
                 reason: BlockReason::RolloutUnhealthy { member } | BlockReason::JoinerNeverSynced { member },
             } => {
                 prop_assert!(
                     sim.members[member].crashed_until == Some(jiff::Timestamp::MAX),
                     "rollout blocked on member {} which is not permanently down", member
+                );
+                prop_assert!(
+                    !sim.members[member].wiped,
+                    "blocked on member {} whose Pod reports its data lost", member
                 );
             }
             other => prop_assert!(false, "did not converge after faults stopped: {}", other),
@@ -316,6 +327,7 @@ fn arbitrary_member(id: u32) -> impl Strategy<Value = Member> {
                     running,
                     created_at: t0() - SignedDuration::from_mins(age),
                     terminating: terminating && age % 7 == 0,
+                    data_lost: !running && age % 5 == 0,
                 }),
                 volume,
                 zk: ZkState {
@@ -429,7 +441,9 @@ mod judge {
     pub fn no_acknowledged_write_is_lost(sim: &Sim) -> Result<(), String> {
         let voters: Vec<ServerId> = sim.config.iter().copied().collect();
         let half = voters.len() / 2;
-        let could_vote = |id: &ServerId| sim.members.get(id).is_some_and(|m| m.volume);
+        // A wiped member keeps its PVC but never starts again: its Pod refuses to serve a
+        // voter's id without the voter's data (what keeps a wiped disk out of any quorum).
+        let could_vote = |id: &ServerId| sim.members.get(id).is_some_and(|m| m.volume && !m.wiped);
         let holds = |id: &ServerId| sim.members.get(id).is_some_and(|m| m.zxid >= sim.acked);
         for mask in 0u32..(1u32 << voters.len()) {
             let quorum: Vec<ServerId> = voters

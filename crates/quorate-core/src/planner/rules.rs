@@ -136,11 +136,16 @@ pub fn joiner_is_synced(member: &Member) -> bool {
     member.is_healthy()
 }
 
-/// A voter is due for replacement once it has been down for `replaceAfter`.
+/// A voter is due for replacement once it has been down for `replaceAfter`; at once when it can
+/// never serve again under its id (I4): its Pod reports that its volume lost its data, or its
+/// Pod and volume are both gone or going (deleted by hand, or fenced by quorate). Waiting would
+/// only keep the ensemble a voter short.
 pub fn replace_is_due(desired: &Desired, member: &Member, now: Timestamp) -> bool {
-    member
-        .down_since
-        .is_some_and(|since| since + desired.replace_after <= now)
+    member.data_lost()
+        || deletion_is_requested(member)
+        || member
+            .down_since
+            .is_some_and(|since| since + desired.replace_after <= now)
 }
 
 /// Since when a member counts as unhealthy, for `replaceAfter`. The clock keeps running while
@@ -170,7 +175,7 @@ pub fn is_starting(desired: &Desired, member: &Member, now: Timestamp) -> bool {
     member
         .pod
         .as_ref()
-        .is_some_and(|pod| pod.created_at + grace > now)
+        .is_some_and(|pod| pod.created_at + grace > now && !pod.data_lost)
 }
 
 /// Some member other than `member` has served healthily with the current spec.
@@ -183,10 +188,12 @@ pub fn spec_is_proven(desired: &Desired, observed: &Observed, member: ServerId) 
 /// A member went down after a restart into the current spec, without ever being healthy with it,
 /// and no other member has been healthy with that spec either: the new spec is presumed at
 /// fault, so the member is not replaced (which would only repeat the failure) and the rollout
-/// stops (I6). Once another member has served with the spec, a failure is the member's own.
+/// stops (I6). Once another member has served with the spec, a failure is the member's own; so
+/// is one whose Pod reports that its volume lost its data (a wiped disk fails any spec).
 pub fn rollout_is_at_fault(desired: &Desired, observed: &Observed, member: &Member) -> bool {
     let proven = spec_is_proven(desired, observed, member.id);
-    member.spec_hash() == Some(desired.spec_hash.as_str())
+    !member.data_lost()
+        && member.spec_hash() == Some(desired.spec_hash.as_str())
         && member.healthy_spec_hash.as_deref() != Some(desired.spec_hash.as_str())
         && member.healthy_spec_hash.is_some()
         && !proven

@@ -53,6 +53,9 @@ pub struct SimMember {
     pub pod: Option<(String, Timestamp)>,
     /// Its volume exists.
     pub volume: bool,
+    /// Its volume was wiped under its PVC: the process refuses to start again (its Pod reports
+    /// the data as lost).
+    pub wiped: bool,
     /// The process.
     pub process: Process,
     /// Synced with the current leader, in ZooKeeper's view (a slow follower stays synced).
@@ -85,6 +88,7 @@ impl SimMember {
             id,
             pod: None,
             volume: true,
+            wiped: false,
             process: Process::Down,
             synced: false,
             zxid: 0,
@@ -124,6 +128,9 @@ pub enum Fault {
     Flap(ServerId, i64),
     /// The member's volume is lost: its data is gone and its process crashes for good.
     LoseVolume(ServerId),
+    /// The member's disk is wiped under its PVC (which stays): its data is gone, its process
+    /// crashes, and every start finds no data and refuses to serve.
+    WipeDisk(ServerId),
     /// The operator crashes right after its next claim, before carrying the step out.
     OperatorCrashAfterClaim,
     /// The operator crashes half-way through its next step.
@@ -396,6 +403,16 @@ impl Sim {
                     m.crashed_until = Some(Timestamp::MAX);
                 }
             }
+            Fault::WipeDisk(id) => {
+                if let Some(m) = self.members.get_mut(&id) {
+                    m.wiped = true;
+                    m.zxid = 0;
+                    m.known_config = None;
+                    m.process = Process::Down;
+                    m.synced = false;
+                    m.crashed_until = Some(Timestamp::MAX);
+                }
+            }
             f => self.operator_fault = Some(f),
         }
         self.settle();
@@ -527,6 +544,7 @@ impl Sim {
                         running: m.process != Process::Down,
                         created_at: *created,
                         terminating: false,
+                        data_lost: m.wiped,
                     }),
                     volume: m.volume,
                     zk: ZkState {

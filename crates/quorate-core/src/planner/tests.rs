@@ -631,6 +631,72 @@ fn a_member_that_fails_with_the_new_spec_blocks_the_roll_and_is_not_replaced() {
     assert_eq!(p.decision, act(Step::RestartMember { member: id(2) }));
 }
 
+/// Found by the fault campaign (seed 2026, 16 faults a round): a member killed mid-roll whose
+/// disk was wiped while it was down came back under the new spec and refused to start without
+/// its data. That is no evidence against the spec: the member is replaced at once (fenced, then
+/// removed), neither waited for as starting nor blamed for the roll, nor restarted again.
+#[test]
+fn a_member_whose_volume_lost_its_data_is_replaced_not_blamed_for_the_roll() {
+    let mut d = desired(3);
+    d.spec_hash = "h2".into();
+    let since = t0() - SignedDuration::from_secs(10);
+    let restarted = ObservedEnsemble::healthy(3)
+        .with_hash(2, "h2")
+        .down(2, since)
+        .data_lost(2);
+    let mut o = restarted.clone().build();
+    o.members
+        .get_mut(&id(2))
+        .unwrap()
+        .pod
+        .as_mut()
+        .unwrap()
+        .created_at = since;
+    let fence = act(Step::FenceMember { member: id(2) });
+    assert_eq!(
+        plan(&d, &o, t0()).decision,
+        fence,
+        "within the start-up grace"
+    );
+    let later = t0() + SignedDuration::from_mins(3);
+    assert_eq!(
+        plan(&d, &o, later).decision,
+        fence,
+        "after the start-up grace"
+    );
+    // The same failure without the report is blamed on the new spec.
+    let mut unreported = o.clone();
+    unreported
+        .members
+        .get_mut(&id(2))
+        .unwrap()
+        .pod
+        .as_mut()
+        .unwrap()
+        .data_lost = false;
+    assert_eq!(
+        plan(&d, &unreported, later).decision,
+        Decision::Blocked {
+            reason: BlockReason::RolloutUnhealthy { member: id(2) }
+        }
+    );
+    // Not yet rolled (its Pod has the old spec): replaced, not restarted into the new one.
+    let stale = ObservedEnsemble::healthy(3)
+        .down(2, since)
+        .data_lost(2)
+        .build();
+    assert_eq!(plan(&d, &stale, t0()).decision, fence);
+    // Once fenced (Pod and volume gone), it leaves the configuration.
+    let mut fenced = stale.clone();
+    let m = fenced.members.get_mut(&id(2)).unwrap();
+    m.pod = None;
+    m.volume = false;
+    assert_eq!(
+        plan(&d, &fenced, t0()).decision,
+        act(Step::remove_voter(id(2)))
+    );
+}
+
 #[test]
 fn paused_stops_every_step() {
     let mut d = desired(5);
