@@ -884,6 +884,105 @@ async fn a_backup_pass_on_a_stale_object_keeps_a_finished_backups_objects(
     Ok(())
 }
 
+/// Every Pod quorate creates (members, a recovery's survivor, volume probes, a restore's
+/// member and scratch Pods) is admitted into a namespace that enforces Pod Security
+/// `restricted`, by the API server's own admission (a server-side dry run); the same member Pod
+/// without quorate's security contexts is refused there, so the namespace does enforce.
+async fn every_pod_quorate_builds_is_admitted_under_pod_security_restricted(
+    ctx: Arc<Ctx>,
+) -> TestResult {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+    use quorate::executor::resources::member::{
+        EnsembleContext, MemberStart, build_member_pod, build_recovery_pod,
+    };
+    use quorate::executor::resources::probe::{build_restore_probe_pod, build_zxid_probe_pod};
+    use quorate::executor::resources::restore::{RestoreInit, build_scratch_pod, with_restore};
+    use quorate::planner::ServerId;
+    let (client, ns) = ctx.namespace("restricted_pods").await?;
+    let label = serde_json::json!({"metadata": {"labels": {
+        "pod-security.kubernetes.io/enforce": "restricted",
+        "pod-security.kubernetes.io/enforce-version": "latest",
+    }}});
+    Api::<Namespace>::all(client.clone())
+        .patch(&ns, &PatchParams::default(), &Patch::Merge(&label))
+        .await
+        .map_err(|e| fail(format!("label {ns}: {e}")))?;
+    let spec = ensemble("masters", 3).spec;
+    let owner = OwnerReference {
+        api_version: "quorate.dev/v1alpha1".into(),
+        kind: "MasterEnsemble".into(),
+        name: "masters".into(),
+        uid: "00000000-0000-0000-0000-000000000001".into(),
+        controller: Some(true),
+        ..Default::default()
+    };
+    let ectx = EnsembleContext {
+        name: "masters",
+        namespace: &ns,
+        spec: &spec,
+        owner: owner.clone(),
+    };
+    let destination = Destination {
+        s3: Some(S3Destination {
+            endpoint: "http://127.0.0.1:9000".into(),
+            bucket: "backups".into(),
+            prefix: None,
+            region: None,
+            credentials_secret: "s3".into(),
+        }),
+        filesystem: None,
+    };
+    let artifact = VerifiedArtifact::default();
+    let init = RestoreInit {
+        image: "quorate:dev",
+        destination: &destination,
+        artifact: &artifact,
+        restore_id: "r1",
+    };
+    let dynamic = "server.1=masters-1:2888:3888:participant;2181";
+    let member = build_member_pod(&ectx, ServerId(1), dynamic, "h1", MemberStart::HasData);
+    let pods = [
+        member.clone(),
+        build_member_pod(&ectx, ServerId(4), dynamic, "h1", MemberStart::Fresh),
+        build_recovery_pod(&ectx, ServerId(2), dynamic, "h1", "r1"),
+        build_zxid_probe_pod(&ectx, ServerId(1), "quorate:dev", None),
+        build_restore_probe_pod(&ectx, ServerId(1), "quorate:dev", None, "r1", owner.clone()),
+        with_restore(
+            build_member_pod(&ectx, ServerId(3), dynamic, "h1", MemberStart::Fresh),
+            &init,
+        ),
+        build_scratch_pod(member.clone(), "r1", "masters", owner.clone(), &init),
+    ];
+    let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let dry = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    for pod in &pods {
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        api.create(&dry, pod)
+            .await
+            .map_err(|e| fail(format!("Pod {name} refused under restricted: {e}")))?;
+    }
+    let mut bare = member;
+    if let Some(spec) = bare.spec.as_mut() {
+        spec.security_context = None;
+        for c in spec
+            .containers
+            .iter_mut()
+            .chain(spec.init_containers.iter_mut().flatten())
+        {
+            c.security_context = None;
+        }
+    }
+    match api.create(&dry, &bare).await {
+        Err(kube::Error::Api(e)) if e.code == 403 && e.message.contains("PodSecurity") => Ok(()),
+        other => Err(fail(format!(
+            "a member Pod without security contexts must be refused under restricted: {other:?}"
+        ))),
+    }
+}
+
 fn main() -> std::process::ExitCode {
     let args = Arguments::from_args();
     let tests: Vec<(&str, TestFn)> = vec![
@@ -920,6 +1019,10 @@ fn main() -> std::process::ExitCode {
         ("the_operator_role_is_enough_and_nothing_less_is", |c| {
             Box::pin(the_operator_role_is_enough_and_nothing_less_is(c))
         }),
+        (
+            "every_pod_quorate_builds_is_admitted_under_pod_security_restricted",
+            |c| Box::pin(every_pod_quorate_builds_is_admitted_under_pod_security_restricted(c)),
+        ),
         (
             "a_backup_pass_on_a_stale_object_keeps_a_finished_backups_objects",
             |c| Box::pin(a_backup_pass_on_a_stale_object_keeps_a_finished_backups_objects(c)),

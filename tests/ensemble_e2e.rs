@@ -381,6 +381,34 @@ async fn even_replicas_are_rejected_and_nothing_changes(bed: &Bed, ns: &str) -> 
             if s.code == 422 && s.message.contains("spec.replicas must be odd") => {}
         other => return Err(fail(format!("replicas 4 must be refused: {other:?}"))),
     }
+    // `kubectl scale` goes through the scale subresource, which the same rules guard.
+    let kubectl = |replicas: &str| {
+        Command::new(&bed.plane.binaries().kubectl)
+            .args(["-n", ns, "scale", "mens/masters", "--replicas", replicas])
+            .env("KUBECONFIG", bed.plane.kubeconfig_path())
+            .output()
+            .map_err(|e| fail(format!("kubectl scale: {e}")))
+    };
+    let out = kubectl("4")?;
+    let said = String::from_utf8_lossy(&out.stderr);
+    if out.status.success() || !said.contains("spec.replicas must be odd") {
+        return Err(fail(format!(
+            "kubectl scale --replicas 4 must be refused naming the rule: {out:?}"
+        )));
+    }
+    let scale = api
+        .get_scale("masters")
+        .await
+        .map_err(|e| fail(format!("the scale subresource: {e}")))?;
+    let (want, have) = (
+        scale.spec.and_then(|s| s.replicas),
+        scale.status.map(|s| s.replicas),
+    );
+    if (want, have) != (Some(3), Some(3)) {
+        return Err(fail(format!(
+            "the scale subresource must show 3 wanted and 3 ready: {want:?}, {have:?}"
+        )));
+    }
     let after = api.get("masters").await.map_err(|e| fail(e.to_string()))?;
     if after.metadata.generation != before.metadata.generation
         || member_pods(&client, ns).await?.len() != 3
@@ -393,6 +421,101 @@ async fn even_replicas_are_rejected_and_nothing_changes(bed: &Bed, ns: &str) -> 
             "the configuration changed after a refused spec: {:?}",
             verdict.configs
         )));
+    }
+    Ok(())
+}
+
+/// A client finds the ensemble from what quorate publishes: `status.connectionString` and the
+/// `<name>-connection` ConfigMap name the client Service, the Service routes to the members'
+/// client port, and ZooKeeper's own CLI writes and reads a znode through the members it routes
+/// to. (The testbed has no cluster DNS or Service proxy: the test resolves the Service to its
+/// ready members the way the cluster does, from the Service's selector and target port.)
+async fn a_client_connects_through_the_published_connection_string(
+    bed: &Bed,
+    ns: &str,
+) -> TestResult {
+    use k8s_openapi::api::core::v1::{ConfigMap, Service};
+    let (client, api) = create_and_converge(bed, ns, ensemble("masters", 3)).await?;
+    let connect = status_of(&api)
+        .await?
+        .connection_string
+        .ok_or_else(|| fail("status.connectionString is not set"))?;
+    let published = Api::<ConfigMap>::namespaced(client.clone(), ns)
+        .get("masters-connection")
+        .await
+        .map_err(|e| fail(format!("the connection ConfigMap: {e}")))?
+        .data
+        .unwrap_or_default();
+    if published.get("ZOOKEEPER") != Some(&connect)
+        || published.get("ZOOKEEPER_CLIENT_PORT").map(String::as_str) != Some("2181")
+    {
+        return Err(fail(format!(
+            "the ConfigMap must publish {connect} and port 2181: {published:?}"
+        )));
+    }
+    let (host, port) = connect
+        .rsplit_once(':')
+        .ok_or_else(|| fail(format!("no port in {connect}")))?;
+    let service = host
+        .strip_suffix(&format!(".{ns}.svc.cluster.local"))
+        .ok_or_else(|| fail(format!("{host} is not a Service of {ns}")))?;
+    let svc = Api::<Service>::namespaced(client.clone(), ns)
+        .get(service)
+        .await
+        .map_err(|e| fail(format!("Service {service}: {e}")))?;
+    let spec = svc.spec.unwrap_or_default();
+    let target = spec
+        .ports
+        .unwrap_or_default()
+        .into_iter()
+        .find(|p| p.port.to_string() == port)
+        .map(|p| match p.target_port {
+            Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(t)) => t,
+            _ => p.port,
+        })
+        .ok_or_else(|| fail(format!("Service {service} has no port {port}")))?;
+    let selector = spec
+        .selector
+        .unwrap_or_default()
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    if selector.is_empty() {
+        return Err(fail(format!("Service {service} selects nothing")));
+    }
+    let routed: Vec<String> = Api::<Pod>::namespaced(client.clone(), ns)
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(|e| fail(e.to_string()))?
+        .items
+        .into_iter()
+        .filter(|p| {
+            p.status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        })
+        .filter_map(|p| p.status?.pod_ip)
+        .map(|ip| format!("{ip}:{target}"))
+        .collect();
+    if routed.len() != 3 {
+        return Err(fail(format!(
+            "Service {service} must route to the 3 members: {routed:?}"
+        )));
+    }
+    let zk = quorate_testbed::zookeeper::ensure_distribution(Default::default())
+        .map_err(|e| fail(e.to_string()))?;
+    let out = zk
+        .run_cli(
+            &routed.join(","),
+            "create /connected hello\nget /connected",
+            Duration::from_secs(60),
+        )
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    if !out.lines().any(|l| l.trim() == "hello") {
+        return Err(fail(format!("zkCli did not read back its znode: {out}")));
     }
     Ok(())
 }
@@ -814,6 +937,14 @@ fn scenarios() -> Vec<(&'static str, Scenario)> {
                 Box::pin(
                     operator::a_disk_lost_while_its_member_restarts_into_a_new_spec_is_replaced_and_the_roll_goes_on(b, n),
                 )
+            },
+        ),
+        (
+            "a_client_connects_through_the_published_connection_string",
+            |b, n| {
+                Box::pin(a_client_connects_through_the_published_connection_string(
+                    b, n,
+                ))
             },
         ),
         ("a_converged_ensemble_is_left_alone", |b, n| {

@@ -21,7 +21,8 @@ use super::{Context, Error};
 use crate::constants::*;
 use crate::crd::{EnsemblePhase, MasterEnsemble, MasterEnsembleStatus};
 use crate::executor::resources::member::{
-    EnsembleContext, build_client_service, build_config_map, build_members_service, build_pdb,
+    EnsembleContext, build_client_service, build_config_map, build_connection_config_map,
+    build_members_service, build_pdb,
 };
 use crate::executor::resources::names::{credentials_secret, ensemble_labels};
 use crate::planner::model::to_micros;
@@ -187,15 +188,7 @@ async fn pass(ens: Arc<MasterEnsemble>, ctx: Arc<Context>) -> Result<Action, Err
                 },
                 ..claim
             };
-            let status = build_status(
-                &name,
-                &previous,
-                ens.metadata.generation,
-                &obs,
-                &plan,
-                Some(&claimed),
-                now,
-            );
+            let status = build_status(&ens, &previous, &obs, &plan, Some(&claimed), now);
             write_status(&api, &ens, status, &step.to_string()).await?;
             super::failpoints::reached(super::failpoints::after_claim(step)).await;
             record_members(Some(claimed.started_at));
@@ -243,7 +236,7 @@ async fn pass(ens: Arc<MasterEnsemble>, ctx: Arc<Context>) -> Result<Action, Err
                 )
                 .await;
             }
-            record(&api, &name, &previous, &ens, &obs, &plan, now).await?;
+            record(&api, &previous, &ens, &obs, &plan, now).await?;
             record_members(None);
             Ok(match other {
                 Decision::Converged => Action::requeue(std::time::Duration::from_secs(30)),
@@ -309,22 +302,13 @@ async fn request_backup(ctx: &Context, ns: &str, backup: &str, at: Timestamp) {
 
 async fn record(
     api: &Api<MasterEnsemble>,
-    name: &str,
     previous: &MasterEnsembleStatus,
     ens: &MasterEnsemble,
     obs: &Observation,
     plan: &Plan,
     now: Timestamp,
 ) -> Result<(), Error> {
-    let status = build_status(
-        name,
-        previous,
-        ens.metadata.generation,
-        obs,
-        plan,
-        None,
-        now,
-    );
+    let status = build_status(ens, previous, obs, plan, None, now);
     if super::status::unchanged_but_zxids(previous, &status) {
         return Ok(());
     }
@@ -374,20 +358,21 @@ async fn announce_completed(
     }
 }
 
-/// The ConfigMap (read by name), both Services and the PodDisruptionBudget (from the stores),
+/// Both ConfigMaps (read by name), both Services and the PodDisruptionBudget (from the stores),
 /// each applied only when it differs (support.rs).
 async fn ensure_support_objects(ctx: &Context, ectx: &EnsembleContext<'_>) -> Result<(), Error> {
     let ns = ectx.namespace;
     let stores = ctx.stores.as_ref();
-    let config_map = build_config_map(ectx);
-    let held = Api::<ConfigMap>::namespaced(ctx.client.clone(), ns)
-        .get_opt(&config_map.name_any())
-        .await
-        .map_err(Error::kube(format!(
-            "read ConfigMap {}",
-            config_map.name_any()
-        )))?;
-    support::apply_if_differs(ctx, ns, &config_map, held.as_ref()).await?;
+    for config_map in [build_config_map(ectx), build_connection_config_map(ectx)] {
+        let held = Api::<ConfigMap>::namespaced(ctx.client.clone(), ns)
+            .get_opt(&config_map.name_any())
+            .await
+            .map_err(Error::kube(format!(
+                "read ConfigMap {}",
+                config_map.name_any()
+            )))?;
+        support::apply_if_differs(ctx, ns, &config_map, held.as_ref()).await?;
+    }
     for service in [build_members_service(ectx), build_client_service(ectx)] {
         let held = support::held(stores.map(|s| &s.services), ns, &service.name_any());
         support::apply_if_differs(ctx, ns, &service, held.as_deref()).await?;

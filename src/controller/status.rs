@@ -7,11 +7,13 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use super::observe::Observation;
 use crate::constants::*;
+use kube::ResourceExt;
+
 use crate::crd::{
-    EnsemblePhase, InFlightStep, MasterEnsembleStatus, MemberRole, MemberState, MemberStatus,
-    QuorumStatus, condition,
+    EnsemblePhase, InFlightStep, MasterEnsemble, MasterEnsembleStatus, MemberRole, MemberState,
+    MemberStatus, QuorumStatus, condition,
 };
-use crate::executor::resources::names::member_pod;
+use crate::executor::resources::names::{connection_string, member_pod};
 use crate::planner::rules::{majority, tolerance};
 use crate::planner::{Claim, Decision, Plan, Role, ServerId, Step};
 
@@ -50,14 +52,16 @@ fn claim_step(c: &Claim) -> InFlightStep {
 
 /// The status after a pass that decided `plan`. `claimed` is the step claimed in this pass.
 pub fn build_status(
-    name: &str,
+    ens: &MasterEnsemble,
     previous: &MasterEnsembleStatus,
-    generation: Option<i64>,
     obs: &Observation,
     plan: &Plan,
     claimed: Option<&Claim>,
     now: Timestamp,
 ) -> MasterEnsembleStatus {
+    let name = &ens.name_any();
+    let namespace = &ens.namespace().unwrap_or_default();
+    let generation = ens.metadata.generation;
     let voters = obs.observed.voters();
     let leader = obs.zk.leader;
     let mut members = Vec::new();
@@ -188,6 +192,7 @@ pub fn build_status(
         observed_generation: generation,
         phase: Some(phase),
         ready_members: ready,
+        connection_string: Some(connection_string(name, namespace, CLUSTER_DOMAIN)),
         members,
         quorum,
         leader: leader.map(|l| i64::from(l.0)),

@@ -425,11 +425,22 @@ pub fn ensemble(name: &str, replicas: i32) -> MasterEnsemble {
     MasterEnsemble::new(name, spec)
 }
 
+/// A namespace for one scenario. It enforces Pod Security `restricted`, as a careful cluster
+/// does: every Pod quorate creates in a scenario must be admitted under it.
 pub async fn namespace(client: &Client, ns: &str) -> TestResult {
     let api: Api<Namespace> = Api::all(client.clone());
     let obj = Namespace {
         metadata: ObjectMeta {
             name: Some(ns.into()),
+            labels: Some(
+                [
+                    ("pod-security.kubernetes.io/enforce", "restricted"),
+                    ("pod-security.kubernetes.io/enforce-version", "latest"),
+                ]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ),
             ..Default::default()
         },
         ..Default::default()
@@ -472,9 +483,10 @@ pub async fn wait_converged(
     )))
 }
 
+/// Scales the ensemble as `kubectl scale` does: through the scale subresource.
 pub async fn set_replicas(api: &Api<MasterEnsemble>, name: &str, replicas: i32) -> TestResult {
     let patch = serde_json::json!({"spec": {"replicas": replicas}});
-    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+    api.patch_scale(name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .map_err(|e| fail(format!("scale to {replicas}: {e}")))?;
     Ok(())

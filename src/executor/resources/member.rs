@@ -12,11 +12,12 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
-    EnvVarSource, HTTPGetAction, ObjectFieldSelector, PersistentVolumeClaim,
-    PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, Pod, PodSpec, Probe,
-    SecretKeySelector, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
-    VolumeResourceRequirements,
+    Affinity, Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort,
+    EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector,
+    PersistentVolumeClaim, PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, Pod,
+    PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec, Probe, SeccompProfile,
+    SecretKeySelector, SecurityContext, Service, ServicePort, ServiceSpec, TCPSocketAction, Volume,
+    VolumeMount, VolumeResourceRequirements, WeightedPodAffinityTerm,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -26,7 +27,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use super::names::*;
 use super::zoo_cfg::render_static;
 use crate::constants::*;
-use crate::crd::MasterEnsembleSpec;
+use crate::crd::{AntiAffinity, MasterEnsembleSpec, PodTemplateOverrides};
 use crate::planner::ServerId;
 
 /// What every builder needs to know about the ensemble.
@@ -109,6 +110,85 @@ if [ ! -s "$D/data/myid" ] || [ ! -f "$D/conf/zoo.cfg" ]; then
 fi
 rm -f "$M"
 "#;
+
+/// The official image's `zookeeper` user and group.
+pub const ZOOKEEPER_UID: i64 = 1000;
+
+/// The Pod security context of every Pod quorate runs on a member's volume (members, volume
+/// probes, restores): `spec.podTemplate.securityContext`, or the official image's `zookeeper`
+/// user (uid and gid 1000, non-root), which also owns the volumes (`fsGroup`, changed only when
+/// the volume's root differs), with seccomp `RuntimeDefault`. With [`restricted_container`] the
+/// Pod Security `restricted` profile admits the Pods.
+pub fn pod_security(spec: &MasterEnsembleSpec) -> PodSecurityContext {
+    if let Some(given) = spec
+        .pod_template
+        .as_ref()
+        .and_then(|t| t.security_context.clone())
+    {
+        return given;
+    }
+    PodSecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(ZOOKEEPER_UID),
+        run_as_group: Some(ZOOKEEPER_UID),
+        fs_group: Some(ZOOKEEPER_UID),
+        fs_group_change_policy: Some("OnRootMismatch".into()),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// A container's security context under the Pod Security `restricted` profile: no privilege
+/// escalation, no capabilities.
+pub fn restricted_container() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The member Pods' affinity: `spec.podTemplate.affinity` when given, else anti-affinity
+/// between the ensemble's members per node as `antiAffinity` asks.
+fn member_affinity(ctx: &EnsembleContext<'_>, template: &PodTemplateOverrides) -> Option<Affinity> {
+    if template.affinity.is_some() {
+        return template.affinity.clone();
+    }
+    let term = PodAffinityTerm {
+        label_selector: Some(LabelSelector {
+            match_labels: Some(member_selector(ctx)),
+            ..Default::default()
+        }),
+        topology_key: "kubernetes.io/hostname".into(),
+        ..Default::default()
+    };
+    let anti = match template.anti_affinity {
+        AntiAffinity::None => return None,
+        AntiAffinity::Preferred => PodAntiAffinity {
+            preferred_during_scheduling_ignored_during_execution: Some(vec![
+                WeightedPodAffinityTerm {
+                    weight: 100,
+                    pod_affinity_term: term,
+                },
+            ]),
+            ..Default::default()
+        },
+        AntiAffinity::Required => PodAntiAffinity {
+            required_during_scheduling_ignored_during_execution: Some(vec![term]),
+            ..Default::default()
+        },
+    };
+    Some(Affinity {
+        pod_anti_affinity: Some(anti),
+        ..Default::default()
+    })
+}
 
 fn meta(ctx: &EnsembleContext<'_>, name: String, labels: BTreeMap<String, String>) -> ObjectMeta {
     ObjectMeta {
@@ -241,6 +321,7 @@ pub fn build_member_pod(
         image: Some(image.clone()),
         command: Some(vec!["/bin/sh".into(), "-c".into(), PREPARE_SCRIPT.into()]),
         termination_message_path: Some(format!("{STATUS_MOUNT}/prepare.message")),
+        security_context: Some(restricted_container()),
         env: Some(envs.clone()),
         volume_mounts: Some(mounts.clone()),
         ..Default::default()
@@ -268,6 +349,32 @@ pub fn build_member_pod(
             failure_threshold: Some(3),
             ..Default::default()
         }),
+        // The AdminServer starts once the database is loaded (a large one takes minutes): until
+        // then only the startup probe runs, for up to 30 minutes.
+        startup_probe: Some(Probe {
+            tcp_socket: Some(TCPSocketAction {
+                port: IntOrString::Int(ADMIN_PORT.into()),
+                ..Default::default()
+            }),
+            period_seconds: Some(5),
+            failure_threshold: Some(360),
+            ..Default::default()
+        }),
+        // `ruok` answers whenever the server runs, with or without a quorum, leading, following
+        // or syncing: only a server whose AdminServer stops answering for a minute (hung) is
+        // restarted, never one that is merely catching up.
+        liveness_probe: Some(Probe {
+            http_get: Some(HTTPGetAction {
+                path: Some("/commands/ruok".into()),
+                port: IntOrString::Int(ADMIN_PORT.into()),
+                ..Default::default()
+            }),
+            period_seconds: Some(10),
+            timeout_seconds: Some(5),
+            failure_threshold: Some(6),
+            ..Default::default()
+        }),
+        security_context: Some(restricted_container()),
         resources: spec.resources.clone(),
         termination_message_path: Some(format!("{STATUS_MOUNT}/zookeeper.message")),
         volume_mounts: Some(mounts),
@@ -306,7 +413,12 @@ pub fn build_member_pod(
                     ..Default::default()
                 },
             ]),
-            affinity: template.affinity,
+            affinity: member_affinity(ctx, &template),
+            security_context: Some(pod_security(spec)),
+            image_pull_secrets: (!template.image_pull_secrets.is_empty())
+                .then(|| template.image_pull_secrets.clone()),
+            topology_spread_constraints: (!template.topology_spread_constraints.is_empty())
+                .then(|| template.topology_spread_constraints.clone()),
             tolerations: (!template.tolerations.is_empty()).then_some(template.tolerations),
             node_selector: (!template.node_selector.is_empty()).then_some(template.node_selector),
             priority_class_name: template.priority_class_name,
@@ -373,6 +485,26 @@ pub fn build_config_map(ctx: &EnsembleContext<'_>) -> ConfigMap {
             "zoo.cfg".to_string(),
             render_static(&ctx.spec.config),
         )])),
+        ..Default::default()
+    }
+}
+
+/// The connection ConfigMap a client's Pod can take its connection string from
+/// (`configMapKeyRef`, or `envFrom`): `ZOOKEEPER` (`host:port`, the client Service),
+/// `ZOOKEEPER_HOSTS` (the same, without a chroot) and `ZOOKEEPER_CLIENT_PORT`.
+pub fn build_connection_config_map(ctx: &EnsembleContext<'_>) -> ConfigMap {
+    let connect = connection_string(ctx.name, ctx.namespace, CLUSTER_DOMAIN);
+    ConfigMap {
+        metadata: meta(
+            ctx,
+            connection_config_map(ctx.name),
+            ensemble_labels(ctx.name, "connection"),
+        ),
+        data: Some(BTreeMap::from([
+            ("ZOOKEEPER".to_string(), connect.clone()),
+            ("ZOOKEEPER_HOSTS".to_string(), connect),
+            ("ZOOKEEPER_CLIENT_PORT".to_string(), CLIENT_PORT.to_string()),
+        ])),
         ..Default::default()
     }
 }

@@ -42,6 +42,20 @@ pub fn config_map(ensemble: &str) -> String {
     format!("{ensemble}-config")
 }
 
+/// The ConfigMap that tells clients how to connect (`ZOOKEEPER` and friends).
+pub fn connection_config_map(ensemble: &str) -> String {
+    format!("{ensemble}-connection")
+}
+
+/// What a client in the cluster connects to: the client Service, which routes to members that
+/// serve (their readiness is quorum-aware), as `host:port`.
+pub fn connection_string(ensemble: &str, namespace: &str, cluster_domain: &str) -> String {
+    format!(
+        "{}.{namespace}.svc.{cluster_domain}:{CLIENT_PORT}",
+        client_service(ensemble)
+    )
+}
+
 /// The generated Secret with the ZooKeeper credentials.
 pub fn credentials_secret(ensemble: &str) -> String {
     format!("{ensemble}-credentials")

@@ -13,7 +13,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use serde::Deserialize;
 
-use super::member::EnsembleContext;
+use super::member::{EnsembleContext, pod_security, restricted_container};
 use super::names::{ensemble_labels, member_pvc, restore_probe_pod, zxid_probe_pod};
 use crate::constants::*;
 use crate::planner::ServerId;
@@ -66,6 +66,7 @@ pub fn build_zxid_probe_pod(
                     DATA_MOUNT.into(),
                 ]),
                 termination_message_path: Some(message),
+                security_context: Some(restricted_container()),
                 volume_mounts: Some(vec![
                     VolumeMount {
                         name: "data".into(),
@@ -96,6 +97,9 @@ pub fn build_zxid_probe_pod(
                     ..Default::default()
                 },
             ]),
+            security_context: Some(pod_security(ctx.spec)),
+            image_pull_secrets: (!template.image_pull_secrets.is_empty())
+                .then(|| template.image_pull_secrets.clone()),
             tolerations: (!template.tolerations.is_empty()).then_some(template.tolerations),
             priority_class_name: template.priority_class_name,
             ..Default::default()

@@ -8,6 +8,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use std::collections::BTreeMap;
 
+use super::member::restricted_container;
 use super::names::ensemble_labels;
 use crate::constants::*;
 use crate::crd::{Destination, VerifiedArtifact};
@@ -83,6 +84,7 @@ pub fn build_restore_init_container(r: &RestoreInit<'_>) -> Container {
         })
         .unwrap_or_default();
     Container {
+        security_context: Some(restricted_container()),
         name: "restore".into(),
         image: Some(r.image.into()),
         command: Some(vec![OPERATOR_BINARY.into()]),

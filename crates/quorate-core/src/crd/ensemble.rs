@@ -2,7 +2,10 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Affinity, ResourceRequirements, Toleration};
+use k8s_openapi::api::core::v1::{
+    Affinity, LocalObjectReference, PodSecurityContext, ResourceRequirements, Toleration,
+    TopologySpreadConstraint,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, MicroTime, Time};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
@@ -17,6 +20,10 @@ use serde::{Deserialize, Serialize};
     kind = "MasterEnsemble",
     namespaced,
     status = "MasterEnsembleStatus",
+    scale(
+        spec_replicas_path = ".spec.replicas",
+        status_replicas_path = ".status.readyMembers"
+    ),
     shortname = "mens",
     category = "quorate",
     doc = "A ZooKeeper ensemble that quorate keeps quorate: members are added, removed, replaced and restarted one safe step at a time.",
@@ -186,15 +193,45 @@ pub struct PodTemplateOverrides {
     /// Node selector for member Pods.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub node_selector: BTreeMap<String, String>,
-    /// Affinity rules for member Pods (spread members across nodes and zones).
+    /// Affinity rules for member Pods. When given, they replace the anti-affinity of
+    /// `antiAffinity` entirely.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub affinity: Option<Affinity>,
+    /// How members are kept off each other's nodes when `affinity` is not given: `Preferred`
+    /// (the default: the scheduler spreads them when it can), `Required` (a member that cannot
+    /// get a node of its own stays Pending: one lost node never takes two voters) or `None`.
+    #[serde(default)]
+    pub anti_affinity: AntiAffinity,
+    /// Topology spread constraints of member Pods (across zones, say).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub topology_spread_constraints: Vec<TopologySpreadConstraint>,
+    /// Secrets to pull the member image with.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub image_pull_secrets: Vec<LocalObjectReference>,
+    /// The Pod security context of member Pods, replacing quorate's default: the official
+    /// image's `zookeeper` user (uid and gid 1000, also the volumes' group through `fsGroup`),
+    /// non-root, seccomp `RuntimeDefault`; with containers that drop every capability and cannot
+    /// escalate, the Pod Security `restricted` profile admits them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_context: Option<PodSecurityContext>,
     /// Tolerations for member Pods.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tolerations: Vec<Toleration>,
     /// PriorityClass of member Pods.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority_class_name: Option<String>,
+}
+
+/// How member Pods avoid sharing a node.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum AntiAffinity {
+    /// The scheduler spreads members across nodes when it can.
+    #[default]
+    Preferred,
+    /// Every member needs a node of its own.
+    Required,
+    /// No anti-affinity.
+    None,
 }
 
 /// How long a member may be down before quorate replaces it with a fresh member.
@@ -285,6 +322,10 @@ pub struct MasterEnsembleStatus {
     /// Members that are serving and synced.
     #[serde(default)]
     pub ready_members: i32,
+    /// What a client in the cluster connects to (`host:port` of the client Service, which
+    /// routes to serving members). The ConfigMap `<name>-connection` holds it as `ZOOKEEPER`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection_string: Option<String>,
     /// Every member quorate runs, voters and joiners.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub members: Vec<MemberStatus>,
