@@ -109,6 +109,19 @@ impl ObservedEnsemble {
         self
     }
 
+    /// Member `id`'s Pod was created at `at`.
+    pub fn created(mut self, id: u32, at: Timestamp) -> Self {
+        if let Some(p) = self
+            .0
+            .members
+            .get_mut(&ServerId(id))
+            .and_then(|m| m.pod.as_mut())
+        {
+            p.created_at = at;
+        }
+        self
+    }
+
     /// Member `id` serves but is not synced.
     pub fn lagging(mut self, id: u32) -> Self {
         if let Some(m) = self.0.members.get_mut(&ServerId(id)) {

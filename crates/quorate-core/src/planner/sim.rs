@@ -393,19 +393,14 @@ impl Sim {
                     m.flapping_until = Some(secs(s));
                 }
             }
-            Fault::LoseVolume(id) => {
+            Fault::LoseVolume(id) | Fault::WipeDisk(id) => {
                 if let Some(m) = self.members.get_mut(&id) {
-                    m.volume = false;
-                    m.zxid = 0;
-                    m.known_config = None;
-                    m.process = Process::Down;
-                    m.synced = false;
-                    m.crashed_until = Some(Timestamp::MAX);
-                }
-            }
-            Fault::WipeDisk(id) => {
-                if let Some(m) = self.members.get_mut(&id) {
-                    m.wiped = true;
+                    // The PVC goes with a lost volume; a wiped disk keeps it.
+                    if matches!(fault, Fault::LoseVolume(_)) {
+                        m.volume = false;
+                    } else {
+                        m.wiped = true;
+                    }
                     m.zxid = 0;
                     m.known_config = None;
                     m.process = Process::Down;

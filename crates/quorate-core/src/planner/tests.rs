@@ -591,17 +591,11 @@ fn rolls_followers_first_and_the_leader_last() {
 fn waits_for_a_restarted_member_before_the_next() {
     let mut d = desired(3);
     d.spec_hash = "h2".into();
-    let mut o = ObservedEnsemble::healthy(3)
+    let o = ObservedEnsemble::healthy(3)
         .with_hash(2, "h2")
         .lagging(2)
+        .created(2, t0() - SignedDuration::from_secs(20))
         .build();
-    o.members
-        .get_mut(&id(2))
-        .unwrap()
-        .pod
-        .as_mut()
-        .unwrap()
-        .created_at = t0() - SignedDuration::from_secs(20);
     let p = plan(&d, &o, t0());
     assert_eq!(
         p.decision,
@@ -640,18 +634,12 @@ fn a_member_whose_volume_lost_its_data_is_replaced_not_blamed_for_the_roll() {
     let mut d = desired(3);
     d.spec_hash = "h2".into();
     let since = t0() - SignedDuration::from_secs(10);
-    let restarted = ObservedEnsemble::healthy(3)
+    let o = ObservedEnsemble::healthy(3)
         .with_hash(2, "h2")
         .down(2, since)
-        .data_lost(2);
-    let mut o = restarted.clone().build();
-    o.members
-        .get_mut(&id(2))
-        .unwrap()
-        .pod
-        .as_mut()
-        .unwrap()
-        .created_at = since;
+        .data_lost(2)
+        .created(2, since)
+        .build();
     let fence = act(Step::FenceMember { member: id(2) });
     assert_eq!(
         plan(&d, &o, t0()).decision,
