@@ -348,30 +348,33 @@ fn plan_fresh(desired: &Desired, observed: &Observed, now: Timestamp) -> Plan {
             return act(Step::remove_voter(m.id), rule);
         }
     }
+    // Any unhealthy voter that a restart brings back (its Pod gone or stale, its volume and
+    // data intact) is restarted first, whichever it is: with two voters down, the one that
+    // only lost its Pod restores the healthy majority that replacing the other one needs.
+    // Creating a missing Pod takes nothing down; deleting a stale one needs the others.
+    if let Some(m) = unhealthy.iter().find(|m| {
+        restartable(desired, m)
+            && (m.pod.is_none() || quorum_survives_restart(observed, &voters, m.id))
+    }) {
+        return act(
+            Step::RestartMember { member: m.id },
+            Rule::UnhealthyStaleMemberIsRestarted,
+        );
+    }
     if let Some(m) = unhealthy.first() {
-        let stale = m.spec_hash() != Some(desired.spec_hash.as_str());
-        // A member whose volume lost its data fails with any spec: it is replaced, not restarted.
-        if (stale || m.pod.is_none())
-            && m.volume
-            && !m.data_lost()
-            && !m.pod.as_ref().is_some_and(|p| p.terminating)
-        {
-            if quorum_survives_restart(observed, &voters, m.id) {
-                return act(
-                    Step::RestartMember { member: m.id },
-                    Rule::UnhealthyStaleMemberIsRestarted,
+        if !restartable(desired, m) {
+            if is_starting(desired, m, now) {
+                return wait(
+                    WaitReason::MemberStarting { member: m.id },
+                    Rule::AllVotersMustBeHealthy,
                 );
             }
-        } else if is_starting(desired, m, now) {
-            return wait(
-                WaitReason::MemberStarting { member: m.id },
-                Rule::AllVotersMustBeHealthy,
-            );
-        } else if rollout_is_at_fault(desired, observed, m) {
-            return blocked(
-                BlockReason::RolloutUnhealthy { member: m.id },
-                Rule::RolloutStopsAtFirstFailure,
-            );
+            if rollout_is_at_fault(desired, observed, m) {
+                return blocked(
+                    BlockReason::RolloutUnhealthy { member: m.id },
+                    Rule::RolloutStopsAtFirstFailure,
+                );
+            }
         }
         if replace_is_due(desired, m, now) {
             // Fenced first, it is out of service before its removal: the rest of the current
@@ -521,6 +524,17 @@ fn plan_fresh(desired: &Desired, observed: &Observed, now: Timestamp) -> Plan {
         decision: Decision::Converged,
         rule: Rule::NothingToDo,
     }
+}
+
+/// An unhealthy voter that a restart can bring back: its Pod is gone or runs an old spec, and
+/// its volume is there with its data, not being deleted. A member whose volume lost its data
+/// fails with any spec: it is replaced, not restarted.
+fn restartable(desired: &Desired, m: &Member) -> bool {
+    let stale = m.spec_hash() != Some(desired.spec_hash.as_str());
+    (stale || m.pod.is_none())
+        && m.volume
+        && !m.data_lost()
+        && !m.pod.as_ref().is_some_and(|p| p.terminating)
 }
 
 /// A joiner whose Pod was created `replaceAfter` ago or more (it had its time to sync), or whose

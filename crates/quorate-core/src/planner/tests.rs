@@ -685,6 +685,33 @@ fn a_member_whose_volume_lost_its_data_is_replaced_not_blamed_for_the_roll() {
     );
 }
 
+/// Found by the fault campaign (seed 2026, round 46 of 500 faults): voter 1 served on after its
+/// PVC was deleted, and voter 2's Pod was deleted. The planner looked only at the first
+/// unhealthy voter (1), whose replacement needs a healthy majority of the others, and blocked
+/// for good; voter 2, which only needs its Pod back, was never restarted.
+#[test]
+fn a_voter_that_only_lost_its_pod_is_restarted_before_another_is_replaced() {
+    let mut o = ObservedEnsemble::healthy(3).with_leader(3).build();
+    let one = o.members.get_mut(&id(1)).unwrap();
+    one.volume = false;
+    one.down_since = Some(t0() - SignedDuration::from_mins(30));
+    let two = o.members.get_mut(&id(2)).unwrap();
+    two.pod = None;
+    two.zk = Default::default();
+    two.down_since = Some(t0() - SignedDuration::from_mins(1));
+    assert_eq!(
+        plan(&desired(3), &o, t0()).decision,
+        act(Step::RestartMember { member: id(2) })
+    );
+    // Once it serves again, the voter without a volume leaves while it still serves.
+    let back = o.members.get_mut(&id(2)).unwrap();
+    *back = crate::planner::fixtures::healthy_member(2);
+    assert_eq!(
+        plan(&desired(3), &o, t0()).decision,
+        act(Step::remove_voter(id(1)))
+    );
+}
+
 #[test]
 fn paused_stops_every_step() {
     let mut d = desired(5);
