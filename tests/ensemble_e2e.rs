@@ -484,38 +484,53 @@ async fn a_client_connects_through_the_published_connection_string(
     if selector.is_empty() {
         return Err(fail(format!("Service {service} selects nothing")));
     }
-    let routed: Vec<String> = Api::<Pod>::namespaced(client.clone(), ns)
-        .list(&ListParams::default().labels(&selector))
-        .await
-        .map_err(|e| fail(e.to_string()))?
-        .items
-        .into_iter()
-        .filter(|p| {
-            p.status
-                .as_ref()
-                .and_then(|s| s.conditions.as_ref())
-                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-        })
-        .filter_map(|p| p.status?.pod_ip)
-        .map(|ip| format!("{ip}:{target}"))
-        .collect();
-    if routed.len() != 3 {
-        return Err(fail(format!(
-            "Service {service} must route to the 3 members: {routed:?}"
-        )));
-    }
+    // Ready conditions follow the readiness probes' periods: wait until all three route.
+    let mut routed: Vec<String> = Vec::new();
+    wait_for(
+        &format!("Service {service} to route to the 3 members"),
+        Duration::from_secs(60),
+        async || {
+            routed = Api::<Pod>::namespaced(client.clone(), ns)
+                .list(&ListParams::default().labels(&selector))
+                .await
+                .map_err(|e| fail(e.to_string()))?
+                .items
+                .into_iter()
+                .filter(|p| {
+                    p.status
+                        .as_ref()
+                        .and_then(|s| s.conditions.as_ref())
+                        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+                })
+                .filter_map(|p| p.status?.pod_ip)
+                .map(|ip| format!("{ip}:{target}"))
+                .collect();
+            Ok(routed.len() == 3)
+        },
+    )
+    .await
+    .map_err(|e| fail(format!("{e:?}: {routed:?}")))?;
     let zk = quorate_testbed::zookeeper::ensure_distribution(Default::default())
         .map_err(|e| fail(e.to_string()))?;
-    let out = zk
-        .run_cli(
-            &routed.join(","),
-            "create /connected hello\nget /connected",
-            Duration::from_secs(60),
-        )
-        .await
-        .map_err(|e| fail(e.to_string()))?;
-    if !out.lines().any(|l| l.trim() == "hello") {
-        return Err(fail(format!("zkCli did not read back its znode: {out}")));
+    // One command per zkCli run (its arguments): it connects, runs it and exits.
+    let run = |args: &[&str]| -> Result<String, Failed> {
+        let out = zk
+            .cli_command(&routed.join(","))
+            .args(args)
+            .output()
+            .map_err(|e| fail(format!("zkCli: {e}")))?;
+        Ok(format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    };
+    let created = run(&["create", "/connected", "hello"])?;
+    let out = run(&["get", "/connected"])?;
+    if !created.contains("Created /connected") || !out.lines().any(|l| l.trim() == "hello") {
+        return Err(fail(format!(
+            "zkCli did not write and read back its znode: {created}\n{out}"
+        )));
     }
     Ok(())
 }

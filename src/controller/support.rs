@@ -92,8 +92,17 @@ impl Stale {
 pub struct Held<'a> {
     /// The value of [`ANNOTATION_APPLIED_HASH`].
     pub hash: Option<&'a str>,
-    /// Its resourceVersion.
+    /// Its generation when it has one (a PodDisruptionBudget: its status, which the disruption
+    /// controller rewrites whenever a member's readiness changes, moves the resourceVersion but
+    /// not the generation), else its resourceVersion.
     pub version: Option<&'a str>,
+}
+
+/// What [`Held::version`] holds for `meta`.
+fn version_of(meta: &kube::api::ObjectMeta) -> Option<String> {
+    meta.generation
+        .map(|g| format!("g{g}"))
+        .or_else(|| meta.resource_version.clone())
 }
 
 /// Whether a support object must be applied: it is absent (or not known yet), it carries the
@@ -140,6 +149,7 @@ where
     let hash = rendering_hash(&value);
     let key = (K::kind(&()).into_owned(), ns.to_string(), name.clone());
     let ours = ctx.applied.get(&key);
+    let held_version = held.and_then(|h| version_of(h.meta()));
     let held = held.map(|h| Held {
         hash: h
             .meta()
@@ -147,7 +157,7 @@ where
             .as_ref()
             .and_then(|a| a.get(ANNOTATION_APPLIED_HASH))
             .map(String::as_str),
-        version: h.meta().resource_version.as_deref(),
+        version: held_version.as_deref(),
     });
     if !needs_apply(
         &hash,
@@ -166,7 +176,7 @@ where
         )
         .await
         .map_err(Error::kube(format!("apply {} {ns}/{name}", K::kind(&()))))?;
-    if let Some(version) = applied.meta().resource_version.clone() {
+    if let Some(version) = version_of(applied.meta()) {
         ctx.applied.put(key, hash, version);
     }
     Ok(())
