@@ -4,8 +4,9 @@
 //! (label-selected watches, managed fields stripped); the ConfigMap and the credentials Secret
 //! are read by name (quorate never lists either kind). A support object is applied only when
 //! the object held does not carry the hash of what quorate would write, or when another writer
-//! changed it after quorate's last apply (its resourceVersion moved), so a converged ensemble
-//! costs no API write and a hand edit is still reverted.
+//! changed it after quorate's last apply (its generation moved, or its resourceVersion for kinds
+//! without a generation), so a converged ensemble costs no API write and a hand edit is still
+//! reverted.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -106,8 +107,8 @@ fn version_of(meta: &kube::api::ObjectMeta) -> Option<String> {
 }
 
 /// Whether a support object must be applied: it is absent (or not known yet), it carries the
-/// hash of another rendering, or its resourceVersion moved since this process applied it
-/// (another writer edited it). After a restart, `ours` is empty and the annotation decides.
+/// hash of another rendering, or its version ([`Held::version`]) moved since this process
+/// applied it (another writer edited it). After a restart, `ours` is empty and the annotation decides.
 pub fn needs_apply(desired: &str, held: Option<Held<'_>>, ours: Option<(&str, &str)>) -> bool {
     let Some(held) = held else {
         return true;
