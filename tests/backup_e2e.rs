@@ -1377,6 +1377,161 @@ async fn an_older_backup_is_refused_from_the_volumes_while_no_member_serves(
     Ok(())
 }
 
+/// An offline restore never stops members while the ensemble's controller may still be taking
+/// a step: it claims the fence, then waits until the ensemble's controller says in status that
+/// it saw it (`status.restore`). Here that controller's pass is stopped inside a scale-up step
+/// (failpoint `create-member.after-claim`: claimed, nothing created), so it can never say so;
+/// the restore must stop no member, judged by the member Pods' uids on the API server. Once a
+/// fresh operator takes over, the members are handed over, the restore ends Ready with the
+/// backup's data (judged by kazoo), the fence is lifted and the interrupted scale-up finishes.
+async fn an_offline_restore_waits_until_the_ensemble_hands_its_members_over(
+    bed: &Bed,
+    ns: &str,
+) -> TestResult {
+    let LiveAndBackup {
+        client,
+        ens_api,
+        hosts: _,
+        password,
+        old,
+    } = live_newer_than_its_backup(bed, ns, 3, 50, 10).await?;
+    let before = pod_uids(&client, ns, "live").await?;
+    bed.kill_operator();
+    set_replicas(&ens_api, "live", 5).await?;
+    let failpoint = quorate::controller::failpoints::CREATE_MEMBER_AFTER_CLAIM;
+    let armed =
+        bed.start_operator_with_env(&[(quorate::controller::failpoints::ENV, failpoint)])?;
+    let line = format!("failpoint {failpoint} reached");
+    wait_for(&line, Duration::from_secs(180), async || {
+        Ok(bed.operator_log(&armed).contains(&line))
+    })
+    .await
+    .map_err(|e| fail(format!("{e:?}\noperator log:\n{}", bed.operator_log_tail())))?;
+
+    let restores: Api<ZkRestore> = Api::namespaced(client.clone(), ns);
+    let spec = restore_spec(
+        "live",
+        "daily",
+        &old.id,
+        serde_json::json!({"allowOlder": true}),
+    );
+    restores
+        .create(&PostParams::default(), &ZkRestore::new("held", spec))
+        .await
+        .map_err(|e| fail(format!("create ZkRestore: {e}")))?;
+    // The fence is claimed (the API server shows it), the restore is past its verification
+    // and a pass in Stopping has looked at the members and said what it waits for.
+    wait_for(
+        "the restore to claim the fence and wait for the hand-over",
+        Duration::from_secs(180),
+        async || {
+            let ens = ens_api.get("live").await.map_err(|e| fail(e.to_string()))?;
+            let fenced = ens
+                .annotations()
+                .get(quorate::constants::ANNOTATION_RESTORING)
+                .is_some_and(|r| r == "held");
+            let s = restores
+                .get("held")
+                .await
+                .map_err(|e| fail(e.to_string()))?
+                .status
+                .unwrap_or_default();
+            if matches!(s.phase, Some(RestorePhase::Failed | RestorePhase::Ready)) {
+                return Err(fail(format!(
+                    "the restore ended while the members were not handed over: {:?} {:?}",
+                    s.phase, s.message
+                )));
+            }
+            Ok(fenced
+                && s.phase == Some(RestorePhase::Stopping)
+                && s.message
+                    .is_some_and(|m| m.contains("hand the members over")))
+        },
+    )
+    .await
+    .map_err(|e| fail(format!("{e:?}\noperator log:\n{}", bed.operator_log_tail())))?;
+    let held = pod_uids(&client, ns, "live").await?;
+    if held != before {
+        return Err(fail(format!(
+            "member Pods changed while the ensemble's controller was inside a step: {before:?} -> {held:?}"
+        )));
+    }
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let going = pods
+        .list(&ListParams::default().labels(&format!("{LABEL_ENSEMBLE}=live")))
+        .await
+        .map_err(|e| fail(e.to_string()))?
+        .items
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_some())
+        .map(|p| p.name_any())
+        .collect::<Vec<_>>();
+    if !going.is_empty() {
+        return Err(fail(format!(
+            "member Pods deleted before the hand-over: {going:?}"
+        )));
+    }
+
+    // A fresh operator: its ensemble pass sees the fence and hands the members over.
+    bed.kill_operator_named(&armed);
+    bed.start_operator()?;
+    let mut last = None;
+    wait_for("the restore to end", Duration::from_secs(300), async || {
+        let s = restores
+            .get("held")
+            .await
+            .map_err(|e| fail(e.to_string()))?
+            .status
+            .unwrap_or_default();
+        let done = matches!(s.phase, Some(RestorePhase::Ready | RestorePhase::Failed));
+        last = Some(s);
+        Ok(done)
+    })
+    .await
+    .map_err(|e| {
+        fail(format!(
+            "{e:?}: {last:?}\noperator log:\n{}",
+            bed.operator_log_tail()
+        ))
+    })?;
+    let end = last.unwrap_or_default();
+    if end.phase != Some(RestorePhase::Ready) {
+        return Err(fail(format!(
+            "the restore did not end Ready: {:?} {:?}",
+            end.phase, end.message
+        )));
+    }
+    wait_converged(bed, &ens_api, "live", 5, Duration::from_secs(300)).await?;
+    let ens = ens_api.get("live").await.map_err(|e| fail(e.to_string()))?;
+    if ens
+        .annotations()
+        .contains_key(quorate::constants::ANNOTATION_RESTORING)
+        || ens
+            .status
+            .as_ref()
+            .and_then(|s| s.restore.clone())
+            .is_some()
+    {
+        return Err(fail(format!(
+            "the fence or the hand-over outlived the restore: {:?} {:?}",
+            ens.annotations(),
+            ens.status.as_ref().map(|s| &s.restore)
+        )));
+    }
+    // The backup's data on every member, the newer writes gone (allowOlder was given).
+    let hosts = member_hosts(&client, ns, "live").await?;
+    let auth = Some(("super", password.as_str()));
+    let v = bed
+        .judge
+        .verify(&hosts, auth, "/first", 50)
+        .await
+        .map_err(|e| fail(format!("verify: {e}")))?;
+    if !v.ok {
+        return Err(fail(format!("the backup's data is not there: {v:?}")));
+    }
+    Ok(())
+}
+
 /// Two restores of one ensemble created together: the first created runs, the second is
 /// refused before it touches anything, and the fence is lifted only by the one that holds it.
 async fn two_restores_of_one_ensemble_run_one_at_a_time(bed: &Bed, ns: &str) -> TestResult {
@@ -2012,6 +2167,12 @@ fn scenarios() -> Vec<(&'static str, Scenario)> {
             "an_older_backup_is_refused_from_the_volumes_while_no_member_serves",
             |b, n| {
                 Box::pin(an_older_backup_is_refused_from_the_volumes_while_no_member_serves(b, n))
+            },
+        ),
+        (
+            "an_offline_restore_waits_until_the_ensemble_hands_its_members_over",
+            |b, n| {
+                Box::pin(an_offline_restore_waits_until_the_ensemble_hands_its_members_over(b, n))
             },
         ),
         ("two_restores_of_one_ensemble_run_one_at_a_time", |b, n| {

@@ -13,7 +13,8 @@ pub mod artifact;
 pub mod datadir;
 pub mod engine;
 pub mod place;
-pub mod schedule;
+/// When a backup is due and what retention removes: pure, in the core crate.
+pub use quorate_core::schedule;
 pub mod snapshot;
 pub mod store;
 pub mod tree;

@@ -88,12 +88,19 @@ async fn pass(ens: Arc<MasterEnsemble>, ctx: Arc<Context>) -> Result<Action, Err
     ensure_support_objects(&ctx, &ectx).await?;
     let credentials = ensure_credentials(&ctx, &ectx).await?;
     if let Some(restore) = ens.annotations().get(ANNOTATION_RESTORING) {
-        // A ZkRestore owns the members: no step until it is done.
-        info!(%restore, "a restore owns the members; no step");
-        let status = serde_json::json!({"status": {"phase": EnsemblePhase::Restoring, "message": format!("ZkRestore {restore} owns the members")}});
-        api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
-            .await
-            .map_err(Error::kube(format!("record the restore of {ns}/{name}")))?;
+        // A ZkRestore owns the members: no step until it is done. Saying so in status is the
+        // hand-over the restore waits for: this pass saw the fence, and passes of one ensemble
+        // never overlap, so no pass that read the ensemble unfenced is still running.
+        let handed = ens.status.as_ref().is_some_and(|s| {
+            s.phase == Some(EnsemblePhase::Restoring) && s.restore.as_deref() == Some(restore)
+        });
+        if !handed {
+            info!(%restore, "a restore owns the members; no step");
+            let status = serde_json::json!({"status": {"phase": EnsemblePhase::Restoring, "restore": restore, "message": format!("ZkRestore {restore} owns the members")}});
+            api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
+                .await
+                .map_err(Error::kube(format!("record the restore of {ns}/{name}")))?;
+        }
         return Ok(Action::requeue(std::time::Duration::from_secs(5)));
     }
 

@@ -24,14 +24,14 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Api, Resource, ResourceExt};
 use tracing::info;
 
 use super::restore::{
-    START_TIMEOUT, delete_volume_probes, fence_ensemble, init_failure, member_objects,
+    START_TIMEOUT, claim_fence, delete_volume_probes, init_failure, lift_fence, member_objects,
     probe_volumes, restore_in_the_way, update,
 };
 use super::{Context, Error, publish_event};
@@ -62,7 +62,7 @@ async fn ensemble(ctx: &Context, ns: &str, name: &str) -> Result<Option<MasterEn
 }
 
 /// The survivor recovery rebuilds from, as recorded in Verifying.
-fn chosen(status: &ZkRestoreStatus) -> Option<ServerId> {
+pub(super) fn chosen(status: &ZkRestoreStatus) -> Option<ServerId> {
     status
         .members
         .iter()
@@ -195,6 +195,14 @@ where
         }
         RecoveryDecision::Refused(r) => refuse(r.reason(), decision.to_string()).await,
         RecoveryDecision::RebuildFrom { member, .. } => {
+            // Leaving Verifying claims the ensemble's fence (one restore at a time).
+            if let Some(holder) = claim_fence(ctx, zkr).await? {
+                return refuse(
+                    "AnotherRestore",
+                    format!("refused: ZkRestore {ns}/{holder} holds the fence of MasterEnsemble {ns}/{ens_name}; one restore of an ensemble runs at a time"),
+                )
+                .await;
+            }
             let members = survivors_status(&answers, *member);
             update(api, &name, |s| {
                 s.members = members.clone();
@@ -218,47 +226,6 @@ where
             Ok(Action::requeue(Duration::from_millis(200)))
         }
     }
-}
-
-/// Stopping: fences the ensemble and deletes every member Pod (volumes stay).
-pub(super) async fn stop(
-    ctx: &Context,
-    zkr: &ZkRestore,
-    api: &Api<ZkRestore>,
-) -> Result<Action, Error> {
-    let ns = zkr.namespace().unwrap_or_default();
-    let name = zkr.name_any();
-    let ens = &zkr.spec.ensemble_ref.name;
-    fence_ensemble(ctx, &ns, ens, Some(&name)).await?;
-    let (pods, _) = member_objects(ctx, &ns, ens).await?;
-    let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
-    for (id, pod) in pods
-        .iter()
-        .filter(|(_, p)| p.metadata.deletion_timestamp.is_none())
-    {
-        info!(member = id.0, "stopping member for the recovery");
-        match pods_api
-            .delete(&pod.name_any(), &DeleteParams::default())
-            .await
-        {
-            Ok(_) => {}
-            Err(kube::Error::Api(s)) if s.code == 404 => {}
-            Err(e) => return Err(Error::kube(format!("delete Pod of member {id}"))(e)),
-        }
-    }
-    update(api, &name, |s| {
-        if pods.is_empty() {
-            s.phase = Some(RestorePhase::Restoring);
-            s.message = Some("every member stopped (volumes kept)".into());
-        } else {
-            s.message = Some(format!(
-                "stopping {} members (their volumes are kept)",
-                pods.len()
-            ));
-        }
-    })
-    .await?;
-    Ok(Action::requeue(Duration::from_secs(1)))
 }
 
 /// Restoring: sets the other survivors' volumes aside and starts the chosen one alone.
@@ -423,7 +390,7 @@ where
         }
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
-    fence_ensemble(ctx, &ns, ens_name, None).await?;
+    lift_fence(ctx, &ns, ens_name, &name).await?;
     let replicas = ensemble(ctx, &ns, ens_name)
         .await?
         .map(|e| e.spec.replicas)

@@ -1,11 +1,16 @@
-//! The reconcile of one ZkRestore: a state machine in `status.phase`, one phase per pass.
+//! The reconcile of one ZkRestore: a state machine in `status.phase`, one phase per pass. The
+//! phases that touch members ask the pure machine ([`restore_pass::next`]) what to do.
 //!
 //! ```text
-//! Pending -> Verifying (marker, manifest, every byte's SHA-256, counts; the zxid check of I7)
-//!   offline:    Stopping (ensemble fenced by annotation, every member Pod deleted, volumes kept)
+//! Pending -> Verifying (marker, manifest, every byte's SHA-256, counts; the zxid check of I7;
+//!            then the ensemble's fence claimed with a compare-and-set)
+//!   offline:    Stopping (once the ensemble's controller handed the members over: every member
+//!               Pod deleted, volumes kept)
 //!               -> Restoring (each member recreated with the restore init container)
-//!               -> Starting (all serve, a leader; tree artifacts replayed; counts checked) -> Ready
-//!   online:     Restoring (replayed through the leader, extra znodes pruned) -> Starting -> Ready
+//!               -> Starting (all serve, a leader; tree artifacts replayed; counts checked;
+//!               the fence lifted) -> Ready
+//!   online:     Restoring (once handed over: replayed through the leader, extra znodes
+//!               pruned) -> Starting (the fence lifted) -> Ready
 //!   verifyOnly: Restoring (a scratch member loads the artifact) -> Starting (counts and zxid
 //!               compared, the scratch member deleted) -> Ready
 //! any failure -> Failed, with where it stopped and what was left as it was.
@@ -15,7 +20,10 @@
 //! one older than the live data without `allowOlder`, fails the restore with every member as it
 //! was. When no member serves, the live data's newest zxid comes from the members' volumes
 //! (one read-only probe Pod per volume, this restore's own); a volume that cannot be read
-//! leaves it unknown, and the restore is refused unless `allowOlder` is set.
+//! leaves it unknown, and the restore is refused unless `allowOlder` is set. One restore of an
+//! ensemble holds its fence at a time, and none touches a member before the ensemble's
+//! controller has said it saw the fence (`status.restore`), so no membership step runs beside
+//! a restore.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -55,6 +63,9 @@ use crate::executor::resources::zoo_cfg::initial_dynamic;
 pub(super) use crate::planner::restore::restore_in_the_way;
 use crate::planner::restore::{
     ArtifactRefusal, Consent, LiveData, judge_artifact, members_to_restore, unrelated_history,
+};
+use crate::planner::restore_pass::{
+    self, ClaimVerdict, FenceHolder, Placed, RestoreKind, RestorePass, RestoreView, may_claim,
 };
 use crate::planner::{Desired, ServerId};
 use crate::zk::{MemberAddr, observe_ensemble};
@@ -208,12 +219,20 @@ pub async fn reconcile(zkr: Arc<ZkRestore>, ctx: Arc<Context>) -> Result<Action,
     };
     let zkr = &zkr;
     let status = zkr.status.clone().unwrap_or_default();
+    // An online restore's members never stopped: a failure lifts its fence (the data is as
+    // the message says). An offline one keeps it for a person to decide.
+    let lift_on_failure = RestoreKind::of(&zkr.spec) == RestoreKind::Online;
     let fail = |phase_was: &str, message: String, reason: &'static str| {
         let api = api.clone();
         let name = name.clone();
         let phase_was = phase_was.to_string();
+        let ctx = ctx.clone();
+        let (ns, ens_name) = (ns.clone(), zkr.spec.ensemble_ref.name.clone());
         async move {
             warn!(%message, "restore failed");
+            if lift_on_failure {
+                lift_fence(&ctx, &ns, &ens_name, &name).await?;
+            }
             update(&api, &name, |s| {
                 s.phase = Some(RestorePhase::Failed);
                 s.finished_at = Some(Time(Timestamp::now()));
@@ -255,18 +274,328 @@ pub async fn reconcile(zkr: Arc<ZkRestore>, ctx: Arc<Context>) -> Result<Action,
             .await?;
             Ok(Action::requeue(Duration::from_millis(200)))
         }
-        Some(phase) if zkr.spec.source.survivors.is_some() => match phase {
-            RestorePhase::Verifying => recovery::verify(&ctx, zkr, &api, fail).await,
-            RestorePhase::Stopping => recovery::stop(&ctx, zkr, &api).await,
-            RestorePhase::Restoring => recovery::rebuild(&ctx, zkr, &api, fail).await,
-            RestorePhase::Starting => recovery::finish(&ctx, zkr, &api, fail).await,
-            _ => Ok(Action::await_change()),
-        },
+        Some(RestorePhase::Verifying) if zkr.spec.source.survivors.is_some() => {
+            recovery::verify(&ctx, zkr, &api, fail).await
+        }
         Some(RestorePhase::Verifying) => verify(&ctx, zkr, &api, fail).await,
-        Some(RestorePhase::Stopping) => stop_members(&ctx, zkr, &api).await,
-        Some(RestorePhase::Restoring) => restore_members(&ctx, zkr, &api, fail).await,
-        Some(RestorePhase::Starting) => finish(&ctx, zkr, &api, fail).await,
         Some(RestorePhase::Ready) | Some(RestorePhase::Failed) => Ok(Action::await_change()),
+        Some(phase) => touch(&ctx, zkr, &api, phase, fail).await,
+    }
+}
+
+/// Who holds the fence of `ens`, as restore `me` sees it.
+async fn fence_holder(
+    ctx: &Context,
+    ns: &str,
+    ens: &MasterEnsemble,
+    me: &str,
+) -> Result<FenceHolder, Error> {
+    Ok(match ens.annotations().get(ANNOTATION_RESTORING) {
+        None => FenceHolder::Nobody,
+        Some(h) if h == me => FenceHolder::Me,
+        Some(h) => FenceHolder::Other {
+            name: h.clone(),
+            phase: Api::<ZkRestore>::namespaced(ctx.client.clone(), ns)
+                .get_opt(h)
+                .await
+                .map_err(Error::kube(format!("read ZkRestore {ns}/{h}")))?
+                .map(|r| r.status.and_then(|s| s.phase)),
+        },
+    })
+}
+
+/// Claims the fence of `zkr`'s ensemble ([`may_claim`]) with a compare-and-set on the
+/// ensemble's resourceVersion, so that of two restores that verified at once only one holds
+/// it. `Ok(Some(holder))` when a running restore holds it.
+pub(super) async fn claim_fence(ctx: &Context, zkr: &ZkRestore) -> Result<Option<String>, Error> {
+    let ns = zkr.namespace().unwrap_or_default();
+    let me = zkr.name_any();
+    let ens_name = &zkr.spec.ensemble_ref.name;
+    let api: Api<MasterEnsemble> = Api::namespaced(ctx.client.clone(), &ns);
+    let ens = api
+        .get(ens_name)
+        .await
+        .map_err(Error::kube(format!("read MasterEnsemble {ns}/{ens_name}")))?;
+    match may_claim(&fence_holder(ctx, &ns, &ens, &me).await?) {
+        ClaimVerdict::Held => Ok(None),
+        ClaimVerdict::Refuse { holder } => Ok(Some(holder)),
+        ClaimVerdict::Take => {
+            let patch = serde_json::json!({"metadata": {
+                "resourceVersion": ens.resource_version(),
+                "annotations": {ANNOTATION_RESTORING: me},
+            }});
+            match api
+                .patch(ens_name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => {
+                    info!(ensemble = %ens_name, "fence claimed");
+                    Ok(None)
+                }
+                Err(kube::Error::Api(s)) if s.code == 409 => Err(Error::Conflict {
+                    step: format!("claim the fence of {ns}/{ens_name}"),
+                }),
+                Err(e) => Err(Error::kube(format!("fence MasterEnsemble {ns}/{ens_name}"))(e)),
+            }
+        }
+    }
+}
+
+/// Lifts the fence of `ensemble` if restore `me` holds it (a compare-and-set, so a fence
+/// another restore took meanwhile stays).
+pub(super) async fn lift_fence(
+    ctx: &Context,
+    ns: &str,
+    ensemble: &str,
+    me: &str,
+) -> Result<(), Error> {
+    let api: Api<MasterEnsemble> = Api::namespaced(ctx.client.clone(), ns);
+    let Some(ens) = api
+        .get_opt(ensemble)
+        .await
+        .map_err(Error::kube(format!("read MasterEnsemble {ns}/{ensemble}")))?
+    else {
+        return Ok(());
+    };
+    if ens
+        .annotations()
+        .get(ANNOTATION_RESTORING)
+        .map(String::as_str)
+        != Some(me)
+    {
+        return Ok(());
+    }
+    let patch = serde_json::json!({"metadata": {
+        "resourceVersion": ens.resource_version(),
+        "annotations": {ANNOTATION_RESTORING: null},
+    }});
+    match api
+        .patch(ensemble, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 409 => Err(Error::Conflict {
+            step: format!("lift the fence of {ns}/{ensemble}"),
+        }),
+        Err(e) => Err(Error::kube(format!(
+            "unfence MasterEnsemble {ns}/{ensemble}"
+        ))(e)),
+    }
+}
+
+/// The phases that touch members (Stopping, Restoring, Starting): observes, asks
+/// [`restore_pass::next`], and acts on its answer.
+async fn touch<F, Fut>(
+    ctx: &Context,
+    zkr: &ZkRestore,
+    api: &Api<ZkRestore>,
+    phase: RestorePhase,
+    fail: F,
+) -> Result<Action, Error>
+where
+    F: Fn(&str, String, &'static str) -> Fut,
+    Fut: std::future::Future<Output = Result<(), Error>>,
+{
+    let ns = zkr.namespace().unwrap_or_default();
+    let name = zkr.name_any();
+    let ens_name = &zkr.spec.ensemble_ref.name;
+    let kind = RestoreKind::of(&zkr.spec);
+    let status = zkr.status.clone().unwrap_or_default();
+    let while_ = match phase {
+        RestorePhase::Stopping => "stopping",
+        RestorePhase::Restoring => "restoring",
+        _ => "starting",
+    };
+    let Some(ens) = Api::<MasterEnsemble>::namespaced(ctx.client.clone(), &ns)
+        .get_opt(ens_name)
+        .await
+        .map_err(Error::kube(format!("read MasterEnsemble {ns}/{ens_name}")))?
+    else {
+        fail(
+            while_,
+            format!("MasterEnsemble {ns}/{ens_name} is gone"),
+            "EnsembleNotFound",
+        )
+        .await?;
+        return Ok(Action::await_change());
+    };
+    let fence = fence_holder(ctx, &ns, &ens, &name).await?;
+    let uid = zkr.uid().unwrap_or_default();
+    let needs_pods = phase == RestorePhase::Stopping
+        || (phase == RestorePhase::Starting && kind == RestoreKind::Offline);
+    let (pods, volumes) = if needs_pods {
+        member_objects(ctx, &ns, ens_name).await?
+    } else {
+        Default::default()
+    };
+    let others = || pods.iter().filter(|(_, p)| !is_restore_pod(p, &uid));
+    let placed_pods: Vec<(ServerId, Pod)> = match (phase, kind) {
+        (RestorePhase::Starting, RestoreKind::Offline) => pods.clone().into_iter().collect(),
+        (RestorePhase::Starting, RestoreKind::VerifyOnly) => {
+            Api::<Pod>::namespaced(ctx.client.clone(), &ns)
+                .get_opt(&scratch_pod(&name))
+                .await
+                .map_err(Error::kube("read scratch Pod"))?
+                .map(|p| vec![(ServerId(1), p)])
+                .unwrap_or_default()
+        }
+        _ => vec![],
+    };
+    let started = status.started_at.as_ref().map(|t| t.0);
+    let view = RestoreView {
+        kind,
+        phase: Some(phase),
+        verified: match kind {
+            RestoreKind::Survivors => recovery::chosen(&status).is_some(),
+            _ => status.artifact.is_some(),
+        },
+        fence,
+        handed_over: ens.status.as_ref().and_then(|s| s.restore.as_deref()) == Some(&name),
+        running: others()
+            .filter(|(_, p)| p.metadata.deletion_timestamp.is_none())
+            .map(|(id, _)| *id)
+            .collect(),
+        terminating: others()
+            .filter(|(_, p)| p.metadata.deletion_timestamp.is_some())
+            .count(),
+        placed: placed_pods
+            .iter()
+            .map(|(id, p)| Placed {
+                id: *id,
+                failed: init_failure(p),
+                ready: pod_ready(p),
+            })
+            .collect(),
+        late: started
+            .is_some_and(|t| Timestamp::now().duration_since(t).unsigned_abs() > START_TIMEOUT),
+    };
+    let fenced_note = if kind.stops_members() && view.fence == FenceHolder::Me {
+        format!(
+            "; the ensemble stays fenced (annotation {ANNOTATION_RESTORING}) for a person to decide"
+        )
+    } else {
+        String::new()
+    };
+    match restore_pass::next(&view) {
+        RestorePass::Claim => match claim_fence(ctx, zkr).await? {
+            None => Ok(Action::requeue(Duration::from_millis(200))),
+            Some(holder) => {
+                fail(
+                    while_,
+                    format!("ZkRestore {ns}/{holder} holds the fence of {ns}/{ens_name}; this restore touches no member any more"),
+                    "AnotherRestore",
+                )
+                .await?;
+                Ok(Action::await_change())
+            }
+        },
+        RestorePass::AwaitHandOver => {
+            let message = format!(
+                "waiting for the controller of {ns}/{ens_name} to hand the members over (it takes no step once it has seen the fence)"
+            );
+            if status.message.as_deref() != Some(&message) {
+                update(api, &name, |s| s.message = Some(message.clone())).await?;
+            }
+            Ok(Action::requeue(Duration::from_secs(1)))
+        }
+        RestorePass::Fail(f) => {
+            if f.reason == "PlacementFailed" && kind == RestoreKind::Offline {
+                let kept = format!(
+                    "; members whose restore container finished hold the restored data, the others still hold their own data (kept in version-2.before-{uid} on each volume)"
+                );
+                fail(
+                    while_,
+                    format!("{}{kept}{fenced_note}", f.message),
+                    f.reason,
+                )
+                .await?;
+            } else {
+                let message = match f.reason {
+                    "StartTimeout" => {
+                        format!("members did not serve within {}s", START_TIMEOUT.as_secs())
+                    }
+                    "PlacementFailed" => format!("{}; nothing else was touched", f.message),
+                    _ => f.message,
+                };
+                cleanup_scratch(ctx, zkr).await;
+                fail(while_, format!("{message}{fenced_note}"), f.reason).await?;
+            }
+            Ok(Action::await_change())
+        }
+        RestorePass::StopMembers(ids) => {
+            let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+            for id in &ids {
+                let Some(pod) = pods.get(id) else { continue };
+                info!(member = id.0, "stopping member for the restore");
+                match pods_api
+                    .delete(&pod.name_any(), &DeleteParams::default())
+                    .await
+                {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(s)) if s.code == 404 => {}
+                    Err(e) => return Err(Error::kube(format!("delete Pod of member {id}"))(e)),
+                }
+            }
+            update(api, &name, |s| {
+                s.message = Some(format!(
+                    "stopping {} members (their volumes are kept)",
+                    ids.len()
+                ));
+            })
+            .await?;
+            Ok(Action::requeue(Duration::from_secs(1)))
+        }
+        RestorePass::AwaitStopped(n) => {
+            update(api, &name, |s| {
+                s.message = Some(format!(
+                    "waiting for {n} member Pods to go away (their volumes are kept)"
+                ));
+            })
+            .await?;
+            Ok(Action::requeue(Duration::from_secs(1)))
+        }
+        RestorePass::Stopped => {
+            update(api, &name, |s| {
+                s.phase = Some(RestorePhase::Restoring);
+                if kind == RestoreKind::Survivors {
+                    s.message = Some("every member stopped (volumes kept)".into());
+                } else {
+                    s.members = progress(&volumes, "Stopped");
+                    s.message = Some(format!("{} members stopped", volumes.len()));
+                }
+            })
+            .await?;
+            Ok(Action::requeue(Duration::from_millis(200)))
+        }
+        RestorePass::Place if kind == RestoreKind::Survivors => {
+            recovery::rebuild(ctx, zkr, api, fail).await
+        }
+        RestorePass::Place => restore_members(ctx, zkr, api, fail).await,
+        RestorePass::AwaitMembers => {
+            if kind != RestoreKind::VerifyOnly {
+                let states: Vec<RestoreMemberStatus> = view
+                    .placed
+                    .iter()
+                    .map(|p| RestoreMemberStatus {
+                        server_id: i64::from(p.id.0),
+                        state: if p.ready { "Serving" } else { "Starting" }.into(),
+                        ..Default::default()
+                    })
+                    .collect();
+                if status.members != states {
+                    update(api, &name, |s| s.members = states.clone()).await?;
+                }
+            }
+            Ok(Action::requeue(Duration::from_secs(2)))
+        }
+        RestorePass::Judge if kind == RestoreKind::Survivors => {
+            recovery::finish(ctx, zkr, api, fail).await
+        }
+        RestorePass::Judge => finish(ctx, zkr, api, placed_pods, fail).await,
+        RestorePass::Accept
+        | RestorePass::BeginVerifying
+        | RestorePass::Verify
+        | RestorePass::Idle => Ok(Action::await_change()),
     }
 }
 
@@ -476,11 +805,27 @@ where
         }
     };
     let older = consent == Consent::OlderData;
-    let next = if zkr.spec.verify_only || zkr.spec.mode == RestoreMode::Online {
-        RestorePhase::Restoring
-    } else {
-        RestorePhase::Stopping
-    };
+    let kind = RestoreKind::of(&zkr.spec);
+    let next = kind.after_verifying();
+    // Leaving Verifying claims the ensemble's fence: of two restores that verified at once,
+    // only one wins the compare-and-set.
+    if kind.touches_members()
+        && let Some(holder) = claim_fence(ctx, zkr).await?
+    {
+        let message = format!(
+            "refused: ZkRestore {ns}/{holder} holds the fence of {ns}/{ens_name}; one restore of an ensemble runs at a time (create this one again once {holder} is Ready or Failed){untouched}"
+        );
+        publish_event(
+            ctx,
+            zkr,
+            EventType::Warning,
+            "Refused/AnotherRestore",
+            &message,
+        )
+        .await;
+        fail("verifying", message, "AnotherRestore").await?;
+        return Ok(Action::await_change());
+    }
     let note = if unrelated_history(from.ensemble_uid.as_deref(), target_uid.as_deref()).is_some() {
         " (from another ensemble's history)"
     } else if older {
@@ -631,71 +976,6 @@ fn progress(ids: &BTreeSet<ServerId>, state: &str) -> Vec<RestoreMemberStatus> {
             ..Default::default()
         })
         .collect()
-}
-
-pub(super) async fn fence_ensemble(
-    ctx: &Context,
-    ns: &str,
-    ensemble: &str,
-    restore: Option<&str>,
-) -> Result<(), Error> {
-    let api: Api<MasterEnsemble> = Api::namespaced(ctx.client.clone(), ns);
-    let patch = serde_json::json!({"metadata": {"annotations": {ANNOTATION_RESTORING: restore}}});
-    api.patch(ensemble, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .map_err(Error::kube(format!(
-            "annotate MasterEnsemble {ns}/{ensemble}"
-        )))?;
-    Ok(())
-}
-
-/// Offline: fence the ensemble, then delete every member Pod (the volumes stay).
-async fn stop_members(
-    ctx: &Context,
-    zkr: &ZkRestore,
-    api: &Api<ZkRestore>,
-) -> Result<Action, Error> {
-    let ns = zkr.namespace().unwrap_or_default();
-    let name = zkr.name_any();
-    let ens = &zkr.spec.ensemble_ref.name;
-    fence_ensemble(ctx, &ns, ens, Some(&name)).await?;
-    let (pods, volumes) = member_objects(ctx, &ns, ens).await?;
-    let uid = zkr.uid().unwrap_or_default();
-    let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
-    let mut remaining = 0;
-    for (id, pod) in &pods {
-        if is_restore_pod(pod, &uid) {
-            continue;
-        }
-        remaining += 1;
-        if pod.metadata.deletion_timestamp.is_none() {
-            info!(member = id.0, "stopping member for the restore");
-            match pods_api
-                .delete(&pod.name_any(), &DeleteParams::default())
-                .await
-            {
-                Ok(_) => {}
-                Err(kube::Error::Api(s)) if s.code == 404 => {}
-                Err(e) => return Err(Error::kube(format!("delete Pod of member {id}"))(e)),
-            }
-        }
-    }
-    if remaining > 0 {
-        update(api, &name, |s| {
-            s.message = Some(format!(
-                "stopping {remaining} members (their volumes are kept)"
-            ));
-        })
-        .await?;
-        return Ok(Action::requeue(Duration::from_secs(1)));
-    }
-    update(api, &name, |s| {
-        s.phase = Some(RestorePhase::Restoring);
-        s.members = progress(&volumes, "Stopped");
-        s.message = Some(format!("{} members stopped", volumes.len()));
-    })
-    .await?;
-    Ok(Action::requeue(Duration::from_millis(200)))
 }
 
 fn restore_init<'a>(
@@ -1003,10 +1283,13 @@ pub(super) fn pod_ready(pod: &Pod) -> bool {
         .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
+/// Every placed member serves (`targets`: the scratch member, or the ensemble's members; none
+/// for an online restore): judges the restored data, lifts the fence, records Ready.
 async fn finish<F, Fut>(
     ctx: &Context,
     zkr: &ZkRestore,
     api: &Api<ZkRestore>,
+    targets: Vec<(ServerId, Pod)>,
     fail: F,
 ) -> Result<Action, Error>
 where
@@ -1031,73 +1314,6 @@ where
     let late = Timestamp::now().duration_since(started).unsigned_abs() > START_TIMEOUT;
     let password = super_password(&ctx.client, &ns, &ens_name).await?;
     let format = format_of(&artifact);
-    let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
-
-    // The members to check: the scratch member, or the ensemble's.
-    let targets: Vec<(ServerId, Pod)> = if zkr.spec.verify_only {
-        match pods_api
-            .get_opt(&scratch_pod(&name))
-            .await
-            .map_err(Error::kube("read scratch Pod"))?
-        {
-            Some(p) => vec![(ServerId(1), p)],
-            None => vec![],
-        }
-    } else if zkr.spec.mode == RestoreMode::Online {
-        vec![]
-    } else {
-        member_objects(ctx, &ns, &ens_name)
-            .await?
-            .0
-            .into_iter()
-            .collect()
-    };
-    for (id, pod) in &targets {
-        if let Some(why) = init_failure(pod) {
-            let what = if zkr.spec.verify_only {
-                format!(
-                    "the scratch member could not load the artifact ({why}); nothing else was touched"
-                )
-            } else {
-                format!(
-                    "member {id} could not place the artifact ({why}); members whose restore container finished hold the restored data, the others still hold their own data (kept in version-2.before-{} on each volume); the ensemble stays fenced (annotation {ANNOTATION_RESTORING}) for an operator to decide",
-                    zkr.uid().unwrap_or_default()
-                )
-            };
-            cleanup_scratch(ctx, zkr).await;
-            fail("starting", what, "PlacementFailed").await?;
-            return Ok(Action::await_change());
-        }
-    }
-    let ready = !targets.is_empty() && targets.iter().all(|(_, p)| pod_ready(p));
-    if !targets.is_empty() && !ready {
-        if late {
-            cleanup_scratch(ctx, zkr).await;
-            fail(
-                "starting",
-                format!("members did not serve within {}s", START_TIMEOUT.as_secs()),
-                "StartTimeout",
-            )
-            .await?;
-            return Ok(Action::await_change());
-        }
-        let states: Vec<RestoreMemberStatus> = targets
-            .iter()
-            .map(|(id, p)| RestoreMemberStatus {
-                server_id: i64::from(id.0),
-                state: if pod_ready(p) {
-                    "Serving".into()
-                } else {
-                    "Starting".into()
-                },
-                ..Default::default()
-            })
-            .collect();
-        if !zkr.spec.verify_only {
-            update(api, &name, |s| s.members = states.clone()).await?;
-        }
-        return Ok(Action::requeue(Duration::from_secs(2)));
-    }
     // Everyone serves. Where to talk to.
     let addrs: Vec<MemberAddr> = targets
         .iter()
@@ -1223,8 +1439,8 @@ where
             return Ok(Action::await_change());
         }
     };
-    if !zkr.spec.verify_only && zkr.spec.mode == RestoreMode::Offline {
-        fence_ensemble(ctx, &ns, &ens_name, None).await?;
+    if !zkr.spec.verify_only {
+        lift_fence(ctx, &ns, &ens_name, &name).await?;
     }
     let ids: BTreeSet<ServerId> = targets.iter().map(|(id, _)| *id).collect();
     let message = if zkr.spec.verify_only {

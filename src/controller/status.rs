@@ -207,6 +207,8 @@ pub fn build_status(
         last_step,
         next_server_id,
         change_requested_at: previous.change_requested_at.clone(),
+        // Unfenced: no restore holds the members.
+        restore: None,
         message: Some(message),
         conditions: conds,
     }

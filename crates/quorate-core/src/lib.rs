@@ -1,6 +1,7 @@
 //! quorate's pure core: the custom resources' types ([`crd`]) and every safety decision made
-//! on them ([`planner`]: the ensemble's next step, and [`planner::recovery`] after a quorum
-//! loss). Nothing here does I/O or reads the clock; the operator observes, asks these
+//! on them ([`planner`]: the ensemble's next step, [`planner::recovery`] after a quorum loss,
+//! [`planner::restore_pass`] a restore's phases; [`schedule`]: when a backup is due and what
+//! retention removes). Nothing here does I/O or reads the clock; the operator observes, asks these
 //! functions, acts and records. This crate's dependencies (its Cargo.toml) are what keeps it
 //! so: no kube client or runtime, no async runtime, no HTTP, no ZooKeeper client.
 
@@ -8,3 +9,4 @@
 
 pub mod crd;
 pub mod planner;
+pub mod schedule;

@@ -354,6 +354,11 @@ pub struct MasterEnsembleStatus {
     /// the microsecond: `backupBeforeChange` needs a backup newer than this.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub change_requested_at: Option<MicroTime>,
+    /// The ZkRestore the members are handed over to: quorate's ensemble controller saw its
+    /// fence (annotation `quorate.dev/restoring`) and takes no step until it is lifted. A
+    /// restore touches no member before this names it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<String>,
     /// Why quorate is waiting or blocked, in words.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,

@@ -28,6 +28,9 @@
 //! - [`restore::judge_artifact`]: a restore's artifact never replaces newer data, another
 //!   history's data, or data whose age is unknown without `allowOlder` (I7);
 //!   [`restore::restore_in_the_way`]: one restore of an ensemble at a time (I10).
+//! - [`restore_pass::next`]: a restore's phase machine: verified before anything is touched,
+//!   the fence claimed with a compare-and-set ([`restore_pass::may_claim`]), members touched
+//!   only once the ensemble's controller has handed them over ([`restore_pass::handed_over`]).
 //! - [`rules::step_is_done`]: a claimed step is confirmed from the observation, never repeated.
 //!
 //! One step at a time (I1) follows from the shape of [`plan`]: a step is only proposed when no
@@ -44,6 +47,9 @@ mod plan;
 mod properties;
 pub mod recovery;
 pub mod restore;
+pub mod restore_pass;
+#[cfg(test)]
+mod restore_sim;
 pub mod rules;
 pub mod sim;
 #[cfg(test)]
