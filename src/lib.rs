@@ -16,7 +16,7 @@ pub mod backup;
 pub mod backup_commands;
 pub mod cli;
 pub mod constants;
-pub use quorate_core::{crd, planner};
+pub use quorate_core::{crd, planner, versions};
 pub mod controller;
 pub mod executor;
 pub mod inspect;

@@ -36,6 +36,10 @@ use serde::{Deserialize, Serialize};
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = crate::versions::admission_rule(0))]
+#[x_kube(validation = crate::versions::admission_rule(1))]
+#[x_kube(validation = crate::versions::admission_rule(2))]
+#[x_kube(validation = crate::versions::admission_rule(3))]
 pub struct MasterEnsembleSpec {
     /// Number of voting members: odd, from 1 to 9. Even sizes are refused because they add no
     /// fault tolerance (4 voters tolerate one failure, like 3).
@@ -53,6 +57,13 @@ pub struct MasterEnsembleSpec {
     #[schemars(length(max = 32))]
     #[x_kube(validation = Rule::new("self.matches('^3\\\\.[0-9]+\\\\.[0-9]+$')").message("spec.version must look like 3.X.Y"))]
     pub version: String,
+
+    /// Known vulnerabilities (CVE ids) of `version` whose risk is accepted. quorate refuses a
+    /// version with a known vulnerability (for example CVE-2023-44981, fixed in 3.7.2, 3.8.3 and
+    /// 3.9.1, or CVE-2026-24281, fixed in 3.8.6 and 3.9.5) unless each one is listed here.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub accept_vulnerabilities: Vec<String>,
 
     /// Server settings written to zoo.cfg.
     #[serde(default)]

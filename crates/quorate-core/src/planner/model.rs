@@ -206,6 +206,13 @@ impl TryFrom<&MasterEnsembleSpec> for Desired {
                 });
             }
         }
+        let open = crate::versions::unaccepted(&spec.version, &spec.accept_vulnerabilities);
+        if !open.is_empty() {
+            errors.push(SpecError {
+                field: "spec.version",
+                rule: crate::versions::refusal(&spec.version, &open),
+            });
+        }
         if !errors.is_empty() {
             return Err(SpecErrors(errors));
         }
