@@ -287,7 +287,7 @@ fn table(rows: &[Listed]) -> String {
     render(&lines)
 }
 
-fn render(lines: &[Vec<String>]) -> String {
+pub(crate) fn render(lines: &[Vec<String>]) -> String {
     let widths: Vec<usize> = (0..lines[0].len())
         .map(|i| lines.iter().map(|l| l[i].len()).max().unwrap_or(0))
         .collect();

@@ -13,9 +13,68 @@ use crate::planner::{self, Desired, Observed, Plan};
 #[derive(Debug, Parser)]
 #[command(name = "quorate", version, about, propagate_version = true)]
 pub struct Cli {
+    /// Which cluster the commands that talk to one use.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// Which cluster to talk to: `$KUBECONFIG` (or `~/.kube/config`, or the in-cluster
+/// ServiceAccount) and its current context unless these say otherwise.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ClusterArgs {
+    /// The kubeconfig file to use.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context to use.
+    #[arg(long, global = true, value_name = "NAME")]
+    pub context: Option<String>,
+}
+
+/// Exit codes: 0 success, 1 the command ran and failed (a restore that ended Failed, an object
+/// that does not exist, the API server refused), 2 the arguments are wrong (checked before any
+/// cluster is contacted; clap's own usage errors are 2 too), 3 the cluster cannot be reached
+/// (no kubeconfig, a wrong context, the API server does not answer).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CliError {
+    /// The exit code.
+    pub code: i32,
+    /// What to print.
+    pub message: String,
+}
+
+impl CliError {
+    /// Exit code 1: the command ran and failed.
+    pub const FAILED: i32 = 1;
+    /// Exit code 2: wrong arguments.
+    pub const USAGE: i32 = 2;
+    /// Exit code 3: the cluster cannot be reached.
+    pub const UNREACHABLE: i32 = 3;
+
+    /// Wrong arguments (exit code 2).
+    pub fn usage(message: String) -> Self {
+        CliError {
+            code: Self::USAGE,
+            message,
+        }
+    }
+}
+
+impl From<String> for CliError {
+    fn from(message: String) -> Self {
+        CliError {
+            code: Self::FAILED,
+            message,
+        }
+    }
+}
+
+impl std::fmt::Display for CliError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
 }
 
 /// Output formats of commands that print tables or decisions.
@@ -117,6 +176,18 @@ pub enum Command {
 /// `quorate ensemble ...`
 #[derive(Debug, Subcommand)]
 pub enum EnsembleCommand {
+    /// The ensembles of a namespace (or of every namespace): members, ready, leader, phase.
+    List {
+        /// Namespace (the kubeconfig's when absent).
+        #[arg(short = 'n', long, conflicts_with = "all_namespaces")]
+        namespace: Option<String>,
+        /// Every namespace.
+        #[arg(short = 'A', long)]
+        all_namespaces: bool,
+        /// Output format.
+        #[arg(short = 'o', long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
     /// Members, roles, quorum, the step in flight and the conditions of NAMESPACE/NAME.
     Status {
         /// NAMESPACE/NAME (or NAME in the kubeconfig's namespace).
@@ -694,7 +765,8 @@ pub fn render_plan(plan: &Plan, desired: &Desired, output: Output) -> Result<Str
 }
 
 /// Runs the subcommands that talk to a cluster (or start one) and returns what to print.
-pub async fn run_online(command: &Command) -> Result<String, String> {
+pub async fn run_online(command: &Command, cluster: &ClusterArgs) -> Result<String, CliError> {
+    let client = || client(cluster);
     match command {
         Command::Run(args) => {
             init_logging(args.log_json);
@@ -707,7 +779,21 @@ pub async fn run_online(command: &Command) -> Result<String, String> {
         }
         Command::Ensemble {
             command: EnsembleCommand::Status { target, output },
-        } => crate::inspect::ensemble_status(&client().await?, target, *output).await,
+        } => Ok(crate::inspect::ensemble_status(&client().await?, target, *output).await?),
+        Command::Ensemble {
+            command:
+                EnsembleCommand::List {
+                    namespace,
+                    all_namespaces,
+                    output,
+                },
+        } => Ok(crate::inspect::ensemble_list(
+            &client().await?,
+            namespace.as_deref(),
+            *all_namespaces,
+            *output,
+        )
+        .await?),
         Command::Ensemble {
             command:
                 EnsembleCommand::Recover {
@@ -718,23 +804,26 @@ pub async fn run_online(command: &Command) -> Result<String, String> {
                     output,
                 },
         } => {
-            check_recover(target, *yes)?;
-            crate::backup_commands::recover(
+            check_recover(target, *yes).map_err(CliError::usage)?;
+            Ok(crate::backup_commands::recover(
                 &client().await?,
                 target,
                 *wait,
                 timeout.unwrap_or(crate::backup_commands::DEFAULT_WAIT),
                 *output,
             )
-            .await
+            .await?)
         }
         Command::Plan {
             ensemble: Some(target),
             now,
             output,
             ..
-        } => crate::inspect::plan_live(&client().await?, target, *now, *output).await,
-        Command::Backup { command } => run_backup_command(command).await,
+        } => Ok(crate::inspect::plan_live(&client().await?, target, *now, *output).await?),
+        Command::Backup { command } => {
+            check_backup_command(command).map_err(CliError::usage)?;
+            Ok(run_backup_command(command, client().await?).await?)
+        }
         Command::RestoreMember {
             destination,
             artifact,
@@ -744,8 +833,8 @@ pub async fn run_online(command: &Command) -> Result<String, String> {
             sha256,
             data_dir,
             restore_id,
-        } => {
-            crate::backup_commands::restore_member(&crate::backup_commands::RestoreMemberArgs {
+        } => Ok(crate::backup_commands::restore_member(
+            &crate::backup_commands::RestoreMemberArgs {
                 destination: destination.clone(),
                 artifact: artifact.clone(),
                 format: format.clone(),
@@ -754,27 +843,27 @@ pub async fn run_online(command: &Command) -> Result<String, String> {
                 sha256: sha256.clone(),
                 data_dir: data_dir.clone(),
                 restore_id: restore_id.clone(),
-            })
-            .await
-        }
+            },
+        )
+        .await?),
         #[cfg(feature = "sandbox")]
         Command::Sandbox {
             command: SandboxCommand::Up { sample },
         } => {
             init_logging_to_file(&crate::sandbox::sandbox_dir().join("operator.log"))?;
-            crate::sandbox::up(sample.clone())
+            Ok(crate::sandbox::up(sample.clone())
                 .await
-                .map(|_| String::new())
+                .map(|_| String::new())?)
         }
         #[cfg(feature = "sandbox")]
         Command::Sandbox {
             command: SandboxCommand::Down,
-        } => crate::sandbox::down().map(|_| String::new()),
+        } => Ok(crate::sandbox::down().map(|_| String::new())?),
         #[cfg(not(feature = "sandbox"))]
-        Command::Sandbox { .. } => {
-            Err("this build of quorate has no sandbox (feature `sandbox`)".into())
-        }
-        _ => Err("not an online command".into()),
+        Command::Sandbox { .. } => Err(CliError::from(
+            "this build of quorate has no sandbox (feature `sandbox`)".to_string(),
+        )),
+        _ => Err(CliError::from("not an online command".to_string())),
     }
 }
 
@@ -807,6 +896,12 @@ pub fn check_recover(target: &str, yes: bool) -> Result<(), String> {
 }
 
 pub fn check_backup_command(command: &BackupCommand) -> Result<(), String> {
+    if let BackupCommand::Create { label, .. } = command {
+        let errors = crate::crd::label_errors(label);
+        if !errors.is_empty() {
+            return Err(format!("--label {label:?}: {}", errors.join("; ")));
+        }
+    }
     if let BackupCommand::List { bucket, .. } | BackupCommand::Restore { bucket, .. } = command {
         bucket_destination(bucket)?;
     }
@@ -825,10 +920,11 @@ pub fn check_backup_command(command: &BackupCommand) -> Result<(), String> {
     Ok(())
 }
 
-async fn run_backup_command(command: &BackupCommand) -> Result<String, String> {
+async fn run_backup_command(
+    command: &BackupCommand,
+    client: kube::Client,
+) -> Result<String, String> {
     use crate::backup_commands as b;
-    check_backup_command(command)?;
-    let client = client().await?;
     match command {
         BackupCommand::Create {
             label,
@@ -929,10 +1025,36 @@ async fn run_backup_command(command: &BackupCommand) -> Result<String, String> {
     }
 }
 
-async fn client() -> Result<kube::Client, String> {
-    kube::Client::try_default()
-        .await
-        .map_err(|e| format!("cannot reach the cluster (KUBECONFIG or in-cluster config): {e}"))
+/// A client for the cluster `cluster` names; failing is [`CliError::UNREACHABLE`].
+async fn client(cluster: &ClusterArgs) -> Result<kube::Client, CliError> {
+    use kube::config::{KubeConfigOptions, Kubeconfig};
+    let unreachable = |message: String| CliError {
+        code: CliError::UNREACHABLE,
+        message,
+    };
+    let options = KubeConfigOptions {
+        context: cluster.context.clone(),
+        ..Default::default()
+    };
+    let config = match (&cluster.kubeconfig, &cluster.context) {
+        (None, None) => kube::Config::infer().await.map_err(|e| {
+            unreachable(format!(
+                "cannot reach the cluster (no KUBECONFIG, ~/.kube/config or in-cluster config): {e}"
+            ))
+        })?,
+        (Some(path), _) => {
+            let file = Kubeconfig::read_from(path)
+                .map_err(|e| unreachable(format!("--kubeconfig {}: {e}", path.display())))?;
+            kube::Config::from_custom_kubeconfig(file, &options)
+                .await
+                .map_err(|e| unreachable(format!("--kubeconfig {}: {e}", path.display())))?
+        }
+        (None, Some(context)) => kube::Config::from_kubeconfig(&options)
+            .await
+            .map_err(|e| unreachable(format!("--context {context}: {e}")))?,
+    };
+    kube::Client::try_from(config)
+        .map_err(|e| unreachable(format!("cannot build a client for the cluster: {e}")))
 }
 
 /// Whether `command` needs a cluster.

@@ -1,4 +1,5 @@
-//! Read-only commands on live ensembles: `quorate ensemble status` and `quorate plan --ensemble`.
+//! Read-only commands on live ensembles: `quorate ensemble list`, `quorate ensemble status` and
+//! `quorate plan --ensemble`.
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
@@ -25,6 +26,84 @@ async fn get(client: &Client, target: &str) -> Result<(String, String, MasterEns
         .await
         .map_err(|e| format!("MasterEnsemble {ns}/{name}: {e}"))?;
     Ok((ns, name, ens))
+}
+
+/// The ensembles of `namespace` (the kubeconfig's when `None`) or of every namespace: a table
+/// whose columns fit the longest value, or JSON.
+pub async fn ensemble_list(
+    client: &Client,
+    namespace: Option<&str>,
+    all_namespaces: bool,
+    output: Output,
+) -> Result<String, String> {
+    let api: Api<MasterEnsemble> = if all_namespaces {
+        Api::all(client.clone())
+    } else {
+        Api::namespaced(
+            client.clone(),
+            namespace.unwrap_or(client.default_namespace()),
+        )
+    };
+    let mut items = api
+        .list(&Default::default())
+        .await
+        .map_err(|e| format!("list MasterEnsembles: {e}"))?
+        .items;
+    items.sort_by_key(|e| (e.metadata.namespace.clone(), e.metadata.name.clone()));
+    let rows: Vec<serde_json::Value> = items
+        .iter()
+        .map(|e| {
+            let s = e.status.clone().unwrap_or_default();
+            serde_json::json!({
+                "namespace": e.metadata.namespace, "name": e.metadata.name,
+                "replicas": e.spec.replicas, "ready": s.ready_members,
+                "leader": s.leader, "phase": s.phase, "version": e.spec.version,
+            })
+        })
+        .collect();
+    if output == Output::Json {
+        return serde_json::to_string_pretty(&rows)
+            .map(|s| s + "\n")
+            .map_err(|e| e.to_string());
+    }
+    if rows.is_empty() {
+        return Ok("no MasterEnsembles\n".into());
+    }
+    let text = |v: &serde_json::Value| match v {
+        serde_json::Value::Null => "-".to_string(),
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let mut lines = vec![
+        [
+            "NAMESPACE",
+            "NAME",
+            "MEMBERS",
+            "READY",
+            "LEADER",
+            "PHASE",
+            "VERSION",
+        ]
+        .map(String::from)
+        .to_vec(),
+    ];
+    for r in &rows {
+        lines.push(
+            [
+                "namespace",
+                "name",
+                "replicas",
+                "ready",
+                "leader",
+                "phase",
+                "version",
+            ]
+            .iter()
+            .map(|k| text(&r[*k]))
+            .collect(),
+        );
+    }
+    Ok(crate::backup_commands::render(&lines))
 }
 
 /// Members, roles, quorum, the step in flight and the conditions.

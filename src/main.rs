@@ -15,13 +15,13 @@ fn main() {
                 std::process::exit(1);
             }
         };
-        match runtime.block_on(quorate::cli::run_online(&cli.command)) {
+        match runtime.block_on(quorate::cli::run_online(&cli.command, &cli.cluster)) {
             Ok(out) => {
                 let _ = std::io::stdout().write_all(out.as_bytes());
             }
             Err(e) => {
                 eprintln!("quorate: {e}");
-                std::process::exit(1);
+                std::process::exit(e.code);
             }
         }
         return;

@@ -193,6 +193,88 @@ async fn known_vulnerable_versions_are_refused_unless_accepted(ctx: Arc<Ctx>) ->
     Ok(())
 }
 
+/// `quorate ensemble list` through `--kubeconfig` and `--context` on the real API server: a
+/// table whose columns fit a 63-character name, `-A` across namespaces, JSON, and a context that
+/// does not exist is exit code 3.
+async fn the_cli_lists_ensembles_through_a_given_kubeconfig(ctx: Arc<Ctx>) -> TestResult {
+    let (client, ns) = ctx.namespace("cli-list").await?;
+    let api: Api<MasterEnsemble> = Api::namespaced(client, &ns);
+    let long = "a".repeat(63);
+    for name in ["masters", long.as_str()] {
+        api.create(&PostParams::default(), &ensemble(name, 3))
+            .await
+            .map_err(|e| fail(format!("create {name}: {e}")))?;
+    }
+    let kubeconfig = ctx.plane.kubeconfig_path().display().to_string();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_quorate"))
+            .args(args)
+            .env_remove("KUBECONFIG")
+            .output()
+            .map_err(|e| fail(format!("run quorate: {e}")))?;
+        Ok::<_, Failed>((
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ))
+    };
+    let (code, out, err) = run(&["--kubeconfig", &kubeconfig, "ensemble", "list", "-n", &ns])?;
+    if code != 0 {
+        return Err(fail(format!("ensemble list: exit {code}: {err}")));
+    }
+    let lines: Vec<&str> = out.lines().collect();
+    // The MEMBERS column starts at the same offset in the header and in both rows.
+    let header = lines.first().copied().unwrap_or_default();
+    let members_at = header.find("MEMBERS");
+    let members_of = |row: &str| members_at.and_then(|at| row.get(at..at + 2).map(str::to_string));
+    let long_row = lines.iter().find(|l| l.contains(&long)).copied();
+    let short_row = lines.iter().find(|l| l.contains(" masters ")).copied();
+    match (long_row, short_row) {
+        (Some(l), Some(s))
+            if lines.len() == 3
+                && members_of(l).as_deref() == Some("3 ")
+                && members_of(s).as_deref() == Some("3 ") => {}
+        _ => {
+            return Err(fail(format!(
+                "the table does not fit the names:
+{out}"
+            )));
+        }
+    }
+    let (code, out, err) = run(&[
+        "ensemble",
+        "list",
+        "-A",
+        "-o",
+        "json",
+        "--kubeconfig",
+        &kubeconfig,
+    ])?;
+    let listed: serde_json::Value = serde_json::from_str(&out)
+        .map_err(|e| fail(format!("-o json: exit {code}: {e}: {out}{err}")))?;
+    let ours = listed
+        .as_array()
+        .map(|a| a.iter().filter(|e| e["namespace"] == ns.as_str()).count())
+        .unwrap_or(0);
+    if ours != 2 {
+        return Err(fail(format!(
+            "-A lists {ours} of this namespace's 2 ensembles: {out}"
+        )));
+    }
+    let (code, _, err) = run(&[
+        "--kubeconfig",
+        &kubeconfig,
+        "--context",
+        "nope",
+        "ensemble",
+        "list",
+    ])?;
+    if code != 3 || !err.contains("nope") {
+        return Err(fail(format!("an unknown context: exit {code}: {err}")));
+    }
+    Ok(())
+}
+
 async fn crds_install_and_become_established(ctx: Arc<Ctx>) -> TestResult {
     let api: Api<CustomResourceDefinition> = Api::all(ctx.client().await?);
     for crd in all_crds() {
@@ -1072,6 +1154,9 @@ fn main() -> std::process::ExitCode {
             "known_vulnerable_versions_are_refused_unless_accepted",
             |c| Box::pin(known_vulnerable_versions_are_refused_unless_accepted(c)),
         ),
+        ("the_cli_lists_ensembles_through_a_given_kubeconfig", |c| {
+            Box::pin(the_cli_lists_ensembles_through_a_given_kubeconfig(c))
+        }),
         ("the_server_rejects_bad_backup_labels", |c| {
             Box::pin(the_server_rejects_bad_backup_labels(c))
         }),

@@ -522,3 +522,23 @@ fn an_unbounded_or_zero_concurrency_is_refused_at_start() {
     assert!(err.contains("--max-concurrent-reconciles"), "{err}");
     assert!(err.contains("1..=1024") || err.contains("1..1025"), "{err}");
 }
+
+/// Exit codes tell the failures apart, and arguments are checked before any cluster is
+/// contacted: a bad label is 2 even with a kubeconfig that does not exist (which alone is 3).
+#[test]
+fn exit_codes_tell_bad_arguments_from_an_unreachable_cluster() {
+    let missing = "/nonexistent/quorate-test.kubeconfig";
+    let (code, _, err) = quorate(&["--kubeconfig", missing, "ensemble", "list"]);
+    assert_eq!(code, 3, "an unreadable kubeconfig is 3: {err}");
+    assert!(err.contains(missing), "names the kubeconfig: {err}");
+    let (code, _, err) = quorate(&["--kubeconfig", missing, "backup", "create", "--label", "ab"]);
+    assert_eq!(code, 2, "a bad label is 2, before the cluster: {err}");
+    assert!(
+        err.contains("--label") && err.contains("between 3 and 25"),
+        "names the argument and the rule: {err}"
+    );
+    let (code, _, err) = quorate(&["ensemble", "recover", "ns/masters", "--kubeconfig", missing]);
+    assert_eq!(code, 2, "recover without --yes is 2: {err}");
+    let (code, _, err) = quorate(&["ensemble", "list", "-n", "a", "-A"]);
+    assert_eq!(code, 2, "clap's own usage errors are 2: {err}");
+}
