@@ -139,22 +139,23 @@ pub async fn ensemble_status(
             status.config_version.as_deref().unwrap_or("-")
         );
     }
-    out += &format!(
-        "{:<4} {:<16} {:<15} {:<9} {:<9} {:<6} {:<14}\n",
-        "ID", "POD", "ADDRESS", "ROLE", "STATE", "SYNCED", "ZXID"
-    );
+    let mut rows = vec![
+        ["ID", "POD", "ADDRESS", "ROLE", "STATE", "SYNCED", "ZXID"]
+            .map(String::from)
+            .to_vec(),
+    ];
     for m in &status.members {
-        out += &format!(
-            "{:<4} {:<16} {:<15} {:<9} {:<9} {:<6} {:<14}\n",
-            m.server_id,
-            m.pod,
-            m.address.as_deref().unwrap_or("-"),
-            m.role.map(MemberRole::as_str).unwrap_or("-"),
-            m.state.map(MemberState::as_str).unwrap_or("-"),
-            m.synced,
-            m.zxid.as_deref().unwrap_or("-")
-        );
+        rows.push(vec![
+            m.server_id.to_string(),
+            m.pod.clone(),
+            m.address.clone().unwrap_or("-".into()),
+            m.role.map(MemberRole::as_str).unwrap_or("-").into(),
+            m.state.map(MemberState::as_str).unwrap_or("-").into(),
+            m.synced.to_string(),
+            m.zxid.clone().unwrap_or("-".into()),
+        ]);
     }
+    out += &crate::backup_commands::render(&rows);
     match &status.in_flight {
         Some(s) => out += &format!("in flight: {} since {}\n", s.id, s.started_at.0),
         None => out += "in flight: none\n",
