@@ -618,7 +618,7 @@ where
         .list(&ListParams::default())
         .await
         .map_err(Error::kube(format!("list ZkRestores in {ns}")))?;
-    if let Some(other) = restore_in_the_way(zkr, &all.items) {
+    let another = async |other: &str| -> Result<Action, Error> {
         let message = format!(
             "refused: ZkRestore {ns}/{other} restores MasterEnsemble {ns}/{} already; one restore of an ensemble runs at a time (create this one again once {other} is Ready or Failed){untouched}",
             zkr.spec.ensemble_ref.name
@@ -632,7 +632,10 @@ where
         )
         .await;
         fail("verifying", message, "AnotherRestore").await?;
-        return Ok(Action::await_change());
+        Ok(Action::await_change())
+    };
+    if let Some(other) = restore_in_the_way(zkr, &all.items) {
+        return another(&other).await;
     }
     let source = match resolve_source(ctx, zkr).await {
         Ok(s) => s,
@@ -812,19 +815,7 @@ where
     if kind.touches_members()
         && let Some(holder) = claim_fence(ctx, zkr).await?
     {
-        let message = format!(
-            "refused: ZkRestore {ns}/{holder} holds the fence of {ns}/{ens_name}; one restore of an ensemble runs at a time (create this one again once {holder} is Ready or Failed){untouched}"
-        );
-        publish_event(
-            ctx,
-            zkr,
-            EventType::Warning,
-            "Refused/AnotherRestore",
-            &message,
-        )
-        .await;
-        fail("verifying", message, "AnotherRestore").await?;
-        return Ok(Action::await_change());
+        return another(&holder).await;
     }
     let note = if unrelated_history(from.ensemble_uid.as_deref(), target_uid.as_deref()).is_some() {
         " (from another ensemble's history)"
