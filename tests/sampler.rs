@@ -487,3 +487,33 @@ fn a_member_silent_for_longer_than_a_few_samples_counts_as_not_serving() {
     s.observe(silent());
     assert_eq!(s.max_in_transition, 1, "a paused member is down");
 }
+
+/// Two synced joiners waiting together is a violation (I5); two removed members still serving
+/// while their Pods terminate are leaving, not joining, and are none.
+#[test]
+fn two_waiting_joiners_are_a_violation_two_leaving_members_are_not() {
+    let five = |config: &[u32]| {
+        let mut m = three(config);
+        m.push((4, serving("u4", config, false)));
+        m.push((5, serving("u5", config, false)));
+        sample(m)
+    };
+    let mut s = Sampler::default();
+    s.observe(five(&[1, 2, 3, 4, 5]));
+    // 5 removed, then 4, both still serving (their Pods not gone yet).
+    s.observe(five(&[1, 2, 3, 4]));
+    s.observe(five(&[1, 2, 3]));
+    assert!(
+        !s.violations.iter().any(|v| v.starts_with("I5")),
+        "{:?}",
+        s.violations
+    );
+    let mut s = Sampler::default();
+    s.observe(sample(three(&[1, 2, 3])));
+    s.observe(five(&[1, 2, 3]));
+    assert!(
+        s.violations.iter().any(|v| v.starts_with("I5")),
+        "{:?}",
+        s.violations
+    );
+}

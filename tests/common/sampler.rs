@@ -382,12 +382,19 @@ impl Sampler {
                 .collect();
             self.max_non_voters = self.max_non_voters.max(non_voters.len());
             self.joiner_serving = !non_voters.is_empty();
+            // A member that voted in an earlier configuration and serves outside this one is
+            // leaving (removed, its Pod not yet gone), never a joiner: its id is retired (I4).
+            let joiners: Vec<u32> = non_voters
+                .iter()
+                .filter(|id| !self.configs.iter().any(|c| c.contains(id)))
+                .copied()
+                .collect();
             // Two synced joiners wait together only for the single 1->3 reconfig.
             let allowed = if config.len() == 1 { 2 } else { 1 };
-            if non_voters.len() > allowed {
+            if joiners.len() > allowed {
                 self.violations.push(format!(
-                    "I5: {} members outside the configuration {config:?} serve: {non_voters:?}",
-                    non_voters.len()
+                    "I5: {} members that never voted serve outside the configuration {config:?}: {joiners:?}",
+                    joiners.len()
                 ));
             }
             if let Some(prev) = &prev_config

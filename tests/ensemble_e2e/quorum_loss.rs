@@ -472,7 +472,9 @@ pub async fn recovers_from_the_most_up_to_date_survivor_after_a_majority_is_lost
     if after.len() != 5 || !after.contains(&best) || after.iter().any(|id| *id != best && *id <= 5)
     {
         return Err(fail(format!(
-            "expected member {best} and four fresh ids (> 5), ZooKeeper says {after:?}"
+            "expected member {best} and four fresh ids (> 5), ZooKeeper says {after:?}; the recovery recorded {:?}\noperator log:\n{}",
+            done.members,
+            bed.operator_log_tail()
         )));
     }
     // Every acknowledged write is back: B held them all; L never got the later ones.
