@@ -1526,8 +1526,14 @@ async fn an_offline_restore_waits_until_the_ensemble_hands_its_members_over(
         .verify(&hosts, auth, "/first", 50)
         .await
         .map_err(|e| fail(format!("verify: {e}")))?;
-    if !v.ok {
+    if !v.ok || v.checked != 50 {
         return Err(fail(format!("the backup's data is not there: {v:?}")));
+    }
+    let tree = tree_of(bed, &hosts, &password).await?;
+    if tree.keys().any(|p| p.starts_with("/second")) {
+        return Err(fail(
+            "data newer than the backup survived an offline restore",
+        ));
     }
     Ok(())
 }

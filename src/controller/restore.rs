@@ -304,39 +304,64 @@ async fn fence_holder(
     })
 }
 
+/// Sets the fence annotation of `ens` to `value` (`None` lifts it), conditioned on the
+/// resourceVersion `ens` was read at: losing the race is [`Error::Conflict`].
+async fn patch_fence(
+    api: &Api<MasterEnsemble>,
+    ens: &MasterEnsemble,
+    value: Option<&str>,
+) -> Result<(), Error> {
+    let ns = ens.namespace().unwrap_or_default();
+    let name = ens.name_any();
+    let what = if value.is_some() { "claim" } else { "lift" };
+    let patch = serde_json::json!({"metadata": {
+        "resourceVersion": ens.resource_version(),
+        "annotations": {ANNOTATION_RESTORING: value},
+    }});
+    match api
+        .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 409 => Err(Error::Conflict {
+            step: format!("{what} the fence of {ns}/{name}"),
+        }),
+        Err(e) => Err(Error::kube(format!("{what} the fence of {ns}/{name}"))(e)),
+    }
+}
+
+/// How often a claim reads the ensemble again after losing its compare-and-set to another
+/// writer (the ensemble's own status writes move its resourceVersion too), before the pass
+/// ends with a conflict; a verification that ends so is repeated whole.
+const CLAIM_ATTEMPTS: usize = 3;
+
 /// Claims the fence of `zkr`'s ensemble ([`may_claim`]) with a compare-and-set on the
 /// ensemble's resourceVersion, so that of two restores that verified at once only one holds
-/// it. `Ok(Some(holder))` when a running restore holds it.
+/// it; each attempt reads the ensemble and judges its holder afresh. `Ok(Some(holder))` when a
+/// running restore holds it.
 pub(super) async fn claim_fence(ctx: &Context, zkr: &ZkRestore) -> Result<Option<String>, Error> {
     let ns = zkr.namespace().unwrap_or_default();
     let me = zkr.name_any();
     let ens_name = &zkr.spec.ensemble_ref.name;
     let api: Api<MasterEnsemble> = Api::namespaced(ctx.client.clone(), &ns);
-    let ens = api
-        .get(ens_name)
-        .await
-        .map_err(Error::kube(format!("read MasterEnsemble {ns}/{ens_name}")))?;
-    match may_claim(&fence_holder(ctx, &ns, &ens, &me).await?) {
-        ClaimVerdict::Held => Ok(None),
-        ClaimVerdict::Refuse { holder } => Ok(Some(holder)),
-        ClaimVerdict::Take => {
-            let patch = serde_json::json!({"metadata": {
-                "resourceVersion": ens.resource_version(),
-                "annotations": {ANNOTATION_RESTORING: me},
-            }});
-            match api
-                .patch(ens_name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-            {
-                Ok(_) => {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let ens = api
+            .get(ens_name)
+            .await
+            .map_err(Error::kube(format!("read MasterEnsemble {ns}/{ens_name}")))?;
+        match may_claim(&fence_holder(ctx, &ns, &ens, &me).await?) {
+            ClaimVerdict::Held => return Ok(None),
+            ClaimVerdict::Refuse { holder } => return Ok(Some(holder)),
+            ClaimVerdict::Take => match patch_fence(&api, &ens, Some(&me)).await {
+                Ok(()) => {
                     info!(ensemble = %ens_name, "fence claimed");
-                    Ok(None)
+                    return Ok(None);
                 }
-                Err(kube::Error::Api(s)) if s.code == 409 => Err(Error::Conflict {
-                    step: format!("claim the fence of {ns}/{ens_name}"),
-                }),
-                Err(e) => Err(Error::kube(format!("fence MasterEnsemble {ns}/{ens_name}"))(e)),
-            }
+                Err(Error::Conflict { .. }) if attempt < CLAIM_ATTEMPTS => continue,
+                Err(e) => return Err(e),
+            },
         }
     }
 }
@@ -365,22 +390,7 @@ pub(super) async fn lift_fence(
     {
         return Ok(());
     }
-    let patch = serde_json::json!({"metadata": {
-        "resourceVersion": ens.resource_version(),
-        "annotations": {ANNOTATION_RESTORING: null},
-    }});
-    match api
-        .patch(ensemble, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 409 => Err(Error::Conflict {
-            step: format!("lift the fence of {ns}/{ensemble}"),
-        }),
-        Err(e) => Err(Error::kube(format!(
-            "unfence MasterEnsemble {ns}/{ensemble}"
-        ))(e)),
-    }
+    patch_fence(&api, &ens, None).await
 }
 
 /// The phases that touch members (Stopping, Restoring, Starting): observes, asks
@@ -514,7 +524,6 @@ where
                     "StartTimeout" => {
                         format!("members did not serve within {}s", START_TIMEOUT.as_secs())
                     }
-                    "PlacementFailed" => format!("{}; nothing else was touched", f.message),
                     _ => f.message,
                 };
                 cleanup_scratch(ctx, zkr).await;

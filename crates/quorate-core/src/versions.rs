@@ -176,6 +176,22 @@ mod tests {
         }
         assert_eq!(admission_rule(KNOWN.len()).rule, "true");
     }
+
+    /// The CRD names one `admission_rule(i)` per entry by hand: a vulnerability added to the
+    /// table without its attribute on the spec would be checked by the planner only.
+    #[test]
+    fn the_crd_carries_the_rule_of_every_known_vulnerability() {
+        use kube::CustomResourceExt;
+        let crd = serde_json::to_string(&crate::crd::MasterEnsemble::crd()).expect("crd");
+        for (i, v) in KNOWN.iter().enumerate() {
+            let rule = serde_json::to_string(&admission_rule(i).rule).expect("rule");
+            assert!(
+                crd.contains(rule.trim_matches('"')),
+                "the MasterEnsemble CRD lacks the rule for {}",
+                v.id
+            );
+        }
+    }
 }
 
 #[cfg(test)]

@@ -241,7 +241,9 @@ pub fn placement_failed(view: &RestoreView) -> Option<Failure> {
         .map(|(id, why)| Failure {
             reason: "PlacementFailed",
             message: if view.kind == RestoreKind::VerifyOnly {
-                format!("the scratch member could not load the artifact ({why})")
+                format!(
+                    "the scratch member could not load the artifact ({why}); nothing else was touched"
+                )
             } else {
                 format!("member {id} could not place the artifact ({why})")
             },
