@@ -9,6 +9,7 @@
 pub mod judges;
 pub mod sampler;
 
+use std::collections::BTreeSet;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -524,6 +525,30 @@ pub async fn events(client: &Client, ns: &str) -> Result<Vec<(String, String, St
             )
         })
         .collect())
+}
+
+/// SIGKILLs a Pod's containers and waits until the processes killed have exited and the agent
+/// has reaped them, so that what a scenario does next happens after the loss, not while a
+/// killed process still holds its sockets (a JVM on a loaded machine takes a while to die).
+pub async fn kill_and_wait_gone(bed: &Bed, ns: &str, pod: &str) -> TestResult {
+    let prefix = format!("{ns}/{pod}/");
+    let of_pod = |pids: Vec<(String, u32)>| -> BTreeSet<u32> {
+        pids.into_iter()
+            .filter(|(key, _)| key.starts_with(&prefix))
+            .map(|(_, pid)| pid)
+            .collect()
+    };
+    let killed = of_pod(with_agent(bed, |a| Ok(a.pids()))?);
+    with_agent(bed, |a| a.kill(ns, pod))?;
+    wait_for(
+        &format!("the killed processes of {ns}/{pod} ({killed:?}) to exit"),
+        Duration::from_secs(60),
+        async || {
+            let running = of_pod(with_agent(bed, |a| Ok(a.pids()))?);
+            Ok(running.is_disjoint(&killed))
+        },
+    )
+    .await
 }
 
 pub async fn wait_for<F>(what: &str, timeout: Duration, mut check: F) -> TestResult

@@ -388,22 +388,32 @@ pub async fn recovers_from_the_most_up_to_date_survivor_after_a_majority_is_lost
     // Three members lose their disk and their process for good.
     for id in &lost {
         with_agent(bed, |a| a.delete_volume(ns, &format!("data-masters-{id}")))?;
-        with_agent(bed, |a| a.kill(ns, &format!("masters-{id}")))?;
+        kill_and_wait_gone(bed, ns, &format!("masters-{id}")).await?;
     }
-    with_agent(bed, |a| a.heal(ns, &format!("masters-{lagging}")))?;
+    // `L` is healed only once the three are gone and `B` itself has stopped serving: a killed
+    // member still dying, or a leader `B` that has not yet noticed it lost its followers (it
+    // takes ZooKeeper a few ticks), would sync `L`, and `L` would no longer lag.
     // As a person would, recover once ZooKeeper itself says the survivors have no quorum.
+    let stopped_serving = async |ids: &[u32]| -> Result<bool, Failed> {
+        for id in ids {
+            let srvr = admin_json(&http, &addr(*id)?, "srvr").await;
+            if srvr.is_some_and(|v| v.get("error").is_none_or(|e| e.is_null())) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    };
+    wait_for(
+        &format!("member {best} to stop serving"),
+        Duration::from_secs(60),
+        async || stopped_serving(&[best]).await,
+    )
+    .await?;
+    with_agent(bed, |a| a.heal(ns, &format!("masters-{lagging}")))?;
     wait_for(
         "the survivors to stop serving",
         Duration::from_secs(60),
-        async || {
-            for id in [lagging, best] {
-                let srvr = admin_json(&http, &addr(id)?, "srvr").await;
-                if srvr.is_some_and(|v| v.get("error").is_none_or(|e| e.is_null())) {
-                    return Ok(false);
-                }
-            }
-            Ok(true)
-        },
+        async || stopped_serving(&[lagging, best]).await,
     )
     .await?;
 
