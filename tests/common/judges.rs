@@ -222,10 +222,24 @@ async fn watch_joiners(
                 ),
             )
             .await;
+            // "Not serving" says something of a joiner only while it is still outside the
+            // committed configuration: once its add commits, an election (a killed leader, a
+            // cut) stops it serving as a voter, which says nothing of before. So a poll that saw
+            // it not serving counts only if the leader, asked after it, still leaves it out;
+            // with no leader to ask (an election), it is not counted either way.
+            let outside = if seen.iter().flatten().any(|(_, _, s)| *s == Some(false)) {
+                leader_config(http, &pods, &config).await
+            } else {
+                None
+            };
             if let Ok(mut s) = sampler.lock() {
                 for (id, uid, serving) in seen.into_iter().flatten() {
                     match serving {
-                        Some(serving) => s.joiner_seen(id, &uid, serving),
+                        Some(true) => s.joiner_seen(id, &uid, true),
+                        Some(false) if outside.as_ref().is_some_and(|c| !c.contains(&id)) => {
+                            s.joiner_seen(id, &uid, false)
+                        }
+                        Some(false) => {}
                         None => s.joiner_silent(id, &uid),
                     }
                 }
@@ -236,6 +250,33 @@ async fn watch_joiners(
             _ = stopped.changed() => break,
         }
     }
+}
+
+/// The configuration of the member that serves as leader now, asked among the members of
+/// `config` (the sampler's latest voters), or `None` when none of them answers as leader.
+async fn leader_config(
+    http: &reqwest::Client,
+    pods: &[(u32, String, String)],
+    config: &BTreeSet<u32>,
+) -> Option<BTreeSet<u32>> {
+    for (_, _, ip) in pods.iter().filter(|(id, _, _)| config.contains(id)) {
+        let Ok(srvr) = admin_answer(http, ip, "srvr").await else {
+            continue;
+        };
+        if srvr
+            .pointer("/server_stats/server_state")
+            .and_then(|s| s.as_str())
+            != Some("leader")
+        {
+            continue;
+        }
+        return admin_json(http, ip, "voting_view").await.and_then(|v| {
+            v.get("current_config")?
+                .as_object()
+                .map(|c| c.keys().filter_map(|k| k.parse().ok()).collect())
+        });
+    }
+    None
 }
 
 /// What the judges concluded; `Judges::finish` has already failed on any violation.

@@ -449,9 +449,17 @@ async fn inject(
         }
         Fault::WatchesDropped => rig.proxy.reset(),
         Fault::ConflictingEdit => {
+            // The size this round asked for (a roll keeps the spec's): the voters in status
+            // are one fewer while a member is being replaced, and an even size is refused.
             let target = match op {
                 Operation::Scale { to } => to,
-                Operation::Roll { .. } => status_of(api).await?.voters.len() as i32,
+                Operation::Roll { .. } => {
+                    api.get("masters")
+                        .await
+                        .map_err(|e| fail(format!("read the ensemble: {e}")))?
+                        .spec
+                        .replicas
+                }
             };
             let other = if target == 5 { 3 } else { 5 };
             set_replicas(api, "masters", other).await?;
