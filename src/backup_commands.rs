@@ -38,12 +38,6 @@ fn split(client: &Client, target: &str) -> (String, String) {
     }
 }
 
-fn json<T: serde::Serialize>(v: &T) -> Result<String, String> {
-    serde_json::to_string_pretty(v)
-        .map(|s| s + "\n")
-        .map_err(|e| e.to_string())
-}
-
 /// A ZkBackup name for a label: DNS-safe, lowercase.
 pub fn backup_name_for(label: &str) -> String {
     let name: String = label
@@ -166,8 +160,8 @@ pub async fn list_bucket(
         .filter(|r| prefix.is_none_or(|p| r.id.starts_with(p)))
         .collect();
     rows.sort_by_key(|r| r.manifest.as_ref().map(|m| m.finished_at));
-    if output == Output::Json {
-        return json(&rows);
+    if output.is_structured() {
+        return output.encode(&rows);
     }
     if rows.is_empty() {
         return Ok("no backups\n".into());
@@ -432,7 +426,7 @@ pub async fn create(client: &Client, args: &CreateArgs) -> Result<String, String
         let note = format!("backup of {ns}/{ens_name} requested through ZkBackup {ns}/{name}\n");
         return match args.output {
             Output::Text => Ok(note),
-            Output::Json => json(
+            Output::Json | Output::Yaml => args.output.encode(
                 &serde_json::json!({"namespace": ns, "backup": name, "ensemble": ens_name, "requestedAt": requested.to_string()}),
             ),
         };
@@ -475,7 +469,7 @@ pub async fn create(client: &Client, args: &CreateArgs) -> Result<String, String
                 artifact: a.clone(),
             };
             let out = match args.output {
-                Output::Json => json(&listed)?,
+                Output::Json | Output::Yaml => args.output.encode(&listed)?,
                 Output::Text => table(&[listed]),
             };
             return if a.phase == ArtifactPhase::Ready {
@@ -514,7 +508,7 @@ pub async fn list(
         .filter(|l| prefix.is_none_or(|p| l.artifact.id.starts_with(p)))
         .collect();
     match output {
-        Output::Json => json(&rows),
+        Output::Json | Output::Yaml => output.encode(&rows),
         Output::Text if rows.is_empty() => Ok("no backups\n".into()),
         Output::Text => Ok(table(&rows)),
     }
@@ -543,12 +537,12 @@ pub async fn show(
                 .is_some_and(|b| b.artifact == id)
         })
         .collect();
-    if output == Output::Json {
+    if output.is_structured() {
         let restores: Vec<_> = restores
             .iter()
             .map(|r| serde_json::json!({"name": r.name_any(), "mode": r.spec.mode, "verifyOnly": r.spec.verify_only, "status": r.status}))
             .collect();
-        return json(&serde_json::json!({"backup": l, "restores": restores}));
+        return output.encode(&serde_json::json!({"backup": l, "restores": restores}));
     }
     let a = &l.artifact;
     let field = |k: &str, v: Option<String>| format!("{k:<14}{}\n", v.unwrap_or("-".into()));
@@ -716,9 +710,9 @@ pub async fn restore(client: &Client, args: &RestoreArgs) -> Result<String, Stri
     if !args.wait {
         return match args.output {
             Output::Text => Ok(format!("restore {ns}/{name} of {} created\n", args.id)),
-            Output::Json => {
-                json(&serde_json::json!({"namespace": ns, "restore": name, "artifact": args.id}))
-            }
+            Output::Json | Output::Yaml => args.output.encode(
+                &serde_json::json!({"namespace": ns, "restore": name, "artifact": args.id}),
+            ),
         };
     }
     wait_restore(&api, &ns, &name, args.timeout, args.output).await
@@ -754,9 +748,9 @@ pub async fn wait_restore(
         match s.phase {
             Some(RestorePhase::Ready) => {
                 return match output {
-                    Output::Json => {
-                        json(&serde_json::json!({"namespace": ns, "restore": name, "status": s}))
-                    }
+                    Output::Json | Output::Yaml => output.encode(
+                        &serde_json::json!({"namespace": ns, "restore": name, "status": s}),
+                    ),
                     Output::Text => Ok(format!("{}\n", s.message.unwrap_or_default())),
                 };
             }
@@ -832,7 +826,9 @@ pub async fn recover(
             Output::Text => Ok(format!(
                 "recovery {ns}/{name} of {ns}/{ensemble} created; follow it with kubectl get zkrestore -n {ns} {name} -w\n"
             )),
-            Output::Json => json(&serde_json::json!({"namespace": ns, "restore": name})),
+            Output::Json | Output::Yaml => {
+                output.encode(&serde_json::json!({"namespace": ns, "restore": name}))
+            }
         };
     }
     wait_restore(&api, &ns, &name, timeout, output).await
@@ -893,7 +889,7 @@ async fn dry_run(
         ]
     };
     match output {
-        Output::Json => json(&serde_json::json!({
+        Output::Json | Output::Yaml => output.encode(&serde_json::json!({
             "dryRun": true,
             "restore": checked,
             "artifact": artifact,

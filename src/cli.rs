@@ -84,6 +84,26 @@ pub enum Output {
     Text,
     /// JSON.
     Json,
+    /// YAML.
+    Yaml,
+}
+
+impl Output {
+    /// Whether this is a machine-readable format (JSON or YAML) rather than text.
+    pub fn is_structured(self) -> bool {
+        self != Output::Text
+    }
+
+    /// `value` in this format: YAML for `yaml`, indented JSON otherwise (the structured form of
+    /// a command that prints text has no other shape).
+    pub fn encode<T: serde::Serialize>(self, value: &T) -> Result<String, String> {
+        match self {
+            Output::Yaml => serde_norway::to_string(value).map_err(|e| e.to_string()),
+            Output::Json | Output::Text => serde_json::to_string_pretty(value)
+                .map(|s| s + "\n")
+                .map_err(|e| e.to_string()),
+        }
+    }
 }
 
 /// Subcommands.
@@ -165,6 +185,13 @@ pub enum Command {
         #[command(subcommand)]
         command: VolumeCommand,
     },
+    /// Print a shell completion script: `source <(quorate completion bash)`, or for zsh
+    /// `quorate completion zsh > "${fpath[1]}/_quorate"`.
+    Completion {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// The local sandbox: real control plane, node agent, ZooKeeper and the operator.
     Sandbox {
         /// What to do.
@@ -190,6 +217,33 @@ pub enum EnsembleCommand {
     },
     /// Members, roles, quorum, the step in flight and the conditions of NAMESPACE/NAME.
     Status {
+        /// NAMESPACE/NAME (or NAME in the kubeconfig's namespace).
+        target: String,
+        /// Output format.
+        #[arg(short = 'o', long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Stop every step on NAMESPACE/NAME (`spec.paused: true`): the operator keeps observing
+    /// and reporting it, and acts again after `resume`.
+    Pause {
+        /// NAMESPACE/NAME (or NAME in the kubeconfig's namespace).
+        target: String,
+        /// Output format.
+        #[arg(short = 'o', long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Let the operator act on NAMESPACE/NAME again (`spec.paused: false`).
+    Resume {
+        /// NAMESPACE/NAME (or NAME in the kubeconfig's namespace).
+        target: String,
+        /// Output format.
+        #[arg(short = 'o', long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Restart every member of NAMESPACE/NAME one at a time, followers first and the leader
+    /// last, each only once the one before serves again (a roll, started by setting
+    /// `quorate.dev/restartedAt` on `spec.podTemplate.annotations`).
+    Restart {
         /// NAMESPACE/NAME (or NAME in the kubeconfig's namespace).
         target: String,
         /// Output format.
@@ -648,6 +702,16 @@ pub fn run_offline(command: &Command, clock_now: Timestamp) -> Result<String, Er
             Ok(written)
         }
         Command::Version => Ok(format!("quorate {}\n", env!("CARGO_PKG_VERSION"))),
+        Command::Completion { shell } => {
+            let mut out = Vec::new();
+            clap_complete::generate(
+                *shell,
+                &mut <Cli as clap::CommandFactory>::command(),
+                "quorate",
+                &mut out,
+            );
+            String::from_utf8(out).map_err(|e| Error::Render(e.to_string()))
+        }
         Command::Plan {
             desired: Some(desired),
             observed: Some(observed),
@@ -691,6 +755,7 @@ pub fn run_offline(command: &Command, clock_now: Timestamp) -> Result<String, Er
                 Output::Json => serde_json::to_string(&found)
                     .map(|s| s + "\n")
                     .map_err(|e| Error::Render(e.to_string())),
+                Output::Yaml => output.encode(&found).map_err(Error::Render),
                 Output::Text => Ok(found.to_string()),
             }
         }
@@ -746,14 +811,12 @@ pub fn read_observed(path: &Path) -> Result<Observed, Error> {
 /// Renders a plan as text or JSON, with the desired spec hash that Pods are compared with.
 pub fn render_plan(plan: &Plan, desired: &Desired, output: Output) -> Result<String, Error> {
     match output {
-        Output::Json => {
+        Output::Json | Output::Yaml => {
             let mut value = serde_json::to_value(plan).map_err(|e| Error::Render(e.to_string()))?;
             if let Some(obj) = value.as_object_mut() {
                 obj.insert("specHash".into(), desired.spec_hash.clone().into());
             }
-            serde_json::to_string_pretty(&value)
-                .map(|s| s + "\n")
-                .map_err(|e| Error::Render(e.to_string()))
+            output.encode(&value).map_err(Error::Render)
         }
         Output::Text => Ok(format!(
             "decision:  {}\nrule:      {}\nspec hash: {}\n",
@@ -814,6 +877,15 @@ pub async fn run_online(command: &Command, cluster: &ClusterArgs) -> Result<Stri
             )
             .await?)
         }
+        Command::Ensemble {
+            command: EnsembleCommand::Pause { target, output },
+        } => day2(cluster, target, crate::day2::Change::Pause, *output).await,
+        Command::Ensemble {
+            command: EnsembleCommand::Resume { target, output },
+        } => day2(cluster, target, crate::day2::Change::Resume, *output).await,
+        Command::Ensemble {
+            command: EnsembleCommand::Restart { target, output },
+        } => day2(cluster, target, crate::day2::Change::Restart, *output).await,
         Command::Plan {
             ensemble: Some(target),
             now,
@@ -881,12 +953,31 @@ pub fn parse_timeout(s: &str) -> Result<std::time::Duration, String> {
 /// Checks a backup command's arguments before any cluster is contacted.
 /// `quorate ensemble recover` stops every member: it needs `--yes`, checked before any cluster
 /// is contacted.
-pub fn check_recover(target: &str, yes: bool) -> Result<(), String> {
-    if target.is_empty() || target.split('/').count() > 2 || target.split('/').any(str::is_empty) {
+/// `target` is NAMESPACE/NAME or NAME, each a DNS label (checked before a cluster is contacted).
+pub fn check_target(command: &str, target: &str) -> Result<(), String> {
+    let parts: Vec<&str> = target.split('/').collect();
+    if parts.len() > 2 || !parts.iter().all(|p| is_dns_label(p)) {
         return Err(format!(
-            "quorate ensemble recover: {target:?} is not NAMESPACE/NAME or NAME"
+            "quorate ensemble {command}: {target:?} is not NAMESPACE/NAME or NAME (lowercase letters, digits and '-', at most 63 each)"
         ));
     }
+    Ok(())
+}
+
+/// Runs a day-2 change after checking its target.
+async fn day2(
+    cluster: &ClusterArgs,
+    target: &str,
+    change: crate::day2::Change,
+    output: Output,
+) -> Result<String, CliError> {
+    let verb = format!("{change:?}").to_lowercase();
+    check_target(&verb, target).map_err(CliError::usage)?;
+    Ok(crate::day2::change(&client(cluster).await?, target, change, output).await?)
+}
+
+pub fn check_recover(target: &str, yes: bool) -> Result<(), String> {
+    check_target("recover", target)?;
     if !yes {
         return Err(format!(
             "quorate ensemble recover {target} stops every member and rebuilds the ensemble from the surviving member with the highest zxid; writes that only the lost members held are gone for good. Pass --yes to go ahead (it is refused while any member serves or a majority still holds data)"

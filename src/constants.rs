@@ -84,3 +84,7 @@ pub fn operator_image() -> String {
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| format!("quorate:{}", env!("CARGO_PKG_VERSION")))
 }
+
+/// Set by `quorate ensemble restart` on `spec.podTemplate.annotations` (the time, RFC 3339): a
+/// changed pod template, so the planner rolls every member, followers first and the leader last.
+pub const ANNOTATION_RESTARTED_AT: &str = "quorate.dev/restartedAt";

@@ -19,7 +19,10 @@ fn split(client: &Client, target: &str) -> (String, String) {
     }
 }
 
-async fn get(client: &Client, target: &str) -> Result<(String, String, MasterEnsemble), String> {
+pub(crate) async fn get(
+    client: &Client,
+    target: &str,
+) -> Result<(String, String, MasterEnsemble), String> {
     let (ns, name) = split(client, target);
     let ens = Api::<MasterEnsemble>::namespaced(client.clone(), &ns)
         .get(&name)
@@ -61,10 +64,8 @@ pub async fn ensemble_list(
             })
         })
         .collect();
-    if output == Output::Json {
-        return serde_json::to_string_pretty(&rows)
-            .map(|s| s + "\n")
-            .map_err(|e| e.to_string());
+    if output.is_structured() {
+        return output.encode(&rows);
     }
     if rows.is_empty() {
         return Ok("no MasterEnsembles\n".into());
@@ -114,14 +115,12 @@ pub async fn ensemble_status(
 ) -> Result<String, String> {
     let (ns, name, ens) = get(client, target).await?;
     let status = ens.status.clone().unwrap_or_default();
-    if output == Output::Json {
+    if output.is_structured() {
         let value = serde_json::json!({
             "namespace": ns, "name": name, "replicas": ens.spec.replicas,
             "generation": ens.metadata.generation, "status": status,
         });
-        return serde_json::to_string_pretty(&value)
-            .map(|s| s + "\n")
-            .map_err(|e| e.to_string());
+        return output.encode(&value);
     }
     let mut out = format!(
         "{ns}/{name}: {} of {} members ready, phase {}\n",

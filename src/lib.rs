@@ -18,6 +18,7 @@ pub mod cli;
 pub mod constants;
 pub use quorate_core::{crd, planner, versions};
 pub mod controller;
+pub mod day2;
 pub mod executor;
 pub mod inspect;
 pub mod metrics;

@@ -542,3 +542,73 @@ fn exit_codes_tell_bad_arguments_from_an_unreachable_cluster() {
     let (code, _, err) = quorate(&["ensemble", "list", "-n", "a", "-A"]);
     assert_eq!(code, 2, "clap's own usage errors are 2: {err}");
 }
+
+/// Day-2 commands check their target before any cluster is contacted (exit 2, the rule named),
+/// and a well-formed one then fails on the missing cluster (exit 3).
+#[test]
+fn day_two_commands_check_their_target_before_the_cluster() {
+    let missing = "/nonexistent/quorate-test.kubeconfig";
+    for verb in ["pause", "resume", "restart"] {
+        for bad in ["a/b/c", "Masters", "ns/", "-x"] {
+            let (code, _, err) = quorate(&["--kubeconfig", missing, "ensemble", verb, "--", bad]);
+            assert_eq!(code, 2, "{verb} {bad:?} is a usage error: {err}");
+            assert!(
+                err.contains(&format!("quorate ensemble {verb}")) && err.contains("NAMESPACE/NAME"),
+                "names the command and the rule: {err}"
+            );
+        }
+        let (code, _, err) = quorate(&["--kubeconfig", missing, "ensemble", verb, "ns/masters"]);
+        assert_eq!(
+            code, 3,
+            "{verb} of a good target reaches for the cluster: {err}"
+        );
+    }
+}
+
+/// `quorate completion bash|zsh` prints a script that knows the subcommands and their options.
+#[test]
+fn completion_scripts_know_the_subcommands() {
+    for shell in ["bash", "zsh"] {
+        let (code, out, err) = quorate(&["completion", shell]);
+        assert_eq!(code, 0, "{shell}: {err}");
+        for word in ["ensemble", "backup", "restart", "recover", "--kubeconfig"] {
+            assert!(out.contains(word), "{shell} completion lacks {word}");
+        }
+    }
+    let (code, _, err) = quorate(&["completion", "tcsh"]);
+    assert_eq!(code, 2, "an unknown shell is a usage error: {err}");
+}
+
+/// `-o yaml` is the same document as `-o json`, for the commands that need no cluster.
+#[test]
+fn yaml_output_is_the_json_document() {
+    let d = format!("{}/tests/plan/ensemble-3.yaml", env!("CARGO_MANIFEST_DIR"));
+    let o = format!(
+        "{}/tests/plan/observed-3-member2-down.yaml",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let run = |format: &str| {
+        let args = [
+            "plan",
+            "--desired",
+            &d,
+            "--observed",
+            &o,
+            "--now",
+            "2026-01-01T12:00:00Z",
+            "-o",
+            format,
+        ];
+        let (code, out, err) = quorate(&args);
+        assert_eq!(code, 0, "plan -o {format}: {err}");
+        out
+    };
+    let json: serde_json::Value = serde_json::from_str(&run("json")).expect("json");
+    let yaml: serde_json::Value = serde_norway::from_str(&run("yaml")).expect("yaml");
+    assert_eq!(json, yaml);
+    assert!(json.get("specHash").is_some(), "{json}");
+    assert_eq!(
+        json,
+        plan_json("ensemble-3.yaml", "observed-3-member2-down.yaml")
+    );
+}

@@ -219,13 +219,18 @@ async fn replaces_a_failed_member_with_a_fresh_id(
 
 /// A spec change rolls every member: ZooKeeper's own view shows followers restarted first,
 /// one at a time, and the leader last.
+/// A roll asked for as a person would, with `quorate ensemble restart` (no spec field changes).
 async fn rolls_followers_first_and_the_leader_last(bed: &Bed, ns: &str) -> TestResult {
     let (_client, api) = create_and_converge(bed, ns, ensemble("masters", 3)).await?;
     let judges = Judges::start(bed, ns, "masters").await?;
-    let patch = serde_json::json!({"spec": {"config": {"tickTime": 600}}});
-    api.patch("masters", &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .map_err(|e| fail(e.to_string()))?;
+    let target = format!("{ns}/masters");
+    let out = tokio::task::block_in_place(|| bed.cli(&["ensemble", "restart", &target]))?;
+    if !out.status.success() {
+        return Err(fail(format!(
+            "quorate ensemble restart failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )));
+    }
     wait_observed(&api, "masters").await?;
     wait_for(
         "every member rolled",

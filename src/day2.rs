@@ -1,0 +1,133 @@
+//! Commands that change a live ensemble through its spec, as a person would with `kubectl
+//! patch`, and nothing else: `quorate ensemble pause`, `resume` and `restart`. The operator
+//! takes the steps; these commands only say what it will do.
+
+use jiff::Timestamp;
+use kube::api::{Patch, PatchParams};
+use kube::{Api, Client};
+
+use crate::cli::Output;
+use crate::constants::{ANNOTATION_RESTARTED_AT, FIELD_MANAGER};
+use crate::crd::MasterEnsemble;
+use crate::inspect::get;
+
+/// What a day-2 command asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// `spec.paused: true`.
+    Pause,
+    /// `spec.paused: false`.
+    Resume,
+    /// A roll: `spec.podTemplate.annotations["quorate.dev/restartedAt"]` set to now.
+    Restart,
+}
+
+impl Change {
+    /// The merge patch of the spec that asks for it.
+    pub fn patch(self, now: Timestamp) -> serde_json::Value {
+        match self {
+            Change::Pause => serde_json::json!({"spec": {"paused": true}}),
+            Change::Resume => serde_json::json!({"spec": {"paused": false}}),
+            Change::Restart => serde_json::json!({"spec": {"podTemplate": {
+                "annotations": {ANNOTATION_RESTARTED_AT: now.to_string()}
+            }}}),
+        }
+    }
+
+    /// What the operator does next, for a person.
+    fn said(self, target: &str, ens: &MasterEnsemble) -> String {
+        let paused = ens.spec.paused;
+        match self {
+            Change::Pause => format!(
+                "{target} paused: the operator observes and reports it but takes no step until `quorate ensemble resume {target}` (a step already committed in ZooKeeper is recorded first)\n"
+            ),
+            Change::Resume => format!("{target} resumed: the operator acts on its spec again\n"),
+            Change::Restart if paused => format!(
+                "{target} will restart every member one at a time once resumed (it is paused)\n"
+            ),
+            Change::Restart => format!(
+                "{target} restarts every member one at a time, followers first and the leader last, each after the one before serves again; follow it with `quorate ensemble status {target}`\n"
+            ),
+        }
+    }
+}
+
+/// Applies `change` to the ensemble `target` (NAMESPACE/NAME or NAME) and says what follows.
+pub async fn change(
+    client: &Client,
+    target: &str,
+    change: Change,
+    output: Output,
+) -> Result<String, String> {
+    let (ns, name, _) = get(client, target).await?;
+    let api: Api<MasterEnsemble> = Api::namespaced(client.clone(), &ns);
+    let patched = api
+        .patch(
+            &name,
+            &PatchParams {
+                field_manager: Some(FIELD_MANAGER.into()),
+                ..Default::default()
+            },
+            &Patch::Merge(change.patch(Timestamp::now())),
+        )
+        .await
+        .map_err(|e| format!("patch MasterEnsemble {ns}/{name}: {e}"))?;
+    if output.is_structured() {
+        return output.encode(&serde_json::json!({
+            "namespace": ns,
+            "name": name,
+            "generation": patched.metadata.generation,
+            "paused": patched.spec.paused,
+            "restartedAt": patched
+                .spec
+                .pod_template
+                .as_ref()
+                .and_then(|t| t.annotations.get(ANNOTATION_RESTARTED_AT)),
+        }));
+    }
+    Ok(change.said(&format!("{ns}/{name}"), &patched))
+}
+
+#[cfg(test)]
+mod tests {
+    //! Unit tier: the patches, pure.
+    use super::*;
+
+    #[test]
+    fn a_restart_changes_the_member_spec_hash_and_pause_does_not() {
+        let spec: crate::crd::MasterEnsembleSpec =
+            serde_json::from_value(serde_json::json!({"replicas": 3, "version": "3.9.5"}))
+                .expect("spec");
+        let hash = |spec: &crate::crd::MasterEnsembleSpec| {
+            crate::planner::Desired::try_from(spec)
+                .expect("a valid spec")
+                .spec_hash
+        };
+        let mut restarted = spec.clone();
+        restarted
+            .pod_template
+            .get_or_insert_default()
+            .annotations
+            .insert(
+                ANNOTATION_RESTARTED_AT.into(),
+                "2026-12-06T07:00:00Z".into(),
+            );
+        assert_ne!(hash(&spec), hash(&restarted), "a restart must start a roll");
+        let mut paused = spec.clone();
+        paused.paused = true;
+        assert_eq!(hash(&spec), hash(&paused), "pausing must not roll");
+        let patch = Change::Restart.patch("2026-12-06T07:00:00Z".parse().expect("time"));
+        assert_eq!(
+            patch["spec"]["podTemplate"]["annotations"][ANNOTATION_RESTARTED_AT],
+            "2026-12-06T07:00:00Z"
+        );
+        assert_eq!(
+            Change::Pause.patch(Timestamp::UNIX_EPOCH)["spec"]["paused"],
+            true
+        );
+        assert_eq!(
+            Change::Resume.patch(Timestamp::UNIX_EPOCH)["spec"]["paused"],
+            false
+        );
+    }
+}
