@@ -193,6 +193,111 @@ async fn known_vulnerable_versions_are_refused_unless_accepted(ctx: Arc<Ctx>) ->
     Ok(())
 }
 
+/// Runs the quorate binary with no KUBECONFIG in its environment: exit code, stdout, stderr.
+fn run(args: &[&str]) -> Result<(i32, String, String), Failed> {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_quorate"))
+        .args(args)
+        .env_remove("KUBECONFIG")
+        .output()
+        .map_err(|e| fail(format!("run quorate: {e}")))?;
+    Ok((
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+/// `quorate ensemble pause`, `resume` and `restart` on the real API server change exactly the
+/// spec field they name (read back from the API server, not from the command's output), a
+/// restart changes the member spec hash (so the planner rolls) and a pause does not, and
+/// `-o yaml` prints the document `-o json` prints.
+async fn day_two_commands_change_the_spec_as_they_say(ctx: Arc<Ctx>) -> TestResult {
+    let (client, ns) = ctx.namespace("cli-day2").await?;
+    let api: Api<MasterEnsemble> = Api::namespaced(client, &ns);
+    api.create(&PostParams::default(), &ensemble("masters", 3))
+        .await
+        .map_err(|e| fail(format!("create: {e}")))?;
+    let kubeconfig = ctx.plane.kubeconfig_path().display().to_string();
+    let target = format!("{ns}/masters");
+    let quorate = |verb: &str, output: &str| {
+        let (code, out, err) = run(&[
+            "--kubeconfig",
+            &kubeconfig,
+            "ensemble",
+            verb,
+            &target,
+            "-o",
+            output,
+        ])?;
+        if code != 0 {
+            return Err(fail(format!("ensemble {verb}: exit {code}: {err}")));
+        }
+        let parsed: serde_json::Value = match output {
+            "yaml" => serde_norway::from_str(&out).map_err(|e| fail(format!("{e}: {out}")))?,
+            _ => serde_json::from_str(&out).map_err(|e| fail(format!("{e}: {out}")))?,
+        };
+        Ok::<_, Failed>(parsed)
+    };
+    let live = async || {
+        api.get("masters")
+            .await
+            .map_err(|e| fail(format!("get: {e}")))
+    };
+    let hash = |e: &MasterEnsemble| {
+        quorate::planner::Desired::try_from(&e.spec)
+            .map(|d| d.spec_hash)
+            .map_err(|e| fail(format!("{e:?}")))
+    };
+    let created = live().await?;
+
+    let printed = quorate("pause", "yaml")?;
+    let paused = live().await?;
+    if !paused.spec.paused || printed["paused"] != true || hash(&paused)? != hash(&created)? {
+        return Err(fail(format!(
+            "pause: spec.paused {} (printed {printed}), hash {} -> {}",
+            paused.spec.paused,
+            hash(&created)?,
+            hash(&paused)?
+        )));
+    }
+    let resumed_printed = quorate("resume", "json")?;
+    let resumed = live().await?;
+    if resumed.spec.paused || resumed_printed["paused"] != false {
+        return Err(fail(format!(
+            "resume left spec.paused on: {resumed_printed}"
+        )));
+    }
+    let mut hashes = vec![hash(&resumed)?];
+    for _ in 0..2 {
+        let printed = quorate("restart", "yaml")?;
+        let restarted = live().await?;
+        let at = restarted
+            .spec
+            .pod_template
+            .as_ref()
+            .and_then(|t| t.annotations.get("quorate.dev/restartedAt").cloned());
+        if at.is_none() || printed["restartedAt"].as_str() != at.as_deref() {
+            return Err(fail(format!(
+                "restart: annotation {at:?}, printed {printed}"
+            )));
+        }
+        hashes.push(hash(&restarted)?);
+    }
+    if hashes[0] == hashes[1] || hashes[1] == hashes[2] {
+        return Err(fail(format!(
+            "each restart must change the member spec hash: {hashes:?}"
+        )));
+    }
+    let json = quorate("status", "json")?;
+    let yaml = quorate("status", "yaml")?;
+    if json != yaml || json["name"] != "masters" {
+        return Err(fail(format!(
+            "status -o yaml differs from -o json:\n{yaml}\n{json}"
+        )));
+    }
+    Ok(())
+}
+
 /// `quorate ensemble list` through `--kubeconfig` and `--context` on the real API server: a
 /// table whose columns fit a 63-character name, `-A` across namespaces, JSON, and a context that
 /// does not exist is exit code 3.
@@ -206,18 +311,6 @@ async fn the_cli_lists_ensembles_through_a_given_kubeconfig(ctx: Arc<Ctx>) -> Te
             .map_err(|e| fail(format!("create {name}: {e}")))?;
     }
     let kubeconfig = ctx.plane.kubeconfig_path().display().to_string();
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_quorate"))
-            .args(args)
-            .env_remove("KUBECONFIG")
-            .output()
-            .map_err(|e| fail(format!("run quorate: {e}")))?;
-        Ok::<_, Failed>((
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        ))
-    };
     let (code, out, err) = run(&["--kubeconfig", &kubeconfig, "ensemble", "list", "-n", &ns])?;
     if code != 0 {
         return Err(fail(format!("ensemble list: exit {code}: {err}")));
@@ -1154,6 +1247,9 @@ fn main() -> std::process::ExitCode {
             "known_vulnerable_versions_are_refused_unless_accepted",
             |c| Box::pin(known_vulnerable_versions_are_refused_unless_accepted(c)),
         ),
+        ("day_two_commands_change_the_spec_as_they_say", |c| {
+            Box::pin(day_two_commands_change_the_spec_as_they_say(c))
+        }),
         ("the_cli_lists_ensembles_through_a_given_kubeconfig", |c| {
             Box::pin(the_cli_lists_ensembles_through_a_given_kubeconfig(c))
         }),
