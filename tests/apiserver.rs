@@ -193,6 +193,65 @@ async fn known_vulnerable_versions_are_refused_unless_accepted(ctx: Arc<Ctx>) ->
     Ok(())
 }
 
+/// Every manifest under samples/ is accepted by the API server as written (its namespace set to
+/// the test's), so the samples cannot drift from the CRDs' schema and rules.
+async fn every_sample_is_accepted_by_the_api_server(ctx: Arc<Ctx>) -> TestResult {
+    let (client, ns) = ctx.namespace("samples").await?;
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("samples");
+    let mut kinds = Vec::new();
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .map_err(|e| fail(format!("{}: {e}", dir.display())))?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .collect();
+    files.sort();
+    for path in files {
+        let text = std::fs::read_to_string(&path).map_err(|e| fail(e.to_string()))?;
+        let mut value: serde_json::Value =
+            serde_norway::from_str(&text).map_err(|e| fail(format!("{}: {e}", path.display())))?;
+        value["metadata"]["namespace"] = ns.clone().into();
+        let kind = value["kind"].as_str().unwrap_or_default().to_string();
+        let bad = |e: String| fail(format!("{} ({kind}): {e}", path.display()));
+        let pp = PostParams::default();
+        match kind.as_str() {
+            "MasterEnsemble" => {
+                let obj = serde_json::from_value(value).map_err(|e| bad(e.to_string()))?;
+                Api::<MasterEnsemble>::namespaced(client.clone(), &ns)
+                    .create(&pp, &obj)
+                    .await
+                    .map_err(|e| bad(e.to_string()))?;
+            }
+            "ZkBackup" => {
+                let obj = serde_json::from_value(value).map_err(|e| bad(e.to_string()))?;
+                Api::<ZkBackup>::namespaced(client.clone(), &ns)
+                    .create(&pp, &obj)
+                    .await
+                    .map_err(|e| bad(e.to_string()))?;
+            }
+            "ZkRestore" => {
+                let obj = serde_json::from_value(value).map_err(|e| bad(e.to_string()))?;
+                Api::<ZkRestore>::namespaced(client.clone(), &ns)
+                    .create(&pp, &obj)
+                    .await
+                    .map_err(|e| bad(e.to_string()))?;
+            }
+            other => {
+                return Err(bad(format!(
+                    "no sample kind {other:?} is known to this test"
+                )));
+            }
+        }
+        kinds.push(kind);
+    }
+    for wanted in ["MasterEnsemble", "ZkBackup", "ZkRestore"] {
+        if !kinds.iter().any(|k| k == wanted) {
+            return Err(fail(format!("samples/ has no {wanted}: {kinds:?}")));
+        }
+    }
+    Ok(())
+}
+
 /// Runs the quorate binary with no KUBECONFIG in its environment: exit code, stdout, stderr.
 fn run(args: &[&str]) -> Result<(i32, String, String), Failed> {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_quorate"))
@@ -1247,6 +1306,9 @@ fn main() -> std::process::ExitCode {
             "known_vulnerable_versions_are_refused_unless_accepted",
             |c| Box::pin(known_vulnerable_versions_are_refused_unless_accepted(c)),
         ),
+        ("every_sample_is_accepted_by_the_api_server", |c| {
+            Box::pin(every_sample_is_accepted_by_the_api_server(c))
+        }),
         ("day_two_commands_change_the_spec_as_they_say", |c| {
             Box::pin(day_two_commands_change_the_spec_as_they_say(c))
         }),
