@@ -110,7 +110,7 @@ fn a_joiner_the_watcher_saw_synced_between_two_samples_is_no_violation() {
     // joiner watcher saw it serve outside the configuration, so it synced before it voted.
     let mut s = Sampler::default();
     s.observe(three_and_four(&[1, 2, 3], running("u4")));
-    s.joiner_seen(4, "u4", true);
+    s.joiner_seen(4, "u4", true, Some(5));
     s.observe(three_and_four(
         &[1, 2, 3, 4],
         serving("u4", &[1, 2, 3, 4], false),
@@ -120,8 +120,47 @@ fn a_joiner_the_watcher_saw_synced_between_two_samples_is_no_violation() {
     // What the watcher saw last counts: synced, then not serving again when added.
     let mut s = Sampler::default();
     s.observe(three_and_four(&[1, 2, 3], running("u4")));
-    s.joiner_seen(4, "u4", true);
-    s.joiner_seen(4, "u4", false);
+    s.joiner_seen(4, "u4", true, Some(5));
+    s.joiner_seen(4, "u4", false, Some(5));
+    s.observe(three_and_four(
+        &[1, 2, 3, 4],
+        serving("u4", &[1, 2, 3, 4], false),
+    ));
+    assert!(
+        s.violations.iter().any(|v| v.contains("without serving")),
+        "{:?}",
+        s.violations
+    );
+
+    // Synced, then not serving under a newer leader (an election), then a voter that serves:
+    // it re-synced with the new leader faster than the watcher polls, so no violation.
+    let mut s = Sampler::default();
+    s.observe(three_and_four(&[1, 2, 3], running("u4")));
+    s.joiner_seen(4, "u4", true, Some(5));
+    s.joiner_seen(4, "u4", false, Some(6));
+    s.observe(three_and_four(
+        &[1, 2, 3, 4],
+        serving("u4", &[1, 2, 3, 4], false),
+    ));
+    assert!(s.violations.is_empty(), "{:?}", s.violations);
+
+    // The same, but the new voter does not serve: nothing shows it re-synced; a violation.
+    let mut s = Sampler::default();
+    s.observe(three_and_four(&[1, 2, 3], running("u4")));
+    s.joiner_seen(4, "u4", true, Some(5));
+    s.joiner_seen(4, "u4", false, Some(6));
+    s.observe(three_and_four(&[1, 2, 3, 4], running("u4")));
+    assert!(
+        s.violations.iter().any(|v| v.contains("without serving")),
+        "{:?}",
+        s.violations
+    );
+
+    // Never seen synced at all, only not serving under two leaders: a violation.
+    let mut s = Sampler::default();
+    s.observe(three_and_four(&[1, 2, 3], running("u4")));
+    s.joiner_seen(4, "u4", false, Some(5));
+    s.joiner_seen(4, "u4", false, Some(6));
     s.observe(three_and_four(
         &[1, 2, 3, 4],
         serving("u4", &[1, 2, 3, 4], false),
@@ -135,7 +174,7 @@ fn a_joiner_the_watcher_saw_synced_between_two_samples_is_no_violation() {
     // An earlier Pod of the same id that synced says nothing of the new one.
     let mut s = Sampler::default();
     s.observe(three_and_four(&[1, 2, 3], running("u4b")));
-    s.joiner_seen(4, "u4", true);
+    s.joiner_seen(4, "u4", true, Some(5));
     s.observe(three_and_four(
         &[1, 2, 3, 4],
         serving("u4b", &[1, 2, 3, 4], false),

@@ -227,17 +227,20 @@ async fn watch_joiners(
             // cut) stops it serving as a voter, which says nothing of before. So a poll that saw
             // it not serving counts only if the leader, asked after it, still leaves it out;
             // with no leader to ask (an election), it is not counted either way.
-            let outside = if seen.iter().flatten().any(|(_, _, s)| *s == Some(false)) {
+            // The leader's epoch goes with every observation, so the sampler can tell a joiner
+            // that stopped serving in an election from one that stopped under the same leader.
+            let leader = if seen.iter().flatten().any(|(_, _, s)| s.is_some()) {
                 leader_config(http, &pods, &config).await
             } else {
                 None
             };
+            let epoch = leader.as_ref().map(|(e, _)| *e);
             if let Ok(mut s) = sampler.lock() {
                 for (id, uid, serving) in seen.into_iter().flatten() {
                     match serving {
-                        Some(true) => s.joiner_seen(id, &uid, true),
-                        Some(false) if outside.as_ref().is_some_and(|c| !c.contains(&id)) => {
-                            s.joiner_seen(id, &uid, false)
+                        Some(true) => s.joiner_seen(id, &uid, true, epoch),
+                        Some(false) if leader.as_ref().is_some_and(|(_, c)| !c.contains(&id)) => {
+                            s.joiner_seen(id, &uid, false, epoch)
                         }
                         Some(false) => {}
                         None => s.joiner_silent(id, &uid),
@@ -252,29 +255,33 @@ async fn watch_joiners(
     }
 }
 
-/// The configuration of the member that serves as leader now, asked among the members of
-/// `config` (the sampler's latest voters), or `None` when none of them answers as leader.
+/// The epoch (the high 32 bits of its last processed zxid) and the configuration of the member
+/// that serves as leader now, asked among the members of `config` (the sampler's latest
+/// voters), or `None` when none of them answers as leader.
 async fn leader_config(
     http: &reqwest::Client,
     pods: &[(u32, String, String)],
     config: &BTreeSet<u32>,
-) -> Option<BTreeSet<u32>> {
+) -> Option<(u32, BTreeSet<u32>)> {
     for (_, _, ip) in pods.iter().filter(|(id, _, _)| config.contains(id)) {
         let Ok(srvr) = admin_answer(http, ip, "srvr").await else {
             continue;
         };
-        if srvr
-            .pointer("/server_stats/server_state")
-            .and_then(|s| s.as_str())
-            != Some("leader")
+        let stats = |key: &str| srvr.pointer(&format!("/server_stats/{key}")).cloned();
+        if stats("server_state").and_then(|s| s.as_str().map(str::to_string))
+            != Some("leader".into())
         {
             continue;
         }
-        return admin_json(http, ip, "voting_view").await.and_then(|v| {
+        let epoch = stats("last_processed_zxid")
+            .and_then(|z| z.as_u64())
+            .map(|z| (z >> 32) as u32)?;
+        let config = admin_json(http, ip, "voting_view").await.and_then(|v| {
             v.get("current_config")?
                 .as_object()
                 .map(|c| c.keys().filter_map(|k| k.parse().ok()).collect())
-        });
+        })?;
+        return Some((epoch, config));
     }
     None
 }

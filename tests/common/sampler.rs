@@ -81,6 +81,9 @@ pub struct Sampler {
     /// member), so a joiner that syncs and is added between two samples is still seen synced
     /// before it votes.
     joiner_watch: BTreeMap<(u32, String), bool>,
+    /// The leader epochs of the watcher's latest observations of each member Pod outside the
+    /// configuration: (when last seen synced, when last seen not serving), when a leader said.
+    joiner_epochs: BTreeMap<(u32, String), (Option<u32>, Option<u32>)>,
     /// What the watcher's polls of each member Pod outside the configuration said, counted:
     /// (synced, not serving, no answer). Named in an I3 violation, as its evidence.
     joiner_polls: BTreeMap<(u32, String), (usize, usize, usize)>,
@@ -244,9 +247,16 @@ impl Sampler {
     }
 
     /// The joiner watcher saw member `id` (Pod `uid`) outside the configuration: serving (its
-    /// own configuration without itself) or not serving.
-    pub fn joiner_seen(&mut self, id: u32, uid: &str, serving: bool) {
+    /// own configuration without itself) or not serving, while the leader's epoch was `epoch`
+    /// (when a leader answered).
+    pub fn joiner_seen(&mut self, id: u32, uid: &str, serving: bool, epoch: Option<u32>) {
         self.joiner_watch.insert((id, uid.to_string()), serving);
+        let epochs = self.joiner_epochs.entry((id, uid.to_string())).or_default();
+        if serving {
+            epochs.0 = epoch.or(epochs.0);
+        } else {
+            epochs.1 = epoch;
+        }
         let polls = self.joiner_polls.entry((id, uid.to_string())).or_default();
         if serving {
             polls.0 += 1;
@@ -430,9 +440,21 @@ impl Sampler {
                         .get(id)
                         .and_then(|m| self.joiner_watch.get(&(*id, m.uid.clone())))
                         .copied();
+                    // One tolerance, for the watcher's resolution (a poll every ~100 ms): a
+                    // joiner seen synced, then not serving under a newer leader (an election
+                    // came between), may re-sync with the new leader and be added before the
+                    // next poll. It passes only if it serves in this sample, as a voter.
+                    let resynced_after_election = now.get(id).is_some_and(|m| {
+                        m.serving
+                            && matches!(
+                                self.joiner_epochs.get(&(*id, m.uid.clone())),
+                                Some((Some(synced), Some(lost))) if lost > synced
+                            )
+                    });
                     if let Some(before) = self.last.get(id)
                         && !before.serving
                         && watched != Some(true)
+                        && !resynced_after_election
                     {
                         let polls = now
                             .get(id)
