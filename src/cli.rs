@@ -250,6 +250,19 @@ pub enum EnsembleCommand {
         #[arg(short = 'o', long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
+    /// Collect what a bug report about NAMESPACE/NAME needs into a directory: the ensemble, its
+    /// status, member Pods and volumes, the Events about them, its ZkBackups and ZkRestores,
+    /// every member's and the operator's logs (no Secrets).
+    Report {
+        /// NAMESPACE/NAME (or NAME in the kubeconfig's namespace).
+        target: String,
+        /// The directory to write (default: quorate-report-NAMESPACE-NAME-TIME here).
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
+        /// Output format (of the summary; the report itself is YAML and text files).
+        #[arg(short = 'o', long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
     /// After a quorum loss that a majority of the members will not come back from (their
     /// volumes are lost): rebuild NAMESPACE/NAME from the surviving member with the highest
     /// zxid, set the other survivors' volumes aside, and grow back to spec.replicas (a ZkRestore
@@ -873,6 +886,23 @@ pub async fn run_online(command: &Command, cluster: &ClusterArgs) -> Result<Stri
                 target,
                 *wait,
                 timeout.unwrap_or(crate::backup_commands::DEFAULT_WAIT),
+                *output,
+            )
+            .await?)
+        }
+        Command::Ensemble {
+            command:
+                EnsembleCommand::Report {
+                    target,
+                    out_dir,
+                    output,
+                },
+        } => {
+            check_target("report", target).map_err(CliError::usage)?;
+            Ok(crate::report::ensemble_report(
+                &client().await?,
+                target,
+                out_dir.as_deref(),
                 *output,
             )
             .await?)

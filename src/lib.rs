@@ -22,6 +22,7 @@ pub mod day2;
 pub mod executor;
 pub mod inspect;
 pub mod metrics;
+pub mod report;
 #[cfg(feature = "sandbox")]
 pub mod sandbox;
 pub mod serve;

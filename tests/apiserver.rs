@@ -252,6 +252,144 @@ async fn every_sample_is_accepted_by_the_api_server(ctx: Arc<Ctx>) -> TestResult
     Ok(())
 }
 
+/// `quorate ensemble report` on the real API server: the ensemble, its member Pods, the Events
+/// about it and its ZkBackups are in the directory, a log the API server cannot serve (no
+/// kubelet here) is named as not collected instead of failing the report, and no Secret's
+/// content is anywhere in it.
+async fn a_report_holds_the_ensemble_its_pods_events_and_backups_and_no_secret(
+    ctx: Arc<Ctx>,
+) -> TestResult {
+    let (client, ns) = ctx.namespace("cli-report").await?;
+    let pp = PostParams::default();
+    Api::<MasterEnsemble>::namespaced(client.clone(), &ns)
+        .create(&pp, &ensemble("masters", 3))
+        .await
+        .map_err(|e| fail(format!("create: {e}")))?;
+    Api::<ZkBackup>::namespaced(client.clone(), &ns)
+        .create(&pp, &backup("nightly", "nightly"))
+        .await
+        .map_err(|e| fail(format!("create ZkBackup: {e}")))?;
+    let password = "report-must-not-hold-this-9f2c";
+    let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "masters-credentials"},
+        "stringData": {"superPassword": password},
+    }))
+    .map_err(|e| fail(e.to_string()))?;
+    Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), &ns)
+        .create(&pp, &secret)
+        .await
+        .map_err(|e| fail(format!("create Secret: {e}")))?;
+    let pod: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "masters-1", "labels": {"quorate.dev/ensemble": "masters"}},
+        "spec": {"containers": [{"name": "zookeeper", "image": "zookeeper:3.9.5",
+            "env": [{"name": "PASSWORD", "valueFrom": {"secretKeyRef": {"name": "masters-credentials", "key": "superPassword"}}}]}]},
+    }))
+    .map_err(|e| fail(e.to_string()))?;
+    Api::<Pod>::namespaced(client.clone(), &ns)
+        .create(&pp, &pod)
+        .await
+        .map_err(|e| fail(format!("create Pod: {e}")))?;
+    let event: k8s_openapi::api::core::v1::Event = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "masters.step"},
+        "involvedObject": {"kind": "MasterEnsemble", "name": "masters", "namespace": ns, "apiVersion": "quorate.dev/v1alpha1"},
+        "reason": "StepStarted", "message": "report-test-event", "type": "Normal",
+    }))
+    .map_err(|e| fail(e.to_string()))?;
+    Api::<k8s_openapi::api::core::v1::Event>::namespaced(client.clone(), &ns)
+        .create(&pp, &event)
+        .await
+        .map_err(|e| fail(format!("create Event: {e}")))?;
+
+    let dir = tempfile::tempdir().map_err(|e| fail(e.to_string()))?;
+    let out = dir.path().join("report");
+    let kubeconfig = ctx.plane.kubeconfig_path().display().to_string();
+    let target = format!("{ns}/masters");
+    let (code, printed, err) = run(&[
+        "--kubeconfig",
+        &kubeconfig,
+        "ensemble",
+        "report",
+        &target,
+        "--out-dir",
+        out.to_str().unwrap_or_default(),
+        "-o",
+        "json",
+    ])?;
+    if code != 0 {
+        return Err(fail(format!("report: exit {code}: {err}")));
+    }
+    let summary: serde_json::Value =
+        serde_json::from_str(&printed).map_err(|e| fail(format!("{e}: {printed}")))?;
+    let read = |name: &str| {
+        std::fs::read_to_string(out.join(name)).map_err(|e| fail(format!("{name}: {e}")))
+    };
+    let yaml = |name: &str| -> Result<serde_json::Value, Failed> {
+        serde_norway::from_str(&read(name)?).map_err(|e| fail(format!("{name}: {e}")))
+    };
+    let checks = [
+        (
+            "ensemble.yaml names masters",
+            yaml("ensemble.yaml")?["metadata"]["name"] == "masters",
+        ),
+        (
+            "pods.yaml holds masters-1",
+            yaml("pods.yaml")?[0]["metadata"]["name"] == "masters-1",
+        ),
+        (
+            "events.yaml holds the event",
+            read("events.yaml")?.contains("report-test-event"),
+        ),
+        (
+            "backups.yaml holds nightly",
+            yaml("backups.yaml")?[0]["metadata"]["name"] == "nightly",
+        ),
+        (
+            "status.txt is the status",
+            read("status.txt")?.contains(&format!("{ns}/masters")),
+        ),
+        (
+            "the member log is named as not collected",
+            read("README.txt")?.contains(&format!("logs/{ns}_masters-1_zookeeper.log")),
+        ),
+        (
+            "the summary lists what was written",
+            summary["files"].as_array().is_some_and(|f| f.len() >= 8),
+        ),
+    ];
+    let failed: Vec<&str> = checks
+        .iter()
+        .filter(|(_, ok)| !ok)
+        .map(|(w, _)| *w)
+        .collect();
+    if !failed.is_empty() {
+        return Err(fail(format!("report: {failed:?}; summary {summary}")));
+    }
+    for entry in walk(&out) {
+        let text = std::fs::read(&entry).map_err(|e| fail(e.to_string()))?;
+        if String::from_utf8_lossy(&text).contains(password) {
+            return Err(fail(format!(
+                "{} holds the Secret's password",
+                entry.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Every file under `dir`.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}
+
 /// Runs the quorate binary with no KUBECONFIG in its environment: exit code, stdout, stderr.
 fn run(args: &[&str]) -> Result<(i32, String, String), Failed> {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_quorate"))
@@ -1305,6 +1443,10 @@ fn main() -> std::process::ExitCode {
         (
             "known_vulnerable_versions_are_refused_unless_accepted",
             |c| Box::pin(known_vulnerable_versions_are_refused_unless_accepted(c)),
+        ),
+        (
+            "a_report_holds_the_ensemble_its_pods_events_and_backups_and_no_secret",
+            |c| Box::pin(a_report_holds_the_ensemble_its_pods_events_and_backups_and_no_secret(c)),
         ),
         ("every_sample_is_accepted_by_the_api_server", |c| {
             Box::pin(every_sample_is_accepted_by_the_api_server(c))
