@@ -263,6 +263,19 @@ pub enum EnsembleCommand {
         #[arg(short = 'o', long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
+    /// Open ZooKeeper's own shell (zkCli.sh) on a member of NAMESPACE/NAME through `kubectl
+    /// exec`: a serving follower unless --member names one. Inside, `addauth digest
+    /// super:<superPassword of the Secret NAME-credentials>` grants the super user.
+    Zkcli {
+        /// NAMESPACE/NAME (or NAME in the kubeconfig's namespace).
+        target: String,
+        /// The member's server id.
+        #[arg(long, value_name = "ID")]
+        member: Option<u32>,
+        /// Print the kubectl command instead of running it.
+        #[arg(long)]
+        print: bool,
+    },
     /// After a quorum loss that a majority of the members will not come back from (their
     /// volumes are lost): rebuild NAMESPACE/NAME from the surviving member with the highest
     /// zxid, set the other survivors' volumes aside, and grow back to spec.replicas (a ZkRestore
@@ -906,6 +919,38 @@ pub async fn run_online(command: &Command, cluster: &ClusterArgs) -> Result<Stri
                 *output,
             )
             .await?)
+        }
+        Command::Ensemble {
+            command:
+                EnsembleCommand::Zkcli {
+                    target,
+                    member,
+                    print,
+                },
+        } => {
+            check_target("zkcli", target).map_err(CliError::usage)?;
+            let mut command = crate::day2::zkcli_command(&client().await?, target, *member).await?;
+            // kubectl talks to the same cluster as this command.
+            let mut global = Vec::new();
+            if let Some(path) = &cluster.kubeconfig {
+                global.extend(["--kubeconfig".to_string(), path.display().to_string()]);
+            }
+            if let Some(context) = &cluster.context {
+                global.extend(["--context".to_string(), context.clone()]);
+            }
+            command.splice(1..1, global);
+            if *print {
+                return Ok(format!("{}\n", command.join(" ")));
+            }
+            let status = std::process::Command::new(&command[0])
+                .args(&command[1..])
+                .status()
+                .map_err(|e| format!("run {}: {e} (is kubectl on PATH?)", command[0]))?;
+            if status.success() {
+                Ok(String::new())
+            } else {
+                Err(format!("{} ended with {status}", command.join(" ")).into())
+            }
         }
         Command::Ensemble {
             command: EnsembleCommand::Pause { target, output },

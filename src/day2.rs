@@ -88,6 +88,74 @@ pub async fn change(
     Ok(change.said(&format!("{ns}/{name}"), &patched))
 }
 
+/// The `kubectl exec` that opens ZooKeeper's own shell (`zkCli.sh`) on member `member` of
+/// `target`, or on a serving follower (the leader when none; a member that serves when the
+/// status names no role). The shell connects to that member's client port only.
+pub async fn zkcli_command(
+    client: &Client,
+    target: &str,
+    member: Option<u32>,
+) -> Result<Vec<String>, String> {
+    use crate::crd::{MemberRole, MemberState};
+    let (ns, name, ens) = get(client, target).await?;
+    let status = ens.status.clone().unwrap_or_default();
+    let serving = |m: &&crate::crd::MemberStatus| m.state == Some(MemberState::Serving);
+    let id = match member {
+        Some(id) => i64::from(id),
+        None => status
+            .members
+            .iter()
+            .filter(serving)
+            .min_by_key(|m| (m.role == Some(MemberRole::Leader), m.server_id))
+            .map(|m| m.server_id)
+            .ok_or_else(|| {
+                format!(
+                    "no member of {ns}/{name} serves; name one with --member ID (the members: {})",
+                    status
+                        .members
+                        .iter()
+                        .map(|m| format!(
+                            "{} {}",
+                            m.server_id,
+                            m.state.map(MemberState::as_str).unwrap_or("-")
+                        ))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            })?,
+    };
+    let server = crate::planner::ServerId(
+        u32::try_from(id).map_err(|_| format!("--member {id} is not a server id"))?,
+    );
+    let pod = crate::executor::resources::names::member_pod(&name, server);
+    let host = crate::executor::resources::names::member_host(
+        &name,
+        &ns,
+        server,
+        crate::constants::CLUSTER_DOMAIN,
+    );
+    let shell = format!(
+        "{}/bin/zkCli.sh",
+        crate::executor::resources::member::install_dir(&ens.spec.version)
+    );
+    Ok([
+        "kubectl",
+        "exec",
+        "-it",
+        "-n",
+        &ns,
+        &pod,
+        "-c",
+        "zookeeper",
+        "--",
+        &shell,
+        "-server",
+        &format!("{host}:{}", crate::constants::CLIENT_PORT),
+    ]
+    .map(String::from)
+    .to_vec())
+}
+
 #[cfg(test)]
 mod tests {
     //! Unit tier: the patches, pure.

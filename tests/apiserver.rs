@@ -485,6 +485,46 @@ async fn day_two_commands_change_the_spec_as_they_say(ctx: Arc<Ctx>) -> TestResu
             "each restart must change the member spec hash: {hashes:?}"
         )));
     }
+    // zkcli: a serving follower by default, the member named otherwise, through the same
+    // kubeconfig; refused with the members listed when none serves.
+    let zkcli = |extra: &[&str]| {
+        let mut args = vec![
+            "--kubeconfig",
+            &kubeconfig,
+            "ensemble",
+            "zkcli",
+            &target,
+            "--print",
+        ];
+        args.extend_from_slice(extra);
+        run(&args)
+    };
+    let (code, _, err) = zkcli(&[])?;
+    if code != 1 || !err.contains("no member of") || !err.contains("--member") {
+        return Err(fail(format!(
+            "zkcli with no member serving: exit {code}: {err}"
+        )));
+    }
+    let status = serde_json::json!({"status": {"members": [
+        {"serverId": 1, "pod": "masters-1", "role": "leader", "state": "Serving"},
+        {"serverId": 2, "pod": "masters-2", "role": "follower", "state": "Down"},
+        {"serverId": 3, "pod": "masters-3", "role": "follower", "state": "Serving"},
+    ]}});
+    api.patch_status("masters", &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .map_err(|e| fail(format!("patch status: {e}")))?;
+    for (extra, id) in [(&[][..], 3), (&["--member", "2"][..], 2)] {
+        let (code, out, err) = zkcli(extra)?;
+        let wanted = format!(
+            "kubectl --kubeconfig {kubeconfig} exec -it -n {ns} masters-{id} -c zookeeper -- /apache-zookeeper-3.9.5-bin/bin/zkCli.sh -server masters-{id}.masters-members.{ns}.svc.cluster.local:2181"
+        );
+        if code != 0 || out.trim() != wanted {
+            return Err(fail(format!(
+                "zkcli {extra:?}: exit {code}: {out}{err}; wanted {wanted}"
+            )));
+        }
+    }
+
     let json = quorate("status", "json")?;
     let yaml = quorate("status", "yaml")?;
     if json != yaml || json["name"] != "masters" {
