@@ -104,86 +104,40 @@ fn a_voter_added_before_it_was_seen_synced_is_a_violation() {
     );
 }
 
+/// Whether a joiner is judged added without being synced: the sample before the add saw Pod
+/// `before_uid` starting; between the samples the watcher saw Pod "u4" as `watched` (serving,
+/// leader epoch) in order; the sample after sees member 4 a voter, as `after`.
+fn added_unsynced(before_uid: &str, watched: &[(bool, u32)], after: MemberView) -> bool {
+    let mut s = Sampler::default();
+    s.observe(three_and_four(&[1, 2, 3], running(before_uid)));
+    for (serving, epoch) in watched {
+        s.joiner_seen(4, "u4", *serving, Some(*epoch));
+    }
+    s.observe(three_and_four(&[1, 2, 3, 4], after));
+    s.violations.iter().any(|v| v.contains("without serving"))
+}
+
 #[test]
 fn a_joiner_the_watcher_saw_synced_between_two_samples_is_no_violation() {
-    // The sample before the reconfig saw the joiner starting; between the two samples the
-    // joiner watcher saw it serve outside the configuration, so it synced before it voted.
-    let mut s = Sampler::default();
-    s.observe(three_and_four(&[1, 2, 3], running("u4")));
-    s.joiner_seen(4, "u4", true, Some(5));
-    s.observe(three_and_four(
-        &[1, 2, 3, 4],
-        serving("u4", &[1, 2, 3, 4], false),
-    ));
-    assert!(s.violations.is_empty(), "{:?}", s.violations);
-
-    // What the watcher saw last counts: synced, then not serving again when added.
-    let mut s = Sampler::default();
-    s.observe(three_and_four(&[1, 2, 3], running("u4")));
-    s.joiner_seen(4, "u4", true, Some(5));
-    s.joiner_seen(4, "u4", false, Some(5));
-    s.observe(three_and_four(
-        &[1, 2, 3, 4],
-        serving("u4", &[1, 2, 3, 4], false),
-    ));
-    assert!(
-        s.violations.iter().any(|v| v.contains("without serving")),
-        "{:?}",
-        s.violations
-    );
-
+    let voter = |uid: &str| serving(uid, &[1, 2, 3, 4], false);
+    // Between the two samples the watcher saw it serve outside the configuration: synced
+    // before it voted.
+    assert!(!added_unsynced("u4", &[(true, 5)], voter("u4")));
+    // What the watcher saw last counts: synced, then not serving again under the same leader.
+    assert!(added_unsynced("u4", &[(true, 5), (false, 5)], voter("u4")));
     // Synced, then not serving under a newer leader (an election), then a voter that serves:
     // it re-synced with the new leader faster than the watcher polls, so no violation.
-    let mut s = Sampler::default();
-    s.observe(three_and_four(&[1, 2, 3], running("u4")));
-    s.joiner_seen(4, "u4", true, Some(5));
-    s.joiner_seen(4, "u4", false, Some(6));
-    s.observe(three_and_four(
-        &[1, 2, 3, 4],
-        serving("u4", &[1, 2, 3, 4], false),
+    assert!(!added_unsynced("u4", &[(true, 5), (false, 6)], voter("u4")));
+    // The same, but the new voter does not serve: nothing shows it re-synced.
+    assert!(added_unsynced(
+        "u4",
+        &[(true, 5), (false, 6)],
+        running("u4")
     ));
-    assert!(s.violations.is_empty(), "{:?}", s.violations);
-
-    // The same, but the new voter does not serve: nothing shows it re-synced; a violation.
-    let mut s = Sampler::default();
-    s.observe(three_and_four(&[1, 2, 3], running("u4")));
-    s.joiner_seen(4, "u4", true, Some(5));
-    s.joiner_seen(4, "u4", false, Some(6));
-    s.observe(three_and_four(&[1, 2, 3, 4], running("u4")));
-    assert!(
-        s.violations.iter().any(|v| v.contains("without serving")),
-        "{:?}",
-        s.violations
-    );
-
-    // Never seen synced at all, only not serving under two leaders: a violation.
-    let mut s = Sampler::default();
-    s.observe(three_and_four(&[1, 2, 3], running("u4")));
-    s.joiner_seen(4, "u4", false, Some(5));
-    s.joiner_seen(4, "u4", false, Some(6));
-    s.observe(three_and_four(
-        &[1, 2, 3, 4],
-        serving("u4", &[1, 2, 3, 4], false),
-    ));
-    assert!(
-        s.violations.iter().any(|v| v.contains("without serving")),
-        "{:?}",
-        s.violations
-    );
-
+    // Never seen synced at all, only not serving under two leaders.
+    assert!(added_unsynced("u4", &[(false, 5), (false, 6)], voter("u4")));
     // An earlier Pod of the same id that synced says nothing of the new one.
-    let mut s = Sampler::default();
-    s.observe(three_and_four(&[1, 2, 3], running("u4b")));
-    s.joiner_seen(4, "u4", true, Some(5));
-    s.observe(three_and_four(
-        &[1, 2, 3, 4],
-        serving("u4b", &[1, 2, 3, 4], false),
-    ));
-    assert!(
-        s.violations.iter().any(|v| v.contains("without serving")),
-        "{:?}",
-        s.violations
-    );
+    assert!(added_unsynced("u4b", &[(true, 5)], voter("u4b")));
 }
 
 #[test]
