@@ -39,7 +39,7 @@ impl Change {
         let paused = ens.spec.paused;
         match self {
             Change::Pause => format!(
-                "{target} paused: the operator observes and reports it but takes no step until `quorate ensemble resume {target}` (a step already committed in ZooKeeper is recorded first)\n"
+                "{target} paused: the operator observes and reports it but takes no step until `quorate ensemble resume {target}` (a step in flight is taken up again after resume)\n"
             ),
             Change::Resume => format!("{target} resumed: the operator acts on its spec again\n"),
             Change::Restart if paused => format!(
