@@ -114,6 +114,16 @@ pub async fn ensemble_status(
     output: Output,
 ) -> Result<String, String> {
     let (ns, name, ens) = get(client, target).await?;
+    render_status(&ns, &name, &ens, output)
+}
+
+/// [`ensemble_status`] of an ensemble already read.
+pub fn render_status(
+    ns: &str,
+    name: &str,
+    ens: &MasterEnsemble,
+    output: Output,
+) -> Result<String, String> {
     let status = ens.status.clone().unwrap_or_default();
     if output.is_structured() {
         let value = serde_json::json!({

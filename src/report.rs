@@ -127,7 +127,7 @@ pub async fn ensemble_report(
     w.put_yaml("ensemble.yaml", &ens)?;
     w.put(
         "status.txt",
-        &crate::inspect::ensemble_status(client, &format!("{ns}/{name}"), Output::Text).await?,
+        &crate::inspect::render_status(&ns, &name, &ens, Output::Text)?,
     )?;
 
     let members = ListParams::default().labels(&format!("{LABEL_ENSEMBLE}={name}"));

@@ -43,6 +43,15 @@ pub async fn admin_json(http: &reqwest::Client, ip: &str, cmd: &str) -> Option<s
     admin_answer(http, ip, cmd).await.ok()
 }
 
+/// The server ids of a member's own configuration, from its AdminServer's `voting_view`.
+pub async fn voting_view(http: &reqwest::Client, ip: &str) -> Option<BTreeSet<u32>> {
+    admin_json(http, ip, "voting_view").await.and_then(|v| {
+        v.get("current_config")?
+            .as_object()
+            .map(|c| c.keys().filter_map(|k| k.parse().ok()).collect())
+    })
+}
+
 /// Why an AdminServer command gave no JSON.
 #[derive(Debug, PartialEq, Eq)]
 pub enum NoAnswer {
@@ -137,11 +146,7 @@ async fn member_view(http: &reqwest::Client, p: &Pod) -> MemberView {
                 .pointer("/server_stats/server_state")
                 .and_then(|s| s.as_str())
                 == Some("leader");
-            view.config = admin_json(http, &ip, "voting_view").await.and_then(|v| {
-                v.get("current_config")
-                    .and_then(|c| c.as_object())
-                    .map(|c| c.keys().filter_map(|k| k.parse().ok()).collect())
-            });
+            view.config = voting_view(http, &ip).await;
         }
         Ok(_) | Err(NoAnswer::Refused) => {}
         Err(NoAnswer::Silent) => view.unanswered = true,
@@ -203,13 +208,7 @@ async fn watch_joiners(
                             Ok(srvr) if srvr.get("error").is_none_or(|e| e.is_null()) => {
                                 // Serving: a joiner only while its own configuration leaves
                                 // it out (once it votes, this says nothing of before).
-                                let own: Option<BTreeSet<u32>> =
-                                    admin_json(http, ip, "voting_view").await.and_then(|v| {
-                                        v.get("current_config")?.as_object().map(|c| {
-                                            c.keys().filter_map(|k| k.parse().ok()).collect()
-                                        })
-                                    });
-                                match own {
+                                match voting_view(http, ip).await {
                                     Some(c) if !c.contains(id) => Some(Some(true)),
                                     _ => None,
                                 }
@@ -276,12 +275,7 @@ async fn leader_config(
         let epoch = stats("last_processed_zxid")
             .and_then(|z| z.as_u64())
             .map(|z| (z >> 32) as u32)?;
-        let config = admin_json(http, ip, "voting_view").await.and_then(|v| {
-            v.get("current_config")?
-                .as_object()
-                .map(|c| c.keys().filter_map(|k| k.parse().ok()).collect())
-        })?;
-        return Some((epoch, config));
+        return Some((epoch, voting_view(http, ip).await?));
     }
     None
 }

@@ -15,7 +15,7 @@ use quorate::crd::{
 use quorate_testbed::nodeagent::Cut;
 
 use super::{create_and_converge, status_of};
-use crate::common::judges::{Judges, admin_json};
+use crate::common::judges::{Judges, admin_json, voting_view};
 use crate::common::*;
 
 /// `last_processed_zxid` from a member's own AdminServer, while it serves.
@@ -269,13 +269,8 @@ async fn zookeeper_voters(
         let Some(ip) = p.status.as_ref().and_then(|s| s.pod_ip.clone()) else {
             continue;
         };
-        let view = admin_json(http, &ip, "voting_view")
+        let view = voting_view(http, &ip)
             .await
-            .and_then(|v| {
-                v.get("current_config")
-                    .and_then(|c| c.as_object())
-                    .map(|c| c.keys().filter_map(|k| k.parse().ok()).collect())
-            })
             .ok_or_else(|| fail(format!("no voting_view from {ip}")))?;
         seen.push((ip, view));
     }
