@@ -52,7 +52,9 @@ pub async fn read_volumes(
         let Some(member) = obs.observed.members.get(&id) else {
             continue;
         };
-        if !member.volume || member.zk.zxid.is_some() {
+        // A member that serves answers its zxid; one out of its quorum may answer a zxid that
+        // is not its data, so its volume is read (`rules::survivor_zxid`).
+        if !member.volume || member.zk.serving {
             continue;
         }
         match obs.probes.get(&id).map(probe_answer) {

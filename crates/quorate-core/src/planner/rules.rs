@@ -283,9 +283,11 @@ pub fn restart_order(observed: &Observed, stale: &[ServerId]) -> Vec<ServerId> {
 }
 
 /// The survivor with the highest zxid among the voters (I7: recovery starts only from it): the
-/// zxid ZooKeeper reports, or else the one read from the member's volume. `None` unless every
-/// voter that still has a volume has a known zxid: a voter whose data is not known yet may hold
-/// the newest write, so naming another would let older data win.
+/// zxid ZooKeeper reports while the member serves, else the one read from the member's volume.
+/// A member that does not serve may still answer with a zxid that is not its data (a server
+/// out of its quorum reports what its stopped server last held, down to 0), so only its volume
+/// counts. `None` unless every voter that still has a volume has a known zxid: a voter whose
+/// data is not known yet may hold the newest write, so naming another would let older data win.
 pub fn most_up_to_date_survivor(
     observed: &Observed,
     voters: &BTreeSet<ServerId>,
@@ -297,7 +299,7 @@ pub fn most_up_to_date_survivor(
         .collect();
     let known: Vec<(ServerId, u64)> = survivors
         .iter()
-        .filter_map(|m| m.zk.zxid.or(m.volume_zxid).map(|z| (m.id, z)))
+        .filter_map(|m| survivor_zxid(m).map(|z| (m.id, z)))
         .collect();
     if known.len() < survivors.len() {
         return None;
@@ -305,6 +307,15 @@ pub fn most_up_to_date_survivor(
     known
         .into_iter()
         .max_by_key(|(id, z)| (*z, std::cmp::Reverse(*id)))
+}
+
+/// What a survivor holds: ZooKeeper's zxid while it serves, else its volume's.
+pub fn survivor_zxid(m: &Member) -> Option<u64> {
+    if m.zk.serving {
+        m.zk.zxid.or(m.volume_zxid)
+    } else {
+        m.volume_zxid
+    }
 }
 
 /// Whether a claimed step has taken effect, judged from the observation alone.

@@ -551,8 +551,15 @@ impl Sim {
                         } else {
                             Role::Follower
                         },
-                        // ZooKeeper answers a zxid only while it serves.
-                        zxid: serving.then_some(m.zxid),
+                        // ZooKeeper answers its zxid while it serves; a running member out
+                        // of its quorum may answer one that is not its data (at worst 0).
+                        zxid: if serving {
+                            Some(m.zxid)
+                        } else if m.process != Process::Down {
+                            Some(0)
+                        } else {
+                            None
+                        },
                         synced: serving && m.synced,
                     },
                     down_since: m.down_since,

@@ -504,12 +504,13 @@ fn quorum_lost_names_the_survivor_with_the_highest_zxid() {
         .down(2, t0() - SignedDuration::from_mins(10))
         .without_live_config()
         .build();
-    // Member 3 runs but has no quorum; it knows the highest zxid.
+    // Member 3 runs but has no quorum: whatever zxid it answers, its volume holds the highest.
     let m3 = o.members.get_mut(&id(3)).unwrap();
     m3.zk.serving = false;
     m3.zk.synced = false;
-    m3.zk.zxid = Some(0x2_0000_0005);
-    o.members.get_mut(&id(1)).unwrap().zk.zxid = Some(0x2_0000_0001);
+    m3.zk.zxid = Some(0x2_0000_0007);
+    m3.volume_zxid = Some(0x2_0000_0005);
+    o.members.get_mut(&id(1)).unwrap().volume_zxid = Some(0x2_0000_0001);
     o.members.get_mut(&id(2)).unwrap().volume_zxid = Some(0x2_0000_0004);
     let p = plan(&desired(3), &o, t0());
     assert_eq!(
@@ -567,6 +568,39 @@ fn quorum_lost_names_a_survivor_only_when_every_survivors_zxid_is_known() {
     o.members.get_mut(&id(3)).unwrap().volume_zxid = Some(0x2_0000_0003);
     o.members.get_mut(&id(2)).unwrap().volume = false;
     assert_eq!(survivor(&o), (Some(id(1)), Some(0x2_0000_0009)));
+}
+
+/// Campaign 2027, round 77: two of three disks lost, and the member with data out of its
+/// quorum. A member that does not serve may answer `srvr` with a zxid that is not its data (0);
+/// naming the survivor from those answers named an empty volume over the one holding every
+/// write. Only the volumes count until a member serves.
+#[test]
+fn quorum_lost_never_names_a_survivor_from_zxids_that_members_out_of_quorum_answer() {
+    let mut o = ObservedEnsemble::healthy(3)
+        .down(1, t0() - SignedDuration::from_mins(10))
+        .down(2, t0() - SignedDuration::from_mins(10))
+        .down(3, t0() - SignedDuration::from_mins(10))
+        .without_live_config()
+        .build();
+    for n in [1, 2, 3] {
+        let m = o.members.get_mut(&id(n)).unwrap();
+        m.pod.as_mut().unwrap().running = true;
+        m.zk.zxid = Some(0);
+    }
+    let survivor = |o: &Observed| match plan(&desired(3), o, t0()).decision {
+        Decision::Blocked {
+            reason: BlockReason::QuorumLost { survivor, zxid, .. },
+        } => (survivor, zxid),
+        other => panic!("expected QuorumLost, got {other:?}"),
+    };
+    // Every process answers 0 and no volume is read yet: nobody is named.
+    assert_eq!(survivor(&o), (None, None));
+    // Members 1 and 2 lost their disks (empty volumes read as 0); 3 holds the writes.
+    o.members.get_mut(&id(1)).unwrap().volume_zxid = Some(0);
+    o.members.get_mut(&id(2)).unwrap().volume_zxid = Some(0);
+    assert_eq!(survivor(&o), (None, None));
+    o.members.get_mut(&id(3)).unwrap().volume_zxid = Some(0x78_0000_0515);
+    assert_eq!(survivor(&o), (Some(id(3)), Some(0x78_0000_0515)));
 }
 
 #[test]
