@@ -190,9 +190,17 @@ struct Rig<'a> {
     kubeconfig: std::path::PathBuf,
     /// While set, the supervisor starts no operator (a fault wants exactly the ones it runs).
     hands_off: std::sync::atomic::AtomicBool,
+    /// Members whose data a fault of this round destroyed: they must be replaced (I4).
+    destroyed: std::sync::Mutex<Vec<u32>>,
 }
 
 impl Rig<'_> {
+    fn destroyed_data_of(&self, id: u32) {
+        if let Ok(mut d) = self.destroyed.lock() {
+            d.push(id);
+        }
+    }
+
     /// What a Deployment does for the operator: an operator that exited (it exits when it
     /// loses its Lease) is replaced, so two keep running.
     fn supervise(&self) -> Result<(), Failed> {
@@ -335,6 +343,7 @@ async fn inject(
         Fault::VolumeLost => {
             if let Some(id) = victim {
                 with_agent(bed, |a| a.delete_volume(ns, &format!("data-masters-{id}")))?;
+                rig.destroyed_data_of(id);
                 landed(bed, |a| a.kill(ns, &pod(id)))?;
             }
         }
@@ -342,6 +351,7 @@ async fn inject(
             if let Some(id) = victim {
                 landed(bed, |a| a.kill(ns, &pod(id)))?;
                 with_agent(bed, |a| a.delete_volume(ns, &format!("data-masters-{id}")))?;
+                rig.destroyed_data_of(id);
             }
         }
         Fault::CutBoth | Fault::CutIncoming | Fault::CutOutgoing | Fault::LeaderCut => {
@@ -476,9 +486,13 @@ async fn inject(
         Fault::PvcDeleted => {
             if let Some(id) = victim {
                 let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
-                let _ = pvcs
+                if pvcs
                     .delete(&format!("data-masters-{id}"), &DeleteParams::default())
-                    .await;
+                    .await
+                    .is_ok()
+                {
+                    rig.destroyed_data_of(id);
+                }
             }
         }
         Fault::PodStuckTerminating => {
@@ -528,27 +542,55 @@ fn schedule(rng: &mut StdRng, faults: usize) -> Vec<Fault> {
     out
 }
 
+/// Whether a member's volume, read on the node, holds its data: `myid` and ZooKeeper's files.
+fn volume_holds_data(bed: &Bed, ns: &str, id: u32) -> Result<bool, Failed> {
+    let dir = with_agent(
+        bed,
+        |a| Ok(a.volume_path(ns, &format!("data-masters-{id}"))),
+    )?;
+    let files = std::fs::read_dir(dir.join("data/version-2"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    Ok(dir.join("data/myid").is_file() && files > 0)
+}
+
 /// Waits until the ensemble has converged on `replicas` voters by ZooKeeper's own view and
-/// the operator's status, after every fault has been healed.
+/// the operator's status, after every fault has been healed: judged only from samples begun
+/// after the faults (a sample taken before them still shows the members they took down), and
+/// only while every voter's volume holds its data (a member serving from memory over a wiped
+/// disk loses everything at its next restart, so the ensemble has not recovered yet).
 async fn converged(
     rig: &Rig<'_>,
+    ns: &str,
     api: &Api<MasterEnsemble>,
     judges: &Judges,
     replicas: usize,
 ) -> Result<f64, Failed> {
     let bed = rig.bed;
     let t0 = Instant::now();
+    let before = judges.with_sampler(|s| s.samples)?;
     wait_for(
         "convergence after the faults",
         CONVERGE_WITHIN,
         async || {
             rig.supervise()?;
             let s = status_of(api).await?;
-            let seen = judges.with_sampler(|s| {
-                s.voters_served && s.configs.last().is_some_and(|c| c.len() == replicas)
+            let voters = judges.with_sampler(|s| {
+                // Two more samples: the first may have begun before the faults.
+                (s.samples >= before + 2 && s.voters_served)
+                    .then(|| s.configs.last().cloned())
+                    .flatten()
+                    .filter(|c| c.len() == replicas)
             })?;
-            Ok(seen
-                && s.phase == Some(EnsemblePhase::Running)
+            let Some(voters) = voters else {
+                return Ok(false);
+            };
+            for id in &voters {
+                if !volume_holds_data(bed, ns, *id)? {
+                    return Ok(false);
+                }
+            }
+            Ok(s.phase == Some(EnsemblePhase::Running)
                 && s.voters.len() == replicas
                 && s.ready_members as usize == replicas)
         },
@@ -599,6 +641,7 @@ pub async fn campaign(bed: &Bed, ns: &str, seed: u64, faults: usize) -> Result<(
         proxy,
         kubeconfig,
         hands_off: Default::default(),
+        destroyed: Default::default(),
     };
     bed.kill_operator();
     rig.top_up()?;
@@ -684,7 +727,16 @@ pub async fn campaign(bed: &Bed, ns: &str, seed: u64, faults: usize) -> Result<(
                 queue.push_front(fault);
             }
             rig.supervise()?;
-            let converge = converged(&rig, &api, &judges, size as usize).await?;
+            let converge = converged(&rig, ns, &api, &judges, size as usize).await?;
+            // A member whose data a fault destroyed never votes again under its id (I4): the
+            // ensemble converged only once it was replaced.
+            let destroyed = std::mem::take(&mut *rig.destroyed.lock().map_err(|_| fail("lock"))?);
+            let voters = judges.with_sampler(|s| s.configs.last().cloned().unwrap_or_default())?;
+            if let Some(id) = destroyed.iter().find(|id| voters.contains(id)) {
+                return Err(fail(format!(
+                    "round {round}: member {id} lost its data and still votes in {voters:?} after convergence"
+                )));
+            }
             // A verdict against quorate keeps the operators' log as its evidence.
             let verdict = judges
                 .finish(bed)
