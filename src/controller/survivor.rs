@@ -48,7 +48,10 @@ pub async fn read_volumes(
     }
     let image = operator_image();
     let mut learned = false;
-    for id in obs.observed.voters() {
+    // Every member with a volume (`rules::most_up_to_date_survivor`), not only the recorded
+    // voters.
+    let ids: Vec<_> = obs.observed.members.keys().copied().collect();
+    for id in ids {
         let Some(member) = obs.observed.members.get(&id) else {
             continue;
         };

@@ -95,6 +95,17 @@ pub struct MasterEnsembleSpec {
     #[serde(default)]
     pub paused: bool,
 
+    /// Server ids of members to replace while they are healthy (a host to retire, a disk to
+    /// move): for each, one at a time, a fresh member (a new id) joins, syncs and becomes a
+    /// voter first, then the listed member leaves the configuration and its Pod and volume are
+    /// deleted, so the ensemble never has fewer healthy voters than `replicas`. Ids that are no
+    /// longer voters are ignored (ids are never reused), so the list may keep them.
+    /// `quorate ensemble replace-member NS/NAME ID` adds one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    #[x_kube(validation = Rule::new("self.all(id, id >= 1)").message("spec.replaceMembers must hold server ids, each at least 1"))]
+    pub replace_members: Vec<i64>,
+
     /// Credentials. When absent, quorate generates a Secret with a super-user and an operator
     /// digest user.
     #[serde(default, skip_serializing_if = "Option::is_none")]

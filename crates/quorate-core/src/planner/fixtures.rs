@@ -19,6 +19,7 @@ pub fn desired(replicas: usize) -> Desired {
         replace_after: SignedDuration::from_mins(5),
         paused: false,
         backup_before_change: false,
+        replace: Default::default(),
     }
 }
 

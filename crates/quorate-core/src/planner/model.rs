@@ -48,6 +48,10 @@ pub struct Desired {
     /// A fresh Ready backup is needed before any change the user requests.
     #[serde(default)]
     pub backup_before_change: bool,
+    /// Members to replace while healthy (`spec.replaceMembers`): a fresh member votes before a
+    /// listed one leaves.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub replace: BTreeSet<ServerId>,
 }
 
 /// One invalid field of a spec.
@@ -222,6 +226,12 @@ impl TryFrom<&MasterEnsembleSpec> for Desired {
             replace_after,
             paused: spec.paused,
             backup_before_change: spec.backup_before_change.is_some(),
+            replace: spec
+                .replace_members
+                .iter()
+                .filter_map(|id| u32::try_from(*id).ok())
+                .map(ServerId)
+                .collect(),
         })
     }
 }

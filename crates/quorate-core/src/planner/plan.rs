@@ -56,6 +56,10 @@ pub enum Rule {
     ThreeToOneRemovesBothFollowersAtOnce,
     /// Rolling restarts go one member at a time, followers first, the leader last.
     RollingRestartLeaderLast,
+    /// A member listed in `spec.replaceMembers` is replaced while healthy: a fresh member joins,
+    /// syncs and votes first (one voter more than `replicas` for a while), then the listed one
+    /// is removed and deleted; one listed member at a time.
+    ListedMemberLeavesOnceItsSuccessorVotes,
     /// backupBeforeChange holds every requested change until a fresh backup exists.
     BackupBeforeChange,
     /// Nothing differs from the spec.
@@ -115,6 +119,7 @@ pub fn plan(desired: &Desired, observed: &Observed, now: Timestamp) -> Plan {
     if desired.paused {
         return wait(WaitReason::Paused, Rule::PausedStopsEveryStep);
     }
+    let desired = &with_replacements(desired, observed);
     if let Some(claim) = &observed.in_flight
         && !step_is_done(&claim.step, observed, desired)
         && claimed_step_must_continue(&claim.step, desired, observed)
@@ -168,6 +173,37 @@ fn claimed_step_must_continue(step: &Step, desired: &Desired, observed: &Observe
                 && quorum_survives_restart(observed, &voters, *id)
         }
     }
+}
+
+/// The spec as the planner pursues it while members listed in `spec.replaceMembers` still
+/// vote: one voter more than `replicas` until a fresh member votes in place of the first listed
+/// one, then `replicas` again, and the listed voter is the one removed
+/// ([`Rule::ListedMemberLeavesOnceItsSuccessorVotes`]). One listed member at a time, so the
+/// ensemble never has fewer voters than `replicas` and never more than one extra.
+pub fn with_replacements(desired: &Desired, observed: &Observed) -> Desired {
+    let voters = observed.voters();
+    let mut effective = desired.clone();
+    if observed.config.is_some()
+        && voters.len() <= desired.replicas
+        && desired.replace.iter().any(|id| voters.contains(id))
+    {
+        effective.replicas = desired.replicas + 1;
+    }
+    effective
+}
+
+/// The first listed voter (`spec.replaceMembers`), while more voters than `replicas` vote and
+/// the next removal takes one voter (three to one removes both followers at once instead).
+fn listed_voter_to_remove(desired: &Desired, voters: &BTreeSet<ServerId>) -> Option<ServerId> {
+    (voters.len() > desired.replicas && voters_per_change(voters.len(), desired.replicas) == 1)
+        .then(|| {
+            desired
+                .replace
+                .iter()
+                .copied()
+                .find(|id| voters.contains(id))
+        })
+        .flatten()
 }
 
 fn plan_fresh(desired: &Desired, observed: &Observed, now: Timestamp) -> Plan {
@@ -234,7 +270,7 @@ fn plan_fresh(desired: &Desired, observed: &Observed, now: Timestamp) -> Plan {
                 Rule::QuorumMustBeHealthy,
             );
         }
-        let survivor = most_up_to_date_survivor(observed, &voters);
+        let survivor = most_up_to_date_survivor(observed);
         return blocked(
             BlockReason::QuorumLost {
                 healthy: serving_voters(observed, &voters).len(),
@@ -470,6 +506,16 @@ fn plan_fresh(desired: &Desired, observed: &Observed, now: Timestamp) -> Plan {
                 seed: false,
             },
             rule,
+        );
+    }
+    if let Some(listed) = listed_voter_to_remove(desired, &voters)
+        && quorum_survives_removal(observed, &voters, listed)
+    {
+        return requested(
+            desired,
+            observed,
+            Step::remove_voter(listed),
+            Rule::ListedMemberLeavesOnceItsSuccessorVotes,
         );
     }
     if voters.len() > desired.replicas

@@ -74,6 +74,10 @@ enum Event {
     WipeDisk {
         pick: usize,
     },
+    /// The user lists a member in `spec.replaceMembers` (it may be no voter, or gone).
+    Replace {
+        pick: usize,
+    },
 }
 
 fn event() -> impl Strategy<Value = Event> {
@@ -90,6 +94,7 @@ fn event() -> impl Strategy<Value = Event> {
         1 => (any::<usize>(), 5i64..400).prop_map(|(pick, secs)| Event::Slow { pick, secs }),
         1 => (any::<usize>(), 30i64..400).prop_map(|(pick, secs)| Event::Flap { pick, secs }),
         1 => any::<usize>().prop_map(|pick| Event::WipeDisk { pick }),
+        1 => any::<usize>().prop_map(|pick| Event::Replace { pick }),
     ]
 }
 
@@ -123,6 +128,9 @@ fn apply(sim: &mut Sim, want: &mut Desired, generation: &mut u32, ev: Event) {
         Event::Flap { pick: p, secs } => sim.inject(Fault::Flap(pick(p), secs)),
         Event::LoseVolume { pick: p } => sim.inject(Fault::LoseVolume(pick(p))),
         Event::WipeDisk { pick: p } => sim.inject(Fault::WipeDisk(pick(p))),
+        Event::Replace { pick: p } => {
+            want.replace.insert(pick(p));
+        }
         Event::OperatorCrashAfterClaim => sim.inject(Fault::OperatorCrashAfterClaim),
         Event::OperatorCrashMidStep => sim.inject(Fault::OperatorCrashMidStep),
         Event::Pause(p) => want.paused = p,
@@ -492,9 +500,11 @@ mod judge {
         Ok(())
     }
 
-    /// A survivor named for recovery after a quorum loss holds the newest data that any voter
-    /// with a volume holds (I7): recovering from any other would throw writes away. A voter
-    /// here is one of the live configuration or one the operator last recorded.
+    /// A survivor named for recovery after a quorum loss holds at least the newest data that
+    /// any voter with a volume holds, and is named with what it holds (I7): recovering from any
+    /// other would throw writes away. A voter here is one of the live configuration or one the
+    /// operator last recorded; the survivor may be a member that never voted (a synced joiner
+    /// holds committed data only) when it holds more.
     pub fn named_survivor_is_the_most_up_to_date(
         sim: &Sim,
         decision: &super::Decision,
@@ -520,7 +530,7 @@ mod judge {
             .map(|m| m.zxid)
             .max();
         let holds = sim.members.get(named).map(|m| m.zxid);
-        if holds.is_none() || holds != newest || *zxid != newest {
+        if holds.is_none() || holds < newest || *zxid != holds {
             return Err(format!(
                 "quorum lost: member {named} named for recovery at {zxid:x?} holds {holds:x?}, \
                  but a voter holds {newest:x?}"

@@ -286,17 +286,13 @@ pub fn restart_order(observed: &Observed, stale: &[ServerId]) -> Vec<ServerId> {
 /// zxid ZooKeeper reports while the member serves, else the one read from the member's volume.
 /// A member that does not serve may still answer with a zxid that is not its data (a server
 /// out of its quorum reports what its stopped server last held, down to 0), so only its volume
-/// counts. `None` unless every voter that still has a volume has a known zxid: a voter whose
-/// data is not known yet may hold the newest write, so naming another would let older data win.
-pub fn most_up_to_date_survivor(
-    observed: &Observed,
-    voters: &BTreeSet<ServerId>,
-) -> Option<(ServerId, u64)> {
-    let survivors: Vec<&Member> = voters
-        .iter()
-        .filter_map(|id| observed.members.get(id))
-        .filter(|m| m.volume)
-        .collect();
+/// counts. Every member with a volume is a candidate, not only the voters recorded: a voter
+/// added by a reconfig that committed just before the loss may not be recorded yet, and a
+/// member that never voted holds only committed data. `None` unless every candidate has a
+/// known zxid: one whose data is not known yet may hold the newest write, so naming another
+/// would let older data win.
+pub fn most_up_to_date_survivor(observed: &Observed) -> Option<(ServerId, u64)> {
+    let survivors: Vec<&Member> = observed.members.values().filter(|m| m.volume).collect();
     let known: Vec<(ServerId, u64)> = survivors
         .iter()
         .filter_map(|m| survivor_zxid(m).map(|z| (m.id, z)))
