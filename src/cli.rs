@@ -250,6 +250,19 @@ pub enum EnsembleCommand {
         #[arg(short = 'o', long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
+    /// Replace member ID of NAMESPACE/NAME while it is healthy (a node to retire, a disk to
+    /// move): a fresh member joins, syncs and votes first, then ID leaves the configuration and
+    /// its Pod and volume are deleted (adds ID to `spec.replaceMembers`).
+    ReplaceMember {
+        /// NAMESPACE/NAME (or NAME in the kubeconfig's namespace).
+        target: String,
+        /// The server id of the voter to replace.
+        #[arg(value_parser = clap::value_parser!(u32).range(1..))]
+        id: u32,
+        /// Output format.
+        #[arg(short = 'o', long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
     /// Collect what a bug report about NAMESPACE/NAME needs into a directory: the ensemble, its
     /// status, member Pods and volumes, the Events about them, its ZkBackups and ZkRestores,
     /// every member's and the operator's logs (no Secrets).
@@ -961,6 +974,12 @@ pub async fn run_online(command: &Command, cluster: &ClusterArgs) -> Result<Stri
         Command::Ensemble {
             command: EnsembleCommand::Restart { target, output },
         } => day2(cluster, target, crate::day2::Change::Restart, *output).await,
+        Command::Ensemble {
+            command: EnsembleCommand::ReplaceMember { target, id, output },
+        } => {
+            check_target("replace-member", target).map_err(CliError::usage)?;
+            Ok(crate::day2::replace_member(&client().await?, target, *id, *output).await?)
+        }
         Command::Plan {
             ensemble: Some(target),
             now,

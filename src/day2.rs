@@ -1,6 +1,6 @@
 //! Commands that change a live ensemble through its spec, as a person would with `kubectl
-//! patch`, and nothing else: `quorate ensemble pause`, `resume` and `restart`. The operator
-//! takes the steps; these commands only say what it will do.
+//! patch`, and nothing else: `quorate ensemble pause`, `resume`, `restart` and
+//! `replace-member`. The operator takes the steps; these commands only say what it will do.
 
 use jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
@@ -86,6 +86,77 @@ pub async fn change(
         }));
     }
     Ok(change.said(&format!("{ns}/{name}"), &patched))
+}
+
+/// Asks for member `id` of `target` to be replaced while healthy: adds it to
+/// `spec.replaceMembers` (a merge patch conditioned on the resourceVersion read, so a
+/// concurrent edit of the list is not lost). Refused, with nothing changed, unless `id` is a
+/// voter in the recorded status.
+pub async fn replace_member(
+    client: &Client,
+    target: &str,
+    id: u32,
+    output: Output,
+) -> Result<String, String> {
+    let (ns, name, ens) = get(client, target).await?;
+    let voters = ens
+        .status
+        .as_ref()
+        .map(|s| s.voters.clone())
+        .unwrap_or_default();
+    let wanted = i64::from(id);
+    if !voters.contains(&wanted) {
+        return Err(format!(
+            "member {id} is not a voter of {ns}/{name} (voters: {}); only a voter is replaced",
+            voters
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    let mut listed = ens.spec.replace_members.clone();
+    if !listed.contains(&wanted) {
+        listed.push(wanted);
+    }
+    let api: Api<MasterEnsemble> = Api::namespaced(client.clone(), &ns);
+    let patch = serde_json::json!({
+        "metadata": {"resourceVersion": ens.metadata.resource_version},
+        "spec": {"replaceMembers": listed},
+    });
+    let patched = api
+        .patch(
+            &name,
+            &PatchParams {
+                field_manager: Some(FIELD_MANAGER.into()),
+                ..Default::default()
+            },
+            &Patch::Merge(&patch),
+        )
+        .await
+        .map_err(|e| match e {
+            kube::Error::Api(s) if s.code == 409 => format!(
+                "MasterEnsemble {ns}/{name} changed while replace-member read it; run it again"
+            ),
+            e => format!("patch MasterEnsemble {ns}/{name}: {e}"),
+        })?;
+    if output.is_structured() {
+        return output.encode(&serde_json::json!({
+            "namespace": ns,
+            "name": name,
+            "generation": patched.metadata.generation,
+            "replaceMembers": patched.spec.replace_members,
+        }));
+    }
+    let target = format!("{ns}/{name}");
+    let when = if patched.spec.paused {
+        " once resumed (it is paused)"
+    } else {
+        ""
+    };
+    Ok(format!(
+        "{target}: member {id} will be replaced{when}: a fresh member joins, syncs and votes first, then member {id} leaves the configuration and its Pod and volume are deleted; follow it with `quorate ensemble status {target}`\n"
+    ))
 }
 
 /// The `kubectl exec` that opens ZooKeeper's own shell (`zkCli.sh`) on member `member` of

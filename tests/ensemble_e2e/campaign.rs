@@ -558,7 +558,9 @@ fn volume_holds_data(bed: &Bed, ns: &str, id: u32) -> Result<bool, Failed> {
 /// the operator's status, after every fault has been healed: judged only from samples begun
 /// after the faults (a sample taken before them still shows the members they took down), and
 /// only while every voter's volume holds its data (a member serving from memory over a wiped
-/// disk loses everything at its next restart, so the ensemble has not recovered yet).
+/// disk loses everything at its next restart, so the ensemble has not recovered yet) and
+/// every voter's Pod and PVC exist and are not being deleted, read from the API server (the
+/// operator's status may still predate the faults).
 async fn converged(
     rig: &Rig<'_>,
     ns: &str,
@@ -585,8 +587,25 @@ async fn converged(
             let Some(voters) = voters else {
                 return Ok(false);
             };
+            let client = bed.client().await?;
+            let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
+            let pods: Api<Pod> = Api::namespaced(client, ns);
             for id in &voters {
                 if !volume_holds_data(bed, ns, *id)? {
+                    return Ok(false);
+                }
+                let pvc = pvcs.get_opt(&format!("data-masters-{id}")).await;
+                let pod = pods.get_opt(&format!("masters-{id}")).await;
+                let present = |deleting: Option<bool>| deleting == Some(false);
+                if !present(
+                    pvc.ok()
+                        .flatten()
+                        .map(|c| c.metadata.deletion_timestamp.is_some()),
+                ) || !present(
+                    pod.ok()
+                        .flatten()
+                        .map(|p| p.metadata.deletion_timestamp.is_some()),
+                ) {
                     return Ok(false);
                 }
             }
