@@ -505,7 +505,7 @@ async fn day_two_commands_change_the_spec_as_they_say(ctx: Arc<Ctx>) -> TestResu
             "zkcli with no member serving: exit {code}: {err}"
         )));
     }
-    let status = serde_json::json!({"status": {"members": [
+    let status = serde_json::json!({"status": {"voters": [1, 2, 3], "members": [
         {"serverId": 1, "pod": "masters-1", "role": "leader", "state": "Serving"},
         {"serverId": 2, "pod": "masters-2", "role": "follower", "state": "Down"},
         {"serverId": 3, "pod": "masters-3", "role": "follower", "state": "Serving"},
@@ -521,6 +521,61 @@ async fn day_two_commands_change_the_spec_as_they_say(ctx: Arc<Ctx>) -> TestResu
         if code != 0 || out.trim() != wanted {
             return Err(fail(format!(
                 "zkcli {extra:?}: exit {code}: {out}{err}; wanted {wanted}"
+            )));
+        }
+    }
+
+    // replace-member: a voter is listed in spec.replaceMembers (once, however often asked);
+    // an id that is no voter is refused naming the voters, with the spec untouched.
+    let replace = |id: &str, output: &str| {
+        run(&[
+            "--kubeconfig",
+            &kubeconfig,
+            "ensemble",
+            "replace-member",
+            &target,
+            id,
+            "-o",
+            output,
+        ])
+    };
+    for _ in 0..2 {
+        let (code, out, err) = replace("2", "json")?;
+        let listed = live().await?.spec.replace_members;
+        if code != 0 || listed != vec![2] || !out.contains("\"replaceMembers\":[2]") {
+            return Err(fail(format!(
+                "replace-member 2: exit {code}: {out}{err}; spec.replaceMembers {listed:?}"
+            )));
+        }
+    }
+    let (code, out, err) = replace("9", "text")?;
+    let listed = live().await?.spec.replace_members;
+    if code != 1
+        || !err.contains("member 9 is not a voter")
+        || !err.contains("1, 2, 3")
+        || listed != vec![2]
+    {
+        return Err(fail(format!(
+            "replace-member 9: exit {code}: {out}{err}; spec.replaceMembers {listed:?}"
+        )));
+    }
+    let (code, out, err) = replace("3", "text")?;
+    let listed = live().await?.spec.replace_members;
+    if code != 0 || !out.contains("member 3 will be replaced") || listed != vec![2, 3] {
+        return Err(fail(format!(
+            "replace-member 3: exit {code}: {out}{err}; spec.replaceMembers {listed:?}"
+        )));
+    }
+    // The schema refuses an id below 1 at apply, naming the field.
+    let bad = serde_json::json!({"spec": {"replaceMembers": [0]}});
+    match api
+        .patch("masters", &PatchParams::default(), &Patch::Merge(&bad))
+        .await
+    {
+        Err(kube::Error::Api(s)) if s.message.contains("spec.replaceMembers") => {}
+        other => {
+            return Err(fail(format!(
+                "replaceMembers [0] must be refused naming the field: {other:?}"
             )));
         }
     }

@@ -570,6 +570,36 @@ fn day_two_commands_check_their_target_before_the_cluster() {
     }
 }
 
+/// `replace-member` checks its target and the server id before any cluster is contacted.
+#[test]
+fn replace_member_checks_its_target_and_id_before_the_cluster() {
+    let missing = "/nonexistent/quorate-test.kubeconfig";
+    let run = |args: &[&str]| {
+        quorate(
+            &[
+                &["--kubeconfig", missing, "ensemble", "replace-member"][..],
+                args,
+            ]
+            .concat(),
+        )
+    };
+    let (code, _, err) = run(&["--", "a/b/c", "2"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("quorate ensemble replace-member") && err.contains("NAMESPACE/NAME"),
+        "{err}"
+    );
+    for bad in ["0", "-1", "two"] {
+        let (code, _, err) = run(&["ns/masters", "--", bad]);
+        assert_eq!(code, 2, "server id {bad:?} is a usage error: {err}");
+        assert!(err.contains("<ID>"), "names the argument: {err}");
+    }
+    let (code, _, err) = run(&["ns/masters"]);
+    assert_eq!(code, 2, "the id is required: {err}");
+    let (code, _, err) = run(&["ns/masters", "2"]);
+    assert_eq!(code, 3, "a good request reaches for the cluster: {err}");
+}
+
 /// `quorate completion bash|zsh` prints a script that knows the subcommands and their options.
 #[test]
 fn completion_scripts_know_the_subcommands() {

@@ -217,6 +217,81 @@ async fn replaces_a_failed_member_with_a_fresh_id(
     }
 }
 
+/// `quorate ensemble replace-member`: a healthy follower is replaced as a person retiring a
+/// host would, judged from ZooKeeper's own view: a fresh id votes (four voters) before the
+/// listed member leaves, the ensemble never has fewer than three voters, the member's Pod is
+/// deleted only after it left the configuration, and no acknowledged write is lost.
+async fn replaces_a_healthy_member_with_a_fresh_voter_before_it_leaves(
+    bed: &Bed,
+    ns: &str,
+) -> TestResult {
+    let (client, api) = create_and_converge(bed, ns, ensemble("masters", 3)).await?;
+    let judges = Judges::start(bed, ns, "masters").await?;
+    let listed = status_of(&api)
+        .await?
+        .members
+        .iter()
+        .find(|m| m.role == Some(quorate::crd::MemberRole::Follower))
+        .map(|m| m.server_id as u32)
+        .ok_or_else(|| fail("no follower"))?;
+    let target = format!("{ns}/masters");
+    let id = listed.to_string();
+    let out =
+        tokio::task::block_in_place(|| bed.cli(&["ensemble", "replace-member", &target, &id]))?;
+    if !out.status.success() {
+        return Err(fail(format!(
+            "quorate ensemble replace-member failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )));
+    }
+    wait_for(
+        "the listed member to be replaced",
+        Duration::from_secs(240),
+        async || {
+            judges.with_sampler(|s| {
+                s.removed.contains(&listed)
+                    && s.voters_served
+                    && s.configs.last().is_some_and(|c| c.len() == 3)
+            })
+        },
+    )
+    .await
+    .map_err(|e| fail(format!("{e:?}\noperator log:\n{}", bed.operator_log_tail())))?;
+    wait_converged(bed, &api, "masters", 3, Duration::from_secs(120)).await?;
+    let verdict = judges.finish(bed).await?;
+    let ids = server_ids(&member_pods(&client, ns).await?);
+    let fresh: Vec<u32> = verdict.added.iter().copied().collect();
+    let four = verdict
+        .configs
+        .iter()
+        .position(|c| c.len() == 4 && c.contains(&listed) && fresh.iter().all(|f| c.contains(f)));
+    let without = verdict.configs.iter().position(|c| !c.contains(&listed));
+    let fewest = verdict.configs.iter().map(BTreeSet::len).min();
+    if ids.contains(&listed)
+        || fresh.len() != 1
+        || fresh[0] <= 3
+        || four.is_none()
+        || without.is_none()
+        || four >= without
+        || fewest != Some(3)
+        || verdict.max_voters != 4
+    {
+        return Err(fail(format!(
+            "expected {listed} replaced by one fresh id that voted first: members {ids:?}, added {fresh:?}, configurations {:?}, at most {} voters",
+            verdict.configs, verdict.max_voters
+        )));
+    }
+    match (
+        verdict.left_config_at.get(&listed),
+        verdict.pod_gone_at.get(&listed),
+    ) {
+        (Some(left), Some(gone)) if left <= gone => Ok(()),
+        other => Err(fail(format!(
+            "member {listed} must leave the configuration before its Pod is deleted: (left, gone) samples {other:?}"
+        ))),
+    }
+}
+
 /// A spec change rolls every member: ZooKeeper's own view shows followers restarted first,
 /// one at a time, and the leader last.
 /// A roll asked for as a person would, with `quorate ensemble restart` (no spec field changes).
@@ -852,6 +927,10 @@ fn scenarios() -> Vec<(&'static str, Scenario)> {
                     quorum_loss::recovers_from_the_most_up_to_date_survivor_after_a_majority_is_lost(b, n),
                 )
             },
+        ),
+        (
+            "replaces_a_healthy_member_with_a_fresh_voter_before_it_leaves",
+            |b, n| Box::pin(replaces_a_healthy_member_with_a_fresh_voter_before_it_leaves(b, n)),
         ),
         (
             "replaces_a_member_whose_disk_and_process_are_lost_with_a_fresh_id",
