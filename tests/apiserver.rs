@@ -542,7 +542,9 @@ async fn day_two_commands_change_the_spec_as_they_say(ctx: Arc<Ctx>) -> TestResu
     for _ in 0..2 {
         let (code, out, err) = replace("2", "json")?;
         let listed = live().await?.spec.replace_members;
-        if code != 0 || listed != vec![2] || !out.contains("\"replaceMembers\":[2]") {
+        let printed: serde_json::Value =
+            serde_json::from_str(&out).map_err(|e| fail(format!("{e}: {out}")))?;
+        if code != 0 || listed != vec![2] || printed["replaceMembers"] != serde_json::json!([2]) {
             return Err(fail(format!(
                 "replace-member 2: exit {code}: {out}{err}; spec.replaceMembers {listed:?}"
             )));
