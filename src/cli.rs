@@ -33,6 +33,42 @@ pub struct ClusterArgs {
     pub context: Option<String>,
 }
 
+/// The ensemble a command acts on: NAMESPACE/NAME, or NAME in the namespace `-n` gives (else
+/// the kubeconfig's).
+#[derive(Debug, Clone, clap::Args)]
+pub struct Target {
+    /// NAMESPACE/NAME, or NAME (in the namespace of -n, else the kubeconfig's).
+    #[arg(value_name = "TARGET")]
+    pub target: String,
+    /// The namespace of a bare NAME (a NAMESPACE/NAME must agree with it).
+    #[arg(short = 'n', long, value_name = "NAMESPACE")]
+    pub namespace: Option<String>,
+}
+
+impl Target {
+    /// NAMESPACE/NAME or NAME, checked before any cluster is contacted (exit 2): each part a
+    /// DNS label, and a namespace given twice given the same.
+    pub fn resolve(&self, command: &str) -> Result<String, CliError> {
+        check_target(command, &self.target).map_err(CliError::usage)?;
+        let Some(ns) = &self.namespace else {
+            return Ok(self.target.clone());
+        };
+        if !is_dns_label(ns) {
+            return Err(CliError::usage(format!(
+                "quorate ensemble {command}: -n {ns:?} is not a namespace name (lowercase letters, digits and '-', at most 63)"
+            )));
+        }
+        match self.target.split_once('/') {
+            Some((given, _)) if given != ns => Err(CliError::usage(format!(
+                "quorate ensemble {command}: {:?} names namespace {given:?} but -n gives {ns:?}; give the namespace once",
+                self.target
+            ))),
+            Some(_) => Ok(self.target.clone()),
+            None => Ok(format!("{ns}/{}", self.target)),
+        }
+    }
+}
+
 /// Exit codes: 0 success, 1 the command ran and failed (a restore that ended Failed, an object
 /// that does not exist, the API server refused), 2 the arguments are wrong (checked before any
 /// cluster is contacted; clap's own usage errors are 2 too), 3 the cluster cannot be reached
@@ -217,8 +253,8 @@ pub enum EnsembleCommand {
     },
     /// Members, roles, quorum, the step in flight and the conditions of NAMESPACE/NAME.
     Status {
-        /// NAMESPACE/NAME (or NAME in the kubeconfig's namespace).
-        target: String,
+        #[command(flatten)]
+        target: Target,
         /// Output format.
         #[arg(short = 'o', long, value_enum, default_value_t = Output::Text)]
         output: Output,
@@ -226,16 +262,16 @@ pub enum EnsembleCommand {
     /// Stop every step on NAMESPACE/NAME (`spec.paused: true`): the operator keeps observing
     /// and reporting it, and acts again after `resume`.
     Pause {
-        /// NAMESPACE/NAME (or NAME in the kubeconfig's namespace).
-        target: String,
+        #[command(flatten)]
+        target: Target,
         /// Output format.
         #[arg(short = 'o', long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
     /// Let the operator act on NAMESPACE/NAME again (`spec.paused: false`).
     Resume {
-        /// NAMESPACE/NAME (or NAME in the kubeconfig's namespace).
-        target: String,
+        #[command(flatten)]
+        target: Target,
         /// Output format.
         #[arg(short = 'o', long, value_enum, default_value_t = Output::Text)]
         output: Output,
@@ -244,8 +280,8 @@ pub enum EnsembleCommand {
     /// last, each only once the one before serves again (a roll, started by setting
     /// `quorate.dev/restartedAt` on `spec.podTemplate.annotations`).
     Restart {
-        /// NAMESPACE/NAME (or NAME in the kubeconfig's namespace).
-        target: String,
+        #[command(flatten)]
+        target: Target,
         /// Output format.
         #[arg(short = 'o', long, value_enum, default_value_t = Output::Text)]
         output: Output,
@@ -254,8 +290,8 @@ pub enum EnsembleCommand {
     /// move): a fresh member joins, syncs and votes first, then ID leaves the configuration and
     /// its Pod and volume are deleted (adds ID to `spec.replaceMembers`).
     ReplaceMember {
-        /// NAMESPACE/NAME (or NAME in the kubeconfig's namespace).
-        target: String,
+        #[command(flatten)]
+        target: Target,
         /// The server id of the voter to replace.
         #[arg(value_parser = clap::value_parser!(u32).range(1..))]
         id: u32,
@@ -267,8 +303,8 @@ pub enum EnsembleCommand {
     /// status, member Pods and volumes, the Events about them, its ZkBackups and ZkRestores,
     /// every member's and the operator's logs (no Secrets).
     Report {
-        /// NAMESPACE/NAME (or NAME in the kubeconfig's namespace).
-        target: String,
+        #[command(flatten)]
+        target: Target,
         /// The directory to write (default: quorate-report-NAMESPACE-NAME-TIME here).
         #[arg(long, value_name = "DIR")]
         out_dir: Option<PathBuf>,
@@ -280,8 +316,8 @@ pub enum EnsembleCommand {
     /// exec`: a serving follower unless --member names one. Inside, `addauth digest
     /// super:<superPassword of the Secret NAME-credentials>` grants the super user.
     Zkcli {
-        /// NAMESPACE/NAME (or NAME in the kubeconfig's namespace).
-        target: String,
+        #[command(flatten)]
+        target: Target,
         /// The member's server id.
         #[arg(long, value_name = "ID")]
         member: Option<u32>,
@@ -295,8 +331,8 @@ pub enum EnsembleCommand {
     /// with `source.survivors`). Refused while any member serves or a majority still holds
     /// data.
     Recover {
-        /// NAMESPACE/NAME (or NAME in the kubeconfig's namespace).
-        target: String,
+        #[command(flatten)]
+        target: Target,
         /// Go ahead: every member is stopped and the ensemble restarts from one survivor.
         #[arg(long)]
         yes: bool,
@@ -881,7 +917,10 @@ pub async fn run_online(command: &Command, cluster: &ClusterArgs) -> Result<Stri
         }
         Command::Ensemble {
             command: EnsembleCommand::Status { target, output },
-        } => Ok(crate::inspect::ensemble_status(&client().await?, target, *output).await?),
+        } => {
+            let target = target.resolve("status")?;
+            Ok(crate::inspect::ensemble_status(&client().await?, &target, *output).await?)
+        }
         Command::Ensemble {
             command:
                 EnsembleCommand::List {
@@ -906,6 +945,7 @@ pub async fn run_online(command: &Command, cluster: &ClusterArgs) -> Result<Stri
                     output,
                 },
         } => {
+            let target = &target.resolve("recover")?;
             check_recover(target, *yes).map_err(CliError::usage)?;
             Ok(crate::backup_commands::recover(
                 &client().await?,
@@ -924,7 +964,7 @@ pub async fn run_online(command: &Command, cluster: &ClusterArgs) -> Result<Stri
                     output,
                 },
         } => {
-            check_target("report", target).map_err(CliError::usage)?;
+            let target = &target.resolve("report")?;
             Ok(crate::report::ensemble_report(
                 &client().await?,
                 target,
@@ -941,7 +981,7 @@ pub async fn run_online(command: &Command, cluster: &ClusterArgs) -> Result<Stri
                     print,
                 },
         } => {
-            check_target("zkcli", target).map_err(CliError::usage)?;
+            let target = &target.resolve("zkcli")?;
             let mut command = crate::day2::zkcli_command(&client().await?, target, *member).await?;
             // kubectl talks to the same cluster as this command.
             let mut global = Vec::new();
@@ -977,7 +1017,7 @@ pub async fn run_online(command: &Command, cluster: &ClusterArgs) -> Result<Stri
         Command::Ensemble {
             command: EnsembleCommand::ReplaceMember { target, id, output },
         } => {
-            check_target("replace-member", target).map_err(CliError::usage)?;
+            let target = &target.resolve("replace-member")?;
             Ok(crate::day2::replace_member(&client().await?, target, *id, *output).await?)
         }
         Command::Plan {
@@ -1061,13 +1101,13 @@ pub fn check_target(command: &str, target: &str) -> Result<(), String> {
 /// Runs a day-2 change after checking its target.
 async fn day2(
     cluster: &ClusterArgs,
-    target: &str,
+    target: &Target,
     change: crate::day2::Change,
     output: Output,
 ) -> Result<String, CliError> {
     let verb = format!("{change:?}").to_lowercase();
-    check_target(&verb, target).map_err(CliError::usage)?;
-    Ok(crate::day2::change(&client(cluster).await?, target, change, output).await?)
+    let target = target.resolve(&verb)?;
+    Ok(crate::day2::change(&client(cluster).await?, &target, change, output).await?)
 }
 
 pub fn check_recover(target: &str, yes: bool) -> Result<(), String> {

@@ -589,6 +589,25 @@ async fn day_two_commands_change_the_spec_as_they_say(ctx: Arc<Ctx>) -> TestResu
             "status -o yaml differs from -o json:\n{yaml}\n{json}"
         )));
     }
+    // -n names the namespace of a bare NAME.
+    let (code, out, err) = run(&[
+        "--kubeconfig",
+        &kubeconfig,
+        "ensemble",
+        "status",
+        "masters",
+        "-n",
+        &ns,
+        "-o",
+        "json",
+    ])?;
+    let by_n: serde_json::Value =
+        serde_json::from_str(&out).map_err(|e| fail(format!("{e}: {out}{err}")))?;
+    if code != 0 || by_n != json {
+        return Err(fail(format!(
+            "status masters -n {ns}: exit {code}: {out}{err}"
+        )));
+    }
     Ok(())
 }
 

@@ -570,6 +570,52 @@ fn day_two_commands_check_their_target_before_the_cluster() {
     }
 }
 
+/// Every command that acts on one ensemble takes `-n NAMESPACE` for a bare NAME, checked
+/// before any cluster is contacted: a bad namespace, or a NAMESPACE/NAME that names another
+/// namespace than `-n`, is a usage error (exit 2) naming the rule.
+#[test]
+fn every_ensemble_command_takes_a_namespace_checked_before_the_cluster() {
+    let missing = "/nonexistent/quorate-test.kubeconfig";
+    let commands: [&[&str]; 8] = [
+        &["status"],
+        &["pause"],
+        &["resume"],
+        &["restart"],
+        &["report"],
+        &["zkcli", "--print"],
+        &["replace-member"],
+        &["recover", "--yes"],
+    ];
+    for command in commands {
+        let verb = command[0];
+        let run = |target: &[&str]| {
+            let mut args = vec!["--kubeconfig", missing, "ensemble"];
+            args.extend_from_slice(command);
+            args.extend_from_slice(target);
+            if verb == "replace-member" {
+                args.push("2");
+            }
+            quorate(&args)
+        };
+        let (code, _, err) = run(&["-n", "Team_A", "masters"]);
+        assert_eq!(code, 2, "{verb}: a bad -n is a usage error: {err}");
+        assert!(
+            err.contains("-n \"Team_A\" is not a namespace name"),
+            "{verb}: {err}"
+        );
+        let (code, _, err) = run(&["-n", "team-a", "team-b/masters"]);
+        assert_eq!(code, 2, "{verb}: two namespaces: {err}");
+        assert!(err.contains("give the namespace once"), "{verb}: {err}");
+        for good in [
+            &["-n", "team-a", "masters"][..],
+            &["--namespace", "team-a", "team-a/masters"],
+        ] {
+            let (code, _, err) = run(good);
+            assert_eq!(code, 3, "{verb} {good:?} reaches for the cluster: {err}");
+        }
+    }
+}
+
 /// `replace-member` checks its target and the server id before any cluster is contacted.
 #[test]
 fn replace_member_checks_its_target_and_id_before_the_cluster() {
