@@ -395,6 +395,39 @@ fn an_election_is_not_a_transition_but_two_members_down_under_a_leader_are() {
 }
 
 /// A member whose AdminServer does not answer in time (a busy JVM).
+/// Campaign seed 2027, round 27: a leader cut off (or silent, kept at its last known state)
+/// still says it leads with the configuration it had, while the new leader has committed a
+/// removal. The newer leader (the higher zxid, a newer epoch) holds the configuration: no
+/// removed id "comes back".
+#[test]
+fn a_stale_leader_does_not_bring_back_a_removed_voter() {
+    let at = |member: MemberView, zxid: u64| MemberView {
+        zxid: Some(zxid),
+        ..member
+    };
+    let mut s = Sampler::default();
+    s.observe(sample(vec![
+        (1, at(serving("u1", &[1, 2, 3], true), 0x1_0000_0010)),
+        (2, at(serving("u2", &[1, 2, 3], false), 0x1_0000_0010)),
+        (3, at(serving("u3", &[1, 2, 3], false), 0x1_0000_0010)),
+    ]));
+    // 1 is cut off and silent; 2 leads a new epoch and removes it.
+    s.observe(sample(vec![
+        (1, unanswered("u1")),
+        (2, at(serving("u2", &[2, 3], true), 0x2_0000_0002)),
+        (3, at(serving("u3", &[2, 3], false), 0x2_0000_0002)),
+    ]));
+    // 1 answers again, still sure it leads {1, 2, 3}.
+    s.observe(sample(vec![
+        (1, at(serving("u1", &[1, 2, 3], true), 0x1_0000_0010)),
+        (2, at(serving("u2", &[2, 3], true), 0x2_0000_0003)),
+        (3, at(serving("u3", &[2, 3], false), 0x2_0000_0003)),
+    ]));
+    assert!(s.violations.is_empty(), "{:?}", s.violations);
+    assert_eq!(s.configs, vec![set(&[1, 2, 3]), set(&[2, 3])]);
+    assert_eq!(s.removed, set(&[1]));
+}
+
 fn unanswered(uid: &str) -> MemberView {
     MemberView {
         unanswered: true,

@@ -146,6 +146,9 @@ async fn member_view(http: &reqwest::Client, p: &Pod) -> MemberView {
                 .pointer("/server_stats/server_state")
                 .and_then(|s| s.as_str())
                 == Some("leader");
+            view.zxid = srvr
+                .pointer("/server_stats/last_processed_zxid")
+                .and_then(|z| z.as_u64());
             view.config = voting_view(http, &ip).await;
         }
         Ok(_) | Err(NoAnswer::Refused) => {}

@@ -19,6 +19,9 @@ pub struct MemberView {
     pub leader: bool,
     /// The configuration this member reports (voter ids).
     pub config: Option<BTreeSet<u32>>,
+    /// The last zxid it processed (`srvr`): its epoch orders two members that both say they
+    /// lead (a leader cut off keeps saying so until it notices, with an older epoch).
+    pub zxid: Option<u64>,
     /// Its AdminServer gave no answer in time (neither an answer nor a refused connection): a
     /// busy JVM says nothing about its state, so the sampler keeps the member's last known
     /// state while its Pod is the same, for at most [`SILENT_SAMPLES`] samples in a row (a
@@ -293,6 +296,7 @@ impl Sampler {
                 m.serving = before.serving;
                 m.leader = before.leader;
                 m.config = before.config.clone();
+                m.zxid = before.zxid;
             }
         }
         // Members in transition are counted while a leader serves: during an election (after
@@ -305,12 +309,17 @@ impl Sampler {
             self.max_in_transition = self.max_in_transition.max(transition);
         }
 
-        // The leader's configuration is the committed one; any serving member's otherwise.
-        let config = now
-            .values()
-            .filter(|m| m.leader)
-            .chain(now.values().filter(|m| m.serving))
-            .find_map(|m| m.config.clone());
+        // The leader's configuration is the committed one; any serving member's otherwise. Of
+        // two that say they lead, the newer (highest zxid, so the newest epoch): a leader cut off
+        // from its followers, or one silent and kept at its last known state, still says so
+        // with the configuration it had.
+        let newest = |leaders: bool| {
+            now.values()
+                .filter(|m| m.config.is_some() && if leaders { m.leader } else { m.serving })
+                .max_by_key(|m| m.zxid)
+                .and_then(|m| m.config.clone())
+        };
+        let config = newest(true).or_else(|| newest(false));
 
         // Never two configurations that each form a quorum: two leaders, each followed by a
         // majority of its own configuration, with no member in common.
