@@ -372,6 +372,250 @@ async fn a_bad_namespace_list_is_refused_at_render_time(ctx: Arc<Ctx>) -> TestRe
     Ok(())
 }
 
+// ---------------------------------------------------------------------------------------------
+// The values schema
+// ---------------------------------------------------------------------------------------------
+
+/// What the end-to-end harness (tests/common) installs: no operator Pods.
+const E2E_SET: &str = "replicaCount=0,image.repository=quorate,image.tag=e2e";
+
+fn read_chart_file(name: &str) -> Result<String, Failed> {
+    std::fs::read_to_string(chart_dir().join(name))
+        .map_err(|e| fail(format!("charts/quorate/{name}: {e}")))
+}
+
+fn values_schema() -> Result<Value, Failed> {
+    serde_json::from_str(&read_chart_file("values.schema.json")?)
+        .map_err(|e| fail(format!("values.schema.json is not JSON: {e}")))
+}
+
+/// The schema node a property's `$ref` points at (`#/definitions/NAME`), or the node itself.
+fn resolved<'a>(schema: &'a Value, node: &'a Value) -> &'a Value {
+    match node["$ref"].as_str() {
+        Some(r) => r
+            .strip_prefix("#/definitions/")
+            .map(|name| &schema["definitions"][name])
+            .unwrap_or(node),
+        None => node,
+    }
+}
+
+/// Walks the schema's properties: each must have a description, and each object of the
+/// chart's own (one with `properties`, not an item of a list of Kubernetes objects) must be
+/// closed. Every problem found is pushed to `wrong`.
+fn check_schema_node(schema: &Value, node: &Value, path: &str, wrong: &mut Vec<String>) {
+    let node = resolved(schema, node);
+    let Some(properties) = node["properties"].as_object() else {
+        return;
+    };
+    if node["additionalProperties"] != false {
+        wrong.push(format!("{path}: has properties but is not closed"));
+    }
+    for (name, property) in properties {
+        let at = if path.is_empty() {
+            name.clone()
+        } else {
+            format!("{path}.{name}")
+        };
+        if property["description"]
+            .as_str()
+            .is_none_or(|d| d.trim().is_empty())
+        {
+            wrong.push(format!("{at}: no description"));
+        }
+        if property["type"].is_null() && property["$ref"].is_null() {
+            wrong.push(format!("{at}: no type"));
+        }
+        check_schema_node(schema, property, &at, wrong);
+    }
+}
+
+/// Every key of values.yaml, down to the chart's own closed objects, must be a property of the
+/// schema there.
+fn check_values_in_schema(
+    schema: &Value,
+    node: &Value,
+    values: &Value,
+    path: &str,
+    wrong: &mut Vec<String>,
+) {
+    let node = resolved(schema, node);
+    let (Some(values), Some(properties)) = (values.as_object(), node["properties"].as_object())
+    else {
+        return;
+    };
+    for (key, value) in values {
+        let at = if path.is_empty() {
+            key.clone()
+        } else {
+            format!("{path}.{key}")
+        };
+        match properties.get(key) {
+            Some(property) => check_values_in_schema(schema, property, value, &at, wrong),
+            None => wrong.push(format!("{at}: in values.yaml but not in the schema")),
+        }
+    }
+}
+
+async fn every_value_is_in_the_schema_with_a_type_and_a_description(_ctx: Arc<Ctx>) -> TestResult {
+    let schema = values_schema()?;
+    if schema["$schema"] != "http://json-schema.org/draft-07/schema#" {
+        return Err(fail(format!("not draft-07: {}", schema["$schema"])));
+    }
+    if schema["additionalProperties"] != false {
+        return Err(fail("the top level of the schema is not closed"));
+    }
+    let values: Value = serde_norway::from_str(&read_chart_file("values.yaml")?)
+        .map_err(|e| fail(format!("values.yaml: {e}")))?;
+    let mut wrong = Vec::new();
+    check_schema_node(&schema, &schema, "", &mut wrong);
+    check_values_in_schema(&schema, &schema, &values, "", &mut wrong);
+    // And the other way: the schema describes no value the chart does not have.
+    let (Some(top), Some(described)) = (values.as_object(), schema["properties"].as_object())
+    else {
+        return Err(fail("values.yaml or the schema has no top-level map"));
+    };
+    for key in described.keys() {
+        if !top.contains_key(key) {
+            wrong.push(format!("{key}: in the schema but not in values.yaml"));
+        }
+    }
+    // The pass-through Kubernetes objects stay open.
+    for key in [
+        "resources",
+        "affinity",
+        "podSecurityContext",
+        "securityContext",
+    ] {
+        let node = &schema["properties"][key];
+        if node["type"] != "object" || node["additionalProperties"] == false {
+            wrong.push(format!("{key}: must be an open object"));
+        }
+    }
+    if wrong.is_empty() {
+        Ok(())
+    } else {
+        Err(fail(format!("the values schema: {wrong:#?}")))
+    }
+}
+
+async fn the_values_schema_accepts_the_defaults_and_every_value_set_the_tests_use(
+    ctx: Arc<Ctx>,
+) -> TestResult {
+    let chart = chart_dir();
+    let chart = chart.to_string_lossy();
+    ctx.helm(&["lint", "--strict", &chart, "--set", E2E_SET])
+        .await?;
+    let every: &[&str] = &[
+        "image.digest=sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+        "image.pullPolicy=Always",
+        "imagePullSecrets[0].name=registry",
+        "serviceAccount.annotations.example\\.com/role=operator",
+        "podLabels.team=storage,podAnnotations.note=x,commonLabels.env=test",
+        "extraEnv[0].name=EXTRA,extraEnv[0].value=x",
+        "tolerations[0].key=dedicated,tolerations[0].operator=Exists",
+        "nodeSelector.disk=ssd,priorityClassName=high",
+        "affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0].key=disk",
+        "affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0].operator=Exists",
+        "resources.limits.cpu=1,securityContext.runAsUser=1000,podSecurityContext.runAsUser=1000",
+        "livenessProbe.successThreshold=1,readinessProbe.successThreshold=2",
+        "metrics.service.type=NodePort,metrics.service.annotations.a=b",
+        "health.port=1,metrics.port=65535,maxConcurrentReconciles=1024",
+        "terminationGracePeriodSeconds=0,logging.json=false,logging.filter=debug",
+    ];
+    for set in [&[][..], &[NAMESPACED][..], &[E2E_SET][..], every] {
+        let docs = ctx.render("q", "quorate-system", set, false).await?;
+        if of_kind(&docs, "Deployment").len() != 1 {
+            return Err(fail(format!("{set:?}: no Deployment rendered")));
+        }
+    }
+    Ok(())
+}
+
+/// `helm template` (and `helm lint`) with `set` must fail on the values schema, naming `field`
+/// in its message along with `why`.
+async fn refused_by_the_schema(ctx: &Ctx, set: &str, field: &str, why: &str) -> TestResult {
+    let message = match ctx.render("bad", "default", &[set], false).await {
+        Ok(_) => return Err(fail(format!("{set} rendered"))),
+        Err(e) => e.message().unwrap_or_default().to_string(),
+    };
+    if !message.contains("values don't meet the specifications of the schema")
+        || !message.contains(field)
+        || !message.contains(why)
+    {
+        return Err(fail(format!(
+            "{set}: expected a schema error naming {field:?} ({why:?}), got:\n{message}"
+        )));
+    }
+    let chart = chart_dir();
+    let chart = chart.to_string_lossy();
+    match ctx.helm(&["lint", "--strict", &chart, "--set", set]).await {
+        Ok(out) => Err(fail(format!("helm lint passed with {set}:\n{out}"))),
+        Err(e) if e.message().is_some_and(|m| m.contains(field)) => Ok(()),
+        Err(e) => Err(fail(format!("helm lint with {set}: {e:?}"))),
+    }
+}
+
+async fn the_values_schema_refuses_bad_values_and_names_them(ctx: Arc<Ctx>) -> TestResult {
+    for (set, field, why) in [
+        ("replicaCount=two", "'/replicaCount'", "want integer"),
+        ("replicaCount=-1", "'/replicaCount'", "minimum"),
+        (
+            "replicacount=3",
+            "'replicacount' not allowed",
+            "additional properties",
+        ),
+        ("metrics.port=0", "'/metrics/port'", "minimum"),
+        ("health.port=65536", "'/health/port'", "maximum"),
+        (
+            "metrics.service.port=0",
+            "'/metrics/service/port'",
+            "minimum",
+        ),
+        (
+            "maxConcurrentReconciles=0",
+            "'/maxConcurrentReconciles'",
+            "minimum",
+        ),
+        (
+            "maxConcurrentReconciles=1025",
+            "'/maxConcurrentReconciles'",
+            "maximum",
+        ),
+        (
+            "image.pullPolicy=Sometimes",
+            "'/image/pullPolicy'",
+            "IfNotPresent",
+        ),
+        ("image.digest=latest", "'/image/digest'", "match pattern"),
+        (
+            "metrics.service.type=ExternalName",
+            "'/metrics/service/type'",
+            "ClusterIP",
+        ),
+        ("logging.json=yes", "'/logging/json'", "want boolean"),
+        (
+            "metrics.servce.enabled=true",
+            "'servce' not allowed",
+            "'/metrics'",
+        ),
+        (
+            "livenessProbe.successThreshold=2",
+            "'/livenessProbe/successThreshold'",
+            "1",
+        ),
+        ("podLabels.team=1", "'/podLabels/team'", "want string"),
+        (
+            "extraEnv[0].name=A,extraEnv[0].value=1",
+            "'/extraEnv/0/value'",
+            "want string",
+        ),
+    ] {
+        refused_by_the_schema(&ctx, set, field, why).await?;
+    }
+    Ok(())
+}
+
 async fn the_deployment_runs_the_operator_as_the_chart_promises(ctx: Arc<Ctx>) -> TestResult {
     for (set, watched) in [(&[][..], ""), (&[NAMESPACED][..], "team-a,team-b")] {
         let docs = ctx.render("q", "quorate-system", set, false).await?;
@@ -1351,6 +1595,25 @@ fn main() -> std::process::ExitCode {
         }),
         ("a_bad_namespace_list_is_refused_at_render_time", |c| {
             Box::pin(a_bad_namespace_list_is_refused_at_render_time(c))
+        }),
+        (
+            "every_value_is_in_the_schema_with_a_type_and_a_description",
+            |c| {
+                Box::pin(every_value_is_in_the_schema_with_a_type_and_a_description(
+                    c,
+                ))
+            },
+        ),
+        (
+            "the_values_schema_accepts_the_defaults_and_every_value_set_the_tests_use",
+            |c| {
+                Box::pin(
+                    the_values_schema_accepts_the_defaults_and_every_value_set_the_tests_use(c),
+                )
+            },
+        ),
+        ("the_values_schema_refuses_bad_values_and_names_them", |c| {
+            Box::pin(the_values_schema_refuses_bad_values_and_names_them(c))
         }),
         (
             "the_deployment_runs_the_operator_as_the_chart_promises",
