@@ -259,10 +259,19 @@ fn plan_fresh(desired: &Desired, observed: &Observed, now: Timestamp) -> Plan {
             return wait(WaitReason::QuorumForming, Rule::QuorumMustBeHealthy);
         }
         // A voter whose Pod is gone but whose volume is intact comes back with its data: that
-        // is how a quorum lost to deleted Pods recovers, and it never loses a write.
+        // is how a quorum lost to deleted Pods recovers, and it never loses a write. Then any
+        // other member in that state that never left the configuration: a voter added by a
+        // reconfig that committed just before the loss is not recorded yet (and a joiner that
+        // comes back only syncs), while a member recorded as a voter that left stays gone (I4).
         if let Some(m) = voters
             .iter()
             .filter_map(|id| observed.members.get(id))
+            .chain(
+                observed
+                    .members
+                    .values()
+                    .filter(|m| !voters.contains(&m.id) && !m.was_voter),
+            )
             .find(|m| m.pod.is_none() && m.volume)
         {
             return act(

@@ -1196,3 +1196,42 @@ fn quorum_lost_considers_members_the_recorded_voters_do_not_list_yet() {
         }
     );
 }
+
+/// Campaign seed 2028, round 25: a voter added by a reconfig that committed just before the
+/// quorum was lost is not in the recorded voters yet; its Pod was deleted. It comes back like a
+/// recorded voter would (its volume holds its data), so the two others can form a quorum with
+/// it; a member recorded as a voter that left never does (I4).
+#[test]
+fn quorum_lost_restarts_a_voter_not_recorded_yet_whose_pod_is_gone() {
+    let mut o = ObservedEnsemble::healthy(3)
+        .down(1, t0() - SignedDuration::from_mins(1))
+        .down(2, t0() - SignedDuration::from_mins(1))
+        .without_live_config()
+        .build();
+    for n in [1, 2] {
+        let m = o.members.get_mut(&id(n)).unwrap();
+        m.pod.as_mut().unwrap().running = true;
+        m.pod.as_mut().unwrap().created_at = t0() - SignedDuration::from_mins(30);
+    }
+    o.recorded_voters = [id(1), id(2)].into();
+    let m3 = o.members.get_mut(&id(3)).unwrap();
+    m3.pod = None;
+    m3.was_voter = false;
+    m3.zk = Default::default();
+    assert_eq!(
+        plan(&desired(3), &o, t0()).decision,
+        act(Step::RestartMember { member: id(3) })
+    );
+    // Recorded as a voter that left: it stays gone.
+    o.members.get_mut(&id(3)).unwrap().was_voter = true;
+    assert!(
+        !matches!(
+            plan(&desired(3), &o, t0()).decision,
+            Decision::Act {
+                step: Step::RestartMember { .. }
+            }
+        ),
+        "{:?}",
+        plan(&desired(3), &o, t0())
+    );
+}
