@@ -280,7 +280,7 @@ pub async fn reconcile(zkb: Arc<ZkBackup>, ctx: Arc<Context>) -> Result<Action, 
         .max()
     {
         ctx.metrics
-            .backup_succeeded(&crate::metrics::ObjectLabels::new(&ns, &name), at);
+            .backup_succeeded(&crate::metrics::ObjectKey::new(&ns, &name), at);
     }
 
     // An artifact BackingUp that this process is not taking was interrupted (the operator

@@ -147,7 +147,7 @@ async fn pass(ens: Arc<MasterEnsemble>, ctx: Arc<Context>) -> Result<Action, Err
         }
     }
     info!(decision = %plan.decision, rule = %plan.rule.name(), "planned");
-    let labels = crate::metrics::ObjectLabels::new(&ns, &name);
+    let labels = crate::metrics::ObjectKey::new(&ns, &name);
     let observed = &obs.observed;
     let record_members = |in_flight_since| {
         ctx.metrics.ensemble(

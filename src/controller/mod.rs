@@ -18,6 +18,7 @@ pub mod support;
 pub mod survivor;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -25,13 +26,14 @@ use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::utils::Predicate;
 use kube::runtime::{WatchStreamExt, predicates, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use tracing::{info, warn};
 
 use crate::crd::{MasterEnsemble, ZkBackup, ZkRestore};
-use crate::metrics::Metrics;
+use crate::metrics::{Exists, Metrics};
 use crate::serve::Health;
 use crate::zk::AdminProbe;
 
@@ -356,12 +358,14 @@ async fn controllers(ctx: Arc<Context>, namespace: Option<String>, concurrency: 
     // restore fence), by its member Pods and PVCs, and by its requeue: not by the operator's own
     // status writes, which would each wake one more pass that changes nothing.
     let (reader, writer) = kube::runtime::reflector::store();
+    let ensembles_listed = Listed::new(reader.clone());
     let trigger = watcher::watcher(
         scoped::<MasterEnsemble>(&client, ns),
         watcher::Config::default(),
     )
     .default_backoff()
     .reflect(writer)
+    .inspect(ensembles_listed.observe())
     .applied_objects()
     .predicate_filter(
         predicates::generation
@@ -399,7 +403,22 @@ async fn controllers(ctx: Arc<Context>, namespace: Option<String>, concurrency: 
             error_policy,
             ctx.clone(),
         );
-    let backups = Controller::new(scoped::<ZkBackup>(&client, ns), watcher::Config::default())
+    // As Controller::new builds it, with the store's first list observed for the metrics.
+    let (backup_store, writer) = kube::runtime::reflector::store();
+    let backups_listed = Listed::new(backup_store.clone());
+    let backup_trigger =
+        watcher::watcher(scoped::<ZkBackup>(&client, ns), watcher::Config::default())
+            .reflect(writer)
+            .inspect(backups_listed.observe())
+            .applied_objects();
+    // While these controllers run, a scrape forgets the series of the ensembles and ZkBackups
+    // of this scope that their stores no longer hold (deleted).
+    let _watched = ctx.metrics.watch(
+        namespace.clone(),
+        ensembles_listed.exists(),
+        backups_listed.exists(),
+    );
+    let backups = Controller::for_stream(backup_trigger, backup_store)
         .with_config(config())
         .shutdown_on_signal()
         .run(
@@ -424,6 +443,49 @@ async fn controllers(ctx: Arc<Context>, namespace: Option<String>, concurrency: 
         drain(backups, "ZkBackup"),
         drain(restores, "ZkRestore")
     );
+}
+
+/// One controller's store of a watched scope, for the metrics: whether an object exists, once
+/// the store holds its first complete list. The list is seen complete on the watch's
+/// `InitDone`, after the reflector applied it; `Store::wait_until_ready` is not polled: the
+/// controller waits on that same store, and a second waiter would take its wake-up.
+#[derive(Clone)]
+struct Listed<K: Resource<DynamicType = ()> + Clone + 'static> {
+    store: Store<K>,
+    done: Arc<AtomicBool>,
+}
+
+impl<K> Listed<K>
+where
+    K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
+{
+    fn new(store: Store<K>) -> Self {
+        Listed {
+            store,
+            done: Arc::default(),
+        }
+    }
+
+    /// Watches the reflected stream (after `reflect`) for the end of the first list.
+    fn observe(&self) -> impl FnMut(&Result<watcher::Event<K>, watcher::Error>) + use<K> {
+        let done = self.done.clone();
+        move |event| {
+            if matches!(event, Ok(watcher::Event::InitDone)) {
+                done.store(true, Ordering::Release);
+            }
+        }
+    }
+
+    /// Whether the store holds an object; `None` before its first complete list.
+    fn exists(&self) -> Exists {
+        let listed = self.clone();
+        Box::new(move |key| {
+            listed.done.load(Ordering::Acquire).then(|| {
+                let at = ObjectRef::<K>::new(&key.name).within(&key.namespace);
+                listed.store.get(&at).is_some()
+            })
+        })
+    }
 }
 
 /// A label-selected watch of `api` reflected into a store (managed fields stripped: a pass
@@ -523,6 +585,66 @@ mod tests {
             what: "apply PodDisruptionBudget ns/masters".into(),
             source: kube::Error::Api(Box::new(status)),
         }
+    }
+
+    #[test]
+    fn metrics_forget_an_object_once_its_store_has_listed_without_it() {
+        let (store, mut writer) = kube::runtime::reflector::store::<MasterEnsemble>();
+        let (backup_store, _backup_writer) = kube::runtime::reflector::store::<ZkBackup>();
+        let listed = Listed::new(store);
+        let mut observe = listed.observe();
+        let exists = listed.exists();
+        let metrics = Arc::new(Metrics::new());
+        let _watched = metrics.watch(
+            Some("ns".into()),
+            listed.exists(),
+            Listed::new(backup_store).exists(),
+        );
+        let ens: MasterEnsemble = serde_json::from_value(serde_json::json!({
+            "apiVersion": "quorate.dev/v1alpha1", "kind": "MasterEnsemble",
+            "metadata": {"name": "masters", "namespace": "ns"}, "spec": {"replicas": 3}
+        }))
+        .expect("ensemble");
+        let key = crate::metrics::ObjectKey::new("ns", "masters");
+        let series = "quorate_ensemble_voters{ensemble_namespace=\"ns\",ensemble=\"masters\"}";
+        let mut apply = |event: watcher::Event<MasterEnsemble>| {
+            writer.apply_watcher_event(&event);
+            observe(&Ok(event));
+        };
+        let scraped = || {
+            metrics
+                .encode(jiff::Timestamp::now())
+                .expect("encode")
+                .contains(series)
+        };
+        metrics.ensemble(&key, 3, 3, 3, None);
+        apply(watcher::Event::Init);
+        apply(watcher::Event::InitApply(ens.clone()));
+        assert_eq!(exists(&key), None, "the first list is not complete");
+        assert!(scraped());
+        apply(watcher::Event::InitDone);
+        assert_eq!(exists(&key), Some(true));
+        assert!(scraped());
+        apply(watcher::Event::Delete(ens.clone()));
+        assert_eq!(exists(&key), Some(false));
+        assert!(!scraped(), "a deleted ensemble's series stayed");
+        // Created again, then deleted while the watch was down: the relist that follows has
+        // no Delete event, only a complete list without it.
+        apply(watcher::Event::Apply(ens));
+        metrics.ensemble(&key, 3, 3, 3, None);
+        apply(watcher::Event::Init);
+        assert_eq!(
+            exists(&key),
+            Some(true),
+            "the store holds on during a relist"
+        );
+        assert!(scraped());
+        apply(watcher::Event::InitDone);
+        assert_eq!(exists(&key), Some(false));
+        assert!(
+            !scraped(),
+            "an ensemble missing from a relist kept its series"
+        );
     }
 
     #[test]
