@@ -1,7 +1,10 @@
 //! Real API server tier: the Helm chart in charts/quorate, rendered and installed by a real helm
 //! (built from the Go module proxy by the testbed) against a real kube-apiserver and etcd.
 //!
-//! What is proved: `helm lint` passes; the rendered manifests of both RBAC modes (cluster-wide
+//! What is proved: `helm lint` passes; values.schema.json types and describes every value and
+//! refuses wrong ones naming them; the ServiceMonitor and PrometheusRule render only when enabled,
+//! the ServiceMonitor scrapes the metrics Service's port, and every metric the rules read is one
+//! the operator serves (rendered only: no monitoring.coreos.com CRDs here); the rendered manifests of both RBAC modes (cluster-wide
 //! and a list of namespaces) pass the API server's server-side dry run; the operator's Pod
 //! template is admitted in a namespace that enforces Pod Security `restricted` (and the same
 //! template without its security contexts is refused there); the RBAC has no wildcards, grants
@@ -610,8 +613,401 @@ async fn the_values_schema_refuses_bad_values_and_names_them(ctx: Arc<Ctx>) -> T
             "'/extraEnv/0/value'",
             "want string",
         ),
+        (
+            "metrics.serviceMonitor.interval=30",
+            "'/metrics/serviceMonitor/interval'",
+            "want string",
+        ),
+        (
+            "metrics.prometheusRule.alerts.stepStuck.for=5 minutes",
+            "'/metrics/prometheusRule/alerts/stepStuck/for'",
+            "match pattern",
+        ),
+        (
+            "metrics.prometheusRule.alerts.stepStuck.thresholdSecond=60",
+            "'thresholdSecond' not allowed",
+            "'/metrics/prometheusRule/alerts/stepStuck'",
+        ),
+        (
+            "metrics.prometheusRule.alerts.backupTooOld.maxAgeSeconds=0",
+            "'/metrics/prometheusRule/alerts/backupTooOld/maxAgeSeconds'",
+            "minimum",
+        ),
     ] {
         refused_by_the_schema(&ctx, set, field, why).await?;
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Monitoring: the ServiceMonitor and the PrometheusRule (rendered only: the API server here has
+// no monitoring.coreos.com CRDs)
+// ---------------------------------------------------------------------------------------------
+
+const MONITORING: &str = "metrics.serviceMonitor.enabled=true,metrics.prometheusRule.enabled=true";
+
+/// The one object of `kind` in `docs`.
+fn only<'a>(docs: &'a [Value], kind: &str) -> Result<&'a Value, Failed> {
+    match of_kind(docs, kind).as_slice() {
+        [one] => Ok(one),
+        other => Err(fail(format!("one {kind} expected, got {}", other.len()))),
+    }
+}
+
+/// The words `prefix` + `[a-z_]+` of `text` that start a word (no letter, digit, `_` or `-`
+/// before them): metric names for `quorate_`, label names for `$labels.`.
+fn words_after(text: &str, prefix: &str, whole: bool) -> BTreeSet<String> {
+    text.match_indices(prefix)
+        .filter(|(at, _)| {
+            text[..*at]
+                .chars()
+                .next_back()
+                .is_none_or(|c| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+        })
+        .map(|(at, _)| {
+            let rest = &text[at + prefix.len()..];
+            let end = rest
+                .find(|c: char| !(c.is_ascii_lowercase() || c == '_'))
+                .unwrap_or(rest.len());
+            let word = &rest[..end];
+            if whole {
+                format!("{prefix}{word}")
+            } else {
+                word.to_string()
+            }
+        })
+        .collect()
+}
+
+/// What the operator serves: the names of the series (`quorate_steps_total`,
+/// `quorate_reconcile_duration_seconds_bucket`, ...) and of their labels, from quorate's own
+/// registry with a series in every family src/metrics.rs registers.
+fn served_metrics() -> Result<(BTreeSet<String>, BTreeSet<String>), Failed> {
+    use quorate::metrics::{Metrics, ObjectKey};
+    let now = jiff::Timestamp::now();
+    let m = Metrics::new();
+    m.reconciled("MasterEnsemble", Duration::from_millis(5), Some("kube"));
+    m.step("add-voter", "started");
+    m.blocked("QuorumLost");
+    m.ensemble(&ObjectKey::new("ns", "masters"), 3, 3, 2, Some(now));
+    m.backup_succeeded(&ObjectKey::new("ns", "nightly"), now);
+    m.set_leader(true);
+    let text = m
+        .encode(now)
+        .map_err(|e| fail(format!("encode the metrics: {e}")))?;
+    // Every family registered in src/metrics.rs has a series above, so none is missed.
+    let source =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/metrics.rs"))
+            .map_err(|e| fail(format!("src/metrics.rs: {e}")))?;
+    let registered: Vec<&str> = source
+        .split("registry.register(")
+        .skip(1)
+        .filter_map(|call| call.split('"').nth(1))
+        .collect();
+    if registered.len() < 10 {
+        return Err(fail(format!(
+            "found only {registered:?} registered in src/metrics.rs"
+        )));
+    }
+    for family in &registered {
+        if !text.contains(&format!("# TYPE quorate_{family} ")) {
+            return Err(fail(format!(
+                "quorate_{family} has no series in this test's registry: give it one"
+            )));
+        }
+    }
+    let mut names = BTreeSet::new();
+    let mut labels = BTreeSet::new();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let end = line.find(['{', ' ']).unwrap_or(line.len());
+        names.insert(line[..end].to_string());
+        if let Some(set) = line[end..]
+            .strip_prefix('{')
+            .and_then(|l| l.split_once('}'))
+        {
+            for pair in set.0.split(',') {
+                if let Some((name, _)) = pair.split_once('=') {
+                    labels.insert(name.to_string());
+                }
+            }
+        }
+    }
+    Ok((names, labels))
+}
+
+/// The alerting rules of a rendered PrometheusRule.
+fn alert_rules(rule: &Value) -> Vec<&Value> {
+    rule["spec"]["groups"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|g| g["rules"].as_array().into_iter().flatten())
+        .collect()
+}
+
+async fn monitoring_objects_render_only_when_enabled(ctx: Arc<Ctx>) -> TestResult {
+    for set in [&[][..], &[NAMESPACED][..]] {
+        let docs = ctx.render("q", "quorate-system", set, false).await?;
+        for kind in ["ServiceMonitor", "PrometheusRule"] {
+            if !of_kind(&docs, kind).is_empty() {
+                return Err(fail(format!("a {kind} rendered by default ({set:?})")));
+            }
+        }
+    }
+    let docs = ctx
+        .render("q", "quorate-system", &[MONITORING], false)
+        .await?;
+    for kind in ["ServiceMonitor", "PrometheusRule"] {
+        let object = only(&docs, kind)?;
+        if object["apiVersion"] != "monitoring.coreos.com/v1"
+            || object["metadata"]["namespace"] != "quorate-system"
+        {
+            return Err(fail(format!("{kind}: {object}")));
+        }
+    }
+    // Each on its own.
+    let docs = ctx
+        .render(
+            "q",
+            "quorate-system",
+            &["metrics.serviceMonitor.enabled=true"],
+            false,
+        )
+        .await?;
+    if of_kind(&docs, "ServiceMonitor").len() != 1 || !of_kind(&docs, "PrometheusRule").is_empty() {
+        return Err(fail(
+            "serviceMonitor.enabled alone renders other than one ServiceMonitor",
+        ));
+    }
+    let docs = ctx
+        .render(
+            "q",
+            "quorate-system",
+            &["metrics.prometheusRule.enabled=true"],
+            false,
+        )
+        .await?;
+    if of_kind(&docs, "PrometheusRule").len() != 1 || !of_kind(&docs, "ServiceMonitor").is_empty() {
+        return Err(fail(
+            "prometheusRule.enabled alone renders other than one PrometheusRule",
+        ));
+    }
+    // A ServiceMonitor without the Service it scrapes is refused.
+    let without = "metrics.serviceMonitor.enabled=true,metrics.service.enabled=false";
+    match ctx.render("q", "quorate-system", &[without], false).await {
+        Ok(_) => Err(fail(format!("{without} rendered"))),
+        Err(e)
+            if e.message()
+                .is_some_and(|m| m.contains("needs metrics.service.enabled")) =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(fail(format!("{without}: {e:?}"))),
+    }
+}
+
+async fn the_service_monitor_scrapes_the_metrics_service_on_its_port(ctx: Arc<Ctx>) -> TestResult {
+    let set = [
+        MONITORING,
+        "metrics.serviceMonitor.interval=15s,metrics.serviceMonitor.scrapeTimeout=5s",
+        "metrics.serviceMonitor.labels.release=kube-prometheus",
+        "metrics.service.port=9090,metrics.port=9464",
+        "commonLabels.team=storage",
+    ];
+    let docs = ctx.render("q", "quorate-system", &set, false).await?;
+    let monitor = only(&docs, "ServiceMonitor")?;
+    let service = only(&docs, "Service")?;
+    let svc: Service = typed(service)?;
+    let service_labels = svc.metadata.labels.clone().unwrap_or_default();
+    let selector = monitor["spec"]["selector"]["matchLabels"]
+        .as_object()
+        .filter(|m| !m.is_empty())
+        .ok_or_else(|| fail(format!("the ServiceMonitor selects nothing: {monitor}")))?;
+    for (k, v) in selector {
+        if service_labels.get(k).map(String::as_str) != v.as_str() {
+            return Err(fail(format!(
+                "the ServiceMonitor selects {k}={v}, which the metrics Service has not: {service_labels:?}"
+            )));
+        }
+    }
+    if !monitor["spec"]["selector"]["matchExpressions"].is_null() {
+        return Err(fail(format!("unexpected matchExpressions: {monitor}")));
+    }
+    if monitor["spec"]["namespaceSelector"]["matchNames"] != json!(["quorate-system"]) {
+        return Err(fail(format!(
+            "the ServiceMonitor must look in the release namespace only: {monitor}"
+        )));
+    }
+    let endpoints = monitor["spec"]["endpoints"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let [endpoint] = endpoints.as_slice() else {
+        return Err(fail(format!("one endpoint expected: {monitor}")));
+    };
+    let port_names: Vec<String> = svc
+        .spec
+        .and_then(|s| s.ports)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|p| p.name)
+        .collect();
+    let port = endpoint["port"].as_str().unwrap_or_default();
+    if port != "metrics" || !port_names.iter().any(|n| n == port) {
+        return Err(fail(format!(
+            "the endpoint's port {port:?} is not the metrics Service's {port_names:?}"
+        )));
+    }
+    if endpoint["path"] != "/metrics"
+        || endpoint["interval"] != "15s"
+        || endpoint["scrapeTimeout"] != "5s"
+    {
+        return Err(fail(format!("endpoint {endpoint}")));
+    }
+    let labels = &monitor["metadata"]["labels"];
+    if labels["release"] != "kube-prometheus" || labels["team"] != "storage" {
+        return Err(fail(format!("the ServiceMonitor's labels: {labels}")));
+    }
+    Ok(())
+}
+
+async fn the_prometheus_rule_reads_only_metrics_the_operator_serves(ctx: Arc<Ctx>) -> TestResult {
+    let (served, served_labels) = served_metrics()?;
+    let docs = ctx
+        .render(
+            "q",
+            "quorate-system",
+            &[
+                MONITORING,
+                "metrics.prometheusRule.alertLabels.team=storage",
+            ],
+            false,
+        )
+        .await?;
+    let rule = only(&docs, "PrometheusRule")?;
+    let rules = alert_rules(rule);
+    let alerts: BTreeSet<&str> = rules.iter().filter_map(|r| r["alert"].as_str()).collect();
+    let want: BTreeSet<&str> = [
+        "QuorateEnsembleDegraded",
+        "QuorateEnsembleQuorumLost",
+        "QuorateNoLeader",
+        "QuorateStepStuck",
+        "QuorateEnsembleBlocked",
+        "QuorateReconcileErrors",
+        "QuorateBackupTooOld",
+    ]
+    .into();
+    if alerts != want || rules.len() != want.len() {
+        return Err(fail(format!("alerts {alerts:?}, want {want:?}")));
+    }
+    let selector = "{job=\"q-quorate-metrics\",namespace=\"quorate-system\"";
+    let mut referenced = BTreeSet::new();
+    for r in &rules {
+        let name = r["alert"].as_str().unwrap_or_default();
+        let expr = r["expr"]
+            .as_str()
+            .ok_or_else(|| fail(format!("{name}: no expr")))?;
+        let names = words_after(expr, "quorate_", true);
+        if names.is_empty() {
+            return Err(fail(format!("{name} reads no quorate metric: {expr}")));
+        }
+        for metric in &names {
+            if !served.contains(metric) {
+                return Err(fail(format!(
+                    "{name} reads {metric}, which the operator does not serve (it serves {served:?})"
+                )));
+            }
+            // Every read is of this release's operator.
+            let reads = expr.matches(metric.as_str()).count();
+            let scoped = expr.matches(&format!("{metric}{selector}")).count();
+            if reads != scoped {
+                return Err(fail(format!(
+                    "{name}: {metric} read without the selector {selector}: {expr}"
+                )));
+            }
+        }
+        referenced.extend(names);
+        if r["labels"]["severity"].as_str().is_none_or(str::is_empty)
+            || r["labels"]["team"] != "storage"
+        {
+            return Err(fail(format!("{name}: labels {}", r["labels"])));
+        }
+        let (summary, description) = (
+            r["annotations"]["summary"].as_str().unwrap_or_default(),
+            r["annotations"]["description"].as_str().unwrap_or_default(),
+        );
+        if summary.is_empty()
+            || !description.contains("Troubleshooting section of quorate's README")
+        {
+            return Err(fail(format!(
+                "{name}: a summary and a description pointing at the README's Troubleshooting: {}",
+                r["annotations"]
+            )));
+        }
+        // The labels the annotations print are labels the operator's series carry.
+        for label in words_after(&format!("{summary} {description}"), "$labels.", false) {
+            if !served_labels.contains(&label) {
+                return Err(fail(format!(
+                    "{name} prints $labels.{label}, a label no series has (they have {served_labels:?})"
+                )));
+            }
+        }
+        if r["for"].as_str().is_none_or(str::is_empty) {
+            return Err(fail(format!("{name}: no for")));
+        }
+    }
+    for metric in [
+        "quorate_ensemble_ready_members",
+        "quorate_ensemble_voters",
+        "quorate_leader",
+        "quorate_step_in_flight_age_seconds",
+        "quorate_blocked_total",
+        "quorate_reconcile_errors_total",
+        "quorate_backup_last_success_timestamp_seconds",
+    ] {
+        if !referenced.contains(metric) {
+            return Err(fail(format!("no rule reads {metric}")));
+        }
+    }
+    Ok(())
+}
+
+async fn the_prometheus_rule_thresholds_and_labels_come_from_values(ctx: Arc<Ctx>) -> TestResult {
+    let prefix = "metrics.prometheusRule.alerts";
+    let set = [
+        MONITORING.to_string(),
+        "metrics.prometheusRule.selector=job=\"quorate\"".to_string(),
+        "metrics.prometheusRule.labels.release=kube-prometheus".to_string(),
+        format!("{prefix}.stepStuck.thresholdSeconds=600,{prefix}.backupTooOld.maxAgeSeconds=7200"),
+        format!("{prefix}.reconcileErrors.threshold=2,{prefix}.noLeader.enabled=false"),
+        format!("{prefix}.ensembleDegraded.severity=page,{prefix}.ensembleDegraded.for=2m"),
+    ];
+    let set: Vec<&str> = set.iter().map(String::as_str).collect();
+    let docs = ctx.render("q", "quorate-system", &set, false).await?;
+    let rule = only(&docs, "PrometheusRule")?;
+    if rule["metadata"]["labels"]["release"] != "kube-prometheus" {
+        return Err(fail(format!("labels {}", rule["metadata"]["labels"])));
+    }
+    let rules = alert_rules(rule);
+    let by_name = |name: &str| rules.iter().find(|r| r["alert"] == name).copied();
+    if by_name("QuorateNoLeader").is_some() || rules.len() != 6 {
+        return Err(fail("noLeader.enabled=false still renders QuorateNoLeader"));
+    }
+    for (name, tail) in [
+        ("QuorateStepStuck", "> 600"),
+        ("QuorateBackupTooOld", "> 7200"),
+        ("QuorateReconcileErrors", "> 2"),
+    ] {
+        let expr = by_name(name)
+            .and_then(|r| r["expr"].as_str())
+            .ok_or_else(|| fail(format!("no {name}")))?;
+        if !expr.trim_end().ends_with(tail) || !expr.contains("{job=\"quorate\"") {
+            return Err(fail(format!("{name}: {expr}")));
+        }
+    }
+    let degraded = by_name("QuorateEnsembleDegraded").ok_or_else(|| fail("no degraded alert"))?;
+    if degraded["labels"]["severity"] != "page" || degraded["for"] != "2m" {
+        return Err(fail(format!("degraded: {degraded}")));
     }
     Ok(())
 }
@@ -1615,6 +2011,33 @@ fn main() -> std::process::ExitCode {
         ("the_values_schema_refuses_bad_values_and_names_them", |c| {
             Box::pin(the_values_schema_refuses_bad_values_and_names_them(c))
         }),
+        ("monitoring_objects_render_only_when_enabled", |c| {
+            Box::pin(monitoring_objects_render_only_when_enabled(c))
+        }),
+        (
+            "the_service_monitor_scrapes_the_metrics_service_on_its_port",
+            |c| {
+                Box::pin(the_service_monitor_scrapes_the_metrics_service_on_its_port(
+                    c,
+                ))
+            },
+        ),
+        (
+            "the_prometheus_rule_reads_only_metrics_the_operator_serves",
+            |c| {
+                Box::pin(the_prometheus_rule_reads_only_metrics_the_operator_serves(
+                    c,
+                ))
+            },
+        ),
+        (
+            "the_prometheus_rule_thresholds_and_labels_come_from_values",
+            |c| {
+                Box::pin(the_prometheus_rule_thresholds_and_labels_come_from_values(
+                    c,
+                ))
+            },
+        ),
         (
             "the_deployment_runs_the_operator_as_the_chart_promises",
             |c| Box::pin(the_deployment_runs_the_operator_as_the_chart_promises(c)),
