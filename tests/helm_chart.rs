@@ -4,7 +4,8 @@
 //! What is proved: `helm lint` passes; values.schema.json types and describes every value and
 //! refuses wrong ones naming them; the ServiceMonitor and PrometheusRule render only when enabled,
 //! the ServiceMonitor scrapes the metrics Service's port, and every metric the rules read is one
-//! the operator serves (rendered only: no monitoring.coreos.com CRDs here); the rendered manifests of both RBAC modes (cluster-wide
+//! the operator serves (rendered only: no monitoring.coreos.com CRDs here), and the operator
+//! binary drops a deleted ensemble's series from /metrics; the rendered manifests of both RBAC modes (cluster-wide
 //! and a list of namespaces) pass the API server's server-side dry run; the operator's Pod
 //! template is admitted in a namespace that enforces Pod Security `restricted` (and the same
 //! template without its security contexts is refused there); the RBAC has no wildcards, grants
@@ -1872,6 +1873,132 @@ async fn the_operator_manages_only_its_namespaces(
     })
 }
 
+/// The operator's /metrics text, at `addr`.
+async fn scrape(addr: std::net::SocketAddr) -> Option<String> {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .ok()?;
+    let resp = http
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await
+        .ok()?;
+    if !resp.status().is_success() {
+        return None;
+    }
+    resp.text().await.ok()
+}
+
+/// The operator binary (the admin's kubeconfig, `WATCH_NAMESPACES=metrics-a`, no leader
+/// election) serves each ensemble's gauges under `ensemble_namespace` and `ensemble`, the labels
+/// the chart's PrometheusRule prints, and drops a deleted ensemble's series while another's stay.
+async fn the_operator_drops_a_deleted_ensembles_series_from_its_metrics(
+    ctx: Arc<Ctx>,
+) -> TestResult {
+    let admin = ctx.client().await?;
+    let ns = "metrics-a";
+    ctx.namespaces(&[ns], &[]).await?;
+    // The chart's CRDs, whether or not an install test has created them yet (helm skips the
+    // ones that exist; the lock keeps an install from creating them at the same moment).
+    {
+        let _one = ctx.installs.lock().await;
+        let mut cmd = tokio::process::Command::from(ctx.plane.kubectl());
+        cmd.args(["apply", "--server-side", "-f"])
+            .arg(chart_dir().join("crds"));
+        run(cmd, None, "kubectl apply the chart's CRDs").await?;
+    }
+    crds_are_established(&admin).await?;
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| fail(format!("a free port: {e}")))?;
+    let log_path = ctx.plane.dir().join("metrics-operator.log");
+    let log = std::fs::File::create(&log_path).map_err(|e| fail(format!("log: {e}")))?;
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_quorate"));
+    cmd.args(["run", "--log-json", "--metrics-addr", &addr.to_string()])
+        .env("KUBECONFIG", ctx.plane.kubeconfig_path())
+        .env("RUST_LOG", "info,kube=warn")
+        .env("WATCH_NAMESPACES", ns)
+        .env("QUORATE_LEADER_ELECTION", "false")
+        .env("POD_NAME", "metrics-0")
+        .stdout(std::process::Stdio::null())
+        .stderr(log);
+    let mut operator = quorate_testbed::process::Child::spawn("metrics-operator", cmd)
+        .map_err(|e| fail(format!("start the operator: {e}")))?;
+    let result = async {
+        let ensembles: Api<MasterEnsemble> = Api::namespaced(admin.clone(), ns);
+        for name in ["kept", "deleted"] {
+            let ens: MasterEnsemble = serde_json::from_value(json!({
+                "apiVersion": "quorate.dev/v1alpha1", "kind": "MasterEnsemble",
+                "metadata": {"name": name}, "spec": {"replicas": 1}
+            }))
+            .map_err(|e| fail(format!("{e}")))?;
+            ensembles
+                .create(&PostParams::default(), &ens)
+                .await
+                .map_err(|e| fail(format!("create {ns}/{name}: {e}")))?;
+        }
+        let series = |name: &str| {
+            format!("quorate_ensemble_members{{ensemble_namespace=\"{ns}\",ensemble=\"{name}\"}} ")
+        };
+        let (kept, deleted) = (series("kept"), series("deleted"));
+        let has = |text: &str, s: &str| text.lines().any(|l| l.starts_with(s));
+        eventually(
+            "both ensembles' series at /metrics",
+            Duration::from_secs(60),
+            || async {
+                scrape(addr)
+                    .await
+                    .filter(|t| has(t, &kept) && has(t, &deleted))
+            },
+        )
+        .await?;
+        ensembles
+            .delete("deleted", &DeleteParams::default())
+            .await
+            .map_err(|e| fail(format!("delete {ns}/deleted: {e}")))?;
+        gone(&ensembles, "deleted").await?;
+        eventually(
+            "the deleted ensemble's series to leave /metrics",
+            Duration::from_secs(30),
+            || async { scrape(addr).await.filter(|t| !has(t, &deleted)) },
+        )
+        .await?;
+        // Passes go on (the kept ensemble's every 2 s while its member does not start, and the
+        // deleted one's member Pod still exists, there being no garbage collector here): the
+        // deleted ensemble does not come back, the kept one stays.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let text = scrape(addr)
+            .await
+            .ok_or_else(|| fail("/metrics did not answer"))?;
+        if has(&text, &deleted) || !has(&text, &kept) {
+            return Err(fail(format!(
+                "after 5 s, want only the kept ensemble's series:\n{text}"
+            )));
+        }
+        for label in ["namespace=", "name="] {
+            if text
+                .lines()
+                .filter(|l| l.starts_with("quorate_ensemble_"))
+                .any(|l| l.contains(&format!("{{{label}")) || l.contains(&format!(",{label}")))
+            {
+                return Err(fail(format!("a series labelled {label}:\n{text}")));
+            }
+        }
+        Ok(())
+    }
+    .await;
+    operator.stop(Duration::from_secs(10));
+    result.map_err(|e| {
+        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(20).collect();
+        fail(format!(
+            "{e:?}\noperator log (newest first):\n{}",
+            tail.join("\n")
+        ))
+    })
+}
+
 async fn install_in_namespaced_mode_confines_the_operator_to_its_namespaces(
     ctx: Arc<Ctx>,
 ) -> TestResult {
@@ -2073,6 +2200,10 @@ fn main() -> std::process::ExitCode {
         (
             "install_in_namespaced_mode_confines_the_operator_to_its_namespaces",
             |c| Box::pin(install_in_namespaced_mode_confines_the_operator_to_its_namespaces(c)),
+        ),
+        (
+            "the_operator_drops_a_deleted_ensembles_series_from_its_metrics",
+            |c| Box::pin(the_operator_drops_a_deleted_ensembles_series_from_its_metrics(c)),
         ),
     ];
     // Listing tests needs neither helm nor a control plane.
