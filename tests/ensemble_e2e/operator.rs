@@ -212,7 +212,8 @@ pub async fn a_rolling_operator_upgrade_repeats_no_step_and_restarts_no_member(
         async || Ok(bed.lease_holder().await?.as_deref() == Some(new.as_str())),
     )
     .await?;
-    let voters = format!("quorate_ensemble_voters{{namespace=\"{ns}\",name=\"masters\"}}");
+    let voters =
+        format!("quorate_ensemble_voters{{ensemble_namespace=\"{ns}\",ensemble=\"masters\"}}");
     wait_for(
         "the new leader to reconcile the ensemble",
         Duration::from_secs(60),
@@ -264,7 +265,9 @@ pub async fn a_rolling_operator_upgrade_repeats_no_step_and_restarts_no_member(
             return Err(fail(format!("/metrics lacks {family}:\n{text}")));
         }
     }
-    let age = format!("quorate_step_in_flight_age_seconds{{namespace=\"{ns}\",name=\"masters\"}}");
+    let age = format!(
+        "quorate_step_in_flight_age_seconds{{ensemble_namespace=\"{ns}\",ensemble=\"masters\"}}"
+    );
     if metric_value(&text, &age) != Some(0.0) {
         return Err(fail(format!(
             "a converged ensemble has no step in flight: {text}"
