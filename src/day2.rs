@@ -60,16 +60,7 @@ pub async fn change(
     output: Output,
 ) -> Result<String, String> {
     let (ns, name, _) = get(client, target).await?;
-    let api: Api<MasterEnsemble> = Api::namespaced(client.clone(), &ns);
-    let patched = api
-        .patch(
-            &name,
-            &PatchParams {
-                field_manager: Some(FIELD_MANAGER.into()),
-                ..Default::default()
-            },
-            &Patch::Merge(change.patch(Timestamp::now())),
-        )
+    let patched = patch_spec(client, &ns, &name, &change.patch(Timestamp::now()))
         .await
         .map_err(|e| format!("patch MasterEnsemble {ns}/{name}: {e}"))?;
     if output.is_structured() {
@@ -86,6 +77,25 @@ pub async fn change(
         }));
     }
     Ok(change.said(&format!("{ns}/{name}"), &patched))
+}
+
+/// A merge patch of the ensemble `ns/name` under quorate's field manager.
+async fn patch_spec(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    patch: &serde_json::Value,
+) -> Result<MasterEnsemble, kube::Error> {
+    Api::<MasterEnsemble>::namespaced(client.clone(), ns)
+        .patch(
+            name,
+            &PatchParams {
+                field_manager: Some(FIELD_MANAGER.into()),
+                ..Default::default()
+            },
+            &Patch::Merge(patch),
+        )
+        .await
 }
 
 /// Asks for member `id` of `target` to be replaced while healthy: adds it to
@@ -119,20 +129,11 @@ pub async fn replace_member(
     if !listed.contains(&wanted) {
         listed.push(wanted);
     }
-    let api: Api<MasterEnsemble> = Api::namespaced(client.clone(), &ns);
     let patch = serde_json::json!({
         "metadata": {"resourceVersion": ens.metadata.resource_version},
         "spec": {"replaceMembers": listed},
     });
-    let patched = api
-        .patch(
-            &name,
-            &PatchParams {
-                field_manager: Some(FIELD_MANAGER.into()),
-                ..Default::default()
-            },
-            &Patch::Merge(&patch),
-        )
+    let patched = patch_spec(client, &ns, &name, &patch)
         .await
         .map_err(|e| match e {
             kube::Error::Api(s) if s.code == 409 => format!(

@@ -1863,14 +1863,17 @@ async fn the_operator_manages_only_its_namespaces(
     }
     .await;
     operator.stop(Duration::from_secs(10));
-    result.map_err(|e| {
-        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
-        let tail: Vec<&str> = text.lines().rev().take(20).collect();
-        fail(format!(
-            "{e:?}\noperator log (newest first):\n{}",
-            tail.join("\n")
-        ))
-    })
+    result.map_err(|e| with_log_tail(e, &log_path))
+}
+
+/// `e` with the newest 20 lines of the operator's log at `log_path`.
+fn with_log_tail(e: Failed, log_path: &std::path::Path) -> Failed {
+    let text = std::fs::read_to_string(log_path).unwrap_or_default();
+    let tail: Vec<&str> = text.lines().rev().take(20).collect();
+    fail(format!(
+        "{e:?}\noperator log (newest first):\n{}",
+        tail.join("\n")
+    ))
 }
 
 /// The operator's /metrics text, at `addr`.
@@ -1989,14 +1992,7 @@ async fn the_operator_drops_a_deleted_ensembles_series_from_its_metrics(
     }
     .await;
     operator.stop(Duration::from_secs(10));
-    result.map_err(|e| {
-        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
-        let tail: Vec<&str> = text.lines().rev().take(20).collect();
-        fail(format!(
-            "{e:?}\noperator log (newest first):\n{}",
-            tail.join("\n")
-        ))
-    })
+    result.map_err(|e| with_log_tail(e, &log_path))
 }
 
 async fn install_in_namespaced_mode_confines_the_operator_to_its_namespaces(

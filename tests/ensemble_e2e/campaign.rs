@@ -571,6 +571,9 @@ async fn converged(
     let bed = rig.bed;
     let t0 = Instant::now();
     let before = judges.with_sampler(|s| s.samples)?;
+    let client = bed.client().await?;
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
+    let pods: Api<Pod> = Api::namespaced(client, ns);
     wait_for(
         "convergence after the faults",
         CONVERGE_WITHIN,
@@ -587,9 +590,6 @@ async fn converged(
             let Some(voters) = voters else {
                 return Ok(false);
             };
-            let client = bed.client().await?;
-            let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
-            let pods: Api<Pod> = Api::namespaced(client, ns);
             for id in &voters {
                 if !volume_holds_data(bed, ns, *id)? {
                     return Ok(false);
