@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # quorate's whole test suite, from a fresh clone: builds or reuses the real parts (control plane,
-# ZooKeeper 3.9.5 and 3.8.6, the kazoo judge, the S3 server versitygw) in $QUORATE_CACHE (default
-# ~/.cache/quorate), then runs every tier: unit, property, simulation, real API server, real
-# ZooKeeper, real S3 server.
+# ZooKeeper 3.9.5 and 3.8.6, the kazoo judge, the S3 server versitygw, helm and promtool) in
+# $QUORATE_CACHE (default ~/.cache/quorate), then runs every tier: unit, property, simulation,
+# real API server, real ZooKeeper, real S3 server.
 #
 # Needs: cargo, go, java + mvn, python3 (with venv). Knobs: PROPTEST_CASES (default 10000).
 set -euo pipefail

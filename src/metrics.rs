@@ -165,10 +165,54 @@ pub struct Metrics {
     members: Family<EnsembleLabels, Gauge>,
     voters: Family<EnsembleLabels, Gauge>,
     ready_members: Family<EnsembleLabels, Gauge>,
+    failures_tolerated: Family<EnsembleLabels, Gauge>,
     in_flight_age: Family<EnsembleLabels, FloatGauge>,
     backup_last_success: Family<BackupLabels, FloatGauge>,
     leader: Gauge,
+    build_info: Family<BuildLabels, Gauge>,
     objects: Mutex<Objects>,
+}
+
+/// The labels of `quorate_build_info`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildLabels {
+    /// The operator's version (`quorate version`).
+    pub version: String,
+}
+
+/// What one pass observed of an ensemble.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct EnsembleGauges {
+    /// Members with a Pod, voters or not.
+    pub members: usize,
+    /// Voters in the committed configuration.
+    pub voters: usize,
+    /// Members that serve and are synced.
+    pub ready: usize,
+    /// Voters that serve and are synced.
+    pub healthy_voters: usize,
+    /// When the claimed step started, if one is in flight.
+    pub in_flight_since: Option<Timestamp>,
+}
+
+impl EnsembleGauges {
+    /// A steady ensemble of `n` healthy voters and no step in flight.
+    pub fn steady(n: usize) -> EnsembleGauges {
+        EnsembleGauges {
+            members: n,
+            voters: n,
+            ready: n,
+            healthy_voters: n,
+            in_flight_since: None,
+        }
+    }
+
+    /// How many more voters may fail before the quorum is lost: healthy voters minus a
+    /// majority of the voters; negative when the quorum is already lost (by that many).
+    pub fn failures_tolerated(&self) -> i64 {
+        let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        count(self.healthy_voters) - count(self.voters / 2 + 1)
+    }
 }
 
 /// A watched scope registered by [`Metrics::watch`]; dropping it (the scope's controllers
@@ -231,9 +275,11 @@ impl Metrics {
             members: Family::default(),
             voters: Family::default(),
             ready_members: Family::default(),
+            failures_tolerated: Family::default(),
             in_flight_age: Family::default(),
             backup_last_success: Family::default(),
             leader: Gauge::default(),
+            build_info: Family::default(),
             objects: Mutex::default(),
         };
         registry.register(
@@ -272,6 +318,12 @@ impl Metrics {
             m.ready_members.clone(),
         );
         registry.register(
+            "ensemble_failures_tolerated",
+            "How many more voters of each ensemble may fail before its quorum is lost \
+             (healthy voters minus a majority; negative once the quorum is lost)",
+            m.failures_tolerated.clone(),
+        );
+        registry.register(
             "step_in_flight_age_seconds",
             "How long each ensemble's claimed step has been in flight (0: none)",
             m.in_flight_age.clone(),
@@ -286,6 +338,16 @@ impl Metrics {
             "1 while this operator process holds the leader Lease and reconciles, else 0",
             m.leader.clone(),
         );
+        registry.register(
+            "build_info",
+            "Always 1; the version label names the running operator",
+            m.build_info.clone(),
+        );
+        m.build_info
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION").into(),
+            })
+            .set(1);
         Metrics { registry, ..m }
     }
 
@@ -331,24 +393,21 @@ impl Metrics {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// What one pass observed of an ensemble: its members, voters, ready members, and the start
-    /// of its claimed step.
-    pub fn ensemble(
-        &self,
-        ensemble: &ObjectKey,
-        members: usize,
-        voters: usize,
-        ready: usize,
-        in_flight_since: Option<Timestamp>,
-    ) {
+    /// What one pass observed of an ensemble.
+    pub fn ensemble(&self, ensemble: &ObjectKey, seen: EnsembleGauges) {
         let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
         let labels = EnsembleLabels::from(ensemble);
         let mut objects = self.objects();
         objects.ensembles.insert(ensemble.clone());
-        self.members.get_or_create(&labels).set(count(members));
-        self.voters.get_or_create(&labels).set(count(voters));
-        self.ready_members.get_or_create(&labels).set(count(ready));
-        match in_flight_since {
+        self.members.get_or_create(&labels).set(count(seen.members));
+        self.voters.get_or_create(&labels).set(count(seen.voters));
+        self.ready_members
+            .get_or_create(&labels)
+            .set(count(seen.ready));
+        self.failures_tolerated
+            .get_or_create(&labels)
+            .set(seen.failures_tolerated());
+        match seen.in_flight_since {
             Some(t) => {
                 objects.in_flight_since.insert(ensemble.clone(), t);
             }
@@ -370,6 +429,7 @@ impl Metrics {
         self.members.remove(&labels);
         self.voters.remove(&labels);
         self.ready_members.remove(&labels);
+        self.failures_tolerated.remove(&labels);
         self.in_flight_age.remove(&labels);
         objects.in_flight_since.remove(ensemble);
         objects.ensembles.remove(ensemble);
@@ -515,7 +575,16 @@ mod tests {
         let m = Metrics::new();
         let e = ObjectKey::new("ns", "masters");
         let start: Timestamp = "2026-01-01T00:00:00Z".parse().expect("time");
-        m.ensemble(&e, 4, 3, 4, Some(start));
+        m.ensemble(
+            &e,
+            EnsembleGauges {
+                members: 4,
+                voters: 3,
+                ready: 4,
+                healthy_voters: 3,
+                in_flight_since: Some(start),
+            },
+        );
         let at = |s: i64| start + jiff::SignedDuration::from_secs(s);
         let text = m.encode(at(42)).expect("encode");
         let age =
@@ -526,12 +595,50 @@ mod tests {
                 "quorate_ensemble_voters{ensemble_namespace=\"ns\",ensemble=\"masters\"} 3"
             )
         );
-        m.ensemble(&e, 4, 4, 4, None);
+        m.ensemble(&e, EnsembleGauges::steady(4));
         let text = m.encode(at(50)).expect("encode");
         assert_eq!(line(&text, age), Some(format!("{age} 0.0").as_str()));
         m.forget_ensemble(&e);
         let text = m.encode(at(60)).expect("encode");
         assert!(line(&text, age).is_none(), "{text}");
+    }
+
+    #[test]
+    fn failures_tolerated_counts_healthy_voters_above_a_majority_and_goes_negative_without_one() {
+        let m = Metrics::new();
+        let e = ObjectKey::new("ns", "masters");
+        let series =
+            "quorate_ensemble_failures_tolerated{ensemble_namespace=\"ns\",ensemble=\"masters\"}";
+        for (voters, healthy, want) in [
+            (5, 5, 2),
+            (5, 3, 0),
+            (3, 3, 1),
+            (3, 1, -1),
+            (1, 1, 0),
+            (1, 0, -1),
+        ] {
+            m.ensemble(
+                &e,
+                EnsembleGauges {
+                    healthy_voters: healthy,
+                    ..EnsembleGauges::steady(voters)
+                },
+            );
+            let text = m.encode(Timestamp::now()).expect("encode");
+            assert_eq!(
+                line(&text, series),
+                Some(format!("{series} {want}").as_str()),
+                "{healthy} of {voters} healthy"
+            );
+        }
+        m.forget_ensemble(&e);
+        let text = m.encode(Timestamp::now()).expect("encode");
+        assert!(line(&text, series).is_none(), "{text}");
+        let info = format!(
+            "quorate_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        );
+        assert!(text.lines().any(|l| l == info), "{text}");
     }
 
     #[test]
@@ -577,7 +684,7 @@ mod tests {
         m.reconciled("MasterEnsemble", Duration::from_millis(5), Some("kube"));
         m.step("add-voter", "started");
         m.blocked("QuorumLost");
-        m.ensemble(&ObjectKey::new("ns", "masters"), 3, 3, 3, None);
+        m.ensemble(&ObjectKey::new("ns", "masters"), EnsembleGauges::steady(3));
         m.backup_succeeded(&ObjectKey::new("ns", "nightly"), Timestamp::now());
         let text = m.encode(Timestamp::now()).expect("encode");
         let names = label_names(&text);
@@ -639,9 +746,17 @@ mod tests {
         };
         let backup = "quorate_backup_last_success_timestamp_seconds{backup_namespace=\"a\",backup=\"nightly\"}";
         let record = || {
-            m.ensemble(&ObjectKey::new("a", "kept"), 3, 3, 3, None);
-            m.ensemble(&ObjectKey::new("a", "deleted"), 3, 3, 2, Some(start));
-            m.ensemble(&ObjectKey::new("b", "unwatched"), 1, 1, 1, None);
+            m.ensemble(&ObjectKey::new("a", "kept"), EnsembleGauges::steady(3));
+            m.ensemble(
+                &ObjectKey::new("a", "deleted"),
+                EnsembleGauges {
+                    ready: 2,
+                    healthy_voters: 2,
+                    in_flight_since: Some(start),
+                    ..EnsembleGauges::steady(3)
+                },
+            );
+            m.ensemble(&ObjectKey::new("b", "unwatched"), EnsembleGauges::steady(1));
             m.backup_succeeded(&ObjectKey::new("a", "nightly"), start);
         };
         record();
@@ -702,7 +817,7 @@ mod tests {
         let m = Arc::new(Metrics::new());
         let key = ObjectKey::new("a", "masters");
         let series = "quorate_ensemble_members{ensemble_namespace=\"a\",ensemble=\"masters\"}";
-        m.ensemble(&key, 1, 1, 1, None);
+        m.ensemble(&key, EnsembleGauges::steady(1));
         let (everywhere, namespace_a) = (Listed::default(), Listed::default());
         let _all = m.watch(None, everywhere.exists(), everywhere.exists());
         let _a = m.watch(Some("a".into()), namespace_a.exists(), namespace_a.exists());

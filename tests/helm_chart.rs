@@ -58,6 +58,8 @@ struct Ctx {
     helm: PathBuf,
     /// HELM_CACHE_HOME, HELM_CONFIG_HOME and HELM_DATA_HOME, so helm writes nothing under $HOME.
     helm_home: tempfile::TempDir,
+    /// promtool, to check the PrometheusRule and test its alerts.
+    promtool: PathBuf,
     /// Installs one at a time: each install also creates the CRDs.
     installs: tokio::sync::Mutex<()>,
 }
@@ -684,13 +686,21 @@ fn words_after(text: &str, prefix: &str, whole: bool) -> BTreeSet<String> {
 /// `quorate_reconcile_duration_seconds_bucket`, ...) and of their labels, from quorate's own
 /// registry with a series in every family src/metrics.rs registers.
 fn served_metrics() -> Result<(BTreeSet<String>, BTreeSet<String>), Failed> {
-    use quorate::metrics::{Metrics, ObjectKey};
+    use quorate::metrics::{EnsembleGauges, Metrics, ObjectKey};
     let now = jiff::Timestamp::now();
     let m = Metrics::new();
     m.reconciled("MasterEnsemble", Duration::from_millis(5), Some("kube"));
     m.step("add-voter", "started");
     m.blocked("QuorumLost");
-    m.ensemble(&ObjectKey::new("ns", "masters"), 3, 3, 2, Some(now));
+    m.ensemble(
+        &ObjectKey::new("ns", "masters"),
+        EnsembleGauges {
+            ready: 2,
+            healthy_voters: 2,
+            in_flight_since: Some(now),
+            ..EnsembleGauges::steady(3)
+        },
+    );
     m.backup_succeeded(&ObjectKey::new("ns", "nightly"), now);
     m.set_leader(true);
     let text = m
@@ -890,6 +900,7 @@ async fn the_prometheus_rule_reads_only_metrics_the_operator_serves(ctx: Arc<Ctx
     let alerts: BTreeSet<&str> = rules.iter().filter_map(|r| r["alert"].as_str()).collect();
     let want: BTreeSet<&str> = [
         "QuorateEnsembleDegraded",
+        "QuorateEnsembleQuorumAtRisk",
         "QuorateEnsembleQuorumLost",
         "QuorateNoLeader",
         "QuorateStepStuck",
@@ -960,6 +971,7 @@ async fn the_prometheus_rule_reads_only_metrics_the_operator_serves(ctx: Arc<Ctx
     for metric in [
         "quorate_ensemble_ready_members",
         "quorate_ensemble_voters",
+        "quorate_ensemble_failures_tolerated",
         "quorate_leader",
         "quorate_step_in_flight_age_seconds",
         "quorate_blocked_total",
@@ -991,7 +1003,7 @@ async fn the_prometheus_rule_thresholds_and_labels_come_from_values(ctx: Arc<Ctx
     }
     let rules = alert_rules(rule);
     let by_name = |name: &str| rules.iter().find(|r| r["alert"] == name).copied();
-    if by_name("QuorateNoLeader").is_some() || rules.len() != 6 {
+    if by_name("QuorateNoLeader").is_some() || rules.len() != 7 {
         return Err(fail("noLeader.enabled=false still renders QuorateNoLeader"));
     }
     for (name, tail) in [
@@ -1009,6 +1021,260 @@ async fn the_prometheus_rule_thresholds_and_labels_come_from_values(ctx: Arc<Ctx
     let degraded = by_name("QuorateEnsembleDegraded").ok_or_else(|| fail("no degraded alert"))?;
     if degraded["labels"]["severity"] != "page" || degraded["for"] != "2m" {
         return Err(fail(format!("degraded: {degraded}")));
+    }
+    Ok(())
+}
+
+/// The alerts' tests for `promtool test rules`: series as the operator serves them (scraped by
+/// the chart's ServiceMonitor, so with its job and namespace), and at each time the alerts that
+/// must fire, with their labels (each alert name listed at a time must fire exactly so).
+fn alert_tests(rules_file: &str) -> Value {
+    let target = |extra: &[(&str, &str)]| {
+        let mut labels = vec![
+            ("job".to_string(), "q-quorate-metrics".to_string()),
+            ("namespace".to_string(), "quorate-system".to_string()),
+        ];
+        labels.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        labels
+    };
+    let series = |name: &str, extra: &[(&str, &str)], values: &str| {
+        let labels: Vec<String> = target(extra)
+            .iter()
+            .map(|(k, v)| format!("{k}=\"{v}\""))
+            .collect();
+        serde_json::json!({"series": format!("{name}{{{}}}", labels.join(",")), "values": values})
+    };
+    let alert = |severity: &str, extra: &[(&str, &str)]| {
+        let mut labels: serde_json::Map<String, Value> = target(extra)
+            .into_iter()
+            .map(|(k, v)| (k, Value::String(v)))
+            .collect();
+        labels.insert("severity".into(), severity.into());
+        serde_json::json!({"exp_labels": labels})
+    };
+    let ens = |name: &'static str| [("ensemble_namespace", "a"), ("ensemble", name)];
+    // Ensembles: "lost" (1 of 3 voters ready), "risk" (2 of 3, a step in flight since 0),
+    // "fine" (5 of 5), "single" (1 of 1: never at risk by this alert).
+    let mut input = Vec::new();
+    for (name, voters, ready, tolerated) in [
+        ("lost", 3, 1, -1),
+        ("risk", 3, 2, 0),
+        ("fine", 5, 5, 2),
+        ("single", 1, 1, 0),
+    ] {
+        input.push(series(
+            "quorate_ensemble_voters",
+            &ens(name),
+            &format!("{voters}x40"),
+        ));
+        input.push(series(
+            "quorate_ensemble_ready_members",
+            &ens(name),
+            &format!("{ready}x40"),
+        ));
+        input.push(series(
+            "quorate_ensemble_failures_tolerated",
+            &ens(name),
+            &format!("{tolerated}x40"),
+        ));
+        let age = if name == "risk" { "0+60x40" } else { "0x40" };
+        input.push(series(
+            "quorate_step_in_flight_age_seconds",
+            &ens(name),
+            age,
+        ));
+    }
+    input.push(series("quorate_leader", &[("pod", "q-quorate-0")], "0x40"));
+    input.push(series(
+        "quorate_blocked_total",
+        &[("reason", "QuorumLost")],
+        "0 0 0 1x37",
+    ));
+    for (category, values) in [("forbidden", "0+1x40"), ("conflict", "0+10x40")] {
+        input.push(series(
+            "quorate_reconcile_errors_total",
+            &[("kind", "MasterEnsemble"), ("category", category)],
+            values,
+        ));
+    }
+    // A backup that finished long ago and one that finishes every minute (maxAgeSeconds 600).
+    input.push(series(
+        "quorate_backup_last_success_timestamp_seconds",
+        &[("backup_namespace", "a"), ("backup", "stale")],
+        "0x40",
+    ));
+    input.push(series(
+        "quorate_backup_last_success_timestamp_seconds",
+        &[("backup_namespace", "a"), ("backup", "fresh")],
+        "0+60x40",
+    ));
+    let at = |time: &str, name: &str, alerts: Vec<Value>| serde_json::json!({"eval_time": time, "alertname": name, "exp_alerts": alerts});
+    let at_5m = vec![
+        // Blocked fires at once and only in the 10 minutes after the counter rose.
+        at(
+            "5m",
+            "QuorateEnsembleBlocked",
+            vec![alert("warning", &[("reason", "QuorumLost")])],
+        ),
+        at(
+            "5m",
+            "QuorateEnsembleQuorumLost",
+            vec![alert("critical", &ens("lost"))],
+        ),
+        // Not yet for 5 minutes.
+        at("4m", "QuorateEnsembleDegraded", vec![]),
+    ];
+    let at_30m = vec![
+        at("30m", "QuorateEnsembleBlocked", vec![]),
+        at(
+            "30m",
+            "QuorateEnsembleDegraded",
+            vec![
+                alert("warning", &ens("lost")),
+                alert("warning", &ens("risk")),
+            ],
+        ),
+        at(
+            "30m",
+            "QuorateEnsembleQuorumAtRisk",
+            vec![alert("warning", &ens("risk"))],
+        ),
+        at(
+            "30m",
+            "QuorateEnsembleQuorumLost",
+            vec![alert("critical", &ens("lost"))],
+        ),
+        at(
+            "30m",
+            "QuorateStepStuck",
+            vec![alert("warning", &ens("risk"))],
+        ),
+        // max() keeps no label of the series.
+        at(
+            "30m",
+            "QuorateNoLeader",
+            vec![serde_json::json!({"exp_labels": {"severity": "critical"}})],
+        ),
+        at(
+            "30m",
+            "QuorateReconcileErrors",
+            vec![alert(
+                "warning",
+                &[("kind", "MasterEnsemble"), ("category", "forbidden")],
+            )],
+        ),
+        at(
+            "30m",
+            "QuorateBackupTooOld",
+            vec![alert(
+                "warning",
+                &[("backup_namespace", "a"), ("backup", "stale")],
+            )],
+        ),
+    ];
+    // No operator scraped at all: absent() keeps the selector's equality matchers.
+    let nobody = serde_json::json!({
+        "interval": "1m",
+        "input_series": [series("quorate_ensemble_voters", &ens("fine"), "5x10")],
+        "alert_rule_test": [at("6m", "QuorateNoLeader", vec![alert("critical", &[])])],
+    });
+    serde_json::json!({
+        "rule_files": [rules_file],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": input,
+                "alert_rule_test": at_5m.into_iter().chain(at_30m).collect::<Vec<_>>(),
+            },
+            nobody,
+        ],
+    })
+}
+
+async fn the_prometheus_rule_passes_promtool_and_each_alert_fires_when_and_only_when_documented(
+    ctx: Arc<Ctx>,
+) -> TestResult {
+    let docs = ctx
+        .render(
+            "q",
+            "quorate-system",
+            &[
+                MONITORING,
+                "metrics.prometheusRule.alerts.backupTooOld.maxAgeSeconds=600",
+            ],
+            false,
+        )
+        .await?;
+    let rule = only(&docs, "PrometheusRule")?;
+    let dir = tempfile::tempdir().map_err(|e| fail(e.to_string()))?;
+    let write = |name: &str, value: &Value| -> Result<String, Failed> {
+        let path = dir.path().join(name);
+        let text = serde_norway::to_string(value).map_err(|e| fail(e.to_string()))?;
+        std::fs::write(&path, text).map_err(|e| fail(format!("{}: {e}", path.display())))?;
+        Ok(path.to_string_lossy().into_owned())
+    };
+    let promtool = |args: Vec<String>, what: &'static str| {
+        let mut cmd = tokio::process::Command::new(&ctx.promtool);
+        cmd.args(&args);
+        run(cmd, None, what)
+    };
+    // The rule file as Prometheus loads it: expressions parse, templates of the annotations
+    // parse, durations are valid.
+    let rules = write("rules.yaml", &rule["spec"])?;
+    let checked = promtool(
+        vec!["check".into(), "rules".into(), rules],
+        "promtool check rules",
+    )
+    .await?;
+    let count = alert_rules(rule).len();
+    if !checked.contains(&format!("SUCCESS: {count} rules found")) {
+        return Err(fail(format!("promtool check rules said:\n{checked}")));
+    }
+    // The alerts' logic, without the annotations (promtool compares annotations verbatim; their
+    // templates were checked above, their labels by the_prometheus_rule_reads_only_metrics_...).
+    let mut bare = rule["spec"].clone();
+    for group in bare["groups"].as_array_mut().into_iter().flatten() {
+        for r in group["rules"].as_array_mut().into_iter().flatten() {
+            if let Some(r) = r.as_object_mut() {
+                r.remove("annotations");
+            }
+        }
+    }
+    let bare_rules = write("alerts.yaml", &bare)?;
+    let tests = write("tests.yaml", &alert_tests(&bare_rules))?;
+    promtool(
+        vec!["test".into(), "rules".into(), tests],
+        "promtool test rules",
+    )
+    .await?;
+    // The tests can fail: the one-voter ensemble at risk too is refused.
+    let mut wrong = alert_tests(&bare_rules);
+    for case in wrong["tests"][0]["alert_rule_test"]
+        .as_array_mut()
+        .into_iter()
+        .flatten()
+    {
+        if case["alertname"] == "QuorateEnsembleQuorumAtRisk" {
+            let mut single = case["exp_alerts"][0].clone();
+            single["exp_labels"]["ensemble"] = "single".into();
+            case["exp_alerts"]
+                .as_array_mut()
+                .ok_or_else(|| fail("exp_alerts"))?
+                .push(single);
+        }
+    }
+    let wrong = write("wrong.yaml", &wrong)?;
+    if promtool(
+        vec!["test".into(), "rules".into(), wrong],
+        "promtool test rules (a wrong expectation)",
+    )
+    .await
+    .is_ok()
+    {
+        return Err(fail(
+            "promtool test rules passed a test that expects the one-voter ensemble at risk",
+        ));
     }
     Ok(())
 }
@@ -2162,6 +2428,14 @@ fn main() -> std::process::ExitCode {
             },
         ),
         (
+            "the_prometheus_rule_passes_promtool_and_each_alert_fires_when_and_only_when_documented",
+            |c| {
+                Box::pin(
+                    the_prometheus_rule_passes_promtool_and_each_alert_fires_when_and_only_when_documented(c),
+                )
+            },
+        ),
+        (
             "the_deployment_runs_the_operator_as_the_chart_promises",
             |c| Box::pin(the_deployment_runs_the_operator_as_the_chart_promises(c)),
         ),
@@ -2218,6 +2492,13 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
+    let promtool = match quorate_testbed::promtool::ensure_promtool() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("cannot get promtool: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
     let helm_home = match tempfile::Builder::new()
         .prefix("quorate-helm-home-")
         .tempdir()
@@ -2249,6 +2530,7 @@ fn main() -> std::process::ExitCode {
         plane,
         helm,
         helm_home,
+        promtool,
         installs: tokio::sync::Mutex::new(()),
     });
     let handle = runtime.handle().clone();

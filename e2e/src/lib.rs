@@ -5,7 +5,9 @@
 //! - [`process`]: child processes that never outlive the process that started them.
 //! - [`controlplane`]: kube-apiserver, etcd and kube-controller-manager built from Go modules and
 //!   launched on loopback with generated certificates and RBAC on.
-//! - [`helm`]: helm built from the Go module proxy into the cache, for the chart's tests.
+//! - [`gotool`]: Go commands built with `go install` from the Go module proxy into the cache.
+//! - [`helm`]: helm built that way, for the chart's tests.
+//! - [`promtool`]: Prometheus' promtool built that way, to check and test the chart's alerts.
 //! - [`zookeeper`]: Apache ZooKeeper resolved from Maven Central, and real ensembles on
 //!   127.0.x.y addresses.
 //! - [`kazoo`]: an independent Python client (kazoo) used as a judge of the data.
@@ -18,11 +20,13 @@
 
 pub mod cache;
 pub mod controlplane;
+pub mod gotool;
 pub mod helm;
 pub mod kazoo;
 pub mod lincheck;
 pub mod nodeagent;
 pub mod objectstore;
 pub mod process;
+pub mod promtool;
 pub mod proxy;
 pub mod zookeeper;

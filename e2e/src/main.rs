@@ -1,6 +1,7 @@
 //! `testbed`: builds or fetches quorate's real parts into the cache, with progress.
 //!
-//! `testbed prepare` makes sure the control plane binaries, helm, both ZooKeeper distributions,
+//! `testbed prepare` makes sure the control plane binaries, helm, promtool, both ZooKeeper
+//! distributions,
 //! the kazoo judge, the linearizability checker, the S3 server (versitygw) and nftables (Debian's
 //! `nft`, for the node agent's network faults) are in `$QUORATE_CACHE` (default
 //! `~/.cache/quorate`); it reuses what is there. `testbed helm` makes
@@ -10,7 +11,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use quorate_testbed::{
-    cache, controlplane, helm, kazoo, lincheck, nodeagent, objectstore, zookeeper,
+    cache, controlplane, helm, kazoo, lincheck, nodeagent, objectstore, promtool, zookeeper,
 };
 
 fn main() -> ExitCode {
@@ -68,6 +69,21 @@ fn prepare() -> ExitCode {
         ),
         Err(e) => {
             eprintln!("testbed: helm: {e}");
+            failed = true;
+        }
+    }
+    match promtool::ensure_promtool() {
+        Ok(path) => cache::progress(
+            "prepare",
+            start,
+            &format!(
+                "promtool {} ready ({})",
+                promtool::PROMETHEUS_VERSION,
+                path.display()
+            ),
+        ),
+        Err(e) => {
+            eprintln!("testbed: promtool: {e}");
             failed = true;
         }
     }

@@ -150,16 +150,20 @@ async fn pass(ens: Arc<MasterEnsemble>, ctx: Arc<Context>) -> Result<Action, Err
     let labels = crate::metrics::ObjectKey::new(&ns, &name);
     let observed = &obs.observed;
     let record_members = |in_flight_since| {
+        let voters = observed.voters();
         ctx.metrics.ensemble(
             &labels,
-            observed
-                .members
-                .values()
-                .filter(|m| m.pod.is_some())
-                .count(),
-            observed.voters().len(),
-            observed.members.values().filter(|m| m.is_healthy()).count(),
-            in_flight_since,
+            crate::metrics::EnsembleGauges {
+                members: observed
+                    .members
+                    .values()
+                    .filter(|m| m.pod.is_some())
+                    .count(),
+                voters: voters.len(),
+                ready: observed.members.values().filter(|m| m.is_healthy()).count(),
+                healthy_voters: voters.iter().filter(|v| observed.healthy(**v)).count(),
+                in_flight_since,
+            },
         )
     };
     if let (Decision::Wait { reason, .. }, Some(gate), Some(at)) = (

@@ -617,7 +617,7 @@ mod tests {
                 .expect("encode")
                 .contains(series)
         };
-        metrics.ensemble(&key, 3, 3, 3, None);
+        metrics.ensemble(&key, crate::metrics::EnsembleGauges::steady(3));
         apply(watcher::Event::Init);
         apply(watcher::Event::InitApply(ens.clone()));
         assert_eq!(exists(&key), None, "the first list is not complete");
@@ -631,7 +631,7 @@ mod tests {
         // Created again, then deleted while the watch was down: the relist that follows has
         // no Delete event, only a complete list without it.
         apply(watcher::Event::Apply(ens));
-        metrics.ensemble(&key, 3, 3, 3, None);
+        metrics.ensemble(&key, crate::metrics::EnsembleGauges::steady(3));
         apply(watcher::Event::Init);
         assert_eq!(
             exists(&key),

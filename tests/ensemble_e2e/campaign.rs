@@ -627,6 +627,36 @@ async fn converged(
     Ok(t0.elapsed().as_secs_f64())
 }
 
+/// Copies every container log of the campaign's namespace (all runs of each member, appended by
+/// the node agent) into `dir`, so that a failed campaign can be read from ZooKeeper's side too.
+fn keep_member_logs(bed: &Bed, ns: &str, dir: &std::path::Path) -> String {
+    let Some(logs) = bed
+        .agent
+        .lock()
+        .ok()
+        .and_then(|a| a.as_ref().map(|a| a.state_dir().join("logs")))
+    else {
+        return "members' logs not kept: no node agent".to_string();
+    };
+    let copy = || -> std::io::Result<usize> {
+        std::fs::create_dir_all(dir)?;
+        let mut n = 0;
+        for entry in std::fs::read_dir(&logs)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            if name.to_string_lossy().starts_with(&format!("{ns}_")) {
+                std::fs::copy(entry.path(), dir.join(&name))?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    };
+    match copy() {
+        Ok(n) => format!("{n} members' logs in {}", dir.display()),
+        Err(e) => format!("members' logs not kept: {e}"),
+    }
+}
+
 /// Runs a campaign of `faults` faults with `seed` in namespace `ns`; writes the report.
 pub async fn campaign(bed: &Bed, ns: &str, seed: u64, faults: usize) -> Result<(), Failed> {
     eprintln!(
@@ -804,6 +834,9 @@ pub async fn campaign(bed: &Bed, ns: &str, seed: u64, faults: usize) -> Result<(
             Err(e) => format!("operators' logs not kept: {e}"),
         };
         eprintln!("{kept}");
+        let members = keep_member_logs(bed, ns, &path.with_extension("members"));
+        eprintln!("{members}");
+        let kept = format!("{kept}; {members}");
         let short: String = msg.chars().take(2000).collect();
         report.failure = Some(format!("round {round} (seed {seed}): {short} ({kept})"));
     }
