@@ -26,6 +26,10 @@ pub const LABEL_INSTANCE: &str = "app.kubernetes.io/instance";
 
 /// Annotation on member Pods: the hash of the member spec they were built from.
 pub const ANNOTATION_SPEC_HASH: &str = "quorate.dev/spec-hash";
+/// Annotation on a member's PVC: the member is fenced for its replacement (its Pod is deleted
+/// and not recreated while the ensemble keeps a quorum; the PVC goes once the configuration no
+/// longer lists the member).
+pub const ANNOTATION_FENCED: &str = "quorate.dev/fenced";
 /// Annotation on member Pods and PVCs: the member has been a voter (it never joins again).
 pub const ANNOTATION_WAS_VOTER: &str = "quorate.dev/was-voter";
 

@@ -543,3 +543,44 @@ fn two_waiting_joiners_are_a_violation_two_leaving_members_are_not() {
         s.violations
     );
 }
+
+/// Campaign seed 2028 (rerun), round 4: the operator deleted a fenced voter's volume before the
+/// reconfig that removed it committed. A volume may go only once the configuration read after
+/// it no longer lists the member; the test's own PVC deletions are excused.
+#[test]
+fn a_volume_deleted_while_the_configuration_lists_its_member_is_a_violation() {
+    let mut s = Sampler::default();
+    s.observe(sample(three(&[1, 2, 3])));
+    s.observe_volumes(set(&[1, 2, 3]));
+    // Member 3 removed first, then its volume deleted: fine.
+    s.observe(sample(three(&[1, 2])));
+    s.observe_volumes(set(&[1, 2]));
+    assert!(s.violations.is_empty(), "{:?}", s.violations);
+    // Member 2's volume deleted while the configuration still lists it.
+    s.observe(sample(three(&[1, 2])));
+    s.observe_volumes(set(&[1]));
+    assert_eq!(s.violations.len(), 1, "{:?}", s.violations);
+    assert!(s.violations[0].contains("member 2"), "{:?}", s.violations);
+
+    // The test deleted it itself.
+    let mut s = Sampler::default();
+    s.volumes_excused.insert(2);
+    s.observe(sample(three(&[1, 2, 3])));
+    s.observe_volumes(set(&[1, 2, 3]));
+    s.observe(sample(three(&[1, 2, 3])));
+    s.observe_volumes(set(&[1, 3]));
+    assert!(s.violations.is_empty(), "{:?}", s.violations);
+
+    // No member serves: no configuration to judge by in that sample; the next one that has
+    // one still lists member 3, whose volume went meanwhile.
+    let mut s = Sampler::default();
+    s.observe(sample(three(&[1, 2, 3])));
+    s.observe_volumes(set(&[1, 2, 3]));
+    s.observe(sample(vec![(1, running("u1")), (2, running("u2"))]));
+    s.observe_volumes(set(&[1, 2]));
+    assert!(s.violations.is_empty(), "{:?}", s.violations);
+    s.observe(sample(three(&[1, 2, 3])));
+    s.observe_volumes(set(&[1, 2]));
+    assert_eq!(s.violations.len(), 1, "{:?}", s.violations);
+    assert!(s.violations[0].contains("member 3"), "{:?}", s.violations);
+}

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
-use kube::api::{DeleteParams, PostParams};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
 
 use super::observe::Observation;
@@ -59,9 +59,19 @@ pub async fn execute(
             failpoints::reached(failpoints::DELETE_MEMBER_AFTER_EFFECT).await;
         }
         Step::FenceMember { member } => {
-            ensure_member_deleted(ctx, ectx, *member, true, failpoints::FENCE_MEMBER_AFTER_POD)
-                .await?;
-            failpoints::reached(failpoints::FENCE_MEMBER_AFTER_EFFECT).await;
+            // The volume is kept, marked: its data is deleted only once the configuration no
+            // longer lists the member (a stray member's deletion), so a quorum lost before the
+            // removal commits can still count on it.
+            mark_fenced(ctx, ectx, *member, true).await?;
+            failpoints::reached(failpoints::FENCE_MEMBER_AFTER_MARK).await;
+            ensure_member_deleted(
+                ctx,
+                ectx,
+                *member,
+                false,
+                failpoints::FENCE_MEMBER_AFTER_EFFECT,
+            )
+            .await?;
         }
         Step::RestartMember { member } => {
             ensure_member_restarted(ctx, ectx, desired, *member, obs).await?;
@@ -194,6 +204,37 @@ async fn ensure_member_deleted(
     Ok(())
 }
 
+/// Marks member `id`'s PVC fenced, or lifts the mark. A PVC that is gone needs neither.
+async fn mark_fenced(
+    ctx: &Context,
+    ectx: &EnsembleContext<'_>,
+    id: ServerId,
+    fenced: bool,
+) -> Result<(), Error> {
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), ectx.namespace);
+    let value = fenced.then_some("true");
+    let patch = serde_json::json!({"metadata": {"annotations": {ANNOTATION_FENCED: value}}});
+    match pvcs
+        .patch(
+            &member_pvc(ectx.name, id),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(Error::kube(format!(
+            "{} PVC of member {id}",
+            if fenced {
+                "fence the"
+            } else {
+                "lift the fence of the"
+            }
+        ))(e)),
+    }
+}
+
 /// Deletes a Pod built from another spec (keeping the volume), and recreates it from the
 /// current spec once it is gone.
 async fn ensure_member_restarted(
@@ -213,6 +254,15 @@ async fn ensure_member_restarted(
         }
         Some(_) => Ok(()),
         None => {
+            // Restarted while fenced (the quorum was lost before its removal committed): the
+            // fence is lifted first, or the next pass would take the Pod away again.
+            if obs
+                .pvcs
+                .get(&id)
+                .is_some_and(|c| c.annotations().contains_key(ANNOTATION_FENCED))
+            {
+                mark_fenced(ctx, ectx, id, false).await?;
+            }
             ensure_pod(ctx, ectx, desired, id, false, obs).await?;
             failpoints::reached(failpoints::RESTART_MEMBER_AFTER_EFFECT).await;
             Ok(())

@@ -38,9 +38,9 @@ pub const DELETE_MEMBER_AFTER_POD: &str = "delete-member.after-pod";
 pub const DELETE_MEMBER_AFTER_EFFECT: &str = "delete-member.after-effect";
 /// fence-member: claimed, nothing deleted.
 pub const FENCE_MEMBER_AFTER_CLAIM: &str = "fence-member.after-claim";
-/// fence-member: the Pod is deleted, the PVC not yet.
-pub const FENCE_MEMBER_AFTER_POD: &str = "fence-member.after-pod";
-/// fence-member: the Pod and the PVC are deleted.
+/// fence-member: the PVC is marked fenced, the Pod not deleted yet.
+pub const FENCE_MEMBER_AFTER_MARK: &str = "fence-member.after-mark";
+/// fence-member: the PVC is marked fenced and the Pod deleted (the PVC is kept).
 pub const FENCE_MEMBER_AFTER_EFFECT: &str = "fence-member.after-effect";
 /// restart-member: claimed, the Pod not touched.
 pub const RESTART_MEMBER_AFTER_CLAIM: &str = "restart-member.after-claim";
@@ -66,7 +66,7 @@ pub const ALL: &[&str] = &[
     DELETE_MEMBER_AFTER_POD,
     DELETE_MEMBER_AFTER_EFFECT,
     FENCE_MEMBER_AFTER_CLAIM,
-    FENCE_MEMBER_AFTER_POD,
+    FENCE_MEMBER_AFTER_MARK,
     FENCE_MEMBER_AFTER_EFFECT,
     RESTART_MEMBER_AFTER_CLAIM,
     RESTART_MEMBER_AFTER_POD,

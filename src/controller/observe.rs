@@ -143,12 +143,18 @@ pub async fn observe(
             .pvcs
             .get(&id)
             .is_some_and(|c| c.metadata.deletion_timestamp.is_none());
+        let fenced = volume
+            && obs
+                .pvcs
+                .get(&id)
+                .is_some_and(|c| c.annotations().contains_key(ANNOTATION_FENCED));
         let zk = obs.zk.zk_state(id).unwrap_or_default();
         let before = recorded.get(&id);
         let mut member = Member {
             id,
             pod,
             volume,
+            fenced,
             zk,
             down_since: None,
             healthy_spec_hash: before.and_then(|m| m.healthy_spec_hash.clone()),

@@ -20,7 +20,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::Client;
 use kube::api::{Api, ListParams};
 use libtest_mimic::Failed;
@@ -121,6 +121,29 @@ pub async fn sample_remembering(
         Some(async move { (id, member_view(http, p).await) })
     });
     Some(futures::future::join_all(views).await.into_iter().collect())
+}
+
+/// The server ids whose PVC exists and is not being deleted (`None` when the list fails).
+async fn member_volumes(client: &Client, ns: &str, name: &str) -> Option<BTreeSet<u32>> {
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
+    let list = pvcs
+        .list(&ListParams::default().labels(&format!("quorate.dev/ensemble={name}")))
+        .await
+        .ok()?;
+    Some(
+        list.items
+            .iter()
+            .filter(|c| c.metadata.deletion_timestamp.is_none())
+            .filter_map(|c| {
+                c.metadata
+                    .labels
+                    .as_ref()?
+                    .get("quorate.dev/server-id")?
+                    .parse()
+                    .ok()
+            })
+            .collect(),
+    )
 }
 
 /// One member Pod as the sampler sees it: its Pod, and its AdminServer's `srvr` and
@@ -370,12 +393,18 @@ impl Judges {
                 let mut stopping = false;
                 loop {
                     let taken = jiff::Timestamp::now();
+                    // Volumes first, then the members' views: a volume gone while the
+                    // configuration read after it still lists its member was gone too early.
+                    let volumes = member_volumes(&client, &ns, &name).await;
                     if let Some(views) =
                         sample_remembering(&client, &ns, &name, &http, &mut last).await
                         && let Ok(mut s) = sampler.lock()
                     {
                         s.at(format!("taken {taken}"));
                         s.observe(views);
+                        if let Some(volumes) = volumes {
+                            s.observe_volumes(volumes);
+                        }
                     }
                     // The sample taken after the stop sees what the scenario waited for (the
                     // operator's status may report a step a moment after the last sample).
@@ -455,6 +484,13 @@ impl Judges {
         if let Ok(mut s) = self.sampler.lock() {
             s.excused.insert(id);
             s.deleted_while_voting.remove(&id);
+        }
+    }
+
+    /// The test deletes member `id`'s volume itself: its going is not held against the operator.
+    pub fn excuse_volume(&self, id: u32) {
+        if let Ok(mut s) = self.sampler.lock() {
+            s.volumes_excused.insert(id);
         }
     }
 

@@ -76,6 +76,13 @@ pub struct Sampler {
     /// Members whose Pod was deleted while they served as voters, by id: they must stay voters
     /// (a restart) or must not have been voters any more (a removal done first).
     pub deleted_while_voting: BTreeSet<u32>,
+    /// Members whose volume the test itself deleted (a PVC deletion fault): their volume's
+    /// going is not the operator's.
+    pub volumes_excused: BTreeSet<u32>,
+    /// The configuration the latest sample read (none when no member served).
+    sample_config: Option<BTreeSet<u32>>,
+    /// The members whose PVC existed (and was not being deleted) at the latest volume sample.
+    last_volumes: Option<BTreeSet<u32>>,
     /// Samples in a row each member's AdminServer has been silent.
     silent: BTreeMap<u32, usize>,
     /// What the joiner watcher last saw of each member Pod (id, uid) outside the configuration:
@@ -282,6 +289,30 @@ impl Sampler {
         self.now_label = label.into();
     }
 
+    /// Takes the members whose PVC exists and is not being deleted, listed just before the
+    /// member views of [`Sampler::observe`] (call it after them): a volume the operator
+    /// deletes while the configuration of that sample still lists its member is a violation
+    /// (I4: the volume goes only with the retired id, after the removal). The member's data
+    /// is what would let a quorum lost before the removal commits come back.
+    /// A sample in which no member serves has no configuration to judge by: the volumes are
+    /// compared at the next sample that has one, with those of the last sample that had one.
+    pub fn observe_volumes(&mut self, volumes: BTreeSet<u32>) {
+        let Some(config) = &self.sample_config else {
+            return;
+        };
+        if let Some(before) = &self.last_volumes {
+            for id in before.difference(&volumes) {
+                if config.contains(id) && !self.volumes_excused.contains(id) {
+                    self.violations.push(format!(
+                        "I4: the volume of member {id} was deleted while the configuration {config:?} still listed it (sample {}, {})",
+                        self.samples, self.now_label
+                    ));
+                }
+            }
+        }
+        self.last_volumes = Some(volumes);
+    }
+
     /// Takes one sample's views (by server id) and checks them against the previous sample.
     pub fn observe(&mut self, mut now: BTreeMap<u32, MemberView>) {
         self.samples += 1;
@@ -320,6 +351,7 @@ impl Sampler {
                 .and_then(|m| m.config.clone())
         };
         let config = newest(true).or_else(|| newest(false));
+        self.sample_config = config.clone();
 
         // Never two configurations that each form a quorum: two leaders, each followed by a
         // majority of its own configuration, with no member in common.

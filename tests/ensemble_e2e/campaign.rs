@@ -485,6 +485,7 @@ async fn inject(
         }
         Fault::PvcDeleted => {
             if let Some(id) = victim {
+                judges.excuse_volume(id);
                 let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
                 if pvcs
                     .delete(&format!("data-masters-{id}"), &DeleteParams::default())

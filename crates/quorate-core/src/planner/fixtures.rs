@@ -35,6 +35,7 @@ pub fn healthy_member(id: u32) -> Member {
             data_lost: false,
         }),
         volume: true,
+        fenced: false,
         zk: ZkState {
             serving: true,
             role: Role::Follower,

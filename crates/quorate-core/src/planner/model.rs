@@ -322,6 +322,11 @@ pub struct Member {
     /// The member's volume (PVC) exists.
     #[serde(default = "yes")]
     pub volume: bool,
+    /// The member is fenced for its replacement: its Pod is deleted and not recreated while
+    /// the ensemble keeps a quorum, and its volume is kept until the configuration no longer
+    /// lists it (only then is it deleted, with the retired id).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fenced: bool,
     /// ZooKeeper's view.
     #[serde(default)]
     pub zk: ZkState,

@@ -425,14 +425,14 @@ fn plan_fresh(desired: &Desired, observed: &Observed, now: Timestamp) -> Plan {
             // Fenced first, it is out of service before its removal: the rest of the current
             // configuration must still serve a majority for that reconfig to commit.
             if !quorum_survives_removal(observed, &voters, m.id)
-                || (!deletion_is_requested(m) && !others_serve_a_majority(observed, &voters, m.id))
+                || (!is_fenced(m) && !others_serve_a_majority(observed, &voters, m.id))
             {
                 return blocked(
                     BlockReason::NoHealthyMajorityForReplacement { member: m.id },
                     Rule::FailedVoterIsReplaced,
                 );
             }
-            if !deletion_is_requested(m) {
+            if !is_fenced(m) {
                 return act(
                     Step::FenceMember { member: m.id },
                     Rule::FailedVoterIsReplaced,
@@ -588,6 +588,7 @@ fn restartable(desired: &Desired, m: &Member) -> bool {
     let stale = m.spec_hash() != Some(desired.spec_hash.as_str());
     (stale || m.pod.is_none())
         && m.volume
+        && !m.fenced
         && !m.data_lost()
         && !m.pod.as_ref().is_some_and(|p| p.terminating)
 }

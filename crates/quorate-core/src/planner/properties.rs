@@ -338,6 +338,8 @@ fn arbitrary_member(id: u32) -> impl Strategy<Value = Member> {
                     data_lost: !running && age % 5 == 0,
                 }),
                 volume,
+                // Some down members carry a fence mark on their volume.
+                fenced: volume && !serving && down.is_some_and(|d| d % 3 == 0),
                 zk: ZkState {
                     serving,
                     role: Role::Follower,

@@ -224,6 +224,14 @@ pub fn deletion_is_requested(member: &Member) -> bool {
     member.pod.as_ref().is_none_or(|p| p.terminating) && !member.volume
 }
 
+/// The member is out of service for its replacement: its Pod is gone (or going) and its volume
+/// is marked fenced (or already gone). Its volume, and so its data, stays until the
+/// configuration no longer lists it: if the quorum is lost before the removal commits, it can
+/// still come back with its data.
+pub fn is_fenced(member: &Member) -> bool {
+    member.pod.as_ref().is_none_or(|p| p.terminating) && (member.fenced || !member.volume)
+}
+
 /// A new member's id must be above every id ever used (I4: ids are never reused).
 pub fn id_is_fresh(observed: &Observed, id: ServerId) -> bool {
     id >= observed.fresh_id()
@@ -327,9 +335,8 @@ pub fn step_is_done(step: &Step, observed: &Observed, desired: &Desired) -> bool
             .config
             .as_ref()
             .is_some_and(|c| members.iter().all(|id| !c.voters.contains(&id))),
-        Step::DeleteMember { .. } | Step::FenceMember { .. } => {
-            member.is_none_or(deletion_is_requested)
-        }
+        Step::DeleteMember { .. } => member.is_none_or(deletion_is_requested),
+        Step::FenceMember { .. } => member.is_none_or(is_fenced),
         Step::RestartMember { .. } => member.is_some_and(|m| {
             m.pod
                 .as_ref()

@@ -53,6 +53,13 @@ pub struct SimMember {
     pub pod: Option<(String, Timestamp)>,
     /// Its volume exists.
     pub volume: bool,
+    /// Its volume is marked fenced (its Pod deleted for a replacement).
+    pub fenced: bool,
+    /// A fenced voter restarted to bring a lost quorum back (only the quorum-lost path restarts
+    /// a fenced member). If its removal, claimed before the loss, commits once the quorum is
+    /// back, it runs outside the configuration until it is deleted: that is ZooKeeper finishing
+    /// a change, not a transition the planner started, so it is not counted against I1.
+    pub revived: bool,
     /// Its volume was wiped under its PVC: the process refuses to start again (its Pod reports
     /// the data as lost).
     pub wiped: bool,
@@ -88,6 +95,8 @@ impl SimMember {
             id,
             pod: None,
             volume: true,
+            fenced: false,
+            revived: false,
             wiped: false,
             process: Process::Down,
             synced: false,
@@ -542,6 +551,7 @@ impl Sim {
                         data_lost: m.wiped,
                     }),
                     volume: m.volume,
+                    fenced: m.fenced,
                     zk: ZkState {
                         serving,
                         role: if !serving {
@@ -849,7 +859,11 @@ impl Sim {
     /// around a single voter (the two joiners of a growth to three, or the two members a shrink
     /// from three removed, deleted one at a time).
     fn check_state(&self) -> Result<(), Violation> {
-        let strays = self.non_voter_pods();
+        let strays: Vec<ServerId> = self
+            .non_voter_pods()
+            .into_iter()
+            .filter(|id| !self.members[id].revived)
+            .collect();
         let allowed = if self.config.len() == 1 { 2 } else { 1 };
         if strays.len() > allowed {
             return Err(Violation {
@@ -923,19 +937,23 @@ impl Sim {
                 }
             }
             Step::FenceMember { .. } => {
+                // The volume is marked first, then the Pod is deleted; the data stays.
                 if let Some(m) = self.members.get_mut(&id) {
-                    m.pod = None;
-                    m.process = Process::Down;
-                    m.synced = false;
+                    m.fenced = true;
+                    m.revived = false;
                     if !half {
-                        m.volume = false;
-                        m.zxid = 0;
-                        m.known_config = None;
+                        m.pod = None;
+                        m.process = Process::Down;
+                        m.synced = false;
                     }
                 }
             }
             Step::RestartMember { .. } => {
                 if let Some(m) = self.members.get_mut(&id) {
+                    // A restart lifts a fence (only the quorum-lost path restarts a fenced
+                    // voter).
+                    m.revived |= m.fenced;
+                    m.fenced = false;
                     m.pod = None;
                     m.process = Process::Down;
                     m.synced = false;

@@ -383,23 +383,76 @@ fn replaces_a_voter_down_longer_than_replace_after_by_fencing_it_first() {
         .build();
     let p = plan(&desired(3), &o, t0());
     assert_eq!(p.decision, act(Step::FenceMember { member: id(2) }));
-    // Fenced (Pod and volume gone): removed from the config next.
+    // Fenced (Pod gone, volume kept and marked): not restarted, removed from the config next.
     let mut o2 = o.clone();
-    o2.members.get_mut(&id(2)).unwrap().pod = None;
-    o2.members.get_mut(&id(2)).unwrap().volume = false;
+    let m = o2.members.get_mut(&id(2)).unwrap();
+    m.pod = None;
+    m.fenced = true;
+    assert!(step_is_done(
+        &Step::FenceMember { member: id(2) },
+        &o2,
+        &desired(3)
+    ));
     assert_eq!(
         plan(&desired(3), &o2, t0()).decision,
         act(Step::remove_voter(id(2)))
     );
-    // Removed, with neither Pod nor volume left: nothing more to delete, its id is retired and
-    // a fresh id joins.
+    // Removed: only now is its volume deleted (a stray member), and its id retired.
     o2.config.as_mut().unwrap().voters.remove(&id(2));
+    assert_eq!(
+        plan(&desired(3), &o2, t0()).decision,
+        act(Step::DeleteMember { member: id(2) })
+    );
+    o2.members.get_mut(&id(2)).unwrap().volume = false;
     assert_eq!(
         plan(&desired(3), &o2, t0()).decision,
         act(Step::CreateMember {
             member: id(4),
             seed: false
         })
+    );
+}
+
+/// Campaign seed 2028 (rerun), round 4: voter 10 of {3, 5, 8, 10} was fenced while it was
+/// starting again, then the leader was killed before the reconfig removing 10 committed, and
+/// voter 8's volume was lost. When the fence deleted the volume, {3, 5} were two of four for
+/// good; the fence keeps the volume, and a quorum lost before the removal commits restarts the
+/// fenced voter with its data.
+#[test]
+fn a_fenced_voter_keeps_its_volume_and_comes_back_when_the_quorum_is_lost_before_its_removal() {
+    let mut o = ObservedEnsemble::healthy(4)
+        .down(4, t0() - SignedDuration::from_mins(6))
+        .build();
+    assert_eq!(
+        plan(&desired(5), &o, t0()).decision,
+        act(Step::FenceMember { member: id(4) })
+    );
+    let m = o.members.get_mut(&id(4)).unwrap();
+    m.pod = None;
+    m.fenced = true;
+    // While the others keep the quorum, the fenced voter is not restarted: it is removed.
+    assert_eq!(
+        plan(&desired(5), &o, t0()).decision,
+        act(Step::remove_voter(id(4)))
+    );
+    // The removal did not commit; the leader and another voter go down: 2 of 4 serve.
+    let mut lost = ObservedEnsemble::healthy(4)
+        .down(1, t0() - SignedDuration::from_mins(1))
+        .down(3, t0() - SignedDuration::from_mins(1))
+        .without_live_config()
+        .build();
+    for n in [1, 3] {
+        let p = lost.members.get_mut(&id(n)).unwrap().pod.as_mut().unwrap();
+        p.running = true;
+        p.created_at = t0() - SignedDuration::from_mins(30);
+        p.data_lost = n == 3;
+    }
+    lost.recorded_voters = (1..=4).map(id).collect();
+    lost.members.insert(id(4), o.members[&id(4)].clone());
+    assert_eq!(
+        plan(&desired(5), &lost, t0()).decision,
+        act(Step::RestartMember { member: id(4) }),
+        "the fenced voter still holds its data and the configuration still counts it"
     );
 }
 
