@@ -1279,6 +1279,167 @@ async fn the_prometheus_rule_passes_promtool_and_each_alert_fires_when_and_only_
     Ok(())
 }
 
+/// Grafana's variables in a panel's query, replaced so that promtool can parse it.
+fn without_grafana_variables(expr: &str) -> String {
+    expr.replace("$__rate_interval", "5m")
+        .replace("$job", ".*")
+        .replace("$namespace", ".*")
+        .replace("$ensemble", ".*")
+}
+
+async fn the_grafana_dashboard_renders_only_when_enabled_and_reads_only_served_metrics(
+    ctx: Arc<Ctx>,
+) -> TestResult {
+    let dashboards = |docs: &[Value]| -> Vec<Value> {
+        of_kind(docs, "ConfigMap")
+            .into_iter()
+            .filter(|c| c["data"]["quorate.json"].is_string())
+            .cloned()
+            .collect()
+    };
+    let docs = ctx.render("q", "quorate-system", &[], false).await?;
+    if !dashboards(&docs).is_empty() {
+        return Err(fail("the dashboard renders by default"));
+    }
+    let docs = ctx
+        .render(
+            "q",
+            "quorate-system",
+            &[
+                "metrics.grafanaDashboard.enabled=true,metrics.grafanaDashboard.namespace=monitoring",
+                "metrics.grafanaDashboard.annotations.grafana_folder=ZooKeeper",
+            ],
+            false,
+        )
+        .await?;
+    let [map] = dashboards(&docs)
+        .try_into()
+        .map_err(|v: Vec<Value>| fail(format!("{} dashboards rendered", v.len())))?;
+    let meta = &map["metadata"];
+    if meta["labels"]["grafana_dashboard"] != "1"
+        || meta["namespace"] != "monitoring"
+        || meta["annotations"]["grafana_folder"] != "ZooKeeper"
+    {
+        return Err(fail(format!("the dashboard's ConfigMap: {meta}")));
+    }
+    let text = map["data"]["quorate.json"].as_str().unwrap_or_default();
+    let dashboard: Value =
+        serde_json::from_str(text).map_err(|e| fail(format!("the dashboard is not JSON: {e}")))?;
+    if dashboard["uid"] != "quorate-ensembles" {
+        return Err(fail(format!("uid {}", dashboard["uid"])));
+    }
+    let (served, served_labels) = served_metrics()?;
+    // A label a query groups by or a legend prints: one the series have, or Prometheus' own.
+    let known_label = |l: &str| served_labels.contains(l) || ["job", "le"].contains(&l);
+    let panels = dashboard["panels"].as_array().cloned().unwrap_or_default();
+    let mut queries: Vec<(String, String)> = Vec::new();
+    for p in &panels {
+        let title = p["title"].as_str().unwrap_or_default().to_string();
+        if title.is_empty() || p["description"].as_str().is_none_or(str::is_empty) {
+            return Err(fail(format!("a panel without a title or description: {p}")));
+        }
+        let targets = p["targets"].as_array().cloned().unwrap_or_default();
+        if targets.is_empty() {
+            return Err(fail(format!("panel {title} has no query")));
+        }
+        for t in targets {
+            let expr = t["expr"].as_str().unwrap_or_default().to_string();
+            let legend = t["legendFormat"].as_str().unwrap_or_default();
+            for label in legend
+                .split("{{")
+                .skip(1)
+                .filter_map(|s| s.split_once("}}").map(|(l, _)| l.trim()))
+            {
+                if !known_label(label) {
+                    return Err(fail(format!(
+                        "panel {title} prints {{{{{label}}}}}, no series has it"
+                    )));
+                }
+            }
+            queries.push((title.clone(), expr));
+        }
+    }
+    for v in dashboard["templating"]["list"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        if let Some(q) = v["query"]["query"].as_str() {
+            queries.push((format!("variable {}", v["name"]), q.to_string()));
+        }
+    }
+    let mut referenced = BTreeSet::new();
+    let mut rules = Vec::new();
+    for (i, (title, expr)) in queries.iter().enumerate() {
+        let names = words_after(expr, "quorate_", true);
+        if names.is_empty() {
+            return Err(fail(format!("{title} reads no quorate metric: {expr}")));
+        }
+        for metric in &names {
+            if !served.contains(metric) {
+                return Err(fail(format!(
+                    "{title} reads {metric}, which the operator does not serve"
+                )));
+            }
+        }
+        referenced.extend(names);
+        for group in expr.split(" by (").skip(1) {
+            let labels = group.split(')').next().unwrap_or_default();
+            for l in labels.split(',').map(str::trim) {
+                if !known_label(l) {
+                    return Err(fail(format!("{title} groups by {l}, no series has it")));
+                }
+            }
+        }
+        if let Some(query) = expr.strip_prefix("label_values(") {
+            let (selector, label) = query
+                .trim_end_matches(')')
+                .rsplit_once(',')
+                .ok_or_else(|| fail(format!("{title}: {expr}")))?;
+            if !known_label(label.trim()) {
+                return Err(fail(format!(
+                    "{title} lists values of {label}, no series has it"
+                )));
+            }
+            rules.push((i, without_grafana_variables(selector)));
+        } else {
+            rules.push((i, without_grafana_variables(expr)));
+        }
+    }
+    // Every family the operator serves has a panel.
+    for metric in &served {
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| metric.strip_suffix(s))
+            .unwrap_or(metric);
+        if !referenced.iter().any(|r| r.starts_with(family)) {
+            return Err(fail(format!("no panel shows {metric}")));
+        }
+    }
+    // Every query parses as PromQL: promtool checks them as recording rules.
+    let group = serde_json::json!({"groups": [{
+        "name": "dashboard",
+        "rules": rules
+            .iter()
+            .map(|(i, expr)| serde_json::json!({"record": format!("quorate:dashboard_query_{i}"), "expr": expr}))
+            .collect::<Vec<_>>(),
+    }]});
+    let dir = tempfile::tempdir().map_err(|e| fail(e.to_string()))?;
+    let path = dir.path().join("dashboard-queries.yaml");
+    std::fs::write(
+        &path,
+        serde_norway::to_string(&group).map_err(|e| fail(e.to_string()))?,
+    )
+    .map_err(|e| fail(e.to_string()))?;
+    let mut cmd = tokio::process::Command::new(&ctx.promtool);
+    cmd.args(["check", "rules"]).arg(&path);
+    let out = run(cmd, None, "promtool check rules (the dashboard's queries)").await?;
+    if !out.contains(&format!("SUCCESS: {} rules found", rules.len())) {
+        return Err(fail(format!("promtool said:\n{out}")));
+    }
+    Ok(())
+}
+
 async fn the_deployment_runs_the_operator_as_the_chart_promises(ctx: Arc<Ctx>) -> TestResult {
     for (set, watched) in [(&[][..], ""), (&[NAMESPACED][..], "team-a,team-b")] {
         let docs = ctx.render("q", "quorate-system", set, false).await?;
@@ -1559,7 +1720,15 @@ async fn dry_run(
 }
 
 async fn cluster_wide_manifests_pass_a_server_side_dry_run(ctx: Arc<Ctx>) -> TestResult {
-    dry_run(&ctx, "dry", "dry-cluster", &[], &[]).await
+    // The dashboard's ConfigMap too (the monitoring.coreos.com kinds have no CRDs here).
+    dry_run(
+        &ctx,
+        "dry",
+        "dry-cluster",
+        &["metrics.grafanaDashboard.enabled=true"],
+        &[],
+    )
+    .await
 }
 
 async fn namespaced_manifests_pass_a_server_side_dry_run(ctx: Arc<Ctx>) -> TestResult {
@@ -2432,6 +2601,16 @@ fn main() -> std::process::ExitCode {
             |c| {
                 Box::pin(
                     the_prometheus_rule_passes_promtool_and_each_alert_fires_when_and_only_when_documented(c),
+                )
+            },
+        ),
+        (
+            "the_grafana_dashboard_renders_only_when_enabled_and_reads_only_served_metrics",
+            |c| {
+                Box::pin(
+                    the_grafana_dashboard_renders_only_when_enabled_and_reads_only_served_metrics(
+                        c,
+                    ),
                 )
             },
         ),
