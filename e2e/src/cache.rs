@@ -100,3 +100,16 @@ pub fn find_go(min_minor: u32) -> Result<(std::path::PathBuf, String), String> {
     }
     Err("no `go` on PATH nor /usr/local/go/bin/go".into())
 }
+
+/// Opens (creating it if needed) and exclusively locks `path`, blocking until the lock is free;
+/// released when the file is closed (also when the process dies). Builds into the cache take it,
+/// so that two processes never build one part at once.
+pub fn lock_file(path: &Path) -> std::io::Result<std::fs::File> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)?;
+    file.lock()?;
+    Ok(file)
+}

@@ -7,7 +7,7 @@
 //!
 //! helm ([`crate::helm`]) and promtool ([`crate::promtool`]) are built this way.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
@@ -76,15 +76,7 @@ fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
 }
 
 fn lock(path: &Path) -> Result<File, Error> {
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(path)
-        .map_err(io_err(format!("opening {}", path.display())))?;
-    file.lock()
-        .map_err(io_err(format!("locking {}", path.display())))?;
-    Ok(file)
+    crate::cache::lock_file(path).map_err(io_err(format!("locking {}", path.display())))
 }
 
 /// One build at a time in this process, whichever tool.

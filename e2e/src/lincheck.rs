@@ -18,7 +18,7 @@
 //! operator.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
@@ -167,15 +167,7 @@ fn cached_checker() -> Option<PathBuf> {
 }
 
 fn lock(path: &Path) -> Result<File, Error> {
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(path)
-        .map_err(io_err(format!("opening {}", path.display())))?;
-    file.lock()
-        .map_err(io_err(format!("locking {}", path.display())))?;
-    Ok(file)
+    crate::cache::lock_file(path).map_err(io_err(format!("locking {}", path.display())))
 }
 
 /// Returns the checker from the cache, building it first when the cache lacks it (about half a

@@ -26,7 +26,7 @@ use crate::executor::resources::member::{
 };
 use crate::executor::resources::names::{credentials_secret, ensemble_labels};
 use crate::planner::model::to_micros;
-use crate::planner::{Claim, Decision, Desired, Plan, plan};
+use crate::planner::{Claim, Decision, Desired, Plan, Step, plan};
 use crate::zk::Credentials;
 
 /// One pass over one ensemble. After a pass that lost its compare-and-set race, the next one
@@ -230,7 +230,7 @@ async fn pass(ens: Arc<MasterEnsemble>, ctx: Arc<Context>) -> Result<Action, Err
                 .await;
                 return Err(result.unwrap_err());
             }
-            Ok(Action::requeue(ctx.settle))
+            Ok(Action::requeue(next_look(step, ctx.settle)))
         }
         other => {
             announce_completed(&ctx, &ens, &obs, &desired).await;
@@ -391,6 +391,19 @@ async fn ensure_support_objects(ctx: &Context, ectx: &EnsembleContext<'_>) -> Re
     let pdb = build_pdb(ectx);
     let held = support::held(stores.map(|s| &s.pdbs), ns, &pdb.name_any());
     support::apply_if_differs(ctx, ns, &pdb, held.as_deref()).await
+}
+
+/// How soon the pass after `step` looks again. A reconfig has committed (or failed) when it
+/// returns, so the next step is decided at once; whatever else a step waits for either comes
+/// through a watch (a Pod created, deleted or ready) or must be polled (a member syncing, which
+/// no Kubernetes object reports), every `settle`.
+fn next_look(step: &Step, settle: std::time::Duration) -> std::time::Duration {
+    match step {
+        Step::AddVoter { .. } | Step::RemoveVoter { .. } => {
+            settle.min(std::time::Duration::from_millis(100))
+        }
+        _ => settle,
+    }
 }
 
 /// The super user's credentials: generated once into `<ensemble>-credentials`, or taken from

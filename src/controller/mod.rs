@@ -219,7 +219,7 @@ impl Context {
             recorder: Recorder::new(client.clone(), reporter),
             probe: AdminProbe::new(Duration::from_secs(2))?,
             client,
-            settle: Duration::from_secs(2),
+            settle: Duration::from_secs(1),
             backups: Arc::default(),
             metrics,
             stores: None,
