@@ -17,7 +17,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use kube::api::{Api, PostParams};
+use kube::api::Api;
 use quorate::crd::MasterEnsemble;
 use quorate::planner::ServerId;
 use quorate::zk::{Credentials, MembershipControl, ServerEntry, ZkMembership};
@@ -80,13 +80,7 @@ async fn until_converged(
 
 /// The operator's run: 3 -> 5, then 5 -> 3, each from the patch to converged.
 async fn with_the_operator(bed: &Bed, ns: &str) -> Result<(Timed, Timed), libtest_mimic::Failed> {
-    let client = bed.client().await?;
-    namespace(&client, ns).await?;
-    let api: Api<MasterEnsemble> = Api::namespaced(client.clone(), ns);
-    api.create(&PostParams::default(), &ensemble("masters", 3))
-        .await
-        .map_err(|e| fail(format!("create: {e}")))?;
-    wait_converged(bed, &api, "masters", 3, Duration::from_secs(180)).await?;
+    let (client, api) = create_and_converge(bed, ns, ensemble("masters", 3)).await?;
     until_converged(&api, &client, ns, 3, Instant::now()).await?;
     let started = Instant::now();
     set_replicas(&api, "masters", 5).await?;

@@ -84,22 +84,6 @@ async fn wait_observed(api: &Api<MasterEnsemble>, name: &str) -> TestResult {
     .await
 }
 
-async fn create_and_converge(
-    bed: &Bed,
-    ns: &str,
-    spec: MasterEnsemble,
-) -> Result<(Client, Api<MasterEnsemble>), Failed> {
-    let client = bed.client().await?;
-    namespace(&client, ns).await?;
-    let api: Api<MasterEnsemble> = Api::namespaced(client.clone(), ns);
-    let replicas = spec.spec.replicas;
-    api.create(&PostParams::default(), &spec)
-        .await
-        .map_err(|e| fail(format!("create: {e}")))?;
-    wait_converged(bed, &api, "masters", replicas, Duration::from_secs(180)).await?;
-    Ok((client, api))
-}
-
 fn server_ids(list: &[Pod]) -> BTreeSet<u32> {
     list.iter()
         .filter_map(|p| {

@@ -484,6 +484,23 @@ pub async fn wait_converged(
     )))
 }
 
+/// Creates the namespace and ensemble `spec` (named `masters`) and waits until it converges.
+pub async fn create_and_converge(
+    bed: &Bed,
+    ns: &str,
+    spec: MasterEnsemble,
+) -> Result<(Client, Api<MasterEnsemble>), Failed> {
+    let client = bed.client().await?;
+    namespace(&client, ns).await?;
+    let api: Api<MasterEnsemble> = Api::namespaced(client.clone(), ns);
+    let replicas = spec.spec.replicas;
+    api.create(&PostParams::default(), &spec)
+        .await
+        .map_err(|e| fail(format!("create: {e}")))?;
+    wait_converged(bed, &api, "masters", replicas, Duration::from_secs(180)).await?;
+    Ok((client, api))
+}
+
 /// Scales the ensemble as `kubectl scale` does: through the scale subresource.
 pub async fn set_replicas(api: &Api<MasterEnsemble>, name: &str, replicas: i32) -> TestResult {
     let patch = serde_json::json!({"spec": {"replicas": replicas}});

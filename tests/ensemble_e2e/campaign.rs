@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use libtest_mimic::Failed;
 use quorate::crd::{EnsemblePhase, MasterEnsemble};
 use quorate_testbed::controlplane::Part;
@@ -666,13 +666,7 @@ pub async fn campaign(bed: &Bed, ns: &str, seed: u64, faults: usize) -> Result<(
     let started = Instant::now();
     let mut rng = StdRng::seed_from_u64(seed);
     let plan = schedule(&mut rng, faults);
-    let client = bed.client().await?;
-    namespace(&client, ns).await?;
-    let api: Api<MasterEnsemble> = Api::namespaced(client.clone(), ns);
-    api.create(&PostParams::default(), &ensemble("masters", 3))
-        .await
-        .map_err(|e| fail(format!("create: {e}")))?;
-    wait_converged(bed, &api, "masters", 3, Duration::from_secs(180)).await?;
+    let (_, api) = create_and_converge(bed, ns, ensemble("masters", 3)).await?;
 
     // Operators through the proxy.
     let proxy = ApiProxy::start(bed.plane.api_addr())
