@@ -78,16 +78,47 @@ async fn until_converged(
     }
 }
 
+/// With `QUORATE_BENCH_TRACE=1`, prints the operator's decisions for namespace `ns` since
+/// `from`, each at its offset in seconds: where the time of a change goes.
+fn trace(bed: &Bed, ns: &str, from: jiff::Timestamp) {
+    if std::env::var("QUORATE_BENCH_TRACE").as_deref() != Ok("1") {
+        return;
+    }
+    for line in bed.operator_logs().lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let at = v["timestamp"]
+            .as_str()
+            .and_then(|t| t.parse::<jiff::Timestamp>().ok());
+        let fields = &v["fields"];
+        if let Some(at) = at.filter(|at| *at >= from)
+            && v["span"]["namespace"] == ns
+            && fields["message"] == "planned"
+        {
+            println!(
+                "  {:>6.2} s  {}",
+                (at - from).total(jiff::Unit::Second).unwrap_or_default(),
+                fields["decision"].as_str().unwrap_or_default()
+            );
+        }
+    }
+}
+
 /// The operator's run: 3 -> 5, then 5 -> 3, each from the patch to converged.
 async fn with_the_operator(bed: &Bed, ns: &str) -> Result<(Timed, Timed), libtest_mimic::Failed> {
     let (client, api) = create_and_converge(bed, ns, ensemble("masters", 3)).await?;
     until_converged(&api, &client, ns, 3, Instant::now()).await?;
     let started = Instant::now();
+    let patched = jiff::Timestamp::now();
     set_replicas(&api, "masters", 5).await?;
     let up = until_converged(&api, &client, ns, 5, started).await?;
+    trace(bed, ns, patched);
     let started = Instant::now();
+    let patched = jiff::Timestamp::now();
     set_replicas(&api, "masters", 3).await?;
     let down = until_converged(&api, &client, ns, 3, started).await?;
+    trace(bed, ns, patched);
     api.delete("masters", &Default::default())
         .await
         .map_err(|e| fail(format!("delete: {e}")))?;
