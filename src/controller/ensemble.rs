@@ -146,6 +146,9 @@ async fn pass(ens: Arc<MasterEnsemble>, ctx: Arc<Context>) -> Result<Action, Err
             (obs, plan) = observe_with(listed).await?;
         }
     }
+    for id in crate::planner::rules::stale_fence_marks(&obs.observed) {
+        super::execute::mark_fenced(&ctx, &ectx, id, false).await?;
+    }
     info!(decision = %plan.decision, rule = %plan.rule.name(), "planned");
     let labels = crate::metrics::ObjectKey::new(&ns, &name);
     let observed = &obs.observed;

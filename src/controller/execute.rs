@@ -205,7 +205,7 @@ async fn ensure_member_deleted(
 }
 
 /// Marks member `id`'s PVC fenced, or lifts the mark. A PVC that is gone needs neither.
-async fn mark_fenced(
+pub(super) async fn mark_fenced(
     ctx: &Context,
     ectx: &EnsembleContext<'_>,
     id: ServerId,

@@ -224,6 +224,18 @@ pub fn deletion_is_requested(member: &Member) -> bool {
     member.pod.as_ref().is_none_or(|p| p.terminating) && !member.volume
 }
 
+/// Members whose volume carries a fence mark but that serve again: an operator stopped between
+/// marking the volume and deleting the Pod, and the member recovered. The mark is stale and is
+/// lifted, or the member would be replaced rather than restarted the next time its Pod goes.
+pub fn stale_fence_marks(observed: &Observed) -> Vec<ServerId> {
+    observed
+        .members
+        .values()
+        .filter(|m| m.fenced && m.is_healthy())
+        .map(|m| m.id)
+        .collect()
+}
+
 /// The member is out of service for its replacement: its Pod is gone (or going) and its volume
 /// is marked fenced (or already gone). Its volume, and so its data, stays until the
 /// configuration no longer lists it: if the quorum is lost before the removal commits, it can

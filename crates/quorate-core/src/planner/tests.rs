@@ -4,7 +4,10 @@ use jiff::SignedDuration;
 
 use super::fixtures::{ObservedEnsemble, desired, t0};
 use super::model::{Claim, Observed, ReadyBackup, ServerId};
-use super::rules::{backup_is_fresh, majority, step_is_done, tolerance, unhealthy_since};
+use super::rules::{
+    backup_is_fresh, is_fenced, majority, stale_fence_marks, step_is_done, tolerance,
+    unhealthy_since,
+};
 use super::step::{BlockReason, Decision, MemberSet, Step, WaitReason};
 use super::{Rule, plan};
 
@@ -454,6 +457,20 @@ fn a_fenced_voter_keeps_its_volume_and_comes_back_when_the_quorum_is_lost_before
         act(Step::RestartMember { member: id(4) }),
         "the fenced voter still holds its data and the configuration still counts it"
     );
+}
+
+/// An operator stopped between marking a volume fenced and deleting the Pod: the member serves
+/// again, so the mark is stale and is lifted; while the Pod is gone the mark is not stale.
+#[test]
+fn a_fence_mark_on_a_member_that_serves_again_is_stale() {
+    let mut o = ObservedEnsemble::healthy(3).build();
+    o.members.get_mut(&id(2)).unwrap().fenced = true;
+    assert_eq!(stale_fence_marks(&o), vec![id(2)]);
+    let m = o.members.get_mut(&id(2)).unwrap();
+    m.pod = None;
+    m.zk = Default::default();
+    assert!(stale_fence_marks(&o).is_empty());
+    assert!(is_fenced(&o.members[&id(2)]));
 }
 
 #[test]
