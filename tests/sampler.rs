@@ -584,3 +584,45 @@ fn a_volume_deleted_while_the_configuration_lists_its_member_is_a_violation() {
     assert_eq!(s.violations.len(), 1, "{:?}", s.violations);
     assert!(s.violations[0].contains("member 3"), "{:?}", s.violations);
 }
+
+/// Campaign seed 2028, round 44: the leader was silent in the sample after a removal and the
+/// deletion of the removed member's volume; its remembered configuration still listed the member.
+/// The volumes are judged by the configurations members gave in that sample only.
+#[test]
+fn a_silent_leaders_remembered_configuration_does_not_judge_the_volumes() {
+    let mut s = Sampler::default();
+    s.observe(sample(three(&[1, 2, 3])));
+    s.observe_volumes(set(&[1, 2, 3]));
+    // Member 3 removed, then its volume deleted; the leader (1) is silent in the next sample
+    // and keeps its last known state, {1, 2, 3}; member 2 answers with {1, 2}.
+    let silent = MemberView {
+        uid: "u1".into(),
+        unanswered: true,
+        ..Default::default()
+    };
+    s.observe(sample(vec![
+        (1, silent),
+        (2, serving("u2", &[1, 2], false)),
+        (3, running("u3")),
+    ]));
+    s.observe_volumes(set(&[1, 2]));
+    assert!(s.violations.is_empty(), "{:?}", s.violations);
+    // Had member 2 answered with a configuration that still lists 3, it would be one.
+    let mut s = Sampler::default();
+    s.observe(sample(three(&[1, 2, 3])));
+    s.observe_volumes(set(&[1, 2, 3]));
+    s.observe(sample(vec![
+        (
+            1,
+            MemberView {
+                uid: "u1".into(),
+                unanswered: true,
+                ..Default::default()
+            },
+        ),
+        (2, serving("u2", &[1, 2, 3], false)),
+        (3, running("u3")),
+    ]));
+    s.observe_volumes(set(&[1, 2]));
+    assert_eq!(s.violations.len(), 1, "{:?}", s.violations);
+}

@@ -79,7 +79,8 @@ pub struct Sampler {
     /// Members whose volume the test itself deleted (a PVC deletion fault): their volume's
     /// going is not the operator's.
     pub volumes_excused: BTreeSet<u32>,
-    /// The configuration the latest sample read (none when no member served).
+    /// The configuration the latest sample read from members that answered (none when no
+    /// member that answered serves).
     sample_config: Option<BTreeSet<u32>>,
     /// The members whose PVC existed (and was not being deleted) at the latest volume sample.
     last_volumes: Option<BTreeSet<u32>>,
@@ -316,6 +317,17 @@ impl Sampler {
     /// Takes one sample's views (by server id) and checks them against the previous sample.
     pub fn observe(&mut self, mut now: BTreeMap<u32, MemberView>) {
         self.samples += 1;
+        // The configuration the volumes are judged by: only members that answered in this
+        // sample (a silent member's remembered configuration may predate a removal that the
+        // operator then followed by deleting the volume: seed 2028, round 44).
+        let answered = |leaders: bool| {
+            now.values()
+                .filter(|m| !m.unanswered && m.config.is_some())
+                .filter(|m| if leaders { m.leader } else { m.serving })
+                .max_by_key(|m| m.zxid)
+                .and_then(|m| m.config.clone())
+        };
+        self.sample_config = answered(true).or_else(|| answered(false));
         self.silent
             .retain(|id, _| now.get(id).is_some_and(|m| m.unanswered));
         for (id, m) in now.iter_mut().filter(|(_, m)| m.unanswered) {
@@ -351,7 +363,6 @@ impl Sampler {
                 .and_then(|m| m.config.clone())
         };
         let config = newest(true).or_else(|| newest(false));
-        self.sample_config = config.clone();
 
         // Never two configurations that each form a quorum: two leaders, each followed by a
         // majority of its own configuration, with no member in common.
