@@ -207,7 +207,6 @@ async fn scale_against_the_floor(bed: &Bed, ns: &str) -> TestResult {
                 " (a leader change)"
             },
         );
-        let _ = down.leaders;
     }
     Ok(())
 }

@@ -211,7 +211,7 @@ impl EnsembleGauges {
     /// majority of the voters; negative when the quorum is already lost (by that many).
     pub fn failures_tolerated(&self) -> i64 {
         let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
-        count(self.healthy_voters) - count(self.voters / 2 + 1)
+        count(self.healthy_voters) - count(crate::planner::rules::majority(self.voters))
     }
 }
 

@@ -152,6 +152,23 @@ impl Ctx {
         run(cmd.into(), None, &format!("helm {}", args.join(" "))).await
     }
 
+    /// `promtool ARGS`; Ok(stdout) when it succeeds.
+    async fn promtool(&self, args: &[&str]) -> Result<String, Failed> {
+        let mut cmd = tokio::process::Command::new(&self.promtool);
+        cmd.args(args);
+        run(cmd, None, &format!("promtool {}", args.join(" "))).await
+    }
+
+    /// `promtool check rules` on the rule file at `path`, which must hold `count` rules.
+    async fn check_rules(&self, path: &str, count: usize) -> TestResult {
+        let said = self.promtool(&["check", "rules", path]).await?;
+        if said.contains(&format!("SUCCESS: {count} rules found")) {
+            Ok(())
+        } else {
+            Err(fail(format!("promtool check rules {path} said:\n{said}")))
+        }
+    }
+
     /// `helm template` of the chart: every rendered object (CRDs included when asked).
     async fn render(
         &self,
@@ -1025,6 +1042,14 @@ async fn the_prometheus_rule_thresholds_and_labels_come_from_values(ctx: Arc<Ctx
     Ok(())
 }
 
+/// Writes `value` as YAML to `dir/name` and returns the file's path.
+fn write_yaml(dir: &Path, name: &str, value: &Value) -> Result<String, Failed> {
+    let path = dir.join(name);
+    let text = serde_norway::to_string(value).map_err(|e| fail(e.to_string()))?;
+    std::fs::write(&path, text).map_err(|e| fail(format!("{}: {e}", path.display())))?;
+    Ok(path.to_string_lossy().into_owned())
+}
+
 /// The alerts' tests for `promtool test rules`: series as the operator serves them (scraped by
 /// the chart's ServiceMonitor, so with its job and namespace), and at each time the alerts that
 /// must fire, with their labels (each alert name listed at a time must fire exactly so).
@@ -1208,29 +1233,14 @@ async fn the_prometheus_rule_passes_promtool_and_each_alert_fires_when_and_only_
         .await?;
     let rule = only(&docs, "PrometheusRule")?;
     let dir = tempfile::tempdir().map_err(|e| fail(e.to_string()))?;
-    let write = |name: &str, value: &Value| -> Result<String, Failed> {
-        let path = dir.path().join(name);
-        let text = serde_norway::to_string(value).map_err(|e| fail(e.to_string()))?;
-        std::fs::write(&path, text).map_err(|e| fail(format!("{}: {e}", path.display())))?;
-        Ok(path.to_string_lossy().into_owned())
-    };
-    let promtool = |args: Vec<String>, what: &'static str| {
-        let mut cmd = tokio::process::Command::new(&ctx.promtool);
-        cmd.args(&args);
-        run(cmd, None, what)
-    };
+    let write = |name: &str, value: &Value| write_yaml(dir.path(), name, value);
     // The rule file as Prometheus loads it: expressions parse, templates of the annotations
     // parse, durations are valid.
-    let rules = write("rules.yaml", &rule["spec"])?;
-    let checked = promtool(
-        vec!["check".into(), "rules".into(), rules],
-        "promtool check rules",
+    ctx.check_rules(
+        &write("rules.yaml", &rule["spec"])?,
+        alert_rules(rule).len(),
     )
     .await?;
-    let count = alert_rules(rule).len();
-    if !checked.contains(&format!("SUCCESS: {count} rules found")) {
-        return Err(fail(format!("promtool check rules said:\n{checked}")));
-    }
     // The alerts' logic, without the annotations (promtool compares annotations verbatim; their
     // templates were checked above, their labels by the_prometheus_rule_reads_only_metrics_...).
     let mut bare = rule["spec"].clone();
@@ -1243,11 +1253,7 @@ async fn the_prometheus_rule_passes_promtool_and_each_alert_fires_when_and_only_
     }
     let bare_rules = write("alerts.yaml", &bare)?;
     let tests = write("tests.yaml", &alert_tests(&bare_rules))?;
-    promtool(
-        vec!["test".into(), "rules".into(), tests],
-        "promtool test rules",
-    )
-    .await?;
+    ctx.promtool(&["test", "rules", &tests]).await?;
     // The tests can fail: the one-voter ensemble at risk too is refused.
     let mut wrong = alert_tests(&bare_rules);
     for case in wrong["tests"][0]["alert_rule_test"]
@@ -1265,13 +1271,7 @@ async fn the_prometheus_rule_passes_promtool_and_each_alert_fires_when_and_only_
         }
     }
     let wrong = write("wrong.yaml", &wrong)?;
-    if promtool(
-        vec!["test".into(), "rules".into(), wrong],
-        "promtool test rules (a wrong expectation)",
-    )
-    .await
-    .is_ok()
-    {
+    if ctx.promtool(&["test", "rules", &wrong]).await.is_ok() {
         return Err(fail(
             "promtool test rules passed a test that expects the one-voter ensemble at risk",
         ));
@@ -1425,19 +1425,8 @@ async fn the_grafana_dashboard_renders_only_when_enabled_and_reads_only_served_m
             .collect::<Vec<_>>(),
     }]});
     let dir = tempfile::tempdir().map_err(|e| fail(e.to_string()))?;
-    let path = dir.path().join("dashboard-queries.yaml");
-    std::fs::write(
-        &path,
-        serde_norway::to_string(&group).map_err(|e| fail(e.to_string()))?,
-    )
-    .map_err(|e| fail(e.to_string()))?;
-    let mut cmd = tokio::process::Command::new(&ctx.promtool);
-    cmd.args(["check", "rules"]).arg(&path);
-    let out = run(cmd, None, "promtool check rules (the dashboard's queries)").await?;
-    if !out.contains(&format!("SUCCESS: {} rules found", rules.len())) {
-        return Err(fail(format!("promtool said:\n{out}")));
-    }
-    Ok(())
+    let path = write_yaml(dir.path(), "dashboard-queries.yaml", &group)?;
+    ctx.check_rules(&path, rules.len()).await
 }
 
 async fn the_deployment_runs_the_operator_as_the_chart_promises(ctx: Arc<Ctx>) -> TestResult {

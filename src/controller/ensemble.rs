@@ -164,7 +164,7 @@ async fn pass(ens: Arc<MasterEnsemble>, ctx: Arc<Context>) -> Result<Action, Err
                     .count(),
                 voters: voters.len(),
                 ready: observed.members.values().filter(|m| m.is_healthy()).count(),
-                healthy_voters: voters.iter().filter(|v| observed.healthy(**v)).count(),
+                healthy_voters: crate::planner::rules::healthy_voters(observed, &voters).len(),
                 in_flight_since,
             },
         )

@@ -256,11 +256,7 @@ async fn ensure_member_restarted(
         None => {
             // Restarted while fenced (the quorum was lost before its removal committed): the
             // fence is lifted first, or the next pass would take the Pod away again.
-            if obs
-                .pvcs
-                .get(&id)
-                .is_some_and(|c| c.annotations().contains_key(ANNOTATION_FENCED))
-            {
+            if obs.observed.members.get(&id).is_some_and(|m| m.fenced) {
                 mark_fenced(ctx, ectx, id, false).await?;
             }
             ensure_pod(ctx, ectx, desired, id, false, obs).await?;

@@ -139,15 +139,9 @@ pub async fn observe(
     let mut members = BTreeMap::new();
     for id in ids {
         let pod = obs.pods.get(&id).map(|p| pod_info(p, desired));
-        let volume = obs
-            .pvcs
-            .get(&id)
-            .is_some_and(|c| c.metadata.deletion_timestamp.is_none());
-        let fenced = volume
-            && obs
-                .pvcs
-                .get(&id)
-                .is_some_and(|c| c.annotations().contains_key(ANNOTATION_FENCED));
+        let pvc = obs.pvcs.get(&id);
+        let volume = pvc.is_some_and(|c| c.metadata.deletion_timestamp.is_none());
+        let fenced = volume && pvc.is_some_and(|c| c.annotations().contains_key(ANNOTATION_FENCED));
         let zk = obs.zk.zk_state(id).unwrap_or_default();
         let before = recorded.get(&id);
         let mut member = Member {

@@ -14,7 +14,7 @@ use crate::crd::{
     MemberStatus, QuorumStatus, condition,
 };
 use crate::executor::resources::names::{connection_string, member_pod};
-use crate::planner::rules::{majority, tolerance};
+use crate::planner::rules::{healthy_voters, majority, tolerance};
 use crate::planner::{Claim, Decision, Plan, Role, ServerId, Step};
 
 /// A claim as stored in status: the step's id names every member (`add-voter/2,3` for the
@@ -128,7 +128,7 @@ pub fn build_status(
         })
         .or(previous.next_server_id)
         .max(Some(i64::from(obs.observed.fresh_id().0)));
-    let healthy_voters = voters.iter().filter(|v| obs.observed.healthy(**v)).count();
+    let healthy_voters = healthy_voters(&obs.observed, &voters).len();
     let quorum = (!voters.is_empty()).then(|| QuorumStatus {
         voters: voters.len() as i32,
         majority: majority(voters.len()) as i32,

@@ -29,6 +29,21 @@ pub struct MemberView {
     pub unanswered: bool,
 }
 
+/// The committed configuration as `members` show it: the leader's, or any serving member's
+/// otherwise; of two that say they lead, the newer (highest zxid, so the newest epoch).
+fn newest_config<'a>(
+    members: impl Iterator<Item = &'a MemberView> + Clone,
+) -> Option<BTreeSet<u32>> {
+    let newest = |leaders: bool| {
+        members
+            .clone()
+            .filter(|m| m.config.is_some() && if leaders { m.leader } else { m.serving })
+            .max_by_key(|m| m.zxid)
+            .and_then(|m| m.config.clone())
+    };
+    newest(true).or_else(|| newest(false))
+}
+
 /// How many samples in a row a silent member keeps its last known state.
 pub const SILENT_SAMPLES: usize = 3;
 
@@ -320,14 +335,7 @@ impl Sampler {
         // The configuration the volumes are judged by: only members that answered in this
         // sample (a silent member's remembered configuration may predate a removal that the
         // operator then followed by deleting the volume: seed 2028, round 44).
-        let answered = |leaders: bool| {
-            now.values()
-                .filter(|m| !m.unanswered && m.config.is_some())
-                .filter(|m| if leaders { m.leader } else { m.serving })
-                .max_by_key(|m| m.zxid)
-                .and_then(|m| m.config.clone())
-        };
-        self.sample_config = answered(true).or_else(|| answered(false));
+        self.sample_config = newest_config(now.values().filter(|m| !m.unanswered));
         self.silent
             .retain(|id, _| now.get(id).is_some_and(|m| m.unanswered));
         for (id, m) in now.iter_mut().filter(|(_, m)| m.unanswered) {
@@ -356,13 +364,7 @@ impl Sampler {
         // two that say they lead, the newer (highest zxid, so the newest epoch): a leader cut off
         // from its followers, or one silent and kept at its last known state, still says so
         // with the configuration it had.
-        let newest = |leaders: bool| {
-            now.values()
-                .filter(|m| m.config.is_some() && if leaders { m.leader } else { m.serving })
-                .max_by_key(|m| m.zxid)
-                .and_then(|m| m.config.clone())
-        };
-        let config = newest(true).or_else(|| newest(false));
+        let config = newest_config(now.values());
 
         // Never two configurations that each form a quorum: two leaders, each followed by a
         // majority of its own configuration, with no member in common.

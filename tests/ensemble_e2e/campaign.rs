@@ -639,13 +639,14 @@ fn keep_member_logs(bed: &Bed, ns: &str, dir: &std::path::Path) -> String {
     else {
         return "members' logs not kept: no node agent".to_string();
     };
+    let prefix = format!("{ns}_");
     let copy = || -> std::io::Result<usize> {
         std::fs::create_dir_all(dir)?;
         let mut n = 0;
         for entry in std::fs::read_dir(&logs)? {
             let entry = entry?;
             let name = entry.file_name();
-            if name.to_string_lossy().starts_with(&format!("{ns}_")) {
+            if name.to_string_lossy().starts_with(&prefix) {
                 std::fs::copy(entry.path(), dir.join(&name))?;
                 n += 1;
             }
