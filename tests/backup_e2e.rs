@@ -58,15 +58,7 @@ fn s3() -> &'static S3Info {
 }
 
 async fn super_password(client: &Client, ns: &str, ensemble: &str) -> Result<String, Failed> {
-    let secret = Api::<Secret>::namespaced(client.clone(), ns)
-        .get(&format!("{ensemble}-credentials"))
-        .await
-        .map_err(|e| fail(format!("credentials of {ensemble}: {e}")))?;
-    secret
-        .data
-        .and_then(|d| d.get("superPassword").cloned())
-        .and_then(|b| String::from_utf8(b.0).ok())
-        .ok_or_else(|| fail("no superPassword"))
+    credential(client, ns, ensemble, "superPassword").await
 }
 
 async fn s3_secret(client: &Client, ns: &str) -> TestResult {

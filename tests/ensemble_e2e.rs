@@ -599,6 +599,85 @@ async fn a_client_connects_through_the_published_connection_string(
     Ok(())
 }
 
+/// The operator reconfigures as its own digest user, not as super: its first reconfig (1 -> 3)
+/// has the super user grant that user `rwa` on `/zookeeper/config`, which the kazoo judge reads
+/// (as super, the only way ZooKeeper shows the digests) and finds to be the digest of the
+/// Secret's `operatorPassword` and nothing else; then the operator's super password is made
+/// wrong, and the shrink 3 -> 1 still converges under the judges, with the ACL unchanged.
+async fn reconfigures_as_its_own_operator_user_not_as_super(bed: &Bed, ns: &str) -> TestResult {
+    let name = "masters";
+    let (client, api) = create_and_converge(bed, ns, ensemble(name, 1)).await?;
+    let judges = Judges::start(bed, ns, name).await?;
+    set_replicas(&api, name, 3).await?;
+    wait_observed(&api, name).await?;
+    wait_converged(bed, &api, name, 3, Duration::from_secs(240)).await?;
+    let super_password = credential(&client, ns, name, "superPassword").await?;
+    let operator_password = credential(&client, ns, name, "operatorPassword").await?;
+    let granted = vec![
+        (String::from("world"), String::from("anyone"), 1),
+        (
+            String::from("digest"),
+            quorate_testbed::zookeeper::digest("quorate", &operator_password),
+            1 | 2 | 16,
+        ),
+    ];
+    let judge = quorate_testbed::kazoo::Judge::new()
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    let config_acl = async || -> Result<Vec<(String, String, u32)>, Failed> {
+        let hosts = member_hosts(&client, ns, name).await?;
+        let node = judge
+            .dump(
+                &hosts,
+                Some(("super", &super_password)),
+                "/zookeeper/config",
+                &[],
+            )
+            .await
+            .map_err(|e| fail(format!("kazoo reads /zookeeper/config: {e}")))?;
+        Ok(node
+            .acl
+            .into_iter()
+            .map(|a| (a.scheme, a.id, a.perms))
+            .collect())
+    };
+    let acl = config_acl().await?;
+    if acl != granted {
+        return Err(fail(format!(
+            "after the first reconfig /zookeeper/config's ACL is {acl:?}, not {granted:?}"
+        )));
+    }
+    // Take the super user away from the operator (the running members keep the digest they
+    // started with, so super itself still works for the judge).
+    let secrets = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), ns);
+    let wrong = serde_json::json!({"stringData": {"superPassword": "not-the-super-password"}});
+    secrets
+        .patch(
+            &format!("{name}-credentials"),
+            &PatchParams::default(),
+            &Patch::Merge(&wrong),
+        )
+        .await
+        .map_err(|e| fail(format!("patch the credentials Secret: {e}")))?;
+    set_replicas(&api, name, 1).await?;
+    wait_observed(&api, name).await?;
+    wait_converged(bed, &api, name, 1, Duration::from_secs(240)).await?;
+    let verdict = judges.finish(bed).await?;
+    if verdict.configs.last().map(BTreeSet::len) != Some(1) {
+        return Err(fail(format!(
+            "ZooKeeper's last configuration is not one voter: {:?}",
+            verdict.configs
+        )));
+    }
+    let acl = config_acl().await?;
+    if acl != granted {
+        return Err(fail(format!(
+            "after the shrink /zookeeper/config's ACL is {acl:?}, not {granted:?}"
+        )));
+    }
+    Ok(())
+}
+
 /// A converged ensemble costs nothing: its passes write nothing (no status, no apply of
 /// unchanged support objects, no credentials Secret), and over a quiet window the operator
 /// neither rewrites the ensemble's status (each write wakes every watcher and the operator's
@@ -1029,6 +1108,10 @@ fn scenarios() -> Vec<(&'static str, Scenario)> {
                     b, n,
                 ))
             },
+        ),
+        (
+            "reconfigures_as_its_own_operator_user_not_as_super",
+            |b, n| Box::pin(reconfigures_as_its_own_operator_user_not_as_super(b, n)),
         ),
         ("a_converged_ensemble_is_left_alone", |b, n| {
             Box::pin(a_converged_ensemble_is_left_alone(b, n))

@@ -582,6 +582,153 @@ async fn reconfig_without_the_operator_credentials_fails_with_a_clear_error() {
     assert_eq!(harness_ids(&ensemble).await, vec![1, 2, 3, 4]);
 }
 
+/// The ACL of `/zookeeper/config` as the kazoo judge reads it as super (ZooKeeper shows digests
+/// only to users with admin on the node): (scheme, id, perms).
+async fn config_acl(ensemble: &Ensemble) -> Vec<(String, String, u32)> {
+    let judge = Judge::new().await.expect("kazoo judge");
+    let node = judge
+        .dump(
+            &ensemble.connect_string(),
+            Some(ensemble.super_auth()),
+            "/zookeeper/config",
+            &[],
+        )
+        .await
+        .expect("kazoo reads /zookeeper/config");
+    node.acl
+        .into_iter()
+        .map(|a| (a.scheme, a.id, a.perms))
+        .collect()
+}
+
+/// ZooKeeper's read (1), write (2) and admin (16) permissions.
+const RWA: u32 = 1 | 2 | 16;
+
+#[tokio::test]
+async fn the_super_user_grants_the_operator_user_once_and_it_then_reconfigures_alone() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let t = Instant::now();
+    let ensemble = Ensemble::builder()
+        .version(ZkVersion::V3_9_5)
+        .members(3)
+        .grant_operator(false)
+        .start()
+        .await
+        .expect("ensemble starts");
+    eprintln!("3 members serving: {:?}", t.elapsed());
+    ensemble.start_joiner(4).await.expect("joiner starts");
+    all_synced(&ensemble, &[1, 2, 3, 4]).await;
+    let joiner = entry(&ensemble, 4);
+    let (user, password) = ensemble.operator_auth();
+    // The digest as the harness computes it, not quorate.
+    let operator_id = quorate_testbed::zookeeper::digest(user, password);
+    let as_operator = membership_as(&ensemble, Some(operator(&ensemble)));
+
+    // ZooKeeper's own ACL: world may read, nobody else may write.
+    assert_eq!(
+        config_acl(&ensemble).await,
+        vec![("world".into(), "anyone".into(), 1)]
+    );
+    assert!(!as_operator.may_reconfigure().await.expect("getACL"));
+    let err = as_operator.add_voter(&joiner).await.unwrap_err();
+    assert!(matches!(err, membership::Error::NoAuth { .. }), "{err:?}");
+
+    // A user without the right cannot grant it to itself.
+    let err = as_operator
+        .grant_reconfigure(&operator(&ensemble))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            membership::Error::Acl {
+                op: membership::AclOp::Set,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+
+    let (su, sp) = ensemble.super_auth();
+    let superuser = membership_as(&ensemble, Some(Credentials::digest(su, sp)));
+    assert!(
+        superuser
+            .grant_reconfigure(&operator(&ensemble))
+            .await
+            .expect("super grants")
+    );
+    assert!(
+        !superuser
+            .grant_reconfigure(&operator(&ensemble))
+            .await
+            .expect("idempotent")
+    );
+    assert_eq!(
+        config_acl(&ensemble).await,
+        vec![
+            ("world".into(), "anyone".into(), 1),
+            ("digest".into(), operator_id.clone(), RWA)
+        ],
+        "read for everyone, read, write and admin for the operator user only"
+    );
+    assert!(as_operator.may_reconfigure().await.expect("getACL"));
+
+    // The operator adds and removes a voter alone.
+    assert!(
+        as_operator
+            .add_voter(&joiner)
+            .await
+            .expect("operator adds")
+            .changed
+    );
+    assert_eq!(harness_ids(&ensemble).await, vec![1, 2, 3, 4]);
+    as_operator
+        .remove_voter(ServerId(4))
+        .await
+        .expect("operator removes");
+    assert_eq!(harness_ids(&ensemble).await, vec![1, 2, 3]);
+
+    // The grant is data: it survives a restart of every member.
+    for id in [1, 2, 3] {
+        ensemble.restart(id).await.expect("restart");
+    }
+    all_synced(&ensemble, &[1, 2, 3]).await;
+    let restarted = membership_as(&ensemble, Some(operator(&ensemble)));
+    assert!(
+        restarted
+            .may_reconfigure()
+            .await
+            .expect("getACL after restart")
+    );
+
+    // A new password replaces the old entry rather than adding to it.
+    let renewed = Credentials::digest(user, "a-new-password");
+    assert!(
+        !membership_as(&ensemble, Some(renewed.clone()))
+            .may_reconfigure()
+            .await
+            .unwrap()
+    );
+    assert!(
+        superuser
+            .grant_reconfigure(&renewed)
+            .await
+            .expect("super grants again")
+    );
+    let acl = config_acl(&ensemble).await;
+    assert_eq!(
+        acl,
+        vec![
+            ("world".into(), "anyone".into(), 1),
+            (
+                "digest".into(),
+                quorate_testbed::zookeeper::digest(user, "a-new-password"),
+                RWA
+            )
+        ]
+    );
+}
+
 #[tokio::test]
 async fn refuses_to_add_a_joiner_that_is_not_running() {
     let _one = ONE_AT_A_TIME.lock().await;

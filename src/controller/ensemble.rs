@@ -131,7 +131,7 @@ async fn pass(ens: Arc<MasterEnsemble>, ctx: Arc<Context>) -> Result<Action, Err
             &ens,
             &ectx,
             &desired,
-            &credentials,
+            &credentials.operator,
             &previous,
             now,
             objects,
@@ -409,34 +409,55 @@ fn next_look(step: &Step, settle: std::time::Duration) -> std::time::Duration {
     }
 }
 
-/// The super user's credentials: generated once into `<ensemble>-credentials`, or taken from
-/// the Secret named by `spec.auth` and copied there with their digest.
+/// The ensemble's two ZooKeeper identities.
+#[derive(Clone, Debug)]
+pub struct EnsembleCredentials {
+    /// The super user: used only to grant `operator` its permission (once, and again when a
+    /// restore brought back data without the grant).
+    pub admin: Credentials,
+    /// The operator user: every reconfig, with read and write on `/zookeeper/config` only.
+    pub operator: Credentials,
+}
+
+/// The ensemble's credentials: generated once into `<ensemble>-credentials`, or taken from
+/// the Secret named by `spec.auth` (its `operatorPassword` is optional and generated when
+/// missing) and copied there, with the super user's digest the servers read.
 async fn ensure_credentials(
     ctx: &Context,
     ectx: &EnsembleContext<'_>,
-) -> Result<Credentials, Error> {
+) -> Result<EnsembleCredentials, Error> {
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ectx.namespace);
     let own = credentials_secret(ectx.name);
     let existing = api
         .get_opt(&own)
         .await
         .map_err(Error::kube(format!("read Secret {own}")))?;
-    let password = match &ectx.spec.auth {
-        Some(auth) => {
-            let user = api
-                .get(&auth.secret_name)
+    let given = match &ectx.spec.auth {
+        Some(auth) => Some(
+            api.get(&auth.secret_name)
                 .await
                 .map_err(Error::kube(format!(
                     "read Secret {} named by spec.auth",
                     auth.secret_name
-                )))?;
-            super::backup::secret_key(&user, ectx.namespace, SECRET_SUPER_PASSWORD)?
-        }
-        None => existing
-            .as_ref()
-            .and_then(|s| super::backup::secret_value(s, SECRET_SUPER_PASSWORD))
-            .unwrap_or_else(|| Alphanumeric.sample_string(&mut rand::rng(), 32)),
+                )))?,
+        ),
+        None => None,
     };
+    let kept = |key| {
+        existing
+            .as_ref()
+            .and_then(|s| super::backup::secret_value(s, key))
+    };
+    let generated = || Alphanumeric.sample_string(&mut rand::rng(), 32);
+    let password = match &given {
+        Some(user) => super::backup::secret_key(user, ectx.namespace, SECRET_SUPER_PASSWORD)?,
+        None => kept(SECRET_SUPER_PASSWORD).unwrap_or_else(generated),
+    };
+    let operator = given
+        .as_ref()
+        .and_then(|s| super::backup::secret_value(s, SECRET_OPERATOR_PASSWORD))
+        .or_else(|| kept(SECRET_OPERATOR_PASSWORD))
+        .unwrap_or_else(generated);
     let secret = Secret {
         metadata: kube::api::ObjectMeta {
             name: Some(own.clone()),
@@ -454,9 +475,16 @@ async fn ensure_credentials(
                 SECRET_SUPER_DIGEST.to_string(),
                 ByteString(crate::zk::digest(SUPER_USER, &password).into_bytes()),
             ),
+            (
+                SECRET_OPERATOR_PASSWORD.to_string(),
+                ByteString(operator.clone().into_bytes()),
+            ),
         ])),
         ..Default::default()
     };
     support::apply_if_differs(ctx, ectx.namespace, &secret, existing.as_ref()).await?;
-    Ok(Credentials::digest(SUPER_USER, password))
+    Ok(EnsembleCredentials {
+        admin: Credentials::digest(SUPER_USER, password),
+        operator: Credentials::digest(OPERATOR_USER, operator),
+    })
 }

@@ -7,6 +7,7 @@ use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
 
+use super::ensemble::EnsembleCredentials;
 use super::observe::Observation;
 use super::{Context, Error, failpoints};
 use crate::constants::*;
@@ -27,7 +28,7 @@ pub async fn execute(
     desired: &Desired,
     step: &Step,
     obs: &Observation,
-    credentials: &Credentials,
+    credentials: &EnsembleCredentials,
 ) -> Result<(), Error> {
     match step {
         Step::CreateMember { member, seed } => {
@@ -274,24 +275,36 @@ async fn ensure_reconfig(
     joining: &[ServerEntry],
     leaving: &[ServerId],
     obs: &Observation,
-    credentials: &Credentials,
+    credentials: &EnsembleCredentials,
     step: &Step,
 ) -> Result<(), Error> {
-    let membership = obs.membership(credentials.clone()).ok_or_else(|| {
-        Error::Inconsistent(format!(
-            "{step}: no member serves, the configuration cannot change"
-        ))
-    })?;
+    let as_user = |who: &Credentials| {
+        obs.membership(who.clone()).ok_or_else(|| {
+            Error::Inconsistent(format!(
+                "{step}: no member serves, the configuration cannot change"
+            ))
+        })
+    };
+    let failed = |source| Error::Membership {
+        step: step.to_string(),
+        ensemble: ens.name_any(),
+        source,
+    };
+    let membership = as_user(&credentials.operator)?;
+    // The operator user reconfigures; the super user only grants it that right, the first
+    // time (and again after a restore brought back data without the grant).
+    if !membership.may_reconfigure().await.map_err(failed)? {
+        as_user(&credentials.admin)?
+            .grant_reconfigure(&credentials.operator)
+            .await
+            .map_err(failed)?;
+    }
     let outcome = if joining.is_empty() {
         membership.remove_voters(leaving).await
     } else {
         membership.add_voters(joining).await
     };
-    outcome.map(|_| ()).map_err(|source| Error::Membership {
-        step: step.to_string(),
-        ensemble: ens.name_any(),
-        source,
-    })
+    outcome.map(|_| ()).map_err(failed)
 }
 
 /// The `server.N` line a joiner is added with.

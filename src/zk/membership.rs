@@ -115,6 +115,17 @@ pub enum Error {
         /// The operation.
         op: String,
     },
+    /// Reading or changing the ACL of `/zookeeper/config` failed.
+    #[error("{op} of /zookeeper/config as {who}: {source}")]
+    Acl {
+        /// `getACL` or `setACL`.
+        op: AclOp,
+        /// The digest user, or "an unauthenticated session".
+        who: String,
+        /// What the client said.
+        #[source]
+        source: zkc::Error,
+    },
     /// The servers run with `reconfigEnabled=false`.
     #[error("{op}: dynamic reconfiguration is disabled on the servers (set reconfigEnabled=true)")]
     ReconfigDisabled {
@@ -166,6 +177,51 @@ impl Error {
     }
 }
 
+/// A request on an ACL.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AclOp {
+    /// `getACL`.
+    Get,
+    /// `setACL`.
+    Set,
+}
+
+impl fmt::Display for AclOp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            AclOp::Get => "getACL",
+            AclOp::Set => "setACL",
+        })
+    }
+}
+
+/// The node whose write permission allows a reconfig.
+const CONFIG_NODE: &str = "/zookeeper/config";
+
+/// The ACL `/zookeeper/config` needs so that `user` may reconfigure (read, write and admin on
+/// the node for its digest: write for the reconfig, admin because ZooKeeper shows the digests
+/// of an ACL only to a user with admin on the node, so that the user can tell it was granted),
+/// or `None` when `acl` already allows it. Other entries are kept; an
+/// entry of the same user name with another digest (an older password) is dropped.
+pub fn reconfig_grant(acl: &[zkc::Acl], user: &Credentials) -> Option<Vec<zkc::Acl>> {
+    let id = user.acl_id();
+    let needed = zkc::Permission::READ | zkc::Permission::WRITE | zkc::Permission::ADMIN;
+    if acl
+        .iter()
+        .any(|a| a.scheme() == "digest" && a.id() == id && a.permission().has(needed))
+    {
+        return None;
+    }
+    let prefix = format!("{}:", user.user());
+    let mut wanted: Vec<zkc::Acl> = acl
+        .iter()
+        .filter(|a| !(a.scheme() == "digest" && a.id().starts_with(&prefix)))
+        .cloned()
+        .collect();
+    wanted.push(zkc::Acl::new(needed, zkc::AuthId::new("digest", &id)));
+    Some(wanted)
+}
+
 /// The failures after which the session is dropped and the configuration read again.
 fn is_connection_problem(e: &zkc::Error) -> bool {
     matches!(
@@ -198,6 +254,11 @@ impl Credentials {
     /// The user name.
     pub fn user(&self) -> &str {
         &self.user
+    }
+
+    /// The id of this user in a `digest` ACL entry: `user:base64(sha1(user:password))`.
+    pub fn acl_id(&self) -> String {
+        super::digest(&self.user, &self.password)
     }
 
     fn auth_bytes(&self) -> Vec<u8> {
@@ -515,6 +576,69 @@ impl<P: MemberProbe> ZkMembership<P> {
         Err(self.read_error(ReadError::Zk(last)))
     }
 
+    fn who(&self) -> String {
+        match &self.credentials {
+            Some(c) => format!("digest user {:?}", c.user()),
+            None => "an unauthenticated session".into(),
+        }
+    }
+
+    /// The ACL of `/zookeeper/config` and its version (after a `sync`), reconnecting once
+    /// after a connection problem.
+    async fn config_acl(&self) -> Result<(zkc::Client, Vec<zkc::Acl>, i32), Error> {
+        let mut last = zkc::Error::ConnectionLoss;
+        for _ in 0..2 {
+            let client = self.session().await?;
+            let read = async {
+                self.call(client.sync(CONFIG_NODE)).await?;
+                self.call(client.get_acl(CONFIG_NODE)).await
+            };
+            match read.await {
+                Ok((acl, stat)) => return Ok((client, acl, stat.aversion)),
+                Err(e) if is_connection_problem(&e) => {
+                    self.forget_session().await;
+                    last = e;
+                }
+                Err(e) => last = e,
+            }
+        }
+        Err(Error::Acl {
+            op: AclOp::Get,
+            who: self.who(),
+            source: last,
+        })
+    }
+
+    /// Whether this client's user may reconfigure: the ACL of `/zookeeper/config` gives its
+    /// digest read, write and admin. (Super may always; it is not asked here.)
+    pub async fn may_reconfigure(&self) -> Result<bool, Error> {
+        let Some(credentials) = &self.credentials else {
+            return Ok(false);
+        };
+        let (_, acl, _) = self.config_acl().await?;
+        Ok(reconfig_grant(&acl, credentials).is_none())
+    }
+
+    /// Grants `to` read, write and admin on `/zookeeper/config`, so that it may reconfigure; this
+    /// client's user must be allowed to change that ACL (the super user). Entries of other
+    /// users are kept; an older entry of `to`'s user name (another password) is replaced. The
+    /// change is conditioned on the ACL version read. Returns whether anything changed.
+    pub async fn grant_reconfigure(&self, to: &Credentials) -> Result<bool, Error> {
+        let (client, acl, version) = self.config_acl().await?;
+        let Some(wanted) = reconfig_grant(&acl, to) else {
+            return Ok(false);
+        };
+        self.call(client.set_acl(CONFIG_NODE, &wanted, Some(version)))
+            .await
+            .map_err(|source| Error::Acl {
+                op: AclOp::Set,
+                who: self.who(),
+                source,
+            })?;
+        info!(user = to.user(), "granted rwa on {CONFIG_NODE}");
+        Ok(true)
+    }
+
     /// Refuses a joiner that is not a serving follower the leader has synced.
     pub async fn check_joiner(
         &self,
@@ -664,11 +788,10 @@ impl<P: MemberProbe> ZkMembership<P> {
                     return Err(Error::NewConfigNoQuorum { op });
                 }
                 Err(zkc::Error::NoAuth) => {
-                    let who = match &self.credentials {
-                        Some(c) => format!("digest user {:?}", c.user()),
-                        None => "an unauthenticated session".into(),
-                    };
-                    return Err(Error::NoAuth { op, who });
+                    return Err(Error::NoAuth {
+                        op,
+                        who: self.who(),
+                    });
                 }
                 Err(zkc::Error::ReconfigDisabled) => return Err(Error::ReconfigDisabled { op }),
                 Err(zkc::Error::Unimplemented) => return Err(Error::Standalone { op }),
@@ -706,6 +829,41 @@ mod tests {
         let c = Credentials::digest("quorate", "s3cret");
         assert!(!format!("{c:?}").contains("s3cret"));
         assert_eq!(c.user(), "quorate");
+    }
+
+    #[test]
+    fn the_reconfig_grant_adds_rwa_keeps_others_and_replaces_an_old_password() {
+        let op = Credentials::digest("quorate", "new");
+        let world = zkc::Acl::new(zkc::Permission::READ, zkc::AuthId::anyone());
+        let admin = zkc::Acl::new(
+            zkc::Permission::ALL,
+            zkc::AuthId::new("digest", &super::super::digest("admin", "x")),
+        );
+        let old = zkc::Acl::new(
+            zkc::Permission::ALL,
+            zkc::AuthId::new("digest", &super::super::digest("quorate", "old")),
+        );
+        let wanted = reconfig_grant(&[world.clone(), admin.clone(), old.clone()], &op)
+            .expect("the old password's entry does not grant the new one");
+        let rwa = zkc::Permission::READ | zkc::Permission::WRITE | zkc::Permission::ADMIN;
+        let granted = zkc::Acl::new(rwa, zkc::AuthId::new("digest", &op.acl_id()));
+        assert_eq!(wanted, vec![world.clone(), admin.clone(), granted.clone()]);
+        // Once granted (or granted more), nothing to do.
+        assert_eq!(reconfig_grant(&wanted, &op), None);
+        let all = zkc::Acl::new(
+            zkc::Permission::ALL,
+            zkc::AuthId::new("digest", &op.acl_id()),
+        );
+        assert_eq!(reconfig_grant(&[world.clone(), all], &op), None);
+        // Read alone (ZooKeeper's default for the node) is not enough.
+        let read = zkc::Acl::new(
+            zkc::Permission::READ,
+            zkc::AuthId::new("digest", &op.acl_id()),
+        );
+        assert_eq!(
+            reconfig_grant(&[world.clone(), read], &op),
+            Some(vec![world, granted])
+        );
     }
 
     #[test]

@@ -510,6 +510,25 @@ pub async fn set_replicas(api: &Api<MasterEnsemble>, name: &str, replicas: i32) 
     Ok(())
 }
 
+/// A key of the ensemble's credentials Secret (`<ensemble>-credentials`), such as
+/// `superPassword` or `operatorPassword`.
+pub async fn credential(
+    client: &Client,
+    ns: &str,
+    ensemble: &str,
+    key: &str,
+) -> Result<String, Failed> {
+    let secret = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), ns)
+        .get(&format!("{ensemble}-credentials"))
+        .await
+        .map_err(|e| fail(format!("credentials of {ensemble}: {e}")))?;
+    secret
+        .data
+        .and_then(|d| d.get(key).cloned())
+        .and_then(|b| String::from_utf8(b.0).ok())
+        .ok_or_else(|| fail(format!("{ensemble}-credentials has no {key}")))
+}
+
 /// `ip:2181,...` of the ensemble's member Pods.
 pub async fn member_hosts(client: &Client, ns: &str, name: &str) -> Result<String, Failed> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);

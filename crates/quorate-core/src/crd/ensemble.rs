@@ -294,7 +294,10 @@ pub struct BackupBeforeChange {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AuthSpec {
-    /// A Secret in the same namespace with keys `superPassword` and `operatorPassword`.
+    /// A Secret in the same namespace with key `superPassword` (the ZooKeeper super user's
+    /// password) and, optionally, `operatorPassword` (the password of the digest user `quorate`
+    /// the operator reconfigures as; generated when missing). Both are copied to
+    /// `<name>-credentials`.
     #[schemars(length(min = 1, max = 253))]
     pub secret_name: String,
 }
