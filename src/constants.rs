@@ -41,6 +41,8 @@ pub const QUORUM_PORT: u16 = 2888;
 pub const ELECTION_PORT: u16 = 3888;
 /// AdminServer port.
 pub const ADMIN_PORT: u16 = 8080;
+/// Port of ZooKeeper's own Prometheus metrics (`/metrics`), when on.
+pub const METRICS_PORT: u16 = 7000;
 
 /// Where a member's volume is mounted in its containers (ZooKeeper's dataDir lives below it).
 pub const DATA_MOUNT: &str = "/var/lib/zookeeper";

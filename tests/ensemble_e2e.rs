@@ -678,6 +678,91 @@ async fn reconfigures_as_its_own_operator_user_not_as_super(bed: &Bed, ns: &str)
     Ok(())
 }
 
+/// Each member serves ZooKeeper's own Prometheus metrics at its Pod IP, port 7000, declared as
+/// the container port `metrics`: on 3.9.5 and on 3.8.6, each answering with its own quorum size
+/// and znode count; with `config.prometheusMetrics: false` the Pod declares no such port and
+/// nothing answers there.
+async fn each_member_serves_zookeepers_own_prometheus_metrics(bed: &Bed, ns: &str) -> TestResult {
+    let client = bed.client().await?;
+    namespace(&client, ns).await?;
+    let api: Api<MasterEnsemble> = Api::namespaced(client.clone(), ns);
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .map_err(|e| fail(e.to_string()))?;
+    for (name, version, on) in [
+        ("current", "3.9.5", true),
+        ("older", "3.8.6", true),
+        ("off", "3.9.5", false),
+    ] {
+        let mut e = ensemble(name, 1);
+        e.spec.version = version.into();
+        e.spec.config.prometheus_metrics = on;
+        api.create(&PostParams::default(), &e)
+            .await
+            .map_err(|e| fail(format!("create {name}: {e}")))?;
+        wait_converged(bed, &api, name, 1, Duration::from_secs(180)).await?;
+        let pods = Api::<Pod>::namespaced(client.clone(), ns)
+            .list(&ListParams::default().labels(&format!("{LABEL_ENSEMBLE}={name}")))
+            .await
+            .map_err(|e| fail(format!("list the Pods of {name}: {e}")))?
+            .items;
+        if pods.len() != 1 {
+            return Err(fail(format!("{name}: {} member Pods, not 1", pods.len())));
+        }
+        let pod = &pods[0];
+        let declared = pod
+            .spec
+            .iter()
+            .flat_map(|s| &s.containers)
+            .flat_map(|c| c.ports.iter().flatten())
+            .any(|p| p.name.as_deref() == Some("metrics") && p.container_port == 7000);
+        if declared != on {
+            return Err(fail(format!(
+                "{name}: the Pod declares the metrics port: {declared}, expected {on}"
+            )));
+        }
+        let ip = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.pod_ip.clone())
+            .ok_or_else(|| fail(format!("{name}: the member has no Pod IP")))?;
+        let answer = http.get(format!("http://{ip}:7000/metrics")).send().await;
+        match (on, answer) {
+            (true, Ok(r)) if r.status().is_success() => {
+                let text = r.text().await.map_err(|e| fail(e.to_string()))?;
+                for series in ["quorum_size", "znode_count"] {
+                    let value = metric_value(&text, series);
+                    // One voter; at least /zookeeper, /zookeeper/config and /zookeeper/quota.
+                    let plausible = match series {
+                        "quorum_size" => value == Some(1.0),
+                        _ => value.is_some_and(|v| v >= 3.0),
+                    };
+                    if !plausible {
+                        return Err(fail(format!(
+                            "{name} ({version}): {series} is {value:?} in its metrics:\n{}",
+                            text.lines().take(40).collect::<Vec<_>>().join("\n")
+                        )));
+                    }
+                }
+            }
+            (true, other) => {
+                return Err(fail(format!(
+                    "{name} ({version}) serves no metrics on {ip}:7000: {other:?}"
+                )));
+            }
+            (false, Ok(r)) => {
+                return Err(fail(format!(
+                    "{name}: metrics are off, yet {ip}:7000 answers {}",
+                    r.status()
+                )));
+            }
+            (false, Err(_)) => {}
+        }
+    }
+    Ok(())
+}
+
 /// A converged ensemble costs nothing: its passes write nothing (no status, no apply of
 /// unchanged support objects, no credentials Secret), and over a quiet window the operator
 /// neither rewrites the ensemble's status (each write wakes every watcher and the operator's
@@ -1112,6 +1197,10 @@ fn scenarios() -> Vec<(&'static str, Scenario)> {
         (
             "reconfigures_as_its_own_operator_user_not_as_super",
             |b, n| Box::pin(reconfigures_as_its_own_operator_user_not_as_super(b, n)),
+        ),
+        (
+            "each_member_serves_zookeepers_own_prometheus_metrics",
+            |b, n| Box::pin(each_member_serves_zookeepers_own_prometheus_metrics(b, n)),
         ),
         ("a_converged_ensemble_is_left_alone", |b, n| {
             Box::pin(a_converged_ensemble_is_left_alone(b, n))

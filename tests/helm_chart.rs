@@ -834,6 +834,86 @@ async fn monitoring_objects_render_only_when_enabled(ctx: Arc<Ctx>) -> TestResul
     }
 }
 
+/// The members' PodMonitor renders only when enabled, selects the Pods quorate builds for
+/// members (not its volume probes or restores), scrapes their `metrics` port, looks in the
+/// watched namespaces (all when cluster-wide), and labels each series with the ensemble and the
+/// server id taken from labels the member Pods carry.
+async fn the_zookeeper_pod_monitor_scrapes_every_member_pod(ctx: Arc<Ctx>) -> TestResult {
+    use quorate::executor::resources::names::member_labels;
+    let docs = ctx
+        .render("q", "quorate-system", &[MONITORING], false)
+        .await?;
+    if !of_kind(&docs, "PodMonitor").is_empty() {
+        return Err(fail(
+            "a PodMonitor rendered without zookeeperPodMonitor.enabled",
+        ));
+    }
+    let on = "metrics.zookeeperPodMonitor.enabled=true,metrics.zookeeperPodMonitor.interval=15s";
+    let member = member_labels("masters", quorate::planner::ServerId(4));
+    let probe = quorate::executor::resources::names::ensemble_labels("masters", "probe");
+    for (set, namespaces) in [
+        (vec![on], json!({"any": true})),
+        (
+            vec![on, NAMESPACED],
+            json!({"matchNames": ["team-a", "team-b"]}),
+        ),
+    ] {
+        let docs = ctx.render("q", "quorate-system", &set, false).await?;
+        let monitor = only(&docs, "PodMonitor")?;
+        if monitor["apiVersion"] != "monitoring.coreos.com/v1"
+            || monitor["spec"]["namespaceSelector"] != namespaces
+        {
+            return Err(fail(format!("{set:?}: {monitor}")));
+        }
+        let selector = monitor["spec"]["selector"]["matchLabels"]
+            .as_object()
+            .filter(|m| !m.is_empty())
+            .ok_or_else(|| fail(format!("the PodMonitor selects nothing: {monitor}")))?;
+        let selects = |labels: &std::collections::BTreeMap<String, String>| {
+            selector
+                .iter()
+                .all(|(k, v)| labels.get(k).map(String::as_str) == v.as_str())
+        };
+        if !selects(&member) || selects(&probe) {
+            return Err(fail(format!(
+                "the PodMonitor's selector {selector:?} must pick member Pods ({member:?}) and not probes ({probe:?})"
+            )));
+        }
+        let endpoints = monitor["spec"]["podMetricsEndpoints"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let [endpoint] = endpoints.as_slice() else {
+            return Err(fail(format!("one endpoint expected: {monitor}")));
+        };
+        if endpoint["port"] != "metrics"
+            || endpoint["path"] != "/metrics"
+            || endpoint["interval"] != "15s"
+        {
+            return Err(fail(format!("the endpoint: {endpoint}")));
+        }
+        // Prometheus names a Pod label's meta label after it with every other character as `_`.
+        for (key, target) in [
+            (quorate::constants::LABEL_ENSEMBLE, "ensemble"),
+            (quorate::constants::LABEL_SERVER_ID, "server_id"),
+        ] {
+            let meta = format!(
+                "__meta_kubernetes_pod_label_{}",
+                key.replace(|c: char| !c.is_ascii_alphanumeric(), "_")
+            );
+            let relabeled = endpoint["relabelings"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|r| r["sourceLabels"] == json!([meta]) && r["targetLabel"] == target);
+            if !relabeled || !member.contains_key(key) {
+                return Err(fail(format!("no {target} label from {key}: {endpoint}")));
+            }
+        }
+    }
+    Ok(())
+}
+
 async fn the_service_monitor_scrapes_the_metrics_service_on_its_port(ctx: Arc<Ctx>) -> TestResult {
     let set = [
         MONITORING,
@@ -2557,6 +2637,9 @@ fn main() -> std::process::ExitCode {
         ),
         ("the_values_schema_refuses_bad_values_and_names_them", |c| {
             Box::pin(the_values_schema_refuses_bad_values_and_names_them(c))
+        }),
+        ("the_zookeeper_pod_monitor_scrapes_every_member_pod", |c| {
+            Box::pin(the_zookeeper_pod_monitor_scrapes_every_member_pod(c))
         }),
         ("monitoring_objects_render_only_when_enabled", |c| {
             Box::pin(monitoring_objects_render_only_when_enabled(c))

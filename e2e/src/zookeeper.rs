@@ -468,6 +468,11 @@ fn check_jars(version: ZkVersion, lib: &Path, jars: &[PathBuf]) -> Result<(), Er
         ("Jackson (AdminServer JSON)", "jackson-databind-"),
         ("an SLF4J binding (logback-classic)", "logback-classic-"),
         ("commons-cli (zkCli)", "commons-cli-"),
+        (
+            "the Prometheus metrics provider",
+            "zookeeper-prometheus-metrics-",
+        ),
+        ("the Prometheus client (metrics provider)", "simpleclient-"),
     ] {
         if !names.iter().any(|n| n.starts_with(prefix)) {
             return Err(Error::Incomplete {

@@ -89,9 +89,10 @@ if [ -n "${ZK_RECOVER_ALONE:-}" ] && [ ! -f "$D/conf/recovered-$ZK_RECOVER_ALONE
 fi
 # Static settings come from the current spec; the dynamic file ZooKeeper last wrote is kept.
 dyn=$(grep '^dynamicConfigFile=' "$D/conf/zoo.cfg" || true)
-grep -v -e '^dynamicConfigFile=' -e '^admin.serverAddress=' /etc/quorate/config/zoo.cfg > "$D/conf/zoo.cfg.next"
+grep -v -e '^dynamicConfigFile=' -e '^admin.serverAddress=' -e '^metricsProvider.httpHost=' /etc/quorate/config/zoo.cfg > "$D/conf/zoo.cfg.next"
 echo "${dyn:-dynamicConfigFile=$D/conf/zoo.cfg.dynamic}" >> "$D/conf/zoo.cfg.next"
 echo "admin.serverAddress=$POD_IP" >> "$D/conf/zoo.cfg.next"
+echo "metricsProvider.httpHost=$POD_IP" >> "$D/conf/zoo.cfg.next"
 mv "$D/conf/zoo.cfg.next" "$D/conf/zoo.cfg"
 "#;
 
@@ -331,12 +332,22 @@ pub fn build_member_pod(
         image: Some(image),
         command: Some(vec!["/bin/sh".into(), "-c".into(), run]),
         env: Some(envs),
-        ports: Some(vec![
-            port("client", CLIENT_PORT),
-            port("quorum", QUORUM_PORT),
-            port("election", ELECTION_PORT),
-            port("admin", ADMIN_PORT),
-        ]),
+        ports: Some(
+            [
+                port("client", CLIENT_PORT),
+                port("quorum", QUORUM_PORT),
+                port("election", ELECTION_PORT),
+                port("admin", ADMIN_PORT),
+            ]
+            .into_iter()
+            .chain(
+                ctx.spec
+                    .config
+                    .prometheus_metrics
+                    .then(|| port("metrics", METRICS_PORT)),
+            )
+            .collect(),
+        ),
         // The AdminServer's `monitor` answers 200 only while the member serves (has a quorum).
         readiness_probe: Some(Probe {
             http_get: Some(HTTPGetAction {

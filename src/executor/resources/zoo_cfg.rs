@@ -24,6 +24,14 @@ pub fn render_static(config: &ZkServerConfig) -> String {
     for (k, v) in &keys {
         let _ = writeln!(out, "{k}={v}");
     }
+    let metrics = [
+        (
+            "metricsProvider.className",
+            "org.apache.zookeeper.metrics.prometheus.PrometheusMetricsProvider".into(),
+        ),
+        ("metricsProvider.httpPort", METRICS_PORT.to_string()),
+        ("metricsProvider.exportJvmInfo", "true".into()),
+    ];
     let owned = [
         ("tickTime", config.tick_time.to_string()),
         ("initLimit", config.init_limit.to_string()),
@@ -45,7 +53,8 @@ pub fn render_static(config: &ZkServerConfig) -> String {
         ("autopurge.snapRetainCount", "5".into()),
         ("autopurge.purgeInterval", "1".into()),
     ];
-    for (k, v) in owned {
+    let metrics = config.prometheus_metrics.then_some(metrics);
+    for (k, v) in owned.into_iter().chain(metrics.into_iter().flatten()) {
         let _ = writeln!(out, "{k}={v}");
     }
     out
@@ -117,6 +126,37 @@ mod tests {
             "ZooKeeper takes the last value"
         );
         assert!(cfg.contains("maxClientCnxns=100"));
+    }
+
+    #[test]
+    fn zookeepers_own_prometheus_metrics_are_on_unless_turned_off() {
+        let provider = "metricsProvider.className=org.apache.zookeeper.metrics.prometheus.PrometheusMetricsProvider";
+        let on = render_static(&ZkServerConfig::default());
+        assert!(on.lines().any(|l| l == provider), "{on}");
+        assert!(
+            on.lines().any(|l| l == "metricsProvider.httpPort=7000"),
+            "{on}"
+        );
+        let off = render_static(&ZkServerConfig {
+            prometheus_metrics: false,
+            ..Default::default()
+        });
+        assert!(!off.contains("metricsProvider"), "{off}");
+    }
+
+    #[test]
+    fn the_metrics_setting_left_on_keeps_the_members_spec_hash_of_older_ensembles() {
+        // An ensemble stored before the setting existed reads it as on; its members' hash must
+        // not change (an operator upgrade restarts no member). Off is a change that rolls.
+        let older: crate::crd::MasterEnsembleSpec =
+            serde_json::from_value(serde_json::json!({"replicas": 3})).unwrap();
+        assert!(older.config.prometheus_metrics);
+        let hash = crate::planner::model::member_spec_hash(&older);
+        let mut explicit = older.clone();
+        explicit.config.prometheus_metrics = true;
+        assert_eq!(crate::planner::model::member_spec_hash(&explicit), hash);
+        explicit.config.prometheus_metrics = false;
+        assert_ne!(crate::planner::model::member_spec_hash(&explicit), hash);
     }
 
     #[test]

@@ -145,6 +145,25 @@ pub struct ZkServerConfig {
     #[schemars(extend("maxProperties" = 64))]
     #[x_kube(validation = Rule::new("self.all(k, !(k.startsWith('server.') || k in ['dynamicConfigFile', 'dataDir', 'dataLogDir', 'reconfigEnabled', 'standaloneEnabled', 'clientPort', 'skipACL']))").message("spec.config.extra must not set keys that quorate owns (server.N, dynamicConfigFile, dataDir, dataLogDir, reconfigEnabled, standaloneEnabled, clientPort, skipACL)"))]
     pub extra: BTreeMap<String, String>,
+    /// ZooKeeper's own Prometheus metrics (its `PrometheusMetricsProvider`) on port 7000 of each
+    /// member, path `/metrics` (the container port is named `metrics`). On by default; the
+    /// image must carry the provider's jars, as the official image does. Turning it off or on
+    /// rolls the members; an ensemble created before this setting existed gets it as its
+    /// members restart, without a roll of its own.
+    #[serde(
+        default = "default_prometheus_metrics",
+        skip_serializing_if = "is_default_prometheus_metrics"
+    )]
+    pub prometheus_metrics: bool,
+}
+
+fn default_prometheus_metrics() -> bool {
+    true
+}
+// Left out of the serialized spec when on, so that the members' spec hash of an ensemble
+// created before the setting existed does not change (no roll on an operator upgrade).
+fn is_default_prometheus_metrics(on: &bool) -> bool {
+    *on
 }
 
 fn default_tick_time() -> i32 {
@@ -168,6 +187,7 @@ impl Default for ZkServerConfig {
             sync_limit: default_sync_limit(),
             heap_mib: default_heap(),
             extra: BTreeMap::new(),
+            prometheus_metrics: default_prometheus_metrics(),
         }
     }
 }
