@@ -357,9 +357,12 @@ def cmd_hold(args):
 
 
 def cmd_writer(args):
-    """Writes sequential znodes for at most --seconds, recording every acknowledged write."""
+    """Writes sequential znodes for at most --seconds (or until SIGTERM), recording every
+    acknowledged write with the time of its acknowledgement (seconds since the start)."""
     started = time.monotonic()
     deadline = started + args.seconds
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
 
     def watchdog():
         # Hard bound: whatever kazoo does, this process is gone shortly after the deadline.
@@ -372,7 +375,7 @@ def cmd_writer(args):
     attempts = acked = failing = 0
     client = None
     with open(args.out, "w", encoding="utf-8") as out:
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and not stop.is_set():
             if client is None:
                 try:
                     client = connect(args, timeout=max(0.5, min(10.0, deadline - time.monotonic())))
@@ -405,7 +408,8 @@ def cmd_writer(args):
                 continue
             failing = 0
             acked += 1
-            out.write(json.dumps({"path": path, "data": data.decode()}) + "\n")
+            at = round(time.monotonic() - started, 4)
+            out.write(json.dumps({"path": path, "data": data.decode(), "t": at}) + "\n")
             out.flush()
             if args.interval_ms > 0:
                 time.sleep(args.interval_ms / 1000.0)

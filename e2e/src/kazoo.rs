@@ -427,9 +427,18 @@ fn tail(text: &str) -> String {
 }
 
 impl Writer {
-    /// The file of acknowledged writes (JSON lines `{"path":..,"data":..}`).
+    /// The file of acknowledged writes (JSON lines `{"path":..,"data":..,"t":..}`, `t` the
+    /// seconds from the writer's start to the acknowledgement).
     pub fn out_file(&self) -> &Path {
         &self.out
+    }
+
+    /// Asks the writer to stop now (SIGTERM: the write in flight finishes) and waits for its
+    /// summary.
+    pub async fn stop(self) -> Result<WriterReport, Error> {
+        // An error means it has already exited; the wait below reads its summary either way.
+        let _ = self.run.child.signal(libc::SIGTERM);
+        self.wait().await
     }
 
     /// The writer's process id.
@@ -722,6 +731,25 @@ impl Judge {
         let a = vec![OsString::from("--file"), file.as_os_str().to_owned()];
         self.run("check-acked", hosts, auth, &a).await
     }
+}
+
+/// The acknowledgement times (seconds from the writer's start) in a writer's file, in order.
+pub fn ack_times(file: &Path) -> Result<Vec<f64>, Error> {
+    let text =
+        std::fs::read_to_string(file).map_err(io_err(format!("reading {}", file.display())))?;
+    Ok(text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?["t"].as_f64())
+        .collect())
+}
+
+/// The longest time between two consecutive acknowledgements, and when it began (seconds from
+/// the writer's start).
+pub fn longest_gap(times: &[f64]) -> Option<(f64, f64)> {
+    times
+        .windows(2)
+        .map(|w| (w[1] - w[0], w[0]))
+        .max_by(|a, b| a.0.total_cmp(&b.0))
 }
 
 /// What `populate` made.

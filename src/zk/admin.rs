@@ -322,8 +322,16 @@ impl ConfReply {
     }
 }
 
+/// A count in a `monitor` reply. With ZooKeeper's default metrics provider counts are JSON
+/// integers; with the Prometheus provider (which quorate turns on) every value is a float
+/// (`"synced_followers" : 1.0`): both are read, a fraction or a negative number is not.
 fn count(value: &Value, key: &str) -> Option<u64> {
-    value.get(key).and_then(Value::as_u64)
+    let v = value.get(key)?;
+    v.as_u64().or_else(|| {
+        v.as_f64()
+            .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f <= u32::MAX as f64)
+            .map(|f| f as u64)
+    })
 }
 
 /// Builds an observation from the replies of `srvr`, `leader`, `monitor` and `conf`. A `conf`
@@ -503,6 +511,36 @@ mod tests {
         );
         assert!(!obs.serving);
         assert_eq!(obs.mode, Some(Mode::ReadOnly));
+    }
+
+    #[test]
+    fn learner_counts_are_read_as_the_prometheus_provider_gives_them_too() {
+        // Measured on 3.9.5 with metricsProvider.className=...PrometheusMetricsProvider.
+        let obs = observation_from_replies(
+            ServerId(1),
+            srvr("leader", 7),
+            Ok(json!({"is_leader": true, "leader_id": 1, "error": null})),
+            Ok(
+                json!({"peer_state": "leading - broadcast", "learners": 1.0, "synced_followers": 1.0,
+                      "synced_non_voting_followers": 1.0, "synced_observers": 0.0, "quorum_size": 1.0}),
+            ),
+            None,
+        );
+        assert_eq!(
+            obs.learner_counts,
+            Some(LearnerCounts {
+                learners: 1,
+                synced_followers: 1,
+                synced_non_voting_followers: 1,
+                synced_observers: 0,
+                quorum_size: Some(1)
+            })
+        );
+        let odd = json!({"a": 1.5, "b": -1.0, "c": "1"});
+        assert_eq!(
+            [count(&odd, "a"), count(&odd, "b"), count(&odd, "c")],
+            [None, None, None]
+        );
     }
 
     #[test]

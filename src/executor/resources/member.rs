@@ -313,8 +313,12 @@ pub fn build_member_pod(
             ..Default::default()
         },
     ];
+    // The logging configuration is given explicitly: with `-cp lib/*` alone the image's own
+    // conf directory is not on the class path, and logback without a configuration logs
+    // everything at DEBUG (hundreds of MB a minute from the AdminServer's Jetty, slow enough
+    // that a joiner's snapshot sync times out).
     let run = format!(
-        "{SERVE_CHECK}exec java $JVM_OPTS \"-Dzookeeper.DigestAuthenticationProvider.superDigest=$ZK_SUPER_DIGEST\" -cp '{}/lib/*' org.apache.zookeeper.server.quorum.QuorumPeerMain {DATA_MOUNT}/conf/zoo.cfg",
+        "{SERVE_CHECK}exec java $JVM_OPTS \"-Dzookeeper.DigestAuthenticationProvider.superDigest=$ZK_SUPER_DIGEST\" -Dlogback.configurationFile={CONFIG_MOUNT}/{LOGBACK_KEY} -cp '{}/lib/*' org.apache.zookeeper.server.quorum.QuorumPeerMain {DATA_MOUNT}/conf/zoo.cfg",
         install_dir(&spec.version)
     );
     let prepare = Container {
@@ -484,7 +488,25 @@ pub fn build_member_pvc(ctx: &EnsembleContext<'_>, id: ServerId) -> PersistentVo
     }
 }
 
-/// The ConfigMap with the static zoo.cfg.
+/// The key of the members' logging configuration in the ensemble's ConfigMap.
+const LOGBACK_KEY: &str = "logback.xml";
+
+/// The members' logging (logback, ZooKeeper 3.8 and later): INFO and above to the console, the
+/// Pod's log, as the official image does; Jetty, chatty at INFO, at WARN.
+const LOGBACK_XML: &str = r#"<configuration>
+  <appender name="CONSOLE" class="ch.qos.logback.core.ConsoleAppender">
+    <encoder>
+      <pattern>%d{ISO8601} [myid:%X{myid}] - %-5p [%t:%C{1}@%L] - %m%n</pattern>
+    </encoder>
+  </appender>
+  <logger name="org.eclipse.jetty" level="WARN"/>
+  <root level="INFO">
+    <appender-ref ref="CONSOLE"/>
+  </root>
+</configuration>
+"#;
+
+/// The ConfigMap with the static zoo.cfg and the members' logging configuration.
 pub fn build_config_map(ctx: &EnsembleContext<'_>) -> ConfigMap {
     ConfigMap {
         metadata: meta(
@@ -492,10 +514,10 @@ pub fn build_config_map(ctx: &EnsembleContext<'_>) -> ConfigMap {
             config_map(ctx.name),
             ensemble_labels(ctx.name, "config"),
         ),
-        data: Some(BTreeMap::from([(
-            "zoo.cfg".to_string(),
-            render_static(&ctx.spec.config),
-        )])),
+        data: Some(BTreeMap::from([
+            ("zoo.cfg".to_string(), render_static(&ctx.spec.config)),
+            (LOGBACK_KEY.to_string(), LOGBACK_XML.to_string()),
+        ])),
         ..Default::default()
     }
 }
@@ -718,6 +740,32 @@ mod tests {
         let mut s = spec();
         s.image = Some("registry.example/zk:3.9.5-custom".into());
         assert_eq!(member_image(&s), "registry.example/zk:3.9.5-custom");
+    }
+
+    #[test]
+    fn members_log_at_info_through_the_logging_configuration_in_their_config_map() {
+        let s = spec();
+        let c = ctx(&s);
+        let data = build_config_map(&c).data.unwrap();
+        let logback = &data[LOGBACK_KEY];
+        assert!(logback.contains(r#"<root level="INFO">"#), "{logback}");
+        let pod = build_member_pod(&c, ServerId(1), "server.1=h", "h", MemberStart::HasData);
+        let server = &pod.spec.unwrap().containers[0];
+        let command = server.command.as_ref().unwrap().join(" ");
+        assert!(
+            command.contains(&format!(
+                "-Dlogback.configurationFile={CONFIG_MOUNT}/{LOGBACK_KEY}"
+            )),
+            "{command}"
+        );
+        assert!(
+            server
+                .volume_mounts
+                .iter()
+                .flatten()
+                .any(|m| m.mount_path == CONFIG_MOUNT),
+            "the ConfigMap is mounted where the command reads it"
+        );
     }
 
     #[test]
