@@ -40,6 +40,8 @@ const MIN_ACKED: usize = 200;
 struct Disruption {
     /// The longest time between two acknowledged writes, seconds.
     gap: f64,
+    /// The three longest gaps as (length, start), the start in seconds from the writer's start.
+    longest: Vec<(f64, f64)>,
     /// Acknowledged writes, all read back.
     acked: usize,
 }
@@ -80,8 +82,12 @@ async fn judged(
     }
     let times = ack_times(out).map_err(|e| fail(e.to_string()))?;
     let (gap, _) = longest_gap(&times).ok_or_else(|| fail("no two acknowledgements"))?;
+    let mut gaps: Vec<(f64, f64)> = times.windows(2).map(|w| (w[1] - w[0], w[0])).collect();
+    gaps.sort_by(|a, b| b.0.total_cmp(&a.0));
+    gaps.truncate(3);
     Ok(Disruption {
         gap,
+        longest: gaps,
         acked: report.acked,
     })
 }
@@ -137,6 +143,7 @@ async fn operator_roll(
     let dir = tempfile::tempdir().map_err(|e| fail(e.to_string()))?;
     let out = dir.path().join("writes.jsonl");
     let hosts = member_hosts(&client, ns, "masters").await?;
+    let writer_started = Instant::now();
     let writer = judge
         .writer(
             &hosts,
@@ -154,6 +161,7 @@ async fn operator_roll(
         .map_err(|e| fail(e.to_string()))?;
     let patch = serde_json::json!({"spec": {"config": {"extra": {"maxClientCnxns": "100"}}}});
     let started = Instant::now();
+    let patched_at = (started - writer_started).as_secs_f64();
     let rolled = api
         .patch("masters", &PatchParams::default(), &Patch::Merge(&patch))
         .await
@@ -206,7 +214,11 @@ async fn operator_roll(
     let seconds = started.elapsed().as_secs_f64();
     let before = std::fs::read_to_string(&out).map_or(0, |t| t.lines().count());
     until_acked(&writer, before + MIN_ACKED / 4).await?;
-    let disruption = judged(&judge, writer, &hosts, &out).await?;
+    let mut disruption = judged(&judge, writer, &hosts, &out).await?;
+    // Gaps as offsets from the patch (the writer's clock started about when it was spawned).
+    for (_, start) in &mut disruption.longest {
+        *start -= patched_at;
+    }
     api.delete("masters", &Default::default())
         .await
         .map_err(|e| fail(format!("delete: {e}")))?;
@@ -246,6 +258,21 @@ async fn roll_against_a_leader_kill(bed: &Bed, ns: &str) -> TestResult {
             roll.gap / floor.gap,
             seconds,
             roll.acked,
+        );
+        let show = |d: &Disruption| {
+            d.longest
+                .iter()
+                .map(|(g, at)| format!("{g:.2} s at {at:.1} s"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        println!(
+            "       longest gaps of the roll (from the patch): {}",
+            show(&roll)
+        );
+        println!(
+            "       longest gaps of the floor (from the writer's start): {}",
+            show(&floor)
         );
     }
     Ok(())
