@@ -1365,7 +1365,16 @@ async fn a_follower_cut_outgoing_stops_serving_stays_cut_across_a_restart_and_se
             },
         )
         .await;
-    assert_eq!(net_cls_of(restarted).as_deref(), Some(cgroup.as_str()));
+    // The container's shell joins the Pod's cgroup as its first command: a process seen before
+    // that is still in the root cgroup. Once it has left the root, it must be in the Pod's.
+    let joined = bed
+        .eventually(
+            "the restarted container's shell to leave the root cgroup",
+            Duration::from_secs(30),
+            || async { net_cls_of(restarted).filter(|c| c != "/") },
+        )
+        .await;
+    assert_eq!(joined, cgroup);
     bed.eventually(
         "the restarted follower's AdminServer to answer, not serving",
         Duration::from_secs(60),
