@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt as _;
 use kube::api::{Api, ListParams, Patch, PatchParams};
-use quorate_testbed::kazoo::{Judge, Writer, ack_times, longest_gap};
+use quorate_testbed::kazoo::{Judge, Writer, ack_times, longest_gaps};
 use quorate_testbed::zookeeper::{Ensemble, ZkVersion};
 
 use common::*;
@@ -38,25 +38,31 @@ const MIN_ACKED: usize = 200;
 
 /// What the clients saw of one disruption.
 struct Disruption {
-    /// The longest time between two acknowledged writes, seconds.
-    gap: f64,
-    /// The three longest gaps as (length, start), the start in seconds from the writer's start.
+    /// The three longest gaps between two acknowledged writes as (length, start), longest
+    /// first, the start in seconds from the writer's start.
     longest: Vec<(f64, f64)>,
     /// Acknowledged writes, all read back.
     acked: usize,
 }
 
+impl Disruption {
+    /// The longest time between two acknowledged writes, seconds.
+    fn gap(&self) -> f64 {
+        self.longest[0].0
+    }
+}
+
+/// How many writes the writer has acknowledged so far.
+fn acked_so_far(writer: &Writer) -> usize {
+    std::fs::read_to_string(writer.out_file()).map_or(0, |t| t.lines().count())
+}
+
 /// Waits until the writer has acknowledged `n` writes.
 async fn until_acked(writer: &Writer, n: usize) -> TestResult {
-    let file = writer.out_file().to_path_buf();
     wait_for(
         &format!("{n} acknowledged writes"),
         Duration::from_secs(60),
-        async || {
-            Ok(std::fs::read_to_string(&file)
-                .map(|t| t.lines().count() >= n)
-                .unwrap_or(false))
-        },
+        async || Ok(acked_so_far(writer) >= n),
     )
     .await
 }
@@ -81,13 +87,12 @@ async fn judged(
         )));
     }
     let times = ack_times(out).map_err(|e| fail(e.to_string()))?;
-    let (gap, _) = longest_gap(&times).ok_or_else(|| fail("no two acknowledgements"))?;
-    let mut gaps: Vec<(f64, f64)> = times.windows(2).map(|w| (w[1] - w[0], w[0])).collect();
-    gaps.sort_by(|a, b| b.0.total_cmp(&a.0));
-    gaps.truncate(3);
+    let longest = longest_gaps(&times, 3);
+    if longest.is_empty() {
+        return Err(fail("no two acknowledgements"));
+    }
     Ok(Disruption {
-        gap,
-        longest: gaps,
+        longest,
         acked: report.acked,
     })
 }
@@ -128,8 +133,7 @@ async fn bare_leader_kill() -> Result<Disruption, libtest_mimic::Failed> {
     zk.start_member(leader)
         .await
         .map_err(|e| fail(format!("restart {leader}: {e}")))?;
-    let before = std::fs::read_to_string(&out).map_or(0, |t| t.lines().count());
-    until_acked(&writer, before + MIN_ACKED / 2).await?;
+    until_acked(&writer, acked_so_far(&writer) + MIN_ACKED / 2).await?;
     judged(&judge, writer, &hosts, &out).await
 }
 
@@ -212,8 +216,7 @@ async fn operator_roll(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let seconds = started.elapsed().as_secs_f64();
-    let before = std::fs::read_to_string(&out).map_or(0, |t| t.lines().count());
-    until_acked(&writer, before + MIN_ACKED / 4).await?;
+    until_acked(&writer, acked_so_far(&writer) + MIN_ACKED / 4).await?;
     let mut disruption = judged(&judge, writer, &hosts, &out).await?;
     // Gaps as offsets from the patch (the writer's clock started about when it was spawned).
     for (_, start) in &mut disruption.longest {
@@ -253,9 +256,9 @@ async fn roll_against_a_leader_kill(bed: &Bed, ns: &str) -> TestResult {
         let changes = leaders.len().saturating_sub(1);
         println!(
             "{round:<6} {:>12.2} {:>12.2} {:>7.2} {:>9.1} {:>9}  {leaders:?}: {changes} leader change(s)",
-            roll.gap,
-            floor.gap,
-            roll.gap / floor.gap,
+            roll.gap(),
+            floor.gap(),
+            roll.gap() / floor.gap(),
             seconds,
             roll.acked,
         );

@@ -63,8 +63,8 @@ pub const SECRET_SUPER_DIGEST: &str = "superDigest";
 pub const SUPER_USER: &str = "super";
 /// Key of the operator user's password in the ensemble's credentials Secret.
 pub const SECRET_OPERATOR_PASSWORD: &str = "operatorPassword";
-/// The digest user the operator reconfigures as: it has read and write on `/zookeeper/config`
-/// only (granted once by the super user), not the super user's power over every znode.
+/// The digest user the operator reconfigures as: it has `rwa` on `/zookeeper/config` only
+/// (granted by the super user), not the super user's power over every znode.
 pub const OPERATOR_USER: &str = "quorate";
 /// The cluster's DNS domain.
 pub const CLUSTER_DOMAIN: &str = "cluster.local";

@@ -25,6 +25,7 @@ use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use libtest_mimic::Failed;
 use quorate::constants::LABEL_ENSEMBLE;
 use quorate::crd::MasterEnsemble;
+use quorate_testbed::kazoo::{AclEntry, PERMS_RWA};
 
 /// Grows or shrinks through `steps`, judged throughout (`Judges`): every configuration change
 /// one voter at a time (1 <-> 3 in one reconfig), no acknowledged write lost, a linearizable
@@ -614,32 +615,26 @@ async fn reconfigures_as_its_own_operator_user_not_as_super(bed: &Bed, ns: &str)
     let super_password = credential(&client, ns, name, "superPassword").await?;
     let operator_password = credential(&client, ns, name, "operatorPassword").await?;
     let granted = vec![
-        (String::from("world"), String::from("anyone"), 1),
-        (
-            String::from("digest"),
-            quorate_testbed::zookeeper::digest("quorate", &operator_password),
-            1 | 2 | 16,
+        AclEntry::new("world", "anyone", 1),
+        AclEntry::new(
+            "digest",
+            &quorate_testbed::zookeeper::digest("quorate", &operator_password),
+            PERMS_RWA,
         ),
     ];
     let judge = quorate_testbed::kazoo::Judge::new()
         .await
         .map_err(|e| fail(e.to_string()))?;
-    let config_acl = async || -> Result<Vec<(String, String, u32)>, Failed> {
+    let config_acl = async || -> Result<Vec<AclEntry>, Failed> {
         let hosts = member_hosts(&client, ns, name).await?;
-        let node = judge
-            .dump(
+        judge
+            .acl(
                 &hosts,
                 Some(("super", &super_password)),
                 "/zookeeper/config",
-                &[],
             )
             .await
-            .map_err(|e| fail(format!("kazoo reads /zookeeper/config: {e}")))?;
-        Ok(node
-            .acl
-            .into_iter()
-            .map(|a| (a.scheme, a.id, a.perms))
-            .collect())
+            .map_err(|e| fail(format!("kazoo reads /zookeeper/config: {e}")))
     };
     let acl = config_acl().await?;
     if acl != granted {

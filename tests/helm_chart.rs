@@ -834,6 +834,14 @@ async fn monitoring_objects_render_only_when_enabled(ctx: Arc<Ctx>) -> TestResul
     }
 }
 
+/// The only endpoint in `spec.<key>` of a ServiceMonitor or PodMonitor.
+fn one_endpoint<'a>(monitor: &'a Value, key: &str) -> Result<&'a Value, Failed> {
+    match monitor["spec"][key].as_array().map(Vec::as_slice) {
+        Some([endpoint]) => Ok(endpoint),
+        _ => Err(fail(format!("one endpoint expected: {monitor}"))),
+    }
+}
+
 /// The members' PodMonitor renders only when enabled, selects the Pods quorate builds for
 /// members (not its volume probes or restores), scrapes their `metrics` port, looks in the
 /// watched namespaces (all when cluster-wide), and labels each series with the ensemble and the
@@ -879,13 +887,7 @@ async fn the_zookeeper_pod_monitor_scrapes_every_member_pod(ctx: Arc<Ctx>) -> Te
                 "the PodMonitor's selector {selector:?} must pick member Pods ({member:?}) and not probes ({probe:?})"
             )));
         }
-        let endpoints = monitor["spec"]["podMetricsEndpoints"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
-        let [endpoint] = endpoints.as_slice() else {
-            return Err(fail(format!("one endpoint expected: {monitor}")));
-        };
+        let endpoint = one_endpoint(monitor, "podMetricsEndpoints")?;
         if endpoint["port"] != "metrics"
             || endpoint["path"] != "/metrics"
             || endpoint["interval"] != "15s"
@@ -946,13 +948,7 @@ async fn the_service_monitor_scrapes_the_metrics_service_on_its_port(ctx: Arc<Ct
             "the ServiceMonitor must look in the release namespace only: {monitor}"
         )));
     }
-    let endpoints = monitor["spec"]["endpoints"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    let [endpoint] = endpoints.as_slice() else {
-        return Err(fail(format!("one endpoint expected: {monitor}")));
-    };
+    let endpoint = one_endpoint(monitor, "endpoints")?;
     let port_names: Vec<String> = svc
         .spec
         .and_then(|s| s.ports)

@@ -14,7 +14,7 @@ use quorate::zk::{
     AdminProbe, Credentials, EnsembleObservation, MemberAddr, MembershipControl, ReconfigOutcome,
     ServerEntry, Timeouts, ZkMembership, membership, observe_ensemble,
 };
-use quorate_testbed::kazoo::Judge;
+use quorate_testbed::kazoo::{AclEntry, Judge, PERMS_RWA};
 use quorate_testbed::zookeeper::{Ensemble, ZkVersion};
 
 /// One ensemble at a time in this binary.
@@ -583,26 +583,18 @@ async fn reconfig_without_the_operator_credentials_fails_with_a_clear_error() {
 }
 
 /// The ACL of `/zookeeper/config` as the kazoo judge reads it as super (ZooKeeper shows digests
-/// only to users with admin on the node): (scheme, id, perms).
-async fn config_acl(ensemble: &Ensemble) -> Vec<(String, String, u32)> {
+/// only to users with admin on the node).
+async fn config_acl(ensemble: &Ensemble) -> Vec<AclEntry> {
     let judge = Judge::new().await.expect("kazoo judge");
-    let node = judge
-        .dump(
+    judge
+        .acl(
             &ensemble.connect_string(),
             Some(ensemble.super_auth()),
             "/zookeeper/config",
-            &[],
         )
         .await
-        .expect("kazoo reads /zookeeper/config");
-    node.acl
-        .into_iter()
-        .map(|a| (a.scheme, a.id, a.perms))
-        .collect()
+        .expect("kazoo reads /zookeeper/config")
 }
-
-/// ZooKeeper's read (1), write (2) and admin (16) permissions.
-const RWA: u32 = 1 | 2 | 16;
 
 #[tokio::test]
 async fn the_super_user_grants_the_operator_user_once_and_it_then_reconfigures_alone() {
@@ -627,7 +619,7 @@ async fn the_super_user_grants_the_operator_user_once_and_it_then_reconfigures_a
     // ZooKeeper's own ACL: world may read, nobody else may write.
     assert_eq!(
         config_acl(&ensemble).await,
-        vec![("world".into(), "anyone".into(), 1)]
+        vec![AclEntry::new("world", "anyone", 1)]
     );
     assert!(!as_operator.may_reconfigure().await.expect("getACL"));
     let err = as_operator.add_voter(&joiner).await.unwrap_err();
@@ -666,8 +658,8 @@ async fn the_super_user_grants_the_operator_user_once_and_it_then_reconfigures_a
     assert_eq!(
         config_acl(&ensemble).await,
         vec![
-            ("world".into(), "anyone".into(), 1),
-            ("digest".into(), operator_id.clone(), RWA)
+            AclEntry::new("world", "anyone", 1),
+            AclEntry::new("digest", &operator_id, PERMS_RWA)
         ],
         "read for everyone, read, write and admin for the operator user only"
     );
@@ -719,11 +711,11 @@ async fn the_super_user_grants_the_operator_user_once_and_it_then_reconfigures_a
     assert_eq!(
         acl,
         vec![
-            ("world".into(), "anyone".into(), 1),
-            (
-                "digest".into(),
-                quorate_testbed::zookeeper::digest(user, "a-new-password"),
-                RWA
+            AclEntry::new("world", "anyone", 1),
+            AclEntry::new(
+                "digest",
+                &quorate_testbed::zookeeper::digest(user, "a-new-password"),
+                PERMS_RWA
             )
         ]
     );

@@ -326,6 +326,20 @@ pub struct AclEntry {
     pub id: String,
 }
 
+/// ZooKeeper's read (1), write (2) and admin (16) permissions together.
+pub const PERMS_RWA: u32 = 1 | 2 | 16;
+
+impl AclEntry {
+    /// An entry of `scheme` and `id` with `perms`.
+    pub fn new(scheme: &str, id: &str, perms: u32) -> AclEntry {
+        AclEntry {
+            perms,
+            scheme: scheme.into(),
+            id: id.into(),
+        }
+    }
+}
+
 /// A znode from `dump`, with its subtree.
 #[derive(Clone, Debug, Deserialize)]
 pub struct Znode {
@@ -652,6 +666,17 @@ impl Judge {
         self.run("dump", hosts, auth, &a).await
     }
 
+    /// The ACL of the znode at `path` (ZooKeeper shows an ACL's digests only to a user with admin
+    /// on the node, such as super).
+    pub async fn acl(
+        &self,
+        hosts: &str,
+        auth: Auth<'_>,
+        path: &str,
+    ) -> Result<Vec<AclEntry>, Error> {
+        Ok(self.dump(hosts, auth, path, &[]).await?.acl)
+    }
+
     /// Starts a bounded continuous writer: sequential znodes `<prefix>/w-NNNNNNNNNN` for at most
     /// `duration` (then it stops by itself), every acknowledged write recorded in `out`;
     /// connection loss and session expiry are counted and retried.
@@ -743,13 +768,13 @@ pub fn ack_times(file: &Path) -> Result<Vec<f64>, Error> {
         .collect())
 }
 
-/// The longest time between two consecutive acknowledgements, and when it began (seconds from
-/// the writer's start).
-pub fn longest_gap(times: &[f64]) -> Option<(f64, f64)> {
-    times
-        .windows(2)
-        .map(|w| (w[1] - w[0], w[0]))
-        .max_by(|a, b| a.0.total_cmp(&b.0))
+/// The `n` longest times between two consecutive acknowledgements, longest first, each with
+/// when it began (seconds from the writer's start).
+pub fn longest_gaps(times: &[f64], n: usize) -> Vec<(f64, f64)> {
+    let mut gaps: Vec<(f64, f64)> = times.windows(2).map(|w| (w[1] - w[0], w[0])).collect();
+    gaps.sort_by(|a, b| b.0.total_cmp(&a.0));
+    gaps.truncate(n);
+    gaps
 }
 
 /// What `populate` made.

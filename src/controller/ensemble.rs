@@ -415,7 +415,7 @@ pub struct EnsembleCredentials {
     /// The super user: used only to grant `operator` its permission (once, and again when a
     /// restore brought back data without the grant).
     pub admin: Credentials,
-    /// The operator user: every reconfig, with read and write on `/zookeeper/config` only.
+    /// The operator user: every reconfig, with `rwa` on `/zookeeper/config` only.
     pub operator: Credentials,
 }
 

@@ -584,7 +584,7 @@ impl<P: MemberProbe> ZkMembership<P> {
     }
 
     /// The ACL of `/zookeeper/config` and its version (after a `sync`), reconnecting once
-    /// after a connection problem.
+    /// after a connection problem; any other failure ends it at once.
     async fn config_acl(&self) -> Result<(zkc::Client, Vec<zkc::Acl>, i32), Error> {
         let mut last = zkc::Error::ConnectionLoss;
         for _ in 0..2 {
@@ -599,7 +599,10 @@ impl<P: MemberProbe> ZkMembership<P> {
                     self.forget_session().await;
                     last = e;
                 }
-                Err(e) => last = e,
+                Err(e) => {
+                    last = e;
+                    break;
+                }
             }
         }
         Err(Error::Acl {
@@ -855,6 +858,15 @@ mod tests {
             zkc::AuthId::new("digest", &op.acl_id()),
         );
         assert_eq!(reconfig_grant(&[world.clone(), all], &op), None);
+        // Read and write without admin are not enough: the user could not see its own entry.
+        let rw = zkc::Acl::new(
+            zkc::Permission::READ | zkc::Permission::WRITE,
+            zkc::AuthId::new("digest", &op.acl_id()),
+        );
+        assert_eq!(
+            reconfig_grant(&[world.clone(), rw], &op),
+            Some(vec![world.clone(), granted.clone()])
+        );
         // Read alone (ZooKeeper's default for the node) is not enough.
         let read = zkc::Acl::new(
             zkc::Permission::READ,
