@@ -1174,6 +1174,16 @@ fn scenarios() -> Vec<(&'static str, Scenario)> {
             },
         ),
         (
+            "a_removal_committed_before_a_quorum_loss_never_brings_the_member_back",
+            |b, n| {
+                Box::pin(
+                    operator::a_removal_committed_before_a_quorum_loss_never_brings_the_member_back(
+                        b, n,
+                    ),
+                )
+            },
+        ),
+        (
             "a_disk_lost_while_its_member_restarts_into_a_new_spec_is_replaced_and_the_roll_goes_on",
             |b, n| {
                 Box::pin(

@@ -46,6 +46,24 @@ pub fn claim_of(record: &InFlightStep, bootstrap: bool) -> Option<Claim> {
     })
 }
 
+/// The voters a status records, which a pass that cannot read the live configuration (no
+/// member serves) reasons about: `voters`, but without the members of a removal claimed in
+/// this pass. The removal may commit in ZooKeeper before any pass records it (the operator may
+/// stop between the two, and the quorum may be lost meanwhile); a member that may have left
+/// the configuration must never be brought back as a voter (I4), so from the claim on it is
+/// recorded as one that was a voter. A removal that did not commit shows in the next live
+/// configuration, which is recorded again.
+fn recorded_voters(voters: &BTreeSet<ServerId>, claimed: Option<&Claim>) -> Vec<i64> {
+    let leaving: BTreeSet<ServerId> = match claimed.map(|c| &c.step) {
+        Some(Step::RemoveVoter { members }) => members.iter().collect(),
+        _ => BTreeSet::new(),
+    };
+    voters
+        .difference(&leaving)
+        .map(|v| i64::from(v.0))
+        .collect()
+}
+
 fn claim_step(c: &Claim) -> InFlightStep {
     in_flight_step(&c.step, c.started_at)
 }
@@ -197,12 +215,7 @@ pub fn build_status(
         quorum,
         leader: leader.map(|l| i64::from(l.0)),
         config_version: obs.config.as_ref().map(|c| format!("0x{:x}", c.version)),
-        voters: voters
-            .iter()
-            .map(|v| i64::from(v.0))
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect(),
+        voters: recorded_voters(&voters, claimed),
         in_flight,
         last_step,
         next_server_id,
@@ -379,6 +392,37 @@ mod claim_record_tests {
             at,
         );
         assert_eq!((pair.id.as_str(), pair.member), ("add-voter/2,3", 2));
+    }
+
+    #[test]
+    fn a_claimed_removal_records_its_members_as_no_longer_voting() {
+        let at = Timestamp::from_second(1_767_268_800).unwrap();
+        let voters: BTreeSet<ServerId> = [1, 2, 3, 4, 5].map(ServerId).into();
+        let claim = |step| Claim {
+            step,
+            started_at: at,
+        };
+        let pair = MemberSet::new([ServerId(4), ServerId(5)]).unwrap();
+        assert_eq!(
+            recorded_voters(&voters, Some(&claim(Step::RemoveVoter { members: pair }))),
+            [1, 2, 3]
+        );
+        assert_eq!(
+            recorded_voters(&voters, Some(&claim(Step::remove_voter(ServerId(2))))),
+            [1, 3, 4, 5]
+        );
+        for step in [
+            Step::add_voter(ServerId(6)),
+            Step::FenceMember {
+                member: ServerId(2),
+            },
+        ] {
+            assert_eq!(
+                recorded_voters(&voters, Some(&claim(step))),
+                [1, 2, 3, 4, 5]
+            );
+        }
+        assert_eq!(recorded_voters(&voters, None), [1, 2, 3, 4, 5]);
     }
 
     #[test]

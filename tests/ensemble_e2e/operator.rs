@@ -703,3 +703,96 @@ pub async fn a_disk_lost_while_its_member_restarts_into_a_new_spec_is_replaced_a
     );
     Ok(())
 }
+
+/// Found by the fault campaign (seed 2028): a failed voter's removal commits, the operator is
+/// SIGKILLed before it records it, and the quorum is lost before any operator reads the new
+/// configuration. The next operator, unable to read the live configuration, must not take the
+/// removed member for a voter whose Pod is missing and start it again (I4: removed ids never
+/// come back). Here member 3 is paused until quorate replaces it; the armed operator stops at
+/// `remove-voter.after-effect` (ZooKeeper's leader shows the configuration {1, 2}); members 1
+/// and 2 are paused, so no member serves; a fresh operator takes over. Judged from the API
+/// server and the members (no Pod `masters-3` while the quorum is lost, then none ever, under
+/// the judges' sampler) and, once 1 and 2 resume, the ensemble converges on three members
+/// without member 3.
+pub async fn a_removal_committed_before_a_quorum_loss_never_brings_the_member_back(
+    bed: &Bed,
+    ns: &str,
+) -> TestResult {
+    let (client, api) = create_and_converge(bed, ns, ensemble("masters", 3)).await?;
+    let judges = Judges::start(bed, ns, "masters").await?;
+    bed.kill_operator();
+    let failpoint = quorate::controller::failpoints::REMOVE_VOTER_AFTER_EFFECT;
+    let armed =
+        bed.start_operator_with_env(&[(quorate::controller::failpoints::ENV, failpoint)])?;
+    with_agent(bed, |a| a.pause(ns, "masters-3"))?;
+    let line = format!("failpoint {failpoint} reached");
+    wait_for(&line, Duration::from_secs(300), async || {
+        Ok(bed.operator_log(&armed).contains(&line))
+    })
+    .await
+    .map_err(|e| fail(format!("{e:?}\noperator log:\n{}", bed.operator_log_tail())))?;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .map_err(|e| fail(e.to_string()))?;
+    let at_stop = members_seen(&client, ns, &http).await?;
+    bed.kill_operator_named(&armed);
+    let config_at_stop = leader_config(&at_stop);
+    if config_at_stop != Some(BTreeSet::from([1, 2])) || at_stop.contains_key(&3) {
+        return Err(fail(format!(
+            "at {failpoint} expected member 3 fenced and removed: Pods {:?}, configuration {config_at_stop:?}",
+            at_stop.keys().collect::<Vec<_>>()
+        )));
+    }
+    // No member serves from here on.
+    for pod in ["masters-1", "masters-2"] {
+        with_agent(bed, |a| a.pause(ns, pod))?;
+    }
+    let successor = bed.start_operator()?;
+    // The successor has planned under the loss once the ensemble is Blocked (old code started
+    // member 3 instead, and then waited for it).
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), ns);
+    wait_for(
+        "the successor to block on the lost quorum, or to start member 3",
+        Duration::from_secs(180),
+        async || {
+            let blocked =
+                status_of(&api).await?.phase == Some(quorate::crd::EnsemblePhase::Blocked);
+            let three = pods
+                .get_opt("masters-3")
+                .await
+                .map_err(|e| fail(e.to_string()))?
+                .is_some();
+            Ok(blocked || three)
+        },
+    )
+    .await?;
+    if pods
+        .get_opt("masters-3")
+        .await
+        .map_err(|e| fail(e.to_string()))?
+        .is_some()
+    {
+        return Err(fail(format!(
+            "{successor} created a Pod for member 3, which ZooKeeper had removed"
+        )));
+    }
+    for pod in ["masters-1", "masters-2"] {
+        with_agent(bed, |a| a.resume(ns, pod))?;
+    }
+    wait_converged(bed, &api, "masters", 3, Duration::from_secs(300)).await?;
+    let verdict = judges.finish(bed).await?;
+    let ids = server_ids(&member_pods(&client, ns).await?);
+    if ids.contains(&3) || ids.len() != 3 || verdict.configs.iter().skip(1).any(|c| c.contains(&3))
+    {
+        return Err(fail(format!(
+            "expected three members without 3: Pods {ids:?}, configurations {:?}",
+            verdict.configs
+        )));
+    }
+    eprintln!(
+        "{ns}: removal of 3 committed, operator stopped, quorum lost; {successor} left 3 out; configurations {:?}",
+        verdict.configs
+    );
+    Ok(())
+}
