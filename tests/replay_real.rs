@@ -5,14 +5,21 @@
 //! znode the artifact does not hold in place; with the byte put back, the same replay deletes
 //! them, so the check could see a prune.
 //!
-//! Tier: real ZooKeeper 3.9.5 from the testbed's cache (one member on loopback), quorate's
-//! filesystem store in a temp directory; the live tree is read with a separate client.
+//! The replay's writes: new znodes are created in multis (one transaction for many znodes),
+//! existing ones are overwritten one by one, and a multi that fails because a znode exists or
+//! because its parent was in another multi that failed is written again, in order.
+//!
+//! Tier: real ZooKeeper (3.9.5, and 3.8.6 for the multis) from the testbed's cache (one member
+//! on loopback), quorate's filesystem store in a temp directory; the live tree is read with a
+//! separate client.
 
 use std::time::Duration;
 
 use quorate::backup::artifact::Format;
 use quorate::backup::engine::{self, BackupJob};
 use quorate::backup::store::Store;
+use quorate::backup::tree;
+use quorate::backup::znode::{Acl, Stat, Znode, perms};
 use quorate::crd::{Destination, FilesystemDestination};
 use quorate::planner::ServerId;
 use quorate::zk::MemberAddr;
@@ -125,4 +132,172 @@ async fn a_replay_of_data_changed_since_verification_deletes_nothing() {
     assert!(client.check_stat("/newer").await.expect("stat").is_none());
     let (data, _) = client.get_data("/kept").await.expect("read /kept");
     assert_eq!(data, IN_BACKUP);
+}
+
+/// The tree the multi tests replay: `/a` with 300 children, `/wide` with 1,200 (so its children
+/// span several multis), `/big` with 100 KiB of data (written alone) and 20 children, and
+/// `/locked`, readable by anyone and writable by one digest user only. Data says `version`.
+fn tree_of(version: &str) -> Vec<Znode> {
+    let node = |path: String, data: Vec<u8>, acl: Vec<Acl>| Znode {
+        path,
+        data: Some(data),
+        acl,
+        stat: Stat::default(),
+    };
+    let open = || vec![Acl::open()];
+    let text = |path: &str| format!("{version} {path}").into_bytes();
+    let mut nodes = vec![node("/".into(), Vec::new(), open())];
+    for (dir, children) in [("/a", 300), ("/wide", 1_200)] {
+        nodes.push(node(dir.into(), text(dir), open()));
+        for i in 0..children {
+            let path = format!("{dir}/n{i:04}");
+            nodes.push(node(path.clone(), text(&path), open()));
+        }
+    }
+    let mut big = vec![b'x'; 100 * 1024];
+    big[..version.len()].copy_from_slice(version.as_bytes());
+    nodes.push(node("/big".into(), big, open()));
+    for i in 0..20 {
+        let path = format!("/big/k{i:02}");
+        nodes.push(node(path.clone(), text(&path), open()));
+    }
+    let locked = vec![
+        Acl {
+            perms: perms::READ,
+            scheme: "world".into(),
+            id: "anyone".into(),
+        },
+        Acl {
+            perms: perms::ALL,
+            scheme: "digest".into(),
+            id: "app:x2tYV6YkMY8HkCdpiFp2JzLzRYs=".into(),
+        },
+    ];
+    nodes.push(node("/locked".into(), text("/locked"), locked));
+    nodes
+}
+
+async fn replay_tree(hosts: &str, auth: (&str, &str), nodes: Vec<Znode>) -> tree::ReplayReport {
+    let client = tree::connect(hosts, Some(auth)).await.expect("connect");
+    let (tx, rx) = tokio::sync::mpsc::channel(1024);
+    let feed = async move {
+        for n in nodes {
+            tx.send(n).await.expect("the replay takes every znode");
+        }
+    };
+    let ((), replayed) = tokio::join!(feed, tree::replay(&client, rx, false, &|_| {}));
+    replayed.expect("the replay").0
+}
+
+/// Reads every znode of `nodes` back with its own client and checks its data and ACL; returns
+/// how many distinct creation zxids they have (one per transaction that created them).
+async fn judge_tree(client: &zkc::Client, nodes: &[Znode]) -> usize {
+    let mut created = std::collections::HashSet::new();
+    for n in nodes.iter().filter(|n| n.path != "/") {
+        let (data, stat) = client
+            .get_data(&n.path)
+            .await
+            .unwrap_or_else(|e| panic!("{} was not replayed: {e}", n.path));
+        assert!(
+            data == n.data.clone().unwrap_or_default(),
+            "{}: data differs from the tree's",
+            n.path
+        );
+        let (acl, _) = client.get_acl(&n.path).await.expect("get_acl");
+        let acl: Vec<(i32, String, String)> = acl
+            .iter()
+            .map(|a| {
+                (
+                    perm_bits(a.permission()),
+                    a.scheme().to_string(),
+                    a.id().to_string(),
+                )
+            })
+            .collect();
+        let expected: Vec<(i32, String, String)> = n
+            .acl
+            .iter()
+            .map(|a| (a.perms, a.scheme.clone(), a.id.clone()))
+            .collect();
+        assert_eq!(acl, expected, "{}: ACL", n.path);
+        created.insert(stat.czxid);
+    }
+    created.len()
+}
+
+fn perm_bits(p: zkc::Permission) -> i32 {
+    [
+        (zkc::Permission::READ, perms::READ),
+        (zkc::Permission::WRITE, perms::WRITE),
+        (zkc::Permission::CREATE, perms::CREATE),
+        (zkc::Permission::DELETE, perms::DELETE),
+        (zkc::Permission::ADMIN, perms::ADMIN),
+    ]
+    .iter()
+    .filter(|(bit, _)| p.has(*bit))
+    .map(|(_, value)| value)
+    .sum()
+}
+
+async fn multis_then_overwrites(version: ZkVersion) {
+    let ensemble = Ensemble::builder()
+        .version(version)
+        .members(1)
+        .start()
+        .await
+        .expect("ensemble starts");
+    let (user, password) = ensemble.super_auth();
+    let hosts = ensemble.connect_string();
+    let judge = zkc::Client::connector()
+        .with_session_timeout(Duration::from_secs(30))
+        .with_auth("digest", format!("{user}:{password}").as_bytes())
+        .connect(&hosts)
+        .await
+        .expect("connect the judge as super");
+
+    // Into an empty ensemble: 1,524 new znodes in multis of at most 500, the big one alone.
+    let first = tree_of("v1");
+    let written = first.len() as u64 - 1;
+    let report = replay_tree(&hosts, (user, password), first.clone()).await;
+    // The root is not counted as written, and is always updated (its data and ACL set).
+    assert_eq!(
+        (report.written, report.created, report.updated),
+        (written, written, 1)
+    );
+    let transactions = judge_tree(&judge, &first).await;
+    assert!(
+        transactions <= 8,
+        "{written} new znodes took {transactions} transactions; in multis of at most 500 they take \
+         at most 8 (one per multi and one for /big)"
+    );
+
+    // Over live data: /a exists, /wide is gone (its children fall in multis sent behind one
+    // that fails on /a, so they fail for want of /wide and are written again after it).
+    for i in 0..1_200 {
+        judge
+            .delete(&format!("/wide/n{i:04}"), None)
+            .await
+            .expect("delete a /wide child");
+    }
+    judge.delete("/wide", None).await.expect("delete /wide");
+    let second = tree_of("v2");
+    let report = replay_tree(&hosts, (user, password), second.clone()).await;
+    assert_eq!(report.written, written, "{report:?}");
+    assert_eq!(report.created, 1_201, "/wide and its children: {report:?}");
+    assert_eq!(
+        report.updated,
+        written - 1_201 + 1,
+        "the rest and the root: {report:?}"
+    );
+    judge_tree(&judge, &second).await;
+}
+
+#[tokio::test]
+async fn a_replay_creates_new_znodes_in_multis_and_overwrites_live_ones_on_zookeeper_3_9() {
+    multis_then_overwrites(ZkVersion::V3_9_5).await;
+}
+
+#[tokio::test]
+async fn a_replay_creates_new_znodes_in_multis_and_overwrites_live_ones_on_zookeeper_3_8() {
+    multis_then_overwrites(ZkVersion::V3_8_6).await;
 }

@@ -655,24 +655,63 @@ pub fn sequence_suffix(name: &str) -> Option<i64> {
         .flatten()
 }
 
-async fn upsert(client: &zkc::Client, node: &Znode) -> Result<(bool, bool), Error> {
-    let acl: Vec<zkc::Acl> = node.acl.iter().map(client_acl).collect();
-    let acl = if acl.is_empty() {
+/// The ACL a replayed znode gets: its own, or open when it had none.
+fn replayed_acl(node: &Znode) -> Vec<zkc::Acl> {
+    if node.acl.is_empty() {
         vec![client_acl(&Acl::open())]
     } else {
-        acl
-    };
+        node.acl.iter().map(client_acl).collect()
+    }
+}
+
+/// How a replayed znode is created: TTL nodes become persistent (a replay cannot restore the
+/// time their TTL counts from); the flag says so.
+fn create_mode(node: &Znode) -> (zkc::CreateMode, bool) {
+    match node.stat.kind() {
+        NodeKind::Container => (zkc::CreateMode::Container, false),
+        NodeKind::Ttl => (zkc::CreateMode::Persistent, true),
+        _ => (zkc::CreateMode::Persistent, false),
+    }
+}
+
+/// What one write of a replay did.
+enum Written {
+    /// Znodes created, existing znodes updated, TTL nodes made persistent.
+    Done {
+        created: u64,
+        updated: u64,
+        ttl: u64,
+    },
+    /// Nothing was written: a znode existed (`existed`) or a parent did not exist yet (created
+    /// by a write still in flight that failed); write these one by one once nothing is in
+    /// flight.
+    Again { nodes: Vec<Znode>, existed: bool },
+}
+
+/// Creates `node`, or sets its data and ACL when it exists. A missing parent is an error on the
+/// `last` try and asks for another otherwise.
+async fn upsert(client: &zkc::Client, node: Znode, last: bool) -> Result<Written, Error> {
+    let acl = replayed_acl(&node);
     let data = node.data.as_deref().unwrap_or(&[]);
+    let (mode, ttl) = create_mode(&node);
+    let ttl = u64::from(ttl);
     if node.path != "/" {
-        let (mode, ttl) = match node.stat.kind() {
-            NodeKind::Container => (zkc::CreateMode::Container, true),
-            NodeKind::Ttl => (zkc::CreateMode::Persistent, false),
-            _ => (zkc::CreateMode::Persistent, true),
-        };
         let options = mode.with_acls(zkc::Acls::new(&acl));
         match client.create(&node.path, data, &options).await {
-            Ok(_) => return Ok((true, !ttl)),
+            Ok(_) => {
+                return Ok(Written::Done {
+                    created: 1,
+                    updated: 0,
+                    ttl,
+                });
+            }
             Err(zkc::Error::NodeExists) => {}
+            Err(zkc::Error::NoNode) if !last => {
+                return Ok(Written::Again {
+                    nodes: vec![node],
+                    existed: false,
+                });
+            }
             Err(e) => return Err(zk("create", &node.path)(e)),
         }
     }
@@ -684,7 +723,199 @@ async fn upsert(client: &zkc::Client, node: &Znode) -> Result<(bool, bool), Erro
         .set_acl(&node.path, &acl, None)
         .await
         .map_err(zk("set_acl", &node.path))?;
-    Ok((false, node.stat.kind() == NodeKind::Ttl))
+    Ok(Written::Done {
+        created: 0,
+        updated: 1,
+        ttl,
+    })
+}
+
+/// Creates `nodes` (parents before children) in one multi: one transaction, so one proposal
+/// and one log append for all of them. A znode that exists, or a parent that does not yet,
+/// fails the whole multi, which then writes nothing and asks for the nodes to be written again
+/// one by one.
+async fn create_all(client: &zkc::Client, nodes: Vec<Znode>) -> Result<Written, Error> {
+    let mut writer = client.new_multi_writer();
+    let mut ttl = 0;
+    for node in &nodes {
+        let acl = replayed_acl(node);
+        let (mode, as_persistent) = create_mode(node);
+        ttl += u64::from(as_persistent);
+        let data = node.data.as_deref().unwrap_or(&[]);
+        writer
+            .add_create(&node.path, data, &mode.with_acls(zkc::Acls::new(&acl)))
+            .map_err(zk("create", &node.path))?;
+    }
+    match writer.commit().await {
+        Ok(_) => Ok(Written::Done {
+            created: nodes.len() as u64,
+            updated: 0,
+            ttl,
+        }),
+        Err(zkc::MultiWriteError::OperationFailed { source, .. })
+            if matches!(source, zkc::Error::NodeExists | zkc::Error::NoNode) =>
+        {
+            Ok(Written::Again {
+                existed: source == zkc::Error::NodeExists,
+                nodes,
+            })
+        }
+        Err(e) => Err(zk("multi create", &nodes[0].path)(e.into())),
+    }
+}
+
+/// Znodes created together in one multi at most.
+const MULTI_NODES: usize = 500;
+/// Bytes of paths, data and ACLs in one multi at most: well inside ZooKeeper's default request
+/// limit (`jute.maxbuffer`, 1 MiB), which the multi's request and its transaction both meet. A
+/// znode larger than a quarter of this is written alone, by a plain create.
+const MULTI_BYTES: usize = 256 * 1024;
+/// Multis in flight at most (their znodes are held in memory until answered).
+const MULTIS_IN_FLIGHT: usize = 8;
+/// After a multi met a znode that exists (a replay over live data), how many znodes are written
+/// one by one (create, else set data and ACL) before multis are tried again.
+const ONE_BY_ONE_AFTER_EXISTING: u64 = 4 * MULTI_NODES as u64;
+
+/// A write of a replay in flight: whether it is a multi, and what it did.
+type InFlight<'c> = futures::future::BoxFuture<'c, (bool, Result<Written, Error>)>;
+
+/// The writes of a replay, in the order the znodes came: znodes are created in multis while
+/// they do not exist, and written one by one (create, or set data and ACL) after a multi found
+/// one that does. One session's requests are answered in the order sent, so a znode's parent
+/// is always written before it; a write that failed only because an earlier one in flight did
+/// is done again, in order, once nothing is in flight.
+struct Writes<'c> {
+    client: &'c zkc::Client,
+    pending: futures::stream::FuturesOrdered<InFlight<'c>>,
+    multis: usize,
+    batch: Vec<Znode>,
+    batch_bytes: usize,
+    /// To write again one by one, in order, once nothing else is in flight.
+    again: std::collections::VecDeque<Znode>,
+    retrying: bool,
+    one_by_one: u64,
+}
+
+impl<'c> Writes<'c> {
+    fn new(client: &'c zkc::Client) -> Self {
+        Writes {
+            client,
+            pending: futures::stream::FuturesOrdered::new(),
+            multis: 0,
+            batch: Vec::new(),
+            batch_bytes: 0,
+            again: Default::default(),
+            retrying: false,
+            one_by_one: 0,
+        }
+    }
+
+    /// Whether another znode may be taken now.
+    fn accepts(&self) -> bool {
+        self.again.is_empty() && self.pending.len() < IN_FLIGHT && self.multis < MULTIS_IN_FLIGHT
+    }
+
+    /// Whether nothing is in flight, gathered or waiting to be written again.
+    fn idle(&self) -> bool {
+        self.pending.is_empty() && self.batch.is_empty() && self.again.is_empty()
+    }
+
+    fn push(&mut self, node: Znode) {
+        let size = node.path.len()
+            + node.data.as_ref().map_or(0, Vec::len)
+            + node
+                .acl
+                .iter()
+                .map(|a| a.scheme.len() + a.id.len() + 12)
+                .sum::<usize>()
+            + 32;
+        if node.path == "/" || self.one_by_one > 0 || size > MULTI_BYTES / 4 {
+            self.one_by_one = self.one_by_one.saturating_sub(1);
+            self.flush();
+            let client = self.client;
+            self.pending.push_back(Box::pin(async move {
+                (false, upsert(client, node, false).await)
+            }));
+            return;
+        }
+        if self.batch_bytes + size > MULTI_BYTES {
+            self.flush();
+        }
+        self.batch.push(node);
+        self.batch_bytes += size;
+        if self.batch.len() >= MULTI_NODES {
+            self.flush();
+        }
+    }
+
+    /// Sends the znodes gathered as one multi.
+    fn flush(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let nodes = std::mem::take(&mut self.batch);
+        self.batch_bytes = 0;
+        self.multis += 1;
+        let client = self.client;
+        self.pending.push_back(Box::pin(
+            async move { (true, create_all(client, nodes).await) },
+        ));
+    }
+
+    /// Writes the znodes to write again, one by one and in order, from the moment nothing else
+    /// is in flight.
+    fn refill(&mut self) {
+        if self.pending.is_empty() && !self.again.is_empty() {
+            self.retrying = true;
+        }
+        while self.retrying && self.pending.len() < IN_FLIGHT {
+            let Some(node) = self.again.pop_front() else {
+                self.retrying = false;
+                break;
+            };
+            let client = self.client;
+            self.pending.push_back(Box::pin(async move {
+                (false, upsert(client, node, true).await)
+            }));
+        }
+    }
+
+    /// Takes the answer of the oldest write in flight.
+    async fn next(
+        &mut self,
+        report: &mut ReplayReport,
+        done: &mut u64,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<(), Error> {
+        let Some((multi, r)) = self.pending.next().await else {
+            return Ok(());
+        };
+        self.multis -= usize::from(multi);
+        match r? {
+            Written::Done {
+                created,
+                updated,
+                ttl,
+            } => {
+                report.created += created;
+                report.updated += updated;
+                report.ttl_as_persistent += ttl;
+                let before = *done;
+                *done += created + updated;
+                if *done / 1000 > before / 1000 {
+                    progress(*done);
+                }
+            }
+            Written::Again { nodes, existed } => {
+                if existed {
+                    self.one_by_one = ONE_BY_ONE_AFTER_EXISTING;
+                }
+                self.again.extend(nodes);
+            }
+        }
+        self.refill();
+        Ok(())
+    }
 }
 
 /// Makes the next sequential child of `parent` get a number above `above`: creates and deletes
@@ -728,20 +959,20 @@ pub async fn replay(
     let mut report = ReplayReport::default();
     let mut kept: HashSet<String> = HashSet::new();
     let mut highest: BTreeMap<String, i64> = BTreeMap::new();
-    let mut pending = futures::stream::FuturesOrdered::new();
+    let mut writes = Writes::new(client);
     let mut done = 0u64;
     loop {
-        let next = if pending.len() >= IN_FLIGHT {
-            None
-        } else {
+        let next = if writes.accepts() {
             tokio::select! {
                 biased;
                 n = nodes.recv() => Some(n),
-                r = pending.next(), if !pending.is_empty() => {
-                    account(&mut report, r, &mut done, progress)?;
+                r = writes.next(&mut report, &mut done, progress), if !writes.pending.is_empty() => {
+                    r?;
                     continue;
                 }
             }
+        } else {
+            None
         };
         match next {
             Some(Some(node)) => {
@@ -759,18 +990,15 @@ pub async fn replay(
                     kept.insert(node.path.clone());
                 }
                 report.written += u64::from(node.path != "/");
-                pending.push_back(async move { upsert(client, &node).await });
+                writes.push(node);
             }
             Some(None) => break,
-            None => {
-                if let Some(r) = pending.next().await {
-                    account(&mut report, Some(r), &mut done, progress)?;
-                }
-            }
+            None => writes.next(&mut report, &mut done, progress).await?,
         }
     }
-    while let Some(r) = pending.next().await {
-        account(&mut report, Some(r), &mut done, progress)?;
+    writes.flush();
+    while !writes.idle() {
+        writes.next(&mut report, &mut done, progress).await?;
     }
     for (parent, above) in &highest {
         if raise_counter(client, parent, *above).await? {
@@ -788,30 +1016,6 @@ pub async fn prune(
     report: &mut ReplayReport,
 ) -> Result<(), Error> {
     (report.deleted, report.kept_live) = prune_missing(client, kept).await?;
-    Ok(())
-}
-
-fn account(
-    report: &mut ReplayReport,
-    r: Option<Result<(bool, bool), Error>>,
-    done: &mut u64,
-    progress: &(dyn Fn(u64) + Sync),
-) -> Result<(), Error> {
-    if let Some(r) = r {
-        let (created, ttl) = r?;
-        if created {
-            report.created += 1;
-        } else {
-            report.updated += 1;
-        }
-        if ttl {
-            report.ttl_as_persistent += 1;
-        }
-        *done += 1;
-        if (*done).is_multiple_of(1000) {
-            progress(*done);
-        }
-    }
     Ok(())
 }
 
