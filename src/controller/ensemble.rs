@@ -255,7 +255,8 @@ async fn pass(ens: Arc<MasterEnsemble>, ctx: Arc<Context>) -> Result<Action, Err
             Ok(match other {
                 Decision::Converged => Action::requeue(std::time::Duration::from_secs(30)),
                 Decision::Blocked { .. } => Action::requeue(std::time::Duration::from_secs(10)),
-                _ => Action::requeue(ctx.settle),
+                Decision::Wait { reason } => Action::requeue(waiting_look(reason, ctx.settle)),
+                Decision::Act { .. } => Action::requeue(ctx.settle),
             })
         }
     }
@@ -405,6 +406,24 @@ fn next_look(step: &Step, settle: std::time::Duration) -> std::time::Duration {
         Step::AddVoter { .. } | Step::RemoveVoter { .. } => {
             settle.min(std::time::Duration::from_millis(100))
         }
+        _ => settle,
+    }
+}
+
+/// How soon a pass that waits for `reason` looks again. A member starting (its process up but
+/// not serving yet) and a joiner catching up with the leader change nothing any watched object
+/// reports, and a step waits on them every time a member joins, so they are polled four times as
+/// often as other waits (never more often than every 100 ms); other waits end with a watched
+/// change (a Pod, a backup, the spec) or are long (a member down), and look every `settle`.
+fn waiting_look(
+    reason: &crate::planner::WaitReason,
+    settle: std::time::Duration,
+) -> std::time::Duration {
+    match reason {
+        crate::planner::WaitReason::MemberStarting { .. }
+        | crate::planner::WaitReason::JoinerCatchingUp { .. } => (settle / 4)
+            .max(std::time::Duration::from_millis(100))
+            .min(settle),
         _ => settle,
     }
 }
