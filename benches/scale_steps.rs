@@ -9,7 +9,9 @@
 //! no leader change on add). Times are judged from ZooKeeper's own view (every member's
 //! AdminServer), plus `status.observedGeneration` for the operator's run. Nothing is asserted on
 //! the times: these machines are noisy, so only the ratio within one run means anything.
-//! `QUORATE_BENCH_ROUNDS` (default 2) repeats both measurements.
+//! `QUORATE_BENCH_ROUNDS` (default 2) repeats both measurements. Each change is broken down
+//! stage by stage from quorate's Events (`Started` and `Completed` of each step, with the time
+//! to the next); `QUORATE_BENCH_TRACE=1` adds every decision from the operator's log.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -78,9 +80,29 @@ async fn until_converged(
     }
 }
 
-/// With `QUORATE_BENCH_TRACE=1`, prints the operator's decisions for namespace `ns` since
-/// `from`, each at its offset in seconds: where the time of a change goes.
-fn trace(bed: &Bed, ns: &str, from: jiff::Timestamp) {
+/// Prints where the time of a change went, stage by stage, from quorate's Events in `ns` since
+/// `from` (each step's `Started` and `Completed`): each Event's offset from the patch and the
+/// time until the next. With `QUORATE_BENCH_TRACE=1`, also every decision in the operator's log.
+async fn stages(bed: &Bed, client: &kube::Client, ns: &str, from: jiff::Timestamp, end: f64) {
+    let offset = |at: jiff::Timestamp| (at - from).total(jiff::Unit::Second).unwrap_or_default();
+    match event_times(client, ns).await {
+        Ok(events) => {
+            let events: Vec<(f64, String)> = events
+                .into_iter()
+                .filter(|(at, _)| *at >= from)
+                .map(|(at, action)| (offset(at), action))
+                .collect();
+            for (i, (at, action)) in events.iter().enumerate() {
+                let next = events.get(i + 1).map_or(end, |(n, _)| *n);
+                println!(
+                    "  {at:>6.2} s  {action:<32} {:>6.2} s until the next",
+                    next - at
+                );
+            }
+            println!("  {end:>6.2} s  converged (ZooKeeper's view and observedGeneration)");
+        }
+        Err(e) => println!("  (no Events: {e:?})"),
+    }
     if std::env::var("QUORATE_BENCH_TRACE").as_deref() != Ok("1") {
         return;
     }
@@ -97,8 +119,8 @@ fn trace(bed: &Bed, ns: &str, from: jiff::Timestamp) {
             && fields["message"] == "planned"
         {
             println!(
-                "  {:>6.2} s  {}",
-                (at - from).total(jiff::Unit::Second).unwrap_or_default(),
+                "  {:>6.2} s  planned: {}",
+                offset(at),
                 fields["decision"].as_str().unwrap_or_default()
             );
         }
@@ -113,12 +135,14 @@ async fn with_the_operator(bed: &Bed, ns: &str) -> Result<(Timed, Timed), libtes
     let patched = jiff::Timestamp::now();
     set_replicas(&api, "masters", 5).await?;
     let up = until_converged(&api, &client, ns, 5, started).await?;
-    trace(bed, ns, patched);
+    println!("{ns}: 3 -> 5, stage by stage");
+    stages(bed, &client, ns, patched, up.seconds).await;
     let started = Instant::now();
     let patched = jiff::Timestamp::now();
     set_replicas(&api, "masters", 3).await?;
     let down = until_converged(&api, &client, ns, 3, started).await?;
-    trace(bed, ns, patched);
+    println!("{ns}: 5 -> 3, stage by stage");
+    stages(bed, &client, ns, patched, down.seconds).await;
     api.delete("masters", &Default::default())
         .await
         .map_err(|e| fail(format!("delete: {e}")))?;

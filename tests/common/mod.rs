@@ -548,6 +548,18 @@ pub async fn member_hosts(client: &Client, ns: &str, name: &str) -> Result<Strin
     Ok(hosts.join(","))
 }
 
+/// quorate's Events in `ns` as (time of the first publication, action), oldest first.
+pub async fn event_times(
+    client: &Client,
+    ns: &str,
+) -> Result<Vec<(jiff::Timestamp, String)>, Failed> {
+    Ok(quorate_events(client, ns)
+        .await?
+        .into_iter()
+        .filter_map(|e| Some((e.event_time?.0, e.action.unwrap_or_default())))
+        .collect())
+}
+
 /// quorate's Events in `ns` as (reason, action, note), oldest first.
 pub async fn events(client: &Client, ns: &str) -> Result<Vec<(String, String, String)>, Failed> {
     Ok(quorate_events(client, ns)
