@@ -205,13 +205,13 @@ pub async fn observe_ensemble<P: MemberProbe>(
     EnsembleObservation::from_members(observations)
 }
 
+/// Members' answers for unit tests.
 #[cfg(test)]
-mod tests {
+pub(crate) mod fixtures {
     use super::*;
-    use crate::planner::Role;
     use crate::zk::admin::LearnerCounts;
 
-    fn member(id: u32, mode: Mode, leader: u32, peer_state: &str) -> MemberObservation {
+    pub(crate) fn member(id: u32, mode: Mode, leader: u32, peer_state: &str) -> MemberObservation {
         let mut m = MemberObservation::unreachable(ServerId(id), "");
         m.problems.clear();
         m.serving = true;
@@ -222,7 +222,7 @@ mod tests {
         m
     }
 
-    fn leader(id: u32, synced_followers: u64) -> MemberObservation {
+    pub(crate) fn leader(id: u32, synced_followers: u64) -> MemberObservation {
         let mut m = member(id, Mode::Leader, id, "leading - broadcast");
         m.learner_counts = Some(LearnerCounts {
             learners: synced_followers,
@@ -232,9 +232,16 @@ mod tests {
         m
     }
 
-    fn follower(id: u32, leader: u32) -> MemberObservation {
+    pub(crate) fn follower(id: u32, leader: u32) -> MemberObservation {
         member(id, Mode::Follower, leader, "following - broadcast")
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixtures::*;
+    use super::*;
+    use crate::planner::Role;
 
     #[test]
     fn a_healthy_ensemble_has_one_leader_and_synced_followers() {

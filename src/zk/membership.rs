@@ -31,7 +31,7 @@ use zookeeper_client as zkc;
 
 use super::admin::{AdminProbe, Mode};
 use super::config::{EnsembleConfig, ParseError, ServerEntry};
-use super::ensemble::observe_ensemble;
+use super::ensemble::{EnsembleObservation, observe_ensemble};
 use super::{DEFAULT_ADMIN_PORT, MemberAddr, MemberProbe, MembershipControl};
 use crate::planner::ServerId;
 
@@ -642,53 +642,40 @@ impl<P: MemberProbe> ZkMembership<P> {
         Ok(true)
     }
 
-    /// Refuses a joiner that is not a serving follower the leader has synced.
+    /// Refuses a joiner that is not a serving follower the leader has synced. Every member is
+    /// asked first (to find the leader and judge who is synced); the answers are then as old as
+    /// the slowest probe, which for a member cut off or paused is the whole probe timeout, so
+    /// the joiner and its leader are asked again, alone, and the reconfig goes on that answer,
+    /// one round trip old. (The fault campaign saw a joiner judged synced 3 s before its
+    /// reconfig drop out of the ensemble in between.)
     pub async fn check_joiner(
         &self,
         config: &EnsembleConfig,
         joiner: &ServerEntry,
     ) -> Result<(), Error> {
-        let not_ready = |reason: String| Error::JoinerNotReady {
-            id: joiner.id,
-            reason,
-        };
         if MemberAddr::from_entry(joiner, self.admin_port).is_none()
             && !self.hosts.contains_key(&joiner.id)
         {
-            return Err(not_ready(format!(
-                "its line {:?} names no host to probe",
-                joiner.line()
-            )));
+            return Err(Error::JoinerNotReady {
+                id: joiner.id,
+                reason: format!("its line {:?} names no host to probe", joiner.line()),
+            });
         }
         let addrs = self.member_addrs(config, [joiner]);
         let seen = observe_ensemble(&self.probe, &addrs, self.timeouts.probe).await;
-        let Some(obs) = seen.members.get(&joiner.id) else {
-            return Err(not_ready("it was not observed".into()));
-        };
-        let describe = seen.describe(joiner.id);
-        if !obs.serving {
-            return Err(not_ready(format!(
-                "it is not running or not serving ({describe})"
-            )));
-        }
-        if obs.mode != Some(Mode::Follower) {
-            return Err(not_ready(format!("it is not a follower ({describe})")));
-        }
-        if !seen.is_synced(joiner.id) {
-            let leader = match seen.leader {
-                Some(l) => format!("leader server.{l}"),
-                None => "no leader".into(),
-            };
-            let notes = if seen.notes.is_empty() {
-                String::new()
-            } else {
-                format!("; {}", seen.notes.join("; "))
-            };
-            return Err(not_ready(format!(
-                "it is not synced with the {leader} ({describe}{notes})"
-            )));
-        }
-        Ok(())
+        judge_joiner(&seen, joiner.id)?;
+        let fresh: Vec<MemberAddr> = addrs
+            .into_iter()
+            .filter(|a| a.id == joiner.id || Some(a.id) == seen.leader)
+            .collect();
+        let again = observe_ensemble(&self.probe, &fresh, FRESH_PROBE).await;
+        judge_joiner(&again, joiner.id).map_err(|e| match e {
+            Error::JoinerNotReady { id, reason } => Error::JoinerNotReady {
+                id,
+                reason: format!("{reason}, asked again right before the reconfig"),
+            },
+            e => e,
+        })
     }
 
     async fn reconfigure(&self, goal: Goal<'_>) -> Result<ReconfigOutcome, Error> {
@@ -752,6 +739,14 @@ impl<P: MemberProbe> ZkMembership<P> {
                 }
                 Pending::Remove(ids) => (Vec::new(), ids.iter().map(ToString::to_string).collect()),
             };
+            // A request made while the session is disconnected waits for the next connection
+            // and reaches the leader later (after an election, seconds later), when the joiner
+            // judged synced above may have dropped out: send only on a connected session.
+            if client.state() != zkc::SessionState::SyncConnected {
+                last = format!("the session was {:?} before the reconfig", client.state());
+                self.forget_session().await;
+                continue;
+            }
             let update = zkc::EnsembleUpdate::Incremental {
                 joinings: joining.iter().map(String::as_str),
                 leavings: leaving.iter().map(String::as_str),
@@ -823,9 +818,103 @@ impl<P: MemberProbe> MembershipControl for ZkMembership<P> {
     }
 }
 
+/// How long the second look at a joiner and its leader may take, right before the reconfig.
+const FRESH_PROBE: Duration = Duration::from_secs(1);
+
+/// Whether `seen` shows `id` as a serving follower that its leader has synced.
+fn judge_joiner(seen: &EnsembleObservation, id: ServerId) -> Result<(), Error> {
+    let not_ready = |reason: String| Error::JoinerNotReady { id, reason };
+    let Some(obs) = seen.members.get(&id) else {
+        return Err(not_ready("it was not observed".into()));
+    };
+    let describe = seen.describe(id);
+    if !obs.serving {
+        return Err(not_ready(format!(
+            "it is not running or not serving ({describe})"
+        )));
+    }
+    if obs.mode != Some(Mode::Follower) {
+        return Err(not_ready(format!("it is not a follower ({describe})")));
+    }
+    if !seen.is_synced(id) {
+        let leader = match seen.leader {
+            Some(l) => format!("leader server.{l}"),
+            None => "no leader".into(),
+        };
+        let notes = if seen.notes.is_empty() {
+            String::new()
+        } else {
+            format!("; {}", seen.notes.join("; "))
+        };
+        return Err(not_ready(format!(
+            "it is not synced with the {leader} ({describe}{notes})"
+        )));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Members 1 (the leader), 2 and 3 answer steadily; joiner 4 answers as a synced follower
+    /// `synced_answers` times, then as not serving.
+    struct JoinerDropsOut {
+        synced_answers: usize,
+        asked: std::sync::atomic::AtomicUsize,
+    }
+
+    impl MemberProbe for JoinerDropsOut {
+        async fn observe(&self, member: &MemberAddr) -> crate::zk::MemberObservation {
+            use crate::zk::ensemble::fixtures::{follower, leader};
+            match member.id.0 {
+                1 => leader(1, 3),
+                4 => {
+                    let n = self.asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let mut m = follower(4, 1);
+                    m.serving = n < self.synced_answers;
+                    m
+                }
+                id => follower(id, 1),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_joiner_that_drops_out_after_the_first_look_is_not_ready() {
+        let config = EnsembleConfig::parse(
+            "server.1=h1:2888:3888:participant;0.0.0.0:2181\n\
+             server.2=h2:2888:3888:participant;0.0.0.0:2181\n\
+             server.3=h3:2888:3888:participant;0.0.0.0:2181\n\
+             version=100000000",
+        )
+        .expect("config");
+        let joiner: ServerEntry = "server.4=h4:2888:3888:participant;0.0.0.0:2181"
+            .parse()
+            .expect("joiner");
+        let membership = |synced_answers| {
+            ZkMembership::new("h1:2181", None)
+                .expect("membership")
+                .with_probe(JoinerDropsOut {
+                    synced_answers,
+                    asked: Default::default(),
+                })
+        };
+        // Synced on both looks: ready.
+        membership(2)
+            .check_joiner(&config, &joiner)
+            .await
+            .expect("a joiner synced on both looks is ready");
+        // Synced on the first look only (the one that waits for every member): not ready.
+        let err = membership(1)
+            .check_joiner(&config, &joiner)
+            .await
+            .expect_err("a joiner that dropped out after the first look is not ready");
+        assert!(
+            matches!(&err, Error::JoinerNotReady { id, reason } if *id == ServerId(4) && reason.contains("asked again")),
+            "{err}"
+        );
+    }
 
     #[test]
     fn credentials_never_print_the_password() {
