@@ -397,6 +397,34 @@ fn leader_config(seen: &BTreeMap<u32, MemberView>) -> Option<BTreeSet<u32>> {
         .find_map(|m| m.config.clone())
 }
 
+/// Waits until operator `armed` logs that it reached `failpoint`.
+async fn reached(bed: &Bed, armed: &str, failpoint: &str) -> TestResult {
+    let line = format!("failpoint {failpoint} reached");
+    wait_for(&line, Duration::from_secs(300), async || {
+        Ok(bed.operator_log(armed).contains(&line))
+    })
+    .await
+    .map_err(|e| fail(format!("{e:?}\noperator log:\n{}", bed.operator_log_tail())))
+}
+
+/// Every member as ZooKeeper and the API server show it while operator `armed` stands at its
+/// failpoint; then `armed` is SIGKILLed there. Also returns the HTTP client the members were
+/// read with.
+async fn seen_then_killed(
+    bed: &Bed,
+    client: &kube::Client,
+    ns: &str,
+    armed: &str,
+) -> Result<(BTreeMap<u32, MemberView>, reqwest::Client), Failed> {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .map_err(|e| fail(e.to_string()))?;
+    let seen = members_seen(client, ns, &http).await?;
+    bed.kill_operator_named(armed);
+    Ok((seen, http))
+}
+
 /// Where an operator is stopped inside a step: the failpoint, the scale it stops in, and how
 /// many member Pods and voters ZooKeeper and the API server show while it stands there.
 struct StopInside {
@@ -429,20 +457,8 @@ async fn an_operator_killed_inside_a_step_leaves_it_to_its_successor(
     set_replicas(&api, "masters", at.to).await?;
     let armed =
         bed.start_operator_with_env(&[(quorate::controller::failpoints::ENV, at.failpoint)])?;
-    let line = format!("failpoint {} reached", at.failpoint);
-    wait_for(&line, Duration::from_secs(300), async || {
-        Ok(bed.operator_log(&armed).contains(&line))
-    })
-    .await
-    .map_err(|e| fail(format!("{e:?}\noperator log:\n{}", bed.operator_log_tail())))?;
-
-    // Where it stands, as ZooKeeper and the API server show it.
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(2))
-        .build()
-        .map_err(|e| fail(e.to_string()))?;
-    let at_stop = members_seen(&client, ns, &http).await?;
-    bed.kill_operator_named(&armed);
+    reached(bed, &armed, at.failpoint).await?;
+    let (at_stop, http) = seen_then_killed(bed, &client, ns, &armed).await?;
     let pods_at_stop: BTreeSet<u32> = at_stop.keys().copied().collect();
     let config_at_stop = leader_config(&at_stop);
     if pods_at_stop.len() != at.pods
@@ -628,12 +644,7 @@ pub async fn a_disk_lost_while_its_member_restarts_into_a_new_spec_is_replaced_a
     let failpoint = quorate::controller::failpoints::RESTART_MEMBER_AFTER_POD;
     let armed =
         bed.start_operator_with_env(&[(quorate::controller::failpoints::ENV, failpoint)])?;
-    let line = format!("failpoint {failpoint} reached");
-    wait_for(&line, Duration::from_secs(300), async || {
-        Ok(bed.operator_log(&armed).contains(&line))
-    })
-    .await
-    .map_err(|e| fail(format!("{e:?}\noperator log:\n{}", bed.operator_log_tail())))?;
+    reached(bed, &armed, failpoint).await?;
     bed.kill_operator_named(&armed);
     let claimed = status_of(&api).await?.in_flight.map(|c| c.id);
     let victim: u32 = claimed
@@ -725,18 +736,8 @@ pub async fn a_removal_committed_before_a_quorum_loss_never_brings_the_member_ba
     let armed =
         bed.start_operator_with_env(&[(quorate::controller::failpoints::ENV, failpoint)])?;
     with_agent(bed, |a| a.pause(ns, "masters-3"))?;
-    let line = format!("failpoint {failpoint} reached");
-    wait_for(&line, Duration::from_secs(300), async || {
-        Ok(bed.operator_log(&armed).contains(&line))
-    })
-    .await
-    .map_err(|e| fail(format!("{e:?}\noperator log:\n{}", bed.operator_log_tail())))?;
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(2))
-        .build()
-        .map_err(|e| fail(e.to_string()))?;
-    let at_stop = members_seen(&client, ns, &http).await?;
-    bed.kill_operator_named(&armed);
+    reached(bed, &armed, failpoint).await?;
+    let (at_stop, _) = seen_then_killed(bed, &client, ns, &armed).await?;
     let config_at_stop = leader_config(&at_stop);
     if config_at_stop != Some(BTreeSet::from([1, 2])) || at_stop.contains_key(&3) {
         return Err(fail(format!(
