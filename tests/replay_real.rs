@@ -28,10 +28,11 @@ use zookeeper_client as zkc;
 
 const IN_BACKUP: &[u8] = b"written before the backup";
 
-#[tokio::test]
-async fn a_replay_of_data_changed_since_verification_deletes_nothing() {
+/// A one-member ensemble of `version` and a client of its own connected to it as the super
+/// user (the test's judge: it shares nothing with the replay's session).
+async fn one_member(version: ZkVersion) -> (Ensemble, zkc::Client) {
     let ensemble = Ensemble::builder()
-        .version(ZkVersion::V3_9_5)
+        .version(version)
         .members(1)
         .start()
         .await
@@ -43,6 +44,13 @@ async fn a_replay_of_data_changed_since_verification_deletes_nothing() {
         .connect(&ensemble.connect_string())
         .await
         .expect("connect as super");
+    (ensemble, client)
+}
+
+#[tokio::test]
+async fn a_replay_of_data_changed_since_verification_deletes_nothing() {
+    let (ensemble, client) = one_member(ZkVersion::V3_9_5).await;
+    let (user, password) = ensemble.super_auth();
     let persistent = zkc::CreateMode::Persistent.with_acls(zkc::Acls::anyone_all());
     client
         .create("/kept", IN_BACKUP, &persistent)
@@ -240,20 +248,9 @@ fn perm_bits(p: zkc::Permission) -> i32 {
 }
 
 async fn multis_then_overwrites(version: ZkVersion) {
-    let ensemble = Ensemble::builder()
-        .version(version)
-        .members(1)
-        .start()
-        .await
-        .expect("ensemble starts");
+    let (ensemble, judge) = one_member(version).await;
     let (user, password) = ensemble.super_auth();
     let hosts = ensemble.connect_string();
-    let judge = zkc::Client::connector()
-        .with_session_timeout(Duration::from_secs(30))
-        .with_auth("digest", format!("{user}:{password}").as_bytes())
-        .connect(&hosts)
-        .await
-        .expect("connect the judge as super");
 
     // Into an empty ensemble: 1,524 new znodes in multis of at most 500, the big one alone.
     let first = tree_of("v1");
