@@ -26,6 +26,7 @@ use libtest_mimic::Failed;
 use quorate::constants::LABEL_ENSEMBLE;
 use quorate::crd::MasterEnsemble;
 use quorate_testbed::kazoo::{AclEntry, PERMS_RWA};
+use quorate_testbed::nodeagent::AgentOptions;
 
 /// Grows or shrinks through `steps`, judged throughout (`Judges`): every configuration change
 /// one voter at a time (1 <-> 3 in one reconfig), no acknowledged write lost, a linearizable
@@ -1231,11 +1232,15 @@ fn scenarios() -> Vec<(&'static str, Scenario)> {
 }
 
 fn main() -> std::process::ExitCode {
-    // The operator's own image runs too: its volume probes after a quorum loss.
+    // The operator's own image runs too: its volume probes after a quorum loss. Removed volumes
+    // are kept aside, so the judges still read the transaction logs of members that are gone.
     common::run(
         "e2e",
         scenarios(),
-        common::agent_running_quorate_images(),
+        AgentOptions {
+            keep_removed_volumes: true,
+            ..common::agent_running_quorate_images()
+        },
         vec![],
     )
 }

@@ -650,30 +650,32 @@ impl Judges {
 type DumpCache = BTreeMap<(PathBuf, u64, std::time::SystemTime), BTreeMap<u64, BTreeSet<u32>>>;
 static DUMPS: Mutex<DumpCache> = Mutex::new(BTreeMap::new());
 
-/// Every reconfig committed to a transaction log on a volume of ensemble `name` still on the
-/// node (`<state>/volumes/<ns>/data-<name>-<id>/**/version-2/log.*`), by zxid, read with
+/// Every reconfig committed to a transaction log on a volume of ensemble `name` on the node
+/// (`<state>/volumes/<ns>/data-<name>-<id>/**/version-2/log.*`), or on one removed since when the
+/// agent keeps removed volumes (`AgentOptions::keep_removed_volumes`), by zxid, read with
 /// ZooKeeper's own `TxnLogToolkit` (nothing of quorate's). A reconfig is acknowledged by a
-/// quorum of the old and the new configuration, so unless every one of those volumes was lost,
-/// some volume still holds it.
+/// quorum of the old and the new configuration, so some volume, here or removed, holds it; an
+/// agent that deletes removed volumes loses those of members replaced meanwhile.
 pub async fn reconfigs_on_disk(
     bed: &Bed,
     ns: &str,
     name: &str,
 ) -> Result<BTreeMap<u64, BTreeSet<u32>>, Failed> {
-    let Some(root) = bed
-        .agent
-        .lock()
-        .ok()
-        .and_then(|a| a.as_ref().map(|a| a.state_dir().join("volumes").join(ns)))
-    else {
+    let Some(roots) = bed.agent.lock().ok().and_then(|a| {
+        a.as_ref().map(|a| {
+            [
+                a.state_dir().join("volumes").join(ns),
+                a.removed_volumes(ns),
+            ]
+        })
+    }) else {
         return Ok(BTreeMap::new());
     };
     let prefix = format!("data-{name}-");
     let mut logs = Vec::new();
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
-        .into_iter()
-        .flatten()
-        .flatten()
+    let mut dirs: Vec<PathBuf> = roots
+        .iter()
+        .flat_map(|root| std::fs::read_dir(root).into_iter().flatten().flatten())
         .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
         .map(|e| e.path())
         .collect();

@@ -194,6 +194,11 @@ pub struct AgentOptions {
     /// Default: `$QUORATE_AGENT_BIN_DIR` when set and not empty, else `None`, and such images
     /// are not runnable. [`NodeAgent::start`] refuses a path that is not a directory.
     pub quorate_bin_dir: Option<PathBuf>,
+    /// Keep the data of removed volumes (a deleted claim's, the earlier claim's when a new claim
+    /// of the same name comes, a [`NodeAgent::delete_volume`]d one) under
+    /// [`NodeAgent::removed_volumes`] instead of deleting it (default false): a judge can then
+    /// read what a member wrote to its disk after the disk is gone.
+    pub keep_removed_volumes: bool,
 }
 
 impl Default for AgentOptions {
@@ -212,6 +217,7 @@ impl Default for AgentOptions {
             quorate_bin_dir: std::env::var_os(QUORATE_AGENT_BIN_DIR_ENV)
                 .filter(|d| !d.is_empty())
                 .map(PathBuf::from),
+            keep_removed_volumes: false,
         }
     }
 }
@@ -265,6 +271,14 @@ where
 }
 
 impl Shared {
+    /// What becomes of removed volume data ([`AgentOptions::keep_removed_volumes`]).
+    fn removal(&self) -> volumes::Removal<'_> {
+        volumes::Removal {
+            state: &self.state,
+            keep: self.opts.keep_removed_volumes,
+        }
+    }
+
     fn log_path(&self, namespace: &str, pod: &str, container: &str) -> PathBuf {
         self.state
             .join("logs")
@@ -626,6 +640,13 @@ impl NodeAgent {
         self.shared.log_path(namespace, pod, container)
     }
 
+    /// Where the data of removed volumes of `namespace` is kept with
+    /// [`AgentOptions::keep_removed_volumes`]: one directory per removal, named after the claim
+    /// (`<claim>..<stamp>`).
+    pub fn removed_volumes(&self, namespace: &str) -> PathBuf {
+        volumes::removed_root(&self.shared.state, namespace)
+    }
+
     /// The host directory of a claim's volume.
     pub fn volume_path(&self, namespace: &str, claim: &str) -> PathBuf {
         volumes::claim_dir(&self.shared.state, namespace, claim)
@@ -712,7 +733,10 @@ impl NodeAgent {
                 dir.display()
             )));
         }
-        volumes::wipe_contents(&dir).map_err(io_err(format!("emptying {}", dir.display())))
+        self.shared
+            .removal()
+            .wipe_contents(namespace, claim, &dir)
+            .map_err(io_err(format!("emptying {}", dir.display())))
     }
 
     /// The address of a Pod of this node for a network fault, or an error naming it.
@@ -1032,7 +1056,7 @@ async fn manage_claims(shared: &Shared) {
         .iter()
         .flat_map(|((ns, _), w)| w.claims.iter().map(move |c| (ns.clone(), c.clone())))
         .collect();
-    let removed = volumes::gc_claims(&shared.state, |ns, claim, uid| {
+    let removed = volumes::gc_claims(shared.removal(), |ns, claim, uid| {
         if in_use.contains(&(ns.to_string(), claim.to_string())) {
             return true;
         }

@@ -469,7 +469,7 @@ impl Worker {
                     tracing::debug!(namespace = %self.key.0, pod = %self.key.1, %message, "refreshing volumes");
                 }
             }
-            None => match PodVolumes::setup(pod, &shared.state, &self.pod_dir, &lookups) {
+            None => match PodVolumes::setup(pod, shared.removal(), &self.pod_dir, &lookups) {
                 Ok(v) => self.volumes = Some(v),
                 Err(message) => {
                     let note = format!("MountVolume.SetUp failed: {message}");

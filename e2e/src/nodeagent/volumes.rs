@@ -3,7 +3,8 @@
 //! - `persistentVolumeClaim`: `<state>/volumes/<namespace>/<claim>`, created on first use and kept
 //!   across Pods until the claim is deleted. The claim's uid is remembered next to it
 //!   (`.<claim>.uid`), so a new claim of the same name starts empty, as a newly provisioned
-//!   volume would.
+//!   volume would. Removed data is deleted, or kept under `<state>/removed/<namespace>/` when
+//!   the agent is asked to ([`Removal`]).
 //! - `configMap` and `secret`: files written from the object's data (read-only), refreshed when it
 //!   changes, atomically, in the kubelet's layout (`..data` -> a timestamped directory; each entry
 //!   a symlink through `..data`).
@@ -38,27 +39,70 @@ fn claim_marker(state: &Path, namespace: &str, claim: &str) -> PathBuf {
         .join(format!(".{claim}.uid"))
 }
 
-/// Removes everything inside `dir` (not `dir` itself, which may be bind-mounted).
-pub(super) fn wipe_contents(dir: &Path) -> io::Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
-        if path.is_dir() && !path.is_symlink() {
-            std::fs::remove_dir_all(&path)?;
-        } else {
-            std::fs::remove_file(&path)?;
+/// What becomes of a claim's data when it is removed (its claim deleted, a new claim of the same
+/// name, a lost disk): deleted, or with `keep` moved to `<state>/removed/<namespace>/<claim>..<stamp>`
+/// (a rename: no copy, and a process still writing to its files goes on writing there), so that
+/// a test can still read what a volume held after it was gone.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Removal<'a> {
+    pub state: &'a Path,
+    pub keep: bool,
+}
+
+impl Removal<'_> {
+    /// Where the removed data of `claim` goes, or `None` when it is deleted.
+    fn destination(&self, namespace: &str, claim: &str) -> Option<PathBuf> {
+        self.keep
+            .then(|| removed_root(self.state, namespace).join(format!("{claim}{}", unique_stamp())))
+    }
+
+    /// Removes the claim directory `dir` itself.
+    fn remove_dir(&self, namespace: &str, claim: &str, dir: &Path) -> io::Result<()> {
+        match self.destination(namespace, claim) {
+            Some(to) => {
+                std::fs::create_dir_all(to.parent().unwrap_or(self.state))?;
+                std::fs::rename(dir, to)
+            }
+            None => std::fs::remove_dir_all(dir),
         }
     }
-    Ok(())
+
+    /// Removes everything inside the claim directory `dir` (not `dir` itself, which may be
+    /// bind-mounted).
+    pub(super) fn wipe_contents(&self, namespace: &str, claim: &str, dir: &Path) -> io::Result<()> {
+        let to = self.destination(namespace, claim);
+        if let Some(to) = &to {
+            std::fs::create_dir_all(to)?;
+        }
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            let path = entry.path();
+            if let Some(to) = &to {
+                std::fs::rename(&path, to.join(entry.file_name()))?;
+            } else if path.is_dir() && !path.is_symlink() {
+                std::fs::remove_dir_all(&path)?;
+            } else {
+                std::fs::remove_file(&path)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Where removed claims' data of `namespace` is kept ([`Removal`]).
+pub(super) fn removed_root(state: &Path, namespace: &str) -> PathBuf {
+    state.join("removed").join(namespace)
 }
 
 /// The claim's directory for the claim with `uid`: created if missing, emptied if it belonged to
 /// an earlier claim of the same name.
 pub(super) fn ensure_claim(
-    state: &Path,
+    removal: Removal,
     namespace: &str,
     claim: &str,
     uid: &str,
 ) -> io::Result<PathBuf> {
+    let state = removal.state;
     let dir = claim_dir(state, namespace, claim);
     let marker = claim_marker(state, namespace, claim);
     let owner = std::fs::read_to_string(&marker).ok();
@@ -68,7 +112,7 @@ pub(super) fn ensure_claim(
             claim,
             "a new claim of the same name: starting empty"
         );
-        wipe_contents(&dir)?;
+        removal.wipe_contents(namespace, claim, &dir)?;
     }
     std::fs::create_dir_all(&dir)?;
     if owner.as_deref() != Some(uid) {
@@ -80,9 +124,10 @@ pub(super) fn ensure_claim(
 /// Removes every claim directory for which `keep(namespace, claim, uid)` is false; returns the
 /// removed `(namespace, claim)` pairs.
 pub(super) fn gc_claims(
-    state: &Path,
+    removal: Removal,
     keep: impl Fn(&str, &str, Option<&str>) -> bool,
 ) -> Vec<(String, String)> {
+    let state = removal.state;
     let mut removed = Vec::new();
     let Ok(namespaces) = std::fs::read_dir(state.join("volumes")) else {
         return removed;
@@ -102,7 +147,7 @@ pub(super) fn gc_claims(
             if keep(&ns, &claim, uid.as_deref()) {
                 continue;
             }
-            let gone = std::fs::remove_dir_all(entry.path());
+            let gone = removal.remove_dir(&ns, &claim, &entry.path());
             let _ = std::fs::remove_file(&marker);
             match gone {
                 Ok(()) => removed.push((ns.clone(), claim)),
@@ -262,7 +307,7 @@ impl PodVolumes {
     /// says why not (a `FailedMount` message).
     pub(super) fn setup(
         pod: &Pod,
-        state: &Path,
+        removal: Removal,
         pod_dir: &Path,
         lookups: &Lookups,
     ) -> Result<PodVolumes, String> {
@@ -281,7 +326,7 @@ impl PodVolumes {
                     ));
                 }
                 let uid = claim.metadata.uid.as_deref().unwrap_or_default();
-                let dir = ensure_claim(state, ns, &c.claim_name, uid).map_err(io)?;
+                let dir = ensure_claim(removal, ns, &c.claim_name, uid).map_err(io)?;
                 Volume {
                     dir,
                     kind: Kind::Dir,
@@ -476,21 +521,71 @@ mod tests {
         assert_eq!(entries.len(), 3, "{entries:?}");
     }
 
+    fn deleting(state: &Path) -> Removal<'_> {
+        Removal { state, keep: false }
+    }
+
     #[test]
     fn a_new_claim_of_the_same_name_starts_empty_and_deleted_claims_are_removed() {
         let state = tempfile::tempdir().unwrap();
-        let dir = ensure_claim(state.path(), "ns", "data", "uid-1").unwrap();
+        let removal = deleting(state.path());
+        let dir = ensure_claim(removal, "ns", "data", "uid-1").unwrap();
         std::fs::write(dir.join("f"), "1").unwrap();
-        let dir = ensure_claim(state.path(), "ns", "data", "uid-1").unwrap();
+        let dir = ensure_claim(removal, "ns", "data", "uid-1").unwrap();
         assert!(dir.join("f").exists());
-        let dir = ensure_claim(state.path(), "ns", "data", "uid-2").unwrap();
+        let dir = ensure_claim(removal, "ns", "data", "uid-2").unwrap();
         assert!(!dir.join("f").exists());
-        assert!(gc_claims(state.path(), |_, _, uid| uid == Some("uid-2")).is_empty());
+        assert!(gc_claims(removal, |_, _, uid| uid == Some("uid-2")).is_empty());
         assert_eq!(
-            gc_claims(state.path(), |_, _, _| false),
+            gc_claims(removal, |_, _, _| false),
             vec![("ns".to_string(), "data".to_string())]
         );
         assert!(!dir.exists());
+        assert!(!state.path().join("removed").exists());
+    }
+
+    /// Every removed generation of a claim's data, read back from `removed/<ns>/`.
+    fn kept(state: &Path) -> BTreeSet<String> {
+        std::fs::read_dir(removed_root(state, "ns"))
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                assert!(e.file_name().to_string_lossy().starts_with("data.."));
+                std::fs::read_to_string(e.path().join("sub").join("f")).unwrap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn removed_data_is_kept_aside_when_asked() {
+        let state = tempfile::tempdir().unwrap();
+        let removal = Removal {
+            state: state.path(),
+            keep: true,
+        };
+        let write = |dir: &Path, what: &str| {
+            std::fs::create_dir_all(dir.join("sub")).unwrap();
+            std::fs::write(dir.join("sub").join("f"), what).unwrap();
+        };
+        let dir = ensure_claim(removal, "ns", "data", "uid-1").unwrap();
+        write(&dir, "first claim");
+        let dir = ensure_claim(removal, "ns", "data", "uid-2").unwrap();
+        assert!(
+            std::fs::read_dir(&dir).unwrap().next().is_none(),
+            "starts empty"
+        );
+        write(&dir, "lost disk");
+        removal.wipe_contents("ns", "data", &dir).unwrap();
+        assert!(std::fs::read_dir(&dir).unwrap().next().is_none(), "wiped");
+        write(&dir, "deleted claim");
+        assert_eq!(gc_claims(removal, |_, _, _| false).len(), 1);
+        assert!(!dir.exists());
+        assert_eq!(
+            kept(state.path()),
+            ["first claim", "lost disk", "deleted claim"]
+                .map(String::from)
+                .into()
+        );
     }
 
     #[test]
@@ -518,7 +613,7 @@ mod tests {
             config_map: &|_| None,
             secret: &|_| None,
         };
-        let volumes = PodVolumes::setup(&pod, state.path(), &pod_dir, &lookups).unwrap();
+        let volumes = PodVolumes::setup(&pod, deleting(state.path()), &pod_dir, &lookups).unwrap();
         let mounts = volumes.mounts(&pod.spec.unwrap().containers[0]).unwrap();
         let shared = pod_dir.join("volumes").join("shared");
         let result = pod_dir.join("volumes").join("result");
