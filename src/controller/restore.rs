@@ -608,6 +608,13 @@ where
     }
 }
 
+/// Said of every refusal in Verifying: nothing was done to the ensemble.
+const UNTOUCHED: &str = "; no member was touched";
+
+/// Verifying, one pass: no other restore of the ensemble in the way, the source and the
+/// ensemble exist, the live data's newest zxid read ([`read_live_data`]), the artifact checked
+/// byte by byte, then judged against the live data (I7); a refusal fails the restore with every
+/// member as it was, and a pass leaves Verifying by claiming the fence ([`leave_verifying`]).
 async fn verify<F, Fut>(
     ctx: &Context,
     zkr: &ZkRestore,
@@ -619,93 +626,52 @@ where
     Fut: std::future::Future<Output = Result<(), Error>>,
 {
     let ns = zkr.namespace().unwrap_or_default();
-    let name = zkr.name_any();
-    let untouched = "; no member was touched";
+    let ens_name = &zkr.spec.ensemble_ref.name;
+    let refuse = async |reason: &'static str, message: String| -> Result<Action, Error> {
+        publish_event(
+            ctx,
+            zkr,
+            EventType::Warning,
+            &format!("Refused/{reason}"),
+            &message,
+        )
+        .await;
+        fail("verifying", message, reason).await?;
+        Ok(Action::await_change())
+    };
     // One restore of an ensemble at a time: the second would take over the fence, and the
     // first to finish would lift it while the other still runs.
     let all = api
         .list(&ListParams::default())
         .await
         .map_err(Error::kube(format!("list ZkRestores in {ns}")))?;
-    let another = async |other: &str| -> Result<Action, Error> {
-        let message = format!(
-            "refused: ZkRestore {ns}/{other} restores MasterEnsemble {ns}/{} already; one restore of an ensemble runs at a time (create this one again once {other} is Ready or Failed){untouched}",
-            zkr.spec.ensemble_ref.name
-        );
-        publish_event(
-            ctx,
-            zkr,
-            EventType::Warning,
-            "Refused/AnotherRestore",
-            &message,
-        )
-        .await;
-        fail("verifying", message, "AnotherRestore").await?;
-        Ok(Action::await_change())
-    };
     if let Some(other) = restore_in_the_way(zkr, &all.items) {
-        return another(&other).await;
+        return refuse("AnotherRestore", another_restore(zkr, &other)).await;
     }
     let source = match resolve_source(ctx, zkr).await {
         Ok(s) => s,
         Err(e) => {
-            fail("verifying", format!("{e}{untouched}"), "SourceNotFound").await?;
+            fail("verifying", format!("{e}{UNTOUCHED}"), "SourceNotFound").await?;
             return Ok(Action::await_change());
         }
     };
-    let ens_api: Api<MasterEnsemble> = Api::namespaced(ctx.client.clone(), &ns);
-    let ens_name = &zkr.spec.ensemble_ref.name;
-    let Some(ens) = ens_api
+    let Some(ens) = Api::<MasterEnsemble>::namespaced(ctx.client.clone(), &ns)
         .get_opt(ens_name)
         .await
         .map_err(Error::kube(format!("read MasterEnsemble {ns}/{ens_name}")))?
     else {
         fail(
             "verifying",
-            format!("MasterEnsemble {ns}/{ens_name} does not exist{untouched}"),
+            format!("MasterEnsemble {ns}/{ens_name} does not exist{UNTOUCHED}"),
             "EnsembleNotFound",
         )
         .await?;
         return Ok(Action::await_change());
     };
-    // The live data's newest zxid, read through the members the ensemble's status lists as
-    // serving. A verification never talks to the live ensemble: even a read session is a
-    // transaction (createSession, closeSession) that moves the live zxid.
-    let members = serving_members(&ens);
-    let mut live = None;
-    let mut not_served = format!("no member of {ns}/{ens_name} serves");
-    if !members.is_empty() && !zkr.spec.verify_only {
-        let password = super_password(&ctx.client, &ns, ens_name).await?;
-        match engine::live_data_zxid(&hosts_of(&members), (SUPER_USER, &password)).await {
-            Ok(z) => live = Some(z),
-            // The status may be stale (a paused ensemble, members lost since): read the
-            // volumes as if none served.
-            Err(e) => {
-                not_served = format!(
-                    "the members of {ns}/{ens_name} its status lists as serving do not answer ({e})"
-                )
-            }
-        }
-    }
-    // No member serves (a quorum loss, members paused or down): the live data's newest zxid
-    // comes from the members' volumes, read before the artifact (which may be large) is
-    // downloaded and checked, and read again by no later pass.
-    let mut from_volumes = None;
-    if live.is_none() && !zkr.spec.verify_only {
-        match volumes_zxid_of(ctx, zkr, &ens).await? {
-            VolumesZxid::Reading { answered, of } => {
-                update(api, &name, |s| {
-                    s.message = Some(format!(
-                        "{not_served}: reading the live data's newest zxid from the members' volumes ({answered} of {of} answered)"
-                    ));
-                })
-                .await?;
-                return Ok(Action::requeue(Duration::from_secs(2)));
-            }
-            VolumesZxid::Known(z) => from_volumes = Some(Ok(z)),
-            VolumesZxid::Unknown(why) => from_volumes = Some(Err(why)),
-        }
-    }
+    let live = match read_live_data(ctx, zkr, api, &ens).await? {
+        Ok(live) => live,
+        Err(wait) => return Ok(wait),
+    };
     let paths = source
         .store
         .artifact(&source.namespace, &source.backup, &source.id);
@@ -720,122 +686,249 @@ where
                 engine::Error::Invalid(_) => "ArtifactCorrupt",
                 _ => "VerificationFailed",
             };
-            publish_event(
-                ctx,
-                zkr,
-                EventType::Warning,
-                &format!("Refused/{reason}"),
-                &e.to_string(),
-            )
-            .await;
-            fail("verifying", format!("refused: {e}{untouched}"), reason).await?;
-            return Ok(Action::await_change());
+            return refuse(reason, format!("refused: {e}{UNTOUCHED}")).await;
         }
     };
-    let record = verified_status(&verified, &paths.location);
-    if from_volumes.is_some() {
+    if live.from_volumes {
         // Their answer is taken: no later pass reads them.
-        delete_volume_probes(ctx, &ns, &name).await?;
-    }
-    let mut source_note = "";
-    let live_data = match (&from_volumes, live) {
-        // Every transaction counts on a volume (sessions too), so this errs towards "older": a
-        // backup is never let past newer data. A volume cannot tell whether user data exists,
-        // so it is taken to.
-        (Some(Ok(z)), _) => {
-            source_note = " (read from the members' volumes: no member serves)";
-            LiveData::Known {
-                zxid: i64::try_from(*z).unwrap_or(i64::MAX),
-                user_znodes: 1,
-            }
-        }
-        (Some(Err(why)), _) => LiveData::Unknown(why.clone()),
-        (None, Some((zxid, user_znodes))) => LiveData::Known {
-            zxid,
-            user_znodes: i64::try_from(user_znodes).unwrap_or(i64::MAX),
-        },
-        (None, None) => LiveData::Unread,
-    };
-    if let LiveData::Known { zxid, .. } = live_data {
-        live = Some((zxid, 1));
+        delete_volume_probes(ctx, &ns, &zkr.name_any()).await?;
     }
     let from = &verified.manifest;
     let target_uid = ens.uid();
-    let backup_zxid = from.data_zxid;
-    let consent = match judge_artifact(
-        &live_data,
-        backup_zxid,
+    match judge_artifact(
+        &live.data,
+        from.data_zxid,
         from.ensemble_uid.as_deref(),
         target_uid.as_deref(),
         zkr.spec.allow_older,
         zkr.spec.verify_only,
     ) {
-        Ok(consent) => consent,
-        Err(refusal) => {
-            let again = "Set spec.allowOlder: true in a new ZkRestore to restore it anyway";
-            let message = match &refusal {
-                ArtifactRefusal::LiveDataUnknown { why } => format!(
-                    "refused: {not_served} and the live data's newest zxid cannot be read from every member's volume ({why}), so the backup cannot be shown not to be older. {again}{untouched}"
-                ),
-                ArtifactRefusal::UnrelatedHistory {
-                    source_uid,
-                    user_znodes,
-                } => format!(
-                    "refused: the artifact was taken from MasterEnsemble {}/{} (uid {source_uid}), another history than {ns}/{ens_name}'s (uid {}): their zxids cannot be compared, and {ns}/{ens_name} holds {} that this restore would replace{source_note}. {again}{untouched}",
-                    from.namespace,
-                    from.ensemble,
-                    target_uid.as_deref().unwrap_or("unknown"),
-                    if source_note.is_empty() {
-                        format!("{user_znodes} user znodes")
-                    } else {
-                        "data".to_string()
-                    },
-                ),
-                ArtifactRefusal::OlderThanLive {
-                    backup_zxid,
-                    live_zxid,
-                } => format!(
-                    "refused: the backup's newest data (zxid {}) is older than the live data of {ns}/{ens_name} (zxid {}{source_note}); restoring it would overwrite newer data. {again}{untouched}",
-                    zxid_hex(*backup_zxid),
-                    zxid_hex(*live_zxid)
-                ),
-            };
-            let reason = refusal.reason();
-            publish_event(
-                ctx,
-                zkr,
-                EventType::Warning,
-                &format!("Refused/{reason}"),
-                &message,
-            )
-            .await;
-            if let ArtifactRefusal::OlderThanLive { live_zxid, .. } = refusal {
-                update(api, &name, |s| s.live_data_zxid = Some(zxid_hex(live_zxid))).await?;
+        Ok(consent) => {
+            // Leaving Verifying claims the ensemble's fence: of two restores that verified at
+            // once, only one wins the compare-and-set.
+            if RestoreKind::of(&zkr.spec).touches_members()
+                && let Some(holder) = claim_fence(ctx, zkr).await?
+            {
+                return refuse("AnotherRestore", another_restore(zkr, &holder)).await;
             }
-            fail("verifying", message, reason).await?;
-            return Ok(Action::await_change());
+            let note = consent_note(from.ensemble_uid.as_deref(), target_uid.as_deref(), consent);
+            let record = verified_status(&verified, &paths.location);
+            leave_verifying(ctx, zkr, api, record, live.zxid(), note).await
         }
-    };
-    let older = consent == Consent::OlderData;
-    let kind = RestoreKind::of(&zkr.spec);
-    let next = kind.after_verifying();
-    // Leaving Verifying claims the ensemble's fence: of two restores that verified at once,
-    // only one wins the compare-and-set.
-    if kind.touches_members()
-        && let Some(holder) = claim_fence(ctx, zkr).await?
-    {
-        return another(&holder).await;
+        Err(refusal) => {
+            if let ArtifactRefusal::OlderThanLive { live_zxid, .. } = refusal {
+                update(api, &zkr.name_any(), |s| {
+                    s.live_data_zxid = Some(zxid_hex(live_zxid))
+                })
+                .await?;
+            }
+            let target = Ensemble {
+                namespace: &ns,
+                name: ens_name,
+                uid: target_uid.as_deref(),
+            };
+            let source = Ensemble {
+                namespace: &from.namespace,
+                name: &from.ensemble,
+                uid: from.ensemble_uid.as_deref(),
+            };
+            let message = refusal_message(&refusal, &live, source, target);
+            refuse(refusal.reason(), message).await
+        }
     }
-    let note = if unrelated_history(from.ensemble_uid.as_deref(), target_uid.as_deref()).is_some() {
+}
+
+/// Why a restore is refused while another restore of the same ensemble runs.
+fn another_restore(zkr: &ZkRestore, other: &str) -> String {
+    let ns = zkr.namespace().unwrap_or_default();
+    format!(
+        "refused: ZkRestore {ns}/{other} restores MasterEnsemble {ns}/{} already; one restore of an ensemble runs at a time (create this one again once {other} is Ready or Failed){UNTOUCHED}",
+        zkr.spec.ensemble_ref.name
+    )
+}
+
+/// What Verifying read of the live data.
+struct LiveRead {
+    /// As the artifact is judged against it.
+    data: LiveData,
+    /// Whether it came from the members' volumes (no member served), so their probes are done.
+    from_volumes: bool,
+    /// Why the members' volumes were read: which members did not serve.
+    not_served: String,
+}
+
+impl LiveRead {
+    /// The newest zxid, when known.
+    fn zxid(&self) -> Option<i64> {
+        match self.data {
+            LiveData::Known { zxid, .. } => Some(zxid),
+            _ => None,
+        }
+    }
+
+    /// Where a known zxid came from, when not from a serving member.
+    fn source_note(&self) -> &'static str {
+        match (&self.data, self.from_volumes) {
+            (LiveData::Known { .. }, true) => " (read from the members' volumes: no member serves)",
+            _ => "",
+        }
+    }
+}
+
+/// The live data's newest zxid, read through the members the ensemble's status lists as
+/// serving, else from the members' volumes (then `Err` with when to look again while their
+/// probes answer). A verification never talks to the live ensemble beyond that read: even a
+/// read session is a transaction (createSession, closeSession) that moves the live zxid. A
+/// verify-only restore reads nothing live.
+async fn read_live_data(
+    ctx: &Context,
+    zkr: &ZkRestore,
+    api: &Api<ZkRestore>,
+    ens: &MasterEnsemble,
+) -> Result<Result<LiveRead, Action>, Error> {
+    let ns = zkr.namespace().unwrap_or_default();
+    let ens_name = &zkr.spec.ensemble_ref.name;
+    let mut not_served = format!("no member of {ns}/{ens_name} serves");
+    if zkr.spec.verify_only {
+        return Ok(Ok(LiveRead {
+            data: LiveData::Unread,
+            from_volumes: false,
+            not_served,
+        }));
+    }
+    let members = serving_members(ens);
+    if !members.is_empty() {
+        let password = super_password(&ctx.client, &ns, ens_name).await?;
+        match engine::live_data_zxid(&hosts_of(&members), (SUPER_USER, &password)).await {
+            Ok((zxid, user_znodes)) => {
+                return Ok(Ok(LiveRead {
+                    data: LiveData::Known {
+                        zxid,
+                        user_znodes: i64::try_from(user_znodes).unwrap_or(i64::MAX),
+                    },
+                    from_volumes: false,
+                    not_served,
+                }));
+            }
+            // The status may be stale (a paused ensemble, members lost since): read the
+            // volumes as if none served.
+            Err(e) => {
+                not_served = format!(
+                    "the members of {ns}/{ens_name} its status lists as serving do not answer ({e})"
+                )
+            }
+        }
+    }
+    // No member serves (a quorum loss, members paused or down): the live data's newest zxid
+    // comes from the members' volumes, read before the artifact (which may be large) is
+    // downloaded and checked, and read again by no later pass.
+    let data = match volumes_zxid_of(ctx, zkr, ens).await? {
+        VolumesZxid::Reading { answered, of } => {
+            update(api, &zkr.name_any(), |s| {
+                s.message = Some(format!(
+                    "{not_served}: reading the live data's newest zxid from the members' volumes ({answered} of {of} answered)"
+                ));
+            })
+            .await?;
+            return Ok(Err(Action::requeue(Duration::from_secs(2))));
+        }
+        // Every transaction counts on a volume (sessions too), so this errs towards "older": a
+        // backup is never let past newer data. A volume cannot tell whether user data exists,
+        // so it is taken to.
+        VolumesZxid::Known(z) => LiveData::Known {
+            zxid: i64::try_from(z).unwrap_or(i64::MAX),
+            user_znodes: 1,
+        },
+        VolumesZxid::Unknown(why) => LiveData::Unknown(why),
+    };
+    Ok(Ok(LiveRead {
+        data,
+        from_volumes: true,
+        not_served,
+    }))
+}
+
+/// An ensemble as a restore's refusals name it: the target, or the artifact's source.
+#[derive(Clone, Copy)]
+struct Ensemble<'a> {
+    namespace: &'a str,
+    name: &'a str,
+    uid: Option<&'a str>,
+}
+
+/// The message of a refusal by [`judge_artifact`]: what was found and how to go ahead anyway.
+fn refusal_message(
+    refusal: &ArtifactRefusal,
+    live: &LiveRead,
+    source: Ensemble,
+    target: Ensemble,
+) -> String {
+    let Ensemble {
+        namespace: ns,
+        name: ens_name,
+        uid,
+    } = target;
+    let again = "Set spec.allowOlder: true in a new ZkRestore to restore it anyway";
+    let source_note = live.source_note();
+    let not_served = &live.not_served;
+    match refusal {
+        ArtifactRefusal::LiveDataUnknown { why } => format!(
+            "refused: {not_served} and the live data's newest zxid cannot be read from every member's volume ({why}), so the backup cannot be shown not to be older. {again}{UNTOUCHED}"
+        ),
+        ArtifactRefusal::UnrelatedHistory {
+            source_uid,
+            user_znodes,
+        } => format!(
+            "refused: the artifact was taken from MasterEnsemble {}/{} (uid {source_uid}), another history than {ns}/{ens_name}'s (uid {}): their zxids cannot be compared, and {ns}/{ens_name} holds {} that this restore would replace{source_note}. {again}{UNTOUCHED}",
+            source.namespace,
+            source.name,
+            uid.unwrap_or("unknown"),
+            if live.from_volumes {
+                "data".to_string()
+            } else {
+                format!("{user_znodes} user znodes")
+            },
+        ),
+        ArtifactRefusal::OlderThanLive {
+            backup_zxid,
+            live_zxid,
+        } => format!(
+            "refused: the backup's newest data (zxid {}) is older than the live data of {ns}/{ens_name} (zxid {}{source_note}); restoring it would overwrite newer data. {again}{UNTOUCHED}",
+            zxid_hex(*backup_zxid),
+            zxid_hex(*live_zxid)
+        ),
+    }
+}
+
+/// What a restore that goes ahead says of its artifact's history and age.
+fn consent_note(
+    from_uid: Option<&str>,
+    target_uid: Option<&str>,
+    consent: Consent,
+) -> &'static str {
+    if unrelated_history(from_uid, target_uid).is_some() {
         " (from another ensemble's history)"
-    } else if older {
+    } else if consent == Consent::OlderData {
         " (older than the live data; allowOlder is set)"
     } else {
         ""
-    };
-    update(api, &name, |s| {
+    }
+}
+
+/// Leaves Verifying for the kind's next phase (the fence claimed), recording the verified
+/// artifact and the live data's zxid.
+async fn leave_verifying(
+    ctx: &Context,
+    zkr: &ZkRestore,
+    api: &Api<ZkRestore>,
+    record: VerifiedArtifact,
+    live_zxid: Option<i64>,
+    note: &str,
+) -> Result<Action, Error> {
+    let next = RestoreKind::of(&zkr.spec).after_verifying();
+    update(api, &zkr.name_any(), |s| {
         s.artifact = Some(record.clone());
-        s.live_data_zxid = live.map(|(z, _)| zxid_hex(z));
+        s.live_data_zxid = live_zxid.map(zxid_hex);
         s.phase = Some(next);
         s.message = Some(format!(
             "verified {} ({} bytes, sha256 {}, {} znodes){note}",
@@ -1511,6 +1604,99 @@ mod tests {
 
     use super::*;
     use crate::crd::ZkRestoreSpec;
+
+    fn live(data: LiveData, from_volumes: bool) -> LiveRead {
+        LiveRead {
+            data,
+            from_volumes,
+            not_served: "no member of ns/live serves".into(),
+        }
+    }
+
+    const TARGET: Ensemble = Ensemble {
+        namespace: "ns",
+        name: "live",
+        uid: Some("uid-live"),
+    };
+    const SOURCE: Ensemble = Ensemble {
+        namespace: "old",
+        name: "gone",
+        uid: Some("uid-gone"),
+    };
+
+    #[test]
+    fn a_refusal_names_both_zxids_where_the_live_one_came_from_and_how_to_go_ahead() {
+        let older = ArtifactRefusal::OlderThanLive {
+            backup_zxid: 0x1_0000_0005,
+            live_zxid: 0x2_0000_0001,
+        };
+        let known = LiveData::Known {
+            zxid: 0x2_0000_0001,
+            user_znodes: 1,
+        };
+        let served = refusal_message(&older, &live(known.clone(), false), SOURCE, TARGET);
+        assert!(served.contains("(zxid 0x100000005)"), "{served}");
+        assert!(served.contains("ns/live (zxid 0x200000001)"), "{served}");
+        assert!(served.contains("spec.allowOlder: true"), "{served}");
+        assert!(served.ends_with("; no member was touched"), "{served}");
+        let from_volumes = refusal_message(&older, &live(known, true), SOURCE, TARGET);
+        assert!(
+            from_volumes
+                .contains("(zxid 0x200000001 (read from the members' volumes: no member serves))"),
+            "{from_volumes}"
+        );
+        let unknown = ArtifactRefusal::LiveDataUnknown {
+            why: "volume 2 unreadable".into(),
+        };
+        let m = refusal_message(
+            &unknown,
+            &live(LiveData::Unknown("x".into()), true),
+            SOURCE,
+            TARGET,
+        );
+        assert!(
+            m.starts_with("refused: no member of ns/live serves and"),
+            "{m}"
+        );
+        assert!(m.contains("(volume 2 unreadable)"), "{m}");
+    }
+
+    #[test]
+    fn an_unrelated_history_is_named_with_what_the_target_holds() {
+        let refusal = ArtifactRefusal::UnrelatedHistory {
+            source_uid: "uid-gone".into(),
+            user_znodes: 7,
+        };
+        let known = LiveData::Known {
+            zxid: 9,
+            user_znodes: 7,
+        };
+        let served = refusal_message(&refusal, &live(known.clone(), false), SOURCE, TARGET);
+        assert!(
+            served.contains("MasterEnsemble old/gone (uid uid-gone), another history than ns/live's (uid uid-live)"),
+            "{served}"
+        );
+        assert!(served.contains("holds 7 user znodes that"), "{served}");
+        // A volume cannot count znodes: it says data.
+        let read = refusal_message(&refusal, &live(known, true), SOURCE, TARGET);
+        assert!(read.contains("holds data that"), "{read}");
+    }
+
+    #[test]
+    fn a_restore_that_goes_ahead_says_what_consent_it_used() {
+        let note = |from, consent| consent_note(from, Some("uid-live"), consent);
+        assert_eq!(note(Some("uid-live"), Consent::NotNeeded), "");
+        assert_eq!(
+            note(Some("uid-live"), Consent::OlderData),
+            " (older than the live data; allowOlder is set)"
+        );
+        assert_eq!(
+            note(Some("uid-gone"), Consent::NotNeeded),
+            " (from another ensemble's history)"
+        );
+        // An artifact from before quorate recorded the uid counts as the same history.
+        assert_eq!(note(None, Consent::NotNeeded), "");
+    }
 
     fn restore(name: &str, ensemble: &str, at: i64, phase: Option<RestorePhase>) -> ZkRestore {
         let spec: ZkRestoreSpec = serde_json::from_value(serde_json::json!({
