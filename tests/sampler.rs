@@ -428,6 +428,39 @@ fn a_stale_leader_does_not_bring_back_a_removed_voter() {
     assert_eq!(s.removed, set(&[1]));
 }
 
+/// Campaign seed 2030, round 5: a follower cut off (silent, kept at its last known state) last
+/// answered before its leader committed the removal of 4; then the leader lost its quorum, and
+/// while no member that answered served, the remembered follower was the only one "serving",
+/// with the configuration from before the removal. That is no configuration of this sample, so
+/// no removed voter "comes back", and no voter is added unseen.
+#[test]
+fn a_silent_members_remembered_configuration_does_not_bring_back_a_removed_voter() {
+    let at = |member: MemberView, zxid: u64| MemberView {
+        zxid: Some(zxid),
+        ..member
+    };
+    let looking = |uid: &str| running(uid);
+    let mut s = Sampler::default();
+    s.observe(sample(vec![
+        (1, at(serving("u1", &[1, 3, 4], false), 0xa_0000_0010)),
+        (3, at(serving("u3", &[1, 3, 4], true), 0xa_0000_0010)),
+    ]));
+    // 1 is cut off; 3 commits the removal of 4 (whose Pod is gone).
+    s.observe(sample(vec![
+        (1, unanswered("u1")),
+        (3, at(serving("u3", &[1, 3], true), 0xa_0000_0020)),
+    ]));
+    // 3 loses its quorum and looks for a leader; 1 is still silent.
+    s.observe(sample(vec![(1, unanswered("u1")), (3, looking("u3"))]));
+    s.observe(sample(vec![
+        (1, at(serving("u1", &[1, 3], false), 0xb_0000_0001)),
+        (3, at(serving("u3", &[1, 3], true), 0xb_0000_0001)),
+    ]));
+    assert!(s.violations.is_empty(), "{:?}", s.violations);
+    assert_eq!(s.configs, vec![set(&[1, 3, 4]), set(&[1, 3])]);
+    assert_eq!(s.removed, set(&[4]));
+}
+
 fn unanswered(uid: &str) -> MemberView {
     MemberView {
         unanswered: true,

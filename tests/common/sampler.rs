@@ -362,9 +362,12 @@ impl Sampler {
 
         // The leader's configuration is the committed one; any serving member's otherwise. Of
         // two that say they lead, the newer (highest zxid, so the newest epoch): a leader cut off
-        // from its followers, or one silent and kept at its last known state, still says so
-        // with the configuration it had.
-        let config = newest_config(now.values());
+        // from its followers still says so with the configuration it had. Only members that
+        // answered in this sample count: a silent member's remembered configuration may predate
+        // a reconfig committed since, and while no answering member serves (an election) it
+        // would bring a removed voter "back" (campaign seed 2030, round 5). A sample without
+        // a configuration judges no change; the next one that has one does.
+        let config = self.sample_config.clone();
 
         // Never two configurations that each form a quorum: two leaders, each followed by a
         // majority of its own configuration, with no member in common.
