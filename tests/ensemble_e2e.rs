@@ -1175,6 +1175,14 @@ fn scenarios() -> Vec<(&'static str, Scenario)> {
             },
         ),
         (
+            "a_leader_paused_past_its_lease_inside_a_step_does_not_act_when_it_wakes",
+            |b, n| {
+                Box::pin(
+                    operator::a_leader_paused_past_its_lease_inside_a_step_does_not_act_when_it_wakes(b, n),
+                )
+            },
+        ),
+        (
             "a_removal_committed_before_a_quorum_loss_never_brings_the_member_back",
             |b, n| {
                 Box::pin(

@@ -20,7 +20,7 @@ use crate::executor::resources::zoo_cfg::{initial_dynamic, server_line};
 use crate::planner::{Desired, ServerId, Step};
 use crate::zk::{Credentials, MembershipControl, ServerEntry};
 
-/// Runs `step` once.
+/// Runs `step` once: each effect only while this process may act ([`Context::may_act`]).
 pub async fn execute(
     ctx: &Context,
     ens: &MasterEnsemble,
@@ -30,6 +30,7 @@ pub async fn execute(
     obs: &Observation,
     credentials: &EnsembleCredentials,
 ) -> Result<(), Error> {
+    ctx.may_act().await?;
     match step {
         Step::CreateMember { member, seed } => {
             ensure_member_created(ctx, ectx, desired, *member, *seed, obs).await?;
@@ -65,6 +66,7 @@ pub async fn execute(
             // removal commits can still count on it.
             mark_fenced(ctx, ectx, *member, true).await?;
             failpoints::reached(failpoints::FENCE_MEMBER_AFTER_MARK).await;
+            ctx.may_act().await?;
             ensure_member_deleted(
                 ctx,
                 ectx,
@@ -150,6 +152,7 @@ async fn ensure_pod(
     seed: bool,
     obs: &Observation,
 ) -> Result<(), Error> {
+    ctx.may_act().await?;
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ectx.namespace);
     let pod = build_member_pod(
         ectx,
@@ -195,6 +198,7 @@ async fn ensure_member_deleted(
     )?;
     failpoints::reached(after_pod).await;
     if volume {
+        ctx.may_act().await?;
         let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), ectx.namespace);
         gone(
             pvcs.delete(&member_pvc(ectx.name, id), &DeleteParams::default())

@@ -6,7 +6,9 @@
 //! operator reads [`ENV`] once at start: a comma-separated list of names from [`ALL`]. A pass
 //! that reaches a configured failpoint logs `failpoint <name> reached` and then never goes on
 //! (only that pass: the Lease is renewed and other objects are reconciled), so a test can wait
-//! for the line and kill the process exactly there.
+//! for the line and kill the process exactly there. A name with a delay (`<name>@<seconds>`)
+//! goes on after that long instead, so a test can pause the process there (SIGSTOP) and see
+//! what it does when it wakes.
 //!
 //! Every step has `<step>.after-claim` (the claim is written to status, nothing of the step is
 //! done) and `<step>.after-effect` (the step's effect is done: Pod created, reconfig committed,
@@ -87,22 +89,38 @@ pub fn after_claim(step: &crate::planner::Step) -> &'static str {
     }
 }
 
-/// Failpoints named in [`ENV`] that are not in [`ALL`] (an empty list: none set).
+/// Failpoints named in [`ENV`] that are not in [`ALL`], or with a delay that is not a whole
+/// number of seconds (an empty list: none set).
 #[derive(Debug, thiserror::Error)]
-#[error("{ENV} names unknown failpoints {unknown:?}; known: {}", ALL.join(", "))]
+#[error("{ENV} names unknown failpoints {unknown:?}; known: {} (each optionally @<seconds>)", ALL.join(", "))]
 pub struct UnknownFailpoints {
     /// The unknown names.
     pub unknown: Vec<String>,
 }
 
-/// The failpoint names of a [`ENV`] value: comma-separated, blanks ignored, each one of [`ALL`].
-pub fn parse(value: &str) -> Result<Vec<&'static str>, UnknownFailpoints> {
+/// An armed failpoint: its name, and how long a pass waits there before going on (`None`:
+/// forever).
+pub type Armed = (&'static str, Option<std::time::Duration>);
+
+/// The failpoints of a [`ENV`] value: comma-separated, blanks ignored, each one of [`ALL`],
+/// optionally followed by `@<seconds>`.
+pub fn parse(value: &str) -> Result<Vec<Armed>, UnknownFailpoints> {
     let mut known = Vec::new();
     let mut unknown = Vec::new();
-    for name in value.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+    for item in value.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        let (name, delay) = match item.split_once('@') {
+            Some((name, secs)) => match secs.parse::<u64>() {
+                Ok(secs) => (name, Some(std::time::Duration::from_secs(secs))),
+                Err(_) => {
+                    unknown.push(item.to_string());
+                    continue;
+                }
+            },
+            None => (item, None),
+        };
         match ALL.iter().find(|k| **k == name) {
-            Some(k) => known.push(*k),
-            None => unknown.push(name.to_string()),
+            Some(k) => known.push((*k, delay)),
+            None => unknown.push(item.to_string()),
         }
     }
     if unknown.is_empty() {
@@ -112,20 +130,25 @@ pub fn parse(value: &str) -> Result<Vec<&'static str>, UnknownFailpoints> {
     }
 }
 
+/// The delays of the armed failpoints that go on after one.
+#[cfg(feature = "failpoints")]
+static DELAYS: std::sync::OnceLock<Vec<Armed>> = std::sync::OnceLock::new();
+
 /// Arms the failpoints named in [`ENV`] (a `failpoints` build only; otherwise nothing is read).
 /// Returns the armed names.
 pub fn configure_from_env() -> Result<Vec<&'static str>, UnknownFailpoints> {
     #[cfg(feature = "failpoints")]
     {
-        let names = parse(&std::env::var(ENV).unwrap_or_default())?;
-        for name in &names {
+        let armed = parse(&std::env::var(ENV).unwrap_or_default())?;
+        for (name, delay) in &armed {
             // "return" makes `fail_point!` return early: `triggered` below says so.
             fail::cfg(*name, "return").map_err(|e| UnknownFailpoints {
                 unknown: vec![format!("{name}: {e}")],
             })?;
-            tracing::warn!(failpoint = *name, "failpoint armed");
+            tracing::warn!(failpoint = *name, delay = ?delay, "failpoint armed");
         }
-        Ok(names)
+        let _ = DELAYS.set(armed.clone());
+        Ok(armed.into_iter().map(|(name, _)| name).collect())
     }
     #[cfg(not(feature = "failpoints"))]
     Ok(Vec::new())
@@ -139,12 +162,22 @@ fn triggered(name: &str) -> bool {
 }
 
 /// Failpoint `name`: when armed, logs `failpoint <name> reached` and never returns, so the
-/// pass stops there until the process is killed.
+/// pass stops there until the process is killed; armed with a delay, returns after it.
 pub async fn reached(name: &'static str) {
     #[cfg(feature = "failpoints")]
     if triggered(name) {
         tracing::warn!(failpoint = name, "failpoint {name} reached");
-        std::future::pending::<()>().await;
+        let delay = DELAYS
+            .get()
+            .and_then(|d| d.iter().find(|(n, _)| *n == name))
+            .and_then(|(_, d)| *d);
+        match delay {
+            Some(delay) => {
+                tokio::time::sleep(delay).await;
+                tracing::warn!(failpoint = name, "failpoint {name} passed");
+            }
+            None => std::future::pending::<()>().await,
+        }
     }
     #[cfg(not(feature = "failpoints"))]
     let _ = name;
@@ -176,11 +209,24 @@ mod tests {
     #[test]
     fn the_environment_names_known_failpoints_only() {
         assert_eq!(
-            parse(" add-voter.after-effect, ,remove-voter.after-claim").ok(),
-            Some(vec![ADD_VOTER_AFTER_EFFECT, REMOVE_VOTER_AFTER_CLAIM])
+            parse(" add-voter.after-effect, ,remove-voter.after-claim@12").ok(),
+            Some(vec![
+                (ADD_VOTER_AFTER_EFFECT, None),
+                (
+                    REMOVE_VOTER_AFTER_CLAIM,
+                    Some(std::time::Duration::from_secs(12))
+                )
+            ])
         );
         assert_eq!(parse("").ok(), Some(vec![]));
-        let err = parse("add-voter.after-effect,add-voter.afterclaim").unwrap_err();
-        assert_eq!(err.unknown, vec!["add-voter.afterclaim".to_string()]);
+        let err = parse("add-voter.after-effect,add-voter.afterclaim,add-voter.after-claim@1.5")
+            .unwrap_err();
+        assert_eq!(
+            err.unknown,
+            vec![
+                "add-voter.afterclaim".to_string(),
+                "add-voter.after-claim@1.5".to_string()
+            ]
+        );
     }
 }

@@ -9,12 +9,22 @@
 //! the claimed step instead of starting another (the status claim is the second guard).
 //! SIGTERM or SIGINT stops the controllers after their current pass and releases the Lease,
 //! so a standby takes over without waiting for it to expire.
+//!
+//! Stopping at the next await point is not enough for a process that was paused (SIGSTOP, a
+//! long garbage-collection-like stall, a frozen VM) past the Lease's expiry: on waking, a pass
+//! in flight would carry on with its step before the Lease watcher notices. So a pass asks the
+//! [`LeaseFence`] right before each effect on members (a Pod or volume created or deleted, a
+//! reconfig): it reads the Lease and acts only if this process is still its holder and the
+//! last renewal is younger than the Lease's duration less `grace` (the clock skew tolerated),
+//! by this process's own clock. What remains is a pause between that read and the effect.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kube::Client;
+use jiff::Timestamp;
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use kube::{Api, Client};
 use kube_lease_manager::{LeaseManager, LeaseManagerBuilder};
 use tracing::{error, info, warn};
 
@@ -50,6 +60,80 @@ impl LeaseOptions {
             return Err("the leader-election identity (--identity or POD_NAME) is empty".into());
         }
         Ok(())
+    }
+}
+
+/// Whether the Lease (its spec, `None` when it does not exist) lets `identity` act at `now`:
+/// it holds it, and the last renewal plus the Lease's duration less `grace_seconds` is still
+/// ahead. `Err` says why not.
+pub fn lease_lets_act(
+    spec: Option<&LeaseSpec>,
+    identity: &str,
+    grace_seconds: u64,
+    now: Timestamp,
+) -> Result<(), String> {
+    let Some(spec) = spec else {
+        return Err("the leader Lease does not exist".into());
+    };
+    let holder = spec.holder_identity.as_deref().unwrap_or_default();
+    if holder != identity {
+        return Err(format!(
+            "the leader Lease is held by {holder:?}, not by this process ({identity:?})"
+        ));
+    }
+    let (Some(renewed), Some(duration)) = (&spec.renew_time, spec.lease_duration_seconds) else {
+        return Err("the leader Lease has no renewTime or leaseDurationSeconds".into());
+    };
+    let margin = i64::from(duration) - i64::try_from(grace_seconds).unwrap_or(i64::MAX);
+    let until = renewed
+        .0
+        .checked_add(jiff::SignedDuration::from_secs(margin))
+        .unwrap_or(renewed.0);
+    if now >= until {
+        return Err(format!(
+            "the leader Lease was last renewed at {} and may have expired (valid here until {until}, now {now})",
+            renewed.0
+        ));
+    }
+    Ok(())
+}
+
+/// Reads the leader Lease right before an effect, so that a process that lost it while paused
+/// does not act once more (see the module doc).
+#[derive(Clone)]
+pub struct LeaseFence {
+    api: Api<Lease>,
+    opts: LeaseOptions,
+}
+
+impl LeaseFence {
+    /// The fence of the Lease described by `opts`.
+    pub fn new(client: Client, opts: &LeaseOptions) -> LeaseFence {
+        LeaseFence {
+            api: Api::namespaced(client, &opts.namespace),
+            opts: opts.clone(),
+        }
+    }
+
+    /// `Ok` when this process may act now; [`Error::Lease`] when it no longer holds the Lease
+    /// or cannot tell.
+    pub async fn check(&self) -> Result<(), Error> {
+        let lease = self.api.get_opt(&self.opts.name).await.map_err(|e| {
+            Error::Lease(format!(
+                "reading the leader Lease {}/{} before acting: {e}",
+                self.opts.namespace, self.opts.name
+            ))
+        })?;
+        lease_lets_act(
+            lease.as_ref().and_then(|l| l.spec.as_ref()),
+            &self.opts.identity,
+            self.opts.grace_seconds,
+            Timestamp::now(),
+        )
+        .map_err(|why| {
+            warn!(reason = %why, "not acting: this process may no longer lead");
+            Error::Lease(why)
+        })
     }
 }
 
@@ -168,6 +252,45 @@ mod tests {
             duration_seconds: duration,
             grace_seconds: grace,
         }
+    }
+
+    fn spec(holder: &str, renewed: &str, duration: i32) -> LeaseSpec {
+        LeaseSpec {
+            holder_identity: Some(holder.into()),
+            renew_time: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
+                renewed.parse().expect("time"),
+            )),
+            lease_duration_seconds: Some(duration),
+            ..Default::default()
+        }
+    }
+
+    fn at(t: &str) -> Timestamp {
+        t.parse().expect("time")
+    }
+
+    #[test]
+    fn a_process_acts_only_on_a_lease_it_holds_and_that_is_fresh_by_its_own_clock() {
+        let held = spec("quorate-0", "2026-12-07T10:00:00.500Z", 15);
+        // Renewed 0.5 s ago: fine until 10 s after (15 s less a grace of 5 s).
+        assert!(lease_lets_act(Some(&held), "quorate-0", 5, at("2026-12-07T10:00:01Z")).is_ok());
+        assert!(lease_lets_act(Some(&held), "quorate-0", 5, at("2026-12-07T10:00:10.4Z")).is_ok());
+        // Paused past renewal: the other contenders may take it 15 s after; this one stops at 10.
+        let late = lease_lets_act(Some(&held), "quorate-0", 5, at("2026-12-07T10:00:10.5Z"))
+            .expect_err("stale");
+        assert!(late.contains("may have expired"), "{late}");
+        // Taken over meanwhile.
+        let other = spec("quorate-1", "2026-12-07T10:00:20Z", 15);
+        let taken = lease_lets_act(Some(&other), "quorate-0", 5, at("2026-12-07T10:00:21Z"))
+            .expect_err("another holder");
+        assert!(taken.contains("\"quorate-1\""), "{taken}");
+        // Released (no holder) or gone.
+        let mut released = held.clone();
+        released.holder_identity = None;
+        assert!(
+            lease_lets_act(Some(&released), "quorate-0", 5, at("2026-12-07T10:00:01Z")).is_err()
+        );
+        assert!(lease_lets_act(None, "quorate-0", 5, at("2026-12-07T10:00:01Z")).is_err());
     }
 
     #[test]

@@ -199,6 +199,8 @@ pub struct Context {
     pub applied: Arc<support::Applied>,
     /// Ensembles to read from the API server rather than the store on their next pass.
     pub stale: Arc<support::Stale>,
+    /// The leader Lease, read before each effect on members; `None` without leader election.
+    pub lease: Option<leader::LeaseFence>,
 }
 
 impl Context {
@@ -225,7 +227,17 @@ impl Context {
             stores: None,
             applied: Arc::default(),
             stale: Arc::default(),
+            lease: None,
         })
+    }
+
+    /// `Ok` when this process may act on members now: it runs without leader election, or it
+    /// still holds the leader Lease (see [`leader::LeaseFence`]). Asked right before each effect.
+    pub async fn may_act(&self) -> Result<(), Error> {
+        match &self.lease {
+            Some(fence) => fence.check().await,
+            None => Ok(()),
+        }
     }
 }
 
@@ -537,7 +549,12 @@ pub async fn run(client: Client, options: RunOptions) -> Result<(), Error> {
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(Health::default());
     crate::serve::serve(&options.serve, metrics.clone(), health.clone()).await?;
-    let ctx = Arc::new(Context::with_metrics(client.clone(), metrics.clone())?);
+    let mut ctx = Context::with_metrics(client.clone(), metrics.clone())?;
+    ctx.lease = options
+        .lease
+        .as_ref()
+        .map(|l| leader::LeaseFence::new(client.clone(), l));
+    let ctx = Arc::new(ctx);
     info!(
         namespaces = %if options.namespaces.is_empty() { "*".to_string() } else { options.namespaces.join(",") },
         "quorate operator starting"

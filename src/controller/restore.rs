@@ -406,6 +406,8 @@ where
     F: Fn(&str, String, &'static str) -> Fut,
     Fut: std::future::Future<Output = Result<(), Error>>,
 {
+    // Every act of these phases touches members: only while this process may act.
+    ctx.may_act().await?;
     let ns = zkr.namespace().unwrap_or_default();
     let name = zkr.name_any();
     let ens_name = &zkr.spec.ensemble_ref.name;

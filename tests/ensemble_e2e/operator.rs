@@ -797,3 +797,163 @@ pub async fn a_removal_committed_before_a_quorum_loss_never_brings_the_member_ba
     );
     Ok(())
 }
+
+/// The Lease holder is paused (SIGSTOP) inside create-member/4, after member 4's volume and
+/// before its Pod, and stays paused past its Lease; a successor takes over and, the scale-up
+/// undone meanwhile, converges back to 3 members, so no leader wants a member 4 any more. When
+/// the paused process wakes, its pass goes on (its failpoint lets it go on after a delay that
+/// ran out during the pause) to the step's next effect: it must not create member 4's Pod
+/// before it notices it lost the Lease and exits. Judged from the API server alone: a watch on
+/// the namespace's Pods from before the wake until a sentinel Pod created after the process
+/// exited comes through.
+pub async fn a_leader_paused_past_its_lease_inside_a_step_does_not_act_when_it_wakes(
+    bed: &Bed,
+    ns: &str,
+) -> TestResult {
+    use futures::StreamExt as _;
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::runtime::watcher;
+
+    let (client, api) = create_and_converge(bed, ns, ensemble("masters", 3)).await?;
+    bed.kill_operator();
+    let failpoint = quorate::controller::failpoints::CREATE_MEMBER_AFTER_VOLUME;
+    let armed = bed.start_operator_with_env(&[(
+        quorate::controller::failpoints::ENV,
+        &format!("{failpoint}@10"),
+    )])?;
+    set_replicas(&api, "masters", 5).await?;
+    reached(bed, &armed, failpoint).await?;
+    if !bed.signal_operator(&armed, libc::SIGSTOP) {
+        return Err(fail(format!("cannot pause {armed}")));
+    }
+    if bed
+        .operator_log(&armed)
+        .contains(&format!("failpoint {failpoint} passed"))
+    {
+        return Err(fail(format!(
+            "{armed} went past {failpoint} before it was paused (10 s after it reached it): the machine is too slow for this scenario"
+        )));
+    }
+    let claimed = status_of(&api).await?.in_flight.map(|c| c.id);
+    if claimed.as_deref() != Some("create-member/4") {
+        return Err(fail(format!(
+            "paused at {failpoint} with {claimed:?} claimed"
+        )));
+    }
+    set_replicas(&api, "masters", 3).await?;
+    let successor = bed.start_operator()?;
+    wait_for(
+        "the successor to take the Lease",
+        Duration::from_secs(60),
+        async || Ok(bed.lease_holder().await?.as_deref() == Some(successor.as_str())),
+    )
+    .await?;
+    wait_converged(bed, &api, "masters", 3, Duration::from_secs(300)).await?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    wait_for(
+        "member 4 to have no Pod",
+        Duration::from_secs(120),
+        async || {
+            Ok(pods
+                .get_opt("masters-4")
+                .await
+                .map_err(|e| fail(e.to_string()))?
+                .is_none())
+        },
+    )
+    .await?;
+
+    // Every Pod created from here on, by name, as the API server tells it.
+    let created = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let listed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watch = tokio::spawn({
+        let (created, listed) = (created.clone(), listed.clone());
+        let mut events = watcher(pods.clone(), watcher::Config::default()).boxed();
+        async move {
+            // Changes to the Pods there were when the watch listed (their status, say) are no
+            // creations.
+            let mut existing = BTreeSet::new();
+            while let Some(event) = events.next().await {
+                match event {
+                    Ok(watcher::Event::InitApply(pod)) => {
+                        existing.extend(pod.metadata.uid);
+                    }
+                    Ok(watcher::Event::InitDone) => {
+                        listed.store(true, std::sync::atomic::Ordering::SeqCst)
+                    }
+                    Ok(watcher::Event::Apply(pod)) => {
+                        let new = pod.metadata.uid.is_some_and(|u| existing.insert(u));
+                        if let (true, Ok(mut c), Some(name)) =
+                            (new, created.lock(), pod.metadata.name)
+                        {
+                            c.push(name);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    });
+    wait_for(
+        "the Pod watch to list",
+        Duration::from_secs(30),
+        async || Ok(listed.load(std::sync::atomic::Ordering::SeqCst)),
+    )
+    .await?;
+    bed.signal_operator(&armed, libc::SIGCONT);
+    let mut exited = false;
+    wait_for(
+        &format!("{armed} to notice it lost the Lease and exit"),
+        Duration::from_secs(60),
+        async || {
+            exited |= bed.reap_operators().contains(&armed);
+            Ok(exited)
+        },
+    )
+    .await?;
+    // Bound to a node that does not exist, so nothing runs it; admitted under `restricted`.
+    let sentinel: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "sentinel"},
+        "spec": {
+            "nodeName": "no-such-node",
+            "securityContext": {"runAsNonRoot": true, "runAsUser": 1000, "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [{
+                "name": "sentinel",
+                "image": "sentinel:none",
+                "securityContext": {"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}},
+            }],
+        },
+    }))
+    .map_err(|e| fail(e.to_string()))?;
+    pods.create(&PostParams::default(), &sentinel)
+        .await
+        .map_err(|e| fail(format!("create the sentinel Pod: {e}")))?;
+    wait_for(
+        "the sentinel Pod to come through the watch",
+        Duration::from_secs(30),
+        async || {
+            Ok(created
+                .lock()
+                .map_err(|_| fail("lock"))?
+                .iter()
+                .any(|n| n == "sentinel"))
+        },
+    )
+    .await?;
+    watch.abort();
+    let _ = pods.delete("sentinel", &Default::default()).await;
+    let created: Vec<String> = created
+        .lock()
+        .map_err(|_| fail("lock"))?
+        .iter()
+        .filter(|n| *n != "sentinel")
+        .cloned()
+        .collect();
+    if !created.is_empty() {
+        return Err(fail(format!(
+            "{armed} acted after it woke without the Lease: Pods created {created:?}\n{armed}'s log:\n{}",
+            bed.operator_log(&armed)
+        )));
+    }
+    Ok(())
+}
