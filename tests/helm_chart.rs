@@ -1743,8 +1743,8 @@ async fn the_rbac_has_no_wildcards_and_matches_deploy_operator_rbac(ctx: Arc<Ctx
 // The real API server
 // ---------------------------------------------------------------------------------------------
 
-/// Renders with `set`, creates the namespaces the output needs, and applies it with a
-/// server-side dry run; every object must come back.
+/// Renders with `set`, creates the namespaces the output needs, and applies it (server-side
+/// apply) with a server-side dry run; every object must come back.
 async fn dry_run(
     ctx: &Ctx,
     release: &str,
@@ -1760,9 +1760,27 @@ async fn dry_run(
         .iter()
         .map(|d| format!("---\n{}", serde_norway::to_string(d).unwrap_or_default()))
         .collect();
+    // Server-side apply: one request per object that creates or updates, so a CRD that the
+    // install tests (sharing this API server) create or delete at the same moment cannot turn
+    // a client-side read-then-create into AlreadyExists.
     let mut cmd = tokio::process::Command::from(ctx.plane.kubectl());
-    cmd.args(["apply", "--dry-run=server", "-o", "name", "-f", "-"]);
-    let out = run(cmd, Some(&stream), "kubectl apply --dry-run=server").await?;
+    cmd.args([
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "--field-manager=quorate-dry-run",
+        "--dry-run=server",
+        "-o",
+        "name",
+        "-f",
+        "-",
+    ]);
+    let out = run(
+        cmd,
+        Some(&stream),
+        "kubectl apply --server-side --dry-run=server",
+    )
+    .await?;
     let applied = out.lines().filter(|l| !l.trim().is_empty()).count();
     if applied != docs.len() {
         return Err(fail(format!(
