@@ -36,6 +36,10 @@ use crate::common::*;
 const BOUNDED_SEED: u64 = 13;
 /// The longest an ensemble may take to converge after a round's last fault is healed.
 const CONVERGE_WITHIN: Duration = Duration::from_secs(240);
+/// A round that took longer than this to converge keeps the operators' and members' logs of
+/// the run so far beside the report, so that a slow recovery can be read afterwards even when
+/// the campaign passes or is stopped by hand.
+const SLOW_ROUND: Duration = Duration::from_secs(90);
 
 /// Every kind of fault the campaign injects.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -140,6 +144,8 @@ enum Operation {
 /// One round's outcome.
 #[derive(Debug, Serialize)]
 struct Round {
+    /// When the round began (wall clock, to find it in the logs).
+    started_at: String,
     operation: Operation,
     faults: Vec<Fault>,
     /// Failpoints armed in this round and whether the operator reached them.
@@ -148,6 +154,9 @@ struct Round {
     history_operations: usize,
     configurations: usize,
     converge_seconds: f64,
+    /// Where the logs of a slow round (see [`SLOW_ROUND`]) were kept.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kept_logs: Option<String>,
 }
 
 /// The campaign report (JSON).
@@ -628,6 +637,27 @@ async fn converged(
     Ok(t0.elapsed().as_secs_f64())
 }
 
+/// Keeps every operator's whole log and the members' logs beside the report `path` (with
+/// `tag` in their names, when one is given) and says where.
+fn keep_logs(bed: &Bed, ns: &str, path: &std::path::Path, tag: &str) -> String {
+    let name = |ext: &str| {
+        if tag.is_empty() {
+            path.with_extension(ext)
+        } else {
+            path.with_extension(format!("{tag}.{ext}"))
+        }
+    };
+    let logs = name("operators.log");
+    let operators = match std::fs::write(&logs, bed.operator_logs()) {
+        Ok(()) => format!("operators' logs in {}", logs.display()),
+        Err(e) => format!("operators' logs not kept: {e}"),
+    };
+    let members = keep_member_logs(bed, ns, &name("members"));
+    let kept = format!("{operators}; {members}");
+    eprintln!("{kept}");
+    kept
+}
+
 /// Copies every container log of the campaign's namespace (all runs of each member, appended by
 /// the node agent) into `dir`, so that a failed campaign can be read from ZooKeeper's side too.
 fn keep_member_logs(bed: &Bed, ns: &str, dir: &std::path::Path) -> String {
@@ -718,6 +748,7 @@ pub async fn campaign(bed: &Bed, ns: &str, seed: u64, faults: usize) -> Result<(
     let result: Result<(), Failed> = async {
         while !queue.is_empty() {
             round += 1;
+            let round_started = jiff::Timestamp::now();
             let judges = Judges::start_tagged(bed, ns, "masters", &format!("-r{round}")).await?;
             judges.excuse_all();
             let op = if rng.random_bool(0.7) {
@@ -773,6 +804,8 @@ pub async fn campaign(bed: &Bed, ns: &str, seed: u64, faults: usize) -> Result<(
             }
             rig.supervise()?;
             let converge = converged(&rig, ns, &api, &judges, size as usize).await?;
+            let kept_logs = (converge > SLOW_ROUND.as_secs_f64())
+                .then(|| keep_logs(bed, ns, &path, &format!("round-{round}")));
             // A member whose data a fault destroyed never votes again under its id (I4): the
             // ensemble converged only once it was replaced.
             let destroyed = std::mem::take(&mut *rig.destroyed.lock().map_err(|_| fail("lock"))?);
@@ -795,6 +828,7 @@ pub async fn campaign(bed: &Bed, ns: &str, seed: u64, faults: usize) -> Result<(
             report.history_operations += verdict.history_ops;
             report.max_converge_seconds = report.max_converge_seconds.max(converge);
             report.round_log.push(Round {
+                started_at: round_started.to_string(),
                 operation: op,
                 faults: done,
                 failpoints,
@@ -802,6 +836,7 @@ pub async fn campaign(bed: &Bed, ns: &str, seed: u64, faults: usize) -> Result<(
                 history_operations: verdict.history_ops,
                 configurations: verdict.configs.len(),
                 converge_seconds: converge,
+                kept_logs,
             });
             report.rounds = round;
             report.fault_kinds = report.faults_by_kind.len();
@@ -824,15 +859,7 @@ pub async fn campaign(bed: &Bed, ns: &str, seed: u64, faults: usize) -> Result<(
         }
         // The whole of every operator's log beside the report: the tail in the message rarely
         // reaches back to the step a judge faulted.
-        let logs = path.with_extension("operators.log");
-        let kept = match std::fs::write(&logs, bed.operator_logs()) {
-            Ok(()) => format!("operators' logs in {}", logs.display()),
-            Err(e) => format!("operators' logs not kept: {e}"),
-        };
-        eprintln!("{kept}");
-        let members = keep_member_logs(bed, ns, &path.with_extension("members"));
-        eprintln!("{members}");
-        let kept = format!("{kept}; {members}");
+        let kept = keep_logs(bed, ns, &path, "");
         let short: String = msg.chars().take(2000).collect();
         report.failure = Some(format!("round {round} (seed {seed}): {short} ({kept})"));
     }
