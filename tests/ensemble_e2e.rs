@@ -1193,6 +1193,14 @@ fn scenarios() -> Vec<(&'static str, Scenario)> {
             },
         ),
         (
+            "a_removal_that_never_reached_zookeeper_is_withdrawn_and_its_member_restores_the_quorum",
+            |b, n| {
+                Box::pin(
+                    operator::a_removal_that_never_reached_zookeeper_is_withdrawn_and_its_member_restores_the_quorum(b, n),
+                )
+            },
+        ),
+        (
             "a_disk_lost_while_its_member_restarts_into_a_new_spec_is_replaced_and_the_roll_goes_on",
             |b, n| {
                 Box::pin(

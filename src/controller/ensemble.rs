@@ -203,7 +203,7 @@ async fn pass(ens: Arc<MasterEnsemble>, ctx: Arc<Context>) -> Result<Action, Err
                 ..claim
             };
             let status = build_status(&ens, &previous, &obs, &plan, Some(&claimed), now);
-            write_status(&api, &ens, status, &step.to_string()).await?;
+            let written = write_status(&api, &ens, status.clone(), &step.to_string()).await?;
             super::failpoints::reached(super::failpoints::after_claim(step)).await;
             record_members(Some(claimed.started_at));
             announce_completed(&ctx, &ens, &obs, &desired).await;
@@ -231,6 +231,9 @@ async fn pass(ens: Arc<MasterEnsemble>, ctx: Arc<Context>) -> Result<Action, Err
                     &e.to_string(),
                 )
                 .await;
+                if !resumed && e.reconfig_not_sent() {
+                    withdraw_removal(&api, &written, &status, step, &obs, e).await;
+                }
                 return Err(result.unwrap_err());
             }
             Ok(Action::requeue(next_look(step, ctx.settle)))
@@ -333,14 +336,36 @@ async fn record(
     Ok(())
 }
 
+/// Takes back this pass's claim of a removal that failed before any reconfig request was sent
+/// (see [`super::status::withdrawn_removal`]), conditioned on the claim being the last write:
+/// if another pass or operator wrote since, its status stands.
+async fn withdraw_removal(
+    api: &Api<MasterEnsemble>,
+    written: &MasterEnsemble,
+    claimed: &MasterEnsembleStatus,
+    step: &crate::planner::Step,
+    obs: &Observation,
+    error: &Error,
+) {
+    let Some(status) =
+        super::status::withdrawn_removal(claimed, step, &obs.observed.voters(), &error.to_string())
+    else {
+        return;
+    };
+    match write_status(api, written, status, "withdraw the claim").await {
+        Ok(_) => info!(%step, "claim withdrawn: no reconfig request was sent"),
+        Err(e) => warn!(%step, error = %e, "claim not withdrawn"),
+    }
+}
+
 /// Replaces the status, conditioned on the resourceVersion this pass read (a compare-and-set);
-/// losing the race is [`Error::Conflict`].
+/// losing the race is [`Error::Conflict`]. Returns the object as written.
 async fn write_status(
     api: &Api<MasterEnsemble>,
     ens: &MasterEnsemble,
     status: MasterEnsembleStatus,
     what: &str,
-) -> Result<(), Error> {
+) -> Result<MasterEnsemble, Error> {
     let mut obj = ens.clone();
     obj.status = Some(status);
     let params = PostParams {
@@ -350,7 +375,6 @@ async fn write_status(
     let name = ens.name_any();
     api.replace_status(&name, &params, &obj)
         .await
-        .map(|_| ())
         .map_err(|e| match e {
             kube::Error::Api(s) if s.code == 409 => Error::Conflict { step: what.into() },
             e => Error::kube(format!("{what} on {name}"))(e),

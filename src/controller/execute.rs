@@ -283,11 +283,10 @@ async fn ensure_reconfig(
     step: &Step,
 ) -> Result<(), Error> {
     let as_user = |who: &Credentials| {
-        obs.membership(who.clone()).ok_or_else(|| {
-            Error::Inconsistent(format!(
-                "{step}: no member serves, the configuration cannot change"
-            ))
-        })
+        obs.membership(who.clone())
+            .ok_or_else(|| Error::NoServingMember {
+                step: step.to_string(),
+            })
     };
     let failed = |source| Error::Membership {
         step: step.to_string(),

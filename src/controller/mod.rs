@@ -64,6 +64,12 @@ pub enum Error {
         /// ZooKeeper's answer.
         source: crate::zk::membership::Error,
     },
+    /// A membership change found no serving member to send its reconfig to.
+    #[error("{step}: no member serves, the configuration cannot change")]
+    NoServingMember {
+        /// The step.
+        step: String,
+    },
     /// The AdminServer probe could not be built.
     #[error("AdminServer probe: {0}")]
     Probe(#[from] crate::zk::admin::Error),
@@ -102,13 +108,23 @@ impl Error {
             }
             Error::Kube { .. } => "kube",
             Error::Conflict { .. } => "conflict",
-            Error::Membership { .. } => "zookeeper",
+            Error::Membership { .. } | Error::NoServingMember { .. } => "zookeeper",
             Error::Probe(_) => "probe",
             Error::Inconsistent(_) => "inconsistent",
             Error::Backup(_) => "backup",
             Error::Lease(_) => "lease",
             Error::Serve(_) => "serve",
             Error::Failpoints(_) => "failpoints",
+        }
+    }
+
+    /// Whether a membership step failed before any reconfig request left this process, so that
+    /// ZooKeeper certainly did not apply it.
+    pub fn reconfig_not_sent(&self) -> bool {
+        match self {
+            Error::Membership { source, .. } => source.before_any_request(),
+            Error::NoServingMember { .. } => true,
+            _ => false,
         }
     }
 

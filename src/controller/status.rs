@@ -64,6 +64,33 @@ fn recorded_voters(voters: &BTreeSet<ServerId>, claimed: Option<&Claim>) -> Vec<
         .collect()
 }
 
+/// The status that takes back the claim of `step` (written as `claimed`) when the step is a
+/// removal that certainly never reached ZooKeeper: it failed before any reconfig request left
+/// the operator, and no earlier pass had claimed it (the caller checks both). Its members are
+/// recorded as voters again and nothing is in flight. Without this, a quorum lost right after
+/// such a claim leaves a voter that never left the configuration recorded as one that may have
+/// left, which no pass brings back (I4), although its volume may hold a quorum's data (a
+/// fenced member, kept for exactly that).
+pub fn withdrawn_removal(
+    claimed: &MasterEnsembleStatus,
+    step: &Step,
+    voters: &BTreeSet<ServerId>,
+    why: &str,
+) -> Option<MasterEnsembleStatus> {
+    let Step::RemoveVoter { .. } = step else {
+        return None;
+    };
+    Some(MasterEnsembleStatus {
+        voters: recorded_voters(voters, None),
+        in_flight: None,
+        message: Some(format!(
+            "{step} withdrawn: no reconfig request reached ZooKeeper ({why}); its members are \
+             still voters"
+        )),
+        ..claimed.clone()
+    })
+}
+
 fn claim_step(c: &Claim) -> InFlightStep {
     in_flight_step(&c.step, c.started_at)
 }
@@ -423,6 +450,46 @@ mod claim_record_tests {
             );
         }
         assert_eq!(recorded_voters(&voters, None), [1, 2, 3, 4, 5]);
+    }
+
+    #[test]
+    fn only_a_removal_is_withdrawn_and_its_members_are_voters_again() {
+        let at = Timestamp::from_second(1_767_268_800).unwrap();
+        let voters: BTreeSet<ServerId> = [1, 2, 3].map(ServerId).into();
+        let removal = Step::remove_voter(ServerId(1));
+        let claimed = MasterEnsembleStatus {
+            voters: recorded_voters(
+                &voters,
+                Some(&Claim {
+                    step: removal.clone(),
+                    started_at: at,
+                }),
+            ),
+            in_flight: Some(in_flight_step(&removal, at)),
+            ..Default::default()
+        };
+        assert_eq!(claimed.voters, [2, 3]);
+        let back = withdrawn_removal(&claimed, &removal, &voters, "no session").unwrap();
+        assert_eq!(back.voters, [1, 2, 3]);
+        assert_eq!(back.in_flight, None);
+        assert!(
+            back.message
+                .as_deref()
+                .is_some_and(|m| m.contains("remove-voter/1 withdrawn") && m.contains("no session")),
+            "{:?}",
+            back.message
+        );
+        for step in [
+            Step::add_voter(ServerId(4)),
+            Step::FenceMember {
+                member: ServerId(1),
+            },
+            Step::RestartMember {
+                member: ServerId(1),
+            },
+        ] {
+            assert_eq!(withdrawn_removal(&claimed, &step, &voters, "x"), None);
+        }
     }
 
     #[test]

@@ -151,7 +151,10 @@ pub enum Error {
     },
     /// The operation did not finish before its deadline (connection losses, conflicts, an
     /// election that takes long, ...).
-    #[error("{op} did not finish within {deadline:?} ({attempts} attempts); last problem: {last}")]
+    #[error(
+        "{op} did not finish within {deadline:?} ({attempts} attempts{}); last problem: {last}",
+        if *sent { "" } else { ", no reconfig request sent" }
+    )]
     GaveUp {
         /// The operation.
         op: String,
@@ -161,10 +164,25 @@ pub enum Error {
         attempts: u32,
         /// The last problem seen.
         last: String,
+        /// Whether a reconfig request went out at all. When none did, ZooKeeper certainly did
+        /// not apply the change (no session, or none connected, in time).
+        sent: bool,
     },
 }
 
 impl Error {
+    /// Whether this error proves that ZooKeeper did not apply the change: it came before any
+    /// reconfig request was sent. Only a removal that certainly did not happen may be taken
+    /// back in the records (see the ensemble controller); anything else may have committed.
+    pub fn before_any_request(&self) -> bool {
+        match self {
+            Error::GaveUp { sent, .. } => !sent,
+            // Raised only outside the reconfig loop: the session or the ACL check before it.
+            Error::Connect { .. } | Error::Acl { .. } => true,
+            _ => false,
+        }
+    }
+
     /// Whether retrying later may succeed without anyone changing anything.
     pub fn is_transient(&self) -> bool {
         matches!(
@@ -690,6 +708,7 @@ impl<P: MemberProbe> ZkMembership<P> {
         };
         let mut attempts = 0u32;
         let mut last = String::from("none");
+        let mut sent = false;
         loop {
             if attempts > 0 {
                 let pause = Duration::from_millis(100 * u64::from(attempts.min(10)));
@@ -699,6 +718,7 @@ impl<P: MemberProbe> ZkMembership<P> {
                         deadline: self.timeouts.operation,
                         attempts,
                         last,
+                        sent,
                     });
                 }
                 tokio::time::sleep(pause).await;
@@ -753,6 +773,7 @@ impl<P: MemberProbe> ZkMembership<P> {
             };
             let expected = i64::try_from(config.version).ok();
             outcome.changed = true;
+            sent = true;
             info!(%op, version = config.version, "reconfig");
             match self.call(client.update_ensemble(update, expected)).await {
                 Ok((data, stat)) => {
@@ -914,6 +935,41 @@ mod tests {
             matches!(&err, Error::JoinerNotReady { id, reason } if *id == ServerId(4) && reason.contains("asked again")),
             "{err}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_removal_that_never_connects_gives_up_before_any_request() {
+        // A port on loopback that nothing listens on: every session attempt is refused.
+        let unused = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port");
+        let membership = ZkMembership::new(unused.to_string(), None)
+            .expect("membership")
+            .with_timeouts(Timeouts {
+                connect: Duration::from_millis(200),
+                operation: Duration::from_secs(2),
+                ..Timeouts::default()
+            });
+        let err = membership
+            .remove_voters(&[ServerId(3)])
+            .await
+            .expect_err("no server: the removal cannot succeed");
+        assert!(matches!(err, Error::GaveUp { sent: false, .. }), "{err:?}");
+        assert!(err.before_any_request(), "{err}");
+        assert!(
+            err.to_string().contains("no reconfig request sent"),
+            "{err}"
+        );
+        // Sent at least once (an answer lost with the connection): it may have committed.
+        let sent = Error::GaveUp {
+            op: "remove server.3".into(),
+            deadline: Duration::from_secs(60),
+            attempts: 3,
+            last: "reconfig: connection loss".into(),
+            sent: true,
+        };
+        assert!(!sent.before_any_request());
+        assert!(!Error::NewConfigNoQuorum { op: "x".into() }.before_any_request());
     }
 
     #[test]

@@ -798,6 +798,82 @@ pub async fn a_removal_committed_before_a_quorum_loss_never_brings_the_member_ba
     Ok(())
 }
 
+/// The counterpart of the scenario above: a removal claimed but never sent. Member 3 is paused
+/// until quorate fences it (its Pod deleted, its volume kept) and claims `remove-voter/3`; the
+/// operator waits at `remove-voter.after-claim` (a failpoint that goes on after a delay) while
+/// member 2 is paused, so the quorum is lost before any reconfig request can be sent. The claim
+/// had recorded 3 as a member that may have left; since the reconfig never left the operator,
+/// ZooKeeper certainly did not apply it, and the claim must be withdrawn: member 3 is still a
+/// voter whose volume holds its data, and starting it again gives members 1 and 3 a quorum of
+/// {1, 2, 3} with no write lost (found by the fault campaign, seed 2031 round 1, where the
+/// ensemble stayed down, Blocked, until a person acted). Judged from ZooKeeper: members 1 and
+/// 3 serve again while member 2 is still paused (before the fix quorate stayed Blocked until 2
+/// came back), then the ensemble converges on three members with every acknowledged write
+/// read back, a linearizable history, and member 3 never out of the configuration.
+pub async fn a_removal_that_never_reached_zookeeper_is_withdrawn_and_its_member_restores_the_quorum(
+    bed: &Bed,
+    ns: &str,
+) -> TestResult {
+    let (client, api) = create_and_converge(bed, ns, ensemble("masters", 3)).await?;
+    let judges = Judges::start(bed, ns, "masters").await?;
+    judges.excuse(2);
+    judges.excuse(3);
+    bed.kill_operator();
+    let failpoint = quorate::controller::failpoints::REMOVE_VOTER_AFTER_CLAIM;
+    let armed = bed.start_operator_with_env(&[(
+        quorate::controller::failpoints::ENV,
+        &format!("{failpoint}@20"),
+    )])?;
+    with_agent(bed, |a| a.pause(ns, "masters-3"))?;
+    reached(bed, &armed, failpoint).await?;
+    // The claim is written: 3 is recorded as a member that may have left.
+    let claimed = status_of(&api).await?;
+    if claimed.voters != [1, 2] {
+        return Err(fail(format!(
+            "at {failpoint} expected the claim to record voters [1, 2], found {:?}",
+            claimed.voters
+        )));
+    }
+    with_agent(bed, |a| a.pause(ns, "masters-2"))?;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .map_err(|e| fail(e.to_string()))?;
+    // Members 1 and 3 serve again, with 2 still paused: only member 3's return can do that.
+    wait_for(
+        "members 1 and 3 serving while member 2 is paused",
+        Duration::from_secs(240),
+        async || {
+            let seen = members_seen(&client, ns, &http).await?;
+            Ok([1, 3]
+                .iter()
+                .all(|id| seen.get(id).is_some_and(|m| m.serving)))
+        },
+    )
+    .await
+    .map_err(|e| fail(format!("{e:?}\noperator log:\n{}", bed.operator_log_tail())))?;
+    if !bed.operator_log(&armed).contains("claim withdrawn") {
+        return Err(fail(format!(
+            "{armed} did not log the withdrawal of its claim:\n{}",
+            bed.operator_log_tail()
+        )));
+    }
+    with_agent(bed, |a| a.resume(ns, "masters-2"))?;
+    wait_converged(bed, &api, "masters", 3, Duration::from_secs(300)).await?;
+    let verdict = judges.finish(bed).await?;
+    if verdict.configs.iter().any(|c| !c.contains(&3)) {
+        return Err(fail(format!(
+            "member 3 left the configuration: {:?}",
+            verdict.configs
+        )));
+    }
+    eprintln!(
+        "{ns}: remove-voter/3 claimed, quorum lost before its reconfig; claim withdrawn, 3 back; configurations {:?}",
+        verdict.configs
+    );
+    Ok(())
+}
+
 /// The Lease holder is paused (SIGSTOP) inside create-member/4, after member 4's volume and
 /// before its Pod, and stays paused past its Lease; a successor takes over and, the scale-up
 /// undone meanwhile, converges back to 3 members, so no leader wants a member 4 any more. When
