@@ -203,7 +203,7 @@ async fn pass(ens: Arc<MasterEnsemble>, ctx: Arc<Context>) -> Result<Action, Err
                 ..claim
             };
             let status = build_status(&ens, &previous, &obs, &plan, Some(&claimed), now);
-            let written = write_status(&api, &ens, status.clone(), &step.to_string()).await?;
+            let written = write_status(&api, &ens, status, &step.to_string()).await?;
             super::failpoints::reached(super::failpoints::after_claim(step)).await;
             record_members(Some(claimed.started_at));
             announce_completed(&ctx, &ens, &obs, &desired).await;
@@ -232,7 +232,7 @@ async fn pass(ens: Arc<MasterEnsemble>, ctx: Arc<Context>) -> Result<Action, Err
                 )
                 .await;
                 if !resumed && e.reconfig_not_sent() {
-                    withdraw_removal(&api, &written, &status, step, &obs, e).await;
+                    withdraw_removal(&api, &written, step, &obs, e).await;
                 }
                 return Err(result.unwrap_err());
             }
@@ -337,19 +337,23 @@ async fn record(
 }
 
 /// Takes back this pass's claim of a removal that failed before any reconfig request was sent
-/// (see [`super::status::withdrawn_removal`]), conditioned on the claim being the last write:
-/// if another pass or operator wrote since, its status stands.
+/// (see [`super::status::withdrawn_removal`]), conditioned on the claim (`written`, as the API
+/// server returned it) being the last write: if another pass or operator wrote since, its
+/// status stands.
 async fn withdraw_removal(
     api: &Api<MasterEnsemble>,
     written: &MasterEnsemble,
-    claimed: &MasterEnsembleStatus,
     step: &crate::planner::Step,
     obs: &Observation,
     error: &Error,
 ) {
-    let Some(status) =
-        super::status::withdrawn_removal(claimed, step, &obs.observed.voters(), &error.to_string())
-    else {
+    let claimed = written.status.clone().unwrap_or_default();
+    let Some(status) = super::status::withdrawn_removal(
+        &claimed,
+        step,
+        &obs.observed.voters(),
+        &error.to_string(),
+    ) else {
         return;
     };
     match write_status(api, written, status, "withdraw the claim").await {

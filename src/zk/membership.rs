@@ -708,7 +708,6 @@ impl<P: MemberProbe> ZkMembership<P> {
         };
         let mut attempts = 0u32;
         let mut last = String::from("none");
-        let mut sent = false;
         loop {
             if attempts > 0 {
                 let pause = Duration::from_millis(100 * u64::from(attempts.min(10)));
@@ -718,7 +717,7 @@ impl<P: MemberProbe> ZkMembership<P> {
                         deadline: self.timeouts.operation,
                         attempts,
                         last,
-                        sent,
+                        sent: outcome.changed,
                     });
                 }
                 tokio::time::sleep(pause).await;
@@ -773,7 +772,6 @@ impl<P: MemberProbe> ZkMembership<P> {
             };
             let expected = i64::try_from(config.version).ok();
             outcome.changed = true;
-            sent = true;
             info!(%op, version = config.version, "reconfig");
             match self.call(client.update_ensemble(update, expected)).await {
                 Ok((data, stat)) => {
