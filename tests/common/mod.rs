@@ -402,6 +402,21 @@ pub fn with_agent<T>(
     f(agent.as_ref().ok_or_else(|| fail("no agent"))?).map_err(|e| fail(e.to_string()))
 }
 
+/// Runs a process fault (or its end) through the node agent: false when the Pod had no
+/// running container.
+pub fn landed(
+    bed: &Bed,
+    f: impl FnOnce(
+        &quorate_testbed::nodeagent::NodeAgent,
+    ) -> Result<(), quorate_testbed::nodeagent::Error>,
+) -> Result<bool, Failed> {
+    match with_agent(bed, f) {
+        Ok(()) => Ok(true),
+        Err(e) if format!("{e:?}").contains("no running container") => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// A node agent that also runs `quorate:<tag>` images (restores' init containers, volume
 /// probes) with the quorate binary under test.
 pub fn agent_running_quorate_images() -> AgentOptions {

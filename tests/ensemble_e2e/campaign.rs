@@ -246,20 +246,6 @@ enum Injected {
     Missed,
 }
 
-/// Runs a process fault through the node agent: false when the Pod had no running container.
-fn landed(
-    bed: &Bed,
-    f: impl FnOnce(
-        &quorate_testbed::nodeagent::NodeAgent,
-    ) -> Result<(), quorate_testbed::nodeagent::Error>,
-) -> Result<bool, Failed> {
-    match with_agent(bed, f) {
-        Ok(()) => Ok(true),
-        Err(e) if format!("{e:?}").contains("no running container") => Ok(false),
-        Err(e) => Err(e),
-    }
-}
-
 fn pick_member(rng: &mut StdRng, ids: &[u32]) -> Result<u32, Failed> {
     ids.choose(rng)
         .copied()
