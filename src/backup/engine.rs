@@ -539,6 +539,57 @@ pub async fn restored_data(
     joined(parsed).await
 }
 
+/// The counts of a member that loaded a placed snapshot and that no client uses (a
+/// verify-only restore's scratch member), from the member itself: `monitor` for its ephemerals,
+/// `srvr` for its last processed zxid, and two `getAllChildrenNumber` through one session. No
+/// walk of the tree: the time does not grow with the data beyond ZooKeeper's own count.
+/// Sessions that the snapshot held expire meanwhile and take their ephemerals with them, so
+/// the ephemerals are read before and after the session's counts, until both agree.
+pub async fn loaded_counts(
+    probe: &crate::zk::AdminProbe,
+    member: &MemberAddr,
+    auth: (&str, &str),
+) -> Result<tree::LoadedCounts, Error> {
+    let err = |message: String| Error::Snapshot {
+        member: member.to_string(),
+        message,
+    };
+    let ephemerals = async || {
+        let reply = probe.command(member, "monitor").await.map_err(err)?;
+        crate::zk::admin::count(&reply, "ephemerals_count")
+            .ok_or_else(|| err("monitor: no ephemerals_count".into()))
+    };
+    let client = tree::connect(&member.client_address(), Some(auth)).await?;
+    let children = async |path: &str| {
+        client
+            .count_descendants_number(path)
+            .await
+            .map(|n| n as u64)
+            .map_err(|e| err(format!("getAllChildrenNumber {path}: {e}")))
+    };
+    for _ in 0..5 {
+        let before = ephemerals().await?;
+        let descendants = children("/").await?;
+        let system_descendants = children("/zookeeper").await?;
+        let srvr = probe.command(member, "srvr").await.map_err(err)?;
+        let last_processed_zxid = srvr
+            .pointer("/server_stats/last_processed_zxid")
+            .and_then(serde_json::Value::as_i64)
+            .ok_or_else(|| err("srvr: no last_processed_zxid".into()))?;
+        if ephemerals().await? == before {
+            return Ok(tree::LoadedCounts {
+                descendants,
+                system_descendants,
+                ephemerals: before,
+                last_processed_zxid,
+            });
+        }
+    }
+    Err(err(
+        "its ephemeral count changed during every one of 5 readings".into(),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -412,6 +412,62 @@ impl AtRestore {
     }
 }
 
+/// What a member that loaded a placed snapshot, and that no client uses (a verify-only
+/// restore's scratch member), says of itself: its own counters instead of a walk of its tree.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LoadedCounts {
+    /// Every znode but the root (`getAllChildrenNumber` of `/`).
+    pub descendants: u64,
+    /// The znodes under `/zookeeper` (`getAllChildrenNumber` of `/zookeeper`).
+    pub system_descendants: u64,
+    /// Ephemeral znodes (`monitor` `ephemerals_count`): the sessions the snapshot holds keep
+    /// theirs until they expire.
+    pub ephemerals: u64,
+    /// The member's last processed zxid (`srvr`).
+    pub last_processed_zxid: i64,
+}
+
+impl LoadedCounts {
+    /// The user znodes the member holds: not the root, not `/zookeeper` and what lies under it,
+    /// not an ephemeral ([`super::znode::is_restorable`]'s rule).
+    pub fn user_znodes(&self) -> Option<u64> {
+        self.descendants
+            .checked_sub(1 + self.system_descendants)?
+            .checked_sub(self.ephemerals)
+    }
+
+    /// Whether the member loaded the artifact's `want` user znodes, up to its newest data zxid
+    /// `want_zxid`: exactly that many (nobody else writes to a scratch member), and a last
+    /// processed zxid at least that high (a member that loaded nothing, or older data, has a
+    /// lower one). `Ok` carries what was compared.
+    pub fn judge(&self, want: u64, want_zxid: i64) -> Result<String, String> {
+        let Some(user) = self.user_znodes() else {
+            return Err(format!(
+                "the member's counts do not add up: {} znodes under the root, {} under /zookeeper, {} ephemeral",
+                self.descendants, self.system_descendants, self.ephemerals
+            ));
+        };
+        if self.last_processed_zxid < want_zxid {
+            return Err(format!(
+                "the member's last processed zxid {} is older than the artifact's newest data {}",
+                super::artifact::zxid_hex(self.last_processed_zxid),
+                super::artifact::zxid_hex(want_zxid)
+            ));
+        }
+        if user != want {
+            return Err(format!(
+                "the member holds {user} user znodes where the artifact holds {want}"
+            ));
+        }
+        Ok(format!(
+            " (the member's own counts: {} znodes under the root, {} of them ephemeral; last processed zxid {})",
+            self.descendants,
+            self.ephemerals,
+            super::artifact::zxid_hex(self.last_processed_zxid)
+        ))
+    }
+}
+
 /// Reads a whole dump, checking its structure, and summarises it.
 pub fn summarize<R: Read>(input: R) -> Result<TreeSummary, Error> {
     let mut reader = TreeReader::new(input)?;
@@ -1241,6 +1297,44 @@ mod tests {
         other.push(node("/a/lock", None, 77));
         other.push(made("/zookeeper/config", 0x1_0000_0001, 0x1_0000_0001));
         assert_eq!(count(&other).restored, 3);
+    }
+
+    #[test]
+    fn a_scratch_member_is_judged_by_its_own_counts() {
+        // 3 user znodes, 2 ephemerals of sessions the snapshot held, /zookeeper with config and
+        // quota under it: 1 + 2 + 2 + 3 znodes under the root.
+        let loaded = LoadedCounts {
+            descendants: 8,
+            system_descendants: 2,
+            ephemerals: 2,
+            last_processed_zxid: 0x1_0000_0010,
+        };
+        assert_eq!(loaded.user_znodes(), Some(3));
+        assert!(
+            loaded
+                .judge(3, 0x1_0000_000f)
+                .is_ok_and(|n| n.contains("8 znodes under the root, 2 of them ephemeral"))
+        );
+        // One user znode fewer or more than the artifact holds is a failed verification.
+        assert!(
+            loaded
+                .judge(4, 0x1_0000_000f)
+                .is_err_and(|e| e.contains("3 user znodes where the artifact holds 4"))
+        );
+        assert!(loaded.judge(2, 0x1_0000_000f).is_err());
+        // A member that did not load the artifact's newest change is not the artifact.
+        assert!(
+            loaded
+                .judge(3, 0x1_0000_0011)
+                .is_err_and(|e| e.contains("older than the artifact"))
+        );
+        // Counts that cannot be right (read across an expiry, say) are an error, not a number.
+        let torn = LoadedCounts {
+            ephemerals: 9,
+            ..loaded
+        };
+        assert_eq!(torn.user_znodes(), None);
+        assert!(torn.judge(0, 0).is_err_and(|e| e.contains("do not add up")));
     }
 
     #[test]

@@ -1488,6 +1488,29 @@ where
                     r.written
                 )),
             }
+        } else if zkr.spec.verify_only
+            && let [scratch] = addrs.as_slice()
+        {
+            // The scratch member serves no client: its own counters say what it loaded.
+            match engine::loaded_counts(&ctx.probe, scratch, (SUPER_USER, &password)).await {
+                Ok(counts) => counts.judge(want_user, want_zxid).map(|note| {
+                    format!(
+                        "{want_user} user znodes as of zxid {}{note}",
+                        artifact.data_zxid
+                    )
+                }),
+                Err(e) if late => {
+                    cleanup_scratch(ctx, zkr).await;
+                    fail(
+                        "starting",
+                        format!("cannot read the scratch member's counts: {e}"),
+                        "Unreadable",
+                    )
+                    .await?;
+                    return Ok(Action::await_change());
+                }
+                Err(_) => return Ok(Action::requeue(Duration::from_secs(2))),
+            }
         } else {
             // A placed snapshot keeps its zxids, and every later zxid is in a newer epoch.
             let at = match engine::restored_data(&hosts, (SUPER_USER, &password), want_zxid).await {

@@ -325,7 +325,7 @@ impl ConfReply {
 /// A count in a `monitor` reply. With ZooKeeper's default metrics provider counts are JSON
 /// integers; with the Prometheus provider (which quorate turns on) every value is a float
 /// (`"synced_followers" : 1.0`): both are read, a fraction or a negative number is not.
-fn count(value: &Value, key: &str) -> Option<u64> {
+pub(crate) fn count(value: &Value, key: &str) -> Option<u64> {
     let v = value.get(key)?;
     v.as_u64().or_else(|| {
         v.as_f64()
