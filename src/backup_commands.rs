@@ -15,7 +15,6 @@ use crate::backup::place::{self, Outcome, Placement};
 use crate::backup::store::{S3Credentials, Store};
 use crate::cli::Output;
 use crate::constants::*;
-use crate::controller::backup::{store_for, update_backup_status};
 use crate::crd::{
     ArtifactPhase, BackupArtifact, BackupArtifactRef, BackupMethod, Destination, EnsembleRef,
     FilesystemDestination, MasterEnsemble, RestoreMode, RestorePhase, RestoreSource,
@@ -582,7 +581,12 @@ pub async fn show(
 }
 
 /// `quorate backup delete ID`: its objects (marker first), then its status entry.
-pub async fn delete(client: &Client, id: &str, ns: &Option<String>) -> Result<String, String> {
+pub async fn delete(
+    client: &Client,
+    id: &str,
+    ns: &Option<String>,
+    timeout: Duration,
+) -> Result<String, String> {
     let ns = namespace_of(client, ns);
     let l = find(client, Some(&ns), id).await?;
     if l.artifact.phase == ArtifactPhase::BackingUp {
@@ -590,22 +594,76 @@ pub async fn delete(client: &Client, id: &str, ns: &Option<String>) -> Result<St
             "backup {id} is still running; delete it once it is Ready or Error"
         ));
     }
+    // The operator deletes it, from inside the cluster: the bucket need not be reachable from
+    // here. The request joins any other on the ZkBackup, with a compare-and-set.
     let api: Api<ZkBackup> = Api::namespaced(client.clone(), &ns);
-    let zkb = api
-        .get(&l.backup)
-        .await
-        .map_err(|e| format!("read ZkBackup {ns}/{}: {e}", l.backup))?;
-    let store = store_for(client, &ns, &zkb.spec.destination)
-        .await
-        .map_err(|e| e.to_string())?;
-    store
-        .delete_artifact(&store.artifact(&ns, &l.backup, id))
-        .await
-        .map_err(|e| e.to_string())?;
-    update_backup_status(&api, &l.backup, |s| s.artifacts.retain(|a| a.id != id))
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok(format!("deleted backup {id}\n"))
+    for attempt in 0.. {
+        let zkb = api
+            .get(&l.backup)
+            .await
+            .map_err(|e| format!("read ZkBackup {ns}/{}: {e}", l.backup))?;
+        let mut ids: Vec<String> = zkb
+            .annotations()
+            .get(ANNOTATION_DELETE_BACKUPS)
+            .map(|v| v.split(',').map(|i| i.trim().to_string()).collect())
+            .unwrap_or_default();
+        ids.retain(|i| !i.is_empty() && i != id);
+        ids.push(id.to_string());
+        let patch = serde_json::json!({
+            "metadata": {
+                "resourceVersion": zkb.resource_version(),
+                "annotations": { ANNOTATION_DELETE_BACKUPS: ids.join(",") },
+            }
+        });
+        match api
+            .patch(&l.backup, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => break,
+            Err(kube::Error::Api(e)) if e.code == 409 && attempt < 5 => continue,
+            Err(e) => {
+                return Err(format!(
+                    "ask for the deletion on ZkBackup {ns}/{}: {e}",
+                    l.backup
+                ));
+            }
+        }
+    }
+    eprintln!(
+        "asked the operator to delete backup {id} (ZkBackup {ns}/{})",
+        l.backup
+    );
+    let started = Instant::now();
+    let mut said = None;
+    loop {
+        let zkb = api
+            .get(&l.backup)
+            .await
+            .map_err(|e| format!("read ZkBackup {ns}/{}: {e}", l.backup))?;
+        let artifact = zkb
+            .status
+            .unwrap_or_default()
+            .artifacts
+            .into_iter()
+            .find(|a| a.id == id);
+        let Some(artifact) = artifact else {
+            return Ok(format!("deleted backup {id}\n"));
+        };
+        if artifact.message != said {
+            if let Some(m) = &artifact.message {
+                eprintln!("[{:>4}s] {m}", started.elapsed().as_secs());
+            }
+            said = artifact.message;
+        }
+        if started.elapsed() > timeout {
+            return Err(format!(
+                "gave up waiting after {}s (--timeout); the deletion stays asked for on ZkBackup {ns}/{} and happens once the operator can (a backup still running or read by a restore waits for it to end)",
+                timeout.as_secs(),
+                l.backup
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 /// Arguments of `quorate backup restore`.

@@ -431,13 +431,18 @@ pub enum BackupCommand {
         #[arg(short = 'o', long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
-    /// Delete one backup from the store and from its ZkBackup.
+    /// Delete one backup from the store and from its ZkBackup. The operator deletes it from
+    /// inside the cluster (the `quorate.dev/delete-backups` annotation), so the bucket need not
+    /// be reachable from here; this waits until the backup is gone.
     Delete {
         /// The backup id.
         id: String,
         /// Namespace (the kubeconfig's when absent).
         #[arg(short = 'n', long)]
         namespace: Option<String>,
+        /// How long to wait for the operator (`90s`, `5m`); the request stays after it.
+        #[arg(long, value_parser = parse_timeout, default_value = "2m")]
+        timeout: std::time::Duration,
     },
     /// Restore one backup (a ZkRestore): offline by default.
     Restore {
@@ -1211,7 +1216,11 @@ async fn run_backup_command(
             namespace,
             output,
         } => b::show(&client, id, namespace, *output).await,
-        BackupCommand::Delete { id, namespace } => b::delete(&client, id, namespace).await,
+        BackupCommand::Delete {
+            id,
+            namespace,
+            timeout,
+        } => b::delete(&client, id, namespace, *timeout).await,
         BackupCommand::Restore {
             id,
             bucket,

@@ -75,6 +75,12 @@ pub const ANNOTATION_RESTORING: &str = "quorate.dev/restoring";
 /// Annotation on a ZkBackup asking for one backup now (value: RFC 3339 time of the request).
 /// Set by `backupBeforeChange` and by `quorate backup create` on an existing ZkBackup.
 pub const ANNOTATION_BACKUP_REQUESTED: &str = "quorate.dev/backup-requested-at";
+/// Annotation on a ZkBackup asking the operator to delete some of its backups, from the store
+/// and from status (value: artifact ids, comma-separated). Set by `quorate backup delete`, so
+/// the bucket is reached from inside the cluster, never from the laptop; each id leaves the
+/// value once its backup is gone. A backup still running, or used by a restore that has not
+/// finished, is deleted after it ends.
+pub const ANNOTATION_DELETE_BACKUPS: &str = "quorate.dev/delete-backups";
 /// Key of the access key id in an S3 credentials Secret.
 pub const SECRET_S3_ACCESS_KEY_ID: &str = "accessKeyId";
 /// Key of the secret access key in an S3 credentials Secret.

@@ -1,16 +1,14 @@
 //! Read-only commands on live ensembles: `quorate ensemble list`, `quorate ensemble status` and
 //! `quorate plan --ensemble`.
 
+use std::collections::BTreeMap;
+
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client};
 
 use crate::cli::Output;
-use crate::constants::{SECRET_SUPER_PASSWORD, SUPER_USER};
-use crate::crd::{MasterEnsemble, MemberRole, MemberState};
-use crate::executor::resources::names::credentials_secret;
-use crate::planner::{Desired, plan};
-use crate::zk::Credentials;
+use crate::crd::{MasterEnsemble, MemberRole, MemberState, MemberStatus};
+use crate::planner::{Desired, Membership, Role, ServerId, ZkState, plan};
 
 fn split(client: &Client, target: &str) -> (String, String) {
     match target.split_once('/') {
@@ -184,7 +182,12 @@ pub fn render_status(
     Ok(out)
 }
 
-/// Observes a live ensemble as the controller does and prints the decision, without acting.
+/// The decision the controller would take for an ensemble, without acting, from what the
+/// operator recorded: the members' states, roles, zxids and the committed configuration as
+/// quorate last wrote them into status (it writes them whenever they change), with the Pods,
+/// PVCs and backups as the API server has them now. Nothing is read from ZooKeeper: the
+/// members' addresses are reachable inside the cluster, not necessarily from here. The time of
+/// the operator's last status write goes to stderr.
 pub async fn plan_live(
     client: &Client,
     target: &str,
@@ -193,36 +196,127 @@ pub async fn plan_live(
 ) -> Result<String, String> {
     let (ns, name, ens) = get(client, target).await?;
     let desired = Desired::try_from(&ens.spec).map_err(|e| format!("{ns}/{name}: {e}"))?;
-    let secret = Api::<Secret>::namespaced(client.clone(), &ns)
-        .get(&credentials_secret(&name))
-        .await
-        .map_err(|e| format!("read the credentials of {ns}/{name}: {e}"))?;
-    let password = secret
-        .data
-        .as_ref()
-        .and_then(|d| d.get(SECRET_SUPER_PASSWORD))
-        .and_then(|b| String::from_utf8(b.0.clone()).ok())
-        .ok_or_else(|| {
-            format!(
-                "{} has no {SECRET_SUPER_PASSWORD}",
-                credentials_secret(&name)
-            )
-        })?;
     let ctx = crate::controller::Context::new(client.clone()).map_err(|e| e.to_string())?;
     let now = now.unwrap_or_else(Timestamp::now);
     let objects = crate::controller::support::Objects::list(&ctx, &ns, &name)
         .await
         .map_err(|e| e.to_string())?;
-    let obs = crate::controller::observe::observe(
-        &ctx,
+    let backups = crate::controller::observe::ready_backups(&ctx, &ens)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (pods, pvcs) = crate::controller::observe::by_member(objects);
+    let status = ens.status.clone().unwrap_or_default();
+    let recorded: BTreeMap<ServerId, ZkState> = status
+        .members
+        .iter()
+        .filter_map(|m| Some((ServerId(u32::try_from(m.server_id).ok()?), recorded_zk(m))))
+        .collect();
+    let observed = crate::controller::observe::assemble(
         &ens,
         &desired,
-        &Credentials::digest(SUPER_USER, password),
+        &pods,
+        &pvcs,
+        |id| recorded.get(&id).cloned().unwrap_or_default(),
+        recorded_config(&status),
+        backups,
         now,
-        objects,
-    )
-    .await
-    .map_err(|e| e.to_string())?;
-    let p = plan(&desired, &obs.observed, now);
+    );
+    let written = ens
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter(|f| f.subresource.as_deref() == Some("status"))
+        .filter_map(|f| f.time.as_ref().map(|t| t.0))
+        .max();
+    eprintln!(
+        "planned from what the operator recorded (status last written {}), with Pods and PVCs as they are now",
+        written.map_or("never".to_string(), |t| t.to_string())
+    );
+    let p = plan(&desired, &observed, now);
     crate::cli::render_plan(&p, &desired, output).map_err(|e| e.to_string())
+}
+
+/// What ZooKeeper said of a member, as status recorded it.
+fn recorded_zk(m: &MemberStatus) -> ZkState {
+    let serving = matches!(m.state, Some(MemberState::Serving | MemberState::Syncing));
+    ZkState {
+        serving,
+        role: match m.role {
+            Some(MemberRole::Leader) => Role::Leader,
+            Some(MemberRole::Follower) => Role::Follower,
+            Some(MemberRole::Observer) => Role::Observer,
+            Some(MemberRole::Joiner) if serving => Role::Follower,
+            _ => Role::Unknown,
+        },
+        zxid: m
+            .zxid
+            .as_deref()
+            .and_then(crate::backup::artifact::parse_zxid)
+            .and_then(|z| u64::try_from(z).ok()),
+        synced: m.synced,
+    }
+}
+
+/// The committed configuration as status recorded it.
+fn recorded_config(status: &crate::crd::MasterEnsembleStatus) -> Option<Membership> {
+    let version = status
+        .config_version
+        .as_deref()
+        .and_then(crate::backup::artifact::parse_zxid)?;
+    Some(Membership {
+        version: u64::try_from(version).ok()?,
+        voters: status
+            .voters
+            .iter()
+            .filter_map(|v| u32::try_from(*v).ok())
+            .map(ServerId)
+            .collect(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    //! Unit tier (pure): the planner's view from a recorded status.
+
+    use super::*;
+
+    #[test]
+    fn the_recorded_status_gives_back_what_zookeeper_said() {
+        let status: crate::crd::MasterEnsembleStatus = serde_json::from_value(serde_json::json!({
+            "configVersion": "0x100000003",
+            "voters": [1, 2, 3],
+            "members": [
+                {"serverId": 1, "pod": "m-1", "role": "leader", "state": "Serving",
+                 "zxid": "0x100000007", "synced": true, "voter": true},
+                {"serverId": 2, "pod": "m-2", "role": "follower", "state": "Serving",
+                 "zxid": "0x100000007", "synced": true, "voter": true},
+                {"serverId": 4, "pod": "m-4", "role": "joiner", "state": "Syncing",
+                 "synced": false},
+                {"serverId": 3, "pod": "m-3", "role": "unknown", "state": "Down"},
+            ],
+        }))
+        .unwrap();
+        let zk: Vec<ZkState> = status.members.iter().map(recorded_zk).collect();
+        assert_eq!(
+            zk[0],
+            ZkState {
+                serving: true,
+                role: Role::Leader,
+                zxid: Some(0x1_0000_0007),
+                synced: true
+            }
+        );
+        assert_eq!(zk[1].role, Role::Follower);
+        // A joiner that serves follows the leader without a vote, not yet synced.
+        assert_eq!(
+            (zk[2].serving, zk[2].role, zk[2].synced),
+            (true, Role::Follower, false)
+        );
+        assert_eq!(zk[3], ZkState::default());
+        let config = recorded_config(&status).unwrap();
+        assert_eq!(config.version, 0x1_0000_0003);
+        assert_eq!(config.voters, [1, 2, 3].into_iter().map(ServerId).collect());
+        assert!(recorded_config(&Default::default()).is_none());
+    }
 }

@@ -1043,35 +1043,78 @@ async fn restores_are_checked_before_any_member_is_touched(bed: &Bed, ns: &str) 
     let auth = Some(("super", password.as_str()));
     let uids = pod_uids(&client, ns, "live").await?;
     let zxid = live_zxid(&client, ns, "live").await?;
+
+    // verifyOnly: a scratch member loads it; the live ensemble is not touched. The scratch
+    // member is judged by its own counters, not by a walk of its tree: a backup taken while a
+    // session holds ephemerals (which the scratch member loads with their session, then drops
+    // when it expires) must still come out exact.
+    let held = ["/first/lock", "/registry/scratch/member-1"];
+    let mut holder = bed
+        .judge
+        .hold(&hosts, auth, &held, Duration::from_secs(600))
+        .map_err(|e| fail(format!("hold: {e}")))?;
+    holder
+        .ready(Duration::from_secs(60))
+        .await
+        .map_err(|e| fail(format!("hold: {e}")))?;
+    let with_ephemerals = create_backup(
+        &client,
+        ns,
+        "held",
+        backup_spec("live", "held", serde_json::json!({})),
+    )
+    .await?;
+    let held_artifact =
+        next_artifact(bed, &with_ephemerals, "held", &[], Duration::from_secs(120)).await?;
+    holder
+        .release()
+        .await
+        .map_err(|e| fail(format!("hold: {e}")))?;
+    if held_artifact.phase != ArtifactPhase::Ready {
+        return Err(fail(format!(
+            "the backup with ephemerals failed: {:?}",
+            held_artifact.message
+        )));
+    }
     // The live data's newest zxid, read by kazoo (sessions, the operator's own included, are
     // transactions too: the server's last zxid moves without any data changing).
     let live_data = data_zxid(bed, &hosts, &password).await?;
-
-    // verifyOnly: a scratch member loads it; the live ensemble is not touched.
-    run_restore_ready(
-        bed,
-        &client,
-        ns,
-        "verify",
-        restore_spec(
-            "live",
-            "daily",
-            &old.id,
-            serde_json::json!({"verifyOnly": true}),
-        ),
-    )
-    .await?;
+    for (name, backup, id) in [
+        ("verify", "daily", &old.id),
+        ("verify-held", "held", &held_artifact.id),
+    ] {
+        let s = run_restore_ready(
+            bed,
+            &client,
+            ns,
+            name,
+            restore_spec("live", backup, id, serde_json::json!({"verifyOnly": true})),
+        )
+        .await?;
+        if !s
+            .message
+            .as_deref()
+            .is_some_and(|m| m.contains("the member's own counts"))
+        {
+            return Err(fail(format!(
+                "verifyOnly {name} was not judged by the member's own counts: {:?}",
+                s.message
+            )));
+        }
+    }
     if data_zxid(bed, &hosts, &password).await? != live_data
         || pod_uids(&client, ns, "live").await? != uids
     {
         return Err(fail("verifyOnly changed the live ensemble"));
     }
-    let scratch = Api::<Pod>::namespaced(client.clone(), ns)
-        .get_opt("verify-scratch")
-        .await
-        .map_err(|e| fail(e.to_string()))?;
-    if scratch.is_some_and(|p| p.metadata.deletion_timestamp.is_none()) {
-        return Err(fail("the scratch member was left running"));
+    for pod in ["verify-scratch", "verify-held-scratch"] {
+        let scratch = Api::<Pod>::namespaced(client.clone(), ns)
+            .get_opt(pod)
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        if scratch.is_some_and(|p| p.metadata.deletion_timestamp.is_none()) {
+            return Err(fail(format!("the scratch member {pod} was left running")));
+        }
     }
 
     // Older than the live data: refused without allowOlder, nothing touched.
@@ -1965,11 +2008,29 @@ async fn the_backup_cli_creates_lists_shows_restores_and_deletes(
             String::from_utf8_lossy(&verify.stderr)
         )));
     }
-    let deleted = bed.cli(&["backup", "delete", &id, "-n", ns])?;
+    // The operator deletes it from inside the cluster: the CLI talks to the API server only
+    // (judged from its connect calls, traced by the kernel), never to the bucket.
+    let (deleted, connects) = bed.cli_connects(&["backup", "delete", &id, "-n", ns])?;
     if !deleted.status.success() {
         return Err(fail(format!(
             "backup delete: {}",
             String::from_utf8_lossy(&deleted.stderr)
+        )));
+    }
+    let api = bed.plane.api_addr();
+    if connects.iter().any(|a| *a != api) || !connects.contains(&api) {
+        return Err(fail(format!(
+            "backup delete connected to {connects:?}; only the API server {api} is allowed"
+        )));
+    }
+    let zkb = Api::<ZkBackup>::namespaced(client.clone(), ns)
+        .get("manual-1")
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    if zkb.annotations().contains_key("quorate.dev/delete-backups") {
+        return Err(fail(format!(
+            "the delete request was left on the ZkBackup: {:?}",
+            zkb.annotations()
         )));
     }
     if !stored_objects(ns, "manual-1", &id).is_empty() {

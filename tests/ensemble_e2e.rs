@@ -1015,11 +1015,15 @@ async fn the_cli_reports_a_live_ensemble_also_as_a_kubectl_plugin(
     {
         return Err(fail(format!("incomplete status JSON: {v}")));
     }
-    let out = Command::new(env!("CARGO_BIN_EXE_quorate"))
-        .args(["plan", "--ensemble", &target, "-o", "json"])
-        .env("KUBECONFIG", bed.plane.kubeconfig_path())
-        .output()
-        .map_err(|e| fail(format!("quorate plan: {e}")))?;
+    // The plan comes from what the operator recorded: the CLI reaches the API server only,
+    // never a member (judged from its connect calls, traced by the kernel).
+    let (out, connects) = bed.cli_connects(&["plan", "--ensemble", &target, "-o", "json"])?;
+    let api = bed.plane.api_addr();
+    if connects.iter().any(|a| *a != api) {
+        return Err(fail(format!(
+            "plan --ensemble connected to {connects:?}; only the API server {api} is allowed"
+        )));
+    }
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|e| {
         fail(format!(
             "plan JSON: {e}: {}",

@@ -334,6 +334,12 @@ pub async fn reconcile(zkb: Arc<ZkBackup>, ctx: Arc<Context>) -> Result<Action, 
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
 
+    let deletions = apply_deletions(&ctx, &zkb, &api).await?;
+    if deletions.changed {
+        // Status or the annotation changed: the next pass starts from what was written.
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
+
     let schedule = match zkb
         .spec
         .schedule
@@ -438,6 +444,13 @@ pub async fn reconcile(zkb: Arc<ZkBackup>, ctx: Arc<Context>) -> Result<Action, 
         .map(|n| n.duration_since(now).unsigned_abs())
         .unwrap_or(Duration::from_secs(300))
         .clamp(Duration::from_secs(1), Duration::from_secs(300));
+    // A deletion that waits for a backup or a restore to end is looked at again soon (this
+    // controller does not watch restores).
+    let wait = if deletions.waiting {
+        wait.min(Duration::from_secs(5))
+    } else {
+        wait
+    };
     Ok(Action::requeue(wait))
 }
 
@@ -633,6 +646,194 @@ async fn run_one(
     Ok(())
 }
 
+/// The backup ids the delete annotation asks for.
+fn deletion_requests(
+    annotations: &std::collections::BTreeMap<String, String>,
+) -> std::collections::BTreeSet<String> {
+    annotations
+        .get(ANNOTATION_DELETE_BACKUPS)
+        .map(|v| {
+            v.split(',')
+                .map(str::trim)
+                .filter(|id| !id.is_empty())
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// What to do with the requested deletions: the ids to delete now, and the ids that stay
+/// requested (still running, or used by a restore that has not finished). An id that no
+/// artifact has is done: it was deleted already.
+fn plan_deletions(
+    requested: &std::collections::BTreeSet<String>,
+    artifacts: &[BackupArtifact],
+    in_use: &HashSet<String>,
+) -> (Vec<String>, std::collections::BTreeSet<String>) {
+    let mut now = Vec::new();
+    let mut later = std::collections::BTreeSet::new();
+    for id in requested {
+        match artifacts.iter().find(|a| &a.id == id) {
+            None => {}
+            Some(a) if a.phase == ArtifactPhase::BackingUp || in_use.contains(id) => {
+                later.insert(id.clone());
+            }
+            Some(_) => now.push(id.clone()),
+        }
+    }
+    (now, later)
+}
+
+/// The ids of this ZkBackup's backups that a restore which has not finished reads.
+async fn artifacts_in_use(ctx: &Context, zkb: &ZkBackup) -> Result<HashSet<String>, Error> {
+    let ns = zkb.namespace().unwrap_or_default();
+    let name = zkb.name_any();
+    let restores = Api::<crate::crd::ZkRestore>::namespaced(ctx.client.clone(), &ns)
+        .list(&Default::default())
+        .await
+        .map_err(Error::kube(format!("list ZkRestores in {ns}")))?;
+    Ok(restores
+        .items
+        .iter()
+        .filter(|r| {
+            !matches!(
+                r.status.as_ref().and_then(|s| s.phase),
+                Some(crate::crd::RestorePhase::Ready | crate::crd::RestorePhase::Failed)
+            )
+        })
+        .flat_map(|r| {
+            let source = &r.spec.source;
+            let by_ref = source
+                .backup
+                .as_ref()
+                .filter(|b| b.name == name)
+                .map(|b| b.artifact.clone());
+            let by_location = source.location.as_deref().and_then(|l| {
+                let (rest, id) = l.rsplit_once('/')?;
+                rest.ends_with(&format!("/{ns}/{name}"))
+                    .then(|| id.to_string())
+            });
+            by_ref.into_iter().chain(by_location)
+        })
+        .collect())
+}
+
+/// What [`apply_deletions`] did.
+#[derive(Clone, Copy, Debug, Default)]
+struct Deletions {
+    /// It wrote status or the annotation, or the annotation changed under it.
+    changed: bool,
+    /// Some requested deletion waits for its backup or a restore of it to end.
+    waiting: bool,
+}
+
+/// Deletes the backups the delete annotation asks for (objects first, marker first; then
+/// status), and takes the ids that are done out of the annotation with a compare-and-set on the
+/// object this pass read.
+async fn apply_deletions(
+    ctx: &Context,
+    zkb: &ZkBackup,
+    api: &Api<ZkBackup>,
+) -> Result<Deletions, Error> {
+    let requested = deletion_requests(zkb.annotations());
+    if requested.is_empty() {
+        return Ok(Deletions::default());
+    }
+    let ns = zkb.namespace().unwrap_or_default();
+    let name = zkb.name_any();
+    let artifacts = zkb.status.clone().unwrap_or_default().artifacts;
+    let in_use = artifacts_in_use(ctx, zkb).await?;
+    let (now, later) = plan_deletions(&requested, &artifacts, &in_use);
+    let mut removed = HashSet::new();
+    let mut failed = Vec::new();
+    if !now.is_empty() {
+        let store = store_for(&ctx.client, &ns, &zkb.spec.destination).await?;
+        for id in &now {
+            match store.delete_artifact(&store.artifact(&ns, &name, id)).await {
+                Ok(()) => {
+                    info!(artifact = %id, "deleted a backup on request");
+                    removed.insert(id.clone());
+                }
+                Err(e) => {
+                    warn!(artifact = %id, error = %e, "cannot delete a backup on request");
+                    failed.push((
+                        id.clone(),
+                        format!("deletion requested, but the store refused it (retried): {e}"),
+                    ));
+                }
+            }
+        }
+    }
+    // Status changes when a backup went, or a failure is new.
+    let news = failed.iter().any(|(id, message)| {
+        artifacts
+            .iter()
+            .any(|a| &a.id == id && a.message.as_ref() != Some(message))
+    });
+    let mut current = None;
+    if !removed.is_empty() || news {
+        let written = update_backup_status(api, &name, |s| {
+            s.artifacts.retain(|a| !removed.contains(&a.id));
+            for (id, message) in &failed {
+                if let Some(a) = s.artifacts.iter_mut().find(|a| &a.id == id) {
+                    a.message = Some(message.clone());
+                }
+            }
+        })
+        .await?;
+        current = Some(written);
+    }
+    // The ids done (deleted, or never there) leave the annotation; waiting or failed ones stay.
+    let waiting = !later.is_empty() || !failed.is_empty();
+    let keep: std::collections::BTreeSet<String> = later
+        .into_iter()
+        .chain(failed.into_iter().map(|(id, _)| id))
+        .collect();
+    let done: std::collections::BTreeSet<&String> = requested.difference(&keep).collect();
+    // The object as last written: a status write re-reads it, and ids asked for since then
+    // must stay asked for.
+    let current = current.as_ref().unwrap_or(zkb);
+    let asked = deletion_requests(current.annotations());
+    let left: Vec<&String> = asked.iter().filter(|id| !done.contains(id)).collect();
+    if left.len() == asked.len() {
+        return Ok(Deletions {
+            changed: !removed.is_empty() || news,
+            waiting,
+        });
+    }
+    let value = (!left.is_empty()).then(|| {
+        left.iter()
+            .map(|id| id.as_str())
+            .collect::<Vec<_>>()
+            .join(",")
+    });
+    let patch = serde_json::json!({
+        "metadata": {
+            "resourceVersion": current.resource_version(),
+            "annotations": { ANNOTATION_DELETE_BACKUPS: value },
+        }
+    });
+    let patched = api
+        .patch(
+            &name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await;
+    match patched {
+        // A conflict: someone asked for more meanwhile, and the next pass reads the new value.
+        Ok(_) => Ok(Deletions {
+            changed: true,
+            waiting,
+        }),
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(Deletions {
+            changed: true,
+            waiting,
+        }),
+        Err(e) => Err(Error::kube(format!("update ZkBackup {ns}/{name}"))(e)),
+    }
+}
+
 /// Removes the artifacts retention no longer keeps: objects first (marker first), then status.
 async fn apply_retention(
     ctx: &Context,
@@ -686,6 +887,42 @@ async fn apply_retention(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn requested_deletions_wait_for_running_backups_and_unfinished_restores() {
+        let annotations = [(
+            ANNOTATION_DELETE_BACKUPS.to_string(),
+            " a, b ,c,,gone,d".to_string(),
+        )]
+        .into();
+        let requested = deletion_requests(&annotations);
+        assert_eq!(
+            requested.iter().map(String::as_str).collect::<Vec<_>>(),
+            ["a", "b", "c", "d", "gone"]
+        );
+        let artifact = |id: &str, phase| BackupArtifact {
+            id: id.into(),
+            phase,
+            ..Default::default()
+        };
+        let artifacts = [
+            artifact("a", ArtifactPhase::Ready),
+            artifact("b", ArtifactPhase::BackingUp),
+            artifact("c", ArtifactPhase::Ready),
+            artifact("d", ArtifactPhase::Error),
+            artifact("kept", ArtifactPhase::Ready),
+        ];
+        let in_use: HashSet<String> = ["c".to_string()].into();
+        let (now, later) = plan_deletions(&requested, &artifacts, &in_use);
+        // Ready and failed backups go now; one still running and one a restore reads wait;
+        // an id no backup has is done already; a backup nobody asked for stays.
+        assert_eq!(now, ["a", "d"]);
+        assert_eq!(
+            later.iter().map(String::as_str).collect::<Vec<_>>(),
+            ["b", "c"]
+        );
+        assert!(deletion_requests(&Default::default()).is_empty());
+    }
 
     #[test]
     fn a_backup_reads_from_a_follower_of_the_status_the_ensemble_controller_wrote() {

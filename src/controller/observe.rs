@@ -15,7 +15,9 @@ use crate::crd::{ArtifactPhase, MasterEnsemble, MemberState, MemberStatus, ZkBac
 use crate::executor::resources::names::server_id_of;
 use crate::executor::resources::probe::PROBE_COMPONENT;
 use crate::planner::rules::unhealthy_since;
-use crate::planner::{Desired, Member, Membership, Observed, PodInfo, ReadyBackup, ServerId};
+use crate::planner::{
+    Desired, Member, Membership, Observed, PodInfo, ReadyBackup, ServerId, ZkState,
+};
 use crate::zk::{
     Credentials, EnsembleConfig, EnsembleObservation, MemberAddr, ZkMembership, observe_ensemble,
 };
@@ -77,15 +79,10 @@ pub async fn observe(
             Some((ServerId(id), p))
         })
         .collect();
-    let pods: BTreeMap<ServerId, Pod> = pod_list
-        .into_iter()
-        .filter_map(|p| Some((server_id_of(p.labels())?, p)))
-        .collect();
-    let pvcs: BTreeMap<ServerId, PersistentVolumeClaim> = objects
-        .pvcs
-        .into_iter()
-        .filter_map(|p| Some((server_id_of(p.labels())?, p)))
-        .collect();
+    let (pods, pvcs) = by_member(Objects {
+        pods: pod_list,
+        ..objects
+    });
 
     let addresses: BTreeMap<ServerId, String> = pods
         .iter()
@@ -124,25 +121,75 @@ pub async fn observe(
         }
     }
 
+    let config = obs.config.as_ref().map(Membership::from);
+    let backups = ready_backups(ctx, ens).await?;
+    let zk = &obs.zk;
+    obs.observed = assemble(
+        ens,
+        desired,
+        &obs.pods,
+        &obs.pvcs,
+        |id| zk.zk_state(id).unwrap_or_default(),
+        config,
+        backups,
+        now,
+    );
+    Ok(obs)
+}
+
+/// The member Pods (volume probes left out) and PVCs, by server id.
+pub fn by_member(
+    objects: Objects,
+) -> (
+    BTreeMap<ServerId, Pod>,
+    BTreeMap<ServerId, PersistentVolumeClaim>,
+) {
+    let pods = objects
+        .pods
+        .into_iter()
+        .filter(|p| p.labels().get(LABEL_COMPONENT).map(String::as_str) != Some(PROBE_COMPONENT))
+        .filter_map(|p| Some((server_id_of(p.labels())?, p)))
+        .collect();
+    let pvcs = objects
+        .pvcs
+        .into_iter()
+        .filter_map(|p| Some((server_id_of(p.labels())?, p)))
+        .collect();
+    (pods, pvcs)
+}
+
+/// The planner's view (pure): the member Pods and PVCs, what ZooKeeper said of each member
+/// (`zk`) and the committed configuration, combined with what status recorded (when each
+/// member became unhealthy, whether it was a voter, the claim, the next id).
+#[allow(clippy::too_many_arguments)]
+pub fn assemble(
+    ens: &MasterEnsemble,
+    desired: &Desired,
+    pods: &BTreeMap<ServerId, Pod>,
+    pvcs: &BTreeMap<ServerId, PersistentVolumeClaim>,
+    zk: impl Fn(ServerId) -> ZkState,
+    config: Option<Membership>,
+    ready_backups: Vec<ReadyBackup>,
+    now: Timestamp,
+) -> Observed {
     let status = ens.status.clone().unwrap_or_default();
     let recorded: BTreeMap<ServerId, &MemberStatus> = status
         .members
         .iter()
         .map(|m| (ServerId(m.server_id as u32), m))
         .collect();
-    let config: Option<Membership> = obs.config.as_ref().map(Membership::from);
     let voters_now: BTreeSet<ServerId> = config
         .as_ref()
         .map(|c| c.voters.clone())
         .unwrap_or_default();
-    let ids: BTreeSet<ServerId> = obs.pods.keys().chain(obs.pvcs.keys()).copied().collect();
+    let ids: BTreeSet<ServerId> = pods.keys().chain(pvcs.keys()).copied().collect();
     let mut members = BTreeMap::new();
     for id in ids {
-        let pod = obs.pods.get(&id).map(|p| pod_info(p, desired));
-        let pvc = obs.pvcs.get(&id);
+        let pod = pods.get(&id).map(|p| pod_info(p, desired));
+        let pvc = pvcs.get(&id);
         let volume = pvc.is_some_and(|c| c.metadata.deletion_timestamp.is_none());
         let fenced = volume && pvc.is_some_and(|c| c.annotations().contains_key(ANNOTATION_FENCED));
-        let zk = obs.zk.zk_state(id).unwrap_or_default();
+        let zk = zk(id);
         let before = recorded.get(&id);
         let mut member = Member {
             id,
@@ -178,7 +225,7 @@ pub async fn observe(
         .in_flight
         .as_ref()
         .and_then(|s| super::status::claim_of(s, status.voters.is_empty()));
-    obs.observed = Observed {
+    Observed {
         members,
         config,
         recorded_voters: status
@@ -195,9 +242,8 @@ pub async fn observe(
                 .unwrap_or(1),
         ),
         change_requested_at: status.change_requested_at.as_ref().map(|t| t.0),
-        ready_backups: ready_backups(ctx, ens).await?,
-    };
-    Ok(obs)
+        ready_backups,
+    }
 }
 
 fn pod_info(pod: &Pod, desired: &Desired) -> PodInfo {
@@ -253,7 +299,10 @@ pub(crate) fn reports_data_lost(pod: &Pod) -> bool {
 }
 
 /// The Ready backups of the `backupBeforeChange` ZkBackup.
-async fn ready_backups(ctx: &Context, ens: &MasterEnsemble) -> Result<Vec<ReadyBackup>, Error> {
+pub(crate) async fn ready_backups(
+    ctx: &Context,
+    ens: &MasterEnsemble,
+) -> Result<Vec<ReadyBackup>, Error> {
     let Some(gate) = &ens.spec.backup_before_change else {
         return Ok(Vec::new());
     };

@@ -285,11 +285,61 @@ impl Bed {
 
     /// The CLI as its own process against this plane.
     pub fn cli(&self, args: &[&str]) -> Result<std::process::Output, Failed> {
+        self.cli_env(args, &[])
+    }
+
+    /// [`Bed::cli`] with more environment variables.
+    pub fn cli_env(
+        &self,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<std::process::Output, Failed> {
         Command::new(env!("CARGO_BIN_EXE_quorate"))
             .args(args)
             .env("KUBECONFIG", self.plane.kubeconfig_path())
+            .envs(env.iter().copied())
             .output()
             .map_err(|e| fail(format!("run quorate {args:?}: {e}")))
+    }
+
+    /// Runs the CLI under `strace` and returns its output with every TCP address it connected
+    /// to, as the kernel saw the `connect` calls (not as the CLI tells it): the judge of "the
+    /// CLI reaches only the API server".
+    pub fn cli_connects(
+        &self,
+        args: &[&str],
+    ) -> Result<
+        (
+            std::process::Output,
+            std::collections::BTreeSet<std::net::SocketAddr>,
+        ),
+        Failed,
+    > {
+        let trace = tempfile::NamedTempFile::new().map_err(|e| fail(e.to_string()))?;
+        let out = Command::new("strace")
+            .args([
+                "-f",
+                "-qq",
+                "-e",
+                "trace=connect",
+                "-e",
+                "signal=none",
+                "-o",
+            ])
+            .arg(trace.path())
+            .arg(env!("CARGO_BIN_EXE_quorate"))
+            .args(args)
+            .env("KUBECONFIG", self.plane.kubeconfig_path())
+            .output()
+            .map_err(|e| fail(format!("strace quorate {args:?} (strace is needed): {e}")))?;
+        let text = std::fs::read_to_string(trace.path()).map_err(|e| fail(e.to_string()))?;
+        let connects = tcp_connects(&text);
+        if connects.is_empty() {
+            return Err(fail(format!(
+                "strace saw no TCP connect at all (not even to the API server):\n{text}"
+            )));
+        }
+        Ok((out, connects))
     }
 
     /// helm with the plane's admin kubeconfig and private helm directories.
@@ -733,4 +783,36 @@ pub fn run(
         bed.plane.stop();
     }
     conclusion.exit_code()
+}
+
+/// The TCP addresses of the `connect` calls in an strace log (IPv4 and IPv6).
+pub fn tcp_connects(strace: &str) -> std::collections::BTreeSet<std::net::SocketAddr> {
+    let between = |line: &str, start: &str, end: &str| -> Option<String> {
+        let from = line.find(start)? + start.len();
+        let len = line[from..].find(end)?;
+        Some(line[from..from + len].to_string())
+    };
+    strace
+        .lines()
+        .filter(|l| l.contains("connect("))
+        .filter_map(|l| {
+            let (port, ip) = if l.contains("AF_INET6") {
+                (
+                    between(l, "sin6_port=htons(", ")")?,
+                    between(l, "inet_pton(AF_INET6, \"", "\"")?,
+                )
+            } else if l.contains("AF_INET") {
+                (
+                    between(l, "sin_port=htons(", ")")?,
+                    between(l, "sin_addr=inet_addr(\"", "\"")?,
+                )
+            } else {
+                return None;
+            };
+            Some(std::net::SocketAddr::new(
+                ip.parse().ok()?,
+                port.parse().ok()?,
+            ))
+        })
+        .collect()
 }
