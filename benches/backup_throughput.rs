@@ -16,6 +16,7 @@
 //!   started on it until it serves (at most 2 times);
 //! - verify-only restore: ZooKeeper's load alone, from start until it serves (at most 1.2
 //!   times).
+//!
 //! Memory is the process's peak resident set while the backup runs (the kernel's high-water
 //! mark, reset just before; target under 64 MiB whatever the size).
 
