@@ -743,6 +743,24 @@ async fn live_newer_than_its_backup(
     })
 }
 
+/// One kazoo session holding the ephemeral znodes `paths` (their parents persistent), ready.
+async fn hold_ephemerals(
+    bed: &Bed,
+    hosts: &str,
+    auth: Option<(&str, &str)>,
+    paths: &[&str],
+) -> Result<quorate_testbed::kazoo::Holder, Failed> {
+    let mut holder = bed
+        .judge
+        .hold(hosts, auth, paths, Duration::from_secs(600))
+        .map_err(|e| fail(format!("hold: {e}")))?;
+    holder
+        .ready(Duration::from_secs(60))
+        .await
+        .map_err(|e| fail(format!("hold: {e}")))?;
+    Ok(holder)
+}
+
 /// An online restore brings the backup's znodes back and deletes the persistent znodes it does
 /// not hold, but never a live session's ephemeral (a lock, a registration) nor a znode above
 /// one: the session stays alive and owns them all afterwards.
@@ -760,14 +778,7 @@ async fn an_online_restore_keeps_the_ephemerals_of_live_sessions(
     let auth = Some(("super", password.as_str()));
     // A lock under a znode the backup holds; a registration under znodes it does not.
     let held = ["/first/lock", "/registry/live/member-1"];
-    let mut holder = bed
-        .judge
-        .hold(&hosts, auth, &held, Duration::from_secs(600))
-        .map_err(|e| fail(format!("hold: {e}")))?;
-    holder
-        .ready(Duration::from_secs(60))
-        .await
-        .map_err(|e| fail(format!("hold: {e}")))?;
+    let holder = hold_ephemerals(bed, &hosts, auth, &held).await?;
     run_restore_ready(
         bed,
         &client,
@@ -1049,14 +1060,7 @@ async fn restores_are_checked_before_any_member_is_touched(bed: &Bed, ns: &str) 
     // session holds ephemerals (which the scratch member loads with their session, then drops
     // when it expires) must still come out exact.
     let held = ["/first/lock", "/registry/scratch/member-1"];
-    let mut holder = bed
-        .judge
-        .hold(&hosts, auth, &held, Duration::from_secs(600))
-        .map_err(|e| fail(format!("hold: {e}")))?;
-    holder
-        .ready(Duration::from_secs(60))
-        .await
-        .map_err(|e| fail(format!("hold: {e}")))?;
+    let holder = hold_ephemerals(bed, &hosts, auth, &held).await?;
     let with_ephemerals = create_backup(
         &client,
         ns,
