@@ -378,6 +378,15 @@ fn main() {
             rate(bytes, slowest),
             slowest.as_secs_f64() / backup_time.as_secs_f64()
         );
+        // The stages one after another: what the backup costs where they cannot overlap (on
+        // 2 cores the JVM's serialisation, the S3 server and the hash and parse share the CPU).
+        let serial = snapshot_read + raw_upload + verify_time;
+        println!(
+            "  the stages one after another (snapshot read, upload, hash + parse): {:.2} s; the backup took {:.2} s, {:.2} of it",
+            serial.as_secs_f64(),
+            backup_time.as_secs_f64(),
+            backup_time.as_secs_f64() / serial.as_secs_f64()
+        );
         println!(
             "  raw download (baseline)    {:>8.1} MiB/s",
             rate(bytes, raw_download)
