@@ -602,13 +602,9 @@ pub async fn delete(
             .get(&l.backup)
             .await
             .map_err(|e| format!("read ZkBackup {ns}/{}: {e}", l.backup))?;
-        let mut ids: Vec<String> = zkb
-            .annotations()
-            .get(ANNOTATION_DELETE_BACKUPS)
-            .map(|v| v.split(',').map(|i| i.trim().to_string()).collect())
-            .unwrap_or_default();
-        ids.retain(|i| !i.is_empty() && i != id);
-        ids.push(id.to_string());
+        let mut ids = crate::controller::backup::deletion_requests(zkb.annotations());
+        ids.insert(id.to_string());
+        let ids: Vec<String> = ids.into_iter().collect();
         let patch = serde_json::json!({
             "metadata": {
                 "resourceVersion": zkb.resource_version(),

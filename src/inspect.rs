@@ -204,7 +204,7 @@ pub async fn plan_live(
     let backups = crate::controller::observe::ready_backups(&ctx, &ens)
         .await
         .map_err(|e| e.to_string())?;
-    let (pods, pvcs) = crate::controller::observe::by_member(objects);
+    let (pods, pvcs, _) = crate::controller::observe::by_member(objects);
     let status = ens.status.clone().unwrap_or_default();
     let recorded: BTreeMap<ServerId, ZkState> = status
         .members

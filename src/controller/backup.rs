@@ -647,7 +647,7 @@ async fn run_one(
 }
 
 /// The backup ids the delete annotation asks for.
-fn deletion_requests(
+pub(crate) fn deletion_requests(
     annotations: &std::collections::BTreeMap<String, String>,
 ) -> std::collections::BTreeSet<String> {
     annotations
@@ -821,16 +821,14 @@ async fn apply_deletions(
         )
         .await;
     match patched {
-        // A conflict: someone asked for more meanwhile, and the next pass reads the new value.
-        Ok(_) => Ok(Deletions {
+        // A conflict (409): someone asked for more meanwhile; the next pass reads the new value.
+        Err(e) if !matches!(&e, kube::Error::Api(s) if s.code == 409) => {
+            Err(Error::kube(format!("update ZkBackup {ns}/{name}"))(e))
+        }
+        _ => Ok(Deletions {
             changed: true,
             waiting,
         }),
-        Err(kube::Error::Api(s)) if s.code == 409 => Ok(Deletions {
-            changed: true,
-            waiting,
-        }),
-        Err(e) => Err(Error::kube(format!("update ZkBackup {ns}/{name}"))(e)),
     }
 }
 

@@ -69,20 +69,7 @@ pub async fn observe(
     objects: Objects,
 ) -> Result<Observation, Error> {
     let name = ens.name_any();
-    let (probe_list, pod_list): (Vec<Pod>, Vec<Pod>) = objects.pods.into_iter().partition(|p| {
-        p.labels().get(LABEL_COMPONENT).map(String::as_str) == Some(PROBE_COMPONENT)
-    });
-    let probes: BTreeMap<ServerId, Pod> = probe_list
-        .into_iter()
-        .filter_map(|p| {
-            let id = p.labels().get(LABEL_PROBE_OF)?.parse().ok()?;
-            Some((ServerId(id), p))
-        })
-        .collect();
-    let (pods, pvcs) = by_member(Objects {
-        pods: pod_list,
-        ..objects
-    });
+    let (pods, pvcs, probes) = by_member(objects);
 
     let addresses: BTreeMap<ServerId, String> = pods
         .iter()
@@ -137,17 +124,28 @@ pub async fn observe(
     Ok(obs)
 }
 
-/// The member Pods (volume probes left out) and PVCs, by server id.
+/// The member Pods, the member PVCs, and the volume probe Pods (after a quorum loss, by the
+/// server id whose volume each reads), by server id.
+#[allow(clippy::type_complexity)]
 pub fn by_member(
     objects: Objects,
 ) -> (
     BTreeMap<ServerId, Pod>,
     BTreeMap<ServerId, PersistentVolumeClaim>,
+    BTreeMap<ServerId, Pod>,
 ) {
-    let pods = objects
-        .pods
+    let (probes, pods): (Vec<Pod>, Vec<Pod>) = objects.pods.into_iter().partition(|p| {
+        p.labels().get(LABEL_COMPONENT).map(String::as_str) == Some(PROBE_COMPONENT)
+    });
+    let probes = probes
         .into_iter()
-        .filter(|p| p.labels().get(LABEL_COMPONENT).map(String::as_str) != Some(PROBE_COMPONENT))
+        .filter_map(|p| {
+            let id = p.labels().get(LABEL_PROBE_OF)?.parse().ok()?;
+            Some((ServerId(id), p))
+        })
+        .collect();
+    let pods = pods
+        .into_iter()
         .filter_map(|p| Some((server_id_of(p.labels())?, p)))
         .collect();
     let pvcs = objects
@@ -155,7 +153,7 @@ pub fn by_member(
         .into_iter()
         .filter_map(|p| Some((server_id_of(p.labels())?, p)))
         .collect();
-    (pods, pvcs)
+    (pods, pvcs, probes)
 }
 
 /// The planner's view (pure): the member Pods and PVCs, what ZooKeeper said of each member
