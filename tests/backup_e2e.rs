@@ -303,30 +303,36 @@ async fn converged(
     Ok(api)
 }
 
+/// Each member Pod's address, by server id.
+async fn member_ips(
+    client: &Client,
+    ns: &str,
+    ensemble: &str,
+) -> Result<BTreeMap<u32, String>, Failed> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let list = pods
+        .list(&ListParams::default().labels(&format!("{LABEL_ENSEMBLE}={ensemble}")))
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    Ok(list
+        .items
+        .into_iter()
+        .filter_map(|p| {
+            let id = p.labels().get(LABEL_SERVER_ID)?.parse::<u32>().ok()?;
+            Some((id, p.status?.pod_ip?))
+        })
+        .collect())
+}
+
 /// Each member's `srvr` answer from its AdminServer, by server id.
 async fn members_srvr(
     client: &Client,
     ns: &str,
     ensemble: &str,
 ) -> Result<BTreeMap<u32, serde_json::Value>, Failed> {
-    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
-    let list = pods
-        .list(&ListParams::default().labels(&format!("{LABEL_ENSEMBLE}={ensemble}")))
-        .await
-        .map_err(|e| fail(e.to_string()))?;
     let http = reqwest::Client::new();
     let mut out = BTreeMap::new();
-    for p in list.items {
-        let Some(id) = p
-            .labels()
-            .get(LABEL_SERVER_ID)
-            .and_then(|v| v.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Some(ip) = p.status.and_then(|s| s.pod_ip) else {
-            continue;
-        };
+    for (id, ip) in member_ips(client, ns, ensemble).await? {
         let v: serde_json::Value = http
             .get(format!("http://{ip}:8080/commands/srvr"))
             .send()
@@ -2186,8 +2192,143 @@ async fn restores_from_the_bucket_alone_into_a_new_namespace(bed: &Bed, ns: &str
     same_trees(&before, &after)
 }
 
+/// Waits until every member of `ensemble` answers the AdminServer's `snapshot` (not streamed)
+/// with HTTP `want` when asked with the `Authorization` header `authorization` (`None`: no
+/// header). The AdminServer lets one snapshot through every 300 ms or so, so a 429 is asked
+/// again.
+async fn wait_snapshot_answer(
+    client: &Client,
+    ns: &str,
+    ensemble: &str,
+    authorization: Option<&str>,
+    want: u16,
+) -> TestResult {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .map_err(|e| fail(e.to_string()))?;
+    let mut seen = BTreeMap::new();
+    let answered = wait_for(
+        &format!("every member of {ensemble} to answer snapshot with {authorization:?} by {want}"),
+        Duration::from_secs(90),
+        async || {
+            let ips = member_ips(client, ns, ensemble).await?;
+            for (id, ip) in &ips {
+                let mut ask = http.get(format!(
+                    "http://{ip}:8080/commands/snapshot?streaming=false"
+                ));
+                if let Some(value) = authorization {
+                    ask = ask.header(reqwest::header::AUTHORIZATION, value);
+                }
+                let status = ask.send().await.map(|r| r.status().as_u16()).ok();
+                seen.insert(*id, status);
+            }
+            Ok(!ips.is_empty() && seen.values().all(|s| *s == Some(want)))
+        },
+    )
+    .await;
+    answered.map_err(|e| {
+        fail(format!(
+            "{}; last answers by server id: {seen:?}",
+            e.message().unwrap_or("failed")
+        ))
+    })
+}
+
+/// ZooKeeper gives `world:anyone` every permission on `/` by default, and the AdminServer's
+/// `snapshot` (the whole database) and `restore` (replace it) ask for exactly that: anyone who
+/// sends any digest header could read or replace all data. Once an ensemble converges, quorate
+/// takes the admin permission on `/` from world: the AdminServer then refuses a made-up identity
+/// (403) and a missing one (401) and still serves the super user, and kazoo reads the root's
+/// ACL as create, delete, read and write for world. A restore that brings back an open root
+/// (here: a backup taken after the root was opened again by hand) is locked again.
+async fn the_adminservers_snapshot_and_restore_answer_only_the_super_user(
+    bed: &Bed,
+    ns: &str,
+) -> TestResult {
+    use quorate_testbed::kazoo::AclEntry;
+    const ALL: u32 = 31;
+    const ALL_BUT_ADMIN: u32 = 15;
+    let guess = Some("digest nobody:guess");
+    let client = bed.client().await?;
+    namespace(&client, ns).await?;
+    s3_secret(&client, ns).await?;
+    converged(bed, &client, ns, "locked", 1, None).await?;
+    wait_snapshot_answer(&client, ns, "locked", guess, 403).await?;
+    wait_snapshot_answer(&client, ns, "locked", None, 401).await?;
+    let password = super_password(&client, ns, "locked").await?;
+    let super_header = format!("digest super:{password}");
+    wait_snapshot_answer(&client, ns, "locked", Some(&super_header), 200).await?;
+    let hosts = member_hosts(&client, ns, "locked").await?;
+    let judge_root = async |hosts: &str, password: &str| {
+        bed.judge
+            .acl(hosts, Some(("super", password)), "/")
+            .await
+            .map_err(|e| fail(format!("kazoo reading the ACL of /: {e}")))
+    };
+    let locked = vec![AclEntry::new("world", "anyone", ALL_BUT_ADMIN)];
+    let root = judge_root(&hosts, &password).await?;
+    if root != locked {
+        return Err(fail(format!("the root's ACL as kazoo reads it: {root:?}")));
+    }
+
+    // Opened again (as an older ensemble's data would hold it), a made-up identity gets through:
+    // the refusal above came from the root's ACL.
+    let open = vec![AclEntry::new("world", "anyone", ALL)];
+    bed.judge
+        .set_acl(&hosts, Some(("super", &password)), "/", &open)
+        .await
+        .map_err(|e| fail(format!("kazoo opening /: {e}")))?;
+    wait_snapshot_answer(&client, ns, "locked", guess, 200).await?;
+    let api = create_backup(
+        &client,
+        ns,
+        "open-root",
+        backup_spec("locked", "open-root", serde_json::json!({})),
+    )
+    .await?;
+    let a = next_artifact(bed, &api, "open-root", &[], Duration::from_secs(120)).await?;
+    if a.phase != ArtifactPhase::Ready {
+        return Err(fail(format!("backup failed: {:?}", a.message)));
+    }
+
+    // Restored offline into a fresh ensemble (locked when it converged): the placed snapshot
+    // opens its root, and quorate locks it again once the restore hands the members back.
+    converged(bed, &client, ns, "relocked", 1, None).await?;
+    wait_snapshot_answer(&client, ns, "relocked", guess, 403).await?;
+    run_restore_ready(
+        bed,
+        &client,
+        ns,
+        "into-relocked",
+        restore_spec(
+            "relocked",
+            "open-root",
+            &a.id,
+            serde_json::json!({"mode": "offline"}),
+        ),
+    )
+    .await?;
+    let relocked_api: Api<MasterEnsemble> = Api::namespaced(client.clone(), ns);
+    wait_converged(bed, &relocked_api, "relocked", 1, Duration::from_secs(120)).await?;
+    wait_snapshot_answer(&client, ns, "relocked", guess, 403).await?;
+    let hosts = member_hosts(&client, ns, "relocked").await?;
+    let password = super_password(&client, ns, "relocked").await?;
+    let root = judge_root(&hosts, &password).await?;
+    if root != locked {
+        return Err(fail(format!(
+            "after the restore, the root's ACL as kazoo reads it: {root:?}"
+        )));
+    }
+    Ok(())
+}
+
 fn scenarios() -> Vec<(&'static str, Scenario)> {
     vec![
+        (
+            "the_adminservers_snapshot_and_restore_answer_only_the_super_user",
+            |b, n| Box::pin(the_adminservers_snapshot_and_restore_answer_only_the_super_user(b, n)),
+        ),
         (
             "restores_from_the_bucket_alone_into_a_new_namespace",
             |b, n| Box::pin(restores_from_the_bucket_alone_into_a_new_namespace(b, n)),

@@ -8,6 +8,8 @@ an "error" key).
   write        --hosts H [--auth user:pw] --prefix /p --count N [--size B] [--acl open|creator]
   verify       --hosts H [--auth user:pw] --prefix /p --count N [--size B]
   dump         --hosts H [--auth user:pw] [--path /] [--exclude /zookeeper ...]
+  acl          --hosts H [--auth user:pw] --path /p [--set JSON]
+               the ACL of one znode (set first to JSON, a list of {perms, scheme, id})
   writer       --hosts H [--auth user:pw] --prefix /w --seconds S --out FILE [--interval-ms MS]
   check-acked  --hosts H [--auth user:pw] --file FILE
   populate     --hosts H [--auth user:pw] --prefix /p --count N [--size B]
@@ -250,6 +252,19 @@ def cmd_dump(args):
         if root not in nodes:
             raise JudgeError(f"{root} does not exist")
         return build(root), 0
+    finally:
+        close(client)
+
+
+def cmd_acl(args):
+    client = connect(args)
+    try:
+        if args.set is not None:
+            wanted = [ACL(e["perms"], Id(e["scheme"], e["id"])) for e in json.loads(args.set)]
+            client.set_acls(args.path, wanted)
+        client.sync(args.path)
+        acls, _ = client.get_acls(args.path)
+        return {"acl": acl_json(acls)}, 0
     finally:
         close(client)
 
@@ -708,6 +723,10 @@ def main(argv=None):
     p.add_argument("--path", default="/")
     p.add_argument("--exclude", action="append", default=[], help="a subtree to leave out (repeatable)")
 
+    p = common(sub.add_parser("acl", help="print the ACL of one znode (after setting it with --set)"))
+    p.add_argument("--path", required=True)
+    p.add_argument("--set", help='the new ACL as JSON: [{"perms": 31, "scheme": "world", "id": "anyone"}]')
+
     p = common(sub.add_parser("writer", help="bounded continuous writer of sequential znodes"))
     p.add_argument("--prefix", required=True)
     p.add_argument("--seconds", type=float, required=True)
@@ -750,6 +769,7 @@ def main(argv=None):
         "write": cmd_write,
         "verify": cmd_verify,
         "dump": cmd_dump,
+        "acl": cmd_acl,
         "writer": cmd_writer,
         "check-acked": cmd_check_acked,
         "populate": cmd_populate,

@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::cache::{cache_dir, progress};
 use crate::process::Child;
@@ -318,8 +318,14 @@ impl HistoryRecorder {
     }
 }
 
+/// What `zkjudge acl` prints.
+#[derive(Deserialize)]
+struct AclReport {
+    acl: Vec<AclEntry>,
+}
+
 /// One ACL entry.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq, PartialOrd, Ord)]
 pub struct AclEntry {
     pub perms: u32,
     pub scheme: String,
@@ -674,7 +680,34 @@ impl Judge {
         auth: Auth<'_>,
         path: &str,
     ) -> Result<Vec<AclEntry>, Error> {
-        Ok(self.dump(hosts, auth, path, &[]).await?.acl)
+        let read: AclReport = self
+            .run("acl", hosts, auth, &args(&["--path", path]))
+            .await?;
+        Ok(read.acl)
+    }
+
+    /// Sets the ACL of the znode at `path` to `acl` (any version) and returns it as read back.
+    pub async fn set_acl(
+        &self,
+        hosts: &str,
+        auth: Auth<'_>,
+        path: &str,
+        acl: &[AclEntry],
+    ) -> Result<Vec<AclEntry>, Error> {
+        let wanted = serde_json::to_string(acl).map_err(|e| Error::Judge {
+            command: "acl".into(),
+            message: format!("the ACL does not serialize: {e}"),
+            stderr: String::new(),
+        })?;
+        let read: AclReport = self
+            .run(
+                "acl",
+                hosts,
+                auth,
+                &args(&["--path", path, "--set", &wanted]),
+            )
+            .await?;
+        Ok(read.acl)
     }
 
     /// Starts a bounded continuous writer: sequential znodes `<prefix>/w-NNNNNNNNNN` for at most

@@ -96,7 +96,7 @@ async fn pass(ens: Arc<MasterEnsemble>, ctx: Arc<Context>) -> Result<Action, Err
         });
         if !handed {
             info!(%restore, "a restore owns the members; no step");
-            let status = serde_json::json!({"status": {"phase": EnsemblePhase::Restoring, "restore": restore, "message": format!("ZkRestore {restore} owns the members")}});
+            let status = serde_json::json!({"status": {"phase": EnsemblePhase::Restoring, "restore": restore, "message": format!("ZkRestore {restore} owns the members"), "rootLocked": null}});
             api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
                 .await
                 .map_err(Error::kube(format!("record the restore of {ns}/{name}")))?;
@@ -253,7 +253,11 @@ async fn pass(ens: Arc<MasterEnsemble>, ctx: Arc<Context>) -> Result<Action, Err
                 )
                 .await;
             }
-            record(&api, &previous, &ens, &obs, &plan, now).await?;
+            // The root is locked once the ensemble has converged, and again after a restore
+            // (whose hand-over cleared the mark): one session, then never again.
+            let root_locked = previous.root_locked
+                || (matches!(other, Decision::Converged) && lock_root(&obs, &credentials).await);
+            record(&api, &previous, &ens, &obs, &plan, now, root_locked).await?;
             record_members(None);
             Ok(match other {
                 Decision::Converged => Action::requeue(std::time::Duration::from_secs(30)),
@@ -325,8 +329,12 @@ async fn record(
     obs: &Observation,
     plan: &Plan,
     now: Timestamp,
+    root_locked: bool,
 ) -> Result<(), Error> {
-    let status = build_status(ens, previous, obs, plan, None, now);
+    let status = MasterEnsembleStatus {
+        root_locked,
+        ..build_status(ens, previous, obs, plan, None, now)
+    };
     if super::status::unchanged_but_zxids(previous, &status) {
         return Ok(());
     }
@@ -334,6 +342,23 @@ async fn record(
     // step another operator claimed meanwhile.
     write_status(api, ens, status, "record status").await?;
     Ok(())
+}
+
+/// Takes the admin permission on `/` from `world:anyone` as the super user (see
+/// [`crate::zk::membership::root_locked`]), so that the AdminServer's `snapshot` and `restore`
+/// answer only the super user. Whether the root is locked now; a failure is logged and the
+/// next converged pass tries again.
+async fn lock_root(obs: &Observation, credentials: &EnsembleCredentials) -> bool {
+    let Some(membership) = obs.membership(credentials.admin.clone()) else {
+        return false;
+    };
+    match membership.lock_root().await {
+        Ok(_) => true,
+        Err(e) => {
+            warn!(error = %e, "could not take the admin permission on / from world:anyone");
+            false
+        }
+    }
 }
 
 /// Takes back this pass's claim of a removal that failed before any reconfig request was sent

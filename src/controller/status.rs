@@ -249,6 +249,7 @@ pub fn build_status(
         change_requested_at: previous.change_requested_at.clone(),
         // Unfenced: no restore holds the members.
         restore: None,
+        root_locked: previous.root_locked,
         message: Some(message),
         conditions: conds,
     }

@@ -240,6 +240,36 @@ pub fn reconfig_grant(acl: &[zkc::Acl], user: &Credentials) -> Option<Vec<zkc::A
     Some(wanted)
 }
 
+/// The ACL of `/` with the admin permission taken from `world:anyone`, or `None` when no
+/// `world:anyone` entry holds it. ZooKeeper's AdminServer lets anyone who sends any digest
+/// header run `snapshot` (the whole database) and `restore` (replace it) while `world:anyone`
+/// has every permission on `/`, ZooKeeper's default; without admin there, only an identity
+/// with every permission on `/` (the super user) may. Clients keep create, read, write and
+/// delete on `/`; only changing the root's own ACL needs the super user now. An entry left
+/// with no permission at all is dropped, unless it is the only one (an ACL may not be empty).
+pub fn root_locked(acl: &[zkc::Acl]) -> Option<Vec<zkc::Acl>> {
+    let open = |a: &zkc::Acl| a.scheme() == "world" && a.id() == "anyone";
+    if !acl
+        .iter()
+        .any(|a| open(a) && a.permission().has(zkc::Permission::ADMIN))
+    {
+        return None;
+    }
+    let kept = zkc::Permission::READ
+        | zkc::Permission::WRITE
+        | zkc::Permission::CREATE
+        | zkc::Permission::DELETE;
+    let wanted: Vec<zkc::Acl> = acl
+        .iter()
+        .map(|a| match open(a) {
+            true => zkc::Acl::new(a.permission() & kept, a.auth_id().clone()),
+            false => a.clone(),
+        })
+        .filter(|a| a.permission() != zkc::Permission::NONE)
+        .collect();
+    (!wanted.is_empty()).then_some(wanted)
+}
+
 /// The failures after which the session is dropped and the configuration read again.
 fn is_connection_problem(e: &zkc::Error) -> bool {
     matches!(
@@ -601,15 +631,15 @@ impl<P: MemberProbe> ZkMembership<P> {
         }
     }
 
-    /// The ACL of `/zookeeper/config` and its version (after a `sync`), reconnecting once
-    /// after a connection problem; any other failure ends it at once.
-    async fn config_acl(&self) -> Result<(zkc::Client, Vec<zkc::Acl>, i32), Error> {
+    /// The ACL of `path` and its version (after a `sync`), reconnecting once after a
+    /// connection problem; any other failure ends it at once.
+    async fn acl_of(&self, path: &str) -> Result<(zkc::Client, Vec<zkc::Acl>, i32), Error> {
         let mut last = zkc::Error::ConnectionLoss;
         for _ in 0..2 {
             let client = self.session().await?;
             let read = async {
-                self.call(client.sync(CONFIG_NODE)).await?;
-                self.call(client.get_acl(CONFIG_NODE)).await
+                self.call(client.sync(path)).await?;
+                self.call(client.get_acl(path)).await
             };
             match read.await {
                 Ok((acl, stat)) => return Ok((client, acl, stat.aversion)),
@@ -636,7 +666,7 @@ impl<P: MemberProbe> ZkMembership<P> {
         let Some(credentials) = &self.credentials else {
             return Ok(false);
         };
-        let (_, acl, _) = self.config_acl().await?;
+        let (_, acl, _) = self.acl_of(CONFIG_NODE).await?;
         Ok(reconfig_grant(&acl, credentials).is_none())
     }
 
@@ -645,7 +675,7 @@ impl<P: MemberProbe> ZkMembership<P> {
     /// users are kept; an older entry of `to`'s user name (another password) is replaced. The
     /// change is conditioned on the ACL version read. Returns whether anything changed.
     pub async fn grant_reconfigure(&self, to: &Credentials) -> Result<bool, Error> {
-        let (client, acl, version) = self.config_acl().await?;
+        let (client, acl, version) = self.acl_of(CONFIG_NODE).await?;
         let Some(wanted) = reconfig_grant(&acl, to) else {
             return Ok(false);
         };
@@ -657,6 +687,27 @@ impl<P: MemberProbe> ZkMembership<P> {
                 source,
             })?;
         info!(user = to.user(), "granted rwa on {CONFIG_NODE}");
+        Ok(true)
+    }
+
+    /// Takes the admin permission on `/` away from `world:anyone` (see [`root_locked`]), so that
+    /// the AdminServer's `snapshot` and `restore` commands, which need every permission on `/`,
+    /// answer only the super user. This client's user must be allowed to change that ACL (the
+    /// super user). The change is conditioned on the ACL version read. Returns whether
+    /// anything changed.
+    pub async fn lock_root(&self) -> Result<bool, Error> {
+        let (client, acl, version) = self.acl_of("/").await?;
+        let Some(wanted) = root_locked(&acl) else {
+            return Ok(false);
+        };
+        self.call(client.set_acl("/", &wanted, Some(version)))
+            .await
+            .map_err(|source| Error::Acl {
+                op: AclOp::Set,
+                who: self.who(),
+                source,
+            })?;
+        info!("took the admin permission on / from world:anyone");
         Ok(true)
     }
 
@@ -975,6 +1026,34 @@ mod tests {
         let c = Credentials::digest("quorate", "s3cret");
         assert!(!format!("{c:?}").contains("s3cret"));
         assert_eq!(c.user(), "quorate");
+    }
+
+    #[test]
+    fn the_root_lock_takes_only_worlds_admin_permission() {
+        use zkc::Permission as P;
+        let world = |p| zkc::Acl::new(p, zkc::AuthId::anyone());
+        let cdrw = P::CREATE | P::DELETE | P::READ | P::WRITE;
+        // ZooKeeper's default root ACL: everyone may do everything, so any digest header runs
+        // the AdminServer's snapshot and restore.
+        assert_eq!(root_locked(&[world(P::ALL)]), Some(vec![world(cdrw)]));
+        // Locked already, or never open: nothing to do.
+        assert_eq!(root_locked(&[world(cdrw)]), None);
+        let app = zkc::Acl::new(
+            P::ALL,
+            zkc::AuthId::new("digest", &super::super::digest("app", "x")),
+        );
+        assert_eq!(root_locked(&[app.clone()]), None);
+        // Other entries are kept as they are; a world entry with admin alone goes.
+        assert_eq!(
+            root_locked(&[world(P::ADMIN), app.clone()]),
+            Some(vec![app.clone()])
+        );
+        assert_eq!(
+            root_locked(&[app.clone(), world(P::READ | P::ADMIN)]),
+            Some(vec![app, world(P::READ)])
+        );
+        // An ACL may not be empty: a root open for admin alone is left to the user.
+        assert_eq!(root_locked(&[world(P::ADMIN)]), None);
     }
 
     #[test]

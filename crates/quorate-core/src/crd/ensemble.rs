@@ -404,6 +404,12 @@ pub struct MasterEnsembleStatus {
     /// restore touches no member before this names it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore: Option<String>,
+    /// Whether quorate has taken the admin permission on `/` from `world:anyone` (once the
+    /// ensemble first converged, and again after each restore, which may bring back an open
+    /// root): the AdminServer's `snapshot` and `restore` commands, which need every permission
+    /// on `/`, then answer only the super user.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub root_locked: bool,
     /// Why quorate is waiting or blocked, in words.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
