@@ -324,18 +324,42 @@ fn main() {
         // soon as it serves).
         target.stop(1).await.expect("stop");
         let target_member = MemberAddr::new(ServerId(1), target.member_ip(1).to_string());
+        let probe = quorate::zk::AdminProbe::new(Duration::from_secs(10)).expect("probe");
         let t = Instant::now();
         place_like_quorate(&store, &paths, &data_dir, manifest, "offline").await;
         target.start_member(1).await.expect("start after placing");
-        let at = engine::restored_data(&target.connect_string(), (tu, tp), manifest.data_zxid)
+        // Judged as the restore judges it: by the member's own counters while nothing moved
+        // since it loaded (no client writes here), else by a walk at the restore's zxid.
+        let counted = engine::served_counts(&probe, std::slice::from_ref(&target_member))
             .await
-            .expect("read the restored data");
+            .and_then(|c| {
+                quorate::backup::tree::loaded_untouched(
+                    &c,
+                    manifest.zxid,
+                    manifest.data_zxid,
+                    manifest.znodes,
+                )
+            });
+        let judged = match counted {
+            Ok(note) => format!("by the member's counters{note}"),
+            Err(why) => {
+                let at = engine::restored_data(
+                    &target.connect_string(),
+                    (tu, tp),
+                    manifest.data_zxid,
+                )
+                .await
+                .expect("read the restored data");
+                at.judge(manifest.user_znodes)
+                    .expect("the offline restore's judgement");
+                format!("by a walk ({why})")
+            }
+        };
         let offline_time = t.elapsed();
-        at.judge(manifest.user_znodes).expect("the offline restore's judgement");
+        println!("  offline restore judged {judged}");
         // quorate's verify-only restore: the Verifying phase (every byte hashed and parsed), the
         // scratch member placed and started, and judged by its own counts.
         target.stop(1).await.expect("stop");
-        let probe = quorate::zk::AdminProbe::new(Duration::from_secs(10)).expect("probe");
         let t = Instant::now();
         engine::verify_artifact(&store, &job.id, &paths)
             .await

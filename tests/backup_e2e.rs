@@ -2296,7 +2296,7 @@ async fn the_adminservers_snapshot_and_restore_answer_only_the_super_user(
     // opens its root, and quorate locks it again once the restore hands the members back.
     converged(bed, &client, ns, "relocked", 1, None).await?;
     wait_snapshot_answer(&client, ns, "relocked", guess, 403).await?;
-    run_restore_ready(
+    let restored = run_restore_ready(
         bed,
         &client,
         ns,
@@ -2309,6 +2309,14 @@ async fn the_adminservers_snapshot_and_restore_answer_only_the_super_user(
         ),
     )
     .await?;
+    // Nothing moved since the member loaded the snapshot (no client, no session in it), so the
+    // restore was judged by the member's own counters, without a walk.
+    let judged = restored.message.unwrap_or_default();
+    if !judged.contains("every member's own counts") {
+        return Err(fail(format!(
+            "the restore was not judged by counters: {judged}"
+        )));
+    }
     let relocked_api: Api<MasterEnsemble> = Api::namespaced(client.clone(), ns);
     wait_converged(bed, &relocked_api, "relocked", 1, Duration::from_secs(120)).await?;
     wait_snapshot_answer(&client, ns, "relocked", guess, 403).await?;

@@ -258,6 +258,10 @@ async fn send_both(
     b.map_err(|_| "the parser stopped (the data does not parse)".to_string())
 }
 
+/// How long a backup asks again while the AdminServer answers `snapshot` with 429 (rate
+/// limited) before it fails.
+const SNAPSHOT_RATE_LIMITED_FOR: Duration = Duration::from_secs(15);
+
 /// Streams the AdminServer snapshot of `job.member` (ZooKeeper 3.9.4+), authenticated as the
 /// super user. Returns the snapshot's `last_zxid` header.
 async fn stream_snapshot(
@@ -275,15 +279,27 @@ async fn stream_snapshot(
         .build()
         .map_err(|e| err(e.to_string()))?;
     let url = format!("{}?streaming=true", job.member.admin_url("snapshot"));
-    let response = http
-        .get(&url)
-        .header(
-            reqwest::header::AUTHORIZATION,
-            format!("digest {}:{}", job.user, job.password),
-        )
-        .send()
-        .await
-        .map_err(|e| err(format!("request failed: {e}")))?;
+    // The AdminServer lets one snapshot through per rate-limit interval (about 300 ms in
+    // 3.9.5) and answers 429 to the next: someone else's snapshot a moment before is waited
+    // out, for a while.
+    let started = tokio::time::Instant::now();
+    let response = loop {
+        let response = http
+            .get(&url)
+            .header(
+                reqwest::header::AUTHORIZATION,
+                format!("digest {}:{}", job.user, job.password),
+            )
+            .send()
+            .await
+            .map_err(|e| err(format!("request failed: {e}")))?;
+        if response.status() != reqwest::StatusCode::TOO_MANY_REQUESTS
+            || started.elapsed() >= SNAPSHOT_RATE_LIMITED_FOR
+        {
+            break response;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
     let status = response.status();
     let content_type = response
         .headers()
@@ -588,6 +604,27 @@ pub async fn loaded_counts(
     Err(err(
         "its ephemeral count changed during every one of 5 readings".into(),
     ))
+}
+
+/// Every member's own `srvr` counters (no session), or why they could not all be read.
+pub async fn served_counts(
+    probe: &crate::zk::AdminProbe,
+    addrs: &[MemberAddr],
+) -> Result<Vec<tree::ServedCounts>, String> {
+    let mut out = Vec::with_capacity(addrs.len());
+    for addr in addrs {
+        let srvr = probe.command(addr, "srvr").await?;
+        let number = |pointer: &str| {
+            srvr.pointer(pointer)
+                .and_then(serde_json::Value::as_i64)
+                .ok_or_else(|| format!("{addr}: srvr without {pointer}"))
+        };
+        out.push(tree::ServedCounts {
+            node_count: number("/node_count")? as u64,
+            last_processed_zxid: number("/server_stats/last_processed_zxid")?,
+        });
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

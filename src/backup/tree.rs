@@ -468,6 +468,67 @@ impl LoadedCounts {
     }
 }
 
+/// What a member's AdminServer `srvr` says of its data: every znode it holds (the root and
+/// `/zookeeper` included; ZooKeeper's data tree holds the root under two keys, `""` and `/`,
+/// and counts it twice: measured on 3.9.5, one more than the znodes of its own snapshot) and
+/// its last processed zxid. No session is needed to read it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServedCounts {
+    /// `node_count`.
+    pub node_count: u64,
+    /// `server_stats.last_processed_zxid`.
+    pub last_processed_zxid: i64,
+}
+
+/// Whether every member still holds exactly the placed snapshot it loaded, told by its own
+/// counters instead of a walk of its tree: nothing applied since the load, and as many znodes
+/// as the snapshot holds (`znodes`, plus the root counted twice). Nothing was applied when the last processed zxid is still
+/// in the snapshot's epoch (`snapshot_zxid`) and reaches the artifact's newest data
+/// (`data_zxid`), or is exactly the start of a newer epoch (counter 0: the new leader's epoch
+/// began and no transaction of a client or a session followed; every later one counts up in
+/// it). The member's volume holds the placed snapshot alone, so that is what it loaded. `Err`
+/// says why the counters cannot tell (clients may write as soon as a member serves); the
+/// restore then walks the tree at the restore's own zxid instead. `Ok` carries what was
+/// compared.
+pub fn loaded_untouched(
+    members: &[ServedCounts],
+    snapshot_zxid: i64,
+    data_zxid: i64,
+    znodes: u64,
+) -> Result<String, String> {
+    let epoch = |zxid: i64| zxid >> 32;
+    if members.is_empty() {
+        return Err("no member answered".into());
+    }
+    for m in members {
+        let z = m.last_processed_zxid;
+        let epoch_began = epoch(z) > epoch(snapshot_zxid) && z & 0xffff_ffff == 0;
+        if epoch(z) != epoch(snapshot_zxid) && !epoch_began {
+            return Err(format!(
+                "a member's last processed zxid {} is a transaction after the load",
+                super::artifact::zxid_hex(z)
+            ));
+        }
+        if !epoch_began && z < data_zxid {
+            return Err(format!(
+                "a member's last processed zxid {} is older than the artifact's newest data {}",
+                super::artifact::zxid_hex(z),
+                super::artifact::zxid_hex(data_zxid)
+            ));
+        }
+        if m.node_count != znodes + 1 {
+            return Err(format!(
+                "a member counts {} znodes where the snapshot holds {znodes} (and ZooKeeper counts the root twice)",
+                m.node_count
+            ));
+        }
+    }
+    Ok(format!(
+        " (every member's own counts: {znodes} znodes, last processed zxid {}, nothing applied since it loaded the snapshot)",
+        super::artifact::zxid_hex(members[0].last_processed_zxid)
+    ))
+}
+
 /// Reads a whole dump, checking its structure, and summarises it.
 pub fn summarize<R: Read>(input: R) -> Result<TreeSummary, Error> {
     let mut reader = TreeReader::new(input)?;
@@ -1297,6 +1358,33 @@ mod tests {
         other.push(node("/a/lock", None, 77));
         other.push(made("/zookeeper/config", 0x1_0000_0001, 0x1_0000_0001));
         assert_eq!(count(&other).restored, 3);
+    }
+
+    #[test]
+    fn placed_snapshots_are_judged_by_the_members_counters_only_while_nothing_moved() {
+        let snapshot = 0x3_0000_0120_i64;
+        let data = 0x3_0000_0100_i64;
+        let served = |node_count, last_processed_zxid| ServedCounts {
+            node_count,
+            last_processed_zxid,
+        };
+        // A snapshot of 1,004 znodes loads as a node count of 1,005 (the root counted twice).
+        let loaded = [served(1005, snapshot), served(1005, snapshot)];
+        let note = loaded_untouched(&loaded, snapshot, data, 1004).expect("untouched");
+        assert!(note.contains("1004 znodes"), "{note}");
+        // A transaction after the load (a client's, a session's) is in the new leader's epoch:
+        // the counters cannot tell restored data from clients' changes.
+        let moved = [served(1005, snapshot), served(1006, 0x4_0000_0001)];
+        let why = loaded_untouched(&moved, snapshot, data, 1004).unwrap_err();
+        assert!(why.contains("after the load"), "{why}");
+        // A new leader's epoch that began with no transaction in it (what a member says right
+        // after the election) is nothing applied either.
+        let elected = [served(1005, 0x4_0000_0000), served(1005, 0x4_0000_0000)];
+        assert!(loaded_untouched(&elected, snapshot, data, 1004).is_ok());
+        // Another count, or data older than the artifact's newest, is no pass either.
+        assert!(loaded_untouched(&[served(1004, snapshot)], snapshot, data, 1004).is_err());
+        assert!(loaded_untouched(&[served(1005, data - 1)], snapshot, data, 1004).is_err());
+        assert!(loaded_untouched(&[], snapshot, data, 1004).is_err());
     }
 
     #[test]

@@ -850,6 +850,23 @@ async fn read_live_data(
     }))
 }
 
+/// What every member's own counters say of the placed snapshot it loaded, when nothing
+/// happened since ([`crate::backup::tree::loaded_untouched`]); `Err` says why they cannot
+/// tell (the restored tree must then be walked).
+async fn untouched_since_load(
+    probe: &crate::zk::AdminProbe,
+    addrs: &[MemberAddr],
+    artifact: &VerifiedArtifact,
+) -> Result<String, String> {
+    let counts = engine::served_counts(probe, addrs).await?;
+    crate::backup::tree::loaded_untouched(
+        &counts,
+        parse_zxid(&artifact.zxid).unwrap_or_default(),
+        parse_zxid(&artifact.data_zxid).unwrap_or_default(),
+        artifact.znodes as u64,
+    )
+}
+
 /// An ensemble as a restore's refusals name it: the target, or the artifact's source.
 #[derive(Clone, Copy)]
 struct Ensemble<'a> {
@@ -1450,100 +1467,112 @@ where
     let want_zxid = parse_zxid(&artifact.data_zxid).unwrap_or_default();
     // The judgement, never against the live tree as it moves (clients may write as soon as a
     // member serves): a replay is judged by what it wrote, a placed snapshot at its own zxid.
-    let judged: Result<String, String> =
-        if zkr.spec.mode == RestoreMode::Online && !zkr.spec.verify_only {
-            // Judged by its replay, in Restoring.
-            Ok(format!("{want_user} user znodes replayed"))
-        } else if format == Format::Tree {
-            // Tree artifacts placed nothing on the volumes: replay them now (into empty members).
-            let loaded = match engine::verify_artifact(&source.store, &artifact.id, &paths).await {
-                Ok(v) => {
-                    engine::load_artifact(
-                        &source.store,
-                        &v,
-                        &paths,
-                        &hosts,
-                        (SUPER_USER, &password),
-                        true,
-                        &|n| info!(znodes = n, "restore progress"),
-                    )
-                    .await
-                }
-                Err(e) => Err(e),
-            };
-            match loaded {
-                Err(e) => {
-                    cleanup_scratch(ctx, zkr).await;
-                    fail(
-                        "starting",
-                        format!("replaying the tree into the restarted members failed: {e}"),
-                        "ReplayFailed",
-                    )
-                    .await?;
-                    return Ok(Action::await_change());
-                }
-                Ok(r) if r.written == want_user => Ok(format!("{want_user} user znodes replayed")),
-                Ok(r) => Err(format!(
-                    "the replay wrote {} user znodes where the artifact holds {want_user}",
-                    r.written
-                )),
+    let judged: Result<String, String> = if zkr.spec.mode == RestoreMode::Online
+        && !zkr.spec.verify_only
+    {
+        // Judged by its replay, in Restoring.
+        Ok(format!("{want_user} user znodes replayed"))
+    } else if format == Format::Tree {
+        // Tree artifacts placed nothing on the volumes: replay them now (into empty members).
+        let loaded = match engine::verify_artifact(&source.store, &artifact.id, &paths).await {
+            Ok(v) => {
+                engine::load_artifact(
+                    &source.store,
+                    &v,
+                    &paths,
+                    &hosts,
+                    (SUPER_USER, &password),
+                    true,
+                    &|n| info!(znodes = n, "restore progress"),
+                )
+                .await
             }
-        } else if zkr.spec.verify_only
-            && let [scratch] = addrs.as_slice()
-        {
-            // The scratch member serves no client: its own counters say what it loaded.
-            match engine::loaded_counts(&ctx.probe, scratch, (SUPER_USER, &password)).await {
-                Ok(counts) => counts.judge(want_user, want_zxid).map(|note| {
-                    format!(
-                        "{want_user} user znodes as of zxid {}{note}",
-                        artifact.data_zxid
-                    )
-                }),
-                Err(e) if late => {
-                    cleanup_scratch(ctx, zkr).await;
-                    fail(
-                        "starting",
-                        format!("cannot read the scratch member's counts: {e}"),
-                        "Unreadable",
-                    )
-                    .await?;
-                    return Ok(Action::await_change());
-                }
-                Err(_) => return Ok(Action::requeue(Duration::from_secs(2))),
-            }
-        } else {
-            // A placed snapshot keeps its zxids, and every later zxid is in a newer epoch.
-            let at = match engine::restored_data(&hosts, (SUPER_USER, &password), want_zxid).await {
-                Ok(v) => v,
-                Err(e) => {
-                    if late {
-                        cleanup_scratch(ctx, zkr).await;
-                        fail(
-                            "starting",
-                            format!("cannot read the restored data: {e}"),
-                            "Unreadable",
-                        )
-                        .await?;
-                        return Ok(Action::await_change());
-                    }
-                    return Ok(Action::requeue(Duration::from_secs(2)));
-                }
-            };
-            if at.data_zxid < want_zxid {
-                Err(format!(
-                    "newest data zxid {} is older than the artifact's {}",
-                    zxid_hex(at.data_zxid),
-                    artifact.data_zxid
-                ))
-            } else {
-                at.judge(want_user).map(|note| {
-                    format!(
-                        "{want_user} user znodes as of zxid {}{note}",
-                        artifact.data_zxid
-                    )
-                })
-            }
+            Err(e) => Err(e),
         };
+        match loaded {
+            Err(e) => {
+                cleanup_scratch(ctx, zkr).await;
+                fail(
+                    "starting",
+                    format!("replaying the tree into the restarted members failed: {e}"),
+                    "ReplayFailed",
+                )
+                .await?;
+                return Ok(Action::await_change());
+            }
+            Ok(r) if r.written == want_user => Ok(format!("{want_user} user znodes replayed")),
+            Ok(r) => Err(format!(
+                "the replay wrote {} user znodes where the artifact holds {want_user}",
+                r.written
+            )),
+        }
+    } else if zkr.spec.verify_only
+        && let [scratch] = addrs.as_slice()
+    {
+        // The scratch member serves no client: its own counters say what it loaded.
+        match engine::loaded_counts(&ctx.probe, scratch, (SUPER_USER, &password)).await {
+            Ok(counts) => counts.judge(want_user, want_zxid).map(|note| {
+                format!(
+                    "{want_user} user znodes as of zxid {}{note}",
+                    artifact.data_zxid
+                )
+            }),
+            Err(e) if late => {
+                cleanup_scratch(ctx, zkr).await;
+                fail(
+                    "starting",
+                    format!("cannot read the scratch member's counts: {e}"),
+                    "Unreadable",
+                )
+                .await?;
+                return Ok(Action::await_change());
+            }
+            Err(_) => return Ok(Action::requeue(Duration::from_secs(2))),
+        }
+    } else {
+        match untouched_since_load(&ctx.probe, &addrs, &artifact).await {
+            // Nothing happened since the members loaded the placed snapshot: their own
+            // counters say what they hold, no walk needed.
+            Ok(note) => Ok(format!(
+                "{want_user} user znodes as of zxid {}{note}",
+                artifact.data_zxid
+            )),
+            Err(why) => {
+                // A placed snapshot keeps its zxids, and every later zxid is in a newer epoch.
+                let at =
+                    match engine::restored_data(&hosts, (SUPER_USER, &password), want_zxid).await {
+                        Ok(v) => v,
+                        Err(e) => {
+                            if late {
+                                cleanup_scratch(ctx, zkr).await;
+                                fail(
+                                    "starting",
+                                    format!("cannot read the restored data: {e}"),
+                                    "Unreadable",
+                                )
+                                .await?;
+                                return Ok(Action::await_change());
+                            }
+                            return Ok(Action::requeue(Duration::from_secs(2)));
+                        }
+                    };
+                if at.data_zxid < want_zxid {
+                    Err(format!(
+                        "newest data zxid {} is older than the artifact's {}",
+                        zxid_hex(at.data_zxid),
+                        artifact.data_zxid
+                    ))
+                } else {
+                    at.judge(want_user).map(|note| {
+                        format!(
+                            "{want_user} user znodes as of zxid {}{note}, judged by a walk of the tree ({why})",
+                            artifact.data_zxid
+                        )
+                    })
+                }
+            }
+        }
+    };
     cleanup_scratch(ctx, zkr).await;
     let summary = match judged {
         Ok(summary) => summary,
