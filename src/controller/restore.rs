@@ -1424,6 +1424,12 @@ where
         .map(|t| t.0)
         .unwrap_or_else(Timestamp::now);
     let late = Timestamp::now().duration_since(started).unsigned_abs() > START_TIMEOUT;
+    // Starting fails: the scratch member (if any) goes, and the restore says why.
+    let give_up = async |message: String, reason: &'static str| -> Result<Action, Error> {
+        cleanup_scratch(ctx, zkr).await;
+        fail("starting", message, reason).await?;
+        Ok(Action::await_change())
+    };
     let password = super_password(&ctx.client, &ns, &ens_name).await?;
     let format = format_of(&artifact);
     // Everyone serves. Where to talk to.
@@ -1441,14 +1447,11 @@ where
         let obs = observe_ensemble(&ctx.probe, &addrs, Duration::from_secs(3)).await;
         if obs.leader.is_none() || obs.synced.len() < addrs.len() {
             if late {
-                cleanup_scratch(ctx, zkr).await;
-                fail(
-                    "starting",
+                return give_up(
                     "no leader was elected with every member synced".into(),
                     "NoLeader",
                 )
-                .await?;
-                return Ok(Action::await_change());
+                .await;
             }
             return Ok(Action::requeue(Duration::from_secs(2)));
         }
@@ -1491,14 +1494,11 @@ where
         };
         match loaded {
             Err(e) => {
-                cleanup_scratch(ctx, zkr).await;
-                fail(
-                    "starting",
+                return give_up(
                     format!("replaying the tree into the restarted members failed: {e}"),
                     "ReplayFailed",
                 )
-                .await?;
-                return Ok(Action::await_change());
+                .await;
             }
             Ok(r) if r.written == want_user => Ok(format!("{want_user} user znodes replayed")),
             Ok(r) => Err(format!(
@@ -1518,14 +1518,11 @@ where
                 )
             }),
             Err(e) if late => {
-                cleanup_scratch(ctx, zkr).await;
-                fail(
-                    "starting",
+                return give_up(
                     format!("cannot read the scratch member's counts: {e}"),
                     "Unreadable",
                 )
-                .await?;
-                return Ok(Action::await_change());
+                .await;
             }
             Err(_) => return Ok(Action::requeue(Duration::from_secs(2))),
         }
@@ -1544,14 +1541,11 @@ where
                         Ok(v) => v,
                         Err(e) => {
                             if late {
-                                cleanup_scratch(ctx, zkr).await;
-                                fail(
-                                    "starting",
+                                return give_up(
                                     format!("cannot read the restored data: {e}"),
                                     "Unreadable",
                                 )
-                                .await?;
-                                return Ok(Action::await_change());
+                                .await;
                             }
                             return Ok(Action::requeue(Duration::from_secs(2)));
                         }

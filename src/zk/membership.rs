@@ -675,19 +675,13 @@ impl<P: MemberProbe> ZkMembership<P> {
     /// users are kept; an older entry of `to`'s user name (another password) is replaced. The
     /// change is conditioned on the ACL version read. Returns whether anything changed.
     pub async fn grant_reconfigure(&self, to: &Credentials) -> Result<bool, Error> {
-        let (client, acl, version) = self.acl_of(CONFIG_NODE).await?;
-        let Some(wanted) = reconfig_grant(&acl, to) else {
-            return Ok(false);
-        };
-        self.call(client.set_acl(CONFIG_NODE, &wanted, Some(version)))
-            .await
-            .map_err(|source| Error::Acl {
-                op: AclOp::Set,
-                who: self.who(),
-                source,
-            })?;
-        info!(user = to.user(), "granted rwa on {CONFIG_NODE}");
-        Ok(true)
+        let changed = self
+            .change_acl(CONFIG_NODE, |acl| reconfig_grant(acl, to))
+            .await?;
+        if changed {
+            info!(user = to.user(), "granted rwa on {CONFIG_NODE}");
+        }
+        Ok(changed)
     }
 
     /// Takes the admin permission on `/` away from `world:anyone` (see [`root_locked`]), so that
@@ -696,18 +690,31 @@ impl<P: MemberProbe> ZkMembership<P> {
     /// super user). The change is conditioned on the ACL version read. Returns whether
     /// anything changed.
     pub async fn lock_root(&self) -> Result<bool, Error> {
-        let (client, acl, version) = self.acl_of("/").await?;
-        let Some(wanted) = root_locked(&acl) else {
+        let changed = self.change_acl("/", root_locked).await?;
+        if changed {
+            info!("took the admin permission on / from world:anyone");
+        }
+        Ok(changed)
+    }
+
+    /// Sets the ACL of `path` to what `wanted` makes of the current one (`None`: nothing to
+    /// change), conditioned on the ACL version read. Returns whether anything changed.
+    async fn change_acl(
+        &self,
+        path: &str,
+        wanted: impl FnOnce(&[zkc::Acl]) -> Option<Vec<zkc::Acl>>,
+    ) -> Result<bool, Error> {
+        let (client, acl, version) = self.acl_of(path).await?;
+        let Some(wanted) = wanted(&acl) else {
             return Ok(false);
         };
-        self.call(client.set_acl("/", &wanted, Some(version)))
+        self.call(client.set_acl(path, &wanted, Some(version)))
             .await
             .map_err(|source| Error::Acl {
                 op: AclOp::Set,
                 who: self.who(),
                 source,
             })?;
-        info!("took the admin permission on / from world:anyone");
         Ok(true)
     }
 
@@ -1042,7 +1049,7 @@ mod tests {
             P::ALL,
             zkc::AuthId::new("digest", &super::super::digest("app", "x")),
         );
-        assert_eq!(root_locked(&[app.clone()]), None);
+        assert_eq!(root_locked(std::slice::from_ref(&app)), None);
         // Other entries are kept as they are; a world entry with admin alone goes.
         assert_eq!(
             root_locked(&[world(P::ADMIN), app.clone()]),
