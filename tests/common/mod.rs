@@ -762,6 +762,15 @@ pub fn run(
             Trial::test(name, move || {
                 bed.runtime.clone().block_on(async {
                     let result = scenario(&bed, &ns).await;
+                    if result.is_err() {
+                        // A failed scenario may leave no operator, or one armed with failpoints
+                        // or paused: the next one starts from the bed's state, one plain
+                        // operator, instead of failing for this one's sake.
+                        bed.kill_operator();
+                        if let Err(e) = bed.start_operator() {
+                            eprintln!("cannot start a fresh operator after {name}: {e:?}");
+                        }
+                    }
                     bed.clean_up(&ns).await;
                     // Said at once, beside the scenario's own lines: a CI log cut short keeps it.
                     if let Err(e) = &result {
