@@ -759,27 +759,26 @@ pub async fn a_removal_committed_before_a_quorum_loss_never_brings_the_member_ba
     // The successor has planned under the loss once the ensemble is Blocked (old code started
     // member 3 instead, and then waited for it).
     let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), ns);
+    // A Pod `masters-3` that is not being deleted: the one the armed operator fenced may still
+    // be terminating (a paused process dies when the node kills it); it was not created anew.
+    let live_pod_3 = async || -> Result<bool, Failed> {
+        Ok(pods
+            .get_opt("masters-3")
+            .await
+            .map_err(|e| fail(e.to_string()))?
+            .is_some_and(|p| p.metadata.deletion_timestamp.is_none()))
+    };
     wait_for(
         "the successor to block on the lost quorum, or to start member 3",
         Duration::from_secs(180),
         async || {
             let blocked =
                 status_of(&api).await?.phase == Some(quorate::crd::EnsemblePhase::Blocked);
-            let three = pods
-                .get_opt("masters-3")
-                .await
-                .map_err(|e| fail(e.to_string()))?
-                .is_some();
-            Ok(blocked || three)
+            Ok(blocked || live_pod_3().await?)
         },
     )
     .await?;
-    if pods
-        .get_opt("masters-3")
-        .await
-        .map_err(|e| fail(e.to_string()))?
-        .is_some()
-    {
+    if live_pod_3().await? {
         return Err(fail(format!(
             "{successor} created a Pod for member 3, which ZooKeeper had removed"
         )));
