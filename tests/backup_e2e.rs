@@ -2213,6 +2213,7 @@ async fn wait_snapshot_answer(
         Duration::from_secs(90),
         async || {
             let ips = member_ips(client, ns, ensemble).await?;
+            seen.clear();
             for (id, ip) in &ips {
                 let mut ask = http.get(format!(
                     "http://{ip}:8080/commands/snapshot?streaming=false"
@@ -2256,6 +2257,24 @@ async fn the_adminservers_snapshot_and_restore_answer_only_the_super_user(
     converged(bed, &client, ns, "locked", 1, None).await?;
     wait_snapshot_answer(&client, ns, "locked", guess, 403).await?;
     wait_snapshot_answer(&client, ns, "locked", None, 401).await?;
+    // `restore` asks for the same permission, and is refused before it reads a byte.
+    let http = reqwest::Client::new();
+    for (id, ip) in member_ips(&client, ns, "locked").await? {
+        let status = http
+            .post(format!("http://{ip}:8080/commands/restore"))
+            .header(reqwest::header::AUTHORIZATION, guess.unwrap_or_default())
+            .body(Vec::<u8>::new())
+            .send()
+            .await
+            .map_err(|e| fail(format!("restore on member {id}: {e}")))?
+            .status()
+            .as_u16();
+        if status != 403 {
+            return Err(fail(format!(
+                "member {id} answered restore for a made-up identity with {status}"
+            )));
+        }
+    }
     let password = super_password(&client, ns, "locked").await?;
     let super_header = format!("digest super:{password}");
     wait_snapshot_answer(&client, ns, "locked", Some(&super_header), 200).await?;
