@@ -1419,6 +1419,81 @@ async fn a_follower_cut_outgoing_stops_serving_stays_cut_across_a_restart_and_se
     assert!(verified.ok, "{verified:?}");
 }
 
+/// A follower cut both ways gets nothing more from its leader, not even on the connection it
+/// opened to it (from `127.0.0.1`, so neither the address rule nor its own cgroup's stops what
+/// the leader sends back): it goes on following for a while (its read timeout), and what it has
+/// processed by then is what it had at the cut, however many writes the other two pipelined
+/// meanwhile. Judged from ZooKeeper: the follower's own `srvr`, asked from the node's address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_cut_both_ways_receives_nothing_even_on_the_connection_it_opened() {
+    let _serial = SERIAL.lock().await;
+    let judge = Judge::new().await.expect("kazoo venv");
+    let bed = Bed::start().await;
+    let (ips, leader) = three_members(&bed, "deaf").await;
+    let agent = bed.agent();
+    let node = agent.node_ip();
+    let id = (1..=3u64).find(|i| *i != leader).expect("a follower");
+    let ip = ips[id as usize - 1];
+    let others: Vec<Ipv4Addr> = ips.iter().copied().filter(|i| *i != ip).collect();
+    let zxid = |body: &serde_json::Value| {
+        body.pointer("/server_stats/last_processed_zxid")
+            .and_then(serde_json::Value::as_u64)
+    };
+    let written = judge
+        .write(&hosts(&ips), None, "/before", 20)
+        .await
+        .expect("write before the cut");
+    assert_eq!(written.written, 20, "{written:?}");
+    // Every member has processed the writes before the cut.
+    let before = bed
+        .eventually(
+            "the follower to process the writes before the cut",
+            Duration::from_secs(30),
+            || async {
+                let mine = zxid(&admin(ip, "srvr").await?)?;
+                let theirs = zxid(&admin(others[0], "srvr").await?)?;
+                (mine == theirs).then_some(mine)
+            },
+        )
+        .await;
+
+    agent
+        .cut(NS, &format!("deaf-{id}"), Cut::Both)
+        .expect("cut the follower");
+    let cut_at = Instant::now();
+    let written = judge
+        .write(&hosts(&others), None, "/during", 200)
+        .await
+        .expect("write during the cut");
+    assert_eq!(written.written, 200, "{written:?}");
+    let newest = zxid(
+        &admin(others[0], "srvr")
+            .await
+            .expect("srvr of a serving member"),
+    )
+    .expect("a zxid");
+    assert!(
+        newest >= before + 200,
+        "{newest:#x} after 200 writes on {before:#x}"
+    );
+    let (_, body) = admin_from(node, ip, "srvr")
+        .await
+        .expect("the cut follower answers the node");
+    assert_eq!(
+        (server_state(&body), zxid(&body)),
+        (Some("follower"), Some(before)),
+        "{:?} after the cut, the follower had processed writes it cannot have received: {body}",
+        cut_at.elapsed()
+    );
+    agent.heal(NS, &format!("deaf-{id}")).expect("heal");
+    bed.eventually(
+        "the healed follower to catch up",
+        Duration::from_secs(60),
+        || async { (zxid(&admin(ip, "srvr").await?)? >= newest).then_some(()) },
+    )
+    .await;
+}
+
 /// Acknowledged writes per second of a kazoo writer that writes one znode at a time for 4 s.
 async fn sequential_writes(judge: &Judge, hosts: &str, prefix: &str, dir: &Path) -> f64 {
     let out = dir.join(format!("{}.jsonl", prefix.trim_start_matches('/')));

@@ -10,6 +10,13 @@
 //!
 //! - incoming cut: `ip daddr <pod ip> ip saddr != <node ip> drop`;
 //! - outgoing cut: `meta cgroup <class id> ip daddr != <node ip> drop` (and all its IPv6);
+//! - both ways, also: `ip daddr <local> tcp dport <port> ip saddr <remote> tcp sport <port>
+//!   drop` for each TCP connection the Pod's processes held when it was cut whose local address
+//!   is not the Pod IP. Those are the connections it opened (on loopback from `127.0.0.1`): what
+//!   their peers send is addressed to `127.0.0.1` and sent by the peer's process, so neither rule
+//!   above stops it, and a follower cut from its leader would go on receiving (and logging) every
+//!   proposal the leader sends before it notices the follower's silence. Connections opened after
+//!   the cut never get going (their SYN is an outgoing packet).
 //! - lossy quorum links: packets to or from ports 2888 and 3888 of this agent's `/24`, dropped at
 //!   random with the given probability.
 //!
@@ -130,10 +137,22 @@ fn remove_cgroup(dir: &Path, wait: Duration) -> std::io::Result<()> {
     }
 }
 
+/// A TCP connection seen from one end: local address and port, remote address and port.
+type Connection = ((Ipv4Addr, u16), (Ipv4Addr, u16));
+
+/// A cut Pod: its address when cut, how, and the connections it had opened by then (see the
+/// module's documentation; empty unless cut both ways).
+#[derive(Debug, Clone, PartialEq)]
+struct CutPod {
+    ip: Ipv4Addr,
+    how: Cut,
+    opened: Vec<Connection>,
+}
+
 #[derive(Debug, Default)]
 struct Wanted {
-    /// Cut Pods, by namespace/name, with their address when cut.
-    cuts: BTreeMap<PodKey, (Ipv4Addr, Cut)>,
+    /// Cut Pods, by namespace/name.
+    cuts: BTreeMap<PodKey, CutPod>,
     /// Percentage of quorum-link packets dropped.
     loss: u8,
     /// The table is in the kernel.
@@ -233,8 +252,12 @@ impl NetFaults {
                 "an outgoing cut needs the Pods' net_cls cgroups, which this agent has none of: {e}"
             ));
         }
+        let opened = match (how, &self.cgroups) {
+            (Cut::Both, Ok(root)) => opened_connections(&root.join(ip.to_string()), ip)?,
+            _ => Vec::new(),
+        };
         let mut wanted = lock(&self.wanted);
-        let before = wanted.cuts.insert(key.clone(), (ip, how));
+        let before = wanted.cuts.insert(key.clone(), CutPod { ip, how, opened });
         self.apply(&mut wanted).inspect_err(|_| {
             match before {
                 Some(b) => wanted.cuts.insert(key, b),
@@ -357,18 +380,26 @@ impl NetFaults {
     fn rules(&self, wanted: &Wanted) -> Vec<String> {
         let node = self.node_ip;
         let mut rules = Vec::new();
-        for (ip, how) in wanted.cuts.values() {
+        for CutPod { ip, how, opened } in wanted.cuts.values() {
+            let (ip, how) = (*ip, *how);
             if how.incoming() {
                 rules.push(format!("ip daddr {ip} ip saddr != {node} counter drop"));
             }
             if how.outgoing() {
-                let class = classid_text(*ip);
+                let class = classid_text(ip);
                 rules.push(format!(
                     "meta cgroup {class} meta nfproto ipv4 ip daddr != {node} counter drop"
                 ));
                 rules.push(format!(
                     "meta cgroup {class} meta nfproto ipv6 counter drop"
                 ));
+            }
+            for ((local, lport), (remote, rport)) in opened {
+                if *remote != node {
+                    rules.push(format!(
+                        "ip daddr {local} tcp dport {lport} ip saddr {remote} tcp sport {rport} counter drop"
+                    ));
+                }
             }
         }
         if wanted.loss > 0 {
@@ -388,6 +419,80 @@ impl NetFaults {
         }
         rules
     }
+}
+
+/// The TCP connections (not listening sockets) held by the processes of the cgroup `dir` whose
+/// local address is not `pod_ip`: the ones they opened. Read from `/proc` (the sockets each
+/// process has open, matched by inode against the connection table of its network namespace).
+/// A missing cgroup (no process started yet) holds none.
+fn opened_connections(dir: &Path, pod_ip: Ipv4Addr) -> Result<Vec<Connection>, String> {
+    let procs = match std::fs::read_to_string(dir.join("cgroup.procs")) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(format!("reading {}/cgroup.procs: {e}", dir.display())),
+    };
+    let mut found = Vec::new();
+    for pid in procs.split_whitespace() {
+        // A process that exits meanwhile has no sockets left to cut.
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+            continue;
+        };
+        let inodes: std::collections::BTreeSet<u64> = fds
+            .flatten()
+            .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+            .filter_map(|link| {
+                let link = link.to_string_lossy().into_owned();
+                link.strip_prefix("socket:[")?
+                    .strip_suffix(']')?
+                    .parse()
+                    .ok()
+            })
+            .collect();
+        if inodes.is_empty() {
+            continue;
+        }
+        // A JVM's sockets are IPv6 ones, its IPv4 connections v4-mapped (`tcp6`).
+        let table = ["tcp", "tcp6"]
+            .map(|t| std::fs::read_to_string(format!("/proc/{pid}/net/{t}")).unwrap_or_default())
+            .join("\n");
+        for (conn, inode) in tcp_connections(&table) {
+            if inodes.contains(&inode) && conn.0.0 != pod_ip && !found.contains(&conn) {
+                found.push(conn);
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// The IPv4 connections of `/proc/net/tcp` and `/proc/net/tcp6` tables (IPv4-mapped IPv6 ones
+/// as IPv4; listening sockets and headers left out), with their inodes.
+fn tcp_connections(table: &str) -> Vec<(Connection, u64)> {
+    const LISTEN: &str = "0A";
+    let endpoint = |field: &str| -> Option<(Ipv4Addr, u16)> {
+        let (addr, port) = field.split_once(':')?;
+        // The address is printed as host-order words of its network-order bytes.
+        let mut bytes = Vec::with_capacity(16);
+        for word in 0..addr.len() / 8 {
+            let w = u32::from_str_radix(addr.get(word * 8..word * 8 + 8)?, 16).ok()?;
+            bytes.extend_from_slice(&w.to_ne_bytes());
+        }
+        let ip = match bytes.len() {
+            4 => Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]),
+            16 => std::net::Ipv6Addr::from(<[u8; 16]>::try_from(bytes).ok()?).to_ipv4_mapped()?,
+            _ => return None,
+        };
+        Some((ip, u16::from_str_radix(port, 16).ok()?))
+    };
+    table
+        .lines()
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() < 10 || f[3] == LISTEN || !f[0].ends_with(':') {
+                return None;
+            }
+            Some(((endpoint(f[1])?, endpoint(f[2])?), f[9].parse().ok()?))
+        })
+        .collect()
 }
 
 fn classid_text(ip: Ipv4Addr) -> String {
@@ -444,7 +549,14 @@ mod tests {
         let f = faults();
         let mut w = Wanted::default();
         let ip = Ipv4Addr::new(127, 0, 42, 3);
-        w.cuts.insert(("ns".into(), "a".into()), (ip, Cut::Both));
+        w.cuts.insert(
+            ("ns".into(), "a".into()),
+            CutPod {
+                ip,
+                how: Cut::Both,
+                opened: Vec::new(),
+            },
+        );
         w.loss = 30;
         let rules = f.rules(&w);
         assert_eq!(rules.len(), 5, "{rules:?}");
@@ -470,7 +582,11 @@ mod tests {
         let mut w = Wanted::default();
         w.cuts.insert(
             ("ns".into(), "a".into()),
-            (Ipv4Addr::new(127, 0, 42, 3), Cut::Incoming),
+            CutPod {
+                ip: Ipv4Addr::new(127, 0, 42, 3),
+                how: Cut::Incoming,
+                opened: Vec::new(),
+            },
         );
         let rules = f.rules(&w);
         assert_eq!(
@@ -481,6 +597,79 @@ mod tests {
             render("t", &[]),
             "table inet t {}\ndelete table inet t\n",
             "no rules: the table is only deleted"
+        );
+    }
+
+    #[test]
+    fn a_connection_table_yields_its_connections_and_leaves_listeners_out() {
+        // `127.0.42.3:2181` listening; `127.0.0.1:40000` -> `127.0.42.5:2888` established.
+        let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n   \
+            0: 032A007F:0885 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 111 1 0 100 0 0 10 0\n   \
+            1: 0100007F:9C40 052A007F:0B48 01 00000000:00000000 00:00000000 00000000  1000        0 222 1 0 20 4 30 10 -1\n  \
+            sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n   \
+            0: 0000000000000000FFFF0000032A007F:0F30 0000000000000000FFFF00000100007F:8778 01 00000000:00000000 00:00000000 00000000  1000        0 333 1 0 20 4 30 10 -1\n   \
+            1: 00000000000000000000000001000000:1F90 00000000000000000000000001000000:9C41 01 00000000:00000000 00:00000000 00000000  1000        0 444 1 0 20 4 30 10 -1\n";
+        // And a JVM's `127.0.42.3:3888` <- `127.0.0.1:34680` (v4-mapped); `::1` is left out.
+        assert_eq!(
+            tcp_connections(table),
+            [
+                (
+                    (
+                        (Ipv4Addr::new(127, 0, 0, 1), 40000),
+                        (Ipv4Addr::new(127, 0, 42, 5), 2888)
+                    ),
+                    222
+                ),
+                (
+                    (
+                        (Ipv4Addr::new(127, 0, 42, 3), 3888),
+                        (Ipv4Addr::new(127, 0, 0, 1), 34680)
+                    ),
+                    333
+                )
+            ]
+        );
+    }
+
+    #[test]
+    fn a_cut_both_ways_also_drops_what_arrives_on_the_connections_the_pod_opened() {
+        let f = faults();
+        let mut w = Wanted::default();
+        let ip = Ipv4Addr::new(127, 0, 42, 3);
+        let leader = (Ipv4Addr::new(127, 0, 42, 5), 2888);
+        let node = (Ipv4Addr::new(127, 0, 42, 1), 9000);
+        w.cuts.insert(
+            ("ns".into(), "a".into()),
+            CutPod {
+                ip,
+                how: Cut::Both,
+                opened: vec![
+                    ((Ipv4Addr::LOCALHOST, 40000), leader),
+                    ((Ipv4Addr::LOCALHOST, 40001), node),
+                ],
+            },
+        );
+        let rules = f.rules(&w);
+        assert_eq!(
+            rules.last().map(String::as_str),
+            Some(
+                "ip daddr 127.0.0.1 tcp dport 40000 ip saddr 127.0.42.5 tcp sport 2888 counter drop"
+            ),
+            "{rules:?}"
+        );
+        assert_eq!(
+            rules.len(),
+            4,
+            "the node's connection is never cut: {rules:?}"
+        );
+    }
+
+    #[test]
+    fn a_cgroup_without_processes_has_no_connections() {
+        let dir = std::env::temp_dir().join(format!("quorate-netfault-{}", std::process::id()));
+        assert_eq!(
+            opened_connections(&dir, Ipv4Addr::new(127, 0, 42, 3)),
+            Ok(Vec::new())
         );
     }
 
