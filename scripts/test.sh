@@ -27,6 +27,13 @@ step "prepare real parts (cached in ${QUORATE_CACHE:-$HOME/.cache/quorate})"
 cargo run -q -p quorate-testbed --bin testbed -- prepare
 
 step "tests (PROPTEST_CASES=$PROPTEST_CASES)"
-cargo test --workspace --no-fail-fast "${features[@]}"
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+if ! cargo test --workspace --no-fail-fast "${features[@]}" 2>&1 | tee "$log"; then
+  # Said again at the very end, where a log cut short keeps it: why each test failed.
+  step "failed"
+  grep -E -A12 "^[a-z0-9_]+ FAILED: |panicked at|^---- .* stdout ----" "$log" | cut -c1-1500 | tail -n 300
+  exit 1
+fi
 
 step "done"
