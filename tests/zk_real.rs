@@ -750,6 +750,47 @@ async fn refuses_to_add_a_joiner_that_is_not_running() {
     assert_eq!(harness_ids(&ensemble).await, vec![1, 2, 3]);
 }
 
+/// One probe for the process keeps its AdminServer connections between requests (a converged
+/// ensemble is observed over the same connection, pass after pass), and a connection the member
+/// closes (a restart) is replaced without a failed request. Counted by a TCP proxy in front of
+/// a real member's AdminServer.
+#[tokio::test]
+async fn the_probe_keeps_its_adminserver_connection_and_replaces_a_closed_one() {
+    use quorate_testbed::proxy::ApiProxy;
+    let _one = ONE_AT_A_TIME.lock().await;
+    let ensemble = start(ZkVersion::V3_9_5, 1).await;
+    let admin = std::net::SocketAddr::from((ensemble.member_ip(1), 8080));
+    let proxy = ApiProxy::start(admin).await.expect("proxy");
+    let mut member = addr(&ensemble, 1);
+    member.host = proxy.addr().ip().to_string();
+    member.admin_port = proxy.addr().port();
+    let probe = probe();
+    for command in ["srvr", "leader", "monitor", "srvr", "srvr"] {
+        let answer = probe.command(&member, command).await;
+        assert!(answer.is_ok(), "{command}: {answer:?}");
+    }
+    assert_eq!(proxy.stats().accepted, 1, "{:?}", proxy.stats());
+
+    // The member closes the connection (as a restarted member's kernel does).
+    proxy.reset();
+    eventually(
+        "the proxy to cut the connection",
+        Duration::from_secs(10),
+        || async {
+            let stats = proxy.stats();
+            if stats.cut == 1 && stats.active == 0 {
+                Ok(())
+            } else {
+                Err(format!("{stats:?}"))
+            }
+        },
+    )
+    .await;
+    let answer = probe.command(&member, "srvr").await;
+    assert!(answer.is_ok(), "after the close: {answer:?}");
+    assert_eq!(proxy.stats().accepted, 2, "{:?}", proxy.stats());
+}
+
 #[tokio::test]
 async fn a_paused_member_is_reported_not_serving_and_refused_as_a_joiner() {
     let _one = ONE_AT_A_TIME.lock().await;

@@ -262,6 +262,21 @@ async fn send_both(
 /// limited) before it fails.
 const SNAPSHOT_RATE_LIMITED_FOR: Duration = Duration::from_secs(15);
 
+/// The HTTP client of every snapshot this process streams (built once: its TLS roots and
+/// connection pool are shared).
+fn snapshot_client() -> Result<reqwest::Client, reqwest::Error> {
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    if let Some(c) = CLIENT.get() {
+        return Ok(c.clone());
+    }
+    let built = reqwest::Client::builder()
+        .no_proxy()
+        .connect_timeout(Duration::from_secs(5))
+        .read_timeout(Duration::from_secs(60))
+        .build()?;
+    Ok(CLIENT.get_or_init(|| built).clone())
+}
+
 /// Streams the AdminServer snapshot of `job.member` (ZooKeeper 3.9.4+), authenticated as the
 /// super user. Returns the snapshot's `last_zxid` header.
 async fn stream_snapshot(
@@ -273,11 +288,7 @@ async fn stream_snapshot(
         member: job.member.to_string(),
         message,
     };
-    let http = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(5))
-        .read_timeout(Duration::from_secs(60))
-        .build()
-        .map_err(|e| err(e.to_string()))?;
+    let http = snapshot_client().map_err(|e| err(e.to_string()))?;
     let url = format!("{}?streaming=true", job.member.admin_url("snapshot"));
     // The AdminServer lets one snapshot through per rate-limit interval (about 300 ms in
     // 3.9.5) and answers 429 to the next: someone else's snapshot a moment before is waited

@@ -168,6 +168,10 @@ pub struct AdminProbe {
     read_config_version: bool,
 }
 
+/// How long an idle AdminServer connection is kept: under Jetty's idle timeout in ZooKeeper's
+/// AdminServer (`zookeeper.admin.idleTimeout`, 30 s by default).
+const ADMIN_IDLE: Duration = Duration::from_secs(20);
+
 /// The longest four-letter-word reply read (a `conf` reply is about 1 KiB).
 const MAX_FOUR_LETTER_REPLY: u64 = 256 * 1024;
 
@@ -177,8 +181,11 @@ impl AdminProbe {
         let http = reqwest::Client::builder()
             // Members are reached directly, never through an HTTP proxy from the environment.
             .no_proxy()
-            // Members restart and move: every probe opens a fresh connection.
-            .pool_max_idle_per_host(0)
+            // One client for the process, its connections kept between passes (a converged
+            // ensemble is observed over the same few connections). An idle connection is let
+            // go before the AdminServer's own idle timeout (30 s) closes it under a request; a
+            // member that restarts or moves closes its side, and the pool drops it.
+            .pool_idle_timeout(ADMIN_IDLE)
             .connect_timeout(request_timeout)
             .timeout(request_timeout)
             .build()
