@@ -582,6 +582,85 @@ async fn reconfig_without_the_operator_credentials_fails_with_a_clear_error() {
     assert_eq!(harness_ids(&ensemble).await, vec![1, 2, 3, 4]);
 }
 
+/// Servers that enforce SASL client authentication (`enforce.auth.schemes=sasl`, DIGEST-MD5
+/// users in a JAAS file) refuse a client that does not log in (the kazoo judge, with no
+/// credentials, cannot write; quorate's own client cannot read the configuration), refuse a
+/// wrong password, and serve quorate once it logs in with SASL: it reads the configuration and,
+/// with the super user's digest added after the login, reconfigures. Both ZooKeeper versions.
+#[tokio::test]
+async fn servers_that_enforce_sasl_refuse_clients_without_it_and_serve_quorate_logged_in() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let judge = Judge::new().await.expect("kazoo venv");
+    for version in [ZkVersion::V3_9_5, ZkVersion::V3_8_6] {
+        let jaas = std::env::temp_dir().join(format!(
+            "quorate-zk-real-jaas-{}-{version}.conf",
+            std::process::id()
+        ));
+        std::fs::write(
+            &jaas,
+            "Server {\n  org.apache.zookeeper.server.auth.DigestLoginModule required\n  \
+             user_quorate=\"sasl-secret\";\n};\n",
+        )
+        .expect("write the JAAS file");
+        let ensemble = Ensemble::builder()
+            .version(version)
+            .members(3)
+            .grant_operator(false)
+            .jvm_arg(format!(
+                "-Djava.security.auth.login.config={}",
+                jaas.display()
+            ))
+            .config(
+                "authProvider.sasl",
+                "org.apache.zookeeper.server.auth.SASLAuthenticationProvider",
+            )
+            .config("enforce.auth.enabled", "true")
+            .config("enforce.auth.schemes", "sasl")
+            .start()
+            .await
+            .expect("ensemble starts");
+        let (su, sp) = ensemble.super_auth();
+        let superuser = || membership_as(&ensemble, Some(Credentials::digest(su, sp)));
+
+        // Without a login: the judge (an independent client) writes nothing.
+        let refused = judge
+            .write(&ensemble.connect_string(), None, "/anonymous", 1)
+            .await;
+        eprintln!("{version}: the judge without a login: {refused:?}");
+        assert!(
+            refused
+                .as_ref()
+                .is_err_and(|e| e.to_string().contains("SessionClosedRequireSasl")),
+            "{version}: a client without a SASL login was not refused for it: {refused:?}"
+        );
+        // Nor does quorate's own client read anything, with its digest alone.
+        let anonymous = superuser().read_config().await;
+        eprintln!("{version}: quorate without a login: {anonymous:?}");
+        assert!(
+            format!("{anonymous:?}").contains("AuthFailed"),
+            "{version}: read without a login: {anonymous:?}"
+        );
+        // A wrong password is refused.
+        let wrong = superuser()
+            .with_sasl(Credentials::digest("quorate", "not-the-secret"))
+            .read_config()
+            .await;
+        assert!(
+            format!("{wrong:?}").contains("AuthFailed"),
+            "{version}: read with a wrong login: {wrong:?}"
+        );
+
+        // Logged in: it reads, and reconfigures with the super user's digest.
+        let logged_in = superuser().with_sasl(Credentials::digest("quorate", "sasl-secret"));
+        let config = logged_in.read_config().await.expect("read logged in");
+        assert_eq!(ids(&config.voters()), [1, 2, 3], "{version}");
+        remove_twice(&logged_in, 3).await;
+        assert_eq!(harness_ids(&ensemble).await, vec![1, 2], "{version}");
+        drop(ensemble);
+        let _ = std::fs::remove_file(&jaas);
+    }
+}
+
 /// The ACL of `/zookeeper/config` as the kazoo judge reads it as super (ZooKeeper shows digests
 /// only to users with admin on the node).
 async fn config_acl(ensemble: &Ensemble) -> Vec<AclEntry> {

@@ -598,11 +598,12 @@ pub async fn loaded_counts(
         let before = ephemerals().await?;
         let descendants = children("/").await?;
         let system_descendants = children("/zookeeper").await?;
-        let srvr = probe.command(member, "srvr").await.map_err(err)?;
-        let last_processed_zxid = srvr
-            .pointer("/server_stats/last_processed_zxid")
-            .and_then(serde_json::Value::as_i64)
-            .ok_or_else(|| err("srvr: no last_processed_zxid".into()))?;
+        let last_processed_zxid = served_counts(probe, std::slice::from_ref(member))
+            .await
+            .map_err(err)?
+            .first()
+            .map(|c| c.last_processed_zxid)
+            .ok_or_else(|| err("srvr: no answer".into()))?;
         if ephemerals().await? == before {
             return Ok(tree::LoadedCounts {
                 descendants,

@@ -312,6 +312,11 @@ impl Credentials {
     fn auth_bytes(&self) -> Vec<u8> {
         format!("{}:{}", self.user, self.password).into_bytes()
     }
+
+    /// The same user and password as a SASL DIGEST-MD5 login.
+    fn sasl_options(&self) -> zkc::SaslOptions {
+        zkc::SaslOptions::digest_md5(self.user.clone(), self.password.clone()).into()
+    }
 }
 
 impl fmt::Debug for Credentials {
@@ -453,6 +458,8 @@ impl Goal<'_> {
 pub struct ZkMembership<P = AdminProbe> {
     connect: String,
     credentials: Option<Credentials>,
+    /// The SASL (DIGEST-MD5) login each session makes first, where the servers require one.
+    sasl: Option<Credentials>,
     timeouts: Timeouts,
     admin_port: u16,
     /// Where to probe a member instead of the host of its configuration line (the operator
@@ -467,6 +474,7 @@ impl<P> fmt::Debug for ZkMembership<P> {
         f.debug_struct("ZkMembership")
             .field("connect", &self.connect)
             .field("credentials", &self.credentials)
+            .field("sasl", &self.sasl)
             .field("timeouts", &self.timeouts)
             .field("admin_port", &self.admin_port)
             .finish_non_exhaustive()
@@ -484,6 +492,7 @@ impl ZkMembership<AdminProbe> {
         Ok(ZkMembership {
             connect: connect.into(),
             credentials,
+            sasl: None,
             timeouts,
             admin_port: DEFAULT_ADMIN_PORT,
             hosts: BTreeMap::new(),
@@ -499,12 +508,21 @@ impl<P: MemberProbe> ZkMembership<P> {
         ZkMembership {
             connect: self.connect,
             credentials: self.credentials,
+            sasl: self.sasl,
             timeouts: self.timeouts,
             admin_port: self.admin_port,
             hosts: self.hosts,
             probe,
             client: self.client,
         }
+    }
+
+    /// Logs every session in with SASL DIGEST-MD5 as `login` before anything else: the client
+    /// authentication of servers that enforce it (`enforce.auth.schemes=sasl`), which refuse
+    /// every request of a session without it. The digest credentials are added after it.
+    pub fn with_sasl(mut self, login: Credentials) -> Self {
+        self.sasl = Some(login);
+        self
     }
 
     /// Other timeouts.
@@ -566,6 +584,9 @@ impl<P: MemberProbe> ZkMembership<P> {
             return Ok(client.clone());
         }
         let mut connector = zkc::Client::connector().with_session_timeout(self.timeouts.session);
+        if let Some(login) = &self.sasl {
+            connector = connector.with_sasl(login.sasl_options());
+        }
         if let Some(c) = &self.credentials {
             connector = connector.with_auth("digest", &c.auth_bytes());
         }
