@@ -586,7 +586,8 @@ async fn reconfig_without_the_operator_credentials_fails_with_a_clear_error() {
 /// users in a JAAS file) refuse a client that does not log in (the kazoo judge, with no
 /// credentials, cannot write; quorate's own client cannot read the configuration), refuse a
 /// wrong password, and serve quorate once it logs in with SASL: it reads the configuration and,
-/// with the super user's digest added after the login, reconfigures. Both ZooKeeper versions.
+/// with the super user's digest added after the login, reconfigures; the judge logged in
+/// writes and reads back. Both ZooKeeper versions.
 #[tokio::test]
 async fn servers_that_enforce_sasl_refuse_clients_without_it_and_serve_quorate_logged_in() {
     let _one = ONE_AT_A_TIME.lock().await;
@@ -656,6 +657,19 @@ async fn servers_that_enforce_sasl_refuse_clients_without_it_and_serve_quorate_l
         assert_eq!(ids(&config.voters()), [1, 2, 3], "{version}");
         remove_twice(&logged_in, 3).await;
         assert_eq!(harness_ids(&ensemble).await, vec![1, 2], "{version}");
+        // The judge logged in writes, and reads every write back.
+        let judge = judge.clone().with_sasl("quorate", "sasl-secret");
+        let connect = ensemble.connect_string();
+        let written = judge
+            .write(&connect, None, "/logged-in", 20)
+            .await
+            .expect("the judge logged in writes");
+        assert_eq!(written.written, 20, "{version}: {written:?}");
+        let verified = judge
+            .verify(&connect, None, "/logged-in", 20)
+            .await
+            .expect("the judge logged in verifies");
+        assert!(verified.ok, "{version}: {verified:?}");
         drop(ensemble);
         let _ = std::fs::remove_file(&jaas);
     }

@@ -32,6 +32,9 @@ an "error" key).
                local state, which may lag: only sequentially consistent); --local-reads skips
                the sync
 
+Every subcommand also takes --sasl user:pw: a SASL DIGEST-MD5 login, made before any --auth
+digest (servers that enforce client authentication refuse a session without it).
+
 The content of znode i under a prefix is a pure function of (prefix, i, size), so `verify` can run
 in a later process, against another ensemble (after a restore), with nothing but the arguments.
 """
@@ -85,11 +88,18 @@ def connect(args, timeout=30.0, hosts=None, randomize_hosts=True):
             raise JudgeError("--auth must be user:password")
         auth.append(("digest", args.auth))
     retry = dict(max_tries=-1, delay=0.1, backoff=1.5, max_delay=1.0, deadline=timeout)
+    sasl = None
+    if getattr(args, "sasl", None):
+        if ":" not in args.sasl:
+            raise JudgeError("--sasl must be user:password")
+        user, password = args.sasl.split(":", 1)
+        sasl = {"mechanism": "DIGEST-MD5", "username": user, "password": password}
     client = KazooClient(
         hosts=hosts or args.hosts,
         randomize_hosts=randomize_hosts,
         timeout=args.session_timeout,
         auth_data=auth,
+        sasl_options=sasl,
         connection_retry=KazooRetry(**retry),
         command_retry=KazooRetry(**retry),
     )
@@ -705,6 +715,7 @@ def main(argv=None):
     def common(p):
         p.add_argument("--hosts", required=True, help="connect string, e.g. 127.0.0.11:2181,127.0.0.12:2181")
         p.add_argument("--auth", help="digest user:password")
+        p.add_argument("--sasl", help="SASL DIGEST-MD5 login user:password, made before --auth")
         p.add_argument("--session-timeout", type=float, default=10.0, help="session timeout in seconds")
         return p
 

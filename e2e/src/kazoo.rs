@@ -395,6 +395,8 @@ pub struct Judge {
     python: PathBuf,
     script: PathBuf,
     timeout: Duration,
+    /// A SASL DIGEST-MD5 login (user, password) every session makes first.
+    sasl: Option<(String, String)>,
 }
 
 /// A running bounded `writer`; see [`Judge::writer`].
@@ -519,7 +521,15 @@ impl Judge {
             python,
             script,
             timeout: Duration::from_secs(600),
+            sasl: None,
         })
+    }
+
+    /// A judge whose every session logs in with SASL DIGEST-MD5 as `user` first (the client
+    /// authentication of servers that enforce it); `--auth` digests are added after it.
+    pub fn with_sasl(mut self, user: impl Into<String>, password: impl Into<String>) -> Judge {
+        self.sasl = Some((user.into(), password.into()));
+        self
     }
 
     /// The limit for one short command (default 600 s).
@@ -555,6 +565,9 @@ impl Judge {
         cmd.arg(&self.script).arg(command).arg("--hosts").arg(hosts);
         if let Some((user, password)) = auth {
             cmd.arg("--auth").arg(format!("{user}:{password}"));
+        }
+        if let Some((user, password)) = &self.sasl {
+            cmd.arg("--sasl").arg(format!("{user}:{password}"));
         }
         cmd.args(args)
             .stdin(Stdio::null())
