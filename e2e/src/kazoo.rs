@@ -1,9 +1,9 @@
 //! The kazoo judge: an independent ZooKeeper client (Python, kazoo 2.11) that writes and checks
 //! data, so tests do not judge quorate with quorate's own client.
 //!
-//! [`ensure_venv`] installs kazoo into a cached virtualenv (`$QUORATE_CACHE/kazoo-venv`);
-//! [`Judge`] runs `e2e/python/zkjudge.py` (embedded in this crate and written into the venv) and
-//! parses its JSON.
+//! [`ensure_venv`] installs kazoo into a cached virtualenv (`$QUORATE_CACHE/kazoo-venv-<hash>`,
+//! one per set of requirements); [`Judge`] runs `e2e/python/zkjudge.py` (embedded in this crate
+//! and written into the venv under a name of its own hash) and parses its JSON.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -59,9 +59,18 @@ fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> Error {
     move |source| Error::Io { context, source }
 }
 
-/// The directory of the cached virtualenv.
+/// The directory of the cached virtualenv: one per set of requirements, so that checkouts with
+/// different requirements sharing one cache (a fresh clone's CI beside a working tree) never
+/// reinstall it under each other's running judges.
 pub fn venv_dir() -> PathBuf {
-    cache_dir().join("kazoo-venv")
+    let sha = sha1_hex(REQUIREMENTS.as_bytes());
+    cache_dir().join(format!("kazoo-venv-{}", &sha[..12]))
+}
+
+/// The judge script's file in the venv: one per content, for the same reason.
+fn script_path() -> PathBuf {
+    let sha = sha1_hex(SCRIPT.as_bytes());
+    venv_dir().join(format!("zkjudge-{}.py", &sha[..12]))
 }
 
 fn find_python() -> Result<PathBuf, Error> {
@@ -111,7 +120,7 @@ pub fn ensure_venv() -> Result<PathBuf, Error> {
                 .unwrap_or(false)
     };
     if !installed() {
-        let _lock = lock_exclusive(&cache_dir().join("kazoo-venv.lock"))?;
+        let _lock = lock_exclusive(&dir.with_extension("lock"))?;
         if !installed() {
             let start = Instant::now();
             progress(
@@ -151,7 +160,7 @@ pub fn ensure_venv() -> Result<PathBuf, Error> {
             progress("kazoo", start, "kazoo installed");
         }
     }
-    write_if_changed(&dir.join("zkjudge.py"), SCRIPT.as_bytes())?;
+    write_if_changed(&script_path(), SCRIPT.as_bytes())?;
     Ok(python)
 }
 
@@ -516,7 +525,7 @@ impl Judge {
                 context: "installing kazoo".into(),
                 source: io::Error::other(e),
             })??;
-        let script = venv_dir().join("zkjudge.py");
+        let script = script_path();
         Ok(Judge {
             python,
             script,
