@@ -675,6 +675,128 @@ async fn servers_that_enforce_sasl_refuse_clients_without_it_and_serve_quorate_l
     }
 }
 
+/// A CA (certificate PEM, issuer) for the TLS tests.
+fn tls_ca(name: &str) -> (String, rcgen::CertifiedIssuer<'static, rcgen::KeyPair>) {
+    use rcgen::{BasicConstraints, DnType, IsCa, KeyUsagePurpose};
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    params.distinguished_name.push(DnType::CommonName, name);
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let key = rcgen::KeyPair::generate().expect("CA key");
+    let issuer = rcgen::CertifiedIssuer::self_signed(params, key).expect("CA");
+    (issuer.pem(), issuer)
+}
+
+/// Servers with a TLS client port (`secureClientPort`, Netty, a PEM key store whose certificate
+/// names every member's address) serve quorate over TLS: it reads the configuration and
+/// reconfigures through the secure ports alone, trusting the ensemble's CA; it refuses servers
+/// whose certificate another CA signed, and a plaintext client gets nothing from a secure port.
+/// The kazoo judge, over TLS with hostname checks, writes and reads back. Both versions.
+#[tokio::test]
+async fn servers_with_a_tls_client_port_serve_quorate_over_tls_and_only_with_the_right_ca() {
+    const SECURE_PORT: u16 = 2281;
+    let _one = ONE_AT_A_TIME.lock().await;
+    let judge = Judge::new().await.expect("kazoo venv");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (ca_pem, ca) = tls_ca("quorate test CA");
+    let (other_ca_pem, _) = tls_ca("someone else's CA");
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &ca_pem).expect("write the CA");
+    for version in [ZkVersion::V3_9_5, ZkVersion::V3_8_6] {
+        // The members' addresses are known once the subnet is leased: lease it first.
+        let lease = quorate_testbed::zookeeper::SubnetLease::acquire().expect("a subnet");
+        let subnet = lease.subnet();
+        let ips: Vec<String> = (1..=3).map(|id| lease.ip(id).to_string()).collect();
+        drop(lease);
+        let key = rcgen::KeyPair::generate().expect("server key");
+        let mut params = rcgen::CertificateParams::new(ips.clone()).expect("server params");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "zookeeper");
+        let cert = params.signed_by(&key, &ca).expect("server certificate");
+        let key_store = dir.path().join(format!("server-{version}.pem"));
+        std::fs::write(&key_store, format!("{}{}", key.serialize_pem(), cert.pem()))
+            .expect("write the key store");
+        let ensemble = Ensemble::builder()
+            .version(version)
+            .members(3)
+            .subnet(subnet)
+            .config("secureClientPort", SECURE_PORT.to_string())
+            .config(
+                "secureClientPortAddress",
+                quorate_testbed::zookeeper::MEMBER_IP,
+            )
+            .config(
+                "serverCnxnFactory",
+                "org.apache.zookeeper.server.NettyServerCnxnFactory",
+            )
+            .config("ssl.keyStore.location", key_store.display().to_string())
+            .config("ssl.keyStore.type", "PEM")
+            .config("ssl.trustStore.location", ca_file.display().to_string())
+            .config("ssl.trustStore.type", "PEM")
+            .config("ssl.clientAuth", "none")
+            .start()
+            .await
+            .expect("ensemble starts");
+        let secure = ips
+            .iter()
+            .map(|ip| format!("{ip}:{SECURE_PORT}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let (su, sp) = ensemble.super_auth();
+        let client = || {
+            ZkMembership::new(secure.clone(), Some(Credentials::digest(su, sp)))
+                .expect("membership client")
+                .with_timeouts(Timeouts {
+                    probe: PROBE_TIMEOUT,
+                    connect: Duration::from_secs(3),
+                    ..Timeouts::default()
+                })
+        };
+
+        // Plaintext to a secure port: nothing.
+        let plain = client().read_config().await;
+        eprintln!("{version}: plaintext to a secure port: {plain:?}");
+        assert!(plain.is_err(), "{version}: plaintext read: {plain:?}");
+        // Servers whose certificate another CA signed are refused.
+        let stranger = client()
+            .with_tls(&other_ca_pem)
+            .expect("TLS options")
+            .read_config()
+            .await;
+        eprintln!("{version}: trusting another CA: {stranger:?}");
+        assert!(
+            stranger.is_err(),
+            "{version}: read trusting another CA: {stranger:?}"
+        );
+
+        // TLS with the ensemble's CA: it reads and reconfigures.
+        let tls = client().with_tls(&ca_pem).expect("TLS options");
+        let config = tls.read_config().await.expect("read over TLS");
+        assert_eq!(ids(&config.voters()), [1, 2, 3], "{version}");
+        remove_twice(&tls, 3).await;
+        assert_eq!(harness_ids(&ensemble).await, vec![1, 2], "{version}");
+
+        // The judge over TLS, checking the addresses against the certificate.
+        let secure_two = ips[..2]
+            .iter()
+            .map(|ip| format!("{ip}:{SECURE_PORT}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let judge = judge.clone().with_tls_ca(&ca_file);
+        let written = judge
+            .write(&secure_two, None, "/over-tls", 20)
+            .await
+            .expect("the judge writes over TLS");
+        assert_eq!(written.written, 20, "{version}: {written:?}");
+        let verified = judge
+            .verify(&secure_two, None, "/over-tls", 20)
+            .await
+            .expect("the judge verifies over TLS");
+        assert!(verified.ok, "{version}: {verified:?}");
+    }
+}
+
 /// The ACL of `/zookeeper/config` as the kazoo judge reads it as super (ZooKeeper shows digests
 /// only to users with admin on the node).
 async fn config_acl(ensemble: &Ensemble) -> Vec<AclEntry> {

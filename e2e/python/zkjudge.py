@@ -33,7 +33,9 @@ an "error" key).
                the sync
 
 Every subcommand also takes --sasl user:pw: a SASL DIGEST-MD5 login, made before any --auth
-digest (servers that enforce client authentication refuse a session without it).
+digest (servers that enforce client authentication refuse a session without it), and --tls-ca
+FILE: TLS to every host (their secure client ports), trusting the CA certificates in FILE and
+checking each host's name or address against its certificate.
 
 The content of znode i under a prefix is a pure function of (prefix, i, size), so `verify` can run
 in a later process, against another ensemble (after a restore), with nothing but the arguments.
@@ -100,6 +102,10 @@ def connect(args, timeout=30.0, hosts=None, randomize_hosts=True):
         timeout=args.session_timeout,
         auth_data=auth,
         sasl_options=sasl,
+        use_ssl=bool(getattr(args, "tls_ca", None)),
+        ca=getattr(args, "tls_ca", None),
+        verify_certs=True,
+        check_hostname=bool(getattr(args, "tls_ca", None)),
         connection_retry=KazooRetry(**retry),
         command_retry=KazooRetry(**retry),
     )
@@ -716,6 +722,7 @@ def main(argv=None):
         p.add_argument("--hosts", required=True, help="connect string, e.g. 127.0.0.11:2181,127.0.0.12:2181")
         p.add_argument("--auth", help="digest user:password")
         p.add_argument("--sasl", help="SASL DIGEST-MD5 login user:password, made before --auth")
+        p.add_argument("--tls-ca", help="TLS to every host, trusting the CA certificates of this PEM file")
         p.add_argument("--session-timeout", type=float, default=10.0, help="session timeout in seconds")
         return p
 

@@ -406,6 +406,8 @@ pub struct Judge {
     timeout: Duration,
     /// A SASL DIGEST-MD5 login (user, password) every session makes first.
     sasl: Option<(String, String)>,
+    /// TLS to every host, trusting the CA certificates of this PEM file.
+    tls_ca: Option<PathBuf>,
 }
 
 /// A running bounded `writer`; see [`Judge::writer`].
@@ -531,7 +533,16 @@ impl Judge {
             script,
             timeout: Duration::from_secs(600),
             sasl: None,
+            tls_ca: None,
         })
+    }
+
+    /// A judge that speaks TLS to every host (their secure client ports), trusting the CA
+    /// certificates in the PEM file `ca` and checking each host's name or address against its
+    /// certificate.
+    pub fn with_tls_ca(mut self, ca: impl Into<PathBuf>) -> Judge {
+        self.tls_ca = Some(ca.into());
+        self
     }
 
     /// A judge whose every session logs in with SASL DIGEST-MD5 as `user` first (the client
@@ -577,6 +588,9 @@ impl Judge {
         }
         if let Some((user, password)) = &self.sasl {
             cmd.arg("--sasl").arg(format!("{user}:{password}"));
+        }
+        if let Some(ca) = &self.tls_ca {
+            cmd.arg("--tls-ca").arg(ca);
         }
         cmd.args(args)
             .stdin(Stdio::null())

@@ -705,6 +705,9 @@ fn random_password() -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
+/// Stands for the member's own address in a [`EnsembleBuilder::config`] value.
+pub const MEMBER_IP: &str = "{member_ip}";
+
 /// How to start an [`Ensemble`]; see [`Ensemble::builder`].
 #[derive(Clone, Debug)]
 pub struct EnsembleBuilder {
@@ -784,7 +787,8 @@ impl EnsembleBuilder {
         self.sync_limit = sync_limit;
         self
     }
-    /// An extra `key=value` line in every member's `zoo.cfg`.
+    /// An extra `key=value` line in every member's `zoo.cfg`; [`MEMBER_IP`] in the value becomes
+    /// the member's own address (for example `secureClientPortAddress`).
     pub fn config(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.config.push((key.into(), value.into()));
         self
@@ -1160,8 +1164,9 @@ impl Ensemble {
             conf.join("zoo.cfg.dynamic").display(),
             self.member_ip(id),
         );
+        let ip = self.member_ip(id).to_string();
         for (k, v) in &s.config {
-            cfg.push_str(&format!("{k}={v}\n"));
+            cfg.push_str(&format!("{k}={}\n", v.replace(MEMBER_IP, &ip)));
         }
         fs::write(conf.join("zoo.cfg"), cfg).map_err(io_err("writing zoo.cfg"))?;
         let mut dynamic = servers.join("\n");

@@ -26,6 +26,7 @@ use std::fmt;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+use futures::FutureExt as _;
 use tracing::{debug, info, warn};
 use zookeeper_client as zkc;
 
@@ -460,6 +461,9 @@ pub struct ZkMembership<P = AdminProbe> {
     credentials: Option<Credentials>,
     /// The SASL (DIGEST-MD5) login each session makes first, where the servers require one.
     sasl: Option<Credentials>,
+    /// TLS to every server of the connect string (their secure client ports), trusting these
+    /// CA certificates (PEM) and checking each server's name or address against its certificate.
+    tls: Option<zkc::TlsOptions>,
     timeouts: Timeouts,
     admin_port: u16,
     /// Where to probe a member instead of the host of its configuration line (the operator
@@ -475,6 +479,7 @@ impl<P> fmt::Debug for ZkMembership<P> {
             .field("connect", &self.connect)
             .field("credentials", &self.credentials)
             .field("sasl", &self.sasl)
+            .field("tls", &self.tls.is_some())
             .field("timeouts", &self.timeouts)
             .field("admin_port", &self.admin_port)
             .finish_non_exhaustive()
@@ -493,6 +498,7 @@ impl ZkMembership<AdminProbe> {
             connect: connect.into(),
             credentials,
             sasl: None,
+            tls: None,
             timeouts,
             admin_port: DEFAULT_ADMIN_PORT,
             hosts: BTreeMap::new(),
@@ -509,6 +515,7 @@ impl<P: MemberProbe> ZkMembership<P> {
             connect: self.connect,
             credentials: self.credentials,
             sasl: self.sasl,
+            tls: self.tls,
             timeouts: self.timeouts,
             admin_port: self.admin_port,
             hosts: self.hosts,
@@ -523,6 +530,20 @@ impl<P: MemberProbe> ZkMembership<P> {
     pub fn with_sasl(mut self, login: Credentials) -> Self {
         self.sasl = Some(login);
         self
+    }
+
+    /// Speaks TLS to every server of the connect string (which must name their secure client
+    /// ports), trusting the CA certificates in `ca_pem`; a server's certificate must name the
+    /// host or address it is reached at.
+    pub fn with_tls(mut self, ca_pem: &str) -> Result<Self, Error> {
+        let options = zkc::TlsOptions::new()
+            .with_pem_ca(ca_pem)
+            .map_err(|source| Error::Connect {
+                connect: self.connect.clone(),
+                source,
+            })?;
+        self.tls = Some(options);
+        Ok(self)
     }
 
     /// Other timeouts.
@@ -590,7 +611,14 @@ impl<P: MemberProbe> ZkMembership<P> {
         if let Some(c) = &self.credentials {
             connector = connector.with_auth("digest", &c.auth_bytes());
         }
-        let client = tokio::time::timeout(self.timeouts.connect, connector.connect(&self.connect))
+        let connecting = match &self.tls {
+            Some(tls) => connector
+                .with_tls(tls.clone())
+                .secure_connect(&self.connect)
+                .boxed(),
+            None => connector.connect(&self.connect).boxed(),
+        };
+        let client = tokio::time::timeout(self.timeouts.connect, connecting)
             .await
             .unwrap_or(Err(zkc::Error::Timeout))
             .map_err(|source| Error::Connect {
