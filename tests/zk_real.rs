@@ -582,6 +582,20 @@ async fn reconfig_without_the_operator_credentials_fails_with_a_clear_error() {
     assert_eq!(harness_ids(&ensemble).await, vec![1, 2, 3, 4]);
 }
 
+/// The judge writes 20 znodes under `prefix` through `connect` and reads each back.
+async fn written_and_read_back(judge: &Judge, connect: &str, prefix: &str, version: ZkVersion) {
+    let written = judge
+        .write(connect, None, prefix, 20)
+        .await
+        .unwrap_or_else(|e| panic!("{version}: the judge writes under {prefix}: {e}"));
+    assert_eq!(written.written, 20, "{version}: {written:?}");
+    let verified = judge
+        .verify(connect, None, prefix, 20)
+        .await
+        .unwrap_or_else(|e| panic!("{version}: the judge verifies {prefix}: {e}"));
+    assert!(verified.ok, "{version}: {verified:?}");
+}
+
 /// Servers that enforce SASL client authentication (`enforce.auth.schemes=sasl`, DIGEST-MD5
 /// users in a JAAS file) refuse a client that does not log in (the kazoo judge, with no
 /// credentials, cannot write; quorate's own client cannot read the configuration), refuse a
@@ -659,17 +673,7 @@ async fn servers_that_enforce_sasl_refuse_clients_without_it_and_serve_quorate_l
         assert_eq!(harness_ids(&ensemble).await, vec![1, 2], "{version}");
         // The judge logged in writes, and reads every write back.
         let judge = judge.clone().with_sasl("quorate", "sasl-secret");
-        let connect = ensemble.connect_string();
-        let written = judge
-            .write(&connect, None, "/logged-in", 20)
-            .await
-            .expect("the judge logged in writes");
-        assert_eq!(written.written, 20, "{version}: {written:?}");
-        let verified = judge
-            .verify(&connect, None, "/logged-in", 20)
-            .await
-            .expect("the judge logged in verifies");
-        assert!(verified.ok, "{version}: {verified:?}");
+        written_and_read_back(&judge, &ensemble.connect_string(), "/logged-in", version).await;
         drop(ensemble);
         let _ = std::fs::remove_file(&jaas);
     }
@@ -784,16 +788,7 @@ async fn servers_with_a_tls_client_port_serve_quorate_over_tls_and_only_with_the
             .collect::<Vec<_>>()
             .join(",");
         let judge = judge.clone().with_tls_ca(&ca_file);
-        let written = judge
-            .write(&secure_two, None, "/over-tls", 20)
-            .await
-            .expect("the judge writes over TLS");
-        assert_eq!(written.written, 20, "{version}: {written:?}");
-        let verified = judge
-            .verify(&secure_two, None, "/over-tls", 20)
-            .await
-            .expect("the judge verifies over TLS");
-        assert!(verified.ok, "{version}: {verified:?}");
+        written_and_read_back(&judge, &secure_two, "/over-tls", version).await;
     }
 }
 
