@@ -694,7 +694,10 @@ pub fn run(
     agent: AgentOptions,
     operator_env: Vec<(String, String)>,
 ) -> std::process::ExitCode {
-    let args = Arguments::from_args();
+    let mut args = Arguments::from_args();
+    // A benchmark's scenarios are its measurements: `cargo bench` passes `--bench`, under which
+    // libtest-mimic skips every trial that is not a bench trial.
+    args.bench = false;
     if args.list {
         let trials = scenarios
             .iter()
