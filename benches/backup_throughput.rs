@@ -240,6 +240,7 @@ fn main() {
             format: Format::Snapshot,
             user: user.into(),
             password: password.into(),
+            sasl: None,
             zookeeper_version: Some("3.9.5".into()),
             zxid_before: None,
             started_at: jiff::Timestamp::now(),

@@ -998,7 +998,8 @@ pub async fn run_online(command: &Command, cluster: &ClusterArgs) -> Result<Stri
             }
             command.splice(1..1, global);
             if *print {
-                return Ok(format!("{}\n", command.join(" ")));
+                let quoted: Vec<String> = command.iter().map(|a| shell_quoted(a)).collect();
+                return Ok(format!("{}\n", quoted.join(" ")));
             }
             let status = std::process::Command::new(&command[0])
                 .args(&command[1..])
@@ -1342,5 +1343,48 @@ fn init_logging(json: bool) {
         builder.json().init();
     } else {
         builder.init();
+    }
+}
+
+/// `arg` as a POSIX shell word: as it is when it holds nothing the shell would split or expand,
+/// in single quotes otherwise.
+fn shell_quoted(arg: &str) -> String {
+    let plain = !arg.is_empty()
+        && arg
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./:=,@+%".contains(c));
+    if plain {
+        arg.to_string()
+    } else {
+        format!("'{}'", arg.replace('\'', "'\\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Unit tier: quoting of printed commands, checked by a real `sh`.
+    use super::*;
+
+    #[test]
+    fn a_printed_command_reads_back_word_for_word_in_a_shell() {
+        let words = [
+            "kubectl",
+            "--",
+            "if [ -f /a ]; then export X=-Dy=/a; fi; exec \"$0\" \"$@\"",
+            "it's",
+            "",
+            "/apache-zookeeper-3.9.5-bin/bin/zkCli.sh",
+            "host.ns.svc:2181",
+        ];
+        let line: Vec<String> = words.iter().map(|w| shell_quoted(w)).collect();
+        assert_eq!(line[0], "kubectl");
+        assert_eq!(line[6], "host.ns.svc:2181");
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("printf '%s\\n' {}", line.join(" ")))
+            .output()
+            .expect("sh");
+        let back = String::from_utf8(out.stdout).expect("utf-8");
+        assert_eq!(back.lines().collect::<Vec<_>>(), words);
     }
 }

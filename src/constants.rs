@@ -59,6 +59,17 @@ pub const DATA_LOST_MARKER: &str = "quorate: data lost:";
 pub const SECRET_SUPER_PASSWORD: &str = "superPassword";
 /// Key of the super user's digest (`super:base64(sha1(super:password))`), given to the servers.
 pub const SECRET_SUPER_DIGEST: &str = "superDigest";
+/// Key of the password of the SASL user [`CLIENT_USER`] in the ensemble's credentials Secret:
+/// present exactly when the members enforce SASL client authentication.
+pub const SECRET_CLIENT_PASSWORD: &str = "clientPassword";
+/// Key of the members' JAAS configuration in the ensemble's credentials Secret (present with
+/// [`SECRET_CLIENT_PASSWORD`]): the SASL users the servers accept, and the login of a shell
+/// opened on a member.
+pub const SECRET_JAAS: &str = "jaas.conf";
+/// The SASL user clients log in as.
+pub const CLIENT_USER: &str = "client";
+/// Where a member's containers find the JAAS configuration (a Secret volume).
+pub const JAAS_MOUNT: &str = "/etc/quorate/jaas";
 /// The ZooKeeper super user's name.
 pub const SUPER_USER: &str = "super";
 /// Key of the operator user's password in the ensemble's credentials Secret.

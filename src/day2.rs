@@ -210,6 +210,16 @@ pub async fn zkcli_command(
         "{}/bin/zkCli.sh",
         crate::executor::resources::member::install_dir(&ens.spec.version)
     );
+    // With client authentication on, the shell logs in as the clients' user of the member's
+    // JAAS file (its `Client` section); without it the file is absent and nothing is added.
+    let jaas = format!(
+        "{}/{}",
+        crate::constants::JAAS_MOUNT,
+        crate::constants::SECRET_JAAS
+    );
+    let login = format!(
+        "if [ -f {jaas} ]; then export CLIENT_JVMFLAGS=-Djava.security.auth.login.config={jaas}; fi; exec \"$0\" \"$@\""
+    );
     Ok([
         "kubectl",
         "exec",
@@ -220,6 +230,9 @@ pub async fn zkcli_command(
         "-c",
         "zookeeper",
         "--",
+        "/bin/sh",
+        "-c",
+        &login,
         &shell,
         "-server",
         &format!("{host}:{}", crate::constants::CLIENT_PORT),

@@ -250,7 +250,8 @@ fn flatten(root: &Znode) -> Tree {
 
 async fn tree_of(bed: &Bed, hosts: &str, password: &str) -> Result<Tree, Failed> {
     let root = bed
-        .judge
+        .judge_at(hosts)
+        .await?
         .dump(hosts, Some(("super", password)), "/", &["/zookeeper"])
         .await
         .map_err(|e| fail(format!("kazoo dump: {e}")))?;
@@ -360,7 +361,8 @@ async fn live_zxid(client: &Client, ns: &str, ensemble: &str) -> Result<i64, Fai
 /// a non-ephemeral znode outside `/zookeeper`, and the root's pzxid.
 async fn data_zxid(bed: &Bed, hosts: &str, password: &str) -> Result<i64, Failed> {
     let root = bed
-        .judge
+        .judge_at(hosts)
+        .await?
         .dump(hosts, Some(("super", password)), "/", &["/zookeeper"])
         .await
         .map_err(|e| fail(format!("kazoo dump: {e}")))?;
@@ -443,7 +445,8 @@ async fn backs_up_a_varied_tree_and_restores_it_offline_into_a_fresh_ensemble(
     let hosts = member_hosts(&client, ns, "source").await?;
     let password = super_password(&client, ns, "source").await?;
     let made = bed
-        .judge
+        .judge_at(&hosts)
+        .await?
         .populate(&hosts, Some(("super", &password)), "/data", 10_000, 600)
         .await
         .map_err(|e| fail(format!("populate: {e}")))?;
@@ -553,7 +556,8 @@ async fn backs_up_a_varied_tree_and_restores_it_offline_into_a_fresh_ensemble(
     same_trees(&before, &after)?;
     // The restored parent's counter continues above its children.
     let created = bed
-        .judge
+        .judge_at(&target_hosts)
+        .await?
         .create_sequential(
             &target_hosts,
             Some(("super", &target_password)),
@@ -600,7 +604,8 @@ async fn a_tree_backup_of_3_8_restores_online_into_a_fresh_ensemble(
     converged(bed, &client, ns, "old", 1, Some("3.8.6")).await?;
     let hosts = member_hosts(&client, ns, "old").await?;
     let password = super_password(&client, ns, "old").await?;
-    bed.judge
+    bed.judge_at(&hosts)
+        .await?
         .populate(&hosts, Some(("super", &password)), "/data", 2_000, 300)
         .await
         .map_err(|e| fail(format!("populate: {e}")))?;
@@ -631,7 +636,8 @@ async fn a_tree_backup_of_3_8_restores_online_into_a_fresh_ensemble(
     let fresh_password = super_password(&client, ns, "fresh").await?;
     // "fresh" holds a little data of its own, at zxids far below the backup's: another
     // ensemble's zxids say nothing about which is newer, so without consent it is refused.
-    bed.judge
+    bed.judge_at(&fresh_hosts)
+        .await?
         .write(&fresh_hosts, Some(("super", &fresh_password)), "/own", 5)
         .await
         .map_err(|e| fail(format!("write: {e}")))?;
@@ -657,7 +663,8 @@ async fn a_tree_backup_of_3_8_restores_online_into_a_fresh_ensemble(
         )));
     }
     let own = bed
-        .judge
+        .judge_at(&fresh_hosts)
+        .await?
         .verify(&fresh_hosts, Some(("super", &fresh_password)), "/own", 5)
         .await
         .map_err(|e| fail(format!("kazoo verify: {e}")))?;
@@ -680,7 +687,8 @@ async fn a_tree_backup_of_3_8_restores_online_into_a_fresh_ensemble(
     let after = tree_of(bed, &fresh_hosts, &fresh_password).await?;
     same_trees(&before, &after)?;
     let created = bed
-        .judge
+        .judge_at(&fresh_hosts)
+        .await?
         .create_sequential(
             &fresh_hosts,
             Some(("super", &fresh_password)),
@@ -721,7 +729,8 @@ async fn live_newer_than_its_backup(
     let hosts = member_hosts(&client, ns, "live").await?;
     let password = super_password(&client, ns, "live").await?;
     let auth = Some(("super", password.as_str()));
-    bed.judge
+    bed.judge_at(&hosts)
+        .await?
         .write(&hosts, auth, "/first", first)
         .await
         .map_err(|e| fail(format!("write: {e}")))?;
@@ -736,7 +745,8 @@ async fn live_newer_than_its_backup(
     if old.phase != ArtifactPhase::Ready {
         return Err(fail(format!("backup failed: {:?}", old.message)));
     }
-    bed.judge
+    bed.judge_at(&hosts)
+        .await?
         .write(&hosts, auth, "/second", second)
         .await
         .map_err(|e| fail(format!("write: {e}")))?;
@@ -757,7 +767,8 @@ async fn hold_ephemerals(
     paths: &[&str],
 ) -> Result<quorate_testbed::kazoo::Holder, Failed> {
     let mut holder = bed
-        .judge
+        .judge_at(hosts)
+        .await?
         .hold(hosts, auth, paths, Duration::from_secs(600))
         .map_err(|e| fail(format!("hold: {e}")))?;
     holder
@@ -808,7 +819,8 @@ async fn an_online_restore_keeps_the_ephemerals_of_live_sessions(
         )));
     }
     let first = bed
-        .judge
+        .judge_at(&hosts)
+        .await?
         .verify(&hosts, auth, "/first", 40)
         .await
         .map_err(|e| fail(format!("kazoo verify: {e}")))?;
@@ -879,7 +891,8 @@ async fn an_offline_restore_is_judged_at_its_own_zxid_while_clients_write(
     // is judged.
     let hosts = member_hosts(&client, ns, "live").await?;
     let written = bed
-        .judge
+        .judge_at(&hosts)
+        .await?
         .write(&hosts, auth, "/after-restore", 25)
         .await
         .map_err(|e| fail(format!("write: {e}")))?;
@@ -923,7 +936,8 @@ async fn an_offline_restore_is_judged_at_its_own_zxid_while_clients_write(
     let hosts = member_hosts(&client, ns, "live").await?;
     for (prefix, count) in [("/first", 40), ("/after-restore", 25)] {
         let read = bed
-            .judge
+            .judge_at(&hosts)
+            .await?
             .verify(&hosts, auth, prefix, count)
             .await
             .map_err(|e| fail(format!("kazoo verify: {e}")))?;
@@ -1029,7 +1043,8 @@ async fn an_offline_restore_brings_back_members_whose_volumes_were_lost(
             .ok_or_else(|| fail(format!("live-{id} has no IP")))?;
         let one = format!("{ip}:2181");
         let read = bed
-            .judge
+            .judge_at(&one)
+            .await?
             .verify(&one, auth, "/first", 30)
             .await
             .map_err(|e| fail(format!("kazoo verify through member {id}: {e}")))?;
@@ -1216,7 +1231,8 @@ async fn restores_are_checked_before_any_member_is_touched(bed: &Bed, ns: &str) 
     wait_converged(bed, &live_api, "live", 1, Duration::from_secs(120)).await?;
     let hosts = member_hosts(&client, ns, "live").await?;
     let verified = bed
-        .judge
+        .judge_at(&hosts)
+        .await?
         .verify(&hosts, auth, "/first", 200)
         .await
         .map_err(|e| fail(format!("verify: {e}")))?;
@@ -1232,7 +1248,8 @@ async fn restores_are_checked_before_any_member_is_touched(bed: &Bed, ns: &str) 
         ));
     }
     // New writes after the restore are above every zxid the ensemble issued before.
-    bed.judge
+    bed.judge_at(&hosts)
+        .await?
         .write(&hosts, auth, "/third", 1)
         .await
         .map_err(|e| fail(format!("write after restore: {e}")))?;
@@ -1411,7 +1428,8 @@ async fn an_older_backup_is_refused_from_the_volumes_while_no_member_serves(
     let hosts = member_hosts(&client, ns, "live").await?;
     for (path, count) in [("/first", 50), ("/second", 50)] {
         let v = bed
-            .judge
+            .judge_at(&hosts)
+            .await?
             .verify(&hosts, auth, path, count)
             .await
             .map_err(|e| fail(format!("verify {path}: {e}")))?;
@@ -1567,7 +1585,8 @@ async fn an_offline_restore_waits_until_the_ensemble_hands_its_members_over(
     let hosts = member_hosts(&client, ns, "live").await?;
     let auth = Some(("super", password.as_str()));
     let v = bed
-        .judge
+        .judge_at(&hosts)
+        .await?
         .verify(&hosts, auth, "/first", 50)
         .await
         .map_err(|e| fail(format!("verify: {e}")))?;
@@ -1653,7 +1672,8 @@ async fn two_restores_of_one_ensemble_run_one_at_a_time(bed: &Bed, ns: &str) -> 
     // The data is the backup's, restored once.
     let hosts = member_hosts(&client, ns, "live").await?;
     let v = bed
-        .judge
+        .judge_at(&hosts)
+        .await?
         .verify(&hosts, auth, "/first", 50)
         .await
         .map_err(|e| fail(format!("verify: {e}")))?;
@@ -1746,7 +1766,8 @@ async fn killing_the_operator_mid_backup_leaves_no_incomplete_ready_artifact(
     converged(bed, &client, ns, "big", 1, None).await?;
     let hosts = member_hosts(&client, ns, "big").await?;
     let password = super_password(&client, ns, "big").await?;
-    bed.judge
+    bed.judge_at(&hosts)
+        .await?
         .write_with(
             &hosts,
             Some(("super", &password)),
@@ -2071,7 +2092,8 @@ async fn restores_from_the_bucket_alone_into_a_new_namespace(bed: &Bed, ns: &str
         .unwrap_or_default();
     let hosts = member_hosts(&client, ns, "source").await?;
     let password = super_password(&client, ns, "source").await?;
-    bed.judge
+    bed.judge_at(&hosts)
+        .await?
         .populate(&hosts, Some(("super", &password)), "/dr", 300, 64)
         .await
         .map_err(|e| fail(format!("populate: {e}")))?;
@@ -2280,7 +2302,8 @@ async fn the_adminservers_snapshot_and_restore_answer_only_the_super_user(
     wait_snapshot_answer(&client, ns, "locked", Some(&super_header), 200).await?;
     let hosts = member_hosts(&client, ns, "locked").await?;
     let judge_root = async |hosts: &str, password: &str| {
-        bed.judge
+        bed.judge_at(hosts)
+            .await?
             .acl(hosts, Some(("super", password)), "/")
             .await
             .map_err(|e| fail(format!("kazoo reading the ACL of /: {e}")))
@@ -2294,7 +2317,8 @@ async fn the_adminservers_snapshot_and_restore_answer_only_the_super_user(
     // Opened again (as an older ensemble's data would hold it), a made-up identity gets through:
     // the refusal above came from the root's ACL.
     let open = vec![AclEntry::new("world", "anyone", ALL)];
-    bed.judge
+    bed.judge_at(&hosts)
+        .await?
         .set_acl(&hosts, Some(("super", &password)), "/", &open)
         .await
         .map_err(|e| fail(format!("kazoo opening /: {e}")))?;

@@ -623,12 +623,10 @@ async fn reconfigures_as_its_own_operator_user_not_as_super(bed: &Bed, ns: &str)
             PERMS_RWA,
         ),
     ];
-    let judge = quorate_testbed::kazoo::Judge::new()
-        .await
-        .map_err(|e| fail(e.to_string()))?;
     let config_acl = async || -> Result<Vec<AclEntry>, Failed> {
         let hosts = member_hosts(&client, ns, name).await?;
-        judge
+        bed.judge_at(&hosts)
+            .await?
             .acl(
                 &hosts,
                 Some(("super", &super_password)),
@@ -757,6 +755,102 @@ async fn each_member_serves_zookeepers_own_prometheus_metrics(bed: &Bed, ns: &st
         }
     }
     Ok(())
+}
+
+/// Client authentication is on by default: members of a new ensemble (3.9.5 and 3.8.6) close a
+/// client that does not log in before it writes anything, refuse a wrong password, and serve a
+/// client logged in as `client` with the password of the ensemble's credentials Secret, every
+/// write read back; an ensemble created with `clientAuthentication: None` serves a client
+/// without a login; and the API server refuses to turn the setting off under running clients.
+/// The judge is kazoo, reading the password from the Secret as an application would.
+async fn clients_must_log_in_unless_the_ensemble_turns_it_off(bed: &Bed, ns: &str) -> TestResult {
+    let client = bed.client().await?;
+    namespace(&client, ns).await?;
+    let api: Api<MasterEnsemble> = Api::namespaced(client.clone(), ns);
+    for (name, version, on) in [
+        ("closed", "3.9.5", true),
+        ("closed-older", "3.8.6", true),
+        ("open", "3.9.5", false),
+    ] {
+        let mut e = ensemble(name, 1);
+        e.spec.version = version.into();
+        if !on {
+            e.spec.client_authentication = Some(quorate::crd::ClientAuthentication::None);
+        }
+        api.create(&PostParams::default(), &e)
+            .await
+            .map_err(|e| fail(format!("create {name}: {e}")))?;
+        wait_converged(bed, &api, name, 1, Duration::from_secs(180)).await?;
+        let hosts = member_hosts(&client, ns, name).await?;
+        let anonymous = bed.judge.write(&hosts, None, "/anonymous", 3).await;
+        let logged_in = bed.judge_at(&hosts).await?;
+        if on {
+            if !anonymous
+                .as_ref()
+                .is_err_and(|e| e.to_string().contains("SessionClosedRequireSasl"))
+            {
+                return Err(fail(format!(
+                    "{name} ({version}): a client without a login was not refused: {anonymous:?}"
+                )));
+            }
+            let wrong = bed
+                .judge
+                .clone()
+                .with_sasl("client", "not-the-password")
+                .write(&hosts, None, "/wrong", 3)
+                .await;
+            if wrong.is_ok() {
+                return Err(fail(format!("{name}: a wrong password wrote: {wrong:?}")));
+            }
+            let password = credential(&client, ns, name, "clientPassword").await?;
+            if password.len() < 32 {
+                return Err(fail(format!(
+                    "{name}: a generated password of {} characters",
+                    password.len()
+                )));
+            }
+        } else {
+            let written = anonymous.map_err(|e| fail(format!("{name}: without a login: {e}")))?;
+            if written.written != 3 {
+                return Err(fail(format!("{name}: without a login: {written:?}")));
+            }
+            if credential(&client, ns, name, "clientPassword")
+                .await
+                .is_ok()
+            {
+                return Err(fail(format!(
+                    "{name}: a client password with authentication off"
+                )));
+            }
+        }
+        let written = logged_in
+            .write(&hosts, None, "/logged-in", 20)
+            .await
+            .map_err(|e| fail(format!("{name}: the judge logged in writes: {e}")))?;
+        let verified = logged_in
+            .verify(&hosts, None, "/logged-in", 20)
+            .await
+            .map_err(|e| fail(format!("{name}: the judge logged in reads back: {e}")))?;
+        if written.written != 20 || !verified.ok {
+            return Err(fail(format!("{name}: {written:?} {verified:?}")));
+        }
+    }
+    let off = serde_json::json!({"spec": {"clientAuthentication": "None"}});
+    let refused = api
+        .patch("closed", &PatchParams::default(), &Patch::Merge(&off))
+        .await;
+    match refused {
+        Err(kube::Error::Api(e))
+            if e.message
+                .contains("spec.clientAuthentication is set only at creation") =>
+        {
+            Ok(())
+        }
+        other => Err(fail(format!(
+            "turning client authentication off under running clients: {:?}",
+            other.map(|_| "accepted")
+        ))),
+    }
 }
 
 /// A converged ensemble costs nothing: its passes write nothing (no status, no apply of
@@ -1223,6 +1317,10 @@ fn scenarios() -> Vec<(&'static str, Scenario)> {
         (
             "reconfigures_as_its_own_operator_user_not_as_super",
             |b, n| Box::pin(reconfigures_as_its_own_operator_user_not_as_super(b, n)),
+        ),
+        (
+            "clients_must_log_in_unless_the_ensemble_turns_it_off",
+            |b, n| Box::pin(clients_must_log_in_unless_the_ensemble_turns_it_off(b, n)),
         ),
         (
             "each_member_serves_zookeepers_own_prometheus_metrics",

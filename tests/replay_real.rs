@@ -80,6 +80,7 @@ async fn a_replay_of_data_changed_since_verification_deletes_nothing() {
         format: Format::Tree,
         user: user.to_string(),
         password: password.to_string(),
+        sasl: None,
         zookeeper_version: None,
         zxid_before: None,
         started_at: jiff::Timestamp::now(),
@@ -186,7 +187,7 @@ fn tree_of(version: &str) -> Vec<Znode> {
 }
 
 async fn replay_tree(hosts: &str, auth: (&str, &str), nodes: Vec<Znode>) -> tree::ReplayReport {
-    let client = tree::connect(hosts, Some(auth)).await.expect("connect");
+    let client = tree::connect(hosts, &auth.into()).await.expect("connect");
     let (tx, rx) = tokio::sync::mpsc::channel(1024);
     let feed = async move {
         for n in nodes {

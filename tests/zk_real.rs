@@ -657,7 +657,7 @@ async fn servers_that_enforce_sasl_refuse_clients_without_it_and_serve_quorate_l
         );
         // A wrong password is refused.
         let wrong = superuser()
-            .with_sasl(Credentials::digest("quorate", "not-the-secret"))
+            .with_sasl(Some(Credentials::digest("quorate", "not-the-secret")))
             .read_config()
             .await;
         assert!(
@@ -666,7 +666,7 @@ async fn servers_that_enforce_sasl_refuse_clients_without_it_and_serve_quorate_l
         );
 
         // Logged in: it reads, and reconfigures with the super user's digest.
-        let logged_in = superuser().with_sasl(Credentials::digest("quorate", "sasl-secret"));
+        let logged_in = superuser().with_sasl(Some(Credentials::digest("quorate", "sasl-secret")));
         let config = logged_in.read_config().await.expect("read logged in");
         assert_eq!(ids(&config.voters()), [1, 2, 3], "{version}");
         remove_twice(&logged_in, 3).await;

@@ -19,7 +19,7 @@ use super::store;
 use super::store::{ArtifactPaths, Store};
 use super::tree::{self, TreeReader, TreeSummary};
 use super::znode::Znode;
-use crate::zk::MemberAddr;
+use crate::zk::{Credentials, Login, MemberAddr};
 
 /// Errors of a backup, verification or load.
 #[derive(Debug, thiserror::Error)]
@@ -180,6 +180,8 @@ pub struct BackupJob {
     pub user: String,
     /// Its password.
     pub password: String,
+    /// The SASL login of members with client authentication on (a tree walk's session).
+    pub sasl: Option<Credentials>,
     /// The member's ZooKeeper version, as it reports it.
     pub zookeeper_version: Option<String>,
     /// The member's last processed zxid before the backup (used by tree walks).
@@ -357,11 +359,9 @@ async fn walk_tree(
     upload: &mpsc::Sender<Bytes>,
     parse: &mpsc::Sender<std::io::Result<Bytes>>,
 ) -> Result<(Option<i64>, Vec<String>), Error> {
-    let client = tree::connect(
-        &job.member.client_address(),
-        Some((job.user.as_str(), job.password.as_str())),
-    )
-    .await?;
+    let login =
+        Login::digest(Credentials::digest(&job.user, &job.password)).with_sasl(job.sasl.clone());
+    let client = tree::connect(&job.member.client_address(), &login).await?;
     let (tx, mut rx) = mpsc::channel::<Bytes>(CHANNEL);
     let forward = async {
         while let Some(chunk) = rx.recv().await {
@@ -477,11 +477,11 @@ pub async fn load_artifact(
     verified: &Verified,
     paths: &ArtifactPaths,
     hosts: &str,
-    auth: (&str, &str),
+    auth: impl Into<Login>,
     prune: bool,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<tree::ReplayReport, Error> {
-    let client = tree::connect(hosts, Some(auth)).await?;
+    let client = tree::connect(hosts, &auth.into()).await?;
     let format = verified.manifest.format;
     let (node_tx, node_rx) = mpsc::channel::<Znode>(1024);
     let (tx, reader) = spawn_parser(move |r| read_nodes(format, r, &node_tx));
@@ -517,8 +517,8 @@ pub async fn load_artifact(
 /// The newest change to user data of the live ensemble behind `hosts`: the highest czxid,
 /// mzxid or pzxid over every znode outside `/zookeeper`, and the root's pzxid (I7 compares a
 /// backup's `dataZxid` with it).
-pub async fn live_data_zxid(hosts: &str, auth: (&str, &str)) -> Result<(i64, u64), Error> {
-    let client = tree::connect(hosts, Some(auth)).await?;
+pub async fn live_data_zxid(hosts: &str, auth: impl Into<Login>) -> Result<(i64, u64), Error> {
+    let client = tree::connect(hosts, &auth.into()).await?;
     let (tx, mut rx) = mpsc::channel::<Bytes>(CHANNEL);
     let drain = async { while rx.recv().await.is_some() {} };
     let walk = async {
@@ -535,10 +535,10 @@ pub async fn live_data_zxid(hosts: &str, auth: (&str, &str)) -> Result<(i64, u64
 /// came from the artifact, told apart from what clients changed since.
 pub async fn restored_data(
     hosts: &str,
-    auth: (&str, &str),
+    auth: impl Into<Login>,
     at: i64,
 ) -> Result<tree::AtRestore, Error> {
-    let client = tree::connect(hosts, Some(auth)).await?;
+    let client = tree::connect(hosts, &auth.into()).await?;
     let (tx, mut rx) = mpsc::channel::<Bytes>(CHANNEL);
     let (to_parser, parsed) = spawn_parser(move |input| {
         let mut reader = TreeReader::new(input)?;
@@ -575,7 +575,7 @@ pub async fn restored_data(
 pub async fn loaded_counts(
     probe: &crate::zk::AdminProbe,
     member: &MemberAddr,
-    auth: (&str, &str),
+    auth: impl Into<Login>,
 ) -> Result<tree::LoadedCounts, Error> {
     let err = |message: String| Error::Snapshot {
         member: member.to_string(),
@@ -586,7 +586,7 @@ pub async fn loaded_counts(
         crate::zk::admin::count(&reply, "ephemerals_count")
             .ok_or_else(|| err("monitor: no ephemerals_count".into()))
     };
-    let client = tree::connect(&member.client_address(), Some(auth)).await?;
+    let client = tree::connect(&member.client_address(), &auth.into()).await?;
     let children = async |path: &str| {
         client
             .count_descendants_number(path)

@@ -29,6 +29,7 @@ use futures::{StreamExt, stream};
 use zookeeper_client as zkc;
 
 use super::znode::{Acl, NodeKind, Stat, Znode, is_restorable, is_system_path, parent_of};
+use crate::zk::Login;
 
 /// The dump's magic bytes.
 pub const MAGIC: &[u8; 7] = b"QTREE1\n";
@@ -595,12 +596,9 @@ fn stat_of(s: &zkc::Stat) -> Stat {
     }
 }
 
-/// Connects as `auth` (`user:password` digest) with a session timeout fit for long walks.
-pub async fn connect(hosts: &str, auth: Option<(&str, &str)>) -> Result<zkc::Client, Error> {
-    let mut connector = zkc::Client::connector().with_session_timeout(Duration::from_secs(30));
-    if let Some((user, password)) = auth {
-        connector = connector.with_auth("digest", format!("{user}:{password}").as_bytes());
-    }
+/// Connects as `login` with a session timeout fit for long walks.
+pub async fn connect(hosts: &str, login: &Login) -> Result<zkc::Client, Error> {
+    let connector = login.connector(Duration::from_secs(30));
     tokio::time::timeout(Duration::from_secs(15), connector.connect(hosts))
         .await
         .map_err(|_| Error::Connect {

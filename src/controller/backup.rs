@@ -33,7 +33,7 @@ use crate::crd::{
 use crate::executor::resources::names::credentials_secret;
 use crate::planner::ServerId;
 use crate::planner::model::to_micros;
-use crate::zk::MemberAddr;
+use crate::zk::{Credentials, Login, MemberAddr};
 
 /// Backups running in this process, by artifact id and by ensemble (`ns/name`).
 #[derive(Default)]
@@ -113,19 +113,29 @@ pub async fn store_for(
     Store::from_destination(dest, creds.as_ref()).map_err(|e| Error::Backup(e.to_string()))
 }
 
-/// The super user's password of an ensemble (from `<ensemble>-credentials`).
-pub async fn super_password(
+/// The super user's login to an ensemble (from `<ensemble>-credentials`): its digest, after a
+/// SASL login when the members enforce client authentication.
+pub async fn super_login(
     client: &kube::Client,
     namespace: &str,
     ensemble: &str,
-) -> Result<String, Error> {
+) -> Result<Login, Error> {
     let name = credentials_secret(ensemble);
     let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let secret = api
         .get(&name)
         .await
         .map_err(Error::kube(format!("read Secret {namespace}/{name}")))?;
-    secret_key(&secret, namespace, SECRET_SUPER_PASSWORD)
+    let password = secret_key(&secret, namespace, SECRET_SUPER_PASSWORD)?;
+    Ok(Login::digest(Credentials::digest(SUPER_USER, password)).with_sasl(sasl_login(&secret)))
+}
+
+/// The operator's SASL login (the user `quorate`) when an ensemble's members enforce client
+/// authentication, which its credentials Secret says by holding the clients' password.
+pub(crate) fn sasl_login(secret: &Secret) -> Option<Credentials> {
+    secret_value(secret, SECRET_CLIENT_PASSWORD)?;
+    let password = secret_value(secret, SECRET_OPERATOR_PASSWORD)?;
+    Some(Credentials::digest(OPERATOR_USER, password))
 }
 
 /// The UTF-8 value of `key` in a Secret, or an error naming the Secret and the key.
@@ -539,7 +549,7 @@ async fn run_one(
         Ok(s) => s,
         Err(e) => return record_early(fail_early(e.to_string())).await,
     };
-    let password = super_password(&ctx.client, &ns, ens_name).await?;
+    let login = super_login(&ctx.client, &ns, ens_name).await?;
     let paths = store.artifact(&ns, &name, &id);
     let started = BackupArtifact {
         id: id.clone(),
@@ -578,7 +588,11 @@ async fn run_one(
         member,
         format,
         user: SUPER_USER.into(),
-        password,
+        password: login
+            .digest
+            .as_ref()
+            .map_or_else(String::new, |c| c.password().into()),
+        sasl: login.sasl.clone(),
         zookeeper_version: version,
         zxid_before,
         started_at: now,

@@ -19,7 +19,7 @@ use super::status::build_status;
 use super::support;
 use super::{Context, Error};
 use crate::constants::*;
-use crate::crd::{EnsemblePhase, MasterEnsemble, MasterEnsembleStatus};
+use crate::crd::{ClientAuthentication, EnsemblePhase, MasterEnsemble, MasterEnsembleStatus};
 use crate::executor::resources::member::{
     EnsembleContext, build_client_service, build_config_map, build_connection_config_map,
     build_members_service, build_pdb,
@@ -27,7 +27,7 @@ use crate::executor::resources::member::{
 use crate::executor::resources::names::{credentials_secret, ensemble_labels};
 use crate::planner::model::to_micros;
 use crate::planner::{Claim, Decision, Desired, Plan, Step, plan};
-use crate::zk::Credentials;
+use crate::zk::{Credentials, Login};
 
 /// One pass over one ensemble. After a pass that lost its compare-and-set race, the next one
 /// reads the ensemble from the API server: the store that handed out the older object may lag
@@ -125,13 +125,14 @@ async fn pass(ens: Arc<MasterEnsemble>, ctx: Arc<Context>) -> Result<Action, Err
     };
     // What the stores held, to tell whether fresh lists would show anything else.
     let stored = objects.from_stores.then(|| objects.versions());
+    let operator_login = credentials.login(&credentials.operator);
     let observe_with = |objects| {
         observe_and_plan(
             &ctx,
             &ens,
             &ectx,
             &desired,
-            &credentials.operator,
+            &operator_login,
             &previous,
             now,
             objects,
@@ -277,12 +278,12 @@ async fn observe_and_plan(
     ens: &MasterEnsemble,
     ectx: &EnsembleContext<'_>,
     desired: &Desired,
-    credentials: &Credentials,
+    login: &Login,
     previous: &MasterEnsembleStatus,
     now: Timestamp,
     objects: support::Objects,
 ) -> Result<(Observation, Plan), Error> {
-    let mut obs = observe(ctx, ens, desired, credentials, now, objects).await?;
+    let mut obs = observe(ctx, ens, desired, login, now, objects).await?;
     obs.observed.change_requested_at = previous.change_requested_at.as_ref().map(|t| t.0);
     let mut plan = plan(desired, &obs.observed, now);
     if super::survivor::read_volumes(ctx, ectx, &mut obs, &plan).await? {
@@ -349,7 +350,7 @@ async fn record(
 /// answer only the super user. Whether the root is locked now; a failure is logged and the
 /// next converged pass tries again.
 async fn lock_root(obs: &Observation, credentials: &EnsembleCredentials) -> bool {
-    let Some(membership) = obs.membership(credentials.admin.clone()) else {
+    let Some(membership) = obs.membership(credentials.login(&credentials.admin)) else {
         return false;
     };
     match membership.lock_root().await {
@@ -489,6 +490,57 @@ pub struct EnsembleCredentials {
     pub admin: Credentials,
     /// The operator user: every reconfig, with `rwa` on `/zookeeper/config` only.
     pub operator: Credentials,
+    /// The SASL login of every session (the operator user), when the members enforce client
+    /// authentication.
+    pub sasl: Option<Credentials>,
+}
+
+impl EnsembleCredentials {
+    /// A session as `who`, logged in with SASL first when the members enforce it.
+    pub fn login(&self, who: &Credentials) -> Login {
+        Login::digest(who.clone()).with_sasl(self.sasl.clone())
+    }
+}
+
+/// Whether an ensemble's members enforce SASL client authentication: as `spec` says, and when
+/// it says nothing, on for an ensemble whose credentials Secret is created now (a new ensemble)
+/// or already holds the clients' password, off for one whose Secret predates the setting.
+pub fn client_sasl(
+    spec: Option<ClientAuthentication>,
+    secret_existed: bool,
+    secret_has_client_password: bool,
+) -> bool {
+    match spec {
+        Some(ClientAuthentication::Sasl) => true,
+        Some(ClientAuthentication::None) => false,
+        None => !secret_existed || secret_has_client_password,
+    }
+}
+
+/// The members' JAAS configuration: the SASL users the servers accept (the operator and the
+/// clients), and the login of a shell opened on a member (as the clients' user). Passwords
+/// must not hold `"` or `\` (the file quotes them).
+pub fn jaas_config(operator_password: &str, client_password: &str) -> String {
+    format!(
+        "Server {{\n  org.apache.zookeeper.server.auth.DigestLoginModule required\n  \
+         user_{OPERATOR_USER}=\"{operator_password}\"\n  user_{CLIENT_USER}=\"{client_password}\";\n}};\n\
+         Client {{\n  org.apache.zookeeper.server.auth.DigestLoginModule required\n  \
+         username=\"{CLIENT_USER}\"\n  password=\"{client_password}\";\n}};\n"
+    )
+}
+
+/// Refuses a password the JAAS file cannot hold, naming the Secret key.
+fn jaas_safe(key: &str, password: &str) -> Result<(), Error> {
+    match password
+        .chars()
+        .find(|c| matches!(c, '"' | '\\' | '\n' | '\r'))
+    {
+        Some(c) => Err(Error::Inconsistent(format!(
+            "{key} holds {c:?}: with client authentication on, the passwords go into the members' \
+             JAAS file, which cannot hold quotes, backslashes or line breaks"
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// The ensemble's credentials: generated once into `<ensemble>-credentials`, or taken from
@@ -530,6 +582,45 @@ async fn ensure_credentials(
         .and_then(|s| super::backup::secret_value(s, SECRET_OPERATOR_PASSWORD))
         .or_else(|| kept(SECRET_OPERATOR_PASSWORD))
         .unwrap_or_else(generated);
+    let given_client = given
+        .as_ref()
+        .and_then(|s| super::backup::secret_value(s, SECRET_CLIENT_PASSWORD));
+    let sasl = client_sasl(
+        ectx.spec.client_authentication,
+        existing.is_some(),
+        kept(SECRET_CLIENT_PASSWORD).is_some(),
+    );
+    let client = sasl.then(|| {
+        given_client
+            .or_else(|| kept(SECRET_CLIENT_PASSWORD))
+            .unwrap_or_else(generated)
+    });
+    let mut data = BTreeMap::from([
+        (
+            SECRET_SUPER_PASSWORD.to_string(),
+            ByteString(password.clone().into_bytes()),
+        ),
+        (
+            SECRET_SUPER_DIGEST.to_string(),
+            ByteString(crate::zk::digest(SUPER_USER, &password).into_bytes()),
+        ),
+        (
+            SECRET_OPERATOR_PASSWORD.to_string(),
+            ByteString(operator.clone().into_bytes()),
+        ),
+    ]);
+    if let Some(client) = &client {
+        jaas_safe(SECRET_OPERATOR_PASSWORD, &operator)?;
+        jaas_safe(SECRET_CLIENT_PASSWORD, client)?;
+        data.insert(
+            SECRET_CLIENT_PASSWORD.to_string(),
+            ByteString(client.clone().into_bytes()),
+        );
+        data.insert(
+            SECRET_JAAS.to_string(),
+            ByteString(jaas_config(&operator, client).into_bytes()),
+        );
+    }
     let secret = Secret {
         metadata: kube::api::ObjectMeta {
             name: Some(own.clone()),
@@ -538,25 +629,61 @@ async fn ensure_credentials(
             owner_references: Some(vec![ectx.owner.clone()]),
             ..Default::default()
         },
-        data: Some(BTreeMap::from([
-            (
-                SECRET_SUPER_PASSWORD.to_string(),
-                ByteString(password.clone().into_bytes()),
-            ),
-            (
-                SECRET_SUPER_DIGEST.to_string(),
-                ByteString(crate::zk::digest(SUPER_USER, &password).into_bytes()),
-            ),
-            (
-                SECRET_OPERATOR_PASSWORD.to_string(),
-                ByteString(operator.clone().into_bytes()),
-            ),
-        ])),
+        data: Some(data),
         ..Default::default()
     };
     support::apply_if_differs(ctx, ectx.namespace, &secret, existing.as_ref()).await?;
     Ok(EnsembleCredentials {
         admin: Credentials::digest(SUPER_USER, password),
+        sasl: client.map(|_| Credentials::digest(OPERATOR_USER, operator.clone())),
         operator: Credentials::digest(OPERATOR_USER, operator),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    //! Unit tier: the client-authentication decision and the JAAS file, pure.
+    use super::*;
+
+    #[test]
+    fn client_authentication_is_on_for_new_ensembles_and_kept_off_for_older_ones() {
+        use ClientAuthentication::{None as Off, Sasl};
+        // (spec, Secret existed, Secret had the client password) -> on
+        for (spec, existed, had, on) in [
+            (Option::None, false, false, true),
+            (Option::None, true, true, true),
+            (Option::None, true, false, false),
+            (Some(Sasl), true, false, true),
+            (Some(Sasl), false, false, true),
+            (Some(Off), false, false, false),
+            (Some(Off), true, true, false),
+        ] {
+            assert_eq!(
+                client_sasl(spec, existed, had),
+                on,
+                "{spec:?} {existed} {had}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_jaas_file_names_the_operator_and_client_users_and_refuses_quotes() {
+        let jaas = jaas_config("op-pw", "client-pw");
+        assert!(
+            jaas.contains(
+                "Server {\n  org.apache.zookeeper.server.auth.DigestLoginModule required\n"
+            )
+        );
+        assert!(jaas.contains("user_quorate=\"op-pw\""));
+        assert!(jaas.contains("user_client=\"client-pw\";\n};"));
+        assert!(
+            jaas.contains("Client {")
+                && jaas.contains("username=\"client\"\n  password=\"client-pw\";")
+        );
+        assert!(jaas_safe("clientPassword", "Abc123").is_ok());
+        for bad in ["a\"b", "a\\b", "a\nb"] {
+            let e = jaas_safe("clientPassword", bad).unwrap_err().to_string();
+            assert!(e.contains("clientPassword") && e.contains("JAAS"), "{e}");
+        }
+    }
 }

@@ -283,7 +283,7 @@ async fn ensure_reconfig(
     step: &Step,
 ) -> Result<(), Error> {
     let as_user = |who: &Credentials| {
-        obs.membership(who.clone())
+        obs.membership(credentials.login(who))
             .ok_or_else(|| Error::NoServingMember {
                 step: step.to_string(),
             })

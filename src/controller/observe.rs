@@ -19,7 +19,7 @@ use crate::planner::{
     Desired, Member, Membership, Observed, PodInfo, ReadyBackup, ServerId, ZkState,
 };
 use crate::zk::{
-    Credentials, EnsembleConfig, EnsembleObservation, MemberAddr, ZkMembership, observe_ensemble,
+    EnsembleConfig, EnsembleObservation, Login, MemberAddr, ZkMembership, observe_ensemble,
 };
 
 /// Everything one pass saw.
@@ -42,7 +42,7 @@ pub struct Observation {
 
 impl Observation {
     /// A membership client for the serving members, probing members at their Pod IPs.
-    pub fn membership(&self, credentials: Credentials) -> Option<ZkMembership> {
+    pub fn membership(&self, login: Login) -> Option<ZkMembership> {
         let serving = self.zk.serving();
         let connect: Vec<String> = serving
             .iter()
@@ -52,19 +52,22 @@ impl Observation {
         if connect.is_empty() {
             return None;
         }
-        ZkMembership::new(connect.join(","), Some(credentials))
+        ZkMembership::new(connect.join(","), login.digest)
             .ok()
-            .map(|m| m.with_member_hosts(self.addresses.clone()))
+            .map(|m| {
+                m.with_sasl(login.sasl)
+                    .with_member_hosts(self.addresses.clone())
+            })
     }
 }
 
 /// Reads the ensemble's state from its Pods and PVCs (`objects`), ZooKeeper and the status.
-/// `credentials` authenticate the config read.
+/// `login` authenticates the config read.
 pub async fn observe(
     ctx: &Context,
     ens: &MasterEnsemble,
     desired: &Desired,
-    credentials: &Credentials,
+    login: &Login,
     now: Timestamp,
     objects: Objects,
 ) -> Result<Observation, Error> {
@@ -100,7 +103,7 @@ pub async fn observe(
         .filter(|m| m.serving)
         .and_then(|m| m.config.clone());
     if obs.config.is_none()
-        && let Some(membership) = obs.membership(credentials.clone())
+        && let Some(membership) = obs.membership(login.clone())
     {
         match membership.read_config().await {
             Ok(config) => obs.config = Some(config),

@@ -38,7 +38,7 @@ use kube::runtime::events::EventType;
 use kube::{Api, Resource, ResourceExt};
 use tracing::{info, instrument, warn};
 
-use super::backup::{record_condition, serving_members, store_for, super_password};
+use super::backup::{record_condition, serving_members, store_for, super_login};
 use super::recovery;
 use super::{Context, Error, publish_event};
 use crate::backup::artifact::{self, Format, parse_zxid, zxid_hex};
@@ -800,8 +800,8 @@ async fn read_live_data(
     }
     let members = serving_members(ens);
     if !members.is_empty() {
-        let password = super_password(&ctx.client, &ns, ens_name).await?;
-        match engine::live_data_zxid(&hosts_of(&members), (SUPER_USER, &password)).await {
+        let login = super_login(&ctx.client, &ns, ens_name).await?;
+        match engine::live_data_zxid(&hosts_of(&members), login.clone()).await {
             Ok((zxid, user_znodes)) => {
                 return Ok(Ok(LiveRead {
                     data: LiveData::Known {
@@ -1186,7 +1186,7 @@ where
             .await?;
             return Ok(Action::await_change());
         };
-        let password = super_password(&ctx.client, &ns, &ens_name).await?;
+        let login = super_login(&ctx.client, &ns, &ens_name).await?;
         let paths = source
             .store
             .artifact(&artifact.namespace, &artifact.backup, &artifact.id);
@@ -1217,7 +1217,7 @@ where
             &verified,
             &paths,
             &leader.0.client_address(),
-            (SUPER_USER, &password),
+            login.clone(),
             true,
             &|n| info!(znodes = n, "restore progress"),
         )
@@ -1430,7 +1430,7 @@ where
         fail("starting", message, reason).await?;
         Ok(Action::await_change())
     };
-    let password = super_password(&ctx.client, &ns, &ens_name).await?;
+    let login = super_login(&ctx.client, &ns, &ens_name).await?;
     let format = format_of(&artifact);
     // Everyone serves. Where to talk to.
     let addrs: Vec<MemberAddr> = targets
@@ -1484,7 +1484,7 @@ where
                     &v,
                     &paths,
                     &hosts,
-                    (SUPER_USER, &password),
+                    login.clone(),
                     true,
                     &|n| info!(znodes = n, "restore progress"),
                 )
@@ -1510,7 +1510,7 @@ where
         && let [scratch] = addrs.as_slice()
     {
         // The scratch member serves no client: its own counters say what it loaded.
-        match engine::loaded_counts(&ctx.probe, scratch, (SUPER_USER, &password)).await {
+        match engine::loaded_counts(&ctx.probe, scratch, login.clone()).await {
             Ok(counts) => counts.judge(want_user, want_zxid).map(|note| {
                 format!(
                     "{want_user} user znodes as of zxid {}{note}",
@@ -1536,20 +1536,19 @@ where
             )),
             Err(why) => {
                 // A placed snapshot keeps its zxids, and every later zxid is in a newer epoch.
-                let at =
-                    match engine::restored_data(&hosts, (SUPER_USER, &password), want_zxid).await {
-                        Ok(v) => v,
-                        Err(e) => {
-                            if late {
-                                return give_up(
-                                    format!("cannot read the restored data: {e}"),
-                                    "Unreadable",
-                                )
-                                .await;
-                            }
-                            return Ok(Action::requeue(Duration::from_secs(2)));
+                let at = match engine::restored_data(&hosts, login.clone(), want_zxid).await {
+                    Ok(v) => v,
+                    Err(e) => {
+                        if late {
+                            return give_up(
+                                format!("cannot read the restored data: {e}"),
+                                "Unreadable",
+                            )
+                            .await;
                         }
-                    };
+                        return Ok(Action::requeue(Duration::from_secs(2)));
+                    }
+                };
                 if at.data_zxid < want_zxid {
                     Err(format!(
                         "newest data zxid {} is older than the artifact's {}",

@@ -305,6 +305,11 @@ impl Credentials {
         &self.user
     }
 
+    /// The password.
+    pub fn password(&self) -> &str {
+        &self.password
+    }
+
     /// The id of this user in a `digest` ACL entry: `user:base64(sha1(user:password))`.
     pub fn acl_id(&self) -> String {
         super::digest(&self.user, &self.password)
@@ -317,6 +322,51 @@ impl Credentials {
     /// The same user and password as a SASL DIGEST-MD5 login.
     fn sasl_options(&self) -> zkc::SaslOptions {
         zkc::SaslOptions::digest_md5(self.user.clone(), self.password.clone()).into()
+    }
+}
+
+/// Who a session is: a SASL login first (servers that enforce client authentication refuse
+/// every request of a session without it), then a digest identity for ACLs.
+#[derive(Clone, Debug, Default)]
+pub struct Login {
+    /// The SASL DIGEST-MD5 login, for servers with client authentication on.
+    pub sasl: Option<Credentials>,
+    /// The digest identity added after it (`addauth digest user:password`).
+    pub digest: Option<Credentials>,
+}
+
+impl Login {
+    /// A digest identity without a SASL login.
+    pub fn digest(digest: Credentials) -> Login {
+        Login {
+            sasl: None,
+            digest: Some(digest),
+        }
+    }
+
+    /// The same, logged in with SASL as `sasl` first when given.
+    pub fn with_sasl(mut self, sasl: Option<Credentials>) -> Login {
+        self.sasl = sasl;
+        self
+    }
+
+    /// A connector that logs every session in as this.
+    pub fn connector(&self, session_timeout: Duration) -> zkc::Connector {
+        let mut connector = zkc::Client::connector().with_session_timeout(session_timeout);
+        if let Some(login) = &self.sasl {
+            connector = connector.with_sasl(login.sasl_options());
+        }
+        if let Some(c) = &self.digest {
+            connector = connector.with_auth("digest", &c.auth_bytes());
+        }
+        connector
+    }
+}
+
+/// `(user, password)`: a digest identity without a SASL login.
+impl From<(&str, &str)> for Login {
+    fn from((user, password): (&str, &str)) -> Login {
+        Login::digest(Credentials::digest(user, password))
     }
 }
 
@@ -527,8 +577,8 @@ impl<P: MemberProbe> ZkMembership<P> {
     /// Logs every session in with SASL DIGEST-MD5 as `login` before anything else: the client
     /// authentication of servers that enforce it (`enforce.auth.schemes=sasl`), which refuse
     /// every request of a session without it. The digest credentials are added after it.
-    pub fn with_sasl(mut self, login: Credentials) -> Self {
-        self.sasl = Some(login);
+    pub fn with_sasl(mut self, login: Option<Credentials>) -> Self {
+        self.sasl = login;
         self
     }
 
@@ -604,13 +654,11 @@ impl<P: MemberProbe> ZkMembership<P> {
         if let Some(client) = cached.as_ref() {
             return Ok(client.clone());
         }
-        let mut connector = zkc::Client::connector().with_session_timeout(self.timeouts.session);
-        if let Some(login) = &self.sasl {
-            connector = connector.with_sasl(login.sasl_options());
-        }
-        if let Some(c) = &self.credentials {
-            connector = connector.with_auth("digest", &c.auth_bytes());
-        }
+        let login = Login {
+            sasl: self.sasl.clone(),
+            digest: self.credentials.clone(),
+        };
+        let connector = login.connector(self.timeouts.session);
         let connecting = match &self.tls {
             Some(tls) => connector
                 .with_tls(tls.clone())

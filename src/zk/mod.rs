@@ -61,7 +61,7 @@ use crate::planner::ServerId;
 pub use admin::{AdminProbe, ConfReply, LearnerCounts, MemberObservation, Mode};
 pub use config::{ClientAddress, EnsembleConfig, LearnerType, PeerAddress, ServerEntry};
 pub use ensemble::{EnsembleObservation, judge_ensemble, observe_ensemble};
-pub use membership::{Credentials, ReconfigOutcome, Timeouts, ZkMembership};
+pub use membership::{Credentials, Login, ReconfigOutcome, Timeouts, ZkMembership};
 
 /// The client port ZooKeeper members listen on by default.
 pub const DEFAULT_CLIENT_PORT: u16 = 2181;

@@ -358,7 +358,8 @@ impl Judges {
         let client = bed.client().await?;
         let hosts = member_hosts(&client, ns, name).await?;
         let before = bed
-            .judge
+            .judge_at(&hosts)
+            .await?
             .write(&hosts, None, &format!("/before{tag}"), BEFORE)
             .await
             .map_err(|e| fail(format!("kazoo write: {e}")))?;
@@ -421,7 +422,8 @@ impl Judges {
         };
         let writes = bed.plane.dir().join(format!("{ns}-{name}{tag}-writes.log"));
         let writer = bed
-            .judge
+            .judge_at(&hosts)
+            .await?
             .writer(
                 &hosts,
                 None,
@@ -438,7 +440,8 @@ impl Judges {
         let mut spec = HistorySpec::new(format!("/h{tag}"), 4, 3, Duration::from_secs(900), 6000);
         spec.interval = Duration::from_millis(20);
         let history = bed
-            .judge
+            .judge_at(&hosts)
+            .await?
             .history(&hosts, None, &spec, &history_file)
             .map_err(|e| fail(format!("kazoo history: {e}")))?;
         Ok(Judges {
@@ -571,7 +574,8 @@ impl Judges {
         }
         let hosts = member_hosts(&self.client, &self.ns, &self.name).await?;
         let before = bed
-            .judge
+            .judge_at(&hosts)
+            .await?
             .verify(&hosts, None, &format!("/before{}", self.tag), BEFORE)
             .await
             .map_err(|e| fail(format!("kazoo verify: {e}")))?;
@@ -581,7 +585,8 @@ impl Judges {
             )));
         }
         let acked = bed
-            .judge
+            .judge_at(&hosts)
+            .await?
             .check_acked(&hosts, None, &self.writes)
             .await
             .map_err(|e| fail(format!("check acked: {e}")))?;

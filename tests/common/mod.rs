@@ -69,6 +69,46 @@ pub fn free_addr() -> Result<std::net::SocketAddr, Failed> {
 }
 
 impl Bed {
+    /// The kazoo judge as a client of the ensemble whose members serve `hosts`
+    /// (`ip:port,...`): logged in with SASL as the clients' user when that ensemble's
+    /// credentials Secret holds its password (client authentication on), as an application
+    /// given the Secret would be. The ensemble is found from the first address that a Pod of
+    /// the API server holds; with none, the judge goes without a login.
+    pub async fn judge_at(&self, hosts: &str) -> Result<Judge, Failed> {
+        use k8s_openapi::api::core::v1::Secret;
+        use kube::ResourceExt;
+        let client = self.client().await?;
+        let pods = Api::<Pod>::all(client.clone())
+            .list(&Default::default())
+            .await
+            .map_err(|e| fail(format!("list Pods: {e}")))?;
+        let ips: Vec<&str> = hosts
+            .split(',')
+            .filter_map(|h| h.rsplit_once(':').map(|(ip, _)| ip))
+            .collect();
+        let owner = ips.iter().find_map(|ip| {
+            pods.items.iter().find_map(|p| {
+                let at = p.status.as_ref()?.pod_ip.as_deref() == Some(*ip);
+                let ensemble = p.labels().get("quorate.dev/ensemble")?;
+                at.then(|| (p.namespace().unwrap_or_default(), ensemble.clone()))
+            })
+        });
+        let Some((ns, ensemble)) = owner else {
+            return Ok(self.judge.clone());
+        };
+        let secret = Api::<Secret>::namespaced(client, &ns)
+            .get_opt(&format!("{ensemble}-credentials"))
+            .await
+            .map_err(|e| fail(format!("credentials of {ns}/{ensemble}: {e}")))?;
+        let password = secret
+            .and_then(|s| s.data?.get("clientPassword").cloned())
+            .and_then(|b| String::from_utf8(b.0).ok());
+        Ok(match password {
+            Some(password) => self.judge.clone().with_sasl("client", password),
+            None => self.judge.clone(),
+        })
+    }
+
     pub async fn client(&self) -> Result<Client, Failed> {
         self.plane
             .client()

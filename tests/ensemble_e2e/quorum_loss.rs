@@ -88,7 +88,8 @@ pub async fn names_the_most_up_to_date_survivor_from_the_volumes_after_a_quorum_
         .map(|id| addr(*id).map(|ip| format!("{ip}:2181")))
         .collect::<Result<Vec<_>, _>>()?
         .join(",");
-    bed.judge
+    bed.judge_at(&hosts)
+        .await?
         .write(&hosts, None, "/after-the-cut", 40)
         .await
         .map_err(|e| fail(format!("write while {lagging} is cut off: {e}")))?;
@@ -187,14 +188,11 @@ pub async fn names_the_most_up_to_date_survivor_from_the_volumes_after_a_quorum_
         async || Ok(probe_pods(&client, ns).await?.is_empty()),
     )
     .await?;
+    let hosts = member_hosts(&client, ns, "masters").await?;
     let verify = bed
-        .judge
-        .verify(
-            &member_hosts(&client, ns, "masters").await?,
-            None,
-            "/after-the-cut",
-            40,
-        )
+        .judge_at(&hosts)
+        .await?
+        .verify(&hosts, None, "/after-the-cut", 40)
         .await
         .map_err(|e| fail(format!("verify: {e}")))?;
     if !verify.ok {
@@ -332,7 +330,8 @@ pub async fn recovers_from_the_most_up_to_date_survivor_after_a_majority_is_lost
     }
 
     let hosts = member_hosts(&client, ns, "masters").await?;
-    bed.judge
+    bed.judge_at(&hosts)
+        .await?
         .write(&hosts, None, "/before-the-loss", 40)
         .await
         .map_err(|e| fail(format!("write: {e}")))?;
@@ -365,7 +364,8 @@ pub async fn recovers_from_the_most_up_to_date_survivor_after_a_majority_is_lost
         .map(|id| addr(*id).map(|ip| format!("{ip}:2181")))
         .collect::<Result<Vec<_>, _>>()?
         .join(",");
-    bed.judge
+    bed.judge_at(&writers)
+        .await?
         .write(&writers, None, "/after-the-cut", 40)
         .await
         .map_err(|e| fail(format!("write while {lagging} is cut off: {e}")))?;
@@ -486,7 +486,8 @@ pub async fn recovers_from_the_most_up_to_date_survivor_after_a_majority_is_lost
     let hosts = member_hosts(&client, ns, "masters").await?;
     for prefix in ["/before-the-loss", "/after-the-cut"] {
         let v = bed
-            .judge
+            .judge_at(&hosts)
+            .await?
             .verify(&hosts, None, prefix, 40)
             .await
             .map_err(|e| fail(format!("verify {prefix}: {e}")))?;
@@ -544,12 +545,14 @@ pub async fn recovers_from_the_most_up_to_date_survivor_after_a_majority_is_lost
         }
     }
     // It takes writes again.
-    bed.judge
+    bed.judge_at(&hosts)
+        .await?
         .write(&hosts, None, "/after-the-recovery", 20)
         .await
         .map_err(|e| fail(format!("write after the recovery: {e}")))?;
     let v = bed
-        .judge
+        .judge_at(&hosts)
+        .await?
         .verify(&hosts, None, "/after-the-recovery", 20)
         .await
         .map_err(|e| fail(format!("verify: {e}")))?;

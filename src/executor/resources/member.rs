@@ -13,11 +13,11 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort,
-    EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector,
+    EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction, KeyToPath, ObjectFieldSelector,
     PersistentVolumeClaim, PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, Pod,
     PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec, Probe, SeccompProfile,
-    SecretKeySelector, SecurityContext, Service, ServicePort, ServiceSpec, TCPSocketAction, Volume,
-    VolumeMount, VolumeResourceRequirements, WeightedPodAffinityTerm,
+    SecretKeySelector, SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec,
+    TCPSocketAction, Volume, VolumeMount, VolumeResourceRequirements, WeightedPodAffinityTerm,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -25,7 +25,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::names::*;
-use super::zoo_cfg::render_static;
+use super::zoo_cfg::{SASL_CFG_KEY, SASL_SETTINGS, render_static};
 use crate::constants::*;
 use crate::crd::{AntiAffinity, MasterEnsembleSpec, PodTemplateOverrides};
 use crate::planner::ServerId;
@@ -93,6 +93,10 @@ grep -v -e '^dynamicConfigFile=' -e '^admin.serverAddress=' -e '^metricsProvider
 echo "${dyn:-dynamicConfigFile=$D/conf/zoo.cfg.dynamic}" >> "$D/conf/zoo.cfg.next"
 echo "admin.serverAddress=$POD_IP" >> "$D/conf/zoo.cfg.next"
 echo "metricsProvider.httpHost=$POD_IP" >> "$D/conf/zoo.cfg.next"
+# Client authentication: enforced exactly when the credentials Secret holds the JAAS file.
+if [ -f /etc/quorate/jaas/jaas.conf ]; then
+  cat /etc/quorate/config/zoo.cfg.sasl >> "$D/conf/zoo.cfg.next"
+fi
 mv "$D/conf/zoo.cfg.next" "$D/conf/zoo.cfg"
 "#;
 
@@ -110,6 +114,14 @@ if [ ! -s "$D/data/myid" ] || [ ! -f "$D/conf/zoo.cfg" ]; then
   exit 1
 fi
 rm -f "$M"
+"#;
+
+/// What the server container runs before ZooKeeper to find its JAAS file: `$JAAS` is the flag
+/// that hands it to the JVM when the credentials Secret holds one (client authentication on).
+pub const JAAS_CHECK: &str = r#"JAAS=
+if [ -f /etc/quorate/jaas/jaas.conf ]; then
+  JAAS=-Djava.security.auth.login.config=/etc/quorate/jaas/jaas.conf
+fi
 "#;
 
 /// The official image's `zookeeper` user and group.
@@ -312,13 +324,19 @@ pub fn build_member_pod(
             mount_path: STATUS_MOUNT.into(),
             ..Default::default()
         },
+        VolumeMount {
+            name: "jaas".into(),
+            mount_path: JAAS_MOUNT.into(),
+            read_only: Some(true),
+            ..Default::default()
+        },
     ];
     // The logging configuration is given explicitly: with `-cp lib/*` alone the image's own
     // conf directory is not on the class path, and logback without a configuration logs
     // everything at DEBUG (hundreds of MB a minute from the AdminServer's Jetty, slow enough
     // that a joiner's snapshot sync times out).
     let run = format!(
-        "{SERVE_CHECK}exec java $JVM_OPTS \"-Dzookeeper.DigestAuthenticationProvider.superDigest=$ZK_SUPER_DIGEST\" -Dlogback.configurationFile={CONFIG_MOUNT}/{LOGBACK_KEY} -cp '{}/lib/*' org.apache.zookeeper.server.quorum.QuorumPeerMain {DATA_MOUNT}/conf/zoo.cfg",
+        "{SERVE_CHECK}{JAAS_CHECK}exec java $JVM_OPTS $JAAS \"-Dzookeeper.DigestAuthenticationProvider.superDigest=$ZK_SUPER_DIGEST\" -Dlogback.configurationFile={CONFIG_MOUNT}/{LOGBACK_KEY} -cp '{}/lib/*' org.apache.zookeeper.server.quorum.QuorumPeerMain {DATA_MOUNT}/conf/zoo.cfg",
         install_dir(&spec.version)
     );
     let prepare = Container {
@@ -427,6 +445,22 @@ pub fn build_member_pod(
                     empty_dir: Some(EmptyDirVolumeSource::default()),
                     ..Default::default()
                 },
+                // The JAAS file, present only when the members enforce client authentication.
+                Volume {
+                    name: "jaas".into(),
+                    secret: Some(SecretVolumeSource {
+                        secret_name: Some(credentials_secret(ctx.name)),
+                        items: Some(vec![KeyToPath {
+                            key: SECRET_JAAS.into(),
+                            path: SECRET_JAAS.into(),
+                            ..Default::default()
+                        }]),
+                        default_mode: Some(0o440),
+                        optional: Some(true),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
             ]),
             affinity: member_affinity(ctx, &template),
             security_context: Some(pod_security(spec)),
@@ -516,6 +550,7 @@ pub fn build_config_map(ctx: &EnsembleContext<'_>) -> ConfigMap {
         ),
         data: Some(BTreeMap::from([
             ("zoo.cfg".to_string(), render_static(&ctx.spec.config)),
+            (SASL_CFG_KEY.to_string(), SASL_SETTINGS.to_string()),
             (LOGBACK_KEY.to_string(), LOGBACK_XML.to_string()),
         ])),
         ..Default::default()
@@ -642,6 +677,62 @@ mod tests {
                 controller: Some(true),
                 block_owner_deletion: Some(true),
             },
+        }
+    }
+
+    #[test]
+    fn client_authentication_is_on_exactly_when_the_credentials_secret_holds_the_jaas_file() {
+        let s = spec();
+        let pod = build_member_pod(&ctx(&s), ServerId(1), "", "abc", MemberStart::Fresh);
+        let spec = pod.spec.unwrap();
+        let jaas = spec
+            .volumes
+            .iter()
+            .flatten()
+            .find_map(|v| v.secret.as_ref().filter(|_| v.name == "jaas"))
+            .expect("a jaas volume");
+        assert_eq!(jaas.secret_name.as_deref(), Some("masters-credentials"));
+        assert_eq!(
+            jaas.optional,
+            Some(true),
+            "ensembles without it still start"
+        );
+        assert_eq!(jaas.items.as_ref().unwrap()[0].key, SECRET_JAAS);
+        let file = format!("{JAAS_MOUNT}/{SECRET_JAAS}");
+        for c in spec
+            .containers
+            .iter()
+            .chain(spec.init_containers.iter().flatten())
+        {
+            assert!(
+                c.volume_mounts
+                    .iter()
+                    .flatten()
+                    .any(|m| m.name == "jaas" && m.mount_path == JAAS_MOUNT),
+                "{} mounts the JAAS file",
+                c.name
+            );
+        }
+        // The prepare step appends the settings when the file is there; the server hands the
+        // file to the JVM then.
+        assert!(PREPARE_SCRIPT.contains(&format!(
+            "if [ -f {file} ]; then\n  cat {CONFIG_MOUNT}/{SASL_CFG_KEY} >>"
+        )));
+        assert!(JAAS_CHECK.contains(&format!(
+            "if [ -f {file} ]; then\n  JAAS=-Djava.security.auth.login.config={file}\n"
+        )));
+        let run = &spec.containers[0].command.as_ref().unwrap()[2];
+        assert!(
+            run.contains(JAAS_CHECK) && run.contains("exec java $JVM_OPTS $JAAS "),
+            "{run}"
+        );
+        let cm = build_config_map(&ctx(&s)).data.unwrap();
+        for line in ["enforce.auth.enabled=true", "enforce.auth.schemes=sasl"] {
+            assert!(cm[SASL_CFG_KEY].lines().any(|l| l == line), "{line}");
+            assert!(
+                !cm["zoo.cfg"].contains(line),
+                "only through the Secret: {line}"
+            );
         }
     }
 

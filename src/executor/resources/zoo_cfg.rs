@@ -60,6 +60,18 @@ pub fn render_static(config: &ZkServerConfig) -> String {
     out
 }
 
+/// The ConfigMap key of [`SASL_SETTINGS`].
+pub const SASL_CFG_KEY: &str = "zoo.cfg.sasl";
+
+/// The zoo.cfg lines of SASL client authentication, enforced for every session. A member's
+/// prepare step appends them when its credentials Secret holds the JAAS file that names the
+/// SASL users (the JVM reads it through `-Djava.security.auth.login.config`).
+pub const SASL_SETTINGS: &str =
+    "authProvider.sasl=org.apache.zookeeper.server.auth.SASLAuthenticationProvider
+enforce.auth.enabled=true
+enforce.auth.schemes=sasl
+";
+
 /// One `server.N` line: a voting participant reachable at `host`. The client address is the
 /// host name too, so each member binds its client port to its own address (members may share a
 /// network namespace, as on the testbed's node agent).

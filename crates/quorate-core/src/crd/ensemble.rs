@@ -40,6 +40,7 @@ use serde::{Deserialize, Serialize};
 #[x_kube(validation = crate::versions::admission_rule(1))]
 #[x_kube(validation = crate::versions::admission_rule(2))]
 #[x_kube(validation = crate::versions::admission_rule(3))]
+#[x_kube(validation = Rule::new("has(self.clientAuthentication) == has(oldSelf.clientAuthentication) && (!has(self.clientAuthentication) || self.clientAuthentication == oldSelf.clientAuthentication)").message("spec.clientAuthentication is set only at creation: turning client authentication on or off under running clients would lock them out or open the ensemble"))]
 pub struct MasterEnsembleSpec {
     /// Number of voting members: odd, from 1 to 9. Even sizes are refused because they add no
     /// fault tolerance (4 voters tolerate one failure, like 3).
@@ -110,6 +111,27 @@ pub struct MasterEnsembleSpec {
     /// digest user.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<AuthSpec>,
+
+    /// How clients must authenticate to the members. `SASL`: every client session logs in with
+    /// SASL DIGEST-MD5 before anything else (ZooKeeper's `enforce.auth.schemes=sasl`); quorate
+    /// generates the password of the user `client` into `<name>-credentials` (key
+    /// `clientPassword`) unless `spec.auth`'s Secret gives one. `None`: any client may open a
+    /// session (znode ACLs still apply). When absent: `SASL` for an ensemble created by this
+    /// version of quorate, and `None` for one created before (its clients never logged in, and
+    /// turning it on under them would lock them out). Set only at creation: turning client
+    /// authentication on or off under running clients is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_authentication: Option<ClientAuthentication>,
+}
+
+/// How clients authenticate to an ensemble's members.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum ClientAuthentication {
+    /// SASL DIGEST-MD5, enforced for every session.
+    #[serde(rename = "SASL")]
+    Sasl,
+    /// No client authentication.
+    None,
 }
 
 fn default_version() -> String {
