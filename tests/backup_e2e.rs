@@ -450,9 +450,14 @@ async fn backs_up_a_varied_tree_and_restores_it_offline_into_a_fresh_ensemble(
         .populate(&hosts, Some(("super", &password)), "/data", 10_000, 600)
         .await
         .map_err(|e| fail(format!("populate: {e}")))?;
-    // An ephemeral node of a live session: it belongs to the session, not to the data.
+    // An ephemeral node of a live session: it belongs to the session, not to the data. The
+    // session logs in as the clients' user (client authentication is on by default).
+    let client_password = credential(&client, ns, "source", "clientPassword").await?;
     let session = zookeeper_client::Client::connector()
         .with_session_timeout(Duration::from_secs(4))
+        .with_sasl(zookeeper_client::SaslOptions::from(
+            zookeeper_client::SaslOptions::digest_md5("client", client_password),
+        ))
         .connect(&hosts)
         .await
         .map_err(|e| fail(format!("connect: {e}")))?;
