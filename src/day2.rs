@@ -160,6 +160,15 @@ pub async fn replace_member(
     ))
 }
 
+/// The JVM flags with which ZooKeeper's Java client (zkCli.sh's `CLIENT_JVMFLAGS`) logs in with
+/// the `Client` section of the JAAS file `jaas`. ZooKeeper 3.9's client runs in FIPS mode by
+/// default (`zookeeper.fips-mode`), in which it refuses DIGEST-MD5, the one SASL mechanism the
+/// members accept: it then fails with `AuthFailed` ("saslClient failed to initialize"), so the
+/// flags turn that mode off (3.8's client ignores the property).
+pub fn java_client_login_flags(jaas: &str) -> String {
+    format!("-Djava.security.auth.login.config={jaas} -Dzookeeper.fips-mode=false")
+}
+
 /// The `kubectl exec` that opens ZooKeeper's own shell (`zkCli.sh`) on member `member` of
 /// `target`, or on a serving follower (the leader when none; a member that serves when the
 /// status names no role). The shell connects to that member's client port only.
@@ -218,7 +227,8 @@ pub async fn zkcli_command(
         crate::constants::SECRET_JAAS
     );
     let login = format!(
-        "if [ -f {jaas} ]; then export CLIENT_JVMFLAGS=-Djava.security.auth.login.config={jaas}; fi; exec \"$0\" \"$@\""
+        "if [ -f {jaas} ]; then export CLIENT_JVMFLAGS=\"{}\"; fi; exec \"$0\" \"$@\"",
+        java_client_login_flags(&jaas)
     );
     Ok([
         "kubectl",

@@ -516,7 +516,7 @@ async fn day_two_commands_change_the_spec_as_they_say(ctx: Arc<Ctx>) -> TestResu
     for (extra, id) in [(&[][..], 3), (&["--member", "2"][..], 2)] {
         let (code, out, err) = zkcli(extra)?;
         let wanted = format!(
-            "kubectl --kubeconfig {kubeconfig} exec -it -n {ns} masters-{id} -c zookeeper -- /bin/sh -c 'if [ -f /etc/quorate/jaas/jaas.conf ]; then export CLIENT_JVMFLAGS=-Djava.security.auth.login.config=/etc/quorate/jaas/jaas.conf; fi; exec \"$0\" \"$@\"' /apache-zookeeper-3.9.5-bin/bin/zkCli.sh -server masters-{id}.masters-members.{ns}.svc.cluster.local:2181"
+            "kubectl --kubeconfig {kubeconfig} exec -it -n {ns} masters-{id} -c zookeeper -- /bin/sh -c 'if [ -f /etc/quorate/jaas/jaas.conf ]; then export CLIENT_JVMFLAGS=\"-Djava.security.auth.login.config=/etc/quorate/jaas/jaas.conf -Dzookeeper.fips-mode=false\"; fi; exec \"$0\" \"$@\"' /apache-zookeeper-3.9.5-bin/bin/zkCli.sh -server masters-{id}.masters-members.{ns}.svc.cluster.local:2181"
         );
         if code != 0 || out.trim() != wanted {
             return Err(fail(format!(

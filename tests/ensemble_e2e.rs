@@ -562,12 +562,7 @@ async fn a_client_connects_through_the_published_connection_string(
                 .map_err(|e| fail(e.to_string()))?
                 .items
                 .into_iter()
-                .filter(|p| {
-                    p.status
-                        .as_ref()
-                        .and_then(|s| s.conditions.as_ref())
-                        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-                })
+                .filter(is_ready)
                 .filter_map(|p| p.status?.pod_ip)
                 .map(|ip| format!("{ip}:{target}"))
                 .collect();
@@ -578,10 +573,28 @@ async fn a_client_connects_through_the_published_connection_string(
     .map_err(|e| fail(format!("{e:?}: {routed:?}")))?;
     let zk = quorate_testbed::zookeeper::ensure_distribution(Default::default())
         .map_err(|e| fail(e.to_string()))?;
+    // The client logs in as the README tells a Java client to: the user `client` with the
+    // Secret's `clientPassword`, in a JAAS file of its own, with the JVM flags that
+    // `quorate ensemble zkcli` gives zkCli.sh.
+    let password = credential(&client, ns, "masters", "clientPassword").await?;
+    let dir = tempfile::tempdir().map_err(|e| fail(e.to_string()))?;
+    let jaas = dir.path().join("jaas.conf");
+    std::fs::write(
+        &jaas,
+        format!(
+            "Client {{\n  org.apache.zookeeper.server.auth.DigestLoginModule required\n  \
+             username=\"client\"\n  password=\"{password}\";\n}};\n"
+        ),
+    )
+    .map_err(|e| fail(e.to_string()))?;
+    let login: Vec<String> = quorate::day2::java_client_login_flags(&jaas.display().to_string())
+        .split(' ')
+        .map(String::from)
+        .collect();
     // One command per zkCli run (its arguments): it connects, runs it and exits.
     let run = |args: &[&str]| -> Result<String, Failed> {
         let out = zk
-            .cli_command(&routed.join(","))
+            .cli_command_with(&routed.join(","), &login)
             .args(args)
             .output()
             .map_err(|e| fail(format!("zkCli: {e}")))?;

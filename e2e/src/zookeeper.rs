@@ -244,12 +244,19 @@ impl Distribution {
     /// zkCli: `java ... org.apache.zookeeper.ZooKeeperMain -server <server>`, logging at WARN.
     /// Append a command as arguments, or pipe a script (ending in `quit`) into its stdin.
     pub fn cli_command(&self, server: &str) -> Command {
-        let args = [
+        self.cli_command_with(server, &[])
+    }
+
+    /// [`Self::cli_command`] with more JVM arguments, such as a JAAS file for a SASL login
+    /// (`-Djava.security.auth.login.config=<file>`).
+    pub fn cli_command_with(&self, server: &str, jvm_args: &[String]) -> Command {
+        let mut args = vec![
             "-Xmx128m".to_string(),
             "-XX:+UseSerialGC".to_string(),
             "-XX:TieredStopAtLevel=1".to_string(),
             "-Dzookeeper.log.threshold=WARN".to_string(),
         ];
+        args.extend_from_slice(jvm_args);
         let mut cmd = self.java_command("org.apache.zookeeper.ZooKeeperMain", &args);
         cmd.arg("-server").arg(server);
         cmd

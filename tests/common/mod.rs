@@ -268,6 +268,16 @@ impl Bed {
             .map(|o| o.addr)
     }
 
+    /// The process id of operator `identity`, while it is one of the bed's.
+    pub fn operator_pid(&self, identity: &str) -> Option<u32> {
+        self.operators
+            .lock()
+            .ok()?
+            .iter()
+            .find(|o| o.identity == identity)
+            .map(|o| o.child.pid())
+    }
+
     /// The holder of the leader Lease, if any.
     pub async fn lease_holder(&self) -> Result<Option<String>, Failed> {
         let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
@@ -632,6 +642,14 @@ pub async fn credential(
         .and_then(|d| d.get(key).cloned())
         .and_then(|b| String::from_utf8(b.0).ok())
         .ok_or_else(|| fail(format!("{ensemble}-credentials has no {key}")))
+}
+
+/// Whether the Pod's `Ready` condition is `True`.
+pub fn is_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
 /// `ip:2181,...` of the ensemble's member Pods.
