@@ -76,7 +76,7 @@ mod image;
 mod ipam;
 mod netfault;
 mod nftables;
-mod node;
+pub mod node;
 mod pod;
 mod probe;
 mod volumes;
@@ -494,7 +494,14 @@ impl NodeAgent {
             security.display()
         );
         let kubelet_version = crate::controlplane::pinned_kubernetes_version();
-        node::register(&client, &opts.node_name, node_ip, &kubelet_version).await?;
+        node::register(
+            &client,
+            &opts.node_name,
+            node_ip,
+            &kubelet_version,
+            &Default::default(),
+        )
+        .await?;
 
         let kick = Arc::new(Notify::new());
         let mut tasks = Vec::new();
@@ -605,6 +612,7 @@ impl NodeAgent {
             node_ip,
             kubelet_version,
             shared.opts.heartbeat,
+            Default::default(),
         )));
         tracing::info!(node = %shared.opts.node_name, %node_ip, state = %shared.state.display(), "node agent started");
         Ok(NodeAgent {
@@ -966,12 +974,17 @@ async fn reconcile(shared: &Arc<Shared>) {
     let pods = shared.pods.state();
     let me = shared.opts.node_name.as_str();
     if shared.opts.bind_unscheduled {
+        let labels = node::labels(me, &Default::default());
         for pod in &pods {
             let unbound = pod
                 .spec
                 .as_ref()
                 .is_some_and(|s| s.node_name.as_deref().unwrap_or("").is_empty());
-            if unbound && pod.metadata.deletion_timestamp.is_none() && !is_terminal(pod) {
+            if unbound
+                && pod.metadata.deletion_timestamp.is_none()
+                && !is_terminal(pod)
+                && node::admits(&labels, pod)
+            {
                 bind(shared, pod).await;
             }
         }

@@ -1,6 +1,7 @@
 //! The Node object: registered with a `Ready` condition, capacity and addresses, and kept Ready by
 //! a heartbeat (the conditions' `lastHeartbeatTime` and a Lease in `kube-node-lease`).
 
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
@@ -100,22 +101,42 @@ fn conditions(now: &Timestamp) -> serde_json::Value {
 }
 
 /// Creates the Node (or adopts an existing one of that name) and writes its status.
-pub(super) async fn register(
+/// The labels of Node `name`: the well-known ones a kubelet sets, then `extra`.
+pub fn labels(name: &str, extra: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    let mut labels = BTreeMap::from([
+        ("kubernetes.io/hostname".to_string(), name.to_string()),
+        ("kubernetes.io/os".to_string(), "linux".to_string()),
+        ("kubernetes.io/arch".to_string(), arch().to_string()),
+        (
+            "node.kubernetes.io/instance-type".to_string(),
+            "quorate-testbed".to_string(),
+        ),
+    ]);
+    labels.extend(extra.clone());
+    labels
+}
+
+/// Whether a Pod's `spec.nodeSelector` admits a Node labelled `labels` (as the scheduler's
+/// NodeSelector filter does; node affinity is not looked at).
+pub fn admits(labels: &BTreeMap<String, String>, pod: &k8s_openapi::api::core::v1::Pod) -> bool {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.node_selector.as_ref())
+        .is_none_or(|wanted| wanted.iter().all(|(k, v)| labels.get(k) == Some(v)))
+}
+
+pub(crate) async fn register(
     client: &kube::Client,
     name: &str,
     ip: Ipv4Addr,
     kubelet_version: &str,
+    extra_labels: &BTreeMap<String, String>,
 ) -> Result<(), Error> {
     let nodes: Api<Node> = Api::all(client.clone());
     let node: Node = serde_json::from_value(json!({
         "metadata": {
             "name": name,
-            "labels": {
-                "kubernetes.io/hostname": name,
-                "kubernetes.io/os": "linux",
-                "kubernetes.io/arch": arch(),
-                "node.kubernetes.io/instance-type": "quorate-testbed",
-            },
+            "labels": labels(name, extra_labels),
         },
         "spec": {},
     }))
@@ -204,12 +225,13 @@ async fn renew_lease(client: &kube::Client, name: &str) -> Result<(), Error> {
 
 /// Heartbeats forever: the Lease and the conditions' `lastHeartbeatTime`. Re-registers the Node
 /// if someone deleted it.
-pub(super) async fn heartbeat(
+pub(crate) async fn heartbeat(
     client: kube::Client,
     name: String,
     ip: Ipv4Addr,
     kubelet_version: String,
     period: Duration,
+    extra_labels: BTreeMap<String, String>,
 ) {
     let nodes: Api<Node> = Api::all(client.clone());
     loop {
@@ -225,7 +247,7 @@ pub(super) async fn heartbeat(
             .await
         {
             Err(kube::Error::Api(s)) if s.code == 404 => {
-                register(&client, &name, ip, &kubelet_version).await
+                register(&client, &name, ip, &kubelet_version, &extra_labels).await
             }
             Err(source) => Err(Error::Kube {
                 context: format!("heartbeat of Node {name}"),
@@ -236,5 +258,35 @@ pub(super) async fn heartbeat(
         if let Err(e) = result {
             tracing::warn!(node = %name, error = %e, "node heartbeat failed");
         }
+    }
+}
+
+/// Tier: unit (pure).
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(selector: serde_json::Value) -> k8s_openapi::api::core::v1::Pod {
+        serde_json::from_value(json!({"spec": {"containers": [], "nodeSelector": selector}}))
+            .expect("pod")
+    }
+
+    #[test]
+    fn a_node_selector_admits_only_nodes_with_every_label() {
+        let plain = labels("quorate-node-1", &BTreeMap::new());
+        let standin = labels(
+            "quorate-standins",
+            &BTreeMap::from([("quorate.io/standin".to_string(), "true".to_string())]),
+        );
+        let none: k8s_openapi::api::core::v1::Pod =
+            serde_json::from_value(json!({"spec": {"containers": []}})).expect("pod");
+        assert!(admits(&plain, &none) && admits(&standin, &none));
+        let wants = pod(json!({"quorate.io/standin": "true"}));
+        assert!(!admits(&plain, &wants));
+        assert!(admits(&standin, &wants));
+        let both = pod(json!({"quorate.io/standin": "true", "kubernetes.io/os": "linux"}));
+        assert!(admits(&standin, &both));
+        let other = pod(json!({"kubernetes.io/hostname": "quorate-node-1"}));
+        assert!(admits(&plain, &other) && !admits(&standin, &other));
     }
 }
