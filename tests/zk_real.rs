@@ -5,9 +5,12 @@
 //! At most one ensemble runs at a time in this binary (2-core machines), whatever
 //! `--test-threads` says.
 
+#[path = "zk_common/mod.rs"]
+mod zk_common;
+
 use std::collections::BTreeSet;
-use std::future::Future;
 use std::time::{Duration, Instant};
+use zk_common::{eventually, summary};
 
 use quorate::planner::{Membership, Role, ServerId};
 use quorate::zk::{
@@ -89,30 +92,6 @@ async fn observe(
     members: impl IntoIterator<Item = u32>,
 ) -> EnsembleObservation {
     observe_ensemble(&probe(), &addrs(ensemble, members), PROBE_TIMEOUT * 2).await
-}
-
-fn summary(obs: &EnsembleObservation) -> String {
-    let mut lines: Vec<String> = obs.members.keys().map(|id| obs.describe(*id)).collect();
-    lines.push(format!("leader {:?}; notes {:?}", obs.leader, obs.notes));
-    lines.join("\n")
-}
-
-/// Polls `check` until it returns `Ok`, or panics after `timeout` with the last `Err`.
-async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, String>>,
-{
-    let started = Instant::now();
-    loop {
-        match check().await {
-            Ok(v) => return v,
-            Err(last) if started.elapsed() > timeout => {
-                panic!("{what}: not after {timeout:?}; last:\n{last}")
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-        }
-    }
 }
 
 /// Waits until `members` show one leader and every one of them serving and synced.

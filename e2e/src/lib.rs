@@ -29,4 +29,5 @@ pub mod objectstore;
 pub mod process;
 pub mod promtool;
 pub mod proxy;
+pub mod standin;
 pub mod zookeeper;
