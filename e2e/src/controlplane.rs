@@ -23,8 +23,9 @@
 //! Admission: the `ServiceAccount` plugin is off (nothing mounts tokens into the testbed's Pods,
 //! and without the controller manager nothing would create `default` ServiceAccounts); without
 //! the controller manager `StorageObjectInUseProtection` is off too, since nothing would ever
-//! remove its `kubernetes.io/pvc-protection` finalizer. The service CIDR (`10.0.0.0/24`) is for
-//! ClusterIP allocation only: nothing on this machine answers there, never dial it.
+//! remove its `kubernetes.io/pvc-protection` finalizer. The service CIDR (`10.0.0.0/16`, room for
+//! the thousand-ensemble benchmark's client Services) is for ClusterIP allocation only: nothing
+//! on this machine answers there, never dial it.
 
 use std::fs;
 use std::net::{SocketAddr, TcpListener};
@@ -46,7 +47,7 @@ const CONTROLPLANE_GO_MOD: &str = include_str!("../go/controlplane/go.mod");
 pub const SERVICE_ACCOUNT_ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
 
 /// ClusterIP range of every plane: allocations only, never dialled.
-pub const SERVICE_CLUSTER_IP_RANGE: &str = "10.0.0.0/24";
+pub const SERVICE_CLUSTER_IP_RANGE: &str = "10.0.0.0/16";
 
 /// The controllers that kube-controller-manager runs unless [`Options::controllers`] says
 /// otherwise: garbage collection (ownerReferences), namespace deletion, PDB status, default
