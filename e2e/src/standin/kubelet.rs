@@ -49,6 +49,8 @@ pub enum Error {
 struct Hosted {
     uid: String,
     member: StandInMember,
+    ip: Ipv4Addr,
+    /// What the Pod's status says now (set only once a write succeeded).
     ready: bool,
 }
 
@@ -247,10 +249,11 @@ impl State {
                 Some(h) if h.uid == uid => {
                     let serving = h.member.serving();
                     if serving != h.ready {
-                        h.ready = serving;
-                        let ip = pod.status.as_ref().and_then(|s| s.pod_ip.clone());
-                        if let Some(ip) = ip.and_then(|ip| ip.parse().ok()) {
-                            self.write_status(pod, ip, serving).await;
+                        let ip = h.ip;
+                        if self.write_status(pod, ip, serving).await
+                            && let Some(h) = self.hosted.get_mut(&k)
+                        {
+                            h.ready = serving;
                         }
                     }
                 }
@@ -407,14 +410,23 @@ impl State {
                 return false;
             }
         };
-        let ready = member.serving();
-        self.hosted
-            .insert((ns, name), Hosted { uid, member, ready });
-        self.write_status(pod, ip, ready).await;
+        let serving = member.serving();
+        let written = self.write_status(pod, ip, serving).await;
+        self.hosted.insert(
+            (ns, name),
+            Hosted {
+                uid,
+                member,
+                ip,
+                // A status not written is written again on the next pass.
+                ready: if written { serving } else { !serving },
+            },
+        );
         true
     }
 
-    async fn write_status(&self, pod: &Pod, ip: Ipv4Addr, ready: bool) {
+    /// Writes the Pod's status; false when the API server did not take it.
+    async fn write_status(&self, pod: &Pod, ip: Ipv4Addr, ready: bool) -> bool {
         let (ns, name) = key(pod);
         let now = Timestamp::now();
         let started = pod
@@ -451,11 +463,15 @@ impl State {
             })).collect::<Vec<_>>(),
         }});
         let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
-        if let Err(e) = api
+        match api
             .patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
             .await
         {
-            tracing::warn!(namespace = ns, pod = name, error = %e, "writing a stand-in Pod's status");
+            Ok(_) => true,
+            Err(e) => {
+                tracing::warn!(namespace = ns, pod = name, error = %e, "writing a stand-in Pod's status");
+                false
+            }
         }
     }
 }
