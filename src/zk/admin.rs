@@ -168,9 +168,13 @@ pub struct AdminProbe {
     read_config_version: bool,
 }
 
-/// How long an idle AdminServer connection is kept: under Jetty's idle timeout in ZooKeeper's
-/// AdminServer (`zookeeper.admin.idleTimeout`, 30 s by default).
-const ADMIN_IDLE: Duration = Duration::from_secs(20);
+/// How long an idle AdminServer connection is kept: long enough to carry one pass's requests
+/// and the next polls of a step in progress (250 ms to a few seconds apart), well under Jetty's
+/// idle timeout in ZooKeeper's AdminServer (`zookeeper.admin.idleTimeout`, 30 s by default). A
+/// converged ensemble is looked at every 30 s: keeping its connections in between bought nothing
+/// and cost memory (an operator of 1,000 ensembles held 5,000 idle connections, about 40 KiB
+/// each, at 20 s and no cap per member; `benches/thousand_ensembles.rs`).
+const ADMIN_IDLE: Duration = Duration::from_secs(5);
 
 /// The longest four-letter-word reply read (a `conf` reply is about 1 KiB).
 const MAX_FOUR_LETTER_REPLY: u64 = 256 * 1024;
@@ -181,11 +185,13 @@ impl AdminProbe {
         let http = reqwest::Client::builder()
             // Members are reached directly, never through an HTTP proxy from the environment.
             .no_proxy()
-            // One client for the process, its connections kept between passes (a converged
-            // ensemble is observed over the same few connections). An idle connection is let
-            // go before the AdminServer's own idle timeout (30 s) closes it under a request; a
-            // member that restarts or moves closes its side, and the pool drops it.
+            // One client for the process, its connections kept across a pass and the quick
+            // polls of a step. An idle connection is let go before the AdminServer's own idle
+            // timeout (30 s) closes it under a request; a member that restarts or moves closes
+            // its side, and the pool drops it.
             .pool_idle_timeout(ADMIN_IDLE)
+            // A pass asks a member several things at once; one connection per member stays.
+            .pool_max_idle_per_host(1)
             .connect_timeout(request_timeout)
             .timeout(request_timeout)
             .build()
