@@ -403,13 +403,15 @@ async fn controllers(ctx: Arc<Context>, namespace: Option<String>, concurrency: 
     );
     // Pods, PVCs, Services and PDBs come from reflector stores: a converged pass lists
     // nothing and applies nothing (support.rs); a change to any of them wakes its ensemble.
-    let (pods, pod_events) = reflected(scoped::<Pod>(&client, ns), members.clone());
+    let (pods, pod_events) = reflected(scoped::<Pod>(&client, ns), members.clone(), trim_pod);
     let (pvcs, pvc_events) = reflected(
         scoped::<PersistentVolumeClaim>(&client, ns),
         members.clone(),
+        |_| {},
     );
-    let (services, service_events) = reflected(scoped::<Service>(&client, ns), members.clone());
-    let (pdbs, pdb_events) = reflected(scoped::<PodDisruptionBudget>(&client, ns), members);
+    let (services, service_events) =
+        reflected(scoped::<Service>(&client, ns), members.clone(), |_| {});
+    let (pdbs, pdb_events) = reflected(scoped::<PodDisruptionBudget>(&client, ns), members, |_| {});
     let ctx = Arc::new(Context {
         stores: Some(support::Stores {
             pods,
@@ -516,11 +518,26 @@ where
     }
 }
 
+/// What a pass reads of a stored member Pod: its metadata, its status and the node it runs on.
+/// The rest of the spec (the containers' scripts, environment, probes: most of a Pod's size) is
+/// dropped: it is most of what an operator of 1,000 ensembles holds
+/// (`benches/thousand_ensembles.rs`). Nothing writes a stored Pod back.
+pub(crate) fn trim_pod(pod: &mut Pod) {
+    if let Some(spec) = pod.spec.as_mut() {
+        *spec = k8s_openapi::api::core::v1::PodSpec {
+            node_name: spec.node_name.take(),
+            ..Default::default()
+        };
+    }
+}
+
 /// A label-selected watch of `api` reflected into a store (managed fields stripped: a pass
-/// never reads them), and the stream of touched objects that triggers their owners' passes.
+/// never reads them; then `trim`), and the stream of touched objects that triggers their
+/// owners' passes.
 fn reflected<K>(
     api: Api<K>,
     config: watcher::Config,
+    trim: fn(&mut K),
 ) -> (
     kube::runtime::reflector::Store<K>,
     impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
@@ -537,7 +554,10 @@ where
     let (reader, writer) = kube::runtime::reflector::store();
     let events = watcher::watcher(api, config)
         .default_backoff()
-        .modify(|o: &mut K| o.managed_fields_mut().clear())
+        .modify(move |o: &mut K| {
+            o.managed_fields_mut().clear();
+            trim(o);
+        })
         .reflect(writer)
         .touched_objects();
     (reader, events)
@@ -694,5 +714,26 @@ mod tests {
         assert_eq!(terminating.category(), "kube");
         assert_eq!(api_error(409, "conflict").category(), "conflict");
         assert_eq!(api_error(500, "etcd").category(), "kube");
+    }
+
+    #[test]
+    fn a_stored_pod_keeps_its_metadata_status_and_node_and_nothing_else_of_its_spec() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "masters-1", "labels": {"a": "b"}, "annotations": {"c": "d"}},
+            "spec": {
+                "nodeName": "node-1",
+                "initContainers": [{"name": "prepare", "command": ["/bin/sh", "-c", "long script"]}],
+                "containers": [{"name": "zookeeper", "image": "zookeeper:3.9.5"}],
+            },
+            "status": {"phase": "Running", "podIP": "10.1.2.3"},
+        }))
+        .expect("pod");
+        let mut trimmed = pod.clone();
+        trim_pod(&mut trimmed);
+        assert_eq!(trimmed.metadata, pod.metadata);
+        assert_eq!(trimmed.status, pod.status);
+        let spec = trimmed.spec.expect("spec");
+        assert_eq!(spec.node_name.as_deref(), Some("node-1"));
+        assert!(spec.containers.is_empty() && spec.init_containers.is_none());
     }
 }
