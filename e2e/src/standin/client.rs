@@ -501,6 +501,15 @@ fn update(
     Ok(())
 }
 
+/// The next operation of a `multi` or `multiRead` (its header: type, done, err), `None` at the
+/// end.
+fn next_op(r: &mut Reader<'_>) -> Result<Option<i32>, Failure> {
+    let kind = r.int()?;
+    let done = r.boolean()?;
+    let _err = r.int()?;
+    Ok((!done).then_some(kind))
+}
+
 /// A `multi`: every operation applied to a copy of the tree, kept only when all succeed.
 fn multi(
     st: &mut State,
@@ -512,13 +521,7 @@ fn multi(
     let saved = st.tree.clone();
     let mut results: Vec<(i32, Vec<u8>)> = Vec::new();
     let mut failed: Option<usize> = None;
-    loop {
-        let kind = r.int()?;
-        let done = r.boolean()?;
-        let _err = r.int()?;
-        if done {
-            break;
-        }
+    while let Some(kind) = next_op(r)? {
         let mut w = Writer::default();
         let outcome: Result<(), Failure> = match kind {
             op::CREATE
@@ -572,13 +575,7 @@ fn multi(
 /// A `multiRead`: getData and getChildren, each answered or failed on its own.
 fn multi_read(st: &State, ids: &Identities, r: &mut Reader<'_>) -> Result<Answer, Failure> {
     let mut w = Writer::default();
-    loop {
-        let kind = r.int()?;
-        let done = r.boolean()?;
-        let _err = r.int()?;
-        if done {
-            break;
-        }
+    while let Some(kind) = next_op(r)? {
         let p = r.string()?;
         let _watch = r.boolean()?;
         let node = st.tree.get(p).ok_or(err::NO_NODE).and_then(|n| {
