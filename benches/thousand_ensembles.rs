@@ -267,7 +267,7 @@ async fn thousand(bed: &Bed, ns: &str) -> TestResult {
     println!(
         "all {count} stand-in ensembles converged {seconds:.0} s after the first create ({} members started); \
          operator peak RSS {} (target at most 128 MiB)",
-        node.started(),
+        node.started().await,
         first.map_or("?".into(), |(h, _)| format!("{h:.1} MiB"))
     );
 

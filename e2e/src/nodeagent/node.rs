@@ -100,7 +100,6 @@ fn conditions(now: &Timestamp) -> serde_json::Value {
     ])
 }
 
-/// Creates the Node (or adopts an existing one of that name) and writes its status.
 /// The labels of Node `name`: the well-known ones a kubelet sets, then `extra`.
 pub fn labels(name: &str, extra: &BTreeMap<String, String>) -> BTreeMap<String, String> {
     let mut labels = BTreeMap::from([
@@ -125,6 +124,8 @@ pub fn admits(labels: &BTreeMap<String, String>, pod: &k8s_openapi::api::core::v
         .is_none_or(|wanted| wanted.iter().all(|(k, v)| labels.get(k) == Some(v)))
 }
 
+/// Creates the Node (or adopts an existing one of that name), labelled as [`labels`] says with
+/// `extra_labels`, and writes its status.
 pub(crate) async fn register(
     client: &kube::Client,
     name: &str,

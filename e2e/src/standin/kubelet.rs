@@ -18,7 +18,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::Ipv4Addr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
@@ -64,13 +64,16 @@ struct State {
     /// Bindings and deletions asked for, by Pod uid, with when (asked again after 5 s).
     asked: HashMap<String, Instant>,
     digests: HashMap<(String, String, String), Option<String>>,
+    /// The Node's labels, which a Pod's node selector must match.
+    labels: BTreeMap<String, String>,
+    /// Members started since the node started.
+    started: u64,
 }
 
 /// The stand-in node; stopping it (or dropping it) stops every member it runs.
 pub struct StandInNode {
     tasks: Vec<JoinHandle<()>>,
     state: Arc<tokio::sync::Mutex<State>>,
-    started: Arc<Mutex<u64>>,
 }
 
 impl StandInNode {
@@ -99,8 +102,9 @@ impl StandInNode {
             hosted: HashMap::new(),
             asked: HashMap::new(),
             digests: HashMap::new(),
+            labels: node::labels(NODE, &labels),
+            started: 0,
         }));
-        let started = Arc::new(Mutex::new(0));
         let watch = {
             let kick = kick.clone();
             tokio::spawn(async move {
@@ -112,12 +116,10 @@ impl StandInNode {
         };
         let sync = {
             let state = state.clone();
-            let started = started.clone();
             tokio::spawn(async move {
                 let _ = pods.wait_until_ready().await;
                 loop {
-                    let n = state.lock().await.sync().await;
-                    *started.lock().unwrap_or_else(|e| e.into_inner()) += n;
+                    state.lock().await.sync().await;
                     // A change of a Pod, or a second for the members' serving state.
                     let _ = tokio::time::timeout(Duration::from_secs(1), kick.notified()).await;
                 }
@@ -134,18 +136,12 @@ impl StandInNode {
         Ok(StandInNode {
             tasks: vec![watch, sync, heartbeat],
             state,
-            started,
         })
     }
 
-    /// How many members run now.
-    pub async fn running(&self) -> usize {
-        self.state.lock().await.hosted.len()
-    }
-
     /// How many members were started since the node started.
-    pub fn started(&self) -> u64 {
-        *self.started.lock().unwrap_or_else(|e| e.into_inner())
+    pub async fn started(&self) -> u64 {
+        self.state.lock().await.started
     }
 
     /// Stops serving and stops every member.
@@ -197,15 +193,10 @@ fn port(container: &Container, name: &str, default: u16) -> u16 {
 }
 
 impl State {
-    /// One pass over the Pods; returns how many members it started.
-    async fn sync(&mut self) -> u64 {
-        let labels = node::labels(
-            NODE,
-            &BTreeMap::from([(STANDIN_LABEL.0.to_string(), STANDIN_LABEL.1.to_string())]),
-        );
+    /// One pass over the Pods.
+    async fn sync(&mut self) {
         let pods = self.pods.state();
         let mut present = HashSet::new();
-        let mut started = 0;
         for pod in &pods {
             let uid = pod.metadata.uid.clone().unwrap_or_default();
             let bound_to = pod.spec.as_ref().and_then(|s| s.node_name.as_deref());
@@ -222,7 +213,7 @@ impl State {
                             .as_ref()
                             .and_then(|s| s.node_selector.as_ref())
                             .is_some_and(|s| !s.is_empty())
-                        && node::admits(&labels, pod)
+                        && node::admits(&self.labels, pod)
                         && !recently(&self.asked)
                     {
                         self.asked.insert(uid.clone(), Instant::now());
@@ -262,7 +253,7 @@ impl State {
                         h.member.stop().await;
                     }
                     if self.run(pod, uid).await {
-                        started += 1;
+                        self.started += 1;
                     }
                 }
             }
@@ -283,7 +274,6 @@ impl State {
             .filter_map(|p| p.metadata.uid.as_deref())
             .collect();
         self.asked.retain(|uid, _| live.contains(uid.as_str()));
-        started
     }
 
     fn next_ip(&mut self) -> Ipv4Addr {
